@@ -1,0 +1,119 @@
+//! The consumer is responsible for reading: it takes free permits first, then asks
+//! XREADGROUP for at most that many entries from the type streams whose breaker accepts
+//! reads and from the group's redeliver stream, and hands each entry to a processing task.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, warn};
+
+use crate::process::process;
+use crate::shared::Shared;
+use crate::store::Entry;
+use crate::timeutil::now_ms;
+
+/// Reads until `stop` is cancelled; processing tasks are spawned on `tracker`.
+pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTracker) {
+    let mut error_pause = Duration::from_millis(100);
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        let first = tokio::select! {
+            p = shared.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.cancelled() => return,
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = shared.permits.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        let streams = readable_streams(&shared);
+        let read = shared.store.read_group(
+            shared.group(),
+            shared.consumer(),
+            &streams,
+            permits.len(),
+            shared.cfg.read_block,
+        );
+        let result = tokio::select! {
+            r = read => r,
+            _ = stop.cancelled() => return,
+        };
+        match result {
+            Ok(entries) => {
+                shared
+                    .health
+                    .last_read_ms
+                    .store(now_ms(), Ordering::Relaxed);
+                error_pause = Duration::from_millis(100);
+                if !dispatch(&shared, &tracker, entries, permits, &stop).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                drop(permits);
+                shared
+                    .metrics
+                    .redis_errors_total
+                    .with_label_values(&[shared.env(), "read"])
+                    .inc();
+                if e.is_nogroup() {
+                    warn!(error = %e, "consumer group missing (stream deleted or Redis lost its data); recreating it at 0");
+                    for key in &streams {
+                        if let Err(e) = shared.store.ensure_group(key, shared.group()).await {
+                            warn!(error = %e, "could not recreate the group");
+                        }
+                    }
+                } else if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    error!(error = %e, "reading from Redis failed; retrying with backoff");
+                    last_error_log = Some(Instant::now());
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(error_pause) => {}
+                    _ = stop.cancelled() => return,
+                }
+                error_pause = (error_pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Type streams whose handler's breaker accepts reads, then the redeliver stream.
+fn readable_streams(shared: &Shared) -> Vec<String> {
+    let mut keys: Vec<String> = shared
+        .streams()
+        .iter()
+        .filter(|s| shared.routes[s.route].breaker.accepts_reads())
+        .map(|s| s.key.clone())
+        .collect();
+    keys.push(shared.redeliver.clone());
+    keys
+}
+
+/// Spawns one task per entry, each with a permit. Entries beyond the permits taken (a read
+/// of several streams can return `COUNT` from each) wait for permits. Returns false when
+/// `stop` fired while waiting; the entries not spawned stay pending and are reclaimed.
+pub async fn dispatch(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    entries: Vec<Entry>,
+    mut permits: Vec<OwnedSemaphorePermit>,
+    stop: &CancellationToken,
+) -> bool {
+    for entry in entries {
+        let permit = match permits.pop() {
+            Some(p) => p,
+            None => tokio::select! {
+                p = shared.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return false },
+                _ = stop.cancelled() => return false,
+            },
+        };
+        if let Ok(mut map) = shared.in_flight.lock() {
+            map.insert((entry.stream.clone(), entry.id.clone()), Instant::now());
+        }
+        tracker.spawn(process(shared.clone(), entry, permit));
+    }
+    true
+}

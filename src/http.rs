@@ -1,0 +1,77 @@
+//! The HTTP listener (`[api].listen`): `/metrics` (Prometheus text), `/livez` (the process
+//! runs) and `/readyz` (Redis answers and the consumer is reading).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::shared::Health;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Metric registry.
+    pub metrics: Metrics,
+    /// Health facts.
+    pub health: Arc<Health>,
+    /// How recent the last read must be for /readyz.
+    pub ready_window: Duration,
+}
+
+/// The router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
+    if s.health.ready(s.ready_window) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: Redis unreachable or not consuming yet\n",
+        )
+    }
+}
+
+/// Binds `addr` and serves until `stop`. Returns the bound address (port 0 picks one).
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    state: ApiState,
+    stop: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+    });
+    Ok((bound, task))
+}

@@ -1,0 +1,177 @@
+//! The one metric catalogue: every name, help text, label set and bucket of DESIGN.md's
+//! metrics contract lives here. Labels come from bounded sets only (env, group, configured
+//! or discovered types, handler names, fixed outcome and reason words), never ids or errors.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Handles to every metric, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `event_worker_events_total{env,group,type,outcome}`; outcome = success|retried|dead_lettered.
+    pub events_total: IntCounterVec,
+    /// `event_worker_dead_lettered_total{env,group,type,reason}`.
+    pub dead_lettered_total: IntCounterVec,
+    /// `event_worker_handler_duration_seconds{env,group,type}`.
+    pub handler_duration_seconds: HistogramVec,
+    /// `event_worker_end_to_end_latency_seconds{env,group,type}`: entry id time to success.
+    pub end_to_end_latency_seconds: HistogramVec,
+    /// `event_worker_in_flight{env,group}`.
+    pub in_flight: IntGaugeVec,
+    /// `event_worker_reclaimed_total{env,group,type}`.
+    pub reclaimed_total: IntCounterVec,
+    /// `event_worker_breaker_state{env,handler}`: 0 closed, 1 half-open, 2 open.
+    pub breaker_state: IntGaugeVec,
+    /// `event_worker_breaker_rejected_total{env,handler}`: events rescheduled by an open breaker.
+    pub breaker_rejected_total: IntCounterVec,
+    /// `event_worker_redis_up{env}`.
+    pub redis_up: IntGaugeVec,
+    /// `event_worker_published_total{env,type}`.
+    pub published_total: IntCounterVec,
+    /// `event_worker_retries_scheduled_total{env,group}`: moves from the retry set to redeliver.
+    pub retries_forwarded_total: IntCounterVec,
+    /// `event_worker_redis_errors_total{env,op}`: failed Redis operations by kind.
+    pub redis_errors_total: IntCounterVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+const E2E_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+];
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
+impl Metrics {
+    /// A fresh registry with every metric of the catalogue.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let egt = &["env", "group", "type"];
+        Metrics {
+            events_total: counter(
+                &r,
+                "event_worker_events_total",
+                "Events finished by outcome.",
+                &["env", "group", "type", "outcome"],
+            ),
+            dead_lettered_total: counter(
+                &r,
+                "event_worker_dead_lettered_total",
+                "Events moved to the DLQ by reason.",
+                &["env", "group", "type", "reason"],
+            ),
+            handler_duration_seconds: histogram(
+                &r,
+                "event_worker_handler_duration_seconds",
+                "Handler run time.",
+                egt,
+                LATENCY_BUCKETS,
+            ),
+            end_to_end_latency_seconds: histogram(
+                &r,
+                "event_worker_end_to_end_latency_seconds",
+                "From the event's stream entry time to handler success.",
+                egt,
+                E2E_BUCKETS,
+            ),
+            in_flight: gauge(
+                &r,
+                "event_worker_in_flight",
+                "Events being handled now.",
+                &["env", "group"],
+            ),
+            reclaimed_total: counter(
+                &r,
+                "event_worker_reclaimed_total",
+                "Pending entries claimed from dead or stuck consumers.",
+                egt,
+            ),
+            breaker_state: gauge(
+                &r,
+                "event_worker_breaker_state",
+                "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+                &["env", "handler"],
+            ),
+            breaker_rejected_total: counter(
+                &r,
+                "event_worker_breaker_rejected_total",
+                "Events rescheduled because the handler's breaker was open.",
+                &["env", "handler"],
+            ),
+            redis_up: gauge(
+                &r,
+                "event_worker_redis_up",
+                "1 when the last Redis ping succeeded.",
+                &["env"],
+            ),
+            published_total: counter(
+                &r,
+                "event_worker_published_total",
+                "Events published through this process.",
+                &["env", "type"],
+            ),
+            retries_forwarded_total: counter(
+                &r,
+                "event_worker_retries_forwarded_total",
+                "Due retries moved to the group's redeliver stream.",
+                &["env", "group"],
+            ),
+            redis_errors_total: counter(
+                &r,
+                "event_worker_redis_errors_total",
+                "Failed Redis operations.",
+                &["env", "op"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,363 @@
+//! Processing one entry: decode, check the delivery count, ask the breaker, run the handler,
+//! and settle the outcome (ack, retry set, or DLQ) durably before the permit is released.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, info, warn};
+
+use crate::breaker::Admission;
+use crate::envelope::{self, Event, field, truncate};
+use crate::handler::Outcome;
+use crate::shared::Shared;
+use crate::store::{Entry, StoreError};
+use crate::timeutil::{entry_id_ms, now_ms, rfc3339};
+
+/// DLQ reasons.
+pub mod reason {
+    /// The handler said the event can never succeed (HTTP 4xx other than 408/429).
+    pub const PERMANENT: &str = "permanent_error";
+    /// Retryable failures used up `retry.max_attempts`.
+    pub const MAX_ATTEMPTS: &str = "max_attempts_exceeded";
+    /// The entry breaks the wire format.
+    pub const MALFORMED: &str = "malformed";
+    /// Delivered more than `max_deliveries` times (it keeps killing workers).
+    pub const MAX_DELIVERIES: &str = "max_deliveries_exceeded";
+}
+
+/// Longest `dlq_error` kept.
+const MAX_ERROR_LEN: usize = 1000;
+
+/// Where a handled entry goes.
+enum Settlement {
+    Ack,
+    Retry {
+        fields: Vec<(String, String)>,
+        due_ms: u64,
+    },
+    DeadLetter {
+        fields: Vec<(String, String)>,
+    },
+}
+
+/// Handles `entry` while holding `permit`; the caller registered it in `in_flight`.
+pub async fn process(shared: Arc<Shared>, entry: Entry, permit: OwnedSemaphorePermit) {
+    let in_flight = shared
+        .metrics
+        .in_flight
+        .with_label_values(&[shared.env(), shared.group()]);
+    in_flight.inc();
+    let settlement = decide(&shared, &entry).await;
+    if let Some(s) = settlement {
+        settle(&shared, &entry, s).await;
+    }
+    in_flight.dec();
+    if let Ok(mut map) = shared.in_flight.lock() {
+        map.remove(&(entry.stream.clone(), entry.id.clone()));
+    }
+    drop(permit);
+}
+
+async fn decide(shared: &Shared, entry: &Entry) -> Option<Settlement> {
+    let from_redeliver = entry.stream == shared.redeliver;
+    let stream_type = if from_redeliver {
+        None
+    } else {
+        shared.keys.type_of_stream(&entry.stream)
+    };
+    let event = match envelope::decode(entry.fields.clone(), stream_type) {
+        Ok(e) => e,
+        Err(malformed) => {
+            let label = stream_type.unwrap_or("other");
+            warn!(stream = %entry.stream, entry_id = %entry.id, group = shared.group(), error = %malformed, "malformed entry dead-lettered");
+            let attempts = envelope::lookup(&entry.fields, field::ATTEMPT)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0u32);
+            return Some(dead_letter(
+                shared,
+                entry,
+                label,
+                &entry.fields,
+                entry.stream.clone(),
+                reason::MALFORMED,
+                &malformed.0,
+                attempts,
+            ));
+        }
+    };
+    let label = shared.type_label(&event.event_type).to_string();
+    let origin_stream = shared.keys.stream(&event.event_type);
+    let span = tracing::info_span!("event", id = %event.id, r#type = %event.event_type, group = shared.group(), attempt = event.attempt, correlation_id = event.correlation_id().unwrap_or(""));
+    let _enter = span.enter();
+    if entry.deliveries > shared.cfg.max_deliveries {
+        let error = format!(
+            "delivered {} times (max_deliveries = {}); the handler was not run again",
+            entry.deliveries, shared.cfg.max_deliveries
+        );
+        warn!(deliveries = entry.deliveries, "poison event dead-lettered");
+        return Some(dead_letter(
+            shared,
+            entry,
+            &label,
+            &event.fields,
+            origin_stream,
+            reason::MAX_DELIVERIES,
+            &error,
+            event.attempt,
+        ));
+    }
+    let Some(route_index) = shared.route_for(&event.event_type) else {
+        let error = format!("no route serves type `{}`", event.event_type);
+        warn!("{error}; dead-lettered");
+        return Some(dead_letter(
+            shared,
+            entry,
+            &label,
+            &event.fields,
+            origin_stream,
+            reason::PERMANENT,
+            &error,
+            event.attempt,
+        ));
+    };
+    let route = &shared.routes[route_index];
+    let admission = route.breaker.admit();
+    if let Admission::Rejected(wait) = admission {
+        shared
+            .metrics
+            .breaker_rejected_total
+            .with_label_values(&[shared.env(), route.breaker.name()])
+            .inc();
+        debug!(
+            wait_ms = wait.as_millis() as u64,
+            "breaker open; rescheduled without using an attempt"
+        );
+        return Some(Settlement::Retry {
+            fields: retry_fields(&event, entry, event.attempt),
+            due_ms: now_ms() + wait.as_millis() as u64,
+        });
+    }
+    drop(_enter);
+    let started = Instant::now();
+    let run = AssertUnwindSafe(route.handler.handle(&event)).catch_unwind();
+    let outcome = match tokio::time::timeout(route.timeout, run)
+        .instrument_in(&span)
+        .await
+    {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(_panic)) => Outcome::retry("handler panicked"),
+        Err(_) => Outcome::retry(format!("handler timed out after {:?}", route.timeout)),
+    };
+    let _enter = span.enter();
+    let labels = [shared.env(), shared.group(), label.as_str()];
+    shared
+        .metrics
+        .handler_duration_seconds
+        .with_label_values(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    route
+        .breaker
+        .record(admission, matches!(outcome, Outcome::Retry { .. }));
+    let runs = event.attempt + 1;
+    Some(match outcome {
+        Outcome::Success => {
+            shared
+                .metrics
+                .events_total
+                .with_label_values(&[shared.env(), shared.group(), &label, "success"])
+                .inc();
+            let origin =
+                envelope::lookup(&event.fields, field::ORIGIN_ENTRY_ID).unwrap_or(&entry.id);
+            if let Some(ms) = entry_id_ms(origin) {
+                let secs = now_ms().saturating_sub(ms) as f64 / 1000.0;
+                shared
+                    .metrics
+                    .end_to_end_latency_seconds
+                    .with_label_values(&labels)
+                    .observe(secs);
+            }
+            debug!("handled");
+            Settlement::Ack
+        }
+        Outcome::Retry { error, retry_after } if runs < shared.retry.max_attempts() => {
+            let delay = shared.retry.delay_honouring(runs, retry_after);
+            info!(error = %error, delay_ms = delay.as_millis() as u64, "handler failed; retry scheduled");
+            shared
+                .metrics
+                .events_total
+                .with_label_values(&[shared.env(), shared.group(), &label, "retried"])
+                .inc();
+            Settlement::Retry {
+                fields: retry_fields(&event, entry, runs),
+                due_ms: now_ms() + delay.as_millis() as u64,
+            }
+        }
+        Outcome::Retry { error, .. } => {
+            warn!(error = %error, "handler failed; attempts used up, dead-lettered");
+            dead_letter(
+                shared,
+                entry,
+                &label,
+                &event.fields,
+                origin_stream,
+                reason::MAX_ATTEMPTS,
+                &error,
+                runs,
+            )
+        }
+        Outcome::Permanent { error } => {
+            warn!(error = %error, "handler failed permanently; dead-lettered");
+            dead_letter(
+                shared,
+                entry,
+                &label,
+                &event.fields,
+                origin_stream,
+                reason::PERMANENT,
+                &error,
+                runs,
+            )
+        }
+    })
+}
+
+/// Small helper so a future runs inside a span without holding the guard across awaits.
+trait InstrumentIn: Sized {
+    fn instrument_in(self, span: &tracing::Span) -> tracing::instrument::Instrumented<Self>;
+}
+
+impl<F: std::future::Future> InstrumentIn for F {
+    fn instrument_in(self, span: &tracing::Span) -> tracing::instrument::Instrumented<Self> {
+        tracing::Instrument::instrument(self, span.clone())
+    }
+}
+
+/// The event's fields for its next delivery: `attempt` set, `origin_entry_id` kept.
+fn retry_fields(event: &Event, entry: &Entry, attempt: u32) -> Vec<(String, String)> {
+    let origin = envelope::lookup(&event.fields, field::ORIGIN_ENTRY_ID)
+        .unwrap_or(&entry.id)
+        .to_string();
+    let mut fields: Vec<(String, String)> = event
+        .fields
+        .iter()
+        .filter(|(k, _)| k != field::ATTEMPT && k != field::ORIGIN_ENTRY_ID)
+        .cloned()
+        .collect();
+    fields.push((field::ATTEMPT.to_string(), attempt.to_string()));
+    fields.push((field::ORIGIN_ENTRY_ID.to_string(), origin));
+    fields
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dead_letter(
+    shared: &Shared,
+    entry: &Entry,
+    type_label: &str,
+    original: &[(String, String)],
+    origin_stream: String,
+    why: &str,
+    error: &str,
+    attempts: u32,
+) -> Settlement {
+    shared
+        .metrics
+        .events_total
+        .with_label_values(&[shared.env(), shared.group(), type_label, "dead_lettered"])
+        .inc();
+    shared
+        .metrics
+        .dead_lettered_total
+        .with_label_values(&[shared.env(), shared.group(), type_label, why])
+        .inc();
+    let origin_id = envelope::lookup(original, field::ORIGIN_ENTRY_ID)
+        .unwrap_or(&entry.id)
+        .to_string();
+    let mut fields: Vec<(String, String)> = original
+        .iter()
+        .filter(|(k, _)| !k.starts_with("dlq_"))
+        .cloned()
+        .collect();
+    let scrubbed = shared.cfg.redis_url.scrub(error);
+    for (k, v) in [
+        ("dlq_reason", why.to_string()),
+        ("dlq_error", truncate(&scrubbed, MAX_ERROR_LEN)),
+        ("dlq_attempts", attempts.to_string()),
+        ("dlq_group", shared.group().to_string()),
+        ("dlq_stream", origin_stream),
+        ("dlq_entry_id", origin_id),
+        ("dlq_failed_at", rfc3339(now_ms())),
+        ("dlq_consumer", shared.consumer().to_string()),
+    ] {
+        fields.push((k.to_string(), v));
+    }
+    Settlement::DeadLetter { fields }
+}
+
+/// Makes the settlement durable, retrying Redis failures with backoff for a while. If it
+/// still fails, the entry stays pending and is redelivered later (at-least-once).
+async fn settle(shared: &Shared, entry: &Entry, settlement: Settlement) {
+    let delete = entry.stream == shared.redeliver;
+    let mut backoff = Duration::from_millis(50);
+    for attempt in 0..10 {
+        let result: Result<bool, StoreError> = match &settlement {
+            Settlement::Ack => shared
+                .store
+                .ack(&entry.stream, shared.group(), &entry.id, delete)
+                .await
+                .map(|_| true),
+            Settlement::Retry { fields, due_ms } => {
+                let member = serde_json::to_string(
+                    &fields.iter().flat_map(|(k, v)| [k, v]).collect::<Vec<_>>(),
+                )
+                .unwrap_or_default();
+                shared
+                    .store
+                    .move_to_retry(
+                        &shared.keys.retry(shared.group()),
+                        &entry.stream,
+                        shared.group(),
+                        &entry.id,
+                        shared.consumer(),
+                        delete,
+                        *due_ms,
+                        &member,
+                    )
+                    .await
+            }
+            Settlement::DeadLetter { fields } => shared
+                .store
+                .move_to_stream(
+                    &shared.keys.dlq(),
+                    &entry.stream,
+                    shared.group(),
+                    &entry.id,
+                    shared.consumer(),
+                    delete,
+                    fields,
+                )
+                .await
+                .map(|id| id.is_some()),
+        };
+        match result {
+            Ok(true) => return,
+            Ok(false) => {
+                info!(stream = %entry.stream, entry_id = %entry.id, "entry no longer pending on this consumer (claimed elsewhere); left to its new owner");
+                return;
+            }
+            Err(e) => {
+                shared
+                    .metrics
+                    .redis_errors_total
+                    .with_label_values(&[shared.env(), "settle"])
+                    .inc();
+                warn!(stream = %entry.stream, entry_id = %entry.id, attempt, error = %e, "could not record the outcome; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    warn!(stream = %entry.stream, entry_id = %entry.id, "outcome not recorded; the entry stays pending and will be delivered again");
+}

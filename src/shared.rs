@@ -1,0 +1,141 @@
+//! State shared by the worker's roles: configuration, connections, metrics, routes, the
+//! permit pool that bounds in-flight work, and the set of streams being consumed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::breaker::Breaker;
+use crate::config::Config;
+use crate::handler::Handler;
+use crate::keys::{self, Keys};
+use crate::metrics::Metrics;
+use crate::retry::RetryPolicy;
+use crate::store::Store;
+use crate::timeutil::now_ms;
+
+/// One route: patterns, its handler and the handler's breaker.
+pub struct Route {
+    /// Exact types or globs.
+    pub patterns: Vec<String>,
+    /// The handler.
+    pub handler: Arc<dyn Handler>,
+    /// The handler's circuit breaker.
+    pub breaker: Arc<Breaker>,
+    /// Longest a run may take.
+    pub timeout: Duration,
+}
+
+impl Route {
+    /// Whether this route serves `event_type`.
+    pub fn serves(&self, event_type: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|p| keys::glob_matches(p, event_type))
+    }
+}
+
+/// A type stream being consumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeStream {
+    /// `events:<env>:<type>`.
+    pub key: String,
+    /// The type.
+    pub event_type: String,
+    /// Index of the route serving it.
+    pub route: usize,
+}
+
+/// Liveness and readiness facts for /livez, /readyz and health output.
+#[derive(Default)]
+pub struct Health {
+    /// Last ping succeeded.
+    pub redis_up: AtomicBool,
+    /// Time (epoch ms) the consumer last completed a read.
+    pub last_read_ms: AtomicU64,
+    /// The worker finished its start-up (migrations, groups) and consumes.
+    pub consuming: AtomicBool,
+}
+
+impl Health {
+    /// Ready: Redis answers and the consumer has read within `window`.
+    pub fn ready(&self, window: Duration) -> bool {
+        self.redis_up.load(Ordering::Relaxed)
+            && self.consuming.load(Ordering::Relaxed)
+            && now_ms().saturating_sub(self.last_read_ms.load(Ordering::Relaxed))
+                <= window.as_millis() as u64
+    }
+}
+
+/// Everything the roles share.
+pub struct Shared {
+    /// Validated configuration.
+    pub cfg: Config,
+    /// Key names of the env.
+    pub keys: Keys,
+    /// Redis.
+    pub store: Store,
+    /// Metric handles.
+    pub metrics: Metrics,
+    /// Routes in configuration order (code routes first).
+    pub routes: Vec<Route>,
+    /// Retry delays.
+    pub retry: RetryPolicy,
+    /// `concurrency` permits; one is held per event from read to settlement.
+    pub permits: Arc<Semaphore>,
+    /// Entries this consumer is handling now, with their start time (for idle refresh).
+    pub in_flight: Mutex<HashMap<(String, String), Instant>>,
+    /// Type streams being consumed.
+    pub streams: RwLock<Arc<Vec<TypeStream>>>,
+    /// `events:<env>:redeliver:<group>`.
+    pub redeliver: String,
+    /// Health facts.
+    pub health: Arc<Health>,
+}
+
+impl Shared {
+    /// Index of the first route serving `event_type`.
+    pub fn route_for(&self, event_type: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.serves(event_type))
+    }
+
+    /// Snapshot of the consumed type streams.
+    pub fn streams(&self) -> Arc<Vec<TypeStream>> {
+        self.streams.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Every stream key this worker reads: type streams, then the redeliver stream.
+    pub fn all_stream_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.streams().iter().map(|s| s.key.clone()).collect();
+        keys.push(self.redeliver.clone());
+        keys
+    }
+
+    /// The `type` metric label for `event_type`: itself when it is a consumed type,
+    /// else `other` (keeps label sets bounded whatever producers write).
+    pub fn type_label<'a>(&self, event_type: &'a str) -> &'a str {
+        if self.streams().iter().any(|s| s.event_type == event_type) {
+            event_type
+        } else {
+            "other"
+        }
+    }
+
+    /// The env label.
+    pub fn env(&self) -> &str {
+        &self.cfg.env
+    }
+
+    /// The group.
+    pub fn group(&self) -> &str {
+        &self.cfg.group
+    }
+
+    /// This consumer's name.
+    pub fn consumer(&self) -> &str {
+        &self.cfg.consumer
+    }
+}

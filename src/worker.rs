@@ -1,0 +1,356 @@
+//! The worker: builds the shared state from a [`Config`] (plus routes added in code), then
+//! runs the roles (consumer, reclaimer, scheduler, heartbeater, discovery, pinger) and the
+//! HTTP listener until the stop token fires, and stops them in order: reading first, then
+//! in-flight work (bounded by `shutdown_timeout`), then the rest.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::breaker::{Breaker, BreakerState};
+use crate::config::{Config, ConfigError, HandlerKind};
+use crate::handler::{BlackholeHandler, Handler, HttpHandler};
+use crate::http::{self, ApiState};
+use crate::keys::{self, Keys};
+use crate::metrics::Metrics;
+use crate::retry::RetryPolicy;
+use crate::shared::{Health, Route, Shared};
+use crate::store::{Store, StoreError};
+use crate::{consumer, discovery, heartbeat, migrations, reclaim, scheduler};
+
+/// Why the worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Bad configuration or routes.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Redis refused us in a way retrying cannot fix (auth, TLS), or a migration failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP listener could not bind.
+    #[error("api.listen {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Builds and runs a worker. Routes added with [`WorkerBuilder::route`] come before the
+/// configuration's `[[routes]]`, so code can take over a type the file also names.
+pub struct WorkerBuilder {
+    config: Config,
+    code_routes: Vec<(Vec<String>, Arc<dyn Handler>)>,
+    metrics: Metrics,
+}
+
+impl WorkerBuilder {
+    /// A worker for `config`.
+    pub fn new(config: Config) -> Self {
+        WorkerBuilder {
+            config,
+            code_routes: Vec::new(),
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// Serves the types matching `patterns` (exact types or globs) with `handler`.
+    pub fn route<H: Handler>(mut self, patterns: &[&str], handler: H) -> Self {
+        self.code_routes.push((
+            patterns.iter().map(|p| p.to_string()).collect(),
+            Arc::new(handler),
+        ));
+        self
+    }
+
+    /// The metrics this worker will export (to share a registry with the embedding app).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    fn build_routes(&self) -> Result<Vec<Route>, ConfigError> {
+        let mut errors = Vec::new();
+        let env = self.config.env.clone();
+        let gauge = self.metrics.breaker_state.clone();
+        let listener: crate::breaker::StateListener =
+            Arc::new(move |name: &str, state: BreakerState| {
+                gauge.with_label_values(&[&env, name]).set(state as i64);
+                match state {
+                    BreakerState::Open => warn!(
+                        handler = name,
+                        "circuit breaker opened; pausing the streams it serves"
+                    ),
+                    BreakerState::HalfOpen => info!(
+                        handler = name,
+                        "circuit breaker half-open; letting one probe through"
+                    ),
+                    BreakerState::Closed => info!(handler = name, "circuit breaker closed"),
+                }
+            });
+        let client = HttpHandler::default_client()
+            .map_err(|e| ConfigError(vec![format!("http client: {e}")]))?;
+        let mut routes = Vec::new();
+        for (i, (patterns, handler)) in self.code_routes.iter().enumerate() {
+            for p in patterns {
+                if !keys::is_valid_pattern(p) {
+                    errors.push(format!("code route {i}: `{p}` is not a valid type or glob"));
+                }
+            }
+            let name = format!("code:{}", patterns.join(","));
+            routes.push(Route {
+                patterns: patterns.clone(),
+                handler: handler.clone(),
+                breaker: Arc::new(Breaker::new(&name, &self.config.breaker, listener.clone())),
+                timeout: Duration::from_secs(60),
+            });
+        }
+        for (i, rc) in self.config.routes.iter().enumerate() {
+            let handler: Arc<dyn Handler> = match (&rc.handler, &rc.url) {
+                (HandlerKind::Http, Some(url)) => {
+                    match HttpHandler::new(client.clone(), url.clone(), &rc.headers) {
+                        Ok(h) => Arc::new(h),
+                        Err(e) => {
+                            errors.push(format!("routes[{i}].headers: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                _ => Arc::new(BlackholeHandler),
+            };
+            let name = rc.handler_name(i);
+            self.metrics
+                .breaker_state
+                .with_label_values(&[&self.config.env, &name])
+                .set(0);
+            routes.push(Route {
+                patterns: rc.types.clone(),
+                handler,
+                breaker: Arc::new(Breaker::new(&name, &self.config.breaker, listener.clone())),
+                timeout: rc.timeout,
+            });
+        }
+        if routes.is_empty() {
+            errors.push(
+                "routes: at least one [[routes]] entry (or a route in code) is needed".into(),
+            );
+        }
+        if errors.is_empty() {
+            Ok(routes)
+        } else {
+            Err(ConfigError(errors))
+        }
+    }
+
+    /// Runs until `stop` is cancelled, then stops gracefully.
+    ///
+    /// # Errors
+    /// Bad routes, an unbindable listener, or a Redis error that retrying cannot fix.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), WorkerError> {
+        let routes = self.build_routes()?;
+        let cfg = self.config;
+        let metrics = self.metrics;
+        let health = Arc::new(Health::default());
+        let api_stop = CancellationToken::new();
+        let api_state = ApiState {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            ready_window: cfg.read_block * 3 + Duration::from_secs(5),
+        };
+        let (bound, api_task) = http::serve(cfg.api.listen, api_state, api_stop.clone())
+            .await
+            .map_err(|source| WorkerError::Listen {
+                addr: cfg.api.listen,
+                source,
+            })?;
+        info!(listen = %bound, env = %cfg.env, group = %cfg.group, consumer = %cfg.consumer, redis = %cfg.redis_url, "event-worker starting");
+        let redis_up = metrics.redis_up.with_label_values(&[&cfg.env]);
+        let Some(store) = connect_until_stopped(&cfg, &stop).await? else {
+            api_stop.cancel();
+            let _ = api_task.await;
+            return Ok(());
+        };
+        redis_up.set(1);
+        health.redis_up.store(true, Ordering::Relaxed);
+        let keys = Keys::new(&cfg.env);
+        let report = migrations::apply_all(&store, &keys).await?;
+        if !report.applied.is_empty() {
+            info!(applied = ?report.applied, "migrations applied");
+        }
+        if let Some(policy) = store.maxmemory_policy().await {
+            if policy != "noeviction" {
+                warn!(policy = %policy, "Redis maxmemory-policy is not noeviction: eviction can silently delete streams and groups");
+            }
+        }
+        let shared = Arc::new(Shared {
+            keys: keys.clone(),
+            redeliver: keys.redeliver(&cfg.group),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            routes,
+            retry: RetryPolicy::new(cfg.retry.clone()),
+            permits: Arc::new(Semaphore::new(cfg.concurrency)),
+            in_flight: Mutex::new(HashMap::new()),
+            streams: RwLock::new(Arc::new(Vec::new())),
+            health: health.clone(),
+            cfg,
+        });
+        startup(&shared, &stop).await;
+        if stop.is_cancelled() {
+            store.quit().await;
+            api_stop.cancel();
+            let _ = api_task.await;
+            return Ok(());
+        }
+        let events = TaskTracker::new();
+        let read_stop = CancellationToken::new();
+        let aux_stop = CancellationToken::new();
+        if let Err(e) = reclaim::claim_own_leftovers(&shared, &events, &read_stop).await {
+            warn!(error = %e, "could not re-deliver this consumer's leftovers; the backstop will");
+        }
+        let roles = TaskTracker::new();
+        roles.spawn(consumer::run(
+            shared.clone(),
+            read_stop.clone(),
+            events.clone(),
+        ));
+        roles.spawn(reclaim::run(
+            shared.clone(),
+            read_stop.clone(),
+            events.clone(),
+        ));
+        let aux = TaskTracker::new();
+        aux.spawn(scheduler::run(shared.clone(), aux_stop.clone()));
+        aux.spawn(heartbeat::run(shared.clone(), aux_stop.clone()));
+        aux.spawn(discovery::run(shared.clone(), aux_stop.clone()));
+        aux.spawn(ping_loop(shared.clone(), aux_stop.clone()));
+        health.consuming.store(true, Ordering::Relaxed);
+        info!(streams = shared.streams().len(), "consuming");
+
+        stop.cancelled().await;
+        info!("stopping: no new reads; finishing in-flight events");
+        health.consuming.store(false, Ordering::Relaxed);
+        read_stop.cancel();
+        roles.close();
+        roles.wait().await;
+        events.close();
+        let finished = tokio::time::timeout(shared.cfg.shutdown_timeout, events.wait())
+            .await
+            .is_ok();
+        if !finished {
+            let left = shared.in_flight.lock().map(|m| m.len()).unwrap_or(0);
+            warn!(
+                left,
+                "shutdown_timeout reached; unfinished events stay pending and will be reclaimed"
+            );
+        }
+        aux_stop.cancel();
+        aux.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), aux.wait()).await;
+        let hb = shared.keys.heartbeat(shared.group(), shared.consumer());
+        if let Err(e) = shared.store.delete(&hb).await {
+            warn!(error = %e, "could not delete the heartbeat key; it expires by itself");
+        }
+        shared.store.quit().await;
+        api_stop.cancel();
+        let _ = api_task.await;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Connects, retrying with backoff while Redis is unreachable. Authentication and TLS
+/// errors are final. Returns `None` when stopped first.
+async fn connect_until_stopped(
+    cfg: &Config,
+    stop: &CancellationToken,
+) -> Result<Option<Store>, StoreError> {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let attempt = Store::connect(cfg, &cfg.consumer);
+        let result = tokio::select! {
+            r = attempt => r,
+            _ = stop.cancelled() => return Ok(None),
+        };
+        match result {
+            Ok(store) => return Ok(Some(store)),
+            Err(e) if is_final(&e) => return Err(e),
+            Err(e) => {
+                warn!(error = %e, redis = %cfg.redis_url, "Redis unreachable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => return Ok(None),
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn is_final(e: &StoreError) -> bool {
+    let m = e.message.to_ascii_lowercase();
+    [
+        "wrongpass",
+        "noauth",
+        "auth",
+        "certificate",
+        "tls",
+        "noperm",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
+}
+
+/// Groups on the redeliver stream and the type streams, the first heartbeat. Retries with
+/// backoff until it works or `stop` fires.
+async fn startup(shared: &Arc<Shared>, stop: &CancellationToken) {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let result = async {
+            shared
+                .store
+                .ensure_group(&shared.redeliver, shared.group())
+                .await?;
+            discovery::refresh(shared).await?;
+            heartbeat::beat(shared).await
+        }
+        .await;
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                error!(error = %e, "start-up against Redis failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => return,
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Pings Redis every second for `event_worker_redis_up` and /readyz.
+async fn ping_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let gauge = shared.metrics.redis_up.with_label_values(&[shared.env()]);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let up = shared.store.ping(Duration::from_secs(2)).await.is_ok();
+        gauge.set(i64::from(up));
+        let was = shared.health.redis_up.swap(up, Ordering::Relaxed);
+        if was && !up {
+            warn!("Redis stopped answering pings");
+        } else if !was && up {
+            info!("Redis answers again");
+        }
+    }
+}
