@@ -5,7 +5,7 @@
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 local PREFIX = ARGV[3]
 local MIGRATIONS = KEYS[1]
-(function()
+;(function()
 --BODY--
 end)()
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
