@@ -1,0 +1,156 @@
+//! Retry backoff: delays grow as configured and are never early; retries
+//! waiting in the retry set survive a worker restart.
+
+use crate::util::*;
+use std::time::Duration;
+
+const TY: &str = "jobs.run";
+
+/// Gap between the answer to request `n` and the arrival of request `n + 1`.
+fn gaps(reqs: &[sink::Request]) -> Vec<Duration> {
+    reqs.windows(2)
+        .map(|w| {
+            let answered = w[0].answered.expect("previous request was answered");
+            w[1].received.saturating_sub(answered)
+        })
+        .collect()
+}
+
+#[test]
+fn backoff_delays_grow_as_configured_and_are_never_early() {
+    let env = "backoff";
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    let ids = ["b-0", "b-1", "b-2"];
+    for id in ids {
+        sink.script(
+            id,
+            vec![
+                Action::status(503),
+                Action::status(503),
+                Action::status(503),
+                Action::status(503),
+                Action::ok(),
+            ],
+        );
+    }
+    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
+    cfg.max_attempts = 5;
+    cfg.initial_backoff = "200ms".into();
+    cfg.multiplier = 2.0;
+    cfg.max_backoff = "800ms".into();
+    cfg.jitter = 0.2;
+    let mut worker = WorkerProcess::start("w1", cfg);
+    worker.wait_ready(Duration::from_secs(15));
+    for id in ids {
+        publish(&redis, env, TY, id);
+    }
+    wait_until("all three succeed", Duration::from_secs(15), || {
+        sink.success_counts().len() == ids.len()
+    });
+    wait_until("drained", Duration::from_secs(5), || {
+        drained(&redis, env, "group", &[TY])
+    });
+    let dump = sink.ledger_dump();
+    let jitter = 0.2;
+    let nominal = [200u64, 400, 800, 800];
+    for id in ids {
+        let reqs = sink.requests_for(id);
+        assert_eq!(reqs.len(), 5, "requests for {id}\n{dump}");
+        let attempts: Vec<_> = reqs.iter().map(|r| r.attempt).collect();
+        assert_eq!(attempts, vec![Some(0), Some(1), Some(2), Some(3), Some(4)]);
+        let g = gaps(&reqs);
+        for (n, (gap, nom)) in g.iter().zip(nominal).enumerate() {
+            let low = Duration::from_millis((nom as f64 * (1.0 - jitter)) as u64)
+                .saturating_sub(Duration::from_millis(2));
+            let high = Duration::from_millis((nom as f64 * (1.0 + jitter)) as u64 + 400);
+            assert!(
+                *gap >= low,
+                "{id}: retry {n} came early: {gap:?} < {low:?} (nominal {nom}ms, jitter {jitter})\n{dump}"
+            );
+            assert!(
+                *gap <= high,
+                "{id}: retry {n} came late: {gap:?} > {high:?} (nominal {nom}ms)\n{dump}"
+            );
+        }
+        // Uncapped delays grow (jitter ranges of 200/400/800ms do not overlap).
+        assert!(
+            g[1] > g[0] && g[2] > g[1],
+            "{id}: delays do not grow: {g:?}"
+        );
+    }
+    assert_eq!(redis.xlen(&dlq_key(env)), 0, "nothing may be dead-lettered");
+    assert_drained(&redis, env, "group", &[TY]);
+    worker.assert_running();
+}
+
+#[test]
+fn pending_retries_survive_a_worker_restart() {
+    let env = "retrysurvive";
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    let ids: Vec<String> = (0..5).map(|i| format!("r-{i}")).collect();
+    for id in &ids {
+        sink.script(id, vec![Action::status(503), Action::ok()]);
+    }
+    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
+    cfg.max_attempts = 3;
+    cfg.initial_backoff = "3s".into();
+    cfg.max_backoff = "10s".into();
+    cfg.jitter = 0.0;
+    let mut worker = WorkerProcess::start("w1", cfg);
+    worker.wait_ready(Duration::from_secs(15));
+    for id in &ids {
+        publish(&redis, env, TY, id);
+    }
+    wait_until(
+        "5 failures answered, 5 retries scheduled, nothing pending",
+        Duration::from_secs(10),
+        || {
+            sink.ledger()
+                .iter()
+                .filter(|r| r.outcome == Outcome::Answered(503))
+                .count()
+                == 5
+                && redis.zcard(&retry_key(env, "group")) == 5
+                && redis.xpending_count(&stream_key(env, TY), "group") == Some(0)
+        },
+    );
+    let status = worker.kill9();
+    assert!(status.code().is_none(), "killed by a signal: {status:?}");
+    assert_eq!(
+        redis.zcard(&retry_key(env, "group")),
+        5,
+        "the retry set survives the worker"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    worker.restart();
+    wait_until(
+        "all 5 succeed after the restart",
+        Duration::from_secs(15),
+        || sink.success_counts().len() == 5,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let dump = sink.ledger_dump();
+    for id in &ids {
+        let reqs = sink.requests_for(id);
+        assert_eq!(reqs.len(), 2, "requests for {id}\n{dump}");
+        assert_eq!(reqs[1].attempt, Some(1), "{id}\n{dump}");
+        let gap = gaps(&reqs)[0];
+        assert!(
+            gap >= Duration::from_millis(2998),
+            "{id}: retried early across the restart: {gap:?} < 3s\n{dump}"
+        );
+        assert!(
+            gap <= Duration::from_millis(6000),
+            "{id}: retried late: {gap:?}\n{dump}"
+        );
+    }
+    assert_eq!(redis.xlen(&dlq_key(env)), 0, "nothing may be dead-lettered");
+    wait_until("drained", Duration::from_secs(5), || {
+        drained(&redis, env, "group", &[TY])
+    });
+    worker.assert_running();
+}

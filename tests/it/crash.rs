@@ -1,0 +1,198 @@
+//! Worker process faults: `kill -9` mid-flight (another live consumer takes
+//! over through the heartbeat), and a poison event that kills the worker every
+//! time it is handled (DLQ after `max_deliveries`).
+
+use crate::util::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const TY: &str = "payments.captured";
+
+#[test]
+fn kill9_mid_flight_another_consumer_takes_over_nothing_lost() {
+    let env = "kill9";
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    sink.set_default(Action::delayed(200, Duration::from_millis(400)));
+    let mk = |name: &str| {
+        let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
+        cfg.consumer = Some(name.into());
+        cfg.concurrency = 2;
+        // Far beyond the test: only the heartbeat path can explain a prompt takeover.
+        cfg.visibility_timeout = "60s".into();
+        cfg.heartbeat_ttl = "2s".into();
+        cfg.reclaim_interval = "200ms".into();
+        cfg
+    };
+    let mut w1 = WorkerProcess::start("w1", mk("w1"));
+    let mut w2 = WorkerProcess::start("w2", mk("w2"));
+    w1.wait_ready(Duration::from_secs(15));
+    w2.wait_ready(Duration::from_secs(15));
+    let total = 30;
+    let mut event_of: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..total {
+        let id = format!("k-{i:02}");
+        let entry = publish(&redis, env, TY, &id);
+        event_of.insert(entry, id);
+    }
+    wait_until("6 events delivered", Duration::from_secs(15), || {
+        sink.success_counts().len() >= 6
+    });
+    w1.kill9();
+    let kill_at = sink.now();
+    let orphans: Vec<String> = redis
+        .xpending_detail(&stream_key(env, TY), "group")
+        .into_iter()
+        .filter(|(_, consumer, _, _)| consumer == "w1")
+        .map(|(entry, _, _, _)| event_of[&entry].clone())
+        .collect();
+    assert!(
+        !orphans.is_empty(),
+        "inconclusive: w1 held no pending entries when it was killed"
+    );
+    wait_until(
+        "every event delivered after the kill",
+        Duration::from_secs(20),
+        || sink.success_counts().len() == total,
+    );
+    wait_until("drained", Duration::from_secs(10), || {
+        drained(&redis, env, "group", &[TY])
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let dump = sink.ledger_dump();
+    // Each orphan was delivered again after the kill, within heartbeat_ttl + slack.
+    for id in &orphans {
+        let after: Vec<_> = sink
+            .requests_for(id)
+            .into_iter()
+            .filter(|r| r.received > kill_at)
+            .collect();
+        assert!(
+            !after.is_empty(),
+            "orphan {id} of the killed worker was not delivered again\n{dump}"
+        );
+        let delay = after[0].received - kill_at;
+        assert!(
+            delay <= Duration::from_secs(6),
+            "orphan {id} taken over only {delay:?} after the kill (heartbeat_ttl 2s)\n{dump}"
+        );
+    }
+    let successes = sink.success_counts();
+    let dups: usize = successes.values().map(|n| n - 1).sum();
+    assert_eq!(successes.len(), total, "lost events\n{dump}");
+    assert!(
+        dups <= 2,
+        "{dups} duplicate successes, more than the killed worker's in-flight capacity (2)\n{dump}"
+    );
+    assert_eq!(redis.xlen(&dlq_key(env)), 0);
+    assert_eq!(
+        redis
+            .xpending_consumers(&stream_key(env, TY), "group")
+            .get("w1"),
+        None,
+        "nothing may stay pending on the dead consumer"
+    );
+    let metrics = parse_metrics(&w2.metrics());
+    let reclaimed = sum(
+        &metrics,
+        "event_worker_reclaimed_total",
+        &[("env", env), ("group", "group"), ("type", TY)],
+    );
+    assert!(
+        reclaimed >= orphans.len() as f64,
+        "event_worker_reclaimed_total{{env,group,type}} = {reclaimed}, expected >= {}",
+        orphans.len()
+    );
+    w2.assert_running();
+}
+
+/// Runs the worker under a bounded supervisor loop until `poison` is in the
+/// DLQ; returns the number of times the worker was killed.
+fn supervise_until_poison_dead_lettered(
+    redis: &RedisServer,
+    env: &str,
+    sink: &HttpSink,
+    worker: &mut WorkerProcess,
+    max_restarts: usize,
+) -> usize {
+    let mut kills = 0;
+    for _ in 0..=max_restarts {
+        sink.set_kill_target(worker.pid());
+        let mut exited = false;
+        let poisoned = try_wait_until(Duration::from_secs(15), || {
+            if !worker.is_running() {
+                exited = true;
+                return true;
+            }
+            dlq_by_id(redis, env).contains_key("poison")
+        });
+        assert!(poisoned, "neither a crash nor a dead letter within 15s");
+        if !exited {
+            return kills;
+        }
+        kills += 1;
+        worker.restart();
+    }
+    panic!("still crash-looping after {max_restarts} restarts");
+}
+
+fn poison_case(env: &str, consumer: Option<&str>) {
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    sink.script("poison", vec![Action::kill_worker()]);
+    let max_deliveries = 3;
+    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
+    cfg.consumer = consumer.map(str::to_string);
+    cfg.concurrency = 1;
+    cfg.max_deliveries = max_deliveries;
+    cfg.heartbeat_ttl = "2s".into();
+    publish(&redis, env, TY, "poison");
+    let ids: Vec<String> = (0..10).map(|i| format!("ok-{i}")).collect();
+    for id in &ids {
+        publish(&redis, env, TY, id);
+    }
+    let mut worker = WorkerProcess::start("w", cfg);
+    let kills = supervise_until_poison_dead_lettered(&redis, env, &sink, &mut worker, 8);
+    wait_until(
+        "the other events delivered",
+        Duration::from_secs(15),
+        || sink.success_counts().len() == ids.len(),
+    );
+    wait_until("drained", Duration::from_secs(10), || {
+        drained(&redis, env, "group", &[TY])
+    });
+    // No crash loop afterwards.
+    std::thread::sleep(Duration::from_millis(1000));
+    worker.assert_running();
+    let dump = sink.ledger_dump();
+    assert_eq!(
+        sink.requests_for("poison").len(),
+        max_deliveries as usize,
+        "the handler runs exactly max_deliveries times; the next delivery goes to the DLQ\n{dump}"
+    );
+    assert_eq!(kills, max_deliveries as usize, "worker crashes");
+    let dlq = dlq_entries(&redis, env);
+    assert_eq!(dlq.len(), 1, "DLQ: {dlq:?}");
+    assert_eq!(dlq[0].get("id"), Some("poison"));
+    assert_eq!(dlq[0].get("dlq_reason"), Some("max_deliveries_exceeded"));
+    assert_eq!(dlq[0].get("dlq_group"), Some("group"));
+    for id in &ids {
+        assert_eq!(
+            sink.success_counts().get(id),
+            Some(&1),
+            "deliveries of {id}\n{dump}"
+        );
+    }
+}
+
+#[test]
+fn poison_event_killing_the_worker_ends_in_dlq_stable_consumer_name() {
+    poison_case("poison", Some("w1"));
+}
+
+#[test]
+fn poison_event_killing_the_worker_ends_in_dlq_new_consumer_name_each_start() {
+    poison_case("poisonnew", None);
+}

@@ -1,0 +1,217 @@
+//! Redis comes and goes: restarted with AOF under load (nothing lost), restarted
+//! without persistence (group recreated at 0), retries survive a restart.
+
+use crate::util::resp::{Conn, Value};
+use crate::util::*;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const TY: &str = "stock.changed";
+
+/// Publisher ledger: ids whose XADD was acknowledged, and every id tried.
+#[derive(Default)]
+struct Published {
+    acked: BTreeSet<String>,
+    attempted: BTreeSet<String>,
+}
+
+fn publisher(port: u16, env: &'static str, n: usize, ledger: Arc<Mutex<Published>>) {
+    let key = stream_key(env, TY);
+    let mut conn: Option<Conn> = None;
+    for i in 0..n {
+        let id = format!("p-{i:04}");
+        ledger.lock().unwrap().attempted.insert(id.clone());
+        if conn.is_none() {
+            conn = Conn::connect(port).ok();
+        }
+        let data = format!(r#"{{"i":{i}}}"#);
+        let ok = match conn.as_mut() {
+            Some(c) => matches!(
+                c.cmd(&["XADD", &key, "*", "id", &id, "type", TY, "data", &data]),
+                Ok(Value::Str(_))
+            ),
+            None => false,
+        };
+        if ok {
+            ledger.lock().unwrap().acked.insert(id);
+            std::thread::sleep(Duration::from_millis(10));
+        } else {
+            conn = None;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn redis_kill9_with_aof_always_under_load_nothing_lost() {
+    let env = "restartaof";
+    let mut redis = RedisServer::start_with(Aof::Always);
+    let sink = HttpSink::start();
+    sink.set_default(Action::delayed(200, Duration::from_millis(20)));
+    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
+    cfg.concurrency = 4;
+    let mut worker = WorkerProcess::start("w1", cfg);
+    worker.wait_ready(Duration::from_secs(15));
+    let ledger = Arc::new(Mutex::new(Published::default()));
+    let total = 300;
+    let pub_thread = {
+        let ledger = Arc::clone(&ledger);
+        let port = redis.port;
+        std::thread::spawn(move || publisher(port, env, total, ledger))
+    };
+    wait_until("load running", Duration::from_secs(10), || {
+        sink.success_counts().len() >= 60
+    });
+    redis.kill9();
+    let not_ready = try_wait_until(Duration::from_secs(5), || {
+        !matches!(worker.get("/readyz"), Some((200, _)))
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    redis.start_again();
+    pub_thread.join().unwrap();
+    let (acked, attempted) = {
+        let l = ledger.lock().unwrap();
+        (l.acked.clone(), l.attempted.clone())
+    };
+    let _dump = redis.dump_on_panic(env);
+    worker.assert_running();
+    assert!(not_ready, "/readyz kept answering 200 while Redis was down");
+    let done = try_wait_until(Duration::from_secs(30), || {
+        let ok = sink.success_counts();
+        acked.iter().all(|id| ok.contains_key(id)) && drained(&redis, env, "group", &[TY])
+    });
+    let successes = sink.success_counts();
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|id| !successes.contains_key(*id))
+        .collect();
+    assert!(
+        done && lost.is_empty(),
+        "{} of {} acknowledged publishes never delivered: {lost:?}",
+        lost.len(),
+        acked.len()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let successes = sink.success_counts();
+    let unexpected: Vec<_> = successes
+        .keys()
+        .filter(|id| !attempted.contains(*id))
+        .collect();
+    assert!(unexpected.is_empty(), "never published: {unexpected:?}");
+    let dups: usize = successes.values().map(|n| n - 1).sum();
+    assert!(
+        dups <= 4,
+        "{dups} duplicates after one Redis crash with concurrency 4\n{}",
+        sink.ledger_dump()
+    );
+    assert_eq!(redis.xlen(&dlq_key(env)), 0, "nothing may be dead-lettered");
+    assert!(
+        acked.len() > total / 2,
+        "too few publishes acknowledged: {}",
+        acked.len()
+    );
+    assert_drained(&redis, env, "group", &[TY]);
+    worker.wait_ready(Duration::from_secs(10));
+    let metrics = parse_metrics(&worker.metrics());
+    assert_eq!(
+        sum(&metrics, "event_worker_redis_up", &[("env", env)]),
+        1.0,
+        "event_worker_redis_up after recovery"
+    );
+}
+
+#[test]
+fn redis_restart_without_persistence_group_recreated_at_zero() {
+    let env = "restartempty";
+    let mut redis = RedisServer::start_with(Aof::None);
+    let sink = HttpSink::start();
+    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
+    let mut worker = WorkerProcess::start("w1", cfg);
+    worker.wait_ready(Duration::from_secs(15));
+    for i in 0..10 {
+        publish(&redis, env, TY, &format!("before-{i}"));
+    }
+    wait_until("first batch delivered", Duration::from_secs(10), || {
+        sink.success_counts().len() == 10
+    });
+    redis.stop();
+    std::thread::sleep(Duration::from_millis(1000));
+    redis.start_again();
+    let _dump = redis.dump_on_panic(env);
+    let stderr_lines_at_restart = worker.stderr().lines().count();
+    // Published straight away: the stream and the group are both gone, so the
+    // group must be recreated at 0 (not $) for these to be seen.
+    for i in 0..10 {
+        publish(&redis, env, TY, &format!("after-{i}"));
+    }
+    wait_until("second batch delivered", Duration::from_secs(20), || {
+        sink.success_counts().len() == 20
+    });
+    std::thread::sleep(Duration::from_millis(3000));
+    worker.assert_running();
+    let successes = sink.success_counts();
+    for i in 0..10 {
+        assert_eq!(
+            successes.get(&format!("after-{i}")),
+            Some(&1),
+            "after-{i}\n{}",
+            sink.ledger_dump()
+        );
+    }
+    assert_drained(&redis, env, "group", &[TY]);
+    let new_lines = worker.stderr().lines().count() - stderr_lines_at_restart;
+    assert!(
+        new_lines < 300,
+        "{new_lines} log lines within ~4s after the restart: a hot loop?\n{}",
+        worker.logs()
+    );
+}
+
+#[test]
+fn scheduled_retries_survive_a_redis_restart() {
+    let env = "restartretry";
+    let mut redis = RedisServer::start_with(Aof::Always);
+    let sink = HttpSink::start();
+    let ids = ["rr-0", "rr-1", "rr-2"];
+    for id in ids {
+        sink.script(id, vec![Action::status(503), Action::ok()]);
+    }
+    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
+    cfg.initial_backoff = "2500ms".into();
+    cfg.max_backoff = "10s".into();
+    let mut worker = WorkerProcess::start("w1", cfg);
+    worker.wait_ready(Duration::from_secs(15));
+    for id in ids {
+        publish(&redis, env, TY, id);
+    }
+    wait_until("3 retries scheduled", Duration::from_secs(10), || {
+        redis.zcard(&retry_key(env, "group")) == 3
+    });
+    redis.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    redis.start_again();
+    let _dump = redis.dump_on_panic(env);
+    assert_eq!(
+        redis.zcard(&retry_key(env, "group")),
+        3,
+        "retry set after restart"
+    );
+    wait_until("all retried successfully", Duration::from_secs(15), || {
+        sink.success_counts().len() == 3
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let dump = sink.ledger_dump();
+    for id in ids {
+        let reqs = sink.requests_for(id);
+        assert_eq!(reqs.len(), 2, "{id}\n{dump}");
+        let gap = reqs[1].received - reqs[0].answered.unwrap();
+        assert!(
+            gap >= Duration::from_millis(2498),
+            "{id} retried early: {gap:?}\n{dump}"
+        );
+    }
+    assert_eq!(redis.xlen(&dlq_key(env)), 0);
+    assert_drained(&redis, env, "group", &[TY]);
+    worker.assert_running();
+}

@@ -1,0 +1,164 @@
+//! Graceful shutdown on SIGTERM: stop reading, finish in-flight work within
+//! `shutdown_timeout`, exit 0; nothing lost, no duplicates.
+
+use crate::util::*;
+use std::time::{Duration, Instant};
+
+const TY: &str = "mail.send";
+
+#[test]
+fn sigterm_mid_stream_exits_zero_in_time_nothing_lost_no_duplicates() {
+    let env = "sigterm";
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    sink.set_default(Action::delayed(200, Duration::from_millis(50)));
+    let total = 200;
+    let ids: Vec<String> = (0..total).map(|i| format!("s-{i:03}")).collect();
+    for id in &ids {
+        publish(&redis, env, TY, id);
+    }
+    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
+    cfg.concurrency = 4;
+    cfg.shutdown_timeout = "5s".into();
+    let mut worker = WorkerProcess::start("w1", cfg);
+    wait_until("40 events delivered", Duration::from_secs(15), || {
+        sink.success_counts().len() >= 40
+    });
+    worker.assert_running();
+    let term_at = sink.now();
+    let started = Instant::now();
+    worker.sigterm();
+    let status = worker.wait_exit(Duration::from_millis(6500));
+    let took = started.elapsed();
+    let status = status.unwrap_or_else(|| panic!("no exit within shutdown_timeout + 1.5s"));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status:?}"
+    );
+    let dump = sink.ledger_dump();
+    let ledger = sink.ledger();
+    let late: Vec<_> = ledger
+        .iter()
+        .filter(|r| r.received > term_at + Duration::from_millis(150))
+        .map(|r| r.id.clone())
+        .collect();
+    assert!(
+        late.is_empty(),
+        "requests started after SIGTERM (took {took:?}): {late:?}\n{dump}"
+    );
+    assert_eq!(
+        sink.in_progress(),
+        0,
+        "in-flight requests were abandoned instead of finished\n{dump}"
+    );
+    let delivered = sink.success_counts().len();
+    assert!(
+        delivered < total,
+        "SIGTERM came too late to test anything ({delivered} delivered)"
+    );
+    let pending = redis.xpending_count(&stream_key(env, TY), "group");
+    assert_eq!(
+        pending,
+        Some(0),
+        "finished in-flight work must be acknowledged before exit\n{dump}"
+    );
+
+    worker.restart();
+    wait_until(
+        "all events delivered after restart",
+        Duration::from_secs(20),
+        || sink.success_counts().len() == total,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let dump = sink.ledger_dump();
+    let requests = sink.request_counts();
+    for id in &ids {
+        assert_eq!(requests.get(id), Some(&1), "deliveries of {id}\n{dump}");
+    }
+    assert_eq!(requests.len(), total, "unexpected ids\n{dump}");
+    assert_eq!(redis.xlen(&dlq_key(env)), 0);
+    assert_drained(&redis, env, "group", &[TY]);
+
+    // An idle worker stops promptly too.
+    let started = Instant::now();
+    worker.sigterm();
+    let status = worker
+        .wait_exit(Duration::from_secs(6))
+        .expect("idle worker exits on SIGTERM");
+    assert_eq!(status.code(), Some(0), "idle exit: {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "idle shutdown took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn sigterm_past_shutdown_timeout_leaves_unfinished_work_pending() {
+    let env = "sigtermslow";
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    let ids: Vec<String> = (0..4).map(|i| format!("slow-{i}")).collect();
+    for id in &ids {
+        // The first delivery hangs far past shutdown_timeout (and never counts as success).
+        sink.script(
+            id,
+            vec![Action::delayed(503, Duration::from_secs(20)), Action::ok()],
+        );
+    }
+    let mut cfg = WorkerConfig::new(env, &redis.url()).route({
+        let mut r = Route::http(&[TY], &sink.url());
+        r.timeout = Some("30s".into());
+        r
+    });
+    cfg.concurrency = 4;
+    cfg.shutdown_timeout = "1s".into();
+    let mut worker = WorkerProcess::start("w1", cfg);
+    for id in &ids {
+        publish(&redis, env, TY, id);
+    }
+    wait_until("4 requests in flight", Duration::from_secs(15), || {
+        sink.in_progress() == 4
+    });
+    let started = Instant::now();
+    worker.sigterm();
+    let status = worker
+        .wait_exit(Duration::from_secs(4))
+        .expect("exit within shutdown_timeout (1s) + slack");
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0), "exit status: {status:?}");
+    assert!(
+        took <= Duration::from_millis(2500),
+        "shutdown took {took:?} with shutdown_timeout 1s"
+    );
+    let pending = redis.xpending_count(&stream_key(env, TY), "group");
+    assert_eq!(
+        pending,
+        Some(4),
+        "unfinished work stays pending for reclaim (not acked, not lost)"
+    );
+    assert_eq!(redis.xlen(&dlq_key(env)), 0);
+
+    worker.restart();
+    wait_until(
+        "all 4 delivered after restart",
+        Duration::from_secs(15),
+        || sink.success_counts().len() == 4,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let dump = sink.ledger_dump();
+    for id in &ids {
+        assert_eq!(
+            sink.success_counts().get(id),
+            Some(&1),
+            "successes of {id}\n{dump}"
+        );
+        assert_eq!(sink.requests_for(id).len(), 2, "requests of {id}\n{dump}");
+    }
+    assert_eq!(redis.xlen(&dlq_key(env)), 0);
+    assert_drained(&redis, env, "group", &[TY]);
+    worker.assert_running();
+}

@@ -1,0 +1,251 @@
+//! The harness: a real redis-server per test ([`redis`]), a real HTTP sink
+//! with a request ledger ([`sink`]), the daemon as a child process
+//! ([`worker`]), and small helpers for keys, events, metrics and waiting.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+pub mod redis;
+pub mod resp;
+pub mod sink;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+pub use redis::{Aof, Entry, Monitor, RedisServer};
+pub use sink::{Action, HttpSink, Outcome};
+pub use worker::{Route, WorkerConfig, WorkerProcess};
+
+/// A free loopback TCP port (bound and released; good enough on a test box).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends a signal with the `kill` utility (`sig` is `TERM`, `KILL`, ...).
+pub fn send_signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    if !try_wait_until(timeout, &mut cond) {
+        panic!("timed out after {timeout:?} waiting for: {what}");
+    }
+}
+
+/// Polls `cond` every 20 ms; false after `timeout`.
+pub fn try_wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// HTTP/1.0 GET with std only: (status, body), `None` if unreachable.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let addr: SocketAddr = addr.parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+// ---------------------------------------------------------------- keys
+
+/// `events:<env>:<type>`
+pub fn stream_key(env: &str, ty: &str) -> String {
+    format!("events:{env}:{ty}")
+}
+/// `events:<env>:retry:<group>`
+pub fn retry_key(env: &str, group: &str) -> String {
+    format!("events:{env}:retry:{group}")
+}
+/// `events:<env>:redeliver:<group>`
+pub fn redeliver_key(env: &str, group: &str) -> String {
+    format!("events:{env}:redeliver:{group}")
+}
+/// `events:<env>:dlq`
+pub fn dlq_key(env: &str) -> String {
+    format!("events:{env}:dlq")
+}
+/// `events:<env>:heartbeat:<group>:<consumer>`
+pub fn heartbeat_key(env: &str, group: &str, consumer: &str) -> String {
+    format!("events:{env}:heartbeat:{group}:{consumer}")
+}
+
+// ---------------------------------------------------------------- events
+
+/// XADDs a well-formed event (`id`, `type`, `data`); returns the entry id.
+pub fn publish(redis: &RedisServer, env: &str, ty: &str, id: &str) -> String {
+    let data = format!(r#"{{"n":"{id}"}}"#);
+    redis.xadd(
+        &stream_key(env, ty),
+        &[("id", id), ("type", ty), ("data", &data)],
+    )
+}
+
+/// The DLQ entries of an env.
+pub fn dlq_entries(redis: &RedisServer, env: &str) -> Vec<Entry> {
+    redis.xrange(&dlq_key(env))
+}
+
+/// DLQ entries keyed by event `id` (entries without an id are left out).
+pub fn dlq_by_id(redis: &RedisServer, env: &str) -> BTreeMap<String, Vec<Entry>> {
+    let mut m: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+    for e in dlq_entries(redis, env) {
+        if let Some(id) = e.get("id") {
+            m.entry(id.to_string()).or_default().push(e.clone());
+        }
+    }
+    m
+}
+
+/// Total pending entries of `group` over the given streams (missing group = 0).
+pub fn pending_total(redis: &RedisServer, keys: &[String], group: &str) -> i64 {
+    keys.iter()
+        .map(|k| redis.xpending_count(k, group).unwrap_or(0))
+        .sum()
+}
+
+/// Drain condition: nothing pending on the type streams and the redeliver
+/// stream of `group`, and the retry set empty.
+pub fn drained(redis: &RedisServer, env: &str, group: &str, types: &[&str]) -> bool {
+    let mut keys: Vec<String> = types.iter().map(|t| stream_key(env, t)).collect();
+    keys.push(redeliver_key(env, group));
+    pending_total(redis, &keys, group) == 0 && redis.zcard(&retry_key(env, group)) == 0
+}
+
+/// Asserts the drained state with a readable message.
+pub fn assert_drained(redis: &RedisServer, env: &str, group: &str, types: &[&str]) {
+    for t in types {
+        let k = stream_key(env, t);
+        let p = redis.xpending_count(&k, group).unwrap_or(0);
+        assert_eq!(p, 0, "{k}: {p} entries still pending for group {group}");
+    }
+    let rk = redeliver_key(env, group);
+    let p = redis.xpending_count(&rk, group).unwrap_or(0);
+    assert_eq!(p, 0, "{rk}: {p} entries still pending for group {group}");
+    let z = redis.zcard(&retry_key(env, group));
+    assert_eq!(z, 0, "retry set of group {group} still holds {z} entries");
+}
+
+// ---------------------------------------------------------------- metrics
+
+/// One Prometheus sample.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses Prometheus text format (enough for our own metrics).
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (head, value) = match line.rfind(' ') {
+            Some(i) => (&line[..i], line[i + 1..].trim()),
+            None => continue,
+        };
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => match v.parse() {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+        };
+        let (name, labels) = match head.find('{') {
+            Some(i) => (&head[..i], parse_labels(&head[i + 1..head.len() - 1])),
+            None => (head, HashMap::new()),
+        };
+        out.push(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+fn parse_labels(s: &str) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    let mut rest = s;
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq].trim().trim_start_matches(',').trim().to_string();
+        let after = &rest[eq + 1..];
+        if !after.starts_with('"') {
+            break;
+        }
+        let mut val = String::new();
+        let mut chars = after[1..].char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        val.push(match n {
+                            'n' => '\n',
+                            other => other,
+                        });
+                    }
+                }
+                '"' => {
+                    end = i + 2;
+                    break;
+                }
+                c => val.push(c),
+            }
+        }
+        m.insert(key, val);
+        rest = &after[end.min(after.len())..];
+    }
+    m
+}
+
+/// Samples named `name` whose labels include all of `want`.
+pub fn samples<'a>(all: &'a [Sample], name: &str, want: &[(&str, &str)]) -> Vec<&'a Sample> {
+    all.iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            want.iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect()
+}
+
+/// Sum of the matching samples' values.
+pub fn sum(all: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
+    samples(all, name, want).iter().map(|s| s.value).sum()
+}

@@ -1,0 +1,320 @@
+//! A real HTTP sink (axum on `127.0.0.1:0`) that plays the application's
+//! webhook. Each event id has a behaviour script (one action per request for
+//! that id, the last one repeating), and every request lands in a ledger that
+//! outlives the worker processes (so crash tests can count deliveries).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the sink does with one request.
+#[derive(Debug, Clone)]
+pub struct Action {
+    /// Sleep before answering.
+    pub delay: Duration,
+    /// HTTP status to answer.
+    pub status: u16,
+    /// `Retry-After` header value in seconds.
+    pub retry_after: Option<u64>,
+    /// SIGKILL the current worker process (see [`HttpSink::set_kill_target`]) instead of answering.
+    pub kill_worker: bool,
+}
+
+impl Action {
+    pub fn status(status: u16) -> Action {
+        Action {
+            delay: Duration::ZERO,
+            status,
+            retry_after: None,
+            kill_worker: false,
+        }
+    }
+    pub fn ok() -> Action {
+        Action::status(200)
+    }
+    pub fn delayed(status: u16, delay: Duration) -> Action {
+        Action {
+            delay,
+            ..Action::status(status)
+        }
+    }
+    pub fn kill_worker() -> Action {
+        Action {
+            kill_worker: true,
+            ..Action::status(500)
+        }
+    }
+}
+
+/// How a request ended at the sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still sleeping / not answered yet.
+    InProgress,
+    /// Answered with this status.
+    Answered(u16),
+    /// The sink killed the worker process.
+    KilledWorker,
+}
+
+/// One request as the sink saw it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `id` of the CloudEvent body (`"<unparsable>"` if the body was not a JSON object with an id).
+    pub id: String,
+    /// `attempt` field of the body.
+    pub attempt: Option<u64>,
+    /// 0-based index of this request among the requests for the same id.
+    pub nth: usize,
+    /// Time since the sink started when the request arrived.
+    pub received: Duration,
+    /// Time since the sink started when the answer was sent.
+    pub answered: Option<Duration>,
+    pub outcome: Outcome,
+    pub path: String,
+    pub content_type: String,
+    pub headers: HashMap<String, String>,
+    pub body: serde_json::Value,
+}
+
+impl Request {
+    /// Answered with a 2xx status.
+    pub fn is_success(&self) -> bool {
+        matches!(self.outcome, Outcome::Answered(s) if (200..300).contains(&s))
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    scripts: HashMap<String, Vec<Action>>,
+    default: Option<Action>,
+    ledger: Vec<Request>,
+    per_id: HashMap<String, usize>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    kill_pid: AtomicU32,
+    start: Instant,
+}
+
+/// The sink server. Dropping it stops the server.
+pub struct HttpSink {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl HttpSink {
+    /// Starts a sink answering 200 to everything unless scripted otherwise.
+    pub fn start() -> HttpSink {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime for the sink");
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                default: Some(Action::ok()),
+                ..Inner::default()
+            }),
+            kill_pid: AtomicU32::new(0),
+            start: Instant::now(),
+        });
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&shared));
+        rt.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+        HttpSink {
+            addr,
+            shared,
+            rt: Some(rt),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/events`
+    pub fn url(&self) -> String {
+        format!("http://{}/events", self.addr)
+    }
+
+    /// The actions for the requests of one event id; the last one repeats.
+    pub fn script(&self, id: &str, actions: Vec<Action>) {
+        assert!(!actions.is_empty());
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .scripts
+            .insert(id.to_string(), actions);
+    }
+
+    /// The action for ids without a script.
+    pub fn set_default(&self, action: Action) {
+        self.shared.inner.lock().unwrap().default = Some(action);
+    }
+
+    /// The pid that a `kill_worker` action sends SIGKILL to.
+    pub fn set_kill_target(&self, pid: u32) {
+        self.shared.kill_pid.store(pid, Ordering::SeqCst);
+    }
+
+    /// Time since the sink started (the ledger's clock).
+    pub fn now(&self) -> Duration {
+        self.shared.start.elapsed()
+    }
+
+    /// A copy of the ledger.
+    pub fn ledger(&self) -> Vec<Request> {
+        self.shared.inner.lock().unwrap().ledger.clone()
+    }
+
+    /// Requests for one id, in arrival order.
+    pub fn requests_for(&self, id: &str) -> Vec<Request> {
+        self.ledger().into_iter().filter(|r| r.id == id).collect()
+    }
+
+    /// Number of requests received so far.
+    pub fn request_count(&self) -> usize {
+        self.shared.inner.lock().unwrap().ledger.len()
+    }
+
+    /// Number of 2xx answers per id.
+    pub fn success_counts(&self) -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for r in self.ledger() {
+            if r.is_success() {
+                *m.entry(r.id).or_insert(0) += 1;
+            }
+        }
+        m
+    }
+
+    /// Number of requests per id.
+    pub fn request_counts(&self) -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for r in self.ledger() {
+            *m.entry(r.id).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Requests not answered yet.
+    pub fn in_progress(&self) -> usize {
+        self.ledger()
+            .iter()
+            .filter(|r| r.outcome == Outcome::InProgress)
+            .count()
+    }
+
+    /// The ledger formatted for failure messages.
+    pub fn ledger_dump(&self) -> String {
+        let mut s = String::from("--- sink ledger ---\n");
+        for r in self.ledger() {
+            s.push_str(&format!(
+                "{:>8.3}s id={} attempt={:?} nth={} outcome={:?} answered={:?}\n",
+                r.received.as_secs_f64(),
+                r.id,
+                r.attempt,
+                r.nth,
+                r.outcome,
+                r.answered.map(|a| a.as_secs_f64())
+            ));
+        }
+        s
+    }
+}
+
+impl Drop for HttpSink {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    let id = json
+        .get("id")
+        .and_then(|v| v.as_str())
+        .unwrap_or("<unparsable>")
+        .to_string();
+    let attempt = json.get("attempt").and_then(|v| v.as_u64());
+    let header_map: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                v.to_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let (index, action) = {
+        let mut inner = shared.inner.lock().unwrap();
+        let nth = {
+            let n = inner.per_id.entry(id.clone()).or_insert(0);
+            *n += 1;
+            *n - 1
+        };
+        let action = match inner.scripts.get(&id) {
+            Some(actions) => actions[nth.min(actions.len() - 1)].clone(),
+            None => inner.default.clone().unwrap_or_else(Action::ok),
+        };
+        inner.ledger.push(Request {
+            id: id.clone(),
+            attempt,
+            nth,
+            received: shared.start.elapsed(),
+            answered: None,
+            outcome: Outcome::InProgress,
+            path: uri.path().to_string(),
+            content_type: header_map.get("content-type").cloned().unwrap_or_default(),
+            headers: header_map,
+            body: json,
+        });
+        (inner.ledger.len() - 1, action)
+    };
+    if action.kill_worker {
+        let pid = shared.kill_pid.load(Ordering::SeqCst);
+        if pid != 0 {
+            super::send_signal(pid, "KILL");
+        }
+        shared.inner.lock().unwrap().ledger[index].outcome = Outcome::KilledWorker;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    if !action.delay.is_zero() {
+        tokio::time::sleep(action.delay).await;
+    }
+    {
+        let mut inner = shared.inner.lock().unwrap();
+        let r = &mut inner.ledger[index];
+        r.outcome = Outcome::Answered(action.status);
+        r.answered = Some(shared.start.elapsed());
+    }
+    let status = StatusCode::from_u16(action.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, "sink").into_response();
+    if let Some(s) = action.retry_after {
+        resp.headers_mut()
+            .insert("retry-after", s.to_string().parse().unwrap());
+    }
+    resp
+}
