@@ -444,13 +444,13 @@ fn validate(
             None
         }
     };
-    if let Some(ca) = &raw.tls_ca_file {
-        if !ca.is_file() {
-            c.errors.push(format!(
-                "tls_ca_file: {} is not a readable file",
-                ca.display()
-            ));
-        }
+    if let Some(ca) = &raw.tls_ca_file
+        && !ca.is_file()
+    {
+        c.errors.push(format!(
+            "tls_ca_file: {} is not a readable file",
+            ca.display()
+        ));
     }
     let group = raw.group.unwrap_or_else(|| "default".to_string());
     if !keys::is_valid_name(&group) {

@@ -34,10 +34,10 @@ pub async fn resolve(shared: &Shared) -> Result<Vec<TypeStream>, StoreError> {
     {
         let pattern = format!("{}*", shared.keys.prefix());
         for key in shared.store.scan_streams(&pattern, MAX_STREAMS).await? {
-            if let Some(t) = shared.keys.type_of_stream(&key) {
-                if !types.iter().any(|x| x == t) {
-                    types.push(t.to_string());
-                }
+            if let Some(t) = shared.keys.type_of_stream(&key)
+                && !types.iter().any(|x| x == t)
+            {
+                types.push(t.to_string());
             }
         }
     }

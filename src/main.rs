@@ -82,11 +82,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if matches!(cli.command, Command::Run | Command::Check) {
-        if let Err(e) = config.require_routes() {
-            eprintln!("event-worker: {e}");
-            return ExitCode::from(2);
-        }
+    if matches!(cli.command, Command::Run | Command::Check)
+        && let Err(e) = config.require_routes()
+    {
+        eprintln!("event-worker: {e}");
+        return ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -195,15 +195,13 @@ async fn check(config: Config, json: bool) -> anyhow::Result<()> {
         }
     }
     for key in existing {
-        if let Some(t) = keys.type_of_stream(&key) {
-            if let Some((i, _)) = patterns
+        if let Some(t) = keys.type_of_stream(&key)
+            && let Some((i, _)) = patterns
                 .iter()
                 .find(|(_, ps)| ps.iter().any(|p| event_worker::keys::glob_matches(p, t)))
-            {
-                if !streams.iter().any(|(k, _)| *k == key) {
-                    streams.push((key, *i));
-                }
-            }
+            && !streams.iter().any(|(k, _)| *k == key)
+        {
+            streams.push((key, *i));
         }
     }
     let _ = discovery::resolve;

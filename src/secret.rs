@@ -53,7 +53,7 @@ impl RedisUrl {
         let parsed = url::Url::parse(raw).map_err(|e| format!("not a valid URL ({e})"))?;
         let password = parsed
             .password()
-            .map(|p| percent_decode(p))
+            .map(percent_decode)
             .filter(|p| !p.is_empty());
         let mut shown = parsed.clone();
         if parsed.password().is_some() {

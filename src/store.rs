@@ -354,14 +354,14 @@ impl Store {
             .call("XPENDING", vec![stream.into(), group.into()])
             .await?;
         let mut out = Vec::new();
-        if let Value::Array(parts) = reply {
-            if let Some(Value::Array(consumers)) = parts.into_iter().nth(3) {
-                for c in consumers {
-                    if let Value::Array(pair) = c {
-                        let name = pair.first().and_then(text).unwrap_or_default();
-                        let count = pair.get(1).and_then(Value::as_u64).unwrap_or(0);
-                        out.push((name, count));
-                    }
+        if let Value::Array(parts) = reply
+            && let Some(Value::Array(consumers)) = parts.into_iter().nth(3)
+        {
+            for c in consumers {
+                if let Value::Array(pair) = c {
+                    let name = pair.first().and_then(text).unwrap_or_default();
+                    let count = pair.get(1).and_then(Value::as_u64).unwrap_or(0);
+                    out.push((name, count));
                 }
             }
         }

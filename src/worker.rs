@@ -183,10 +183,10 @@ impl WorkerBuilder {
         if !report.applied.is_empty() {
             info!(applied = ?report.applied, "migrations applied");
         }
-        if let Some(policy) = store.maxmemory_policy().await {
-            if policy != "noeviction" {
-                warn!(policy = %policy, "Redis maxmemory-policy is not noeviction: eviction can silently delete streams and groups");
-            }
+        if let Some(policy) = store.maxmemory_policy().await
+            && policy != "noeviction"
+        {
+            warn!(policy = %policy, "Redis maxmemory-policy is not noeviction: eviction can silently delete streams and groups");
         }
         let shared = Arc::new(Shared {
             keys: keys.clone(),
