@@ -115,7 +115,10 @@ impl Store {
         let cmd_client = builder.build().map_err(|e| err("client", &e))?;
         let reader = builder.build().map_err(|e| err("client", &e))?;
         for (client, role) in [(&cmd_client, "cmd"), (&reader, "reader")] {
-            client.init().await.map_err(|e| err("connect", &e))?;
+            client
+                .init()
+                .await
+                .map_err(|e| err(&format!("connect to {url}"), &e))?;
             // The client name is visible in CLIENT LIST: it carries no secret, only the role.
             let name = format!("event-worker:{client_name}:{role}");
             let _: Result<Value, _> = client
