@@ -61,6 +61,7 @@ fn backoff_delays_grow_as_configured_and_are_never_early() {
         let attempts: Vec<_> = reqs.iter().map(|r| r.attempt).collect();
         assert_eq!(attempts, vec![Some(0), Some(1), Some(2), Some(3), Some(4)]);
         let g = gaps(&reqs);
+        eprintln!("{id}: retry gaps {g:?}");
         for (n, (gap, nom)) in g.iter().zip(nominal).enumerate() {
             let low = Duration::from_millis((nom as f64 * (1.0 - jitter)) as u64)
                 .saturating_sub(Duration::from_millis(2));
@@ -153,4 +154,94 @@ fn pending_retries_survive_a_worker_restart() {
         drained(&redis, env, "group", &[TY])
     });
     worker.assert_running();
+}
+
+#[test]
+fn retry_after_header_is_honoured() {
+    let env = "retryafter";
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    let with_retry_after = |status: u16, secs: u64| Action {
+        retry_after: Some(secs),
+        ..Action::status(status)
+    };
+    sink.script("ra-503", vec![with_retry_after(503, 2), Action::ok()]);
+    sink.script("ra-429", vec![with_retry_after(429, 1), Action::ok()]);
+    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
+    cfg.initial_backoff = "50ms".into();
+    cfg.max_backoff = "10s".into();
+    let mut worker = WorkerProcess::start("w1", cfg);
+    worker.wait_ready(Duration::from_secs(15));
+    publish(&redis, env, TY, "ra-503");
+    publish(&redis, env, TY, "ra-429");
+    wait_until("both succeed", Duration::from_secs(10), || {
+        sink.success_counts().len() == 2
+    });
+    let dump = sink.ledger_dump();
+    for (id, secs) in [("ra-503", 2u64), ("ra-429", 1)] {
+        let reqs = sink.requests_for(id);
+        assert_eq!(reqs.len(), 2, "{id}\n{dump}");
+        let gap = gaps(&reqs)[0];
+        assert!(
+            gap >= Duration::from_secs(secs) - Duration::from_millis(2),
+            "{id}: Retry-After {secs}s not honoured, retried after {gap:?}\n{dump}"
+        );
+        assert!(
+            gap <= Duration::from_secs(secs) + Duration::from_millis(1500),
+            "{id}: retried after {gap:?} for Retry-After {secs}s\n{dump}"
+        );
+    }
+    assert_drained(&redis, env, "group", &[TY]);
+    worker.assert_running();
+}
+
+#[test]
+fn three_instances_move_each_due_retry_exactly_once() {
+    let env = "threemovers";
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    let ids: Vec<String> = (0..30).map(|i| format!("m-{i:02}")).collect();
+    for id in &ids {
+        sink.script(id, vec![Action::status(503), Action::ok()]);
+    }
+    let mut workers: Vec<WorkerProcess> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|name| {
+            let mut cfg =
+                WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
+            cfg.consumer = Some(name.to_string());
+            cfg.concurrency = 2;
+            cfg.initial_backoff = "300ms".into();
+            cfg.scheduler_interval = "10ms".into();
+            WorkerProcess::start(name, cfg)
+        })
+        .collect();
+    for w in workers.iter_mut() {
+        w.wait_ready(Duration::from_secs(15));
+    }
+    for id in &ids {
+        publish(&redis, env, TY, id);
+    }
+    wait_until("all succeed", Duration::from_secs(15), || {
+        sink.success_counts().len() == ids.len()
+    });
+    wait_until("drained", Duration::from_secs(5), || {
+        drained(&redis, env, "group", &[TY])
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let dump = sink.ledger_dump();
+    for id in &ids {
+        let attempts: Vec<_> = sink.requests_for(id).iter().map(|r| r.attempt).collect();
+        assert_eq!(
+            attempts,
+            vec![Some(0), Some(1)],
+            "{id}: each due retry must be moved once\n{dump}"
+        );
+    }
+    assert_eq!(redis.xlen(&dlq_key(env)), 0);
+    for w in workers.iter_mut() {
+        w.assert_running();
+    }
 }

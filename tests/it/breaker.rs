@@ -60,6 +60,7 @@ fn downstream_outage_opens_breaker_no_dlq_all_delivered_after_recovery() {
     sink.set_default(Action::ok());
     let recovered_at = sink.now();
 
+    eprintln!("breaker: {during} sink requests during the outage, max breaker_state {max_state}");
     let probes = (outage.as_millis() / open_for.as_millis()) as usize + 2;
     let bound = threshold as usize + concurrency as usize + probes;
     let dump = sink.ledger_dump();
@@ -92,6 +93,18 @@ fn downstream_outage_opens_breaker_no_dlq_all_delivered_after_recovery() {
         0,
         "no event may be dead-lettered because of an outage"
     );
+    // Refusals by the open breaker do not consume attempts: the attempt field
+    // of each success equals the number of real handler failures before it.
+    for id in &ids {
+        let reqs = sink.requests_for(id);
+        let failures = reqs.iter().filter(|r| !r.is_success()).count() as u64;
+        let last = reqs.last().unwrap();
+        assert_eq!(
+            last.attempt,
+            Some(failures),
+            "{id}: attempt field of the success vs {failures} earlier failures\n{dump}"
+        );
+    }
     let after: Vec<_> = sink
         .ledger()
         .into_iter()

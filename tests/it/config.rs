@@ -341,3 +341,54 @@ fn publish_subcommand_appends_one_well_formed_event() {
     assert_eq!(redis.xlen(&stream_key(env, "orders.created")), 1);
     assert!(!redis.exists(&dlq_key(env)), "publish wrote to the DLQ key");
 }
+
+#[test]
+fn migrate_applies_once_even_when_two_instances_race() {
+    let env = "migr";
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let toml = WorkerConfig::new(env, &redis.url())
+        .route(Route::blackhole(&["orders.created"]))
+        .to_toml();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    let spawn = || {
+        worker::command()
+            .args(["--config", &path, "migrate"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(
+        a.status.success() && b.status.success(),
+        "concurrent migrate: {:?} {}\n{:?} {}",
+        a.status,
+        String::from_utf8_lossy(&a.stderr),
+        b.status,
+        String::from_utf8_lossy(&b.stderr)
+    );
+    let key = format!("events:{env}:migrations");
+    let applied = redis.cmd(&["HGETALL", &key]);
+    assert!(
+        !applied.items().is_empty(),
+        "no migration recorded in {key}"
+    );
+    let again = run_with_config(&toml, &["migrate"], &[]);
+    assert_eq!(again.code, Some(0), "second migrate: {}", again.stderr);
+    assert_eq!(
+        redis.cmd(&["HGETALL", &key]),
+        applied,
+        "a second migrate changed the record"
+    );
+    let other: Vec<String> = redis
+        .scan_keys("*")
+        .into_iter()
+        .filter(|k| !k.starts_with(&format!("events:{env}:")))
+        .collect();
+    assert!(other.is_empty(), "migrate wrote outside its env: {other:?}");
+}

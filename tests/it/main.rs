@@ -7,6 +7,7 @@
 mod util;
 
 mod backoff;
+mod backpressure;
 mod breaker;
 mod config;
 mod crash;

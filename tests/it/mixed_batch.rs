@@ -380,3 +380,161 @@ fn glob_route_picks_up_new_streams_and_ignores_unrouted_types() {
     assert_drained(&redis, env, "group", &["shop.paid", "shop.refunded"]);
     worker.assert_running();
 }
+
+#[test]
+fn conservation_happy_path_three_types() {
+    let env = "happy";
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    let types = ["orders.created", "orders.paid", "users.signed_up"];
+    let per_type = 300;
+    let mut cfg = WorkerConfig::new(env, &redis.url())
+        .route(Route::http(&["orders.*"], &sink.url()))
+        .route(Route::http(&["users.signed_up"], &sink.url()));
+    cfg.concurrency = 8;
+    for ty in types {
+        publish(&redis, env, ty, &format!("{ty}-warmup"));
+    }
+    let mut worker = WorkerProcess::start("w1", cfg);
+    worker.wait_ready(Duration::from_secs(15));
+    for i in 0..per_type {
+        for ty in types {
+            publish(&redis, env, ty, &format!("{ty}-{i:04}"));
+        }
+    }
+    let total = types.len() * (per_type + 1);
+    wait_until("all delivered", Duration::from_secs(30), || {
+        sink.success_counts().len() == total
+    });
+    wait_until("drained", Duration::from_secs(10), || {
+        drained(&redis, env, "group", &types)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let counts = sink.request_counts();
+    assert_eq!(counts.len(), total);
+    let dups: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(dups.is_empty(), "delivered more than once: {dups:?}");
+    for r in sink.ledger() {
+        let ty = r.body["type"].as_str().unwrap_or_default().to_string();
+        assert!(r.id.starts_with(&ty), "{} delivered with type {ty}", r.id);
+    }
+    assert_eq!(redis.xlen(&dlq_key(env)), 0);
+    let m = parse_metrics(&worker.metrics());
+    for ty in types {
+        assert_eq!(
+            sum(
+                &m,
+                "event_worker_events_total",
+                &[
+                    ("env", env),
+                    ("group", "group"),
+                    ("type", ty),
+                    ("outcome", "success")
+                ]
+            ),
+            (per_type + 1) as f64,
+            "events_total{{type={ty},outcome=success}}"
+        );
+    }
+    worker.assert_running();
+}
+
+#[test]
+fn route_headers_are_sent_and_blackhole_acks_without_calling_anything() {
+    let env = "routes";
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    let mut http = Route::http(&[TY], &sink.url());
+    http.headers = vec![
+        ("x-api-key".into(), "k-123".into()),
+        ("x-tenant".into(), "acme".into()),
+    ];
+    let cfg = WorkerConfig::new(env, &redis.url())
+        .route(http)
+        .route(Route::blackhole(&["audit.*"]));
+    for i in 0..20 {
+        publish(&redis, env, "audit.login", &format!("audit-{i}"));
+    }
+    publish(&redis, env, TY, "with-headers");
+    let mut worker = WorkerProcess::start("w1", cfg);
+    wait_until("delivered and drained", Duration::from_secs(15), || {
+        sink.success_counts().len() == 1 && drained(&redis, env, "group", &[TY, "audit.login"])
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let reqs = sink.requests_for("with-headers");
+    assert_eq!(sink.request_count(), 1, "{}", sink.ledger_dump());
+    assert_eq!(
+        reqs[0].headers.get("x-api-key").map(String::as_str),
+        Some("k-123")
+    );
+    assert_eq!(
+        reqs[0].headers.get("x-tenant").map(String::as_str),
+        Some("acme")
+    );
+    assert_eq!(reqs[0].path, "/events");
+    assert_eq!(
+        redis.xinfo_group_names(&stream_key(env, "audit.login")),
+        vec!["group".to_string()],
+        "the blackhole route consumes its stream"
+    );
+    assert_eq!(redis.xlen(&dlq_key(env)), 0);
+    worker.assert_running();
+}
+
+#[test]
+fn ack_only_after_the_handler_succeeded() {
+    let env = "ackafter";
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    sink.script(
+        "hold",
+        vec![Action::delayed(200, Duration::from_millis(1500))],
+    );
+    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
+    let monitor = Monitor::start(&redis);
+    let mut worker = WorkerProcess::start("w1", cfg);
+    worker.wait_ready(Duration::from_secs(15));
+    let entry = publish(&redis, env, TY, "hold");
+    wait_until("handler running", Duration::from_secs(10), || {
+        sink.in_progress() == 1
+    });
+    let pending = redis.xpending_detail(&stream_key(env, TY), "group");
+    assert_eq!(
+        pending
+            .iter()
+            .map(|p| (p.0.as_str(), p.3))
+            .collect::<Vec<_>>(),
+        vec![(entry.as_str(), 1)],
+        "while the handler runs the entry is pending with delivery count 1"
+    );
+    wait_until("handled and acked", Duration::from_secs(10), || {
+        sink.success_counts().len() == 1 && drained(&redis, env, "group", &[TY])
+    });
+    let transcript = monitor.stop();
+    let answered = sink.unix_time(sink.requests_for("hold")[0].answered.unwrap());
+    let noack: Vec<_> = transcript
+        .iter()
+        .filter(|l| l.args.iter().any(|a| a.eq_ignore_ascii_case("NOACK")))
+        .map(|l| l.raw.clone())
+        .collect();
+    assert!(noack.is_empty(), "NOACK used: {noack:?}");
+    let acks: Vec<_> = transcript
+        .iter()
+        .filter(|l| {
+            l.args
+                .first()
+                .is_some_and(|c| c.eq_ignore_ascii_case("XACK"))
+                && l.args.iter().any(|a| a == &entry)
+        })
+        .collect();
+    assert_eq!(acks.len(), 1, "XACKs of the entry: {acks:?}");
+    assert!(
+        acks[0].ts >= answered - 0.005,
+        "XACK at {:.3} precedes the handler's answer at {answered:.3}",
+        acks[0].ts
+    );
+    worker.assert_running();
+}

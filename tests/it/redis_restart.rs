@@ -100,6 +100,11 @@ fn redis_kill9_with_aof_always_under_load_nothing_lost() {
         .collect();
     assert!(unexpected.is_empty(), "never published: {unexpected:?}");
     let dups: usize = successes.values().map(|n| n - 1).sum();
+    eprintln!(
+        "redis kill -9: {} acked publishes, {} attempted, {dups} duplicates",
+        acked.len(),
+        attempted.len()
+    );
     assert!(
         dups <= 4,
         "{dups} duplicates after one Redis crash with concurrency 4\n{}",

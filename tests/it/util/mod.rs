@@ -26,6 +26,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Wall-clock time as unix seconds (comparable with MONITOR timestamps).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
 /// Sends a signal with the `kill` utility (`sig` is `TERM`, `KILL`, ...).
 pub fn send_signal(pid: u32, sig: &str) {
     let _ = std::process::Command::new("kill")

@@ -456,6 +456,8 @@ pub struct Monitor {
 /// One command seen by MONITOR.
 #[derive(Debug, Clone)]
 pub struct MonitorLine {
+    /// Server time (unix seconds) when the command ran.
+    pub ts: f64,
     /// `127.0.0.1:PORT`, `lua`, ...
     pub client: String,
     /// Command name and arguments, unescaped.
@@ -509,6 +511,7 @@ impl Monitor {
 
 /// Parses `1700000000.123456 [0 127.0.0.1:5555] "CMD" "arg" ...`.
 pub fn parse_monitor_line(line: &str) -> Option<MonitorLine> {
+    let ts: f64 = line.split_whitespace().next()?.parse().ok()?;
     let open = line.find('[')?;
     let close = open + line[open..].find(']')?;
     let client = line[open + 1..close].split_whitespace().nth(1)?.to_string();
@@ -541,6 +544,7 @@ pub fn parse_monitor_line(line: &str) -> Option<MonitorLine> {
         args.push(arg);
     }
     Some(MonitorLine {
+        ts,
         client,
         args,
         raw: line.to_string(),

@@ -103,6 +103,8 @@ struct Shared {
     inner: Mutex<Inner>,
     kill_pid: AtomicU32,
     start: Instant,
+    /// Unix time of `start`, to compare with Redis MONITOR timestamps.
+    start_unix: f64,
 }
 
 /// The sink server. Dropping it stops the server.
@@ -127,6 +129,10 @@ impl HttpSink {
             }),
             kill_pid: AtomicU32::new(0),
             start: Instant::now(),
+            start_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64(),
         });
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind sink");
         std_listener.set_nonblocking(true).unwrap();
@@ -174,6 +180,29 @@ impl HttpSink {
     /// Time since the sink started (the ledger's clock).
     pub fn now(&self) -> Duration {
         self.shared.start.elapsed()
+    }
+
+    /// Unix time (seconds) of a ledger time.
+    pub fn unix_time(&self, d: Duration) -> f64 {
+        self.shared.start_unix + d.as_secs_f64()
+    }
+
+    /// The largest number of requests that were in progress at the same time.
+    pub fn max_concurrent(&self) -> usize {
+        let now = self.now();
+        let mut points: Vec<(Duration, i32)> = Vec::new();
+        for r in self.ledger() {
+            points.push((r.received, 1));
+            points.push((r.answered.unwrap_or(now), -1));
+        }
+        // Ends sort before starts at the same instant.
+        points.sort();
+        let (mut cur, mut max) = (0i32, 0i32);
+        for (_, d) in points {
+            cur += d;
+            max = max.max(cur);
+        }
+        max as usize
     }
 
     /// A copy of the ledger.

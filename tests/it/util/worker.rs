@@ -20,6 +20,8 @@ pub struct Route {
     pub handler: String,
     pub url: Option<String>,
     pub timeout: Option<String>,
+    /// Extra request headers (`headers` table).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Route {
@@ -29,6 +31,7 @@ impl Route {
             handler: "http".into(),
             url: Some(url.to_string()),
             timeout: Some("2s".into()),
+            headers: Vec::new(),
         }
     }
     pub fn blackhole(types: &[&str]) -> Route {
@@ -37,6 +40,7 @@ impl Route {
             handler: "blackhole".into(),
             url: None,
             timeout: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -148,6 +152,14 @@ impl WorkerConfig {
             }
             if let Some(to) = &r.timeout {
                 t += &format!("timeout = {}\n", q(to));
+            }
+            if !r.headers.is_empty() {
+                let kv: Vec<String> = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| format!("{} = {}", q(k), q(v)))
+                    .collect();
+                t += &format!("headers = {{ {} }}\n", kv.join(", "));
             }
         }
         t += "\n";
