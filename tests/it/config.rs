@@ -174,7 +174,8 @@ fn bad_config_from_environment_and_broken_files() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let ok = base(&listener);
     let mut failures = Vec::new();
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "EVENTS_CONCURRENCY=0",
             ok.clone(),

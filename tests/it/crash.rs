@@ -117,8 +117,7 @@ fn supervise_until_poison_dead_lettered(
     worker: &mut WorkerProcess,
     max_restarts: usize,
 ) -> usize {
-    let mut kills = 0;
-    for _ in 0..=max_restarts {
+    for kills in 0..=max_restarts {
         sink.set_kill_target(worker.pid());
         let mut exited = false;
         let poisoned = try_wait_until(Duration::from_secs(15), || {
@@ -132,7 +131,6 @@ fn supervise_until_poison_dead_lettered(
         if !exited {
             return kills;
         }
-        kills += 1;
         worker.restart();
     }
     panic!("still crash-looping after {max_restarts} restarts");

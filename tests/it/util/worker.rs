@@ -217,20 +217,19 @@ pub fn run_once(args: &[&str], envs: &[(&str, &str)], timeout: Duration) -> Outp
     }
     let start = Instant::now();
     let mut child = cmd.spawn().expect("spawn event-worker");
-    let mut code = None;
-    let mut finished = false;
+    let mut timed_out = true;
     while start.elapsed() < timeout {
-        if let Some(status) = child.try_wait().unwrap() {
-            code = status.code();
-            finished = true;
+        if child.try_wait().unwrap().is_some() {
+            timed_out = false;
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    if !finished {
+    if timed_out {
         let _ = child.kill();
-        let _ = child.wait();
     }
+    let status = child.wait().expect("wait for event-worker");
+    let code = if timed_out { None } else { status.code() };
     Output {
         code,
         stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
