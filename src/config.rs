@@ -57,6 +57,11 @@ pub struct Config {
     pub breaker: BreakerConfig,
     /// `[history]`.
     pub history: HistoryConfig,
+    /// DLQ retention by count: trim to this many entries, counting every trimmed one
+    /// (default: none; the DLQ is never trimmed silently).
+    pub dlq_max_len: Option<u64>,
+    /// DLQ retention by age (default: none).
+    pub dlq_max_age: Option<Duration>,
     /// `[api]`.
     pub api: ApiConfig,
     /// `[[routes]]`, in file order; the first route whose pattern matches a type serves it.
@@ -162,6 +167,8 @@ struct RawConfig {
     read_block: Option<String>,
     discovery_interval: Option<String>,
     scheduler_interval: Option<String>,
+    dlq_max_len: Option<i64>,
+    dlq_max_age: Option<String>,
     #[serde(default)]
     retry: RawRetry,
     #[serde(default)]
@@ -239,6 +246,8 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (None, "read_block", Kind::Str),
     (None, "discovery_interval", Kind::Str),
     (None, "scheduler_interval", Kind::Str),
+    (None, "dlq_max_len", Kind::Int),
+    (None, "dlq_max_age", Kind::Str),
     (Some("retry"), "max_attempts", Kind::Int),
     (Some("retry"), "initial_backoff", Kind::Str),
     (Some("retry"), "multiplier", Kind::Float),
@@ -553,6 +562,17 @@ fn validate(
             ms(1000),
         ),
     };
+    let dlq_max_len = raw
+        .dlq_max_len
+        .map(|v| c.int("dlq_max_len", Some(v), 0, 1, i64::MAX) as u64);
+    let dlq_max_age = raw.dlq_max_age.map(|v| {
+        c.duration(
+            "dlq_max_age",
+            Some(v),
+            Duration::ZERO,
+            Duration::from_secs(60),
+        )
+    });
     let listen_text = raw
         .api
         .listen
@@ -595,6 +615,8 @@ fn validate(
             retry,
             breaker,
             history,
+            dlq_max_len,
+            dlq_max_age,
             api: ApiConfig { listen, token },
             routes,
         })

@@ -1,19 +1,27 @@
-//! The HTTP listener (`[api].listen`): `/metrics` (Prometheus text), `/livez` (the process
-//! runs) and `/readyz` (Redis answers and the consumer is reading).
+//! The HTTP listener (`[api].listen`): `/metrics` (Prometheus text, backlog gauges read at
+//! scrape time), `/livez` (the process runs), `/readyz` (Redis answers and the consumer is
+//! reading), and the operator API under `/api/events/` (see [`crate::api`]).
+//!
+//! No CORS headers are ever sent; bodies over 1 MiB get 413.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::BacklogCache;
 use crate::metrics::Metrics;
-use crate::shared::Health;
+use crate::secret::Secret;
+use crate::shared::{Health, Shared};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -24,6 +32,12 @@ pub struct ApiState {
     pub health: Arc<Health>,
     /// How recent the last read must be for /readyz.
     pub ready_window: Duration,
+    /// The worker's shared state, once it is connected to Redis.
+    pub shared: Arc<OnceLock<Arc<Shared>>>,
+    /// Bearer token of the token endpoints (`EVENTS_API_TOKEN`); they are off without it.
+    pub token: Option<Secret>,
+    /// Scrape-time backlog cache.
+    pub backlog: Arc<BacklogCache>,
 }
 
 /// The router.
@@ -32,10 +46,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(crate::api::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    if let Some(shared) = s.shared.get()
+        && let Ok(b) = s.backlog.get(shared, Duration::from_secs(2)).await
+    {
+        BacklogCache::export(shared, &b);
+    }
     (
         [(
             header::CONTENT_TYPE,

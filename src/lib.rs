@@ -29,13 +29,18 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
+pub mod backlog;
 pub mod breaker;
 pub mod config;
 pub mod consumer;
+pub mod coordination;
 pub mod discovery;
+pub mod dlq;
 pub mod envelope;
 pub mod handler;
 pub mod heartbeat;
+pub mod history;
 pub mod http;
 pub mod keys;
 pub mod metrics;
@@ -43,11 +48,13 @@ pub mod migrations;
 pub mod process;
 pub mod publish;
 pub mod reclaim;
+pub mod retention;
 pub mod retry;
 pub mod scheduler;
 pub mod secret;
 pub mod shared;
 pub mod store;
+pub mod store_admin;
 pub mod timeutil;
 pub mod worker;
 

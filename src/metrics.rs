@@ -34,6 +34,22 @@ pub struct Metrics {
     pub retries_forwarded_total: IntCounterVec,
     /// `event_worker_redis_errors_total{env,op}`: failed Redis operations by kind.
     pub redis_errors_total: IntCounterVec,
+    /// `event_worker_history_dropped_total{env}`: history records not written.
+    pub history_dropped_total: IntCounterVec,
+    /// `event_worker_dlq_replayed_total{env,group,type}`.
+    pub dlq_replayed_total: IntCounterVec,
+    /// `event_worker_dlq_purged_total{env}`: DLQ entries deleted by an operator.
+    pub dlq_purged_total: IntCounterVec,
+    /// `event_worker_dlq_trimmed_total{env}`: DLQ entries removed by the retention policy.
+    pub dlq_trimmed_total: IntCounterVec,
+    /// `event_worker_stream_lag{env,group,type}`, read at scrape time.
+    pub stream_lag: IntGaugeVec,
+    /// `event_worker_pending{env,group,type}`, read at scrape time.
+    pub pending: IntGaugeVec,
+    /// `event_worker_retry_depth{env,group}`, read at scrape time.
+    pub retry_depth: IntGaugeVec,
+    /// `event_worker_dlq_depth{env}`, read at scrape time.
+    pub dlq_depth: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -157,6 +173,54 @@ impl Metrics {
                 "event_worker_redis_errors_total",
                 "Failed Redis operations.",
                 &["env", "op"],
+            ),
+            history_dropped_total: counter(
+                &r,
+                "event_worker_history_dropped_total",
+                "History records that could not be written.",
+                &["env"],
+            ),
+            dlq_replayed_total: counter(
+                &r,
+                "event_worker_dlq_replayed_total",
+                "DLQ entries replayed to their group.",
+                egt,
+            ),
+            dlq_purged_total: counter(
+                &r,
+                "event_worker_dlq_purged_total",
+                "DLQ entries deleted by an operator.",
+                &["env"],
+            ),
+            dlq_trimmed_total: counter(
+                &r,
+                "event_worker_dlq_trimmed_total",
+                "DLQ entries removed by the retention policy (dlq_max_len, dlq_max_age).",
+                &["env"],
+            ),
+            stream_lag: gauge(
+                &r,
+                "event_worker_stream_lag",
+                "Entries not yet delivered to the group.",
+                egt,
+            ),
+            pending: gauge(
+                &r,
+                "event_worker_pending",
+                "Entries delivered to the group and not acknowledged.",
+                egt,
+            ),
+            retry_depth: gauge(
+                &r,
+                "event_worker_retry_depth",
+                "Events waiting in the group's retry set.",
+                &["env", "group"],
+            ),
+            dlq_depth: gauge(
+                &r,
+                "event_worker_dlq_depth",
+                "Entries in the DLQ.",
+                &["env"],
             ),
             registry: r,
         }

@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use crate::breaker::Admission;
 use crate::envelope::{self, Event, field, truncate};
 use crate::handler::Outcome;
+use crate::history::{Record, kind};
 use crate::shared::Shared;
 use crate::store::{Entry, StoreError};
 use crate::timeutil::{entry_id_ms, now_ms, rfc3339};
@@ -30,6 +31,12 @@ pub mod reason {
 
 /// Longest `dlq_error` kept.
 const MAX_ERROR_LEN: usize = 1000;
+
+/// Where a handled entry goes, and the history record to write once it is there.
+struct Decision {
+    settlement: Settlement,
+    record: Option<Record>,
+}
 
 /// Where a handled entry goes.
 enum Settlement {
@@ -50,9 +57,11 @@ pub async fn process(shared: Arc<Shared>, entry: Entry, permit: OwnedSemaphorePe
         .in_flight
         .with_label_values(&[shared.env(), shared.group()]);
     in_flight.inc();
-    let settlement = decide(&shared, &entry).await;
-    if let Some(s) = settlement {
-        settle(&shared, &entry, s).await;
+    let decision = decide(&shared, &entry).await;
+    if settle(&shared, &entry, &decision.settlement).await
+        && let Some(record) = decision.record
+    {
+        shared.history.record(record);
     }
     in_flight.dec();
     if let Ok(mut map) = shared.in_flight.lock() {
@@ -61,7 +70,7 @@ pub async fn process(shared: Arc<Shared>, entry: Entry, permit: OwnedSemaphorePe
     drop(permit);
 }
 
-async fn decide(shared: &Shared, entry: &Entry) -> Option<Settlement> {
+async fn decide(shared: &Shared, entry: &Entry) -> Decision {
     let from_redeliver = entry.stream == shared.redeliver;
     let stream_type = if from_redeliver {
         None
@@ -76,7 +85,8 @@ async fn decide(shared: &Shared, entry: &Entry) -> Option<Settlement> {
             let attempts = envelope::lookup(&entry.fields, field::ATTEMPT)
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(0u32);
-            return Some(dead_letter(
+            let id = envelope::lookup(&entry.fields, field::ID).unwrap_or_default();
+            let settlement = dead_letter(
                 shared,
                 entry,
                 label,
@@ -85,20 +95,48 @@ async fn decide(shared: &Shared, entry: &Entry) -> Option<Settlement> {
                 reason::MALFORMED,
                 &malformed.0,
                 attempts,
-            ));
+            );
+            let record = Record::new(
+                kind::DEAD_LETTERED,
+                &truncate(id, 256),
+                label,
+                shared.group(),
+                None,
+                attempts,
+                reason::MALFORMED,
+            );
+            return Decision {
+                settlement,
+                record: Some(record),
+            };
         }
     };
     let label = shared.type_label(&event.event_type).to_string();
     let origin_stream = shared.keys.stream(&event.event_type);
     let span = tracing::info_span!("event", id = %event.id, r#type = %event.event_type, group = shared.group(), attempt = event.attempt, correlation_id = event.correlation_id().unwrap_or(""));
     let _enter = span.enter();
+    let record = |kind: &str, attempt: u32, detail: &str| {
+        Some(Record::new(
+            kind,
+            &event.id,
+            &event.event_type,
+            shared.group(),
+            event.correlation_id(),
+            attempt,
+            detail,
+        ))
+    };
+    let dead = |settlement: Settlement, attempts: u32, why: &str| Decision {
+        settlement,
+        record: record(kind::DEAD_LETTERED, attempts, why),
+    };
     if entry.deliveries > shared.cfg.max_deliveries {
         let error = format!(
             "delivered {} times (max_deliveries = {}); the handler was not run again",
             entry.deliveries, shared.cfg.max_deliveries
         );
         warn!(deliveries = entry.deliveries, "poison event dead-lettered");
-        return Some(dead_letter(
+        let s = dead_letter(
             shared,
             entry,
             &label,
@@ -107,12 +145,13 @@ async fn decide(shared: &Shared, entry: &Entry) -> Option<Settlement> {
             reason::MAX_DELIVERIES,
             &error,
             event.attempt,
-        ));
+        );
+        return dead(s, event.attempt, reason::MAX_DELIVERIES);
     }
     let Some(route_index) = shared.route_for(&event.event_type) else {
         let error = format!("no route serves type `{}`", event.event_type);
         warn!("{error}; dead-lettered");
-        return Some(dead_letter(
+        let s = dead_letter(
             shared,
             entry,
             &label,
@@ -121,7 +160,8 @@ async fn decide(shared: &Shared, entry: &Entry) -> Option<Settlement> {
             reason::PERMANENT,
             &error,
             event.attempt,
-        ));
+        );
+        return dead(s, event.attempt, reason::PERMANENT);
     };
     let route = &shared.routes[route_index];
     let admission = route.breaker.admit();
@@ -135,10 +175,14 @@ async fn decide(shared: &Shared, entry: &Entry) -> Option<Settlement> {
             wait_ms = wait.as_millis() as u64,
             "breaker open; rescheduled without using an attempt"
         );
-        return Some(Settlement::Retry {
+        let settlement = Settlement::Retry {
             fields: retry_fields(&event, entry, event.attempt),
             due_ms: now_ms() + wait.as_millis() as u64,
-        });
+        };
+        return Decision {
+            settlement,
+            record: None,
+        };
     }
     drop(_enter);
     let started = Instant::now();
@@ -162,7 +206,7 @@ async fn decide(shared: &Shared, entry: &Entry) -> Option<Settlement> {
         .breaker
         .record(admission, matches!(outcome, Outcome::Retry { .. }));
     let runs = event.attempt + 1;
-    Some(match outcome {
+    match outcome {
         Outcome::Success => {
             shared
                 .metrics
@@ -180,7 +224,10 @@ async fn decide(shared: &Shared, entry: &Entry) -> Option<Settlement> {
                     .observe(secs);
             }
             debug!("handled");
-            Settlement::Ack
+            Decision {
+                settlement: Settlement::Ack,
+                record: record(kind::PROCESSED, event.attempt, ""),
+            }
         }
         Outcome::Retry { error, retry_after } if runs < shared.retry.max_attempts() => {
             let delay = shared.retry.delay_honouring(runs, retry_after);
@@ -190,14 +237,26 @@ async fn decide(shared: &Shared, entry: &Entry) -> Option<Settlement> {
                 .events_total
                 .with_label_values(&[shared.env(), shared.group(), &label, "retried"])
                 .inc();
-            Settlement::Retry {
+            let settlement = Settlement::Retry {
                 fields: retry_fields(&event, entry, runs),
                 due_ms: now_ms() + delay.as_millis() as u64,
+            };
+            Decision {
+                settlement,
+                record: record(
+                    kind::RETRIED,
+                    event.attempt,
+                    &format!(
+                        "retry in {}ms: {}",
+                        delay.as_millis(),
+                        truncate(&error, 200)
+                    ),
+                ),
             }
         }
         Outcome::Retry { error, .. } => {
             warn!(error = %error, "handler failed; attempts used up, dead-lettered");
-            dead_letter(
+            let s = dead_letter(
                 shared,
                 entry,
                 &label,
@@ -206,11 +265,12 @@ async fn decide(shared: &Shared, entry: &Entry) -> Option<Settlement> {
                 reason::MAX_ATTEMPTS,
                 &error,
                 runs,
-            )
+            );
+            dead(s, runs, reason::MAX_ATTEMPTS)
         }
         Outcome::Permanent { error } => {
             warn!(error = %error, "handler failed permanently; dead-lettered");
-            dead_letter(
+            let s = dead_letter(
                 shared,
                 entry,
                 &label,
@@ -219,9 +279,10 @@ async fn decide(shared: &Shared, entry: &Entry) -> Option<Settlement> {
                 reason::PERMANENT,
                 &error,
                 runs,
-            )
+            );
+            dead(s, runs, reason::PERMANENT)
         }
-    })
+    }
 }
 
 /// Small helper so a future runs inside a span without holding the guard across awaits.
@@ -296,13 +357,14 @@ fn dead_letter(
     Settlement::DeadLetter { fields }
 }
 
-/// Makes the settlement durable, retrying Redis failures with backoff for a while. If it
-/// still fails, the entry stays pending and is redelivered later (at-least-once).
-async fn settle(shared: &Shared, entry: &Entry, settlement: Settlement) {
+/// Makes the settlement durable, retrying Redis failures with backoff for a while; returns
+/// whether this consumer settled it. If it still fails, the entry stays pending and is
+/// redelivered later (at-least-once).
+async fn settle(shared: &Shared, entry: &Entry, settlement: &Settlement) -> bool {
     let delete = entry.stream == shared.redeliver;
     let mut backoff = Duration::from_millis(50);
     for attempt in 0..10 {
-        let result: Result<bool, StoreError> = match &settlement {
+        let result: Result<bool, StoreError> = match settlement {
             Settlement::Ack => shared
                 .store
                 .ack(&entry.stream, shared.group(), &entry.id, delete)
@@ -342,10 +404,10 @@ async fn settle(shared: &Shared, entry: &Entry, settlement: Settlement) {
                 .map(|id| id.is_some()),
         };
         match result {
-            Ok(true) => return,
+            Ok(true) => return true,
             Ok(false) => {
                 info!(stream = %entry.stream, entry_id = %entry.id, "entry no longer pending on this consumer (claimed elsewhere); left to its new owner");
-                return;
+                return false;
             }
             Err(e) => {
                 shared
@@ -360,4 +422,5 @@ async fn settle(shared: &Shared, entry: &Entry, settlement: Settlement) {
         }
     }
     warn!(stream = %entry.stream, entry_id = %entry.id, "outcome not recorded; the entry stays pending and will be delivered again");
+    false
 }

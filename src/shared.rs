@@ -10,7 +10,9 @@ use tokio::sync::Semaphore;
 
 use crate::breaker::Breaker;
 use crate::config::Config;
+use crate::coordination::Notices;
 use crate::handler::Handler;
+use crate::history::HistorySink;
 use crate::keys::{self, Keys};
 use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
@@ -94,6 +96,10 @@ pub struct Shared {
     pub redeliver: String,
     /// Health facts.
     pub health: Arc<Health>,
+    /// Lifecycle records for `events:<env>:history`.
+    pub history: HistorySink,
+    /// Coordination notices.
+    pub notices: Notices,
 }
 
 impl Shared {

@@ -59,7 +59,7 @@ pub struct PendingEntry {
 /// Connections and scripts of one worker.
 #[derive(Clone)]
 pub struct Store {
-    cmd: Client,
+    pub(crate) cmd: Client,
     reader: Client,
     url: RedisUrl,
     move_to_stream: Script,
@@ -136,14 +136,18 @@ impl Store {
         })
     }
 
-    fn error(&self, op: impl Into<String>, e: impl std::fmt::Display) -> StoreError {
+    pub(crate) fn error(&self, op: impl Into<String>, e: impl std::fmt::Display) -> StoreError {
         StoreError {
             op: op.into(),
             message: self.url.scrub(&e.to_string()),
         }
     }
 
-    async fn call(&self, name: &'static str, args: Vec<Value>) -> Result<Value, StoreError> {
+    pub(crate) async fn call(
+        &self,
+        name: &'static str,
+        args: Vec<Value>,
+    ) -> Result<Value, StoreError> {
         let op = match args.first().and_then(|a| a.as_str()) {
             Some(k) => format!("{name} {k}"),
             None => name.to_string(),
@@ -497,18 +501,30 @@ impl Store {
         pattern: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
+        self.scan(pattern, Some("stream"), limit).await
+    }
+
+    /// Keys matching `pattern` (and of type `kind`, if given), sorted, at most `limit`.
+    pub(crate) async fn scan(
+        &self,
+        pattern: &str,
+        kind: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let mut cursor = "0".to_string();
         let mut out = Vec::new();
         for _ in 0..10_000 {
-            let args: Vec<Value> = vec![
+            let mut args: Vec<Value> = vec![
                 cursor.as_str().into(),
                 "MATCH".into(),
                 pattern.into(),
                 "COUNT".into(),
                 1000.into(),
-                "TYPE".into(),
-                "stream".into(),
             ];
+            if let Some(k) = kind {
+                args.push("TYPE".into());
+                args.push(k.into());
+            }
             let reply: Value = self
                 .cmd
                 .custom(
@@ -603,7 +619,7 @@ impl Store {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
+pub(crate) fn text(v: &Value) -> Option<String> {
     v.as_str_lossy().map(|s| s.into_owned())
 }
 
@@ -626,7 +642,7 @@ fn parse_xread(reply: Value) -> Vec<Entry> {
 }
 
 /// Parses `[[id, [f, v, ...]], ...]`; entries whose fields are nil (deleted) are skipped.
-fn parse_entries(stream: &str, reply: Value) -> Vec<Entry> {
+pub(crate) fn parse_entries(stream: &str, reply: Value) -> Vec<Entry> {
     reply
         .into_array()
         .into_iter()

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::backlog::BacklogCache;
 use crate::breaker::{Breaker, BreakerState};
 use crate::config::{Config, ConfigError, HandlerKind};
+use crate::coordination::{self, Notices};
 use crate::handler::{BlackholeHandler, Handler, HttpHandler};
 use crate::http::{self, ApiState};
 use crate::keys::{self, Keys};
@@ -22,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
 use crate::shared::{Health, Route, Shared};
 use crate::store::{Store, StoreError};
-use crate::{consumer, discovery, heartbeat, migrations, reclaim, scheduler};
+use crate::{consumer, discovery, heartbeat, history, migrations, reclaim, retention, scheduler};
 
 /// Why the worker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -75,13 +77,27 @@ impl WorkerBuilder {
         self.metrics.clone()
     }
 
-    fn build_routes(&self) -> Result<Vec<Route>, ConfigError> {
+    fn build_routes(&self, notices: &Notices) -> Result<Vec<Route>, ConfigError> {
         let mut errors = Vec::new();
         let env = self.config.env.clone();
+        let (group, consumer) = (self.config.group.clone(), self.config.consumer.clone());
         let gauge = self.metrics.breaker_state.clone();
+        let notices = notices.clone();
         let listener: crate::breaker::StateListener =
             Arc::new(move |name: &str, state: BreakerState| {
                 gauge.with_label_values(&[&env, name]).set(state as i64);
+                let kind = match state {
+                    BreakerState::Open => coordination::kind::BREAKER_OPENED,
+                    BreakerState::HalfOpen => coordination::kind::BREAKER_HALF_OPEN,
+                    BreakerState::Closed => coordination::kind::BREAKER_CLOSED,
+                };
+                notices.send(coordination::notice(
+                    kind,
+                    &env,
+                    &group,
+                    &consumer,
+                    serde_json::json!({"handler": name}),
+                ));
                 match state {
                     BreakerState::Open => warn!(
                         handler = name,
@@ -153,15 +169,20 @@ impl WorkerBuilder {
     /// # Errors
     /// Bad routes, an unbindable listener, or a Redis error that retrying cannot fix.
     pub async fn run(self, stop: CancellationToken) -> Result<(), WorkerError> {
-        let routes = self.build_routes()?;
+        let (notices, notice_rx) = Notices::channel();
+        let routes = self.build_routes(&notices)?;
         let cfg = self.config;
         let metrics = self.metrics;
         let health = Arc::new(Health::default());
         let api_stop = CancellationToken::new();
+        let shared_cell = Arc::new(OnceLock::new());
         let api_state = ApiState {
             metrics: metrics.clone(),
             health: health.clone(),
             ready_window: cfg.read_block * 3 + Duration::from_secs(5),
+            shared: shared_cell.clone(),
+            token: cfg.api.token.clone(),
+            backlog: Arc::new(BacklogCache::default()),
         };
         let (bound, api_task) = http::serve(cfg.api.listen, api_state, api_stop.clone())
             .await
@@ -188,7 +209,25 @@ impl WorkerBuilder {
         {
             warn!(policy = %policy, "Redis maxmemory-policy is not noeviction: eviction can silently delete streams and groups");
         }
+        let history_stop = CancellationToken::new();
+        let (history, history_task) = history::start(
+            store.clone(),
+            keys.history(),
+            cfg.history.clone(),
+            metrics.clone(),
+            &cfg.env,
+            history_stop.clone(),
+        );
+        let notices_stop = CancellationToken::new();
+        let notices_task = tokio::spawn(coordination::run(
+            store.clone(),
+            keys.coordination(),
+            notice_rx,
+            notices_stop.clone(),
+        ));
         let shared = Arc::new(Shared {
+            history,
+            notices,
             keys: keys.clone(),
             redeliver: keys.redeliver(&cfg.group),
             store: store.clone(),
@@ -201,8 +240,13 @@ impl WorkerBuilder {
             health: health.clone(),
             cfg,
         });
+        let _ = shared_cell.set(shared.clone());
         startup(&shared, &stop).await;
         if stop.is_cancelled() {
+            history_stop.cancel();
+            notices_stop.cancel();
+            let _ = history_task.await;
+            let _ = notices_task.await;
             store.quit().await;
             api_stop.cancel();
             let _ = api_task.await;
@@ -230,6 +274,10 @@ impl WorkerBuilder {
         aux.spawn(heartbeat::run(shared.clone(), aux_stop.clone()));
         aux.spawn(discovery::run(shared.clone(), aux_stop.clone()));
         aux.spawn(ping_loop(shared.clone(), aux_stop.clone()));
+        aux.spawn(retention::run(shared.clone(), aux_stop.clone()));
+        shared
+            .notices
+            .send(self_notice(&shared, coordination::kind::STARTED));
         health.consuming.store(true, Ordering::Relaxed);
         info!(streams = shared.streams().len(), "consuming");
 
@@ -253,6 +301,13 @@ impl WorkerBuilder {
         aux_stop.cancel();
         aux.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), aux.wait()).await;
+        shared
+            .notices
+            .send(self_notice(&shared, coordination::kind::STOPPED));
+        history_stop.cancel();
+        notices_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), history_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), notices_task).await;
         let hb = shared.keys.heartbeat(shared.group(), shared.consumer());
         if let Err(e) = shared.store.delete(&hb).await {
             warn!(error = %e, "could not delete the heartbeat key; it expires by itself");
@@ -263,6 +318,12 @@ impl WorkerBuilder {
         info!("stopped");
         Ok(())
     }
+}
+
+fn self_notice(shared: &Shared, kind: &str) -> String {
+    let extra =
+        serde_json::json!({"pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")});
+    coordination::notice(kind, shared.env(), shared.group(), shared.consumer(), extra)
 }
 
 /// Connects, retrying with backoff while Redis is unreachable. Authentication and TLS
