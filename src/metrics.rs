@@ -30,7 +30,7 @@ pub struct Metrics {
     pub redis_up: IntGaugeVec,
     /// `event_worker_published_total{env,type}`.
     pub published_total: IntCounterVec,
-    /// `event_worker_retries_scheduled_total{env,group}`: moves from the retry set to redeliver.
+    /// `event_worker_retries_forwarded_total{env,group}`: moves from the retry set to redeliver.
     pub retries_forwarded_total: IntCounterVec,
     /// `event_worker_redis_errors_total{env,op}`: failed Redis operations by kind.
     pub redis_errors_total: IntCounterVec,

@@ -26,6 +26,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: u32,
+    /// One reused connection for helper commands (few ports, fast).
+    cached: std::sync::Mutex<Option<Conn>>,
 }
 
 /// One stream entry: its id and its fields.
@@ -57,6 +59,7 @@ impl RedisServer {
                 dir: tempfile::tempdir().expect("tempdir for redis"),
                 child: None,
                 starts: 0,
+                cached: std::sync::Mutex::new(None),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -147,6 +150,7 @@ impl RedisServer {
 
     /// Kills the server with SIGKILL (no shutdown, no final fsync).
     pub fn kill9(&mut self) {
+        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -155,6 +159,7 @@ impl RedisServer {
 
     /// Stops the server with SIGTERM (graceful shutdown) and waits for it.
     pub fn stop(&mut self) {
+        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if let Some(mut child) = self.child.take() {
             super::send_signal(child.id(), "TERM");
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -198,17 +203,26 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("connect to redis on {}: {e}", self.port))
     }
 
-    /// Runs one command on a fresh connection; I/O errors panic, Redis errors come back.
+    /// Runs one command; I/O errors panic, Redis errors come back.
     pub fn cmd<S: AsRef<str>>(&self, args: &[S]) -> Value {
-        self.conn()
-            .cmd(args)
+        self.try_cmd(args)
             .unwrap_or_else(|e| panic!("redis command failed: {e}"))
     }
 
-    /// Runs one command; I/O errors come back as `Err`.
+    /// Runs one command on the cached connection (reconnecting once if it
+    /// went stale, e.g. after a restart); I/O errors come back as `Err`.
     pub fn try_cmd<S: AsRef<str>>(&self, args: &[S]) -> Result<Value, String> {
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cached.as_mut() {
+            match c.cmd(args) {
+                Ok(v) => return Ok(v),
+                Err(_) => *cached = None,
+            }
+        }
         let mut c = Conn::connect(self.port).map_err(|e| e.to_string())?;
-        c.cmd(args).map_err(|e| e.to_string())
+        let v = c.cmd(args).map_err(|e| e.to_string())?;
+        *cached = Some(c);
+        Ok(v)
     }
 
     /// XADD with `*`; returns the entry id.
@@ -351,10 +365,10 @@ impl RedisServer {
     /// A human-readable dump of every `events:<env>:*` key, for failure messages.
     pub fn dump_env(&self, env: &str) -> String {
         let mut out = format!("--- redis state for env {env:?} (port {}) ---\n", self.port);
-        let keys = match std::panic::catch_unwind(|| self.scan_keys(&format!("events:{env}:*"))) {
-            Ok(k) => k,
-            Err(_) => return out + "(redis unreachable)\n",
-        };
+        if self.try_cmd(&["PING"]).is_err() {
+            return out + "(redis unreachable)\n";
+        }
+        let keys = self.scan_keys(&format!("events:{env}:*"));
         for key in keys {
             let t = self.cmd(&["TYPE", &key]).as_str().unwrap_or_default();
             out.push_str(&format!("{key} ({t})"));
@@ -409,7 +423,14 @@ pub struct DumpGuard<'a> {
 impl Drop for DumpGuard<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("{}", self.redis.dump_env(&self.env));
+            // Dump from a scoped thread: a failure there must not turn the
+            // test's panic into an abort.
+            let dump = std::thread::scope(|s| {
+                s.spawn(|| self.redis.dump_env(&self.env))
+                    .join()
+                    .unwrap_or_else(|_| "(could not dump the redis state)".to_string())
+            });
+            eprintln!("{dump}");
         }
     }
 }

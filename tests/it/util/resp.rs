@@ -73,6 +73,14 @@ pub fn is_test_client(addr: &str) -> bool {
 pub struct Conn {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
+    port: u16,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // The port may be reused by a worker connection later.
+        test_ports().lock().unwrap().remove(&self.port);
+    }
 }
 
 impl Conn {
@@ -83,11 +91,13 @@ impl Conn {
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream.set_write_timeout(Some(Duration::from_secs(10)))?;
         stream.set_nodelay(true)?;
-        register_test_port(stream.local_addr()?.port());
+        let port = stream.local_addr()?.port();
+        register_test_port(port);
         let writer = stream.try_clone()?;
         Ok(Conn {
             reader: BufReader::new(stream),
             writer,
+            port,
         })
     }
 
