@@ -169,11 +169,12 @@ impl HttpHandler {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let body = read_some(response).await;
-        let error = format!(
-            "http status {}: {}",
-            status.as_u16(),
-            truncate(body.trim(), ERROR_BODY_BYTES)
-        );
+        let body = truncate(body.trim(), ERROR_BODY_BYTES);
+        let error = if body.is_empty() {
+            format!("http status {}", status.as_u16())
+        } else {
+            format!("http status {}: {body}", status.as_u16())
+        };
         let code = status.as_u16();
         if code == 408 || code == 429 || status.is_server_error() {
             Outcome::Retry { error, retry_after }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use event_worker::config::Config;
@@ -57,6 +59,9 @@ enum Command {
         #[arg(long)]
         correlation_id: Option<String>,
     },
+    /// Inspect, replay and purge the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(cli::DlqCommand),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -117,6 +122,7 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
             Ok(())
         }
         Command::Check => check(config, json).await,
+        Command::Dlq(command) => cli::run(command, config, json).await,
         Command::Migrate => {
             let store = Store::connect(&config, "migrate").await?;
             let report = migrations::apply_all(&store, &Keys::new(&config.env)).await?;
