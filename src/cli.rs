@@ -1,9 +1,9 @@
 //! `event-worker dlq ...`: the operator's DLQ commands, human tables by default and JSON
 //! with `--json`. All logic lives in the library's `dlq` module (shared with the HTTP API).
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use event_worker::config::{parse_duration, Config};
+use event_worker::config::{Config, parse_duration};
 use event_worker::coordination::{self, notice};
 use event_worker::dlq::{self, DlqEntry, DlqFilter, ReplayOptions, Selection};
 use event_worker::envelope::truncate;
@@ -119,7 +119,9 @@ impl SelectArgs {
             (true, false, false) => Ok(Selection::Ids(self.ids.clone())),
             (false, true, false) => Ok(Selection::All),
             (false, false, true) => Ok(Selection::Filter(filter)),
-            (false, false, false) => bail!("select entries with --id, --all, or filters (--type, --reason, --group, --grep, --since, --older-than)"),
+            (false, false, false) => bail!(
+                "select entries with --id, --all, or filters (--type, --reason, --group, --grep, --since, --older-than)"
+            ),
             _ => bail!("give only one of --id, --all, or filters"),
         }
     }
@@ -127,20 +129,44 @@ impl SelectArgs {
 
 /// Runs one DLQ command.
 pub async fn run(command: DlqCommand, config: Config, json: bool) -> anyhow::Result<()> {
-    if let DlqCommand::Purge { yes: false, dry_run: false, .. } = &command {
+    if let DlqCommand::Purge {
+        yes: false,
+        dry_run: false,
+        ..
+    } = &command
+    {
         bail!("purge deletes DLQ entries for good: add --yes (or --dry-run to count first)");
     }
-    let store = Store::connect(&config, "dlq-cli").await.context("cannot reach Redis")?;
+    let store = Store::connect(&config, "dlq-cli")
+        .await
+        .context("cannot reach Redis")?;
     let keys = Keys::new(&config.env);
     let result = execute(command, &config, &store, &keys, json).await;
     store.quit().await;
     result
 }
 
-async fn execute(command: DlqCommand, config: &Config, store: &Store, keys: &Keys, json: bool) -> anyhow::Result<()> {
+async fn execute(
+    command: DlqCommand,
+    config: &Config,
+    store: &Store,
+    keys: &Keys,
+    json: bool,
+) -> anyhow::Result<()> {
     match command {
-        DlqCommand::List { filter, limit, before } => {
-            let page = dlq::list(store, keys, &filter.to_filter(None), limit, before.as_deref()).await?;
+        DlqCommand::List {
+            filter,
+            limit,
+            before,
+        } => {
+            let page = dlq::list(
+                store,
+                keys,
+                &filter.to_filter(None),
+                limit,
+                before.as_deref(),
+            )
+            .await?;
             if json {
                 let entries: Vec<_> = page.entries.iter().map(DlqEntry::summary).collect();
                 println!("{}", json!({"entries": entries, "next": page.next}));
@@ -166,8 +192,20 @@ async fn execute(command: DlqCommand, config: &Config, store: &Store, keys: &Key
             if json {
                 println!("{}", serde_json::to_string(&s)?);
             } else {
-                println!("total: {}{}", s.total, if s.complete { "" } else { " (counts below cover the oldest 100000)" });
-                for (title, map) in [("by reason", &s.by_reason), ("by type", &s.by_type), ("by group", &s.by_group)] {
+                println!(
+                    "total: {}{}",
+                    s.total,
+                    if s.complete {
+                        ""
+                    } else {
+                        " (counts below cover the oldest 100000)"
+                    }
+                );
+                for (title, map) in [
+                    ("by reason", &s.by_reason),
+                    ("by type", &s.by_type),
+                    ("by group", &s.by_group),
+                ] {
                     println!("{title}:");
                     for (k, n) in map {
                         println!("  {:<40} {n}", if k.is_empty() { "(none)" } else { k });
@@ -179,45 +217,85 @@ async fn execute(command: DlqCommand, config: &Config, store: &Store, keys: &Key
                 }
             }
         }
-        DlqCommand::Replay { select, dry_run, rate, canary, canary_timeout } => {
-            if rate.is_some_and(|r| !(r > 0.0)) {
+        DlqCommand::Replay {
+            select,
+            dry_run,
+            rate,
+            canary,
+            canary_timeout,
+        } => {
+            if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
                 bail!("--rate must be above 0");
             }
             let opts = ReplayOptions {
                 dry_run,
                 rate,
                 canary,
-                canary_timeout: parse_duration(&canary_timeout).map_err(|e| anyhow::anyhow!("--canary-timeout: {e}"))?,
+                canary_timeout: parse_duration(&canary_timeout)
+                    .map_err(|e| anyhow::anyhow!("--canary-timeout: {e}"))?,
                 actor: "cli".into(),
                 history_max_len: config.history.max_len,
             };
             let report = dlq::replay(store, keys, &select.selection()?, &opts).await?;
             if !dry_run && report.replayed > 0 {
-                let n = notice(coordination::kind::DLQ_REPLAYED, &config.env, "", "cli", json!({"count": report.replayed, "by": "cli"}));
+                let n = notice(
+                    coordination::kind::DLQ_REPLAYED,
+                    &config.env,
+                    "",
+                    "cli",
+                    json!({"count": report.replayed, "by": "cli"}),
+                );
                 let _ = store.publish_notice(&keys.coordination(), &n).await;
             }
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else if dry_run {
-                println!("dry run: {} entr{} would be replayed; sample:", report.matched, if report.matched == 1 { "y" } else { "ies" });
+                println!(
+                    "dry run: {} entr{} would be replayed; sample:",
+                    report.matched,
+                    if report.matched == 1 { "y" } else { "ies" }
+                );
                 print_summaries(&report.sample);
             } else {
-                println!("replayed {} of {} selected ({} already gone)", report.replayed, report.matched, report.missing);
+                println!(
+                    "replayed {} of {} selected ({} already gone)",
+                    report.replayed, report.matched, report.missing
+                );
             }
             if let Some(why) = report.stopped {
                 bail!("replay stopped: {why}");
             }
         }
-        DlqCommand::Purge { select, dry_run, .. } => {
-            let report = dlq::purge(store, keys, &select.selection()?, dry_run, "cli", config.history.max_len).await?;
+        DlqCommand::Purge {
+            select, dry_run, ..
+        } => {
+            let report = dlq::purge(
+                store,
+                keys,
+                &select.selection()?,
+                dry_run,
+                "cli",
+                config.history.max_len,
+            )
+            .await?;
             if !dry_run && report.purged > 0 {
-                let n = notice(coordination::kind::DLQ_PURGED, &config.env, "", "cli", json!({"count": report.purged, "by": "cli"}));
+                let n = notice(
+                    coordination::kind::DLQ_PURGED,
+                    &config.env,
+                    "",
+                    "cli",
+                    json!({"count": report.purged, "by": "cli"}),
+                );
                 let _ = store.publish_notice(&keys.coordination(), &n).await;
             }
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else if dry_run {
-                println!("dry run: {} entr{} would be purged", report.matched, if report.matched == 1 { "y" } else { "ies" });
+                println!(
+                    "dry run: {} entr{} would be purged",
+                    report.matched,
+                    if report.matched == 1 { "y" } else { "ies" }
+                );
             } else {
                 println!("purged {} of {} selected", report.purged, report.matched);
             }
@@ -236,7 +314,10 @@ fn print_summaries(rows: &[serde_json::Value]) {
         println!("(no entries)");
         return;
     }
-    println!("{:<18} {:<24} {:<24} {:<14} {:<24} {:>3}  {:<24} ERROR", "ENTRY_ID", "FAILED_AT", "TYPE", "GROUP", "REASON", "ATT", "ID");
+    println!(
+        "{:<18} {:<24} {:<24} {:<14} {:<24} {:>3}  {:<24} ERROR",
+        "ENTRY_ID", "FAILED_AT", "TYPE", "GROUP", "REASON", "ATT", "ID"
+    );
     for r in rows {
         let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
         println!(
@@ -252,4 +333,3 @@ fn print_summaries(rows: &[serde_json::Value]) {
         );
     }
 }
-

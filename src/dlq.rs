@@ -550,11 +550,7 @@ pub async fn replay(
                     format!("by {}; from DLQ entry {}", opts.actor, e.entry_id),
                 );
                 let _ = store
-                    .append_history(
-                        &keys.history(),
-                        opts.history_max_len,
-                        &[record_fields(&record)],
-                    )
+                    .append_history(&keys.history(), opts.history_max_len, &[record.to_fields()])
                     .await;
             }
             None => report.missing += 1,
@@ -575,31 +571,6 @@ pub async fn replay(
         report.stopped = Some(why);
     }
     Ok(report)
-}
-
-fn record_fields(r: &Record) -> Vec<(String, String)> {
-    serde_json::to_value(r)
-        .ok()
-        .and_then(|v| v.as_object().cloned())
-        .map(|m| {
-            m.into_iter()
-                .filter(|(k, _)| k != "entry_id")
-                .map(|(k, v)| {
-                    let key = if k == "correlation_id" {
-                        "correlationid".to_string()
-                    } else {
-                        k
-                    };
-                    (
-                        key,
-                        v.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| v.to_string()),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Waits until every canary was processed (history) or one is dead-lettered again.
@@ -690,7 +661,7 @@ pub async fn purge(
         let records: Vec<Vec<(String, String)>> = chunk
             .iter()
             .map(|e| {
-                record_fields(&Record::new(
+                Record::new(
                     kind::PURGED,
                     e.get(field::ID),
                     e.event_type(),
@@ -698,7 +669,8 @@ pub async fn purge(
                     lookup(&e.fields, field::CORRELATIONID),
                     0,
                     format!("by {actor}; DLQ entry {} ({})", e.entry_id, e.reason()),
-                ))
+                )
+                .to_fields()
             })
             .collect();
         let _ = store

@@ -88,7 +88,8 @@ impl Record {
         }
     }
 
-    fn to_fields(&self) -> Vec<(String, String)> {
+    /// The record as stream fields.
+    pub fn to_fields(&self) -> Vec<(String, String)> {
         let mut f = vec![
             ("kind".to_string(), self.kind.clone()),
             ("id".to_string(), self.id.clone()),

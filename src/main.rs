@@ -8,6 +8,7 @@ mod cli;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use event_worker::config::Config;
+use event_worker::history::{Record, kind};
 use event_worker::keys::Keys;
 use event_worker::publish::{NewEvent, publish};
 use event_worker::store::Store;
@@ -152,7 +153,28 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
                 correlation_id,
                 source: Some("event-worker-cli".into()),
             };
-            let result = publish(&store, &Keys::new(&config.env), event).await;
+            let keys = Keys::new(&config.env);
+            let correlation = event.correlation_id.clone();
+            let result = publish(&store, &keys, event).await;
+            if let Ok(p) = &result {
+                let t = p.stream.strip_prefix(keys.prefix()).unwrap_or_default();
+                let record = Record::new(
+                    kind::PUBLISHED,
+                    &p.id,
+                    t,
+                    "",
+                    correlation.as_deref(),
+                    0,
+                    "via CLI",
+                );
+                let _ = store
+                    .append_history(
+                        &keys.history(),
+                        config.history.max_len,
+                        &[record.to_fields()],
+                    )
+                    .await;
+            }
             store.quit().await;
             let published = result?;
             if json {

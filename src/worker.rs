@@ -199,8 +199,14 @@ impl WorkerBuilder {
         };
         redis_up.set(1);
         // Series that alerts use start at 0, so the first change is visible to increase().
-        metrics.in_flight.with_label_values(&[&cfg.env, &cfg.group]).set(0);
-        metrics.dlq_trimmed_total.with_label_values(&[&cfg.env]).inc_by(0);
+        metrics
+            .in_flight
+            .with_label_values(&[&cfg.env, &cfg.group])
+            .set(0);
+        metrics
+            .dlq_trimmed_total
+            .with_label_values(&[&cfg.env])
+            .inc_by(0);
         health.redis_up.store(true, Ordering::Relaxed);
         let keys = Keys::new(&cfg.env);
         let report = migrations::apply_all(&store, &keys).await?;
