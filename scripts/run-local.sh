@@ -4,7 +4,7 @@
 # then runs `event-worker run` with examples/local.toml. Ctrl-C stops it gracefully.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-redis.sh
+scripts/ensure-deps.sh --redis-only
 if ! redis-cli -p 6379 ping >/dev/null 2>&1; then
   mkdir -p target/local-redis
   redis-server --port 6379 --bind 127.0.0.1 --daemonize yes \

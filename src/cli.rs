@@ -7,6 +7,7 @@ use event_worker::config::{Config, parse_duration};
 use event_worker::coordination::{self, notice};
 use event_worker::dlq::{self, DlqEntry, DlqFilter, ReplayOptions, Selection};
 use event_worker::envelope::truncate;
+use event_worker::history::HistoryQuery;
 use event_worker::keys::Keys;
 use event_worker::store::Store;
 use serde_json::json;
@@ -300,6 +301,47 @@ async fn execute(
                 println!("purged {} of {} selected", report.purged, report.matched);
             }
         }
+    }
+    Ok(())
+}
+
+/// `event-worker history`: what happened to an event, newest first.
+pub async fn history(query: HistoryQuery, config: Config, json: bool) -> anyhow::Result<()> {
+    if let Some(t) = &query.event_type
+        && !event_worker::keys::is_valid_type(t)
+    {
+        bail!("--type: `{t}` is not a valid event type");
+    }
+    let store = Store::connect(&config, "history-cli")
+        .await
+        .context("cannot reach Redis")?;
+    let keys = Keys::new(&config.env);
+    let records = event_worker::history::query(&store, &keys.history(), &query).await;
+    store.quit().await;
+    let records = records?;
+    if json {
+        println!("{}", json!({"records": records}));
+        return Ok(());
+    }
+    if records.is_empty() {
+        println!("(no records)");
+    }
+    for r in records {
+        println!(
+            "{}  {:<13} {:<24} {:<24} group={} attempt={} correlation={} {}",
+            r.at,
+            r.kind,
+            truncate(&r.id, 24),
+            truncate(&r.event_type, 24),
+            if r.group.is_empty() { "-" } else { &r.group },
+            r.attempt,
+            if r.correlation_id.is_empty() {
+                "-"
+            } else {
+                &r.correlation_id
+            },
+            r.detail
+        );
     }
     Ok(())
 }

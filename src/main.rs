@@ -8,7 +8,7 @@ mod cli;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use event_worker::config::Config;
-use event_worker::history::{Record, kind};
+use event_worker::history::{HistoryQuery, Record, kind};
 use event_worker::keys::Keys;
 use event_worker::publish::{NewEvent, publish};
 use event_worker::store::Store;
@@ -59,6 +59,21 @@ enum Command {
         /// Correlation id.
         #[arg(long)]
         correlation_id: Option<String>,
+    },
+    /// Lifecycle records (published, processed, retried, dead_lettered, replayed, purged), newest first.
+    History {
+        /// Only this event type.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Only this correlation id.
+        #[arg(long)]
+        correlation_id: Option<String>,
+        /// Only this event id.
+        #[arg(long)]
+        id: Option<String>,
+        /// Most records shown (1-1000).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
     /// Inspect, replay and purge the dead-letter queue.
     #[command(subcommand)]
@@ -124,6 +139,20 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
         }
         Command::Check => check(config, json).await,
         Command::Dlq(command) => cli::run(command, config, json).await,
+        Command::History {
+            event_type,
+            correlation_id,
+            id,
+            limit,
+        } => {
+            let query = HistoryQuery {
+                event_type,
+                correlation_id,
+                id,
+                limit,
+            };
+            cli::history(query, config, json).await
+        }
         Command::Migrate => {
             let store = Store::connect(&config, "migrate").await?;
             let report = migrations::apply_all(&store, &Keys::new(&config.env)).await?;
