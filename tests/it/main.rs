@@ -11,6 +11,7 @@ mod backpressure;
 mod breaker;
 mod config;
 mod crash;
+mod dlq;
 mod isolation;
 mod metrics;
 mod mixed_batch;

@@ -309,3 +309,34 @@ fn redis_kill9_with_aof_everysec_loses_only_the_last_second() {
     assert_eq!(redis.xlen(&dlq_key(env)), 0, "nothing may be dead-lettered");
     worker.assert_running();
 }
+
+#[test]
+fn stream_deleted_mid_run_group_recreated_at_zero() {
+    let env = "streamdel";
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
+    let mut worker = WorkerProcess::start("w1", cfg);
+    worker.wait_ready(Duration::from_secs(15));
+    for i in 0..5 {
+        publish(&redis, env, TY, &format!("first-{i}"));
+    }
+    wait_until("first batch", Duration::from_secs(10), || {
+        sink.success_counts().len() == 5
+    });
+    assert_eq!(redis.cmd(&["DEL", &stream_key(env, TY)]).as_int(), Some(1));
+    // Recreated by the producer without the group: the worker must recreate
+    // the group at 0 so that these are not skipped.
+    for i in 0..10 {
+        publish(&redis, env, TY, &format!("second-{i}"));
+    }
+    wait_until("second batch", Duration::from_secs(15), || {
+        sink.success_counts().len() == 15
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let counts = sink.request_counts();
+    assert!(counts.values().all(|n| *n == 1), "{}", sink.ledger_dump());
+    assert_drained(&redis, env, "group", &[TY]);
+    worker.assert_running();
+}
