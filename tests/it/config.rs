@@ -393,3 +393,40 @@ fn migrate_applies_once_even_when_two_instances_race() {
         .collect();
     assert!(other.is_empty(), "migrate wrote outside its env: {other:?}");
 }
+
+#[test]
+fn redis_password_never_printed_by_a_running_worker() {
+    let port = free_port();
+    let url = format!("redis://worker:{PASSWORD}@127.0.0.1:{port}");
+    let mut cfg = WorkerConfig::new("pwtest", &url).route(Route::http(
+        &["orders.created"],
+        "http://127.0.0.1:9/events",
+    ));
+    cfg.api_port = free_port();
+    let mut worker = WorkerProcess::start("w1", cfg);
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut seen = Vec::new();
+    for path in ["/metrics", "/readyz", "/livez", "/api/events/health"] {
+        if let Some((status, body)) = worker.get(path) {
+            seen.push(format!("{path} {status}: {body}"));
+        }
+    }
+    if worker.is_running() {
+        worker.sigterm();
+        let _ = worker.wait_exit(Duration::from_secs(8));
+    }
+    let logs = worker.output();
+    let http = seen.join("\n");
+    assert!(
+        !logs.contains(PASSWORD),
+        "the Redis password appears in the worker's output:\n{logs}"
+    );
+    assert!(
+        !http.contains(PASSWORD),
+        "the Redis password appears in HTTP answers:\n{http}"
+    );
+    assert!(
+        !logs.contains("worker:") || logs.contains("***"),
+        "the URL is shown without redaction:\n{logs}"
+    );
+}

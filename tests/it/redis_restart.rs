@@ -340,3 +340,42 @@ fn stream_deleted_mid_run_group_recreated_at_zero() {
     assert_drained(&redis, env, "group", &[TY]);
     worker.assert_running();
 }
+
+#[test]
+fn worker_started_before_redis_waits_then_consumes() {
+    let env = "lateredis";
+    let port = free_port();
+    let sink = HttpSink::start();
+    let cfg = WorkerConfig::new(env, &format!("redis://127.0.0.1:{port}"))
+        .route(Route::http(&[TY], &sink.url()));
+    let mut worker = WorkerProcess::start("w1", cfg);
+    std::thread::sleep(Duration::from_millis(2500));
+    worker.assert_running();
+    assert_eq!(
+        worker.get("/livez").map(|r| r.0),
+        Some(200),
+        "/livez while Redis is down"
+    );
+    assert!(
+        !matches!(worker.get("/readyz"), Some((200, _))),
+        "/readyz must not be 200 before Redis is reachable"
+    );
+    let redis = RedisServer::start_on(port, Aof::Always);
+    let _dump = redis.dump_on_panic(env);
+    worker.wait_ready(Duration::from_secs(15));
+    for i in 0..5 {
+        publish(&redis, env, TY, &format!("late-{i}"));
+    }
+    wait_until("delivered", Duration::from_secs(15), || {
+        sink.success_counts().len() == 5
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(sink.request_counts().values().all(|n| *n == 1));
+    assert_drained(&redis, env, "group", &[TY]);
+    let lines = worker.stderr().lines().count();
+    assert!(
+        lines < 300,
+        "{lines} log lines for 2.5s of unreachable Redis: rate-limit the errors\n{}",
+        worker.logs()
+    );
+}

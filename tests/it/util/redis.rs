@@ -49,6 +49,22 @@ impl RedisServer {
         RedisServer::start_with(Aof::Always)
     }
 
+    /// Starts a server on a given port (e.g. one a worker already points at).
+    pub fn start_on(port: u16, aof: Aof) -> RedisServer {
+        let mut server = RedisServer {
+            port,
+            aof,
+            dir: tempfile::tempdir().expect("tempdir for redis"),
+            child: None,
+            starts: 0,
+            cached: std::sync::Mutex::new(None),
+        };
+        if let Err(e) = server.spawn() {
+            panic!("could not start redis-server on port {port}: {e}");
+        }
+        server
+    }
+
     /// Starts a server with the given persistence.
     pub fn start_with(aof: Aof) -> RedisServer {
         let mut last_err = String::new();

@@ -430,6 +430,12 @@ impl WorkerProcess {
         )
     }
 
+    /// Full stdout and stderr text of all starts (no config).
+    pub fn output(&self) -> String {
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+        format!("{}{}", read(self.stdout_path()), read(self.stderr_path()))
+    }
+
     /// Full stderr text of all starts.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
