@@ -328,10 +328,10 @@ pub async fn history(query: HistoryQuery, config: Config, json: bool) -> anyhow:
     }
     for r in records {
         println!(
-            "{}  {:<13} {:<24} {:<24} group={} attempt={} correlation={} {}",
+            "{}  {:<13} {:<36} {:<24} group={} attempt={} correlation={} {}",
             r.at,
             r.kind,
-            truncate(&r.id, 24),
+            truncate(&r.id, 36),
             truncate(&r.event_type, 24),
             if r.group.is_empty() { "-" } else { &r.group },
             r.attempt,
@@ -357,20 +357,20 @@ fn print_summaries(rows: &[serde_json::Value]) {
         return;
     }
     println!(
-        "{:<18} {:<24} {:<24} {:<14} {:<24} {:>3}  {:<24} ERROR",
+        "{:<18} {:<24} {:<24} {:<14} {:<23} {:>3}  {:<36} ERROR",
         "ENTRY_ID", "FAILED_AT", "TYPE", "GROUP", "REASON", "ATT", "ID"
     );
     for r in rows {
         let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
         println!(
-            "{:<18} {:<24} {:<24} {:<14} {:<24} {:>3}  {:<24} {}",
+            "{:<18} {:<24} {:<24} {:<14} {:<23} {:>3}  {:<36} {}",
             s("entry_id"),
             s("failed_at"),
             truncate(&s("type"), 24),
             truncate(&s("group"), 14),
             s("reason"),
             s("attempts"),
-            truncate(&s("id"), 24),
+            truncate(&s("id"), 36),
             truncate(&s("error").replace('\n', " "), 60)
         );
     }

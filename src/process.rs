@@ -266,7 +266,7 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
                 &error,
                 runs,
             );
-            dead(s, runs, reason::MAX_ATTEMPTS)
+            dead(s, event.attempt, reason::MAX_ATTEMPTS)
         }
         Outcome::Permanent { error } => {
             warn!(error = %error, "handler failed permanently; dead-lettered");
@@ -280,7 +280,7 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
                 &error,
                 runs,
             );
-            dead(s, runs, reason::PERMANENT)
+            dead(s, event.attempt, reason::PERMANENT)
         }
     }
 }
