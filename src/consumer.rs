@@ -20,6 +20,7 @@ use crate::timeutil::now_ms;
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTracker) {
     let mut error_pause = Duration::from_millis(100);
     let mut last_error_log: Option<Instant> = None;
+    let mut turn = 0usize;
     loop {
         let first = tokio::select! {
             p = shared.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -29,12 +30,14 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTrac
         while let Ok(p) = shared.permits.clone().try_acquire_owned() {
             permits.push(p);
         }
-        let streams = readable_streams(&shared);
+        let all = readable_streams(&shared);
+        let (streams, count) = plan_read(&all, permits.len(), turn);
+        turn = turn.wrapping_add(streams.len());
         let read = shared.store.read_group(
             shared.group(),
             shared.consumer(),
             &streams,
-            permits.len(),
+            count,
             shared.cfg.read_block,
         );
         let result = tokio::select! {
@@ -92,6 +95,19 @@ fn readable_streams(shared: &Shared) -> Vec<String> {
     keys
 }
 
+/// Which streams one read asks and the COUNT for each, so that the total a read can return
+/// never exceeds the `free` slots (Redis applies COUNT per stream). With fewer free slots
+/// than streams, `free` streams are read in turn, starting at `turn`, one entry each.
+fn plan_read(streams: &[String], free: usize, turn: usize) -> (Vec<String>, usize) {
+    let k = streams.len().max(1);
+    if free >= k {
+        (streams.to_vec(), free / k)
+    } else {
+        let picked = (0..free).map(|i| streams[(turn + i) % k].clone()).collect();
+        (picked, 1)
+    }
+}
+
 /// Spawns one task per entry, each with a permit. Entries beyond the permits taken (a read
 /// of several streams can return `COUNT` from each) wait for permits. Returns false when
 /// `stop` fired while waiting; the entries not spawned stay pending and are reclaimed.
@@ -116,4 +132,42 @@ pub async fn dispatch(
         tracker.spawn(process(shared.clone(), entry, permit));
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_read;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("s{i}")).collect()
+    }
+
+    #[test]
+    fn a_read_never_asks_for_more_than_the_free_slots() {
+        for streams in 1..6 {
+            for free in 1..20 {
+                for turn in 0..7 {
+                    let (picked, count) = plan_read(&names(streams), free, turn);
+                    assert!(
+                        picked.len() * count <= free,
+                        "{streams} streams, {free} free"
+                    );
+                    assert!(count >= 1 && !picked.is_empty());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scarce_slots_rotate_over_every_stream() {
+        let all = names(3);
+        let mut seen = std::collections::HashSet::new();
+        let mut turn = 0;
+        for _ in 0..3 {
+            let (picked, _) = plan_read(&all, 1, turn);
+            turn += picked.len();
+            seen.extend(picked);
+        }
+        assert_eq!(seen.len(), 3);
+    }
 }
