@@ -39,6 +39,13 @@ fn kill9_mid_flight_another_consumer_takes_over_nothing_lost() {
     wait_until("6 events delivered", Duration::from_secs(15), || {
         sink.success_counts().len() >= 6
     });
+    // Kill w1 at a moment it holds work (it may be between two reads otherwise).
+    wait_until("w1 holds pending entries", Duration::from_secs(10), || {
+        redis
+            .xpending_detail(&stream_key(env, TY), "group")
+            .iter()
+            .any(|(_, consumer, _, _)| consumer == "w1")
+    });
     w1.kill9();
     let kill_at = sink.now();
     let orphans: Vec<String> = redis
