@@ -62,6 +62,10 @@ pub struct Config {
     pub dlq_max_len: Option<u64>,
     /// DLQ retention by age (default: none).
     pub dlq_max_age: Option<Duration>,
+    /// Type streams keep acknowledged entries at least this long, then trim them; entries
+    /// some group has not acknowledged (or not received) are never trimmed. `off` disables
+    /// trimming (default 7 days).
+    pub stream_retention: Option<Duration>,
     /// `[api]`.
     pub api: ApiConfig,
     /// `[[routes]]`, in file order; the first route whose pattern matches a type serves it.
@@ -169,6 +173,7 @@ struct RawConfig {
     scheduler_interval: Option<String>,
     dlq_max_len: Option<i64>,
     dlq_max_age: Option<String>,
+    stream_retention: Option<String>,
     #[serde(default)]
     retry: RawRetry,
     #[serde(default)]
@@ -248,6 +253,7 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (None, "scheduler_interval", Kind::Str),
     (None, "dlq_max_len", Kind::Int),
     (None, "dlq_max_age", Kind::Str),
+    (None, "stream_retention", Kind::Str),
     (Some("retry"), "max_attempts", Kind::Int),
     (Some("retry"), "initial_backoff", Kind::Str),
     (Some("retry"), "multiplier", Kind::Float),
@@ -573,6 +579,15 @@ fn validate(
             Duration::from_secs(60),
         )
     });
+    let stream_retention = match raw.stream_retention.as_deref() {
+        Some("off") => None,
+        other => Some(c.duration(
+            "stream_retention",
+            other.map(str::to_string),
+            Duration::from_secs(7 * 86400),
+            Duration::from_secs(60),
+        )),
+    };
     let listen_text = raw
         .api
         .listen
@@ -617,6 +632,7 @@ fn validate(
             history,
             dlq_max_len,
             dlq_max_age,
+            stream_retention,
             api: ApiConfig { listen, token },
             routes,
         })

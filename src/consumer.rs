@@ -62,7 +62,11 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTrac
                     .redis_errors_total
                     .with_label_values(&[shared.env(), "read"])
                     .inc();
-                if e.is_nogroup() {
+                if e.is_wrong_type() {
+                    if let Err(e) = crate::discovery::drop_wrong_types(&shared).await {
+                        warn!(error = %e, "could not check stream key types");
+                    }
+                } else if e.is_nogroup() {
                     warn!(error = %e, "consumer group missing (stream deleted or Redis lost its data); recreating it at 0");
                     for key in &streams {
                         if let Err(e) = shared.store.ensure_group(key, shared.group()).await {

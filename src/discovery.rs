@@ -67,14 +67,22 @@ pub async fn resolve(shared: &Shared) -> Result<Vec<TypeStream>, StoreError> {
 /// # Errors
 /// Redis errors.
 pub async fn refresh(shared: &Shared) -> Result<(), StoreError> {
-    let found = resolve(shared).await?;
+    let mut found = resolve(shared).await?;
     let known = shared.streams();
+    let mut unusable = Vec::new();
     for s in &found {
         if !known.iter().any(|k| k.key == s.key) {
-            shared.store.ensure_group(&s.key, shared.group()).await?;
-            info!(stream = %s.key, group = shared.group(), "consuming stream");
+            match shared.store.ensure_group(&s.key, shared.group()).await {
+                Ok(()) => info!(stream = %s.key, group = shared.group(), "consuming stream"),
+                Err(e) if e.is_wrong_type() => {
+                    warn!(key = %s.key, "key holds a value that is not a stream; not consuming it (fix or delete the key)");
+                    unusable.push(s.key.clone());
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
+    found.retain(|s| !unusable.contains(&s.key));
     if let Ok(mut w) = shared.streams.write() {
         *w = Arc::new(found);
     }
@@ -100,4 +108,24 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             warn!(error = %e, "stream discovery failed; will try again");
         }
     }
+}
+
+/// Drops consumed keys that no longer hold a stream (someone SET or deleted-and-reused the
+/// key), so one bad key cannot stop the reads of every other stream. Called when a read
+/// fails with WRONGTYPE; discovery re-adds the key once it is a stream again.
+///
+/// # Errors
+/// Redis errors.
+pub async fn drop_wrong_types(shared: &Shared) -> Result<(), StoreError> {
+    let mut keep = Vec::new();
+    for s in shared.streams().iter() {
+        match shared.store.key_type(&s.key).await?.as_str() {
+            "stream" | "none" => keep.push(s.clone()),
+            other => warn!(key = %s.key, kind = other, "key holds a value that is not a stream; not consuming it (fix or delete the key)"),
+        }
+    }
+    if let Ok(mut w) = shared.streams.write() {
+        *w = Arc::new(keep);
+    }
+    Ok(())
 }

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub dlq_purged_total: IntCounterVec,
     /// `event_worker_dlq_trimmed_total{env}`: DLQ entries removed by the retention policy.
     pub dlq_trimmed_total: IntCounterVec,
+    /// `event_worker_stream_trimmed_total{env,type}`: acknowledged entries trimmed by `stream_retention`.
+    pub stream_trimmed_total: IntCounterVec,
     /// `event_worker_stream_lag{env,group,type}`, read at scrape time.
     pub stream_lag: IntGaugeVec,
     /// `event_worker_pending{env,group,type}`, read at scrape time.
@@ -198,6 +200,7 @@ impl Metrics {
                 "DLQ entries removed by the retention policy (dlq_max_len, dlq_max_age).",
                 &["env"],
             ),
+            stream_trimmed_total: counter(&r, "event_worker_stream_trimmed_total", "Acknowledged type-stream entries trimmed by stream_retention.", &["env", "type"]),
             stream_lag: gauge(
                 &r,
                 "event_worker_stream_lag",

@@ -28,6 +28,11 @@ impl StoreError {
     pub fn is_nogroup(&self) -> bool {
         self.message.contains("NOGROUP")
     }
+
+    /// Whether Redis said a key holds another type (WRONGTYPE).
+    pub fn is_wrong_type(&self) -> bool {
+        self.message.contains("WRONGTYPE")
+    }
 }
 
 /// One stream entry as read or claimed.
@@ -482,6 +487,14 @@ impl Store {
     /// Redis errors.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.call("DEL", vec![key.into()]).await.map(|_| ())
+    }
+
+    /// The Redis type of `key` (`none` when absent).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn key_type(&self, key: &str) -> Result<String, StoreError> {
+        Ok(text(&self.call("TYPE", vec![key.into()]).await?).unwrap_or_else(|| "none".into()))
     }
 
     /// Whether `key` exists.

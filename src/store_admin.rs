@@ -16,6 +16,8 @@ pub struct GroupInfo {
     pub lag: Option<u64>,
     /// Delivered, not acknowledged (`pel-count`).
     pub pending: u64,
+    /// Id of the last entry delivered to the group.
+    pub last_delivered_id: String,
 }
 
 impl Store {
@@ -121,43 +123,53 @@ impl Store {
     ///
     /// # Errors
     /// Redis errors other than a missing key.
-    pub async fn group_info(
-        &self,
-        stream: &str,
-        group: &str,
-    ) -> Result<Option<GroupInfo>, StoreError> {
+    pub async fn group_info(&self, stream: &str, group: &str) -> Result<Option<GroupInfo>, StoreError> {
+        Ok(self.groups(stream).await?.into_iter().find(|(n, _)| n == group).map(|(_, i)| i))
+    }
+
+    /// Every group of `stream` with its figures: `(name, info)`. Empty when the key is missing.
+    ///
+    /// # Errors
+    /// Redis errors other than a missing key.
+    pub async fn groups(&self, stream: &str) -> Result<Vec<(String, GroupInfo)>, StoreError> {
         let reply = match self
             .cmd
-            .custom::<Value, _>(
-                CustomCommand::new_static("XINFO", ClusterHash::Offset(1), false),
-                vec!["GROUPS", stream],
-            )
+            .custom::<Value, _>(CustomCommand::new_static("XINFO", ClusterHash::Offset(1), false), vec!["GROUPS", stream])
             .await
         {
             Ok(v) => v,
-            Err(e) if e.to_string().contains("no such key") => return Ok(None),
+            Err(e) if e.to_string().contains("no such key") => return Ok(Vec::new()),
             Err(e) => return Err(self.error(format!("XINFO GROUPS {stream}"), e)),
         };
+        let mut out = Vec::new();
         for g in reply.into_array() {
             let flat = g.into_array();
-            let mut name = None;
+            let mut name = String::new();
             let mut info = GroupInfo::default();
             for pair in flat.chunks(2) {
                 if pair.len() != 2 {
                     continue;
                 }
                 match text(&pair[0]).as_deref() {
-                    Some("name") => name = text(&pair[1]),
+                    Some("name") => name = text(&pair[1]).unwrap_or_default(),
                     Some("pending") => info.pending = pair[1].as_u64().unwrap_or(0),
                     Some("lag") => info.lag = pair[1].as_u64(),
+                    Some("last-delivered-id") => info.last_delivered_id = text(&pair[1]).unwrap_or_default(),
                     _ => {}
                 }
             }
-            if name.as_deref() == Some(group) {
-                return Ok(Some(info));
-            }
+            out.push((name, info));
         }
-        Ok(None)
+        Ok(out)
+    }
+
+    /// The smallest pending entry id of `group` on `stream`, if any is pending.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn oldest_pending(&self, stream: &str, group: &str) -> Result<Option<String>, StoreError> {
+        let reply = self.call("XPENDING", vec![stream.into(), group.into()]).await?;
+        Ok(reply.into_array().get(1).and_then(text))
     }
 
     /// Runs the replay script: `fields` to `redeliver`, then XDEL of `dlq_id` from `dlq`.
