@@ -121,7 +121,9 @@ pub async fn drop_wrong_types(shared: &Shared) -> Result<(), StoreError> {
     for s in shared.streams().iter() {
         match shared.store.key_type(&s.key).await?.as_str() {
             "stream" | "none" => keep.push(s.clone()),
-            other => warn!(key = %s.key, kind = other, "key holds a value that is not a stream; not consuming it (fix or delete the key)"),
+            other => {
+                warn!(key = %s.key, kind = other, "key holds a value that is not a stream; not consuming it (fix or delete the key)")
+            }
         }
     }
     if let Ok(mut w) = shared.streams.write() {

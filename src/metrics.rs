@@ -200,7 +200,12 @@ impl Metrics {
                 "DLQ entries removed by the retention policy (dlq_max_len, dlq_max_age).",
                 &["env"],
             ),
-            stream_trimmed_total: counter(&r, "event_worker_stream_trimmed_total", "Acknowledged type-stream entries trimmed by stream_retention.", &["env", "type"]),
+            stream_trimmed_total: counter(
+                &r,
+                "event_worker_stream_trimmed_total",
+                "Acknowledged type-stream entries trimmed by stream_retention.",
+                &["env", "type"],
+            ),
             stream_lag: gauge(
                 &r,
                 "event_worker_stream_lag",

@@ -48,10 +48,17 @@ pub async fn claim_own_leftovers(
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTracker) {
     let mut tick = tokio::time::interval(shared.cfg.reclaim_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_cleanup = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
+        }
+        if last_cleanup.elapsed() >= CLEANUP_EVERY {
+            last_cleanup = std::time::Instant::now();
+            if let Err(e) = remove_dead_consumers(&shared).await {
+                warn!(error = %e, "removing dead consumers failed; will try again");
+            }
         }
         if let Err(e) = reclaim_once(&shared, &tracker, &stop).await {
             shared
@@ -62,6 +69,38 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTrac
             warn!(error = %e, "reclaim pass failed; will try again");
         }
     }
+}
+
+/// How often dead consumers are removed from the group.
+const CLEANUP_EVERY: Duration = Duration::from_secs(30);
+
+/// Removes consumers that are gone (no heartbeat), hold nothing (pending 0) and have been idle
+/// for a while, so restarts with fresh `hostname-pid` names do not pile up consumers. A
+/// consumer with pending entries is never deleted (its entries would become unclaimable).
+async fn remove_dead_consumers(shared: &Shared) -> Result<(), StoreError> {
+    let min_idle = (shared.cfg.heartbeat_ttl * 3)
+        .max(Duration::from_secs(60))
+        .as_millis() as u64;
+    for stream in shared.all_stream_keys() {
+        for (name, pending, idle) in shared.store.consumers(&stream, shared.group()).await? {
+            if name == shared.consumer() || pending > 0 || idle < min_idle {
+                continue;
+            }
+            if shared
+                .store
+                .exists(&shared.keys.heartbeat(shared.group(), &name))
+                .await?
+            {
+                continue;
+            }
+            shared
+                .store
+                .delete_consumer(&stream, shared.group(), &name)
+                .await?;
+            info!(stream = %stream, consumer = %name, "removed a dead consumer with nothing pending");
+        }
+    }
+    Ok(())
 }
 
 /// Idle time a dead consumer's entry must have before we claim it: guards against two

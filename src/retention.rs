@@ -96,7 +96,11 @@ pub async fn trim_streams_once(shared: &Shared) -> Result<u64, StoreError> {
         let safe = safe_trim_id(&cutoff, &bounds);
         let trimmed = shared.store.xtrim(&s.key, "MINID", &safe, true).await?;
         if trimmed > 0 {
-            shared.metrics.stream_trimmed_total.with_label_values(&[shared.env(), shared.type_label(&s.event_type)]).inc_by(trimmed);
+            shared
+                .metrics
+                .stream_trimmed_total
+                .with_label_values(&[shared.env(), shared.type_label(&s.event_type)])
+                .inc_by(trimmed);
             total += trimmed;
         }
     }
@@ -115,10 +119,8 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        if dlq_policy {
-            if let Err(e) = trim_once(&shared).await {
-                warn!(error = %e, "DLQ retention pass failed");
-            }
+        if dlq_policy && let Err(e) = trim_once(&shared).await {
+            warn!(error = %e, "DLQ retention pass failed");
         }
         if let Err(e) = trim_streams_once(&shared).await {
             warn!(error = %e, "stream retention pass failed");

@@ -123,8 +123,17 @@ impl Store {
     ///
     /// # Errors
     /// Redis errors other than a missing key.
-    pub async fn group_info(&self, stream: &str, group: &str) -> Result<Option<GroupInfo>, StoreError> {
-        Ok(self.groups(stream).await?.into_iter().find(|(n, _)| n == group).map(|(_, i)| i))
+    pub async fn group_info(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<Option<GroupInfo>, StoreError> {
+        Ok(self
+            .groups(stream)
+            .await?
+            .into_iter()
+            .find(|(n, _)| n == group)
+            .map(|(_, i)| i))
     }
 
     /// Every group of `stream` with its figures: `(name, info)`. Empty when the key is missing.
@@ -134,7 +143,10 @@ impl Store {
     pub async fn groups(&self, stream: &str) -> Result<Vec<(String, GroupInfo)>, StoreError> {
         let reply = match self
             .cmd
-            .custom::<Value, _>(CustomCommand::new_static("XINFO", ClusterHash::Offset(1), false), vec!["GROUPS", stream])
+            .custom::<Value, _>(
+                CustomCommand::new_static("XINFO", ClusterHash::Offset(1), false),
+                vec!["GROUPS", stream],
+            )
             .await
         {
             Ok(v) => v,
@@ -154,7 +166,9 @@ impl Store {
                     Some("name") => name = text(&pair[1]).unwrap_or_default(),
                     Some("pending") => info.pending = pair[1].as_u64().unwrap_or(0),
                     Some("lag") => info.lag = pair[1].as_u64(),
-                    Some("last-delivered-id") => info.last_delivered_id = text(&pair[1]).unwrap_or_default(),
+                    Some("last-delivered-id") => {
+                        info.last_delivered_id = text(&pair[1]).unwrap_or_default()
+                    }
                     _ => {}
                 }
             }
@@ -163,12 +177,83 @@ impl Store {
         Ok(out)
     }
 
+    /// Consumers of `group` on `stream`: `(name, pending, idle_ms)`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn consumers(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let reply = self
+            .cmd
+            .custom::<Value, _>(
+                CustomCommand::new_static("XINFO", ClusterHash::Offset(1), false),
+                vec!["CONSUMERS", stream, group],
+            )
+            .await
+            .map_err(|e| self.error(format!("XINFO CONSUMERS {stream}"), e))?;
+        let mut out = Vec::new();
+        for c in reply.into_array() {
+            let flat = c.into_array();
+            let (mut name, mut pending, mut idle) = (String::new(), 0, 0);
+            for pair in flat.chunks(2) {
+                if pair.len() != 2 {
+                    continue;
+                }
+                match text(&pair[0]).as_deref() {
+                    Some("name") => name = text(&pair[1]).unwrap_or_default(),
+                    Some("pending") => pending = pair[1].as_u64().unwrap_or(0),
+                    Some("idle") => idle = pair[1].as_u64().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            out.push((name, pending, idle));
+        }
+        Ok(out)
+    }
+
+    /// XGROUP DELCONSUMER; returns how many pending entries the consumer still had (callers
+    /// only delete consumers with none: pending entries of a deleted consumer are orphaned).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn delete_consumer(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+    ) -> Result<u64, StoreError> {
+        let args: Vec<Value> = vec![
+            "DELCONSUMER".into(),
+            stream.into(),
+            group.into(),
+            consumer.into(),
+        ];
+        let reply: Value = self
+            .cmd
+            .custom(
+                CustomCommand::new_static("XGROUP", ClusterHash::Offset(1), false),
+                args,
+            )
+            .await
+            .map_err(|e| self.error(format!("XGROUP DELCONSUMER {stream}"), e))?;
+        Ok(reply.as_u64().unwrap_or(0))
+    }
+
     /// The smallest pending entry id of `group` on `stream`, if any is pending.
     ///
     /// # Errors
     /// Redis errors.
-    pub async fn oldest_pending(&self, stream: &str, group: &str) -> Result<Option<String>, StoreError> {
-        let reply = self.call("XPENDING", vec![stream.into(), group.into()]).await?;
+    pub async fn oldest_pending(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let reply = self
+            .call("XPENDING", vec![stream.into(), group.into()])
+            .await?;
         Ok(reply.into_array().get(1).and_then(text))
     }
 
