@@ -12,6 +12,9 @@ use crate::keys;
 /// Largest `data` field accepted; bigger entries are dead-lettered as malformed.
 pub const MAX_DATA_BYTES: usize = 1024 * 1024;
 
+/// Most fields an entry may have; more is malformed (and keeps Lua's unpack in bounds).
+pub const MAX_FIELDS: usize = 256;
+
 /// Field names with a meaning to the worker.
 pub mod field {
     /// Producer-chosen unique id.
@@ -136,6 +139,12 @@ pub fn decode(
     fields: Vec<(String, String)>,
     stream_type: Option<&str>,
 ) -> Result<Event, Malformed> {
+    if fields.len() > MAX_FIELDS {
+        return Err(Malformed(format!(
+            "{} fields, over the {MAX_FIELDS} limit",
+            fields.len()
+        )));
+    }
     let required = |name: &str| -> Result<&str, Malformed> {
         let mut values = fields.iter().filter(|(k, _)| k == name);
         let first = values
@@ -193,6 +202,29 @@ pub fn decode(
         attempt,
         fields,
     })
+}
+
+/// Fields of an entry as kept in a DLQ record: at most [`MAX_FIELDS`] fields, values over
+/// 64 KiB replaced by a note, so a hostile entry (10 MiB payload, 100k fields) cannot blow up
+/// the DLQ or the move script. The original stays in its stream (`dlq_stream` and
+/// `dlq_entry_id` point at it) until retention trims it. Returns the fields and what was
+/// left out, if anything.
+pub fn bounded_copy(fields: &[(String, String)]) -> (Vec<(String, String)>, Option<String>) {
+    const MAX_VALUE: usize = 64 * 1024;
+    let mut out = Vec::new();
+    let mut omitted = Vec::new();
+    for (k, v) in fields.iter().take(MAX_FIELDS) {
+        if v.len() > MAX_VALUE || k.len() > 256 {
+            omitted.push(format!("{}: {} bytes", truncate(k, 64), v.len()));
+        } else {
+            out.push((k.clone(), v.clone()));
+        }
+    }
+    if fields.len() > MAX_FIELDS {
+        omitted.push(format!("{} more fields", fields.len() - MAX_FIELDS));
+    }
+    let note = (!omitted.is_empty()).then(|| omitted.join("; "));
+    (out, note)
 }
 
 /// `s` cut to at most `max` bytes on a character boundary, with `…` when cut.
@@ -271,6 +303,15 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn too_many_fields_is_malformed() {
+        let mut many = f(&[("id", "1"), ("type", "a"), ("data", "1")]);
+        for i in 0..MAX_FIELDS {
+            many.push((format!("x{i}"), "v".into()));
+        }
+        assert!(decode(many, Some("a")).unwrap_err().0.contains("fields"));
     }
 
     #[test]

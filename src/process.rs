@@ -336,11 +336,14 @@ fn dead_letter(
     let origin_id = envelope::lookup(original, field::ORIGIN_ENTRY_ID)
         .unwrap_or(&entry.id)
         .to_string();
-    let mut fields: Vec<(String, String)> = original
-        .iter()
+    let (kept, omitted) = envelope::bounded_copy(original);
+    let mut fields: Vec<(String, String)> = kept
+        .into_iter()
         .filter(|(k, _)| !k.starts_with("dlq_"))
-        .cloned()
         .collect();
+    if let Some(note) = omitted {
+        fields.push(("dlq_omitted".to_string(), note));
+    }
     let scrubbed = shared.cfg.redis_url.scrub(error);
     for (k, v) in [
         ("dlq_reason", why.to_string()),

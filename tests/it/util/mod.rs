@@ -3,6 +3,7 @@
 //! ([`worker`]), and small helpers for keys, events, metrics and waiting.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod api;
 pub mod redis;
 pub mod resp;
 pub mod sink;

@@ -26,6 +26,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: u32,
+    /// `requirepass` of the server (`None`: no password).
+    password: Option<String>,
     /// One reused connection for helper commands (few ports, fast).
     cached: std::sync::Mutex<Option<Conn>>,
 }
@@ -57,6 +59,7 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("tempdir for redis"),
             child: None,
             starts: 0,
+            password: None,
             cached: std::sync::Mutex::new(None),
         };
         if let Err(e) = server.spawn() {
@@ -67,6 +70,16 @@ impl RedisServer {
 
     /// Starts a server with the given persistence.
     pub fn start_with(aof: Aof) -> RedisServer {
+        RedisServer::start_full(aof, None)
+    }
+
+    /// Starts a server (AOF `always`) that requires `password` (`requirepass`);
+    /// the harness's own connections authenticate, [`RedisServer::url`] carries it.
+    pub fn start_with_password(password: &str) -> RedisServer {
+        RedisServer::start_full(Aof::Always, Some(password.to_string()))
+    }
+
+    fn start_full(aof: Aof, password: Option<String>) -> RedisServer {
         let mut last_err = String::new();
         for _ in 0..5 {
             let mut server = RedisServer {
@@ -75,6 +88,7 @@ impl RedisServer {
                 dir: tempfile::tempdir().expect("tempdir for redis"),
                 child: None,
                 starts: 0,
+                password: password.clone(),
                 cached: std::sync::Mutex::new(None),
             };
             match server.spawn() {
@@ -108,6 +122,9 @@ impl RedisServer {
             .arg("local")
             .arg("--maxmemory-policy")
             .arg("noeviction");
+        if let Some(pw) = &self.password {
+            cmd.arg("--requirepass").arg(pw);
+        }
         match self.aof {
             Aof::Always => {
                 cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
@@ -133,7 +150,7 @@ impl RedisServer {
                     self.log_tail(40)
                 ));
             }
-            if let Ok(mut c) = Conn::connect(self.port)
+            if let Ok(mut c) = Conn::connect_auth(self.port, self.password.as_deref())
                 && let Ok(Value::Status(s)) = c.cmd(&["PING"])
                 && s == "PONG"
             {
@@ -159,9 +176,17 @@ impl RedisServer {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// `redis://127.0.0.1:PORT`
+    /// `redis://127.0.0.1:PORT` (`redis://:PASSWORD@127.0.0.1:PORT` with a password).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The server's `requirepass`, if any.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
     }
 
     /// Kills the server with SIGKILL (no shutdown, no final fsync).
@@ -215,7 +240,7 @@ impl RedisServer {
 
     /// A fresh connection (panics if the server is unreachable).
     pub fn conn(&self) -> Conn {
-        Conn::connect(self.port)
+        Conn::connect_auth(self.port, self.password.as_deref())
             .unwrap_or_else(|e| panic!("connect to redis on {}: {e}", self.port))
     }
 
@@ -235,7 +260,8 @@ impl RedisServer {
                 Err(_) => *cached = None,
             }
         }
-        let mut c = Conn::connect(self.port).map_err(|e| e.to_string())?;
+        let mut c =
+            Conn::connect_auth(self.port, self.password.as_deref()).map_err(|e| e.to_string())?;
         let v = c.cmd(args).map_err(|e| e.to_string())?;
         *cached = Some(c);
         Ok(v)
@@ -509,8 +535,15 @@ impl Monitor {
         let stream = std::net::TcpStream::connect(("127.0.0.1", redis.port)).expect("connect");
         super::resp::register_test_port(stream.local_addr().unwrap().port());
         let mut w = stream.try_clone().unwrap();
-        w.write_all(b"*1\r\n$7\r\nMONITOR\r\n").unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
+        if let Some(pw) = &redis.password {
+            let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{pw}\r\n", pw.len());
+            w.write_all(auth.as_bytes()).unwrap();
+            let mut ok = String::new();
+            reader.read_line(&mut ok).unwrap();
+            assert!(ok.starts_with("+OK"), "AUTH answered {ok:?}");
+        }
+        w.write_all(b"*1\r\n$7\r\nMONITOR\r\n").unwrap();
         let mut first = String::new();
         reader.read_line(&mut first).unwrap();
         assert!(first.starts_with("+OK"), "MONITOR answered {first:?}");

@@ -86,6 +86,27 @@ impl Drop for Conn {
 impl Conn {
     /// Connects with a short timeout; every read and write is bounded too.
     pub fn connect(port: u16) -> std::io::Result<Conn> {
+        Conn::connect_auth(port, None)
+    }
+
+    /// Like [`Conn::connect`], then `AUTH password` when a password is given.
+    pub fn connect_auth(port: u16, password: Option<&str>) -> std::io::Result<Conn> {
+        let mut conn = Conn::connect_plain(port)?;
+        if let Some(pw) = password {
+            match conn.cmd(&["AUTH", pw])? {
+                Value::Status(_) => {}
+                other => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        format!("AUTH refused: {other:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(conn)
+    }
+
+    fn connect_plain(port: u16) -> std::io::Result<Conn> {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -104,6 +125,11 @@ impl Conn {
     /// Sets the read timeout (MONITOR readers poll with a short one).
     pub fn set_read_timeout(&self, d: Duration) -> std::io::Result<()> {
         self.writer.set_read_timeout(Some(d))
+    }
+
+    /// A handle on the socket, to shut it down from another thread.
+    pub fn socket(&self) -> std::io::Result<TcpStream> {
+        self.writer.try_clone()
     }
 
     /// Sends one command and reads its reply. Redis errors come back as `Value::Err`.
@@ -164,6 +190,71 @@ impl Conn {
                 Ok(Value::Array(items))
             }
             _ => Err(bad(&format!("unexpected reply line {line:?}"))),
+        }
+    }
+}
+
+/// A SUBSCRIBE connection recording every message of one channel (one reader
+/// thread; stops when dropped).
+pub struct Subscriber {
+    socket: TcpStream,
+    messages: std::sync::Arc<Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Subscriber {
+    /// Subscribes to `channel` and waits for Redis to confirm the subscription.
+    pub fn start(port: u16, password: Option<&str>, channel: &str) -> Subscriber {
+        let mut conn = Conn::connect_auth(port, password).expect("connect for SUBSCRIBE");
+        let confirm = conn.cmd(&["SUBSCRIBE", channel]).expect("SUBSCRIBE");
+        assert_eq!(
+            confirm.items().first().and_then(Value::as_str).as_deref(),
+            Some("subscribe"),
+            "SUBSCRIBE answered {confirm:?}"
+        );
+        conn.set_read_timeout(Duration::from_millis(500)).unwrap();
+        let socket = conn.socket().unwrap();
+        let messages = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let out = std::sync::Arc::clone(&messages);
+        let thread = std::thread::spawn(move || {
+            // Bounded: at most 1e6 reads (~6 days of 500 ms timeouts).
+            for _ in 0..1_000_000u32 {
+                match conn.read_value() {
+                    Ok(v) => {
+                        let items = v.items();
+                        if items.first().and_then(Value::as_str).as_deref() == Some("message")
+                            && let Some(m) = items.get(2).and_then(Value::as_str)
+                        {
+                            out.lock().unwrap().push(m);
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        Subscriber {
+            socket,
+            messages,
+            thread: Some(thread),
+        }
+    }
+
+    /// The messages received so far.
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct WorkerConfig {
     pub routes: Vec<Route>,
     /// Raw TOML appended at the end (extra keys for special cases).
     pub extra: String,
+    /// Environment variables of the process (e.g. `EVENTS_API_TOKEN`), set after
+    /// the scrubbing of [`command`]; used by [`WorkerProcess`] and [`cli`].
+    pub env_vars: Vec<(String, String)>,
 }
 
 impl WorkerConfig {
@@ -103,6 +106,7 @@ impl WorkerConfig {
             api_port: free_port(),
             routes: Vec::new(),
             extra: String::new(),
+            env_vars: Vec::new(),
         }
     }
 
@@ -165,6 +169,14 @@ impl WorkerConfig {
         t += "\n";
         t += &self.extra;
         t
+    }
+
+    /// Sets `EVENTS_API_TOKEN` for the processes started with this config.
+    pub fn api_token(mut self, token: &str) -> WorkerConfig {
+        self.env_vars.retain(|(k, _)| k != "EVENTS_API_TOKEN");
+        self.env_vars
+            .push(("EVENTS_API_TOKEN".into(), token.to_string()));
+        self
     }
 
     /// The api address `127.0.0.1:PORT`.
@@ -238,6 +250,22 @@ pub fn run_once(args: &[&str], envs: &[(&str, &str)], timeout: Duration) -> Outp
     }
 }
 
+/// Runs `event-worker --config <cfg as TOML> ARGS...` once (with the config's
+/// `env_vars`), killed after 60 s.
+pub fn cli(cfg: &WorkerConfig, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cli.toml");
+    std::fs::write(&path, cfg.to_toml()).unwrap();
+    let mut all = vec!["--config", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let envs: Vec<(&str, &str)> = cfg
+        .env_vars
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    run_once(&all, &envs, Duration::from_secs(60))
+}
+
 /// A running `event-worker --config FILE run`.
 pub struct WorkerProcess {
     pub config: WorkerConfig,
@@ -293,6 +321,9 @@ impl WorkerProcess {
             .arg("run")
             .stdout(open(&self.stdout_path(), self.starts))
             .stderr(open(&self.stderr_path(), self.starts));
+        for (k, v) in &self.config.env_vars {
+            cmd.env(k, v);
+        }
         let child = cmd.spawn().expect("spawn event-worker run");
         self.child = Some(child);
         self.last_status = None;
