@@ -29,6 +29,12 @@ pub struct Config {
     pub redis_url: RedisUrl,
     /// Extra CA (PEM) trusted for `rediss://`, on top of the system roots.
     pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for servers with `tls-auth-clients yes`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Things worth a warning at start (e.g. a world-readable password file).
+    pub warnings: Vec<String>,
     /// Consumer group, i.e. the subscribing service.
     pub group: String,
     /// This instance's consumer name (default `hostname-pid`).
@@ -160,6 +166,9 @@ struct RawConfig {
     env: Option<String>,
     redis_url: Option<String>,
     tls_ca_file: Option<PathBuf>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    redis_password_file: Option<PathBuf>,
     group: Option<String>,
     consumer: Option<String>,
     concurrency: Option<i64>,
@@ -240,6 +249,9 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (None, "env", Kind::Str),
     (None, "redis_url", Kind::Str),
     (None, "tls_ca_file", Kind::Str),
+    (None, "tls_cert_file", Kind::Str),
+    (None, "tls_key_file", Kind::Str),
+    (None, "redis_password_file", Kind::Str),
     (None, "group", Kind::Str),
     (None, "consumer", Kind::Str),
     (None, "concurrency", Kind::Int),
@@ -452,13 +464,43 @@ fn validate(
         .or_else(|| lookup("REDIS_URL"))
         .or_else(|| lookup("KV_URL"))
         .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string());
-    let redis_url = match RedisUrl::parse(&url_text) {
+    let mut redis_url = match RedisUrl::parse(&url_text) {
         Ok(u) => Some(u),
         Err(e) => {
             c.errors.push(format!("redis_url: {e}"));
             None
         }
     };
+    let mut warnings = Vec::new();
+    let password_file = raw
+        .redis_password_file
+        .or_else(|| lookup("REDIS_PASSWORD_FILE").map(PathBuf::from));
+    if let (Some(path), Some(url)) = (&password_file, &redis_url) {
+        match read_password_file(path, &mut warnings) {
+            Ok(pw) => match url.with_password(&pw) {
+                Ok(u) => redis_url = Some(u),
+                Err(e) => c.errors.push(format!("redis_password_file: {e}")),
+            },
+            Err(e) => c.errors.push(format!("redis_password_file: {e}")),
+        }
+    }
+    for (key, file) in [
+        ("tls_cert_file", &raw.tls_cert_file),
+        ("tls_key_file", &raw.tls_key_file),
+    ] {
+        if file.as_ref().is_some_and(|f| !f.is_file()) {
+            c.errors.push(format!(
+                "{key}: {} is not a readable file",
+                file.as_ref()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    if raw.tls_cert_file.is_some() != raw.tls_key_file.is_some() {
+        c.errors
+            .push("tls_cert_file: tls_cert_file and tls_key_file go together".to_string());
+    }
     if let Some(ca) = &raw.tls_ca_file
         && !ca.is_file()
     {
@@ -616,6 +658,9 @@ fn validate(
             env,
             redis_url: redis_url.expect("checked above"),
             tls_ca_file: raw.tls_ca_file,
+            tls_cert_file: raw.tls_cert_file,
+            tls_key_file: raw.tls_key_file,
+            warnings,
             group,
             consumer,
             concurrency,
@@ -706,6 +751,29 @@ fn validate_route(c: &mut Checker, i: usize, r: RawRoute) -> RouteConfig {
         timeout,
         headers: r.headers.into_iter().collect(),
     }
+}
+
+/// Reads a password file (first line, trimmed); warns when others may read it.
+fn read_password_file(path: &Path, warnings: &mut Vec<String>) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            warnings.push(format!(
+                "redis_password_file {} is readable by group or others; chmod 600 it",
+                path.display()
+            ));
+        }
+    }
+    let pw = text.lines().next().unwrap_or_default().trim().to_string();
+    if pw.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    let _ = &warnings;
+    Ok(pw)
 }
 
 fn default_consumer() -> String {

@@ -263,16 +263,17 @@ async fn check(config: Config, json: bool) -> anyhow::Result<()> {
     }
     let _ = discovery::resolve;
     store.quit().await;
-    let warning = match policy.as_deref() {
-        Some("noeviction") => None,
-        Some(p) => Some(format!(
+    let mut warnings = config.warnings.clone();
+    match policy.as_deref() {
+        Some("noeviction") => {}
+        Some(p) => warnings.push(format!(
             "maxmemory-policy is {p}, not noeviction: eviction can silently delete events"
         )),
-        None => Some(
+        None => warnings.push(
             "could not read maxmemory-policy (CONFIG not allowed); make sure it is noeviction"
                 .to_string(),
         ),
-    };
+    }
     if json {
         let routes: Vec<_> = config
             .routes
@@ -291,7 +292,7 @@ async fn check(config: Config, json: bool) -> anyhow::Result<()> {
             "streams": streams.iter().map(|(k, i)| serde_json::json!({"stream": k, "route": i})).collect::<Vec<_>>(),
             "redeliver": keys.redeliver(&config.group),
             "maxmemory_policy": policy,
-            "warnings": warning.iter().collect::<Vec<_>>(),
+            "warnings": warnings,
         });
         println!("{out}");
     } else {
@@ -315,7 +316,7 @@ async fn check(config: Config, json: bool) -> anyhow::Result<()> {
         for (k, i) in &streams {
             println!("  {k} (route {i})");
         }
-        if let Some(w) = warning {
+        for w in warnings {
             println!("warning: {w}");
         }
     }

@@ -81,6 +81,18 @@ impl RedisUrl {
         })
     }
 
+    /// The same URL with `password` as its password (from a password file).
+    ///
+    /// # Errors
+    /// When the URL cannot carry a password.
+    pub fn with_password(&self, password: &str) -> Result<RedisUrl, String> {
+        let mut parsed = url::Url::parse(self.raw.expose()).map_err(|e| e.to_string())?;
+        parsed
+            .set_password(Some(password))
+            .map_err(|_| format!("cannot set a password on {}", self.redacted))?;
+        RedisUrl::parse(parsed.as_str())
+    }
+
     /// The URL with its password, for the Redis client only.
     pub fn expose(&self) -> &str {
         self.raw.expose()
@@ -151,6 +163,15 @@ mod tests {
         let e = RedisUrl::parse("rediss://:secretpw@h:1#insecure").unwrap_err();
         assert!(e.contains("fragment") && !e.contains("secretpw"), "{e}");
         assert!(RedisUrl::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn password_from_a_file_replaces_the_urls() {
+        let u = RedisUrl::parse("redis://worker@h:1").unwrap();
+        let with = u.with_password("p@ss/word").unwrap();
+        assert_eq!(with.to_string(), "redis://worker:***@h:1");
+        assert!(with.expose().contains("p%40ss%2Fword") || with.expose().contains("p%40ss/word"));
+        assert!(!with.scrub("x p@ss/word y").contains("p@ss"));
     }
 
     #[test]

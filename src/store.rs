@@ -96,11 +96,7 @@ impl Store {
         let mut fred_config =
             fred::types::config::Config::from_url(url.expose()).map_err(|e| err("config", &e))?;
         if url.is_tls() {
-            fred_config.tls = Some(
-                tls_connector(config.tls_ca_file.as_deref())
-                    .map_err(|e| err("tls", &e))?
-                    .into(),
-            );
+            fred_config.tls = Some(tls_connector(config).map_err(|e| err("tls", &e))?.into());
         }
         fred_config.fail_fast = true;
         let mut builder = Builder::from_config(fred_config);
@@ -687,9 +683,8 @@ pub(crate) fn parse_entries(stream: &str, reply: Value) -> Vec<Entry> {
         .collect()
 }
 
-fn tls_connector(
-    ca_file: Option<&std::path::Path>,
-) -> Result<fred::types::config::TlsConnector, String> {
+fn tls_connector(config: &Config) -> Result<fred::types::config::TlsConnector, String> {
+    let ca_file = config.tls_ca_file.as_deref();
     use fred::rustls::pki_types::CertificateDer;
     use fred::rustls::pki_types::pem::PemObject;
     let mut roots = fred::rustls::RootCertStore::empty();
@@ -719,8 +714,20 @@ fn tls_connector(
             "no trusted CA certificates (system store empty and no tls_ca_file)".to_string(),
         );
     }
-    let tls = fred::rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let builder = fred::rustls::ClientConfig::builder().with_root_certificates(roots);
+    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            use fred::rustls::pki_types::PrivateKeyDer;
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .and_then(|i| i.collect::<Result<_, _>>())
+                .map_err(|e| format!("tls_cert_file {}: {e}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("tls_key_file {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("tls_cert_file: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
     Ok(fred::types::config::TlsConnector::from(tls))
 }

@@ -191,6 +191,9 @@ impl WorkerBuilder {
                 source,
             })?;
         info!(listen = %bound, env = %cfg.env, group = %cfg.group, consumer = %cfg.consumer, redis = %cfg.redis_url, "event-worker starting");
+        for w in &cfg.warnings {
+            warn!("{w}");
+        }
         let redis_up = metrics.redis_up.with_label_values(&[&cfg.env]);
         let Some(store) = connect_until_stopped(&cfg, &stop).await? else {
             api_stop.cancel();
