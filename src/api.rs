@@ -54,7 +54,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": self.1}))).into_response()
+        let mut response = (self.0, Json(json!({"error": self.1}))).into_response();
+        if self.0 == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -116,6 +122,18 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<Arc<Shared>, ApiEr
         ));
     }
     shared(state)
+}
+
+/// 429 when the mutating endpoints are over `api.rate_limit`.
+fn rate_limit(state: &ApiState) -> Result<(), ApiError> {
+    if state.limiter.try_take() {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests; retry in a second".into(),
+        ))
+    }
 }
 
 /// Parses a JSON body: 415 without a JSON content type, 400 naming the problem (unknown
@@ -288,6 +306,7 @@ async fn publish_event(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let shared = authorize(&state, &headers)?;
+    rate_limit(&state)?;
     let b: PublishBody = json_body(&headers, &body)?;
     if b.correlationid.as_ref().is_some_and(|c| c.len() > 256) {
         return Err(ApiError::bad("correlationid: at most 256 characters"));
@@ -466,6 +485,7 @@ async fn dlq_replay(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let shared = authorize(&state, &headers)?;
+    rate_limit(&state)?;
     let b: ReplayBody = json_body(&headers, &body)?;
     let filter = DlqFilter {
         event_type: b.event_type,
@@ -528,6 +548,7 @@ async fn dlq_purge(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let shared = authorize(&state, &headers)?;
+    rate_limit(&state)?;
     let b: PurgeBody = json_body(&headers, &body)?;
     let dry_run = b.dry_run.unwrap_or(false);
     if !dry_run && b.confirm != Some(true) {

@@ -118,6 +118,9 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Bearer token from `EVENTS_API_TOKEN`; token endpoints are off without it.
     pub token: Option<Secret>,
+    /// Most mutating requests (publish, replay, purge) per second, over all clients; more get
+    /// 429 with `Retry-After` (default 500; 0 turns the limit off).
+    pub rate_limit: u32,
 }
 
 /// Which handler a route uses.
@@ -223,6 +226,7 @@ struct RawHistory {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     listen: Option<String>,
+    rate_limit: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -276,6 +280,7 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("history"), "max_len", Kind::Int),
     (Some("history"), "max_age", Kind::Str),
     (Some("api"), "listen", Kind::Str),
+    (Some("api"), "rate_limit", Kind::Int),
 ];
 
 /// Name of the variable that overrides `section.key`.
@@ -640,6 +645,7 @@ fn validate(
         ));
         SocketAddr::from(([127, 0, 0, 1], 9464))
     });
+    let rate_limit = c.int("api.rate_limit", raw.api.rate_limit, 500, 0, 1_000_000) as u32;
     let token = lookup("EVENTS_API_TOKEN")
         .filter(|t| !t.is_empty())
         .map(Secret::new);
@@ -678,7 +684,11 @@ fn validate(
             dlq_max_len,
             dlq_max_age,
             stream_retention,
-            api: ApiConfig { listen, token },
+            api: ApiConfig {
+                listen,
+                token,
+                rate_limit,
+            },
             routes,
         })
     } else {

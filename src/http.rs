@@ -38,6 +38,43 @@ pub struct ApiState {
     pub token: Option<Secret>,
     /// Scrape-time backlog cache.
     pub backlog: Arc<BacklogCache>,
+    /// Token bucket of the mutating endpoints.
+    pub limiter: Arc<RateLimiter>,
+}
+
+/// A token bucket: `rate` requests per second, bursts up to `rate`.
+pub struct RateLimiter {
+    rate: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl RateLimiter {
+    /// A bucket of `rate` per second; 0 never limits.
+    pub fn new(rate: u32) -> Self {
+        RateLimiter {
+            rate: f64::from(rate),
+            state: std::sync::Mutex::new((f64::from(rate), std::time::Instant::now())),
+        }
+    }
+
+    /// Takes one token; false when none is left.
+    pub fn try_take(&self) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let Ok(mut s) = self.state.lock() else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.rate);
+        s.1 = now;
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The router.
@@ -95,4 +132,17 @@ pub async fn serve(
             .await;
     });
     Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimiter;
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_refuses() {
+        let l = RateLimiter::new(5);
+        let allowed = (0..20).filter(|_| l.try_take()).count();
+        assert!((5..=6).contains(&allowed), "{allowed}");
+        assert!((0..100).all(|_| RateLimiter::new(0).try_take()));
+    }
 }

@@ -183,6 +183,7 @@ impl WorkerBuilder {
             shared: shared_cell.clone(),
             token: cfg.api.token.clone(),
             backlog: Arc::new(BacklogCache::default()),
+            limiter: Arc::new(http::RateLimiter::new(cfg.api.rate_limit)),
         };
         let (bound, api_task) = http::serve(cfg.api.listen, api_state, api_stop.clone())
             .await
