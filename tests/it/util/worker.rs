@@ -73,6 +73,8 @@ pub struct WorkerConfig {
     pub routes: Vec<Route>,
     /// Raw TOML appended at the end (extra keys for special cases).
     pub extra: String,
+    /// Raw TOML top-level keys (e.g. `dlq_max_len = 3`), written before the first table.
+    pub top_level: String,
     /// Environment variables of the process (e.g. `EVENTS_API_TOKEN`), set after
     /// the scrubbing of [`command`]; used by [`WorkerProcess`] and [`cli`].
     pub env_vars: Vec<(String, String)>,
@@ -106,6 +108,7 @@ impl WorkerConfig {
             api_port: free_port(),
             routes: Vec::new(),
             extra: String::new(),
+            top_level: String::new(),
             env_vars: Vec::new(),
         }
     }
@@ -135,6 +138,7 @@ impl WorkerConfig {
         t += &format!("read_block = {}\n", q(&self.read_block));
         t += &format!("discovery_interval = {}\n", q(&self.discovery_interval));
         t += &format!("scheduler_interval = {}\n", q(&self.scheduler_interval));
+        t += &self.top_level;
         t += "\n[retry]\n";
         t += &format!("max_attempts = {}\n", self.max_attempts);
         t += &format!("initial_backoff = {}\n", q(&self.initial_backoff));
