@@ -121,6 +121,14 @@ impl DlqFilter {
     ///
     /// # Errors
     /// [`DlqError::Invalid`] naming the bad field.
+    pub fn validate(&self) -> Result<(), DlqError> {
+        self.compile().map(|_| ())
+    }
+
+    /// Checks the filter's values before any Redis call.
+    ///
+    /// # Errors
+    /// [`DlqError::Invalid`] naming the bad field.
     fn compile(&self) -> Result<Compiled, DlqError> {
         if let Some(t) = &self.event_type
             && !keys::is_valid_type(t)

@@ -46,6 +46,8 @@ pub mod keys;
 pub mod metrics;
 pub mod migrations;
 pub mod process;
+#[cfg(test)]
+mod proptests;
 pub mod publish;
 pub mod reclaim;
 pub mod retention;
