@@ -290,7 +290,7 @@ async fn history_list(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
     #[serde(rename = "type")]
@@ -421,7 +421,7 @@ async fn dlq_show(
 }
 
 /// The selection part of replay and purge bodies.
-#[derive(Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ReplayBody {
     ids: Option<Vec<String>>,
@@ -438,7 +438,7 @@ struct ReplayBody {
     canary: Option<usize>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct PurgeBody {
     ids: Option<Vec<String>>,
@@ -592,4 +592,79 @@ async fn dlq_purge(
         Ok(Json(report).into_response())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        h
+    }
+
+    #[test]
+    fn bodies_name_unknown_fields_and_need_json() {
+        let e = json_body::<PublishBody>(
+            &json_headers(),
+            &Bytes::from_static(b"{\"type\":\"a\",\"data\":1,\"x\":2}"),
+        )
+        .unwrap_err();
+        assert_eq!(e.0, StatusCode::BAD_REQUEST);
+        assert!(e.1.contains("unknown field `x`"), "{}", e.1);
+        let e =
+            json_body::<PublishBody>(&HeaderMap::new(), &Bytes::from_static(b"{}")).unwrap_err();
+        assert_eq!(e.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let deep = Bytes::from(format!(
+            "{{\"type\":\"a\",\"data\":{}}}",
+            "[".repeat(100_000)
+        ));
+        assert_eq!(
+            json_body::<PublishBody>(&json_headers(), &deep)
+                .unwrap_err()
+                .0,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn a_selection_is_exactly_one_of_ids_all_or_a_filter() {
+        let f = DlqFilter {
+            reason: Some("malformed".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            selection(Some(vec!["1-0".into()]), None, DlqFilter::default()),
+            Ok(Selection::Ids(_))
+        ));
+        assert!(matches!(
+            selection(None, Some(true), DlqFilter::default()),
+            Ok(Selection::All)
+        ));
+        assert!(matches!(
+            selection(None, None, f.clone()),
+            Ok(Selection::Filter(_))
+        ));
+        assert!(selection(None, None, DlqFilter::default()).is_err());
+        assert!(selection(Some(vec![]), Some(true), f).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn any_body_is_parsed_or_refused_never_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..300), text in ".{0,200}") {
+            let h = json_headers();
+            for body in [Bytes::from(bytes.clone()), Bytes::from(text.clone())] {
+                if let Err(e) = json_body::<PublishBody>(&h, &body) { prop_assert_eq!(e.0, StatusCode::BAD_REQUEST); }
+                if let Err(e) = json_body::<ReplayBody>(&h, &body) { prop_assert_eq!(e.0, StatusCode::BAD_REQUEST); }
+                if let Err(e) = json_body::<PurgeBody>(&h, &body) { prop_assert_eq!(e.0, StatusCode::BAD_REQUEST); }
+            }
+        }
+    }
 }
