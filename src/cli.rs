@@ -259,8 +259,8 @@ async fn execute(
                 print_summaries(&report.sample);
             } else {
                 println!(
-                    "replayed {} of {} selected ({} already gone)",
-                    report.replayed, report.matched, report.missing
+                    "replayed {} of {} selected ({} already gone, {} not replayable: no valid type or group)",
+                    report.replayed, report.matched, report.missing, report.unreplayable
                 );
             }
             if let Some(why) = report.stopped {

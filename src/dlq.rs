@@ -449,6 +449,9 @@ pub struct ReplayReport {
     pub replayed: usize,
     /// Selected entries that were gone by the time we got to them (replayed or purged).
     pub missing: usize,
+    /// Selected entries that cannot be replayed: no valid type or group (malformed events);
+    /// they stay in the DLQ.
+    pub unreplayable: usize,
     /// Up to 10 selected entries.
     pub sample: Vec<serde_json::Value>,
     /// Nothing was changed.
@@ -533,7 +536,7 @@ pub async fn replay(
         }
         let group = e.group();
         if !keys::is_valid_name(group) || !keys::is_valid_type(e.event_type()) {
-            report.missing += 1;
+            report.unreplayable += 1;
             continue;
         }
         let redeliver = keys.redeliver(group);
