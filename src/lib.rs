@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acker;
 pub mod api;
 pub mod backlog;
 pub mod breaker;

@@ -369,8 +369,8 @@ async fn settle(shared: &Shared, entry: &Entry, settlement: &Settlement) -> bool
     for attempt in 0..10 {
         let result: Result<bool, StoreError> = match settlement {
             Settlement::Ack => shared
-                .store
-                .ack(&entry.stream, shared.group(), &entry.id, delete)
+                .acker
+                .ack(&entry.stream, &entry.id, delete)
                 .await
                 .map(|_| true),
             Settlement::Retry { fields, due_ms } => {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
+use crate::acker::Acker;
 use crate::breaker::Breaker;
 use crate::config::Config;
 use crate::coordination::Notices;
@@ -100,6 +101,8 @@ pub struct Shared {
     pub history: HistorySink,
     /// Coordination notices.
     pub notices: Notices,
+    /// Batched acknowledgements.
+    pub acker: Acker,
 }
 
 impl Shared {

@@ -239,21 +239,28 @@ impl Store {
         Ok(parse_xread(reply))
     }
 
-    /// XACK (and XDEL when `delete`) of a handled entry.
+    /// XACK of handled entries of one stream, in one command (and XDEL of them when
+    /// `delete`, for the redeliver stream).
     ///
     /// # Errors
-    /// Redis errors; the entry then stays pending and is redelivered (at-least-once).
+    /// Redis errors; the entries then stay pending and are redelivered (at-least-once).
     pub async fn ack(
         &self,
         stream: &str,
         group: &str,
-        id: &str,
+        ids: &[&str],
         delete: bool,
     ) -> Result<(), StoreError> {
-        self.call("XACK", vec![stream.into(), group.into(), id.into()])
-            .await?;
+        let mut args: Vec<Value> = Vec::with_capacity(ids.len() + 2);
+        args.push(stream.into());
+        args.push(group.into());
+        args.extend(ids.iter().map(|i| Value::from(*i)));
+        self.call("XACK", args).await?;
         if delete {
-            self.call("XDEL", vec![stream.into(), id.into()]).await?;
+            let mut args: Vec<Value> = Vec::with_capacity(ids.len() + 1);
+            args.push(stream.into());
+            args.extend(ids.iter().map(|i| Value::from(*i)));
+            self.call("XDEL", args).await?;
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::acker::Acker;
 use crate::backlog::BacklogCache;
 use crate::breaker::{Breaker, BreakerState};
 use crate::config::{Config, ConfigError, HandlerKind};
@@ -238,7 +239,11 @@ impl WorkerBuilder {
             notice_rx,
             notices_stop.clone(),
         ));
+        let acker_stop = CancellationToken::new();
+        let (acker, acker_task) =
+            Acker::start(store.clone(), cfg.group.clone(), acker_stop.clone());
         let shared = Arc::new(Shared {
+            acker,
             history,
             notices,
             keys: keys.clone(),
@@ -256,6 +261,8 @@ impl WorkerBuilder {
         let _ = shared_cell.set(shared.clone());
         startup(&shared, &stop).await;
         if stop.is_cancelled() {
+            acker_stop.cancel();
+            let _ = acker_task.await;
             history_stop.cancel();
             notices_stop.cancel();
             let _ = history_task.await;
