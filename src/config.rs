@@ -145,6 +145,9 @@ pub struct RouteConfig {
     pub timeout: Duration,
     /// Extra request headers of an `http` handler.
     pub headers: Vec<(String, String)>,
+    /// HMAC-SHA256 key for the `X-Event-Signature` header, read from the environment
+    /// variable named by `signing_secret_env` (secrets stay out of the file).
+    pub signing_secret: Option<Secret>,
 }
 
 impl RouteConfig {
@@ -238,6 +241,7 @@ struct RawRoute {
     timeout: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    signing_secret_env: Option<String>,
 }
 
 /// How an environment variable's text becomes a TOML value.
@@ -657,7 +661,7 @@ fn validate(
         .routes
         .into_iter()
         .enumerate()
-        .map(|(i, r)| validate_route(&mut c, i, r))
+        .map(|(i, r)| validate_route(&mut c, i, r, lookup))
         .collect();
     if c.errors.is_empty() {
         Ok(Config {
@@ -696,7 +700,12 @@ fn validate(
     }
 }
 
-fn validate_route(c: &mut Checker, i: usize, r: RawRoute) -> RouteConfig {
+fn validate_route(
+    c: &mut Checker,
+    i: usize,
+    r: RawRoute,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> RouteConfig {
     let key = |k: &str| format!("routes[{i}].{k}");
     if r.types.is_empty() {
         c.errors
@@ -754,12 +763,33 @@ fn validate_route(c: &mut Checker, i: usize, r: RawRoute) -> RouteConfig {
         Duration::from_secs(10),
         Duration::from_millis(1),
     );
+    let signing_secret = match &r.signing_secret_env {
+        None => None,
+        Some(var) => match lookup(var) {
+            Some(v) if v.len() >= 16 => Some(Secret::new(v)),
+            Some(_) => {
+                c.errors.push(format!(
+                    "{}: the secret in ${var} must be at least 16 characters",
+                    key("signing_secret_env")
+                ));
+                None
+            }
+            None => {
+                c.errors.push(format!(
+                    "{}: environment variable {var} is not set",
+                    key("signing_secret_env")
+                ));
+                None
+            }
+        },
+    };
     RouteConfig {
         types: r.types,
         handler,
         url,
         timeout,
         headers: r.headers.into_iter().collect(),
+        signing_secret,
     }
 }
 

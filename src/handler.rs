@@ -98,6 +98,21 @@ pub struct HttpHandler {
     client: reqwest::Client,
     url: url::Url,
     headers: HeaderMap,
+    signer: Option<aws_lc_rs::hmac::Key>,
+}
+
+/// Header carrying the body signature: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
+pub const SIGNATURE_HEADER: &str = "x-event-signature";
+
+/// The signature header value for `body` at `timestamp` (unix seconds) with `key`.
+pub fn signature(key: &aws_lc_rs::hmac::Key, timestamp: u64, body: &[u8]) -> String {
+    let mut ctx = aws_lc_rs::hmac::Context::with_key(key);
+    ctx.update(timestamp.to_string().as_bytes());
+    ctx.update(b".");
+    ctx.update(body);
+    let tag = ctx.sign();
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={timestamp},v1={hex}")
 }
 
 /// Most bytes of a response body kept in an error message.
@@ -112,6 +127,7 @@ impl HttpHandler {
         client: reqwest::Client,
         url: url::Url,
         headers: &[(String, String)],
+        signing_secret: Option<&str>,
     ) -> Result<Self, String> {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
@@ -121,10 +137,13 @@ impl HttpHandler {
                 HeaderValue::from_str(v).map_err(|_| format!("invalid value for header `{k}`"))?;
             map.insert(name, value);
         }
+        let signer = signing_secret
+            .map(|s| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, s.as_bytes()));
         Ok(HttpHandler {
             client,
             url,
             headers: map,
+            signer,
         })
     }
 
@@ -143,12 +162,17 @@ impl HttpHandler {
     }
 
     async fn post(&self, event: &Event) -> Outcome {
+        let body = event.to_cloudevent_json();
         let mut request = self
             .client
             .post(self.url.clone())
             .headers(self.headers.clone())
-            .header(CONTENT_TYPE, "application/cloudevents+json")
-            .body(event.to_cloudevent_json());
+            .header(CONTENT_TYPE, "application/cloudevents+json");
+        if let Some(key) = &self.signer {
+            let now = crate::timeutil::now_ms() / 1000;
+            request = request.header(SIGNATURE_HEADER, signature(key, now, &body));
+        }
+        let mut request = request.body(body);
         if let Some(tp) = event.field(crate::envelope::field::TRACEPARENT) {
             request = request.header("traceparent", tp);
         }
@@ -160,6 +184,9 @@ impl HttpHandler {
         };
         let status = response.status();
         if status.is_success() {
+            // Read the (usually empty) body so the connection goes back to the pool; a large
+            // or slow body is abandoned instead (bounded in size and time).
+            let _ = read_some(response).await;
             return Outcome::Success;
         }
         let retry_after = response
@@ -213,5 +240,23 @@ async fn read_some(mut response: reqwest::Response) -> String {
 impl Handler for HttpHandler {
     fn handle<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Outcome> {
         Box::pin(self.post(event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_hmac_sha256_over_timestamp_and_body() {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"key");
+        // HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog") with "1." prefix
+        // differs from the RFC vector, so check the construction against the raw primitive.
+        let expect = aws_lc_rs::hmac::sign(&key, b"1700000000.{\"a\":1}");
+        let hex: String = expect.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            signature(&key, 1_700_000_000, b"{\"a\":1}"),
+            format!("t=1700000000,v1={hex}")
+        );
     }
 }

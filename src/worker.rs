@@ -131,7 +131,12 @@ impl WorkerBuilder {
         for (i, rc) in self.config.routes.iter().enumerate() {
             let handler: Arc<dyn Handler> = match (&rc.handler, &rc.url) {
                 (HandlerKind::Http, Some(url)) => {
-                    match HttpHandler::new(client.clone(), url.clone(), &rc.headers) {
+                    match HttpHandler::new(
+                        client.clone(),
+                        url.clone(),
+                        &rc.headers,
+                        rc.signing_secret.as_ref().map(|s| s.expose()),
+                    ) {
                         Ok(h) => Arc::new(h),
                         Err(e) => {
                             errors.push(format!("routes[{i}].headers: {e}"));
