@@ -15,14 +15,22 @@
 
 mod util;
 
+mod api_hardening;
 mod backoff;
 mod backpressure;
 mod breaker;
 mod config;
+mod coordination;
 mod crash;
+mod dashboard_metrics;
 mod dlq;
+mod dlq_ops;
+mod dlq_replay_api;
+mod dlq_retention;
+mod health;
 mod isolation;
 mod metrics;
 mod mixed_batch;
+mod prometheus;
 mod redis_restart;
 mod shutdown;

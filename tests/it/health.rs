@@ -1,0 +1,215 @@
+//! `/api/events/health` (no token): every field present, no event data and no
+//! secret (a canary Redis password and a canary API token appear in none of
+//! health, metrics, logs, CLI output or Redis client names), live instances
+//! from heartbeats, `degraded` on an evicting `maxmemory-policy`, 503 with
+//! Redis stopped.
+
+use crate::util::api::Api;
+use crate::util::worker::cli;
+use crate::util::*;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const TY: &str = "bookings.created";
+const PASSWORD: &str = "canary-redis-pw-5b2e8f0d1a";
+const TOKEN: &str = "canary-api-token-c93a71e4b8";
+const PAYLOAD: &str = "payload-canary-77f1e0";
+const EVENT_ID: &str = "evt-canary-4d2a";
+const CORRELATION: &str = "corr-canary-81b3";
+
+fn secrets_in(text: &str, what: &str) -> Vec<String> {
+    [
+        ("the Redis password", PASSWORD),
+        ("the API token", TOKEN),
+        ("event data", PAYLOAD),
+    ]
+    .iter()
+    .filter(|(_, s)| text.contains(s))
+    .map(|(name, _)| format!("{what} contains {name}"))
+    .collect()
+}
+
+fn consumers(health: &Value) -> BTreeSet<String> {
+    health["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no instances array: {health}"))
+        .iter()
+        .map(|i| i["consumer"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn health_has_no_secrets_or_event_data_lists_instances_and_503_without_redis() {
+    let env = "health";
+    let mut redis = RedisServer::start_with_password(PASSWORD);
+    let sink = HttpSink::start();
+    sink.script(EVENT_ID, vec![Action::status(400)]);
+    let mk = |consumer: &str| {
+        let mut cfg = WorkerConfig::new(env, &redis.url())
+            .route(Route::http(&[TY], &sink.url()))
+            .api_token(TOKEN);
+        cfg.consumer = Some(consumer.into());
+        cfg.env_vars.push(("EVENTS_LOG".into(), "debug".into()));
+        cfg
+    };
+    let cfg1 = mk("w1");
+    let mut w1 = WorkerProcess::start("w1", cfg1.clone());
+    let mut w2 = WorkerProcess::start("w2", mk("w2"));
+    w1.wait_ready(Duration::from_secs(15));
+    w2.wait_ready(Duration::from_secs(15));
+    let data = format!(r#"{{"card":"{PAYLOAD}"}}"#);
+    redis.xadd(
+        &stream_key(env, TY),
+        &[
+            ("id", EVENT_ID),
+            ("type", TY),
+            ("data", &data),
+            ("correlationid", CORRELATION),
+        ],
+    );
+    let authed = Api::new(&cfg1.api_addr(), Some(TOKEN));
+    let r = authed.post(
+        "/api/events/publish",
+        &json!({"type": TY, "data": {"card": PAYLOAD}, "id": "evt-ok-1"}),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_until(
+        "one dead letter, one success",
+        Duration::from_secs(15),
+        || {
+            redis.xlen(&dlq_key(env)) == 1
+                && sink.success_counts().len() == 1
+                && drained(&redis, env, "group", &[TY])
+        },
+    );
+    let anon = Api::new(&cfg1.api_addr(), None);
+    let mut problems = Vec::new();
+
+    // ---- every field, no token needed.
+    let r = anon.get("/api/events/health");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let h = r.json();
+    assert_eq!(h["status"], json!("ok"), "{h}");
+    assert_eq!(h["env"], json!(env));
+    assert_eq!(h["group"], json!("group"));
+    assert_eq!(h["consumer"], json!("w1"));
+    assert_eq!(h["redis"]["reachable"], json!(true), "{h}");
+    assert!(
+        h["redis"]["latency_ms"].as_f64().is_some_and(|l| l >= 0.0),
+        "{h}"
+    );
+    assert_eq!(h["redis"]["maxmemory_policy"], json!("noeviction"), "{h}");
+    assert_eq!(
+        h["streams"],
+        json!([{"type": TY, "lag": 0, "pending": 0}]),
+        "{h}"
+    );
+    assert_eq!(h["retry_depth"], json!(0), "{h}");
+    assert_eq!(h["redeliver_pending"], json!(0), "{h}");
+    assert_eq!(h["dlq_depth"], json!(1), "{h}");
+    let breakers = h["breakers"].as_array().expect("breakers");
+    assert_eq!(breakers.len(), 1, "{h}");
+    assert!(breakers[0]["handler"].is_string(), "{h}");
+    assert_eq!(breakers[0]["state"], json!("closed"), "{h}");
+    assert_eq!(h["warnings"], json!([]), "{h}");
+    assert_eq!(
+        consumers(&h),
+        ["w1", "w2"].iter().map(|s| s.to_string()).collect(),
+        "two live instances: {h}"
+    );
+    for i in h["instances"].as_array().unwrap() {
+        assert_eq!(i["group"], json!("group"), "{i}");
+        assert!(i.get("info").is_some(), "{i}");
+    }
+    let w2_health = Api::new(&w2.config.api_addr(), None)
+        .get("/api/events/health")
+        .json();
+    assert_eq!(w2_health["consumer"], json!("w2"));
+
+    // ---- no secret and no event data anywhere an operator or scraper looks.
+    let body = r.body.clone();
+    problems.extend(secrets_in(&body, "/api/events/health"));
+    for (what, s) in [("event id", EVENT_ID), ("correlation id", CORRELATION)] {
+        if body.contains(s) {
+            problems.push(format!("/api/events/health contains the {what}"));
+        }
+    }
+    for w in [&w1, &w2] {
+        let m = w.metrics();
+        problems.extend(secrets_in(&m, &format!("/metrics of {}", w.name)));
+        if m.contains(EVENT_ID) || m.contains(CORRELATION) {
+            problems.push(format!("/metrics of {} carries an event id", w.name));
+        }
+    }
+    let clients = redis.cmd(&["CLIENT", "LIST"]).as_str().unwrap_or_default();
+    problems.extend(secrets_in(&clients, "CLIENT LIST"));
+    let out = cli(&cfg1, &["dlq", "list"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    problems.extend(
+        secrets_in(&out.stderr, "dlq list stderr")
+            .into_iter()
+            .filter(|p| !p.contains("event data")),
+    );
+    let out = cli(&cfg1, &["check"]);
+    problems.extend(secrets_in(&out.stdout, "check stdout"));
+    problems.extend(secrets_in(&out.stderr, "check stderr"));
+
+    // ---- an evicting maxmemory-policy degrades health with a warning.
+    redis.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let degraded = try_wait_until(Duration::from_secs(5), || {
+        anon.get("/api/events/health").json()["status"] == json!("degraded")
+    });
+    let h = anon.get("/api/events/health").json();
+    if !degraded
+        || !h["warnings"].as_array().is_some_and(|w| {
+            w.iter()
+                .any(|w| w.as_str().unwrap_or("").contains("maxmemory"))
+        })
+    {
+        problems.push(format!(
+            "allkeys-lru: health not degraded with a warning: {h}"
+        ));
+    }
+    redis.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+
+    // ---- a gracefully stopped instance leaves the list.
+    w2.sigterm();
+    assert_eq!(
+        w2.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0)
+    );
+    wait_until("w2 gone from instances", Duration::from_secs(10), || {
+        consumers(&anon.get("/api/events/health").json()) == ["w1".to_string()].into()
+    });
+
+    // ---- Redis stopped: 503, still no secret.
+    redis.stop();
+    let mut last = None;
+    let down = try_wait_until(Duration::from_secs(15), || {
+        let r = anon.get("/api/events/health");
+        let is_503 = r.status == 503;
+        last = Some(r);
+        is_503
+    });
+    let r = last.unwrap();
+    assert!(down, "health with Redis stopped: {} {}", r.status, r.body);
+    let h = r.json();
+    assert_eq!(h["redis"]["reachable"], json!(false), "{h}");
+    assert_eq!(h["status"], json!("unavailable"), "{h}");
+    problems.extend(secrets_in(&r.body, "/api/events/health (Redis down)"));
+    let out = cli(&cfg1, &["dlq", "stats"]);
+    assert_ne!(out.code, Some(0), "dlq stats with Redis down");
+    problems.extend(secrets_in(&out.stderr, "dlq stats error (Redis down)"));
+    w1.assert_running();
+    std::thread::sleep(Duration::from_millis(500));
+    for w in [&w1, &w2] {
+        let logs = w.output();
+        problems.extend(
+            secrets_in(&logs, &format!("logs of {}", w.name))
+                .into_iter()
+                .filter(|p| !p.contains("event data")),
+        );
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
