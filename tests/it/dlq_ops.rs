@@ -779,6 +779,10 @@ fn dlq_replay_canary_purge_and_their_history() {
     );
 
     // ---- canary stop: p-2 still fails, so u-1 must not be replayed.
+    let p2_origin = dlq_by_id(&s.redis, &env)["p-2"][0]
+        .get("dlq_entry_id")
+        .unwrap()
+        .to_string();
     let out = s.cli(&[
         "dlq",
         "replay",
@@ -819,6 +823,20 @@ fn dlq_replay_canary_purge_and_their_history() {
         dlq["p-2"][0].entry_id, s.entry["p-2"],
         "p-2 is a new DLQ entry"
     );
+    // T29: the replayed event keeps its provenance and counts its replays.
+    assert_eq!(
+        dlq["p-2"][0].get("replay_count"),
+        Some("1"),
+        "{:?}",
+        dlq["p-2"]
+    );
+    assert_eq!(
+        dlq["p-2"][0].get("dlq_entry_id"),
+        Some(p2_origin.as_str()),
+        "the original stream entry id survives the replay: {:?}",
+        dlq["p-2"]
+    );
+    assert_eq!(dlq["p-2"][0].get("data"), Some(r#"{"n":"p-2"}"#));
     assert_eq!(
         s.billing_sink.requests_for("u-1").len(),
         1,
