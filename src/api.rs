@@ -113,7 +113,9 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<Arc<Shared>, ApiEr
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
         .unwrap_or("");
     if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
         return Err(ApiError(
@@ -136,9 +138,13 @@ fn rate_limit(state: &ApiState) -> Result<(), ApiError> {
     }
 }
 
-/// Parses a JSON body: 415 without a JSON content type, 400 naming the problem (unknown
-/// fields included).
-fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+/// Parses a JSON body: 415 without a JSON content type, 400 naming the problem, and every
+/// field of a JSON object body not in `allowed` (when `allowed` is not empty).
+fn json_body_with<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+    allowed: &[&str],
+) -> Result<T, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -148,6 +154,27 @@ fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send Content-Type: application/json".into(),
         ));
+    }
+    if !allowed.is_empty()
+        && let Ok(serde_json::Value::Object(map)) =
+            serde_json::from_slice::<serde_json::Value>(body)
+    {
+        let unknown: Vec<&str> = map
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !allowed.contains(k))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ApiError::bad(format!(
+                "unknown field(s) {}; expected some of {}",
+                unknown
+                    .iter()
+                    .map(|k| format!("`{}`", crate::envelope::truncate(k, 64)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                allowed.join(", ")
+            )));
+        }
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
 }
@@ -307,7 +334,7 @@ async fn publish_event(
 ) -> Result<Response, ApiError> {
     let shared = authorize(&state, &headers)?;
     rate_limit(&state)?;
-    let b: PublishBody = json_body(&headers, &body)?;
+    let b: PublishBody = json_body_with(&headers, &body, &["type", "data", "id", "correlationid"])?;
     if b.correlationid.as_ref().is_some_and(|c| c.len() > 256) {
         return Err(ApiError::bad("correlationid: at most 256 characters"));
     }
@@ -486,7 +513,23 @@ async fn dlq_replay(
 ) -> Result<Response, ApiError> {
     let shared = authorize(&state, &headers)?;
     rate_limit(&state)?;
-    let b: ReplayBody = json_body(&headers, &body)?;
+    let b: ReplayBody = json_body_with(
+        &headers,
+        &body,
+        &[
+            "ids",
+            "all",
+            "type",
+            "reason",
+            "group",
+            "grep",
+            "since",
+            "older_than",
+            "dry_run",
+            "rate",
+            "canary",
+        ],
+    )?;
     let filter = DlqFilter {
         event_type: b.event_type,
         reason: b.reason,
@@ -549,7 +592,22 @@ async fn dlq_purge(
 ) -> Result<Response, ApiError> {
     let shared = authorize(&state, &headers)?;
     rate_limit(&state)?;
-    let b: PurgeBody = json_body(&headers, &body)?;
+    let b: PurgeBody = json_body_with(
+        &headers,
+        &body,
+        &[
+            "ids",
+            "all",
+            "type",
+            "reason",
+            "group",
+            "grep",
+            "since",
+            "older_than",
+            "dry_run",
+            "confirm",
+        ],
+    )?;
     let dry_run = b.dry_run.unwrap_or(false);
     if !dry_run && b.confirm != Some(true) {
         return Err(ApiError::bad(
@@ -610,22 +668,23 @@ mod tests {
 
     #[test]
     fn bodies_name_unknown_fields_and_need_json() {
-        let e = json_body::<PublishBody>(
+        let e = json_body_with::<PublishBody>(
             &json_headers(),
-            &Bytes::from_static(b"{\"type\":\"a\",\"data\":1,\"x\":2}"),
+            &Bytes::from_static(b"{\"type\":\"a\",\"data\":1,\"x\":2,\"y\":3}"),
+            &["type", "data"],
         )
         .unwrap_err();
         assert_eq!(e.0, StatusCode::BAD_REQUEST);
-        assert!(e.1.contains("unknown field `x`"), "{}", e.1);
-        let e =
-            json_body::<PublishBody>(&HeaderMap::new(), &Bytes::from_static(b"{}")).unwrap_err();
+        assert!(e.1.contains("`x`") && e.1.contains("`y`"), "{}", e.1);
+        let e = json_body_with::<PublishBody>(&HeaderMap::new(), &Bytes::from_static(b"{}"), &[])
+            .unwrap_err();
         assert_eq!(e.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         let deep = Bytes::from(format!(
             "{{\"type\":\"a\",\"data\":{}}}",
             "[".repeat(100_000)
         ));
         assert_eq!(
-            json_body::<PublishBody>(&json_headers(), &deep)
+            json_body_with::<PublishBody>(&json_headers(), &deep, &[])
                 .unwrap_err()
                 .0,
             StatusCode::BAD_REQUEST
@@ -661,9 +720,9 @@ mod tests {
         fn any_body_is_parsed_or_refused_never_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..300), text in ".{0,200}") {
             let h = json_headers();
             for body in [Bytes::from(bytes.clone()), Bytes::from(text.clone())] {
-                if let Err(e) = json_body::<PublishBody>(&h, &body) { prop_assert_eq!(e.0, StatusCode::BAD_REQUEST); }
-                if let Err(e) = json_body::<ReplayBody>(&h, &body) { prop_assert_eq!(e.0, StatusCode::BAD_REQUEST); }
-                if let Err(e) = json_body::<PurgeBody>(&h, &body) { prop_assert_eq!(e.0, StatusCode::BAD_REQUEST); }
+                if let Err(e) = json_body_with::<PublishBody>(&h, &body, &[]) { prop_assert_eq!(e.0, StatusCode::BAD_REQUEST); }
+                if let Err(e) = json_body_with::<ReplayBody>(&h, &body, &[]) { prop_assert_eq!(e.0, StatusCode::BAD_REQUEST); }
+                if let Err(e) = json_body_with::<PurgeBody>(&h, &body, &[]) { prop_assert_eq!(e.0, StatusCode::BAD_REQUEST); }
             }
         }
     }

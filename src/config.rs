@@ -135,6 +135,8 @@ pub enum HandlerKind {
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
+    /// Name used in metrics, health and logs (default `route<index>-<handler>`).
+    pub name: Option<String>,
     /// Exact types or globs (`booking.*`).
     pub types: Vec<String>,
     /// The handler.
@@ -152,16 +154,16 @@ pub struct RouteConfig {
 
 impl RouteConfig {
     /// A stable, bounded name for this route's handler (metrics label, breaker name).
+    ///
+    /// It is the route's `name`, else `route<index>-<handler>`; never the URL (a path or
+    /// query may carry a token, and labels must not).
     pub fn handler_name(&self, index: usize) -> String {
-        match (&self.handler, &self.url) {
-            (HandlerKind::Http, Some(u)) => format!(
-                "http:{}:{}{}",
-                u.host_str().unwrap_or(""),
-                u.port_or_known_default().unwrap_or(0),
-                u.path()
-            ),
-            (HandlerKind::Blackhole, _) => format!("blackhole:{index}"),
-            (HandlerKind::Http, None) => format!("route:{index}"),
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        match self.handler {
+            HandlerKind::Http => format!("route{index}-http"),
+            HandlerKind::Blackhole => format!("route{index}-blackhole"),
         }
     }
 }
@@ -235,6 +237,7 @@ struct RawApi {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
+    name: Option<String>,
     types: Vec<String>,
     handler: String,
     url: Option<String>,
@@ -783,7 +786,21 @@ fn validate_route(
             }
         },
     };
+    if let Some(n) = &r.name {
+        let ok = !n.is_empty()
+            && n.len() <= 64
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        if !ok {
+            c.errors.push(format!(
+                "{}: `{}` must be 1-64 of [A-Za-z0-9_.:-]",
+                key("name"),
+                crate::envelope::truncate(n, 80)
+            ));
+        }
+    }
     RouteConfig {
+        name: r.name,
         types: r.types,
         handler,
         url,

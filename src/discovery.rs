@@ -73,7 +73,10 @@ pub async fn refresh(shared: &Shared) -> Result<(), StoreError> {
     for s in &found {
         if !known.iter().any(|k| k.key == s.key) {
             match shared.store.ensure_group(&s.key, shared.group()).await {
-                Ok(()) => info!(stream = %s.key, group = shared.group(), "consuming stream"),
+                Ok(()) => {
+                    info!(stream = %s.key, group = shared.group(), "consuming stream");
+                    start_series(shared, &s.event_type);
+                }
                 Err(e) if e.is_wrong_type() => {
                     warn!(key = %s.key, "key holds a value that is not a stream; not consuming it (fix or delete the key)");
                     unusable.push(s.key.clone());
@@ -87,6 +90,25 @@ pub async fn refresh(shared: &Shared) -> Result<(), StoreError> {
         *w = Arc::new(found);
     }
     Ok(())
+}
+
+/// Creates the per-type counters at 0, so dashboards and `increase()` see them before the
+/// first event (the Prometheus crate exports a labelled series only once it exists).
+fn start_series(shared: &Shared, event_type: &str) {
+    let m = &shared.metrics;
+    let (env, group) = (shared.env(), shared.group());
+    m.reclaimed_total
+        .with_label_values(&[env, group, event_type])
+        .inc_by(0);
+    m.dlq_replayed_total
+        .with_label_values(&[env, group, event_type])
+        .inc_by(0);
+    m.published_total
+        .with_label_values(&[env, event_type])
+        .inc_by(0);
+    m.stream_trimmed_total
+        .with_label_values(&[env, event_type])
+        .inc_by(0);
 }
 
 /// Refreshes every `discovery_interval` until `stop`.

@@ -243,19 +243,23 @@ pub async fn list(
             end = format!("({}", e.id);
             let e = DlqEntry::from_entry(e);
             if compiled.matches(&e) {
-                out.push(e);
                 if out.len() == limit {
-                    let next = out.last().map(|e| e.entry_id.clone());
+                    // One more match exists: the page is full and has a next page.
+                    let next = out.last().map(|e: &DlqEntry| e.entry_id.clone());
                     return Ok(Page { entries: out, next });
                 }
+                out.push(e);
             }
         }
-        if !full || scanned >= MAX_SCAN {
-            let next = if full {
-                Some(end.trim_start_matches('(').to_string())
-            } else {
-                None
-            };
+        if !full {
+            return Ok(Page {
+                entries: out,
+                next: None,
+            });
+        }
+        if scanned >= MAX_SCAN {
+            // Stopped scanning, not at the end: continue below what was scanned.
+            let next = Some(end.trim_start_matches('(').to_string());
             return Ok(Page { entries: out, next });
         }
     }

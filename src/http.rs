@@ -85,7 +85,54 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .merge(crate::api::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// Refuses a declared body over [`MAX_BODY`] before reading it, and turns the framework's
+/// plain-text 405/413 answers into the API's JSON `{"error": ...}` shape.
+async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body over the 1 MiB limit",
+        );
+    }
+    let response = next.run(request).await;
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE if !is_json => json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body over the 1 MiB limit",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED if !is_json => {
+            let allow = response.headers().get(header::ALLOW).cloned();
+            let mut r = json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this path",
+            );
+            if let Some(a) = allow {
+                r.headers_mut().insert(header::ALLOW, a);
+            }
+            r
+        }
+        _ => response,
+    }
+}
+
+fn json_error(status: StatusCode, message: &str) -> axum::response::Response {
+    (status, axum::Json(serde_json::json!({"error": message}))).into_response()
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {

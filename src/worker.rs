@@ -121,6 +121,14 @@ impl WorkerBuilder {
                 }
             }
             let name = format!("code:{}", patterns.join(","));
+            self.metrics
+                .breaker_state
+                .with_label_values(&[&self.config.env, &name])
+                .set(0);
+            self.metrics
+                .breaker_rejected_total
+                .with_label_values(&[&self.config.env, &name])
+                .inc_by(0);
             routes.push(Route {
                 patterns: patterns.clone(),
                 handler: handler.clone(),
@@ -151,6 +159,10 @@ impl WorkerBuilder {
                 .breaker_state
                 .with_label_values(&[&self.config.env, &name])
                 .set(0);
+            self.metrics
+                .breaker_rejected_total
+                .with_label_values(&[&self.config.env, &name])
+                .inc_by(0);
             routes.push(Route {
                 patterns: rc.types.clone(),
                 handler,
@@ -217,6 +229,31 @@ impl WorkerBuilder {
             .dlq_trimmed_total
             .with_label_values(&[&cfg.env])
             .inc_by(0);
+        metrics
+            .dlq_purged_total
+            .with_label_values(&[&cfg.env])
+            .inc_by(0);
+        metrics
+            .history_dropped_total
+            .with_label_values(&[&cfg.env])
+            .inc_by(0);
+        metrics
+            .retries_forwarded_total
+            .with_label_values(&[&cfg.env, &cfg.group])
+            .inc_by(0);
+        for op in [
+            "read",
+            "settle",
+            "reclaim",
+            "schedule",
+            "heartbeat",
+            "discovery",
+        ] {
+            metrics
+                .redis_errors_total
+                .with_label_values(&[&cfg.env, op])
+                .inc_by(0);
+        }
         health.redis_up.store(true, Ordering::Relaxed);
         let keys = Keys::new(&cfg.env);
         let report = migrations::apply_all(&store, &keys).await?;
