@@ -447,36 +447,48 @@ async fn dlq_show(
     .await
 }
 
-/// The selection part of replay and purge bodies.
+/// The selection part of replay and purge bodies: ids, all, or filter fields. Unknown
+/// fields are refused by [`json_body_with`] (serde's `deny_unknown_fields` does not mix
+/// with `flatten`).
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ReplayBody {
+struct SelectBody {
     ids: Option<Vec<String>>,
     all: Option<bool>,
-    #[serde(rename = "type")]
-    event_type: Option<String>,
-    reason: Option<String>,
-    group: Option<String>,
-    grep: Option<String>,
-    since: Option<String>,
-    older_than: Option<String>,
+    #[serde(flatten)]
+    filter: DlqFilter,
+}
+
+/// Field names of [`SelectBody`].
+const SELECT_FIELDS: [&str; 8] = [
+    "ids",
+    "all",
+    "type",
+    "reason",
+    "group",
+    "grep",
+    "since",
+    "older_than",
+];
+
+impl SelectBody {
+    fn selection(self) -> Result<Selection, ApiError> {
+        selection(self.ids, self.all, self.filter)
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ReplayBody {
+    #[serde(flatten)]
+    select: SelectBody,
     dry_run: Option<bool>,
     rate: Option<f64>,
     canary: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct PurgeBody {
-    ids: Option<Vec<String>>,
-    all: Option<bool>,
-    #[serde(rename = "type")]
-    event_type: Option<String>,
-    reason: Option<String>,
-    group: Option<String>,
-    grep: Option<String>,
-    since: Option<String>,
-    older_than: Option<String>,
+    #[serde(flatten)]
+    select: SelectBody,
     dry_run: Option<bool>,
     confirm: Option<bool>,
 }
@@ -513,32 +525,9 @@ async fn dlq_replay(
 ) -> Result<Response, ApiError> {
     let shared = authorize(&state, &headers)?;
     rate_limit(&state)?;
-    let b: ReplayBody = json_body_with(
-        &headers,
-        &body,
-        &[
-            "ids",
-            "all",
-            "type",
-            "reason",
-            "group",
-            "grep",
-            "since",
-            "older_than",
-            "dry_run",
-            "rate",
-            "canary",
-        ],
-    )?;
-    let filter = DlqFilter {
-        event_type: b.event_type,
-        reason: b.reason,
-        group: b.group,
-        grep: b.grep,
-        since: b.since,
-        older_than: b.older_than,
-    };
-    let sel = selection(b.ids, b.all, filter)?;
+    let allowed = [&SELECT_FIELDS[..], &["dry_run", "rate", "canary"]].concat();
+    let b: ReplayBody = json_body_with(&headers, &body, &allowed)?;
+    let sel = b.select.selection()?;
     if b.rate.is_some_and(|r| !(r > 0.0 && r <= 100_000.0)) {
         return Err(ApiError::bad(
             "rate: must be between 0 and 100000 per second",
@@ -592,37 +581,15 @@ async fn dlq_purge(
 ) -> Result<Response, ApiError> {
     let shared = authorize(&state, &headers)?;
     rate_limit(&state)?;
-    let b: PurgeBody = json_body_with(
-        &headers,
-        &body,
-        &[
-            "ids",
-            "all",
-            "type",
-            "reason",
-            "group",
-            "grep",
-            "since",
-            "older_than",
-            "dry_run",
-            "confirm",
-        ],
-    )?;
+    let allowed = [&SELECT_FIELDS[..], &["dry_run", "confirm"]].concat();
+    let b: PurgeBody = json_body_with(&headers, &body, &allowed)?;
     let dry_run = b.dry_run.unwrap_or(false);
     if !dry_run && b.confirm != Some(true) {
         return Err(ApiError::bad(
             "purge deletes entries for good: send \"confirm\": true (or \"dry_run\": true to count first)",
         ));
     }
-    let filter = DlqFilter {
-        event_type: b.event_type,
-        reason: b.reason,
-        group: b.group,
-        grep: b.grep,
-        since: b.since,
-        older_than: b.older_than,
-    };
-    let sel = selection(b.ids, b.all, filter)?;
+    let sel = b.select.selection()?;
     bounded(async {
         let report = dlq::purge(
             &shared.store,

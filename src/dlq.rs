@@ -88,9 +88,9 @@ impl DlqEntry {
     }
 }
 
-/// Filters shared by list, replay and purge; every given one must match.
+/// Filters shared by list, replay and purge; every given one must match. (Deserialized as
+/// part of API bodies, whose unknown fields the API refuses itself.)
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct DlqFilter {
     /// Exact event type.
     #[serde(rename = "type")]
@@ -517,75 +517,70 @@ pub async fn replay(
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(1.0 / r));
     let canary = opts.canary.unwrap_or(0).min(entries.len());
+    let (canaries, rest) = entries.split_at(canary);
     let started = now_ms();
     let mut next_at = Instant::now();
-    for (i, e) in entries.iter().enumerate() {
-        if i == canary
-            && canary > 0
-            && let Some(why) = watch_canaries(
-                store,
-                keys,
-                &entries[..canary],
-                started,
-                opts.canary_timeout,
-            )
-            .await?
+    for (n, batch) in [canaries, rest].into_iter().enumerate() {
+        for e in batch {
+            if let Some(iv) = interval {
+                tokio::time::sleep_until(next_at.into()).await;
+                next_at += iv;
+            }
+            replay_one(store, keys, e, opts, &mut report).await?;
+        }
+        let canaries_done = n == 0 && canary > 0;
+        if canaries_done
+            && let Some(why) =
+                watch_canaries(store, keys, canaries, started, opts.canary_timeout).await?
         {
             report.stopped = Some(why);
             break;
         }
-        if let Some(iv) = interval {
-            tokio::time::sleep_until(next_at.into()).await;
-            next_at += iv;
-        }
-        let group = e.group();
-        if !keys::is_valid_name(group) || !keys::is_valid_type(e.event_type()) {
-            report.unreplayable += 1;
-            continue;
-        }
-        let redeliver = keys.redeliver(group);
-        store.ensure_group(&redeliver, group).await?;
-        match store
-            .replay_entry(&keys.dlq(), &redeliver, &e.entry_id, &replay_fields(e))
-            .await?
-        {
-            Some(_) => {
-                report.replayed += 1;
-                *report
-                    .by_group_type
-                    .entry(format!("{group}/{}", e.event_type()))
-                    .or_default() += 1;
-                let record = Record::new(
-                    kind::REPLAYED,
-                    e.get(field::ID),
-                    e.event_type(),
-                    group,
-                    lookup(&e.fields, field::CORRELATIONID),
-                    0,
-                    format!("by {}; from DLQ entry {}", opts.actor, e.entry_id),
-                );
-                let _ = store
-                    .append_history(&keys.history(), opts.history_max_len, &[record.to_fields()])
-                    .await;
-            }
-            None => report.missing += 1,
-        }
-    }
-    if canary == entries.len()
-        && canary > 0
-        && report.stopped.is_none()
-        && let Some(why) = watch_canaries(
-            store,
-            keys,
-            &entries[..canary],
-            started,
-            opts.canary_timeout,
-        )
-        .await?
-    {
-        report.stopped = Some(why);
     }
     Ok(report)
+}
+
+/// Replays one entry and records it in `report` and the history.
+async fn replay_one(
+    store: &Store,
+    keys: &Keys,
+    e: &DlqEntry,
+    opts: &ReplayOptions,
+    report: &mut ReplayReport,
+) -> Result<(), DlqError> {
+    let group = e.group();
+    if !keys::is_valid_name(group) || !keys::is_valid_type(e.event_type()) {
+        report.unreplayable += 1;
+        return Ok(());
+    }
+    let redeliver = keys.redeliver(group);
+    store.ensure_group(&redeliver, group).await?;
+    if store
+        .replay_entry(&keys.dlq(), &redeliver, &e.entry_id, &replay_fields(e))
+        .await?
+        .is_none()
+    {
+        report.missing += 1;
+        return Ok(());
+    }
+    report.replayed += 1;
+    *report
+        .by_group_type
+        .entry(format!("{group}/{}", e.event_type()))
+        .or_default() += 1;
+    let record = Record::new(
+        kind::REPLAYED,
+        e.get(field::ID),
+        e.event_type(),
+        group,
+        lookup(&e.fields, field::CORRELATIONID),
+        0,
+        format!("by {}; from DLQ entry {}", opts.actor, e.entry_id),
+    );
+    let _ = store
+        .append_history(&keys.history(), opts.history_max_len, &[record.to_fields()])
+        .await;
+    Ok(())
 }
 
 /// Waits until every canary was processed (history) or one is dead-lettered again.

@@ -78,6 +78,17 @@ impl WorkerBuilder {
         self.metrics.clone()
     }
 
+    /// A closed breaker named `name`, with its series started at 0.
+    fn breaker(&self, name: &str, listener: &crate::breaker::StateListener) -> Arc<Breaker> {
+        let labels = [self.config.env.as_str(), name];
+        self.metrics.breaker_state.with_label_values(&labels).set(0);
+        self.metrics
+            .breaker_rejected_total
+            .with_label_values(&labels)
+            .inc_by(0);
+        Arc::new(Breaker::new(name, &self.config.breaker, listener.clone()))
+    }
+
     fn build_routes(&self, notices: &Notices) -> Result<Vec<Route>, ConfigError> {
         let mut errors = Vec::new();
         let env = self.config.env.clone();
@@ -121,18 +132,10 @@ impl WorkerBuilder {
                 }
             }
             let name = format!("code:{}", patterns.join(","));
-            self.metrics
-                .breaker_state
-                .with_label_values(&[&self.config.env, &name])
-                .set(0);
-            self.metrics
-                .breaker_rejected_total
-                .with_label_values(&[&self.config.env, &name])
-                .inc_by(0);
             routes.push(Route {
                 patterns: patterns.clone(),
                 handler: handler.clone(),
-                breaker: Arc::new(Breaker::new(&name, &self.config.breaker, listener.clone())),
+                breaker: self.breaker(&name, &listener),
                 timeout: Duration::from_secs(60),
             });
         }
@@ -154,19 +157,10 @@ impl WorkerBuilder {
                 }
                 _ => Arc::new(BlackholeHandler),
             };
-            let name = rc.handler_name(i);
-            self.metrics
-                .breaker_state
-                .with_label_values(&[&self.config.env, &name])
-                .set(0);
-            self.metrics
-                .breaker_rejected_total
-                .with_label_values(&[&self.config.env, &name])
-                .inc_by(0);
             routes.push(Route {
                 patterns: rc.types.clone(),
                 handler,
-                breaker: Arc::new(Breaker::new(&name, &self.config.breaker, listener.clone())),
+                breaker: self.breaker(&rc.handler_name(i), &listener),
                 timeout: rc.timeout,
             });
         }
