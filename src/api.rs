@@ -229,6 +229,12 @@ async fn health(State(state): State<ApiState>) -> Result<Response, ApiError> {
             "maxmemory-policy unknown (CONFIG not allowed); make sure it is noeviction".to_string(),
         ),
     }
+    if latency > Duration::from_millis(500) {
+        warnings.push(format!(
+            "Redis is slow: PING took {} ms",
+            latency.as_millis()
+        ));
+    }
     let instances = live_instances(&shared).await;
     let mut body = base;
     body["status"] = if warnings.is_empty() {

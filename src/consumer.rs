@@ -68,6 +68,11 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTrac
                     }
                 } else if e.is_nogroup() {
                     warn!(error = %e, "consumer group missing (stream deleted or Redis lost its data); recreating it at 0");
+                    shared
+                        .metrics
+                        .groups_recreated_total
+                        .with_label_values(&[shared.env(), shared.group()])
+                        .inc();
                     for key in &streams {
                         if let Err(e) = shared.store.ensure_group(key, shared.group()).await {
                             warn!(error = %e, "could not recreate the group");

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub dlq_purged_total: IntCounterVec,
     /// `event_worker_dlq_trimmed_total{env}`: DLQ entries removed by the retention policy.
     pub dlq_trimmed_total: IntCounterVec,
+    /// `event_worker_groups_recreated_total{env,group}`: consumer groups found missing (stream
+    /// deleted, or Redis lost its data) and recreated at `0`.
+    pub groups_recreated_total: IntCounterVec,
     /// `event_worker_stream_trimmed_total{env,type}`: acknowledged entries trimmed by `stream_retention`.
     pub stream_trimmed_total: IntCounterVec,
     /// `event_worker_stream_lag{env,group,type}`, read at scrape time.
@@ -199,6 +202,12 @@ impl Metrics {
                 "event_worker_dlq_trimmed_total",
                 "DLQ entries removed by the retention policy (dlq_max_len, dlq_max_age).",
                 &["env"],
+            ),
+            groups_recreated_total: counter(
+                &r,
+                "event_worker_groups_recreated_total",
+                "Consumer groups found missing (stream deleted or Redis data lost) and recreated at 0.",
+                &["env", "group"],
             ),
             stream_trimmed_total: counter(
                 &r,
