@@ -235,6 +235,10 @@ impl WorkerBuilder {
             .retries_forwarded_total
             .with_label_values(&[&cfg.env, &cfg.group])
             .inc_by(0);
+        metrics
+            .groups_recreated_total
+            .with_label_values(&[&cfg.env, &cfg.group])
+            .inc_by(0);
         for op in [
             "read",
             "settle",

@@ -33,4 +33,6 @@ mod metrics;
 mod mixed_batch;
 mod prometheus;
 mod redis_restart;
+mod rows_redis;
+mod rows_worker;
 mod shutdown;

@@ -4,9 +4,12 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod api;
+pub mod checker;
+pub mod faults;
 pub mod redis;
 pub mod resp;
 pub mod sink;
+pub mod tls;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};

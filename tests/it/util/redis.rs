@@ -30,6 +30,8 @@ pub struct RedisServer {
     password: Option<String>,
     /// One reused connection for helper commands (few ports, fast).
     cached: std::sync::Mutex<Option<Conn>>,
+    /// Extra `redis-server` arguments (TLS ports, maxmemory, ...).
+    extra_args: Vec<String>,
 }
 
 /// One stream entry: its id and its fields.
@@ -61,6 +63,7 @@ impl RedisServer {
             starts: 0,
             password: None,
             cached: std::sync::Mutex::new(None),
+            extra_args: Vec::new(),
         };
         if let Err(e) = server.spawn() {
             panic!("could not start redis-server on port {port}: {e}");
@@ -80,6 +83,16 @@ impl RedisServer {
     }
 
     fn start_full(aof: Aof, password: Option<String>) -> RedisServer {
+        RedisServer::start_with_args(aof, password, Vec::new())
+    }
+
+    /// Starts a server with extra `redis-server` arguments (e.g. `--tls-port`,
+    /// `--maxmemory`); the harness keeps using the plain loopback port.
+    pub fn start_with_args(
+        aof: Aof,
+        password: Option<String>,
+        extra_args: Vec<String>,
+    ) -> RedisServer {
         let mut last_err = String::new();
         for _ in 0..5 {
             let mut server = RedisServer {
@@ -90,6 +103,7 @@ impl RedisServer {
                 starts: 0,
                 password: password.clone(),
                 cached: std::sync::Mutex::new(None),
+                extra_args: extra_args.clone(),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -125,6 +139,7 @@ impl RedisServer {
         if let Some(pw) = &self.password {
             cmd.arg("--requirepass").arg(pw);
         }
+        cmd.args(&self.extra_args);
         match self.aof {
             Aof::Always => {
                 cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);

@@ -25,6 +25,8 @@ pub struct Action {
     pub retry_after: Option<u64>,
     /// SIGKILL the current worker process (see [`HttpSink::set_kill_target`]) instead of answering.
     pub kill_worker: bool,
+    /// `Location` header value (for 3xx answers).
+    pub location: Option<String>,
 }
 
 impl Action {
@@ -34,6 +36,7 @@ impl Action {
             status,
             retry_after: None,
             kill_worker: false,
+            location: None,
         }
     }
     pub fn ok() -> Action {
@@ -82,6 +85,8 @@ pub struct Request {
     pub content_type: String,
     pub headers: HashMap<String, String>,
     pub body: serde_json::Value,
+    /// The body bytes as received (for signature checks).
+    pub raw: Vec<u8>,
 }
 
 impl Request {
@@ -318,6 +323,7 @@ async fn handle(
             content_type: header_map.get("content-type").cloned().unwrap_or_default(),
             headers: header_map,
             body: json,
+            raw: body.to_vec(),
         });
         (inner.ledger.len() - 1, action)
     };
@@ -344,6 +350,9 @@ async fn handle(
     if let Some(s) = action.retry_after {
         resp.headers_mut()
             .insert("retry-after", s.to_string().parse().unwrap());
+    }
+    if let Some(l) = &action.location {
+        resp.headers_mut().insert("location", l.parse().unwrap());
     }
     resp
 }

@@ -22,6 +22,10 @@ pub struct Route {
     pub timeout: Option<String>,
     /// Extra request headers (`headers` table).
     pub headers: Vec<(String, String)>,
+    /// `name` of the route.
+    pub name: Option<String>,
+    /// `signing_secret_env` of the route.
+    pub signing_secret_env: Option<String>,
 }
 
 impl Route {
@@ -32,6 +36,8 @@ impl Route {
             url: Some(url.to_string()),
             timeout: Some("2s".into()),
             headers: Vec::new(),
+            name: None,
+            signing_secret_env: None,
         }
     }
     pub fn blackhole(types: &[&str]) -> Route {
@@ -41,6 +47,8 @@ impl Route {
             url: None,
             timeout: None,
             headers: Vec::new(),
+            name: None,
+            signing_secret_env: None,
         }
     }
 }
@@ -75,6 +83,8 @@ pub struct WorkerConfig {
     pub extra: String,
     /// Raw TOML top-level keys (e.g. `dlq_max_len = 3`), written before the first table.
     pub top_level: String,
+    /// Raw TOML keys of the `[api]` table (e.g. `rate_limit = 5`).
+    pub api_extra: String,
     /// Environment variables of the process (e.g. `EVENTS_API_TOKEN`), set after
     /// the scrubbing of [`command`]; used by [`WorkerProcess`] and [`cli`].
     pub env_vars: Vec<(String, String)>,
@@ -109,6 +119,7 @@ impl WorkerConfig {
             routes: Vec::new(),
             extra: String::new(),
             top_level: String::new(),
+            api_extra: String::new(),
             env_vars: Vec::new(),
         }
     }
@@ -150,11 +161,18 @@ impl WorkerConfig {
         t += &format!("open_for = {}\n", q(&self.open_for));
         t += "\n[api]\n";
         t += &format!("listen = \"127.0.0.1:{}\"\n", self.api_port);
+        t += &self.api_extra;
         for r in &self.routes {
             t += "\n[[routes]]\n";
             let types: Vec<String> = r.types.iter().map(|s| q(s)).collect();
             t += &format!("types = [{}]\n", types.join(", "));
             t += &format!("handler = {}\n", q(&r.handler));
+            if let Some(n) = &r.name {
+                t += &format!("name = {}\n", q(n));
+            }
+            if let Some(e) = &r.signing_secret_env {
+                t += &format!("signing_secret_env = {}\n", q(e));
+            }
             if let Some(u) = &r.url {
                 t += &format!("url = {}\n", q(u));
             }
@@ -346,6 +364,11 @@ impl WorkerProcess {
             }
         }
         self.spawn();
+    }
+
+    /// How many times the process was started.
+    pub fn starts(&self) -> u32 {
+        self.starts
     }
 
     /// Pid of the running process.
