@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# The benchmark of event-worker, in one command (see BENCHMARKS.md):
+#
+#   bench/run.sh [--backlog N] [--reps N] [--quick] [--latency-secs S] [--sections LIST]
+#                [--no-wait] [--wait-quiet SECS] [--no-build] [--profile] [--rev REV]
+#                [--worker-bin PATH]
+#
+# Builds the release binaries (event-worker at the repo root, or of commit REV exported with
+# `git archive` into /tmp/ew-bench-rev with --rev; ew-bench in bench/), waits for a
+# quiet machine (no cargo/rustc/test process of anyone else; up to --wait-quiet seconds, 1200 by
+# default, polling every 30 s), starts its own redis-server (--save '' --appendonly no) on a free
+# 127.0.0.1 port, and runs every scenario interleaved and repeated:
+#   drain    raw XREADGROUP+XACK loop (1 conn, 2 conns, batch XACK), event-worker blackhole,
+#            event-worker http to a local keep-alive sink; a preloaded --backlog (200000)
+#   backlog  event-worker blackhole at 10k, 100k and 1M backlogs (drain rate, peak RSS)
+#   scale    1, 2 and 4 event-worker processes on one stream
+#   latency  1k and 10k events/s for --latency-secs (20) s: publish to handler start
+# A full run writes its tables into BENCHMARKS.md (between the results markers) and every
+# sample to bench/results/latest.tsv. --quick (1 repetition, small backlogs, 3 s latency runs,
+# no waiting) writes only bench/target/quick.md. --profile runs one blackhole drain of the
+# backlog under `perf record` and prints the hottest symbols instead.
+# Everything it starts (redis-server, workers, sinks) is stopped on exit, failure included.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+cmdline="bench/run.sh $*"
+
+backlog=200000
+reps=3
+quick=0
+wait_quiet=1200
+build=1
+profile=0
+rev=""
+worker_bin=""
+latency_secs=""
+sections=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --backlog) backlog="$2"; shift 2 ;;
+    --reps) reps="$2"; shift 2 ;;
+    --quick) quick=1; shift ;;
+    --latency-secs) latency_secs="$2"; shift 2 ;;
+    --sections) sections="$2"; shift 2 ;;
+    --no-wait) wait_quiet=0; shift ;;
+    --wait-quiet) wait_quiet="$2"; shift 2 ;;
+    --no-build) build=0; shift ;;
+    --profile) profile=1; shift ;;
+    --rev) rev="$2"; shift 2 ;;
+    --worker-bin) worker_bin="$2"; shift 2 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+if [ "$quick" = 1 ]; then
+  [ "$backlog" = 200000 ] && backlog=50000
+  [ "$reps" = 3 ] && reps=1
+  wait_quiet=0
+fi
+
+command -v redis-server >/dev/null || { echo "bench/run.sh: redis-server not found (apt-get install redis-server)" >&2; exit 1; }
+
+worker="$root/target/release/event-worker"
+commit="$(git -C "$root" rev-parse --short HEAD)"
+dirty=""
+[ -n "$(git -C "$root" status --porcelain -- src Cargo.toml Cargo.lock)" ] && dirty=" (plus uncommitted changes in src/)"
+if [ -n "$rev" ]; then
+  commit="$(git -C "$root" rev-parse --short "$rev^{commit}")"
+  dirty=""
+  revdir=/tmp/ew-bench-rev
+  worker="$revdir/target/release/event-worker"
+fi
+if [ -n "$rev" ] && [ "$build" = 0 ]; then
+  commit="$(cat "$revdir/target/BUILT" 2>/dev/null || echo unknown) (built earlier by --rev)"
+fi
+if [ -n "$worker_bin" ]; then
+  worker="$(cd "$(dirname "$worker_bin")" && pwd)/$(basename "$worker_bin")"
+  commit="(binary $worker_bin)"
+  dirty=""
+fi
+if [ "$build" = 1 ]; then
+  echo "== building release binaries"
+  if [ -n "$worker_bin" ]; then
+    :
+  elif [ -n "$rev" ]; then
+    rm -rf "$revdir/src" && mkdir -p "$revdir/src"
+    git -C "$root" archive --format=tar "$commit" | tar -x -C "$revdir/src"
+    (cd "$revdir/src" && CARGO_TARGET_DIR="$revdir/target" cargo build --release --quiet --bin event-worker)
+    echo "$commit" > "$revdir/target/BUILT"
+  else
+    (cd "$root" && cargo build --release --quiet --bin event-worker)
+  fi
+  (cd "$here" && cargo build --release --quiet)
+fi
+ewbench="$here/target/release/ew-bench"
+[ -x "$worker" ] && [ -x "$ewbench" ] || { echo "bench/run.sh: binaries missing (run without --no-build)" >&2; exit 1; }
+
+# Others' builds and test suites on this shared machine: cargo, rustc, test binaries, debug workers.
+others_busy() {
+  ps -eo pid=,comm=,args= | awk -v me="$$" '
+    $1 == me { next }
+    $2 ~ /^(cargo|rustc|rustdoc|clippy-driver|cc|ld|promtool)$/ { print; next }
+    $0 ~ /target\/(debug|release)\/deps\// || $0 ~ /target\/debug\/event-worker/ { print }'
+}
+if [ "$wait_quiet" -gt 0 ]; then
+  waited=0
+  while busy="$(others_busy)" && [ -n "$busy" ]; do
+    if [ "$waited" -ge "$wait_quiet" ]; then
+      echo "== still busy after ${wait_quiet}s; measuring anyway (the results say how much CPU others used)"
+      break
+    fi
+    echo "== waiting for a quiet machine (${waited}s); running now:"
+    echo "$busy" | cut -c1-150 | head -5
+    sleep 30
+    waited=$((waited + 30))
+  done
+fi
+
+work="$(mktemp -d /tmp/ew-bench.XXXXXX)"
+redis_pid=""
+orch_pid=""
+cleanup() {
+  [ -n "$orch_pid" ] && kill "$orch_pid" 2>/dev/null || true
+  [ -n "$orch_pid" ] && wait "$orch_pid" 2>/dev/null || true
+  if [ -n "$redis_pid" ]; then
+    kill "$redis_pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$redis_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$redis_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port="$("$ewbench" free-port)"
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+  --dir "$work" --logfile "$work/redis.log" &
+redis_pid=$!
+echo "== redis-server pid $redis_pid on 127.0.0.1:$port"
+
+mkdir -p "$here/target"
+if [ "$quick" = 1 ]; then out="$here/target/quick.md"; else out="$here/target/results.md"; fi
+args=(orchestrate --port "$port" --worker "$worker" --self "$ewbench" --logdir "$work/logs"
+      --backlog "$backlog" --reps "$reps" --out "$out")
+[ "$quick" = 1 ] && args+=(--quick)
+[ -n "$latency_secs" ] && args+=(--latency-secs "$latency_secs")
+[ -n "$sections" ] && args+=(--sections "$sections")
+if [ "$profile" = 1 ]; then
+  command -v perf >/dev/null || { echo "bench/run.sh: perf not found (apt-get install linux-perf)" >&2; exit 1; }
+  args+=(--profile "$here/target/perf.data")
+fi
+
+start_ts="$(date -u +%Y-%m-%dT%H:%MZ)"
+"$ewbench" "${args[@]}" &
+orch_pid=$!
+if ! wait "$orch_pid"; then
+  orch_pid=""
+  echo "bench/run.sh: the run failed; last lines of the process logs:" >&2
+  for f in "$work"/logs/*.log; do [ -s "$f" ] && { echo "--- $f" >&2; tail -5 "$f" >&2; }; done
+  exit 1
+fi
+orch_pid=""
+
+if [ "$profile" = 1 ]; then
+  perf report -i "$here/target/perf.data" --no-children --sort dso,symbol --stdio --percent-limit 0.5 -g none \
+    2>/dev/null | grep -v '^$' | sed 's/ *$//' > "$here/target/profile-self.txt" || true
+  if [ "${PERF_CALL_GRAPH:-}" = fp ]; then
+    perf report -i "$here/target/perf.data" --children --sort symbol --stdio --percent-limit 3 -g none \
+      2>/dev/null | grep -v '^$' | sed 's/ *$//' > "$here/target/profile-children.txt" || true
+  fi
+  echo "== hottest symbols (self time); full list: bench/target/profile-self.txt"
+  grep -E '^ +[0-9]' "$here/target/profile-self.txt" | cut -c1-160 | head -45
+  exit 0
+fi
+
+# Machine, versions, command: the header of the results.
+cpu_model="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+results="$work/results.md"
+{
+  echo "Run of $start_ts: \`$cmdline\`"
+  echo
+  echo "- machine: $(nproc) cores, $cpu_model, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr)"
+  echo "- $(redis-server --version | cut -d' ' -f1-3) (--save '' --appendonly no, 127.0.0.1)"
+  echo "- $(rustc --version), release builds"
+  echo "- event-worker commit $commit$dirty, default configuration plus env, redis_url, group, api.listen and one route"
+  echo "- events: 256-byte JSON \`data\` plus \`id\` (36 chars) and \`type\`, one stream \`events:bench:bench.drain\`"
+  echo
+  cat "$out"
+} > "$results"
+
+if [ "$quick" = 1 ]; then
+  cp "$results" "$out"
+  echo "== quick results (not written to BENCHMARKS.md): $out"
+  cat "$out"
+  exit 0
+fi
+
+mkdir -p "$here/results"
+cp "$results" "$here/results/latest.md"
+cp "${out%.md}.tsv" "$here/results/latest.tsv"
+bm="$root/BENCHMARKS.md"
+begin='<!-- results:begin (written by bench/run.sh) -->'
+end='<!-- results:end -->'
+if [ ! -f "$bm" ] || ! grep -qF "$begin" "$bm"; then
+  { [ -f "$bm" ] && cat "$bm"; echo; echo "## Results"; echo; echo "$begin"; echo "$end"; } > "$work/bm.new"
+  cp "$work/bm.new" "$bm"
+fi
+awk -v begin="$begin" -v end="$end" -v file="$results" '
+  $0 == begin { print; while ((getline line < file) > 0) print line; skip = 1; next }
+  $0 == end { skip = 0 }
+  !skip { print }' "$bm" > "$work/bm.new"
+cp "$work/bm.new" "$bm"
+echo "== results written to BENCHMARKS.md and bench/results/latest.{md,tsv}"
+cat "$results"

@@ -1,0 +1,42 @@
+//! `ew-bench`: the benchmark of event-worker, driven by `bench/run.sh`.
+//!
+//! Subcommands (each takes `--key value` options):
+//! - `raw`: the reference, a minimal XREADGROUP (COUNT 512) + pipelined XACK loop on one or more
+//!   connections; runs until killed (SIGTERM prints latency figures in `--latency` mode).
+//! - `sink`: a minimal keep-alive HTTP sink answering 200 at once; records publish-to-arrival
+//!   latency from the `sent_ns` the publisher put in the event's data (`GET /stats`).
+//! - `orchestrate`: preloads backlogs, starts the measured processes, detects the end of a
+//!   drain from the consumer group's state, and writes the markdown results.
+//! - `free-port`: prints a free loopback TCP port.
+
+mod orch;
+mod raw;
+mod report;
+mod sink;
+mod util;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let Some(cmd) = args.next() else {
+        eprintln!("usage: ew-bench raw|sink|orchestrate|free-port [--key value ...]");
+        std::process::exit(2);
+    };
+    let opts = match util::Opts::parse(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ew-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let result = match cmd.as_str() {
+        "raw" => raw::main(&opts),
+        "sink" => sink::main(&opts),
+        "orchestrate" => orch::main(&opts),
+        "free-port" => util::free_port().map(|p| println!("{p}")),
+        other => Err(format!("unknown subcommand `{other}`")),
+    };
+    if let Err(e) = result {
+        eprintln!("ew-bench {cmd}: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,1008 @@
+//! The orchestrator: runs every scenario against the redis-server that `run.sh` started,
+//! interleaved and repeated, and writes the markdown results.
+//!
+//! A drain sample: FLUSHALL, preload the backlog (Lua, inside Redis), create the group at 0,
+//! snapshot Redis (`INFO cpu stats commandstats`) and the machine's CPU, start the measured
+//! process(es), then poll `XINFO GROUPS` every 2 ms until the group's last-delivered-id is
+//! the stream's last entry and nothing is pending: that poll is the end of the drain (the last
+//! XACK happened at most one poll interval before). At that moment the process's CPU
+//! (`/proc/<pid>/stat` utime+stime) and peak RSS (`VmHWM`) and Redis' figures are read.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+
+use crate::report;
+use crate::util::{
+    Opts, Proc, free_port, http, kv, machine_busy_s, now_ns, proc_cpu_s, proc_hwm_kb,
+};
+
+pub const ENV: &str = "bench";
+pub const TYPE: &str = "bench.drain";
+pub const GROUP: &str = "bench";
+const POLL: Duration = Duration::from_millis(2);
+
+/// What is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The raw loop: connections, and whether one XACK names the whole batch.
+    Raw { conns: u32, batch_ack: bool },
+    /// event-worker with a blackhole route.
+    EwBlackhole,
+    /// event-worker with an http route to the local sink.
+    EwHttp,
+    /// Diagnostic: blackhole with `read_block = "10ms"` (the smallest allowed), not the default.
+    EwBlackholeBlock10,
+}
+
+impl Kind {
+    pub fn label(self) -> String {
+        match self {
+            Kind::Raw {
+                conns: 1,
+                batch_ack: false,
+            } => "raw loop, 1 conn (pipelined XACK)".into(),
+            Kind::Raw {
+                conns: 1,
+                batch_ack: true,
+            } => "raw loop, 1 conn (one XACK per batch)".into(),
+            Kind::Raw { conns, .. } => format!("raw loop, {conns} conns (pipelined XACK)"),
+            Kind::EwBlackhole => "event-worker, blackhole".into(),
+            Kind::EwHttp => "event-worker, http to local sink".into(),
+            Kind::EwBlackholeBlock10 => {
+                "diagnostic: event-worker, blackhole, read_block=10ms".into()
+            }
+        }
+    }
+    pub fn is_ew(self) -> bool {
+        !matches!(self, Kind::Raw { .. })
+    }
+}
+
+/// One measurement.
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    pub section: String,
+    pub label: String,
+    pub rep: usize,
+    pub procs: usize,
+    pub backlog: u64,
+    pub events: u64,
+    pub wall_s: f64,
+    pub first_s: f64,
+    pub cpu_s: f64,
+    pub rss_kb: u64,
+    pub sink_cpu_s: f64,
+    pub redis_cpu_s: f64,
+    pub cmds: u64,
+    /// Per command: (calls, microseconds of Redis time) during the sample.
+    pub cmdstats: BTreeMap<String, (u64, u64)>,
+    /// Duration of the window over which CPU was compared (foreign CPU).
+    pub window_s: f64,
+    pub foreign_cpu_s: f64,
+    pub rate_target: u64,
+    pub achieved_rate: f64,
+    pub lat: BTreeMap<String, u64>,
+    pub notes: Vec<String>,
+}
+
+impl Sample {
+    pub fn rate(&self) -> f64 {
+        self.events as f64 / self.wall_s.max(1e-9)
+    }
+    pub fn steady_rate(&self) -> f64 {
+        self.events as f64 / (self.wall_s - self.first_s).max(1e-9)
+    }
+    pub fn per_event(&self, v: f64) -> f64 {
+        v / (self.events.max(1) as f64)
+    }
+}
+
+struct RedisSnap {
+    cpu_s: f64,
+    total_cmds: u64,
+    cmdstats: BTreeMap<String, (u64, u64)>,
+}
+
+struct GroupState {
+    pending: u64,
+    last_delivered: String,
+}
+
+pub struct Bench {
+    port: u16,
+    redis_pid: u32,
+    worker_bin: PathBuf,
+    self_bin: PathBuf,
+    logdir: PathBuf,
+    ctl: Client,
+    stream: String,
+    seq: usize,
+    /// XINFO / INFO calls this process made since the last snapshot (subtracted from Redis' counts).
+    own_cmds: BTreeMap<String, u64>,
+}
+
+fn cmd(name: &'static str) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::Random, false)
+}
+
+fn text(v: &Value) -> String {
+    v.as_str_lossy().map(|s| s.into_owned()).unwrap_or_default()
+}
+
+/// The drain events' `data`: 256 bytes of JSON; `%08d`/`%04d`/`%06d` filled in by the Lua preload.
+fn drain_data_template() -> String {
+    let head =
+        r#"{"bookingId":"b-%08d","userId":"u-%04d","amount":"%06d","currency":"EUR","pad":""#;
+    // Length once formatted: each %0Nd becomes N chars.
+    let formatted = head
+        .replace("%08d", "00000000")
+        .replace("%04d", "0000")
+        .replace("%06d", "000000");
+    let pad = 256 - formatted.len() - 2;
+    format!("{head}{}\"}}", "x".repeat(pad))
+}
+
+/// A latency event's `data`: 256 bytes of JSON carrying the publisher's send time.
+fn latency_data(sent_ns: u64, i: u64) -> String {
+    let head = format!(r#"{{"sent_ns":{sent_ns:019},"bookingId":"b-{i:08}","pad":""#);
+    let pad = 256usize.saturating_sub(head.len() + 2);
+    format!("{head}{}\"}}", "x".repeat(pad))
+}
+
+const PRELOAD: &str = r#"
+local key, typ, start, n, tmpl = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local last
+for i = start, start + n - 1 do
+  last = redis.call('XADD', key, '*',
+    'id', string.format('0190a5c2-7b1e-7000-8000-%012d', i),
+    'type', typ,
+    'data', string.format(tmpl, i, i % 10000, i % 999999))
+end
+return last
+"#;
+
+impl Bench {
+    async fn connect(port: u16) -> Result<Client, String> {
+        let config =
+            Config::from_url(&format!("redis://127.0.0.1:{port}")).map_err(|e| e.to_string())?;
+        let client = Builder::from_config(config)
+            .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(120))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match client.init().await {
+                Ok(_) => return Ok(client),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!("redis on port {port}: {e}"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn call(&self, name: &'static str, args: Vec<Value>) -> Result<Value, String> {
+        self.ctl
+            .custom::<Value, _>(cmd(name), args)
+            .await
+            .map_err(|e| format!("redis {name}: {e}"))
+    }
+
+    async fn info(&mut self) -> Result<RedisSnap, String> {
+        let v = self
+            .call(
+                "INFO",
+                vec!["cpu".into(), "stats".into(), "commandstats".into()],
+            )
+            .await?;
+        *self.own_cmds.entry("info".into()).or_default() += 1;
+        let body = text(&v);
+        let mut snap = RedisSnap {
+            cpu_s: 0.0,
+            total_cmds: 0,
+            cmdstats: BTreeMap::new(),
+        };
+        for line in body.lines() {
+            let line = line.trim();
+            if let Some(v) = line
+                .strip_prefix("used_cpu_sys:")
+                .or(line.strip_prefix("used_cpu_user:"))
+            {
+                snap.cpu_s += v.parse::<f64>().unwrap_or(0.0);
+            } else if let Some(v) = line.strip_prefix("total_commands_processed:") {
+                snap.total_cmds = v.parse().unwrap_or(0);
+            } else if let Some((name, stats)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|rest| rest.split_once(':'))
+            {
+                let field = |key: &str| -> u64 {
+                    stats
+                        .split(',')
+                        .find_map(|kv| kv.strip_prefix(key))
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0)
+                };
+                snap.cmdstats
+                    .insert(name.to_string(), (field("calls="), field("usec=")));
+            }
+        }
+        Ok(snap)
+    }
+
+    async fn group_state(&mut self) -> Result<GroupState, String> {
+        let v = self
+            .call("XINFO", vec!["GROUPS".into(), self.stream.as_str().into()])
+            .await?;
+        *self.own_cmds.entry("xinfo|groups".into()).or_default() += 1;
+        for g in v.into_array() {
+            let flat = g.into_array();
+            let mut map = BTreeMap::new();
+            for pair in flat.chunks(2) {
+                if pair.len() == 2 {
+                    map.insert(text(&pair[0]), pair[1].clone());
+                }
+            }
+            if map.get("name").map(text).as_deref() == Some(GROUP) {
+                return Ok(GroupState {
+                    pending: map.get("pending").and_then(Value::as_u64).unwrap_or(0),
+                    last_delivered: map.get("last-delivered-id").map(text).unwrap_or_default(),
+                });
+            }
+        }
+        Err(format!("group {GROUP} not found on {}", self.stream))
+    }
+
+    async fn reset(&mut self) -> Result<(), String> {
+        self.call("FLUSHALL", vec!["SYNC".into()]).await?;
+        Ok(())
+    }
+
+    /// Appends `n` drain events inside Redis; returns the last entry id.
+    async fn preload(&mut self, n: u64) -> Result<String, String> {
+        let tmpl = drain_data_template();
+        let mut last = String::new();
+        let mut start = 0u64;
+        while start < n {
+            let chunk = (n - start).min(20_000);
+            let v: Value = self
+                .ctl
+                .eval(
+                    PRELOAD,
+                    vec![self.stream.as_str()],
+                    vec![
+                        TYPE.to_string(),
+                        start.to_string(),
+                        chunk.to_string(),
+                        tmpl.clone(),
+                    ],
+                )
+                .await
+                .map_err(|e| format!("preload: {e}"))?;
+            last = text(&v);
+            start += chunk;
+        }
+        Ok(last)
+    }
+
+    async fn create_group(&mut self, at: &str) -> Result<(), String> {
+        self.call(
+            "XGROUP",
+            vec![
+                "CREATE".into(),
+                self.stream.as_str().into(),
+                GROUP.into(),
+                at.into(),
+                "MKSTREAM".into(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn log(&mut self, name: &str) -> PathBuf {
+        self.seq += 1;
+        self.logdir.join(format!("{:03}-{name}.log", self.seq))
+    }
+
+    fn start_sink(&mut self) -> Result<(Proc, u16), String> {
+        let port = free_port()?;
+        let log = self.log("sink");
+        let mut c = Command::new(&self.self_bin);
+        c.args(["sink", "--port", &port.to_string()]);
+        let p = Proc::spawn("sink", &mut c, &log, false)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http(port, "GET", "/stats").is_err() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the sink did not listen on {port} (log {})",
+                    log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok((p, port))
+    }
+
+    fn start_raw(&mut self, conns: u32, batch_ack: bool, latency: bool) -> Result<Proc, String> {
+        let log = self.log("raw");
+        let mut c = Command::new(&self.self_bin);
+        c.args([
+            "raw",
+            "--port",
+            &self.port.to_string(),
+            "--stream",
+            &self.stream,
+            "--group",
+            GROUP,
+        ]);
+        c.args([
+            "--conns",
+            &conns.to_string(),
+            "--ack",
+            if batch_ack { "batch" } else { "pipelined" },
+        ]);
+        if latency {
+            c.arg("--latency");
+        }
+        Proc::spawn("raw", &mut c, &log, latency)
+    }
+
+    /// Starts one event-worker with the defaults plus a route; returns it and its API port.
+    fn start_worker(
+        &mut self,
+        sink_port: Option<u16>,
+        i: usize,
+        extra: &str,
+    ) -> Result<(Proc, u16), String> {
+        let api = free_port()?;
+        let route = match sink_port {
+            None => "handler = \"blackhole\"".to_string(),
+            Some(p) => format!("handler = \"http\"\nurl = \"http://127.0.0.1:{p}/hook\""),
+        };
+        let config = format!(
+            "# event-worker defaults, plus what a benchmark must set.\n\
+             env = \"{ENV}\"\nredis_url = \"redis://127.0.0.1:{}\"\ngroup = \"{GROUP}\"\n{extra}\n\
+             [api]\nlisten = \"127.0.0.1:{api}\"\n\n[[routes]]\ntypes = [\"{TYPE}\"]\n{route}\n",
+            self.port
+        );
+        let path = self.logdir.join(format!("worker-{i}.toml"));
+        std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
+        let log = self.log(&format!("worker{i}"));
+        let mut c = Command::new(&self.worker_bin);
+        c.env_clear();
+        if let Ok(p) = std::env::var("PATH") {
+            c.env("PATH", p);
+        }
+        c.arg("--config").arg(&path).arg("run");
+        Ok((
+            Proc::spawn(&format!("event-worker #{i}"), &mut c, &log, false)?,
+            api,
+        ))
+    }
+
+    fn start_measured(
+        &mut self,
+        kind: Kind,
+        procs: usize,
+        sink: Option<u16>,
+        latency: bool,
+    ) -> Result<(Vec<Proc>, Vec<u16>), String> {
+        let mut ps = Vec::new();
+        let mut apis = Vec::new();
+        match kind {
+            Kind::Raw { conns, batch_ack } => ps.push(self.start_raw(conns, batch_ack, latency)?),
+            Kind::EwBlackhole | Kind::EwHttp | Kind::EwBlackholeBlock10 => {
+                let extra = if kind == Kind::EwBlackholeBlock10 {
+                    "read_block = \"10ms\""
+                } else {
+                    ""
+                };
+                for i in 0..procs {
+                    let (p, api) = self.start_worker(sink, i, extra)?;
+                    ps.push(p);
+                    apis.push(api);
+                }
+            }
+        }
+        Ok((ps, apis))
+    }
+
+    /// Polls until `last_id` is delivered and nothing is pending; returns (first read, end) in s.
+    async fn wait_drained(
+        &mut self,
+        last_id: &str,
+        t0: Instant,
+        timeout: Duration,
+        procs: &mut [Proc],
+    ) -> Result<(f64, f64), String> {
+        let mut first: Option<f64> = None;
+        let mut polls = 0u64;
+        loop {
+            let g = self.group_state().await?;
+            let now = t0.elapsed();
+            if first.is_none() && g.last_delivered != "0-0" && !g.last_delivered.is_empty() {
+                first = Some(now.as_secs_f64());
+            }
+            if g.last_delivered == last_id && g.pending == 0 {
+                return Ok((first.unwrap_or(0.0), now.as_secs_f64()));
+            }
+            if now > timeout {
+                return Err(format!(
+                    "not drained after {timeout:?} (last delivered {}, pending {})",
+                    g.last_delivered, g.pending
+                ));
+            }
+            polls += 1;
+            if polls.is_multiple_of(50) {
+                for p in procs.iter_mut() {
+                    if !p.alive() {
+                        return Err(format!("{} exited during the run", p.name));
+                    }
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until `n` clients are parked in a blocking read (XREADGROUP BLOCK on the empty
+    /// stream: Redis 7.0 registers a consumer only once it has been given an entry).
+    async fn wait_blocked(&mut self, n: usize, procs: &mut [Proc]) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.call("INFO", vec!["clients".into()]).await?;
+            let blocked: u64 = text(&v)
+                .lines()
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix("blocked_clients:")
+                        .and_then(|x| x.parse().ok())
+                })
+                .unwrap_or(0);
+            if blocked >= n as u64 {
+                return Ok(());
+            }
+            for p in procs.iter_mut() {
+                if !p.alive() {
+                    return Err(format!("{} exited before reading", p.name));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{n} consumer(s) did not start reading within 30 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn own_delta(&mut self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut self.own_cmds)
+    }
+
+    fn finish_redis(
+        &mut self,
+        s: &mut Sample,
+        before: &RedisSnap,
+        after: &RedisSnap,
+        extra_own: &[(&str, u64)],
+    ) {
+        let mut own = self.own_delta();
+        for (k, v) in extra_own {
+            *own.entry(k.to_string()).or_default() += v;
+        }
+        // The "after" INFO is not in its own output; the "before" one is.
+        *own.entry("info".into()).or_default() -= 1;
+        s.redis_cpu_s = after.cpu_s - before.cpu_s;
+        let own_total: u64 = own.values().sum();
+        s.cmds = (after.total_cmds - before.total_cmds).saturating_sub(own_total);
+        for (name, &(calls, usec)) in &after.cmdstats {
+            let (c0, u0) = before.cmdstats.get(name).copied().unwrap_or((0, 0));
+            let all = calls.saturating_sub(c0);
+            let d = all.saturating_sub(own.get(name).copied().unwrap_or(0));
+            if d > 0 {
+                // Our own calls of the same command take their share of its time away.
+                let us = (usec.saturating_sub(u0) as f64 * d as f64 / all as f64) as u64;
+                s.cmdstats.insert(name.clone(), (d, us));
+            }
+        }
+    }
+
+    async fn check_ew(&mut self, s: &mut Sample, apis: &[u16], expect_success: u64) {
+        let mut success = 0.0;
+        let mut dropped = 0.0;
+        let mut redis_errors = 0.0;
+        for &api in apis {
+            match http(api, "GET", "/metrics") {
+                Ok((200, body)) => {
+                    for line in body.lines().filter(|l| !l.starts_with('#')) {
+                        let Some((name, value)) = line.rsplit_once(' ') else {
+                            continue;
+                        };
+                        let v: f64 = value.parse().unwrap_or(0.0);
+                        if name.starts_with("event_worker_events_total{")
+                            && name.contains("outcome=\"success\"")
+                        {
+                            success += v;
+                        } else if name.starts_with("event_worker_history_dropped_total") {
+                            dropped += v;
+                        } else if name.starts_with("event_worker_redis_errors_total") {
+                            redis_errors += v;
+                        }
+                    }
+                }
+                Ok((code, _)) => s.notes.push(format!("/metrics answered {code}")),
+                Err(e) => s.notes.push(format!("/metrics: {e}")),
+            }
+        }
+        if success as u64 != expect_success {
+            s.notes.push(format!(
+                "success count {success} != {expect_success} events"
+            ));
+        }
+        if dropped > 0.0 {
+            s.notes.push(format!("{dropped} history records dropped"));
+        }
+        if redis_errors > 0.0 {
+            s.notes.push(format!("{redis_errors} redis errors"));
+        }
+        let dlq = self
+            .call("XLEN", vec![format!("events:{ENV}:dlq").into()])
+            .await
+            .ok()
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        if dlq > 0 {
+            s.notes.push(format!("{dlq} DLQ entries"));
+        }
+    }
+
+    /// One drain of a `backlog` preloaded before the measured process(es) start.
+    pub async fn drain(
+        &mut self,
+        section: &str,
+        kind: Kind,
+        procs: usize,
+        backlog: u64,
+        rep: usize,
+        profile: Option<&Path>,
+    ) -> Result<Sample, String> {
+        self.reset().await?;
+        let last_id = self.preload(backlog).await?;
+        self.create_group("0").await?;
+        let mut sink = if kind == Kind::EwHttp {
+            Some(self.start_sink()?)
+        } else {
+            None
+        };
+        let sink_port = sink.as_ref().map(|s| s.1);
+        let sink_cpu0 = sink
+            .as_ref()
+            .and_then(|s| proc_cpu_s(s.0.pid))
+            .unwrap_or(0.0);
+        self.own_delta();
+        let before = self.info().await?;
+        let busy0 = machine_busy_s();
+        let self0 = proc_cpu_s(std::process::id()).unwrap_or(0.0);
+        let redis0 = proc_cpu_s(self.redis_pid).unwrap_or(0.0);
+
+        let t0 = Instant::now();
+        let (mut ps, apis) = self.start_measured(kind, procs, sink_port, false)?;
+        let mut perf = match profile {
+            Some(out) => Some(start_perf(ps[0].pid, out, &self.logdir)?),
+            None => None,
+        };
+        let timeout = Duration::from_secs(120 + backlog / 500);
+        let waited = self.wait_drained(&last_id, t0, timeout, &mut ps).await;
+        let cpu: f64 = ps.iter().filter_map(|p| proc_cpu_s(p.pid)).sum();
+        let rss = ps
+            .iter()
+            .filter_map(|p| proc_hwm_kb(p.pid))
+            .max()
+            .unwrap_or(0);
+        let sink_cpu = sink
+            .as_ref()
+            .and_then(|s| proc_cpu_s(s.0.pid))
+            .unwrap_or(0.0)
+            - sink_cpu0;
+        let after = self.info().await?;
+        let busy1 = machine_busy_s();
+        let self1 = proc_cpu_s(std::process::id()).unwrap_or(0.0);
+        let redis1 = proc_cpu_s(self.redis_pid).unwrap_or(0.0);
+        if let Some(p) = perf.as_mut() {
+            p.stop_with(libc::SIGINT, Duration::from_secs(120));
+        }
+        let (first_s, wall_s) = waited?;
+        let mut s = Sample {
+            section: section.into(),
+            label: kind.label(),
+            rep,
+            procs,
+            backlog,
+            events: backlog,
+            wall_s,
+            first_s,
+            cpu_s: cpu,
+            rss_kb: rss,
+            sink_cpu_s: sink_cpu,
+            window_s: wall_s,
+            ..Default::default()
+        };
+        self.finish_redis(&mut s, &before, &after, &[]);
+        let ours = cpu + sink_cpu + (self1 - self0) + (redis1 - redis0);
+        s.foreign_cpu_s = ((busy1 - busy0) - ours).max(0.0);
+        if kind.is_ew() {
+            self.check_ew(&mut s, &apis, backlog).await;
+        }
+        for p in ps.iter_mut() {
+            p.stop();
+        }
+        if let Some((p, _)) = sink.as_mut() {
+            p.stop();
+        }
+        Ok(s)
+    }
+
+    /// Publishes at `rate` events/s for `secs` to an idle consumer; latency publish -> handler.
+    pub async fn latency(
+        &mut self,
+        kind: Kind,
+        rate: u64,
+        secs: f64,
+        rep: usize,
+    ) -> Result<Sample, String> {
+        self.reset().await?;
+        self.create_group("$").await?;
+        let mut sink = if kind == Kind::EwHttp {
+            Some(self.start_sink()?)
+        } else {
+            None
+        };
+        let sink_port = sink.as_ref().map(|s| s.1);
+        let (mut ps, apis) = self.start_measured(kind, 1, sink_port, true)?;
+        self.wait_blocked(1, &mut ps).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some(port) = sink_port {
+            http(port, "POST", "/reset")?;
+        }
+        self.own_delta();
+        let cpu0: f64 = ps.iter().filter_map(|p| proc_cpu_s(p.pid)).sum();
+        let sink_cpu0 = sink
+            .as_ref()
+            .and_then(|s| proc_cpu_s(s.0.pid))
+            .unwrap_or(0.0);
+        let before = self.info().await?;
+        let busy0 = machine_busy_s();
+        let self0 = proc_cpu_s(std::process::id()).unwrap_or(0.0);
+        let redis0 = proc_cpu_s(self.redis_pid).unwrap_or(0.0);
+
+        let publisher = Bench::connect(self.port).await?;
+        let total = (rate as f64 * secs).round() as u64;
+        let t0 = Instant::now();
+        let mut sent = 0u64;
+        let mut last_id = String::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        while sent < total {
+            tick.tick().await;
+            let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
+            let mut batch = Vec::new();
+            while sent < due {
+                let id = format!("0190a5c2-7b1e-7000-9000-{sent:012}");
+                let data = latency_data(now_ns(), sent);
+                let c = publisher.clone();
+                let key = self.stream.clone();
+                batch.push(async move {
+                    c.xadd::<Value, _, _, _, _>(
+                        key,
+                        false,
+                        None,
+                        "*",
+                        vec![("id", id), ("type", TYPE.to_string()), ("data", data)],
+                    )
+                    .await
+                });
+                sent += 1;
+            }
+            for r in futures::future::join_all(batch).await {
+                last_id = text(&r.map_err(|e| format!("publish: {e}"))?);
+            }
+        }
+        let publish_s = t0.elapsed().as_secs_f64();
+        let t_pub_end = Instant::now();
+        let _ = publisher.quit().await;
+        let waited = self
+            .wait_drained(
+                &last_id,
+                Instant::now(),
+                Duration::from_secs(120 + total / 1000),
+                &mut ps,
+            )
+            .await;
+        let window_s = publish_s + t_pub_end.elapsed().as_secs_f64();
+        let cpu1: f64 = ps.iter().filter_map(|p| proc_cpu_s(p.pid)).sum();
+        let sink_cpu = sink
+            .as_ref()
+            .and_then(|s| proc_cpu_s(s.0.pid))
+            .unwrap_or(0.0)
+            - sink_cpu0;
+        let after = self.info().await?;
+        let busy1 = machine_busy_s();
+        let self1 = proc_cpu_s(std::process::id()).unwrap_or(0.0);
+        let redis1 = proc_cpu_s(self.redis_pid).unwrap_or(0.0);
+        waited?;
+        let mut s = Sample {
+            section: "latency".into(),
+            label: kind.label(),
+            rep,
+            procs: 1,
+            events: total,
+            wall_s: publish_s,
+            cpu_s: cpu1 - cpu0,
+            rss_kb: ps
+                .iter()
+                .filter_map(|p| proc_hwm_kb(p.pid))
+                .max()
+                .unwrap_or(0),
+            rate_target: rate,
+            achieved_rate: total as f64 / publish_s,
+            sink_cpu_s: sink_cpu,
+            window_s,
+            ..Default::default()
+        };
+        let ours = (cpu1 - cpu0) + sink_cpu + (self1 - self0) + (redis1 - redis0);
+        s.foreign_cpu_s = ((busy1 - busy0) - ours).max(0.0);
+        self.finish_redis(&mut s, &before, &after, &[("xadd", total)]);
+        s.lat = match sink_port {
+            Some(port) => kv(&http(port, "GET", "/stats")?.1),
+            None => {
+                let out = ps[0].stop();
+                kv(&out)
+            }
+        };
+        if kind.is_ew() {
+            self.check_ew(&mut s, &apis, total).await;
+        }
+        if s.lat.get("n").copied().unwrap_or(0) != total {
+            s.notes.push(format!(
+                "{} latencies for {total} events",
+                s.lat.get("n").copied().unwrap_or(0)
+            ));
+        }
+        for p in ps.iter_mut() {
+            p.stop();
+        }
+        if let Some((p, _)) = sink.as_mut() {
+            p.stop();
+        }
+        Ok(s)
+    }
+}
+
+fn start_perf(pid: u32, out: &Path, logdir: &Path) -> Result<Proc, String> {
+    let mut c = Command::new("perf");
+    // Flat (no call graph): DWARF unwinding costs more CPU than the worker itself on 2 cores.
+    // PERF_CALL_GRAPH=fp adds `-g` (useful with a build made with -C force-frame-pointers=yes).
+    c.args(["record", "-F", "1999", "-o"])
+        .arg(out)
+        .args(["-p", &pid.to_string()]);
+    if std::env::var("PERF_CALL_GRAPH").as_deref() == Ok("fp") {
+        c.arg("-g");
+    }
+    Proc::spawn("perf", &mut c, &logdir.join("perf.log"), false)
+}
+
+pub fn main(opts: &Opts) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(run(opts))
+}
+
+async fn run(opts: &Opts) -> Result<(), String> {
+    let port = opts.num("port", 0)? as u16;
+    let quick = opts.flag("quick");
+    let reps = opts.num("reps", if quick { 1 } else { 3 })?.max(1) as usize;
+    let backlog = opts.num("backlog", if quick { 50_000 } else { 200_000 })?;
+    let lat_secs: f64 = opts
+        .str_or("latency-secs", if quick { "3" } else { "20" })
+        .parse()
+        .map_err(|_| "--latency-secs: not a number".to_string())?;
+    let sizes: Vec<u64> = opts
+        .str_or(
+            "sizes",
+            if quick {
+                "10000,50000"
+            } else {
+                "10000,100000,1000000"
+            },
+        )
+        .split(',')
+        .filter_map(|s| s.trim().replace('_', "").parse().ok())
+        .collect();
+    let sections: Vec<String> = opts
+        .str_or("sections", "drain,backlog,scale,latency")
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let out = PathBuf::from(opts.str("out")?);
+    let logdir = PathBuf::from(opts.str("logdir")?);
+    std::fs::create_dir_all(&logdir).map_err(|e| e.to_string())?;
+    let ctl = Bench::connect(port).await?;
+    let mut b = Bench {
+        port,
+        redis_pid: 0,
+        worker_bin: PathBuf::from(opts.str("worker")?),
+        self_bin: PathBuf::from(opts.str("self")?),
+        logdir: logdir.clone(),
+        ctl,
+        stream: format!("events:{ENV}:{TYPE}"),
+        seq: 0,
+        own_cmds: BTreeMap::new(),
+    };
+    let v = b.call("INFO", vec!["server".into()]).await?;
+    b.redis_pid = text(&v)
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("process_id:")
+                .map(|p| p.parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    let t_start = Instant::now();
+    let keep = |r: Result<Sample, String>,
+                what: &str,
+                samples: &mut Vec<Sample>,
+                failures: &mut Vec<String>| match r {
+        Ok(s) => {
+            say(&s);
+            samples.push(s);
+        }
+        Err(e) => {
+            eprintln!("  FAILED {what}: {e}");
+            failures.push(format!("{what}: {e}"));
+        }
+    };
+    fn say(s: &Sample) {
+        eprintln!(
+            "  {:<9} {:<42} n={:<3} backlog={:<8} {:>9.0} ev/s  cpu {:.2}s  rss {:.1} MB  {:.2} cmds/ev  redis {:.2} us/ev  foreign {:.2}s {}{}",
+            s.section,
+            s.label,
+            s.procs,
+            s.backlog,
+            s.rate(),
+            s.cpu_s,
+            s.rss_kb as f64 / 1024.0,
+            s.per_event(s.cmds as f64),
+            s.per_event(s.redis_cpu_s) * 1e6,
+            s.foreign_cpu_s,
+            if s.lat.is_empty() {
+                String::new()
+            } else {
+                format!(" lat {:?}", s.lat)
+            },
+            if s.notes.is_empty() {
+                String::new()
+            } else {
+                format!(" NOTE {}", s.notes.join("; "))
+            },
+        )
+    }
+
+    if let Some(p) = opts.get("profile") {
+        eprintln!("profile: one event-worker blackhole drain of {backlog} under perf");
+        let s = b
+            .drain(
+                "profile",
+                Kind::EwBlackhole,
+                1,
+                backlog,
+                0,
+                Some(Path::new(p)),
+            )
+            .await?;
+        say(&s);
+        return Ok(());
+    }
+
+    let drain_kinds = [
+        Kind::Raw {
+            conns: 1,
+            batch_ack: false,
+        },
+        Kind::EwBlackhole,
+        Kind::Raw {
+            conns: 2,
+            batch_ack: false,
+        },
+        Kind::EwHttp,
+        Kind::Raw {
+            conns: 1,
+            batch_ack: true,
+        },
+        Kind::EwBlackholeBlock10,
+    ];
+    for rep in 0..reps {
+        eprintln!(
+            "== repetition {}/{reps} ({:.0}s so far)",
+            rep + 1,
+            t_start.elapsed().as_secs_f64()
+        );
+        if sections.iter().any(|s| s == "drain") {
+            for i in 0..drain_kinds.len() {
+                let kind = drain_kinds[(i + rep) % drain_kinds.len()];
+                let s = b.drain("drain", kind, 1, backlog, rep, None).await;
+                keep(
+                    s,
+                    &format!("drain {} rep {}", kind.label(), rep + 1),
+                    &mut samples,
+                    &mut failures,
+                );
+            }
+        }
+        if sections.iter().any(|s| s == "backlog") {
+            for i in 0..sizes.len() {
+                let n = sizes[(i + rep) % sizes.len()];
+                let s = b.drain("backlog", Kind::EwBlackhole, 1, n, rep, None).await;
+                keep(
+                    s,
+                    &format!("backlog {n} rep {}", rep + 1),
+                    &mut samples,
+                    &mut failures,
+                );
+            }
+        }
+        if sections.iter().any(|s| s == "scale") {
+            let counts = [1usize, 2, 4];
+            for i in 0..counts.len() {
+                let n = counts[(i + rep) % counts.len()];
+                let s = b
+                    .drain("scale", Kind::EwBlackhole, n, backlog, rep, None)
+                    .await;
+                keep(
+                    s,
+                    &format!("scale {n} processes rep {}", rep + 1),
+                    &mut samples,
+                    &mut failures,
+                );
+            }
+        }
+        if sections.iter().any(|s| s == "latency") {
+            for rate in [1_000u64, 10_000] {
+                for kind in [
+                    Kind::Raw {
+                        conns: 1,
+                        batch_ack: false,
+                    },
+                    Kind::EwHttp,
+                ] {
+                    let s = b.latency(kind, rate, lat_secs, rep).await;
+                    let what = format!("latency {rate}/s {} rep {}", kind.label(), rep + 1);
+                    keep(s, &what, &mut samples, &mut failures);
+                }
+            }
+        }
+        report::write_tsv(&out.with_extension("tsv"), &samples)?;
+    }
+    let _ = b.reset().await;
+    let mut md = report::markdown(&samples, backlog, reps, lat_secs);
+    if !failures.is_empty() {
+        md.push_str("\n### Samples that failed (left out of the tables)\n\n");
+        for f in &failures {
+            md.push_str(&format!("- {f}\n"));
+        }
+    }
+    std::fs::write(&out, md).map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!(
+        "results: {} ({:.0}s)",
+        out.display(),
+        t_start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

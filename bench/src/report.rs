@@ -1,0 +1,443 @@
+//! Markdown tables (medians, spreads, ratios, targets) and a TSV of every sample.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::orch::{Kind, Sample};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn spread(v: &[f64]) -> (f64, f64) {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lo, hi)
+}
+
+fn k(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else if v >= 10_000.0 {
+        format!("{:.1}k", v / 1000.0)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn rate_cells(ss: &[&Sample], f: impl Fn(&Sample) -> f64) -> (String, String) {
+    let v: Vec<f64> = ss.iter().map(|s| f(s)).collect();
+    let (lo, hi) = spread(&v);
+    let m = median(v.clone());
+    let pct = if m > 0.0 { (hi - lo) / m * 100.0 } else { 0.0 };
+    (k(m), format!("{}–{} (±{:.0}%)", k(lo), k(hi), pct / 2.0))
+}
+
+fn med(ss: &[&Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+    median(ss.iter().map(|s| f(s)).collect())
+}
+
+fn of<'a>(samples: &'a [Sample], section: &str, label: &str) -> Vec<&'a Sample> {
+    samples
+        .iter()
+        .filter(|s| s.section == section && s.label == label)
+        .collect()
+}
+
+/// Median over repetitions of (sample rate / raw 1-conn rate of the same repetition).
+fn ratio_to_raw(samples: &[Sample], section: &str, label: &str) -> f64 {
+    let raw = Kind::Raw {
+        conns: 1,
+        batch_ack: false,
+    }
+    .label();
+    let v: Vec<f64> = of(samples, section, label)
+        .iter()
+        .filter_map(|s| {
+            of(samples, section, &raw)
+                .into_iter()
+                .find(|r| r.rep == s.rep)
+                .map(|r| s.rate() / r.rate())
+        })
+        .collect();
+    median(v)
+}
+
+fn foreign_line(ss: &[&Sample]) -> String {
+    let worst = ss
+        .iter()
+        .map(|s| (s.foreign_cpu_s, s.foreign_cpu_s / s.window_s.max(1e-9)))
+        .fold((0.0f64, 0.0f64), |a, b| if b.1 > a.1 { b } else { a });
+    format!(
+        "CPU used by other processes during these samples: at most {:.2} s in one sample ({:.0}% of one core over its duration).",
+        worst.0,
+        worst.1 * 100.0
+    )
+}
+
+fn notes(out: &mut String, ss: &[&Sample]) {
+    let mut seen = BTreeSet::new();
+    for s in ss {
+        for n in &s.notes {
+            if seen.insert(format!("{}: {n}", s.label)) {
+                let _ = writeln!(out, "- NOTE ({}, rep {}): {n}", s.label, s.rep + 1);
+            }
+        }
+    }
+}
+
+pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) -> String {
+    let mut o = String::new();
+    let raw1 = Kind::Raw {
+        conns: 1,
+        batch_ack: false,
+    }
+    .label();
+    let ew = Kind::EwBlackhole.label();
+    let http = Kind::EwHttp.label();
+
+    // Drain.
+    let drain: Vec<&Sample> = samples.iter().filter(|s| s.section == "drain").collect();
+    let mut raw_redis_us = f64::NAN;
+    let mut ew_redis_us = f64::NAN;
+    let mut ew_ratio = f64::NAN;
+    if !drain.is_empty() {
+        let _ = writeln!(
+            o,
+            "### Drain of a {backlog}-event backlog (median of {reps}; spread min–max)\n"
+        );
+        let _ = writeln!(
+            o,
+            "| consumer | events/s | spread | ratio to raw 1-conn | worker CPU s per 1M events | peak RSS MB | Redis commands per event | Redis CPU µs per event | process start to first read ms |"
+        );
+        let _ = writeln!(
+            o,
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        let mut labels: Vec<String> = Vec::new();
+        for s in &drain {
+            if !labels.contains(&s.label) {
+                labels.push(s.label.clone());
+            }
+        }
+        labels.sort_by_key(|l| {
+            (
+                l.starts_with("diagnostic"),
+                !l.starts_with("raw"),
+                l.contains("http"),
+                l.clone(),
+            )
+        });
+        for label in &labels {
+            let ss = of(samples, "drain", label);
+            let (m, sp) = rate_cells(&ss, Sample::rate);
+            let ratio = ratio_to_raw(samples, "drain", label);
+            let redis_us = med(&ss, |s| s.per_event(s.redis_cpu_s) * 1e6);
+            if *label == raw1 {
+                raw_redis_us = redis_us;
+            }
+            if *label == ew {
+                ew_redis_us = redis_us;
+                ew_ratio = ratio;
+            }
+            let _ = writeln!(
+                o,
+                "| {label} | {m} | {sp} | {:.2}x | {:.2} | {:.1} | {:.3} | {:.2} | {:.0} |",
+                ratio,
+                med(&ss, |s| s.per_event(s.cpu_s) * 1e6),
+                med(&ss, |s| s.rss_kb as f64 / 1024.0),
+                med(&ss, |s| s.per_event(s.cmds as f64)),
+                redis_us,
+                med(&ss, |s| s.first_s * 1000.0),
+            );
+        }
+        let hs = of(samples, "drain", &http);
+        if !hs.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nThe sink of the http row used {:.2} CPU s per 1M events on top (same 2 cores).",
+                med(&hs, |s| s.per_event(s.sink_cpu_s) * 1e6)
+            );
+        }
+        let _ = writeln!(o, "{}", foreign_line(&drain));
+        notes(&mut o, &drain);
+
+        // Commands breakdown.
+        let _ = writeln!(
+            o,
+            "\nRedis commands per event by command, and Redis time per event they took in µs (medians; from `INFO commandstats`, where the calls a Lua script makes are counted too, inside the script's own time):\n"
+        );
+        let _ = write!(o, "| command |");
+        for l in &labels {
+            let _ = write!(o, " {l} |");
+        }
+        let _ = write!(o, "\n| --- |");
+        for _ in &labels {
+            let _ = write!(o, " ---: |");
+        }
+        let _ = writeln!(o);
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        for s in &drain {
+            names.extend(s.cmdstats.keys().cloned());
+        }
+        for name in names {
+            let cells: Vec<(f64, f64)> = labels
+                .iter()
+                .map(|l| {
+                    let ss = of(samples, "drain", l);
+                    let get = |s: &Sample| s.cmdstats.get(&name).copied().unwrap_or((0, 0));
+                    (
+                        med(&ss, |s| s.per_event(get(s).0 as f64)),
+                        med(&ss, |s| s.per_event(get(s).1 as f64)),
+                    )
+                })
+                .collect();
+            if cells.iter().all(|c| c.0 < 0.0005) {
+                continue;
+            }
+            let _ = write!(o, "| `{name}` |");
+            for (c, us) in cells {
+                if c < 0.0005 {
+                    let _ = write!(o, " - |");
+                } else {
+                    let _ = write!(o, " {c:.3} ({us:.2} µs) |");
+                }
+            }
+            let _ = writeln!(o);
+        }
+    }
+
+    // Backlog size.
+    let bl: Vec<&Sample> = samples.iter().filter(|s| s.section == "backlog").collect();
+    let mut flat_pct = f64::NAN;
+    let mut rss_big = f64::NAN;
+    let mut rss_small = f64::NAN;
+    let mut big = 0;
+    if !bl.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n### event-worker (blackhole) by backlog size: drain rate and memory (median of {reps})\n"
+        );
+        let _ = writeln!(
+            o,
+            "| backlog | events/s, process start to last XACK | spread | events/s, first read to last XACK | peak RSS MB | worker CPU s per 1M events |"
+        );
+        let _ = writeln!(o, "| ---: | ---: | --- | ---: | ---: | ---: |");
+        let sizes: BTreeSet<u64> = bl.iter().map(|s| s.backlog).collect();
+        let mut steady = Vec::new();
+        for &n in &sizes {
+            let ss: Vec<&Sample> = bl.iter().copied().filter(|s| s.backlog == n).collect();
+            let (m, sp) = rate_cells(&ss, Sample::rate);
+            let st = med(&ss, Sample::steady_rate);
+            steady.push(med(&ss, Sample::rate));
+            let rss = med(&ss, |s| s.rss_kb as f64 / 1024.0);
+            if rss_small.is_nan() {
+                rss_small = rss;
+            }
+            rss_big = rss;
+            big = n;
+            let _ = writeln!(
+                o,
+                "| {n} | {m} | {sp} | {} | {rss:.1} | {:.2} |",
+                k(st),
+                med(&ss, |s| s.per_event(s.cpu_s) * 1e6)
+            );
+        }
+        let (lo, hi) = spread(&steady);
+        flat_pct = (hi - lo) / hi * 100.0;
+        let _ = writeln!(o, "\n{}", foreign_line(&bl));
+        notes(&mut o, &bl);
+    }
+
+    // Scale-out.
+    let sc: Vec<&Sample> = samples.iter().filter(|s| s.section == "scale").collect();
+    if !sc.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n### Scale-out: event-worker processes (blackhole) on one stream, {backlog}-event backlog (median of {reps})\n"
+        );
+        let _ = writeln!(
+            o,
+            "| processes | events/s | spread | x of 1 process | Redis busy, % of its one core | Redis CPU µs per event | worker CPU s per 1M events (all processes) | peak RSS MB (largest process) |"
+        );
+        let _ = writeln!(
+            o,
+            "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+        );
+        let counts: BTreeSet<usize> = sc.iter().map(|s| s.procs).collect();
+        let one = median(
+            sc.iter()
+                .filter(|s| s.procs == 1)
+                .map(|s| s.rate())
+                .collect(),
+        );
+        for &n in &counts {
+            let ss: Vec<&Sample> = sc.iter().copied().filter(|s| s.procs == n).collect();
+            let (m, sp) = rate_cells(&ss, Sample::rate);
+            let _ = writeln!(
+                o,
+                "| {n} | {m} | {sp} | {:.2}x | {:.0}% | {:.2} | {:.2} | {:.1} |",
+                med(&ss, Sample::rate) / one,
+                med(&ss, |s| s.redis_cpu_s / s.wall_s * 100.0),
+                med(&ss, |s| s.per_event(s.redis_cpu_s) * 1e6),
+                med(&ss, |s| s.per_event(s.cpu_s) * 1e6),
+                med(&ss, |s| s.rss_kb as f64 / 1024.0),
+            );
+        }
+        let _ = writeln!(o, "\n{}", foreign_line(&sc));
+        notes(&mut o, &sc);
+    }
+
+    // Latency.
+    let la: Vec<&Sample> = samples.iter().filter(|s| s.section == "latency").collect();
+    let mut p99_10k = f64::NAN;
+    if !la.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n### Latency at a fixed publish rate, {lat_secs} s per run: publish (XADD sent) to handler start (median of {reps}; max = largest of all runs)\n"
+        );
+        let _ = writeln!(
+            o,
+            "| rate /s | consumer | achieved rate /s | p50 ms | p99 ms | p99 spread ms | max ms | worker CPU s per 1M events | Redis commands per event (publisher's XADD excluded) |"
+        );
+        let _ = writeln!(
+            o,
+            "| ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
+        );
+        let rates: BTreeSet<u64> = la.iter().map(|s| s.rate_target).collect();
+        for &r in &rates {
+            for label in [&raw1, &http] {
+                let ss: Vec<&Sample> = la
+                    .iter()
+                    .copied()
+                    .filter(|s| s.rate_target == r && &s.label == label)
+                    .collect();
+                if ss.is_empty() {
+                    continue;
+                }
+                let ms = |key: &'static str| {
+                    move |s: &Sample| *s.lat.get(key).unwrap_or(&0) as f64 / 1000.0
+                };
+                let p99s: Vec<f64> = ss.iter().map(|s| ms("p99_us")(s)).collect();
+                let (lo, hi) = spread(&p99s);
+                let p99 = median(p99s);
+                if r == 10_000 && *label == http {
+                    p99_10k = p99;
+                }
+                let _ = writeln!(
+                    o,
+                    "| {r} | {label} | {:.0} | {:.2} | {p99:.2} | {lo:.2}–{hi:.2} | {:.2} | {:.2} | {:.3} |",
+                    med(&ss, |s| s.achieved_rate),
+                    med(&ss, ms("p50_us")),
+                    ss.iter().map(|s| ms("max_us")(s)).fold(0.0, f64::max),
+                    med(&ss, |s| s.per_event(s.cpu_s) * 1e6),
+                    med(&ss, |s| s.per_event(s.cmds as f64)),
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "\nraw loop: the time it parses the entry; event-worker: the time the HTTP sink has the request's head (handler start plus one loopback request)."
+        );
+        let _ = writeln!(o, "{}", foreign_line(&la));
+        notes(&mut o, &la);
+    }
+
+    // Targets.
+    let _ = writeln!(o, "\n### Targets of issue 5\n");
+    let _ = writeln!(o, "| target | measured | met |");
+    let _ = writeln!(o, "| --- | --- | --- |");
+    let yes = |b: bool| if b { "yes" } else { "**no**" };
+    if !ew_ratio.is_nan() {
+        let _ = writeln!(
+            o,
+            "| blackhole drain >= 0.8x the 1-conn raw loop (0.6x floor) | {ew_ratio:.2}x | {} |",
+            if ew_ratio >= 0.8 {
+                "yes"
+            } else if ew_ratio >= 0.6 {
+                "floor only"
+            } else {
+                "**no**"
+            }
+        );
+    }
+    if !flat_pct.is_nan() {
+        let _ = writeln!(
+            o,
+            "| drain rate flat in backlog size (within 15%) | slowest {flat_pct:.0}% below fastest (process start to last XACK) | {} |",
+            yes(flat_pct <= 15.0)
+        );
+    }
+    if !ew_redis_us.is_nan() && !raw_redis_us.is_nan() {
+        let r = ew_redis_us / raw_redis_us;
+        let _ = writeln!(
+            o,
+            "| Redis CPU per event <= 2x the raw loop's | {ew_redis_us:.2} µs vs {raw_redis_us:.2} µs = {r:.2}x | {} |",
+            yes(r <= 2.0)
+        );
+    }
+    if !p99_10k.is_nan() {
+        let _ = writeln!(
+            o,
+            "| p99 publish-to-handler <= 2 ms at 10k/s (5 ms floor) | {p99_10k:.2} ms | {} |",
+            if p99_10k <= 2.0 {
+                "yes"
+            } else if p99_10k <= 5.0 {
+                "floor only"
+            } else {
+                "**no**"
+            }
+        );
+    }
+    if !rss_big.is_nan() {
+        let _ = writeln!(
+            o,
+            "| peak RSS <= 30 MB at a 1M backlog | {rss_big:.1} MB at {big} ({rss_small:.1} MB at the smallest backlog) | {} |",
+            yes(rss_big <= 30.0 && big >= 1_000_000)
+        );
+    }
+    o
+}
+
+pub fn write_tsv(path: &Path, samples: &[Sample]) -> Result<(), String> {
+    let mut o = String::from(
+        "section\tlabel\trep\tprocs\tbacklog\tevents\twall_s\tfirst_s\tcpu_s\trss_kb\tsink_cpu_s\tredis_cpu_s\tcmds\tforeign_cpu_s\trate_target\tachieved_rate\tlat\tcmdstats\tnotes\n",
+    );
+    for s in samples {
+        let lat: BTreeMap<_, _> = s.lat.clone();
+        let _ = writeln!(
+            o,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{:.4}\t{:.4}\t{:.3}\t{}\t{:.3}\t{:.4}\t{}\t{:.3}\t{}\t{:.1}\t{:?}\t{:?}\t{}",
+            s.section,
+            s.label,
+            s.rep,
+            s.procs,
+            s.backlog,
+            s.events,
+            s.wall_s,
+            s.first_s,
+            s.cpu_s,
+            s.rss_kb,
+            s.sink_cpu_s,
+            s.redis_cpu_s,
+            s.cmds,
+            s.foreign_cpu_s,
+            s.rate_target,
+            s.achieved_rate,
+            lat,
+            s.cmdstats,
+            s.notes.join("; ")
+        );
+    }
+    std::fs::write(path, o).map_err(|e| format!("{}: {e}", path.display()))
+}

@@ -1,0 +1,95 @@
+//! A minimal HTTP/1.1 keep-alive sink on 127.0.0.1:`--port`: every POST gets `200` with an
+//! empty body at once. It notes the arrival time of each request (when its head is parsed,
+//! i.e. when the worker's handler has started sending it) and, when the body carries
+//! `"sent_ns":N`, the publish-to-arrival latency. `GET /stats` answers
+//! `count=.. n=.. p50_us=.. p99_us=.. max_us=..`; `POST /reset` clears.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+
+use crate::util::{Opts, find_sent_ns, latency_line, now_ns};
+
+#[derive(Default)]
+struct State {
+    count: AtomicU64,
+    lat: Mutex<Vec<u64>>,
+}
+
+pub fn main(opts: &Opts) -> Result<(), String> {
+    let port = opts.num("port", 0)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port as u16))
+            .await
+            .map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
+        let state = Arc::new(State::default());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        loop {
+            let (stream, _) = tokio::select! {
+                a = listener.accept() => a.map_err(|e| e.to_string())?,
+                _ = term.recv() => return Ok(()),
+            };
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| handle(state.clone(), req));
+                let _ = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let arrived = now_ns();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let reply = match (method, path.as_str()) {
+        (Method::GET, "/stats") => {
+            let lat = state.lat.lock().map(|v| v.clone()).unwrap_or_default();
+            let count = state.count.load(Ordering::Relaxed);
+            format!("count={count} {}\n", latency_line(lat))
+        }
+        (Method::POST, "/reset") => {
+            state.count.store(0, Ordering::Relaxed);
+            if let Ok(mut v) = state.lat.lock() {
+                v.clear();
+            }
+            String::new()
+        }
+        _ => {
+            state.count.fetch_add(1, Ordering::Relaxed);
+            if let Some(sent) = find_sent_ns(&body)
+                && let Ok(mut v) = state.lat.lock()
+            {
+                v.push(arrived.saturating_sub(sent));
+            }
+            String::new()
+        }
+    };
+    Ok(Response::new(Full::new(Bytes::from(reply))))
+}
