@@ -254,6 +254,12 @@ fn repeated_kill9_with_supervisor_restarts_loses_nothing() {
     }
     assert_eq!(successes.len(), total, "unexpected ids");
     assert_eq!(redis.xlen(&dlq_key(env)), 0, "nothing may be dead-lettered");
+    let mut published = crate::util::checker::Published::default();
+    for id in &ids {
+        published.ack(id);
+    }
+    crate::util::checker::check(&published, &sink, &redis, env, &Default::default())
+        .assert_ok("T08", bound, "");
     eprintln!(
         "kill9 loop: {dups} duplicates over {} kills",
         kill_points.len()

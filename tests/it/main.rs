@@ -34,6 +34,7 @@ mod mixed_batch;
 mod prometheus;
 mod redis_restart;
 mod rows_input;
+mod rows_long;
 mod rows_network;
 mod rows_redis;
 mod rows_retry;

@@ -420,7 +420,20 @@ fn conservation_happy_path_three_types() {
         assert!(r.id.starts_with(&ty), "{} delivered with type {ty}", r.id);
     }
     assert_eq!(redis.xlen(&dlq_key(env)), 0);
+    // The conservation checker over the same run (T01 in RELIABILITY.md).
+    let mut published = crate::util::checker::Published::default();
+    for i in 0..per_type {
+        for ty in types {
+            published.ack(&format!("{ty}-{i:04}"));
+        }
+    }
+    for ty in types {
+        published.ack(&format!("{ty}-warmup"));
+    }
+    let rep = crate::util::checker::check(&published, &sink, &redis, env, &Default::default());
+    rep.assert_ok("T01", 0, "");
     let m = parse_metrics(&worker.metrics());
+    rep.assert_metrics("T01", std::slice::from_ref(&m), env, Some(0));
     for ty in types {
         assert_eq!(
             sum(
