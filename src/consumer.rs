@@ -16,30 +16,55 @@ use crate::shared::Shared;
 use crate::store::Entry;
 use crate::timeutil::now_ms;
 
+/// Longest block of a read that covers only some of the streams (fewer free slots than
+/// streams).
+const PARTIAL_READ_BLOCK: Duration = Duration::from_millis(10);
+
+/// Longest wait for more free slots before a read (see the loop).
+const GATHER: Duration = Duration::from_millis(1);
+
 /// Reads until `stop` is cancelled; processing tasks are spawned on `tracker`.
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTracker) {
     let mut error_pause = Duration::from_millis(100);
     let mut last_error_log: Option<Instant> = None;
     let mut turn = 0usize;
     loop {
+        let all = readable_streams(&shared);
         let first = tokio::select! {
             p = shared.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.cancelled() => return,
         };
-        let mut permits = vec![first];
+        let mut permits = Vec::with_capacity(shared.cfg.concurrency);
+        permits.push(first);
         while let Ok(p) = shared.permits.clone().try_acquire_owned() {
             permits.push(p);
         }
-        let all = readable_streams(&shared);
+        // Under load slots free up one by one; gather up to half of them for a moment so
+        // reads stay large instead of one round trip per freed slot.
+        let half = shared.cfg.concurrency / 2;
+        if permits.len() < half {
+            let gather = tokio::time::sleep(GATHER);
+            tokio::pin!(gather);
+            while permits.len() < half {
+                tokio::select! {
+                    p = shared.permits.clone().acquire_owned() => match p { Ok(p) => permits.push(p), Err(_) => return },
+                    _ = &mut gather => break,
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
         let (streams, count) = plan_read(&all, permits.len(), turn);
         turn = turn.wrapping_add(streams.len());
-        let read = shared.store.read_group(
-            shared.group(),
-            shared.consumer(),
-            &streams,
-            count,
-            shared.cfg.read_block,
-        );
+        // A read of only some of the streams blocks briefly, so the others get their turn.
+        let block = if streams.len() < all.len() {
+            shared.cfg.read_block.min(PARTIAL_READ_BLOCK)
+        } else {
+            shared.cfg.read_block
+        };
+        let read =
+            shared
+                .store
+                .read_group(shared.group(), shared.consumer(), &streams, count, block);
         let result = tokio::select! {
             r = read => r,
             _ = stop.cancelled() => return,
@@ -138,7 +163,8 @@ pub async fn dispatch(
         if let Ok(mut map) = shared.in_flight.lock() {
             map.insert((entry.stream.clone(), entry.id.clone()), Instant::now());
         }
-        tracker.spawn(process(shared.clone(), entry, permit));
+        // Boxed: the future is large, and spawn would otherwise move it several times.
+        tracker.spawn(Box::pin(process(shared.clone(), entry, permit)));
     }
     true
 }

@@ -578,7 +578,11 @@ async fn replay_one(
         format!("by {}; from DLQ entry {}", opts.actor, e.entry_id),
     );
     let _ = store
-        .append_history(&keys.history(), opts.history_max_len, &[record.to_fields()])
+        .append_history(
+            &keys.history(),
+            opts.history_max_len,
+            vec![record.to_fields()],
+        )
         .await;
     Ok(())
 }
@@ -684,7 +688,7 @@ pub async fn purge(
             })
             .collect();
         let _ = store
-            .append_history(&keys.history(), history_max_len, &records)
+            .append_history(&keys.history(), history_max_len, records)
             .await;
     }
     Ok(report)

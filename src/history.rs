@@ -151,8 +151,10 @@ impl HistorySink {
 
 /// Capacity of the record queue.
 const QUEUE: usize = 10_000;
-/// Most records per pipelined append.
+/// Most records per append.
 const BATCH: usize = 500;
+/// How long the writer waits for more records before appending a partial batch.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// Starts the writer; it runs until `stop` fires and the queue is drained.
 pub fn start(
@@ -198,10 +200,21 @@ async fn writer(
                 if n == 0 {
                     return;
                 }
+                // Linger briefly so a busy worker appends hundreds of records per call.
+                let linger = tokio::time::sleep(LINGER);
+                tokio::pin!(linger);
+                while buf.len() < BATCH {
+                    let room = BATCH - buf.len();
+                    tokio::select! {
+                        more = rx.recv_many(&mut buf, room) => if more == 0 { break },
+                        _ = &mut linger => break,
+                    }
+                }
                 let records: Vec<Vec<(String, String)>> = buf.drain(..).map(|r| r.to_fields()).collect();
-                if let Err(e) = store.append_history(&key, config.max_len, &records).await {
-                    metrics.history_dropped_total.with_label_values(&[&env]).inc_by(records.len() as u64);
-                    warn!(error = %e, count = records.len(), "history records could not be written");
+                let count = records.len();
+                if let Err(e) = store.append_history(&key, config.max_len, records).await {
+                    metrics.history_dropped_total.with_label_values(&[&env]).inc_by(count as u64);
+                    warn!(error = %e, count, "history records could not be written");
                 }
             }
             _ = trim.tick() => {
@@ -215,9 +228,10 @@ async fn writer(
                 while let Some(r) = rx.recv().await {
                     buf.push(r);
                 }
-                let records: Vec<Vec<(String, String)>> = buf.drain(..).map(|r| r.to_fields()).collect();
-                for chunk in records.chunks(BATCH) {
-                    let _ = store.append_history(&key, config.max_len, chunk).await;
+                while !buf.is_empty() {
+                    let n = buf.len().min(BATCH);
+                    let records = buf.drain(..n).map(|r| r.to_fields()).collect();
+                    let _ = store.append_history(&key, config.max_len, records).await;
                 }
                 return;
             }

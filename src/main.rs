@@ -200,7 +200,7 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
                     .append_history(
                         &keys.history(),
                         config.history.max_len,
-                        &[record.to_fields()],
+                        vec![record.to_fields()],
                     )
                     .await;
             }

@@ -17,6 +17,20 @@ use crate::shared::Shared;
 use crate::store::{Entry, StoreError};
 use crate::timeutil::{entry_id_ms, now_ms, rfc3339};
 
+/// Logs at `$level` with the event's id, type, group, attempt and correlation id.
+macro_rules! event_log {
+    ($level:ident, $event:expr, $shared:expr, $($rest:tt)*) => {
+        tracing::$level!(
+            id = %$event.id,
+            r#type = %$event.event_type,
+            group = $shared.group(),
+            attempt = $event.attempt,
+            correlation_id = $event.correlation_id().unwrap_or(""),
+            $($rest)*
+        )
+    };
+}
+
 /// DLQ reasons.
 pub mod reason {
     /// The handler said the event can never succeed (HTTP 4xx other than 408/429).
@@ -113,7 +127,9 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
     };
     let label = shared.type_label(&event.event_type).to_string();
     let origin_stream = shared.keys.stream(&event.event_type);
-    let span = tracing::info_span!("event", id = %event.id, r#type = %event.event_type, group = shared.group(), attempt = event.attempt, correlation_id = event.correlation_id().unwrap_or(""));
+    // A debug-level span: handler code logging at debug sees the event context; the lines
+    // this module logs at info and above carry the fields themselves (cheaper per event).
+    let span = tracing::debug_span!("event", id = %event.id, r#type = %event.event_type, group = shared.group(), attempt = event.attempt, correlation_id = event.correlation_id().unwrap_or(""));
     let _enter = span.enter();
     let record = |kind: &str, attempt: u32, detail: &str| {
         Some(Record::new(
@@ -135,7 +151,13 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
             "delivered {} times (max_deliveries = {}); the handler was not run again",
             entry.deliveries, shared.cfg.max_deliveries
         );
-        warn!(deliveries = entry.deliveries, "poison event dead-lettered");
+        event_log!(
+            warn,
+            event,
+            shared,
+            deliveries = entry.deliveries,
+            "poison event dead-lettered"
+        );
         let s = dead_letter(
             shared,
             entry,
@@ -150,7 +172,7 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
     }
     let Some(route_index) = shared.route_for(&event.event_type) else {
         let error = format!("no route serves type `{}`", event.event_type);
-        warn!("{error}; dead-lettered");
+        event_log!(warn, event, shared, "{error}; dead-lettered");
         let s = dead_letter(
             shared,
             entry,
@@ -231,7 +253,7 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
         }
         Outcome::Retry { error, retry_after } if runs < shared.retry.max_attempts() => {
             let delay = shared.retry.delay_honouring(runs, retry_after);
-            info!(error = %error, delay_ms = delay.as_millis() as u64, "handler failed; retry scheduled");
+            event_log!(info, event, shared, error = %error, delay_ms = delay.as_millis() as u64, "handler failed; retry scheduled");
             shared
                 .metrics
                 .events_total
@@ -255,7 +277,7 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
             }
         }
         Outcome::Retry { error, .. } => {
-            warn!(error = %error, "handler failed; attempts used up, dead-lettered");
+            event_log!(warn, event, shared, error = %error, "handler failed; attempts used up, dead-lettered");
             let s = dead_letter(
                 shared,
                 entry,
@@ -269,7 +291,7 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
             dead(s, event.attempt, reason::MAX_ATTEMPTS)
         }
         Outcome::Permanent { error } => {
-            warn!(error = %error, "handler failed permanently; dead-lettered");
+            event_log!(warn, event, shared, error = %error, "handler failed permanently; dead-lettered");
             let s = dead_letter(
                 shared,
                 entry,

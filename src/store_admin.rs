@@ -8,6 +8,7 @@ use fred::types::{ClusterHash, CustomCommand, Value};
 use crate::store::{Entry, Store, StoreError, parse_entries, text};
 
 const REPLAY: &str = include_str!("scripts/replay.lua");
+const APPEND_HISTORY: &str = include_str!("scripts/append_history.lua");
 
 /// Backlog figures of one group on one stream (XINFO GROUPS).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -281,7 +282,7 @@ impl Store {
         Ok(reply.as_str().map(|s| s.into_owned()))
     }
 
-    /// Appends `records` to the history stream in one pipeline, each XADD capped with
+    /// Appends `records` to the history stream with one script call, each XADD capped with
     /// `MAXLEN ~ max_len`.
     ///
     /// # Errors
@@ -290,36 +291,25 @@ impl Store {
         &self,
         stream: &str,
         max_len: u64,
-        records: &[Vec<(String, String)>],
+        records: Vec<Vec<(String, String)>>,
     ) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
-        let pipeline = self.cmd.pipeline();
+        let items: usize = records.iter().map(|r| r.len() * 2 + 1).sum();
+        let mut args: Vec<Value> = Vec::with_capacity(items + 1);
+        args.push((max_len as i64).into());
         for fields in records {
-            let mut args: Vec<Value> = vec![
-                stream.into(),
-                "MAXLEN".into(),
-                "~".into(),
-                (max_len as i64).into(),
-                "*".into(),
-            ];
+            args.push(((fields.len() * 2) as i64).into());
             for (k, v) in fields {
-                args.push(k.as_str().into());
-                args.push(v.as_str().into());
+                args.push(k.into());
+                args.push(v.into());
             }
-            let _: Value = pipeline
-                .custom(
-                    CustomCommand::new_static("XADD", ClusterHash::Offset(1), false),
-                    args,
-                )
-                .await
-                .map_err(|e| self.error("XADD history", e))?;
         }
-        let _: Value = pipeline
-            .all()
+        let _: Value = Script::from_lua(APPEND_HISTORY)
+            .evalsha_with_reload(&self.cmd, vec![stream], args)
             .await
-            .map_err(|e| self.error("XADD history", e))?;
+            .map_err(|e| self.error("append history", e))?;
         Ok(())
     }
 
