@@ -62,6 +62,9 @@ pub struct Record {
     pub detail: String,
     /// RFC 3339 time.
     pub at: String,
+    /// The time in epoch milliseconds (what is stored; `at` is derived when reading).
+    #[serde(skip)]
+    pub at_ms: u64,
 }
 
 impl Record {
@@ -84,26 +87,26 @@ impl Record {
             correlation_id: correlation_id.unwrap_or_default().to_string(),
             attempt,
             detail: detail.into(),
-            at: rfc3339(now_ms()),
+            at: String::new(),
+            at_ms: now_ms(),
         }
     }
 
-    /// The record as stream fields.
-    pub fn to_fields(&self) -> Vec<(String, String)> {
-        let mut f = vec![
-            ("kind".to_string(), self.kind.clone()),
-            ("id".to_string(), self.id.clone()),
-            ("type".to_string(), self.event_type.clone()),
-            ("attempt".to_string(), self.attempt.to_string()),
-            ("at".to_string(), self.at.clone()),
-        ];
+    /// The record as stream fields (the time as `at_ms`, epoch milliseconds).
+    pub fn to_fields(self) -> Vec<(String, String)> {
+        let mut f = Vec::with_capacity(8);
+        f.push(("kind".to_string(), self.kind));
+        f.push(("id".to_string(), self.id));
+        f.push(("type".to_string(), self.event_type));
+        f.push(("attempt".to_string(), self.attempt.to_string()));
+        f.push(("at_ms".to_string(), self.at_ms.to_string()));
         for (k, v) in [
-            ("group", &self.group),
-            ("correlationid", &self.correlation_id),
-            ("detail", &self.detail),
+            ("group", self.group),
+            ("correlationid", self.correlation_id),
+            ("detail", self.detail),
         ] {
             if !v.is_empty() {
-                f.push((k.to_string(), v.clone()));
+                f.push((k.to_string(), v));
             }
         }
         f
@@ -115,6 +118,11 @@ impl Record {
                 .unwrap_or_default()
                 .to_string()
         };
+        let at_ms = get("at_ms")
+            .parse()
+            .ok()
+            .or_else(|| crate::timeutil::entry_id_ms(&e.id))
+            .unwrap_or(0);
         Record {
             entry_id: e.id.clone(),
             kind: get("kind"),
@@ -124,7 +132,8 @@ impl Record {
             correlation_id: get("correlationid"),
             attempt: get("attempt").parse().unwrap_or(0),
             detail: get("detail"),
-            at: get("at"),
+            at: rfc3339(at_ms),
+            at_ms,
         }
     }
 }
