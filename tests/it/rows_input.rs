@@ -155,6 +155,12 @@ fn t38_wrong_key_types() {
         health["warnings"]
     );
     assert!(dead, "garbage retry members not dead-lettered: {dlq:?}");
+    let logs = w.output();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("not a stream") && l.contains(&broken_key)),
+        "the wrong-type key is not reported in the logs"
+    );
     assert!(
         dlq.iter().all(|e| e.get("dlq_reason") == Some("malformed")),
         "{dlq:?}"
