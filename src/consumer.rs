@@ -53,18 +53,8 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTrac
                 }
             }
         }
-        let (streams, count) = plan_read(&all, permits.len(), turn);
-        turn = turn.wrapping_add(streams.len());
-        // A read of only some of the streams blocks briefly, so the others get their turn.
-        let block = if streams.len() < all.len() {
-            shared.cfg.read_block.min(PARTIAL_READ_BLOCK)
-        } else {
-            shared.cfg.read_block
-        };
-        let read =
-            shared
-                .store
-                .read_group(shared.group(), shared.consumer(), &streams, count, block);
+        let read = read_once(&shared, &all, permits.len(), turn);
+        turn = turn.wrapping_add(permits.len().min(all.len()));
         let result = tokio::select! {
             r = read => r,
             _ = stop.cancelled() => return,
@@ -98,7 +88,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTrac
                         .groups_recreated_total
                         .with_label_values(&[shared.env(), shared.group()])
                         .inc();
-                    for key in &streams {
+                    for key in &all {
                         if let Err(e) = shared.store.ensure_group(key, shared.group()).await {
                             warn!(error = %e, "could not recreate the group");
                         }
@@ -127,6 +117,41 @@ fn readable_streams(shared: &Shared) -> Vec<String> {
         .collect();
     keys.push(shared.redeliver.clone());
     keys
+}
+
+/// One read. When every stream can be asked at once it is one blocking XREADGROUP (it blocks
+/// only when all are empty). With fewer free slots than streams, the streams are first asked
+/// without blocking, `free` at a time (so no stream with data waits behind an empty one);
+/// only when all were empty does it block, briefly, on the first subset.
+async fn read_once(
+    shared: &Shared,
+    all: &[String],
+    free: usize,
+    turn: usize,
+) -> Result<Vec<Entry>, crate::store::StoreError> {
+    let (group, consumer) = (shared.group(), shared.consumer());
+    let (first, count) = plan_read(all, free, turn);
+    if first.len() == all.len() {
+        return shared
+            .store
+            .read_group(group, consumer, &first, count, Some(shared.cfg.read_block))
+            .await;
+    }
+    for i in 0..all.len().div_ceil(free.max(1)) {
+        let (subset, c) = plan_read(all, free, turn.wrapping_add(i * free));
+        let entries = shared
+            .store
+            .read_group(group, consumer, &subset, c, None)
+            .await?;
+        if !entries.is_empty() {
+            return Ok(entries);
+        }
+    }
+    let block = Some(shared.cfg.read_block.min(PARTIAL_READ_BLOCK));
+    shared
+        .store
+        .read_group(group, consumer, &first, count, block)
+        .await
 }
 
 /// Which streams one read asks and the COUNT for each, so that the total a read can return

@@ -208,7 +208,14 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
     }
     drop(_enter);
     let started = Instant::now();
-    let run = AssertUnwindSafe(route.handler.handle(&event)).catch_unwind();
+    // A panic in `handle` itself (before it returns its future) or inside the future both
+    // count as retryable failures.
+    let run = async {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| route.handler.handle(&event))) {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+            Err(panic) => Err(panic),
+        }
+    };
     let outcome = match tokio::time::timeout(route.timeout, run)
         .instrument_in(&span)
         .await

@@ -99,6 +99,8 @@ impl Store {
             fred_config.tls = Some(tls_connector(config).map_err(|e| err("tls", &e))?.into());
         }
         fred_config.fail_fast = true;
+        let unresponsive =
+            (config.read_block + Duration::from_secs(5)).max(Duration::from_secs(10));
         let mut builder = Builder::from_config(fred_config);
         builder
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
@@ -107,11 +109,13 @@ impl Store {
                 c.internal_command_timeout = Duration::from_secs(5);
                 c.max_command_attempts = 3;
                 c.auto_client_setname = false;
-                c.unresponsive.max_timeout = Some(Duration::from_secs(20));
+                // A connection that stops answering is replaced before any command times out,
+                // so a late reply can never be matched to the wrong command.
+                c.unresponsive.max_timeout = Some(unresponsive);
                 c.unresponsive.interval = Duration::from_secs(1);
             })
             .with_performance_config(|p| {
-                p.default_command_timeout = Duration::from_secs(15);
+                p.default_command_timeout = unresponsive + Duration::from_secs(5);
             });
         let cmd_client = builder.build().map_err(|e| err("client", &e))?;
         let reader = builder.build().map_err(|e| err("client", &e))?;
@@ -201,7 +205,7 @@ impl Store {
     }
 
     /// XREADGROUP of new entries (`>`) from `streams`, at most `count` per stream, blocking
-    /// up to `block` on the dedicated reader connection.
+    /// up to `block` (not at all with `None`) on the dedicated reader connection.
     ///
     /// # Errors
     /// Redis errors, NOGROUP included (see [`StoreError::is_nogroup`]).
@@ -211,7 +215,7 @@ impl Store {
         consumer: &str,
         streams: &[String],
         count: usize,
-        block: Duration,
+        block: Option<Duration>,
     ) -> Result<Vec<Entry>, StoreError> {
         let mut args: Vec<Value> = vec![
             "GROUP".into(),
@@ -219,17 +223,24 @@ impl Store {
             consumer.into(),
             "COUNT".into(),
             (count as i64).into(),
-            "BLOCK".into(),
-            (block.as_millis() as i64).into(),
-            "STREAMS".into(),
         ];
+        if let Some(b) = block {
+            args.push("BLOCK".into());
+            args.push((b.as_millis().max(1) as i64).into());
+        }
+        args.push("STREAMS".into());
+        let first_key = args.len();
         args.extend(streams.iter().map(|s| Value::from(s.as_str())));
         args.extend(streams.iter().map(|_| Value::from(">")));
         let options = Options {
-            timeout: Some(block + Duration::from_secs(10)),
+            timeout: Some(block.unwrap_or_default() + Duration::from_secs(15)),
             ..Default::default()
         };
-        let command = CustomCommand::new_static("XREADGROUP", ClusterHash::Offset(7), true);
+        let command = CustomCommand::new_static(
+            "XREADGROUP",
+            ClusterHash::Offset(first_key),
+            block.is_some(),
+        );
         let reply: Value = self
             .reader
             .with_options(&options)
@@ -587,7 +598,18 @@ impl Store {
             args.push(k.as_str().into());
             args.push(v.as_str().into());
         }
-        let reply = self.call("XADD", args).await?;
+        // Sent once: replaying a non-idempotent XADD after a connection cut could append the
+        // event twice; the caller gets an error instead and retries with the same id.
+        let once = Options {
+            max_attempts: Some(1),
+            ..Default::default()
+        };
+        let reply: Value = self
+            .cmd
+            .with_options(&once)
+            .custom(cmd("XADD"), args)
+            .await
+            .map_err(|e| self.error(format!("XADD {stream}"), e))?;
         reply
             .as_str()
             .map(|s| s.into_owned())
