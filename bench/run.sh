@@ -6,10 +6,12 @@
 #                [--worker-bin PATH]
 #
 # Builds the release binaries (event-worker at the repo root, or of commit REV exported with
-# `git archive` into /tmp/ew-bench-rev with --rev; ew-bench in bench/), waits for a
-# quiet machine (no cargo/rustc/test process of anyone else; up to --wait-quiet seconds, 1200 by
-# default, polling every 30 s), starts its own redis-server (--save '' --appendonly no) on a free
-# 127.0.0.1 port, and runs every scenario interleaved and repeated:
+# `git archive` into /tmp/ew-bench-rev with --rev; ew-bench in bench/), waits for a quiet
+# machine (no cargo/rustc/test process of anyone else; up to --wait-quiet seconds, 1200 by
+# default, polling every 30 s; again before each sample, up to 10 min each and 40 min in all;
+# a sample during which others used more than 30% of a core is run once more), starts its own
+# redis-server (--save '' --appendonly no) on a free 127.0.0.1 port, and runs every scenario
+# interleaved and repeated:
 #   drain    raw XREADGROUP+XACK loop (1 conn, 2 conns, batch XACK), event-worker blackhole,
 #            event-worker http to a local keep-alive sink; a preloaded --backlog (200000)
 #   backlog  event-worker blackhole at 10k, 100k and 1M backlogs (drain rate, peak RSS)
@@ -143,6 +145,7 @@ if [ "$quick" = 1 ]; then out="$here/target/quick.md"; else out="$here/target/re
 args=(orchestrate --port "$port" --worker "$worker" --self "$ewbench" --logdir "$work/logs"
       --backlog "$backlog" --reps "$reps" --out "$out")
 [ "$quick" = 1 ] && args+=(--quick)
+[ "$wait_quiet" = 0 ] && args+=(--sample-wait 0)
 [ -n "$latency_secs" ] && args+=(--latency-secs "$latency_secs")
 [ -n "$sections" ] && args+=(--sections "$sections")
 if [ "$profile" = 1 ]; then

@@ -59,9 +59,17 @@ impl Opts {
     }
 }
 
+/// A free 127.0.0.1 port below the kernel's ephemeral range (32768+), so that outgoing
+/// connections of other processes cannot take it between this check and the bind.
 pub fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+    let seed = (now_ns() ^ (u64::from(std::process::id()) << 16)) as usize;
+    for i in 0..2000 {
+        let port = 20_000 + ((seed.wrapping_mul(7919) + i * 7) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no free port in 20000..32000".into())
 }
 
 pub fn now_ns() -> u64 {
@@ -274,4 +282,46 @@ pub fn kv(line: &str) -> BTreeMap<String, u64> {
         .filter_map(|w| w.split_once('='))
         .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
         .collect()
+}
+
+/// Others' builds and test runs: cargo, rustc, linkers, test binaries, debug workers.
+pub fn others_busy() -> Vec<String> {
+    const COMMS: &[&str] = &[
+        "cargo",
+        "rustc",
+        "rustdoc",
+        "clippy-driver",
+        "cc",
+        "ld",
+        "promtool",
+    ];
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let comm = comm.trim();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        if COMMS.contains(&comm)
+            || cmdline.contains("target/debug/deps/")
+            || cmdline.contains("target/release/deps/")
+            || cmdline.contains("target/debug/event-worker")
+        {
+            out.push(format!(
+                "{pid} {}",
+                cmdline.chars().take(80).collect::<String>().trim()
+            ));
+        }
+    }
+    out
 }
