@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests and the local run need from Debian's packages when missing:
-# redis-server and redis-cli (the broker), prometheus and promtool (rule checks and the
-# real-scrape test).
+# redis-server and redis-cli (the broker), openssl (the TLS tests make their certificates),
+# prometheus and promtool (rule checks and the real-scrape test).
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${1:-}" != "--redis-only" ]; then
   { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
 fi

@@ -125,10 +125,21 @@ impl Store {
                 .await
                 .map_err(|e| err(&format!("connect to {url}"), &e))?;
             // The client name is visible in CLIENT LIST: it carries no secret, only the role.
+            // It is set again after every reconnect.
             let name = format!("event-worker:{client_name}:{role}");
             let _: Result<Value, _> = client
-                .custom(cmd("CLIENT"), vec!["SETNAME".to_string(), name])
+                .custom(cmd("CLIENT"), vec!["SETNAME".to_string(), name.clone()])
                 .await;
+            let again = client.clone();
+            client.on_reconnect(move |_| {
+                let (client, name) = (again.clone(), name.clone());
+                async move {
+                    let _: Result<Value, _> = client
+                        .custom(cmd("CLIENT"), vec!["SETNAME".to_string(), name])
+                        .await;
+                    Ok(())
+                }
+            });
         }
         Ok(Store {
             cmd: cmd_client,
