@@ -106,12 +106,23 @@ impl BacklogCache {
     /// Sets the backlog gauges from `b`.
     pub fn export(shared: &Shared, b: &Backlog) {
         let m = &shared.metrics;
-        for s in &b.streams {
+        let cap = crate::shared::MAX_TYPE_LABELS;
+        for s in b.streams.iter().take(cap) {
             let labels = [shared.env(), shared.group(), s.event_type.as_str()];
             if let Some(lag) = s.lag {
                 m.stream_lag.with_label_values(&labels).set(lag as i64);
             }
             m.pending.with_label_values(&labels).set(s.pending as i64);
+        }
+        if b.streams.len() > cap {
+            // Types past the label cap are summed under `other`.
+            let rest = &b.streams[cap..];
+            let labels = [shared.env(), shared.group(), "other"];
+            let lag: u64 = rest.iter().filter_map(|s| s.lag).sum();
+            m.stream_lag.with_label_values(&labels).set(lag as i64);
+            m.pending
+                .with_label_values(&labels)
+                .set(rest.iter().map(|s| s.pending).sum::<u64>() as i64);
         }
         m.retry_depth
             .with_label_values(&[shared.env(), shared.group()])

@@ -70,12 +70,17 @@ pub async fn refresh(shared: &Shared) -> Result<(), StoreError> {
     let mut found = resolve(shared).await?;
     let known = shared.streams();
     let mut unusable = Vec::new();
-    for s in &found {
+    for (index, s) in found.iter().enumerate() {
         if !known.iter().any(|k| k.key == s.key) {
             match shared.store.ensure_group(&s.key, shared.group()).await {
                 Ok(()) => {
                     info!(stream = %s.key, group = shared.group(), "consuming stream");
-                    start_series(shared, &s.event_type);
+                    let label = if index < crate::shared::MAX_TYPE_LABELS {
+                        s.event_type.as_str()
+                    } else {
+                        "other"
+                    };
+                    start_series(shared, label);
                 }
                 Err(e) if e.is_wrong_type() => {
                     warn!(key = %s.key, "key holds a value that is not a stream; not consuming it (fix or delete the key)");

@@ -73,6 +73,9 @@ impl Health {
     }
 }
 
+/// Most event types that get a metric label of their own; the rest count as `other`.
+pub const MAX_TYPE_LABELS: usize = 200;
+
 /// Everything the roles share.
 pub struct Shared {
     /// Validated configuration.
@@ -123,10 +126,17 @@ impl Shared {
         keys
     }
 
-    /// The `type` metric label for `event_type`: itself when it is a consumed type,
-    /// else `other` (keeps label sets bounded whatever producers write).
+    /// The `type` metric label for `event_type`: itself when it is one of the first
+    /// [`MAX_TYPE_LABELS`] consumed types (exact route types come first), else `other`. This
+    /// keeps every metric's series count bounded whatever producers write, even under a `*`
+    /// route.
     pub fn type_label<'a>(&self, event_type: &'a str) -> &'a str {
-        if self.streams().iter().any(|s| s.event_type == event_type) {
+        if self
+            .streams()
+            .iter()
+            .take(MAX_TYPE_LABELS)
+            .any(|s| s.event_type == event_type)
+        {
             event_type
         } else {
             "other"
