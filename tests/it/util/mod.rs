@@ -154,8 +154,14 @@ pub fn drained(redis: &RedisServer, env: &str, group: &str, types: &[&str]) -> b
     pending_total(redis, &keys, group) == 0 && redis.zcard(&retry_key(env, group)) == 0
 }
 
-/// Asserts the drained state with a readable message.
+/// Asserts the drained state with a readable message. The acknowledgement follows the
+/// handler's answer by a round trip (acks are batched), so this first waits a bounded
+/// moment for the drain.
 pub fn assert_drained(redis: &RedisServer, env: &str, group: &str, types: &[&str]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !drained(redis, env, group, types) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for t in types {
         let k = stream_key(env, t);
         let p = redis.xpending_count(&k, group).unwrap_or(0);
