@@ -781,6 +781,23 @@ impl Bench {
     }
 }
 
+fn tables(
+    samples: &[Sample],
+    failures: &[String],
+    backlog: u64,
+    reps: usize,
+    lat_secs: f64,
+) -> String {
+    let mut md = report::markdown(samples, backlog, reps, lat_secs);
+    if !failures.is_empty() {
+        md.push_str("\n### Samples that failed (left out of the tables)\n\n");
+        for f in failures {
+            md.push_str(&format!("- {f}\n"));
+        }
+    }
+    md
+}
+
 /// One sample to take.
 #[derive(Clone, Copy)]
 enum Job {
@@ -1074,15 +1091,13 @@ async fn run(opts: &Opts) -> Result<(), String> {
             }
         }
         report::write_tsv(&out.with_extension("tsv"), &samples)?;
+        // The tables so far, so that an interrupted run still leaves the finished repetitions.
+        let partial = out.with_extension("partial.md");
+        let md = tables(&samples, &failures, backlog, rep + 1, lat_secs);
+        std::fs::write(&partial, md).map_err(|e| format!("{}: {e}", partial.display()))?;
     }
     let _ = b.reset().await;
-    let mut md = report::markdown(&samples, backlog, reps, lat_secs);
-    if !failures.is_empty() {
-        md.push_str("\n### Samples that failed (left out of the tables)\n\n");
-        for f in &failures {
-            md.push_str(&format!("- {f}\n"));
-        }
-    }
+    let md = tables(&samples, &failures, backlog, reps, lat_secs);
     std::fs::write(&out, md).map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!(
         "results: {} ({:.0}s)",
