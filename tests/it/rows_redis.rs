@@ -143,7 +143,7 @@ fn t17_client_kill_storm() {
         .unwrap();
     let recovery = first_after - storm_end;
     publisher.join().unwrap();
-    checker::must_conserve(
+    let rep = checker::conserved_report(
         "T17",
         &l,
         &sink,
@@ -152,14 +152,7 @@ fn t17_client_kill_storm() {
         "group",
         &[TY],
         Duration::from_secs(30),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &sink,
-        &redis,
-        env,
-        &CheckOpts::default(),
+        Duration::from_millis(300),
     );
     let bound = rounds * concurrency as usize;
     rep.assert_ok("T17", bound, "");
@@ -324,7 +317,7 @@ fn t19_debug_sleep_stall() {
         .unwrap()
         - stall_end;
     publisher.join().unwrap();
-    checker::must_conserve(
+    let rep = checker::conserved_report(
         "T19",
         &l,
         &sink,
@@ -333,14 +326,7 @@ fn t19_debug_sleep_stall() {
         "group",
         &[TY],
         Duration::from_secs(30),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &sink,
-        &redis,
-        env,
-        &CheckOpts::default(),
+        Duration::from_millis(300),
     );
     rep.assert_ok("T19", concurrency as usize, "");
     rep.assert_metrics("T19", &[parse_metrics(&w.metrics())], env, Some(0));

@@ -468,3 +468,28 @@ pub fn must_conserve(
         missing.iter().take(10).collect::<Vec<_>>()
     );
 }
+
+/// [`must_conserve`], then a short `settle` (late metric updates, stray retries), then
+/// [`check`] with the default options: the closing step most rows share.
+#[allow(clippy::too_many_arguments)]
+pub fn conserved_report(
+    row: &str,
+    ledger: &Ledger,
+    sink: &HttpSink,
+    redis: &RedisServer,
+    env: &str,
+    group: &str,
+    types: &[&str],
+    timeout: Duration,
+    settle: Duration,
+) -> Report {
+    must_conserve(row, ledger, sink, redis, env, group, types, timeout);
+    std::thread::sleep(settle);
+    check(
+        &ledger.lock().unwrap(),
+        sink,
+        redis,
+        env,
+        &CheckOpts::default(),
+    )
+}
