@@ -1,5 +1,5 @@
 //! The acker is responsible for acknowledging handled entries in batches: processing tasks
-//! hand it `(stream, id)` and wait for the answer; it sends one XACK (plus one XDEL for the
+//! hand it the `(stream, id)` pairs of what they handled and wait for the answer; it sends one XACK (plus one XDEL for the
 //! redeliver stream) per stream for everything that queued up meanwhile. Under load this
 //! turns N acknowledgements into a handful of commands; when idle, a lone ack goes at once.
 
@@ -10,14 +10,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::{Store, StoreError};
 
-/// Most acknowledgements per batch.
-const BATCH: usize = 1024;
+/// Most requests taken per flush.
+const BATCH: usize = 256;
+
+/// One entry to acknowledge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckItem {
+    /// Stream key.
+    pub stream: String,
+    /// Entry id.
+    pub id: String,
+    /// Also XDEL it (entries of the redeliver stream).
+    pub delete: bool,
+}
 
 struct Request {
-    stream: String,
-    id: String,
-    delete: bool,
-    done: oneshot::Sender<Result<(), String>>,
+    items: Vec<AckItem>,
+    done: oneshot::Sender<(Vec<AckItem>, Result<(), String>)>,
 }
 
 /// Queues acknowledgements for the acker task; cheap to clone.
@@ -37,31 +46,33 @@ impl Acker {
         (Acker { tx }, tokio::spawn(run(store, group, rx, stop)))
     }
 
-    /// Acknowledges `id` on `stream` (and deletes it when `delete`); resolves once Redis
-    /// answered.
+    /// Acknowledges every item (each stream's ids in one XACK, together with whatever
+    /// other callers queued meanwhile); resolves once Redis answered for all of them, and
+    /// hands the items back (for a retry) unless the acker stopped.
     ///
     /// # Errors
-    /// The Redis error of the batch, or a stopped acker.
-    pub async fn ack(&self, stream: &str, id: &str, delete: bool) -> Result<(), StoreError> {
-        let (done, answer) = oneshot::channel();
-        let request = Request {
-            stream: stream.to_string(),
-            id: id.to_string(),
-            delete,
-            done,
+    /// The first Redis error among the streams of `items`, or a stopped acker. Items of
+    /// other streams may have been acknowledged; acknowledging again is harmless.
+    pub async fn ack_many(
+        &self,
+        items: Vec<AckItem>,
+    ) -> (Option<Vec<AckItem>>, Result<(), StoreError>) {
+        let Some(first) = items.first() else {
+            return (Some(items), Ok(()));
         };
-        let stopped = || StoreError {
-            op: format!("XACK {stream}"),
+        let op = format!("XACK {}", first.stream);
+        let stopped = |op: String| StoreError {
+            op,
             message: "the acker has stopped".into(),
         };
-        self.tx.send(request).await.map_err(|_| stopped())?;
+        let (done, answer) = oneshot::channel();
+        if self.tx.send(Request { items, done }).await.is_err() {
+            return (None, Err(stopped(op)));
+        }
         match answer.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(StoreError {
-                op: format!("XACK {stream}"),
-                message,
-            }),
-            Err(_) => Err(stopped()),
+            Ok((items, Ok(()))) => (Some(items), Ok(())),
+            Ok((items, Err(message))) => (Some(items), Err(StoreError { op, message })),
+            Err(_) => (None, Err(stopped(op))),
         }
     }
 }
@@ -92,25 +103,38 @@ async fn run(
     }
 }
 
+/// Sends one XACK (and XDEL) per stream for every queued item, then answers each request
+/// with the first error among its streams.
 async fn flush(store: &Store, group: &str, buf: &mut Vec<Request>) {
-    let mut by_key: HashMap<(String, bool), Vec<Request>> = HashMap::new();
-    for r in buf.drain(..) {
-        by_key
-            .entry((r.stream.clone(), r.delete))
-            .or_default()
-            .push(r);
+    // (stream, delete) -> (ids, indexes of the requests they came from)
+    type Group<'a> = (Vec<&'a str>, Vec<usize>);
+    let mut by_key: HashMap<(&str, bool), Group> = HashMap::new();
+    for (r, request) in buf.iter().enumerate() {
+        for item in &request.items {
+            let (ids, requests) = by_key.entry((&item.stream, item.delete)).or_default();
+            ids.push(&item.id);
+            if requests.last() != Some(&r) {
+                requests.push(r);
+            }
+        }
     }
     let batches = by_key
         .into_iter()
-        .map(|((stream, delete), requests)| async move {
-            let ids: Vec<&str> = requests.iter().map(|r| r.id.as_str()).collect();
-            let result = store
-                .ack(&stream, group, &ids, delete)
-                .await
-                .map_err(|e| e.to_string());
-            for r in requests {
-                let _ = r.done.send(result.clone());
-            }
+        .map(|((stream, delete), (ids, requests))| async move {
+            let result = store.ack(stream, group, &ids, delete).await;
+            (requests, result.map_err(|e| e.to_string()))
         });
-    futures::future::join_all(batches).await;
+    let mut answers: Vec<Result<(), String>> = vec![Ok(()); buf.len()];
+    for (requests, result) in futures::future::join_all(batches).await {
+        if let Err(e) = result {
+            for r in requests {
+                if answers[r].is_ok() {
+                    answers[r] = Err(e.clone());
+                }
+            }
+        }
+    }
+    for (request, answer) in buf.drain(..).zip(answers) {
+        let _ = request.done.send((request.items, answer));
+    }
 }

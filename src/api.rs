@@ -205,7 +205,7 @@ async fn health(State(state): State<ApiState>) -> Result<Response, ApiError> {
         "group": shared.group(),
         "consumer": shared.consumer(),
         "breakers": breakers,
-        "in_flight": shared.in_flight.lock().map(|m| m.len()).unwrap_or(0),
+        "in_flight": shared.in_flight.len(),
     });
     let Ok(latency) = ping else {
         let mut body = base;

@@ -1,7 +1,8 @@
 //! The consumer is responsible for reading: it takes free permits first, then asks
 //! XREADGROUP for at most that many entries from the type streams whose breaker accepts
-//! reads and from the group's redeliver stream, and hands each entry to a processing task.
+//! reads and from the group's redeliver stream, and hands each read batch to a task.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
 
-use crate::process::process;
+use crate::batch;
 use crate::shared::Shared;
 use crate::store::Entry;
 use crate::timeutil::now_ms;
@@ -28,6 +29,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTrac
     let mut error_pause = Duration::from_millis(100);
     let mut last_error_log: Option<Instant> = None;
     let mut turn = 0usize;
+    let mut quiet = QuietStreams::default();
     loop {
         let all = readable_streams(&shared);
         let first = tokio::select! {
@@ -53,7 +55,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTrac
                 }
             }
         }
-        let read = read_once(&shared, &all, permits.len(), turn);
+        let read = read_once(&shared, &all, permits.len(), turn, &mut quiet);
         turn = turn.wrapping_add(permits.len().min(all.len()));
         let result = tokio::select! {
             r = read => r,
@@ -119,39 +121,113 @@ fn readable_streams(shared: &Shared) -> Vec<String> {
     keys
 }
 
-/// One read. When every stream can be asked at once it is one blocking XREADGROUP (it blocks
-/// only when all are empty). With fewer free slots than streams, the streams are first asked
-/// without blocking, `free` at a time (so no stream with data waits behind an empty one);
-/// only when all were empty does it block, briefly, on the first subset.
+/// Streams that came back empty from a recent read, with when. Under load the consumer
+/// leaves them out of its reads for [`QUIET_RECHECK`], so their share of `COUNT` (Redis
+/// applies one COUNT to every stream of a read) goes to streams that have entries; the
+/// group's redeliver stream, empty most of the time, would otherwise halve every read.
+#[derive(Default)]
+struct QuietStreams {
+    since: HashMap<String, Instant>,
+}
+
+/// How long a stream that was empty is left out of reads under load.
+const QUIET_RECHECK: Duration = Duration::from_millis(50);
+
+impl QuietStreams {
+    /// The streams of `all` not known to be empty.
+    fn busy(&self, all: &[String]) -> Vec<String> {
+        all.iter()
+            .filter(|s| {
+                self.since
+                    .get(s.as_str())
+                    .is_none_or(|t| t.elapsed() >= QUIET_RECHECK)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Records which of the `asked` streams returned nothing.
+    fn note(&mut self, asked: &[String], entries: &[Entry]) {
+        for s in asked {
+            if entries.iter().any(|e| e.stream == *s) {
+                self.since.remove(s);
+            } else if let Some(t) = self.since.get_mut(s) {
+                *t = Instant::now();
+            } else {
+                self.since.insert(s.clone(), Instant::now());
+            }
+        }
+    }
+}
+
+/// One read. Under load (some streams recently empty, others not) it first asks only the
+/// busy streams, without blocking. Otherwise, when every stream can be asked at once it is
+/// one blocking XREADGROUP (it blocks only when all are empty). With fewer free slots than
+/// streams, the streams are first asked without blocking, `free` at a time (so no stream
+/// with data waits behind an empty one); only when all were empty does it block, briefly,
+/// on the first subset.
 async fn read_once(
     shared: &Shared,
     all: &[String],
     free: usize,
     turn: usize,
+    quiet: &mut QuietStreams,
 ) -> Result<Vec<Entry>, crate::store::StoreError> {
-    let (group, consumer) = (shared.group(), shared.consumer());
-    let (first, count) = plan_read(all, free, turn);
-    if first.len() == all.len() {
-        return shared
-            .store
-            .read_group(group, consumer, &first, count, Some(shared.cfg.read_block))
-            .await;
-    }
-    for i in 0..all.len().div_ceil(free.max(1)) {
-        let (subset, c) = plan_read(all, free, turn.wrapping_add(i * free));
-        let entries = shared
-            .store
-            .read_group(group, consumer, &subset, c, None)
-            .await?;
+    let busy = quiet.busy(all);
+    if !busy.is_empty() && busy.len() < all.len() {
+        let entries = read_in_turn(shared, &busy, free, turn, quiet).await?;
         if !entries.is_empty() {
             return Ok(entries);
         }
     }
-    let block = Some(shared.cfg.read_block.min(PARTIAL_READ_BLOCK));
-    shared
+    let (first, count) = plan_read(all, free, turn);
+    if first.len() < all.len() {
+        let entries = read_in_turn(shared, all, free, turn, quiet).await?;
+        if !entries.is_empty() {
+            return Ok(entries);
+        }
+    }
+    let block = if first.len() == all.len() {
+        shared.cfg.read_block
+    } else {
+        shared.cfg.read_block.min(PARTIAL_READ_BLOCK)
+    };
+    read(shared, &first, count, Some(block), quiet).await
+}
+
+/// Asks `streams` without blocking, `free` at a time starting at `turn`, until one subset
+/// returns entries.
+async fn read_in_turn(
+    shared: &Shared,
+    streams: &[String],
+    free: usize,
+    turn: usize,
+    quiet: &mut QuietStreams,
+) -> Result<Vec<Entry>, crate::store::StoreError> {
+    for i in 0..streams.len().div_ceil(free.max(1)) {
+        let (subset, count) = plan_read(streams, free, turn.wrapping_add(i * free));
+        let entries = read(shared, &subset, count, None, quiet).await?;
+        if !entries.is_empty() {
+            return Ok(entries);
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// One XREADGROUP of `streams`, noting which came back empty.
+async fn read(
+    shared: &Shared,
+    streams: &[String],
+    count: usize,
+    block: Option<Duration>,
+    quiet: &mut QuietStreams,
+) -> Result<Vec<Entry>, crate::store::StoreError> {
+    let entries = shared
         .store
-        .read_group(group, consumer, &first, count, block)
-        .await
+        .read_group(shared.group(), shared.consumer(), streams, count, block)
+        .await?;
+    quiet.note(streams, &entries);
+    Ok(entries)
 }
 
 /// Which streams one read asks and the COUNT for each, so that the total a read can return
@@ -167,9 +243,10 @@ fn plan_read(streams: &[String], free: usize, turn: usize) -> (Vec<String>, usiz
     }
 }
 
-/// Spawns one task per entry, each with a permit. Entries beyond the permits taken (a read
-/// of several streams can return `COUNT` from each) wait for permits. Returns false when
-/// `stop` fired while waiting; the entries not spawned stay pending and are reclaimed.
+/// Spawns one task for the batch, with a permit per entry. Entries beyond the permits
+/// taken (a read of several streams can return `COUNT` from each) wait for permits first.
+/// Returns false when `stop` fired while waiting; the entries not spawned stay pending and
+/// are reclaimed.
 pub async fn dispatch(
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
@@ -177,20 +254,19 @@ pub async fn dispatch(
     mut permits: Vec<OwnedSemaphorePermit>,
     stop: &CancellationToken,
 ) -> bool {
-    for entry in entries {
-        let permit = match permits.pop() {
-            Some(p) => p,
-            None => tokio::select! {
-                p = shared.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return false },
-                _ = stop.cancelled() => return false,
-            },
-        };
-        if let Ok(mut map) = shared.in_flight.lock() {
-            map.insert((entry.stream.clone(), entry.id.clone()), Instant::now());
-        }
-        // Boxed: the future is large, and spawn would otherwise move it several times.
-        tracker.spawn(Box::pin(process(shared.clone(), entry, permit)));
+    if entries.is_empty() {
+        return true;
     }
+    permits.truncate(entries.len());
+    while permits.len() < entries.len() {
+        tokio::select! {
+            p = shared.permits.clone().acquire_owned() => match p { Ok(p) => permits.push(p), Err(_) => return false },
+            _ = stop.cancelled() => return false,
+        }
+    }
+    shared.in_flight.insert_batch(&entries);
+    // Boxed: the future is large, and spawn would otherwise move it several times.
+    tracker.spawn(Box::pin(batch::run(shared.clone(), entries, permits)));
     true
 }
 

@@ -577,13 +577,7 @@ async fn replay_one(
         0,
         format!("by {}; from DLQ entry {}", opts.actor, e.entry_id),
     );
-    let _ = store
-        .append_history(
-            &keys.history(),
-            opts.history_max_len,
-            vec![record.to_fields()],
-        )
-        .await;
+    let _ = crate::history::append(store, &keys.history(), opts.history_max_len, &[record]).await;
     Ok(())
 }
 
@@ -672,7 +666,7 @@ pub async fn purge(
     for chunk in entries.chunks(500) {
         let ids: Vec<String> = chunk.iter().map(|e| e.entry_id.clone()).collect();
         report.purged += store.xdel(&keys.dlq(), &ids).await?;
-        let records: Vec<Vec<(String, String)>> = chunk
+        let records: Vec<Record> = chunk
             .iter()
             .map(|e| {
                 Record::new(
@@ -684,12 +678,9 @@ pub async fn purge(
                     0,
                     format!("by {actor}; DLQ entry {} ({})", e.entry_id, e.reason()),
                 )
-                .to_fields()
             })
             .collect();
-        let _ = store
-            .append_history(&keys.history(), history_max_len, records)
-            .await;
+        let _ = crate::history::append(store, &keys.history(), history_max_len, &records).await;
     }
     Ok(report)
 }

@@ -139,27 +139,56 @@ pub fn decode(
     fields: Vec<(String, String)>,
     stream_type: Option<&str>,
 ) -> Result<Event, Malformed> {
+    decode_or_return(fields, stream_type).map_err(|(e, _)| e)
+}
+
+/// [`decode`] that hands the fields back when the entry is malformed (so the caller can
+/// dead-letter them without having copied them first).
+///
+/// # Errors
+/// The first rule the entry breaks, with its fields.
+pub fn decode_or_return(
+    fields: Vec<(String, String)>,
+    stream_type: Option<&str>,
+) -> Result<Event, (Malformed, Vec<(String, String)>)> {
+    match check(&fields, stream_type) {
+        Ok((id, event_type, data, attempt)) => Ok(Event {
+            id: fields[id].1.clone(),
+            event_type: fields[event_type].1.clone(),
+            data: fields[data].1.clone(),
+            attempt,
+            fields,
+        }),
+        Err(e) => Err((e, fields)),
+    }
+}
+
+/// Checks the wire format; returns the positions of `id`, `type` and `data` and the attempt.
+fn check(
+    fields: &[(String, String)],
+    stream_type: Option<&str>,
+) -> Result<(usize, usize, usize, u32), Malformed> {
     if fields.len() > MAX_FIELDS {
         return Err(Malformed(format!(
             "{} fields, over the {MAX_FIELDS} limit",
             fields.len()
         )));
     }
-    let required = |name: &str| -> Result<&str, Malformed> {
-        let mut values = fields.iter().filter(|(k, _)| k == name);
-        let first = values
+    let required = |name: &str| -> Result<(usize, &str), Malformed> {
+        let mut values = fields.iter().enumerate().filter(|(_, (k, _))| k == name);
+        let (at, first) = values
             .next()
             .ok_or_else(|| Malformed(format!("missing required field `{name}`")))?;
         if values.next().is_some() {
             return Err(Malformed(format!("field `{name}` appears more than once")));
         }
-        Ok(first.1.as_str())
+        Ok((at, first.1.as_str()))
     };
-    let id = required(field::ID)?;
+    let (id_at, id) = required(field::ID)?;
     if id.is_empty() || id.len() > 256 {
         return Err(Malformed("field `id` must be 1 to 256 characters".into()));
     }
-    let event_type = required(field::TYPE)?;
+    let (type_at, event_type) = required(field::TYPE)?;
     match stream_type {
         Some(expected) if expected != event_type => {
             return Err(Malformed(format!(
@@ -175,7 +204,7 @@ pub fn decode(
         }
         _ => {}
     }
-    let data = required(field::DATA)?;
+    let (data_at, data) = required(field::DATA)?;
     if data.len() > MAX_DATA_BYTES {
         return Err(Malformed(format!(
             "field `data` is {} bytes, over the {MAX_DATA_BYTES} limit",
@@ -185,7 +214,7 @@ pub fn decode(
     if let Err(e) = serde_json::from_str::<&RawValue>(data) {
         return Err(Malformed(format!("field `data` is not JSON: {e}")));
     }
-    let attempt = match lookup(&fields, field::ATTEMPT) {
+    let attempt = match lookup(fields, field::ATTEMPT) {
         None => 0,
         Some(a) => a.parse::<u32>().map_err(|_| {
             Malformed(format!(
@@ -194,14 +223,7 @@ pub fn decode(
             ))
         })?,
     };
-    let (id, event_type, data) = (id.to_string(), event_type.to_string(), data.to_string());
-    Ok(Event {
-        id,
-        event_type,
-        data,
-        attempt,
-        fields,
-    })
+    Ok((id_at, type_at, data_at, attempt))
 }
 
 /// Fields of an entry as kept in a DLQ record: at most [`MAX_FIELDS`] fields, values over

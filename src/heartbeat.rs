@@ -3,9 +3,8 @@
 //! and for keeping the idle time of entries still being handled low, so the
 //! visibility-timeout backstop never steals work from a live but slow handler.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -57,18 +56,9 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 
 async fn touch_long_runners(shared: &Shared) -> Result<(), StoreError> {
     let threshold = shared.cfg.visibility_timeout / 3;
-    let mut by_stream: HashMap<String, Vec<String>> = HashMap::new();
-    if let Ok(map) = shared.in_flight.lock() {
-        let now = Instant::now();
-        for ((stream, id), started) in map.iter() {
-            if now.duration_since(*started) >= threshold.max(Duration::from_millis(100)) {
-                by_stream
-                    .entry(stream.clone())
-                    .or_default()
-                    .push(id.clone());
-            }
-        }
-    }
+    let by_stream = shared
+        .in_flight
+        .older_than(threshold.max(Duration::from_millis(100)));
     for (stream, ids) in by_stream {
         for chunk in ids.chunks(500) {
             shared

@@ -92,24 +92,19 @@ impl Record {
         }
     }
 
-    /// The record as stream fields (the time as `at_ms`, epoch milliseconds).
-    pub fn to_fields(self) -> Vec<(String, String)> {
-        let mut f = Vec::with_capacity(8);
-        f.push(("kind".to_string(), self.kind));
-        f.push(("id".to_string(), self.id));
-        f.push(("type".to_string(), self.event_type));
-        f.push(("attempt".to_string(), self.attempt.to_string()));
-        f.push(("at_ms".to_string(), self.at_ms.to_string()));
-        for (k, v) in [
-            ("group", self.group),
-            ("correlationid", self.correlation_id),
-            ("detail", self.detail),
-        ] {
-            if !v.is_empty() {
-                f.push((k.to_string(), v));
-            }
-        }
-        f
+    /// The record as the append script takes it: `[kind, id, type, attempt, at_ms, group,
+    /// correlationid, detail]`, all strings; the script names the fields (the time as `at_ms`,
+    /// epoch milliseconds) and leaves empty optional ones out.
+    fn write_packed(&self, out: &mut Pack) {
+        out.array(8);
+        out.str(&self.kind);
+        out.str(&self.id);
+        out.str(&self.event_type);
+        out.str(&self.attempt.to_string());
+        out.str(&self.at_ms.to_string());
+        out.str(&self.group);
+        out.str(&self.correlation_id);
+        out.str(&self.detail);
     }
 
     fn from_entry(e: &Entry) -> Self {
@@ -135,6 +130,75 @@ impl Record {
             at: rfc3339(at_ms),
             at_ms,
         }
+    }
+}
+
+/// Appends `records` to the history stream `key` in one script call, which then trims the
+/// stream with `MAXLEN ~ max_len`. The records travel as one MessagePack argument (an array
+/// of records, each an array of its values) that the script unpacks, so a batch of hundreds
+/// costs the client and Redis one argument instead of a dozen per record.
+///
+/// # Errors
+/// Redis errors; nothing is appended then.
+pub async fn append(
+    store: &Store,
+    key: &str,
+    max_len: u64,
+    records: &[Record],
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    store
+        .append_history(key, max_len, pack(records).into_bytes())
+        .await
+}
+
+/// `records` as a MessagePack array of arrays of strings (see [`Record::write_packed`]).
+fn pack(records: &[Record]) -> Pack {
+    let mut out = Pack(Vec::with_capacity(records.len() * 160 + 8));
+    out.array(records.len());
+    for r in records {
+        r.write_packed(&mut out);
+    }
+    out
+}
+
+/// A MessagePack writer for the two shapes the history needs: arrays and strings.
+struct Pack(Vec<u8>);
+
+impl Pack {
+    fn array(&mut self, n: usize) {
+        if n < 16 {
+            self.0.push(0x90 | n as u8);
+        } else if n <= u16::MAX as usize {
+            self.0.push(0xdc);
+            self.0.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            self.0.push(0xdd);
+            self.0.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+
+    fn str(&mut self, s: &str) {
+        let n = s.len();
+        if n < 32 {
+            self.0.push(0xa0 | n as u8);
+        } else if n <= u8::MAX as usize {
+            self.0.push(0xd9);
+            self.0.push(n as u8);
+        } else if n <= u16::MAX as usize {
+            self.0.push(0xda);
+            self.0.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            self.0.push(0xdb);
+            self.0.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        self.0
     }
 }
 
@@ -219,9 +283,10 @@ async fn writer(
                         _ = &mut linger => break,
                     }
                 }
-                let records: Vec<Vec<(String, String)>> = buf.drain(..).map(|r| r.to_fields()).collect();
-                let count = records.len();
-                if let Err(e) = store.append_history(&key, config.max_len, records).await {
+                let count = buf.len();
+                let result = append(&store, &key, config.max_len, &buf).await;
+                buf.clear();
+                if let Err(e) = result {
                     metrics.history_dropped_total.with_label_values(&[&env]).inc_by(count as u64);
                     warn!(error = %e, count, "history records could not be written");
                 }
@@ -237,10 +302,8 @@ async fn writer(
                 while let Some(r) = rx.recv().await {
                     buf.push(r);
                 }
-                while !buf.is_empty() {
-                    let n = buf.len().min(BATCH);
-                    let records = buf.drain(..n).map(|r| r.to_fields()).collect();
-                    let _ = store.append_history(&key, config.max_len, records).await;
+                for chunk in buf.chunks(BATCH) {
+                    let _ = append(&store, &key, config.max_len, chunk).await;
                 }
                 return;
             }
@@ -303,3 +366,86 @@ pub async fn query(store: &Store, key: &str, q: &HistoryQuery) -> Result<Vec<Rec
 
 /// Shared handle for roles that write history.
 pub type SharedSink = Arc<HistorySink>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads one MessagePack string or array header: (is_array, length, header size).
+    fn header(b: &[u8]) -> (bool, usize, usize) {
+        match b[0] {
+            0x90..=0x9f => (true, (b[0] & 0x0f) as usize, 1),
+            0xdc => (true, u16::from_be_bytes([b[1], b[2]]) as usize, 3),
+            0xa0..=0xbf => (false, (b[0] & 0x1f) as usize, 1),
+            0xd9 => (false, b[1] as usize, 2),
+            0xda => (false, u16::from_be_bytes([b[1], b[2]]) as usize, 3),
+            0xdb => (
+                false,
+                u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize,
+                5,
+            ),
+            other => panic!("unexpected byte {other:#x}"),
+        }
+    }
+
+    /// Decodes what `pack` writes: an array of arrays of strings.
+    fn unpack(mut b: &[u8]) -> Vec<Vec<String>> {
+        let (is_array, n, h) = header(b);
+        assert!(is_array);
+        b = &b[h..];
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let (is_array, m, h) = header(b);
+            assert!(is_array);
+            b = &b[h..];
+            let mut record = Vec::new();
+            for _ in 0..m {
+                let (is_array, len, h) = header(b);
+                assert!(!is_array);
+                record.push(String::from_utf8(b[h..h + len].to_vec()).unwrap());
+                b = &b[h + len..];
+            }
+            out.push(record);
+        }
+        assert!(b.is_empty(), "trailing bytes");
+        out
+    }
+
+    #[test]
+    fn packed_records_round_trip_with_every_string_length_class() {
+        let mut records = Vec::new();
+        for (i, len) in [0usize, 31, 32, 255, 256, 65_535, 65_536]
+            .into_iter()
+            .enumerate()
+        {
+            records.push(Record::new(
+                kind::RETRIED,
+                &format!("id-{i}"),
+                "order.created",
+                if i % 2 == 0 { "g" } else { "" },
+                (i == 3).then_some("corr-ü"),
+                i as u32,
+                "é".repeat(len / 2) + &"x".repeat(len % 2),
+            ));
+        }
+        // 20 records take the array16 header.
+        while records.len() < 20 {
+            records.push(Record::new(kind::PROCESSED, "p", "t", "g", None, 0, ""));
+        }
+        let decoded = unpack(&pack(&records).into_bytes());
+        assert_eq!(decoded.len(), records.len());
+        for (r, d) in records.iter().zip(&decoded) {
+            let expected = [
+                r.kind.clone(),
+                r.id.clone(),
+                r.event_type.clone(),
+                r.attempt.to_string(),
+                r.at_ms.to_string(),
+                r.group.clone(),
+                r.correlation_id.clone(),
+                r.detail.clone(),
+            ];
+            assert_eq!(d.as_slice(), expected.as_slice());
+        }
+    }
+}

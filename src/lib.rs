@@ -32,6 +32,7 @@
 pub mod acker;
 pub mod api;
 pub mod backlog;
+pub mod batch;
 pub mod breaker;
 pub mod config;
 pub mod consumer;
@@ -43,6 +44,7 @@ pub mod handler;
 pub mod heartbeat;
 pub mod history;
 pub mod http;
+pub mod in_flight;
 pub mod keys;
 pub mod metrics;
 pub mod migrations;
@@ -59,6 +61,7 @@ pub mod shared;
 pub mod store;
 pub mod store_admin;
 pub mod timeutil;
+pub mod type_facts;
 pub mod worker;
 
 pub use config::Config;

@@ -196,13 +196,13 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
                     0,
                     "via CLI",
                 );
-                let _ = store
-                    .append_history(
-                        &keys.history(),
-                        config.history.max_len,
-                        vec![record.to_fields()],
-                    )
-                    .await;
+                let _ = event_worker::history::append(
+                    &store,
+                    &keys.history(),
+                    config.history.max_len,
+                    &[record],
+                )
+                .await;
             }
             store.quit().await;
             let published = result?;

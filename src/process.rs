@@ -2,11 +2,9 @@
 //! and settle the outcome (ack, retry set, or DLQ) durably before the permit is released.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn};
 
 use crate::breaker::Admission;
@@ -64,36 +62,64 @@ enum Settlement {
     },
 }
 
-/// Handles `entry` while holding `permit`; the caller registered it in `in_flight`.
-pub async fn process(shared: Arc<Shared>, entry: Entry, permit: OwnedSemaphorePermit) {
-    let in_flight = shared
-        .metrics
-        .in_flight
-        .with_label_values(&[shared.env(), shared.group()]);
-    in_flight.inc();
-    let decision = decide(&shared, &entry).await;
-    if settle(&shared, &entry, &decision.settlement).await
-        && let Some(record) = decision.record
-    {
-        shared.history.record(record);
-    }
-    in_flight.dec();
-    if let Ok(mut map) = shared.in_flight.lock() {
-        map.remove(&(entry.stream.clone(), entry.id.clone()));
-    }
-    drop(permit);
+/// What became of one entry.
+pub struct Handled {
+    /// Stream key of the entry.
+    pub stream: String,
+    /// Entry id.
+    pub id: String,
+    /// What is left to do.
+    pub step: Step,
+    /// The `processed` record to write once a success is acknowledged.
+    pub record: Option<Record>,
 }
 
-async fn decide(shared: &Shared, entry: &Entry) -> Decision {
+/// What is left to do for a handled entry.
+pub enum Step {
+    /// The handler succeeded: acknowledge the entry (the batch does it, together with the
+    /// others), then write the record to the history.
+    Ack,
+    /// Retried or dead-lettered durably (or given up after Redis errors, so it stays
+    /// pending); nothing is left to do.
+    Settled,
+}
+
+/// Decides `entry` (decode, delivery count, breaker, handler) and settles every outcome
+/// but success, which the caller acknowledges in a batch. The caller registered the entry
+/// in `in_flight` and holds its permit.
+pub async fn handle(shared: &Shared, mut entry: Entry) -> Handled {
+    let decision = decide(shared, &mut entry).await;
+    let (step, record) = match decision.settlement {
+        Settlement::Ack => (Step::Ack, decision.record),
+        settlement => {
+            if settle(shared, &entry, &settlement).await
+                && let Some(record) = decision.record
+            {
+                shared.history.record(record);
+            }
+            (Step::Settled, None)
+        }
+    };
+    Handled {
+        stream: entry.stream,
+        id: entry.id,
+        step,
+        record,
+    }
+}
+
+async fn decide(shared: &Shared, entry: &mut Entry) -> Decision {
     let from_redeliver = entry.stream == shared.redeliver;
     let stream_type = if from_redeliver {
         None
     } else {
         shared.keys.type_of_stream(&entry.stream)
     };
-    let event = match envelope::decode(entry.fields.clone(), stream_type) {
+    let event = match envelope::decode_or_return(std::mem::take(&mut entry.fields), stream_type) {
         Ok(e) => e,
-        Err(malformed) => {
+        Err((malformed, fields)) => {
+            entry.fields = fields;
+            let entry = &*entry;
             let label = stream_type.unwrap_or("other");
             warn!(stream = %entry.stream, entry_id = %entry.id, group = shared.group(), error = %malformed, "malformed entry dead-lettered");
             let attempts = envelope::lookup(&entry.fields, field::ATTEMPT)
@@ -125,7 +151,9 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
             };
         }
     };
-    let label = shared.type_label(&event.event_type).to_string();
+    let entry = &*entry;
+    let facts = shared.type_facts(&event.event_type);
+    let label = facts.label.as_str();
     let origin_stream = shared.keys.stream(&event.event_type);
     // A debug-level span: handler code logging at debug sees the event context; the lines
     // this module logs at info and above carry the fields themselves (cheaper per event).
@@ -161,7 +189,7 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
         let s = dead_letter(
             shared,
             entry,
-            &label,
+            label,
             &event.fields,
             origin_stream,
             reason::MAX_DELIVERIES,
@@ -170,13 +198,13 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
         );
         return dead(s, event.attempt, reason::MAX_DELIVERIES);
     }
-    let Some(route_index) = shared.route_for(&event.event_type) else {
+    let Some(route_index) = facts.route else {
         let error = format!("no route serves type `{}`", event.event_type);
         event_log!(warn, event, shared, "{error}; dead-lettered");
         let s = dead_letter(
             shared,
             entry,
-            &label,
+            label,
             &event.fields,
             origin_stream,
             reason::PERMANENT,
@@ -225,11 +253,8 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
         Err(_) => Outcome::retry(format!("handler timed out after {:?}", route.timeout)),
     };
     let _enter = span.enter();
-    let labels = [shared.env(), shared.group(), label.as_str()];
-    shared
-        .metrics
-        .handler_duration_seconds
-        .with_label_values(&labels)
+    facts
+        .handler_duration
         .observe(started.elapsed().as_secs_f64());
     route
         .breaker
@@ -237,20 +262,12 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
     let runs = event.attempt + 1;
     match outcome {
         Outcome::Success => {
-            shared
-                .metrics
-                .events_total
-                .with_label_values(&[shared.env(), shared.group(), &label, "success"])
-                .inc();
+            facts.success.inc();
             let origin =
                 envelope::lookup(&event.fields, field::ORIGIN_ENTRY_ID).unwrap_or(&entry.id);
             if let Some(ms) = entry_id_ms(origin) {
                 let secs = now_ms().saturating_sub(ms) as f64 / 1000.0;
-                shared
-                    .metrics
-                    .end_to_end_latency_seconds
-                    .with_label_values(&labels)
-                    .observe(secs);
+                facts.end_to_end.observe(secs);
             }
             debug!("handled");
             Decision {
@@ -261,11 +278,7 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
         Outcome::Retry { error, retry_after } if runs < shared.retry.max_attempts() => {
             let delay = shared.retry.delay_honouring(runs, retry_after);
             event_log!(info, event, shared, error = %error, delay_ms = delay.as_millis() as u64, "handler failed; retry scheduled");
-            shared
-                .metrics
-                .events_total
-                .with_label_values(&[shared.env(), shared.group(), &label, "retried"])
-                .inc();
+            facts.retried.inc();
             let settlement = Settlement::Retry {
                 fields: retry_fields(&event, entry, runs),
                 due_ms: now_ms() + delay.as_millis() as u64,
@@ -288,7 +301,7 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
             let s = dead_letter(
                 shared,
                 entry,
-                &label,
+                label,
                 &event.fields,
                 origin_stream,
                 reason::MAX_ATTEMPTS,
@@ -302,7 +315,7 @@ async fn decide(shared: &Shared, entry: &Entry) -> Decision {
             let s = dead_letter(
                 shared,
                 entry,
-                &label,
+                label,
                 &event.fields,
                 origin_stream,
                 reason::PERMANENT,
@@ -397,11 +410,8 @@ async fn settle(shared: &Shared, entry: &Entry, settlement: &Settlement) -> bool
     let mut backoff = Duration::from_millis(50);
     for attempt in 0..10 {
         let result: Result<bool, StoreError> = match settlement {
-            Settlement::Ack => shared
-                .acker
-                .ack(&entry.stream, &entry.id, delete)
-                .await
-                .map(|_| true),
+            // Successes are acknowledged in batches by the caller (see `batch`).
+            Settlement::Ack => Ok(true),
             Settlement::Retry { fields, due_ms } => {
                 let member = serde_json::to_string(
                     &fields.iter().flat_map(|(k, v)| [k, v]).collect::<Vec<_>>(),
@@ -442,17 +452,23 @@ async fn settle(shared: &Shared, entry: &Entry, settlement: &Settlement) -> bool
                 return false;
             }
             Err(e) => {
-                shared
-                    .metrics
-                    .redis_errors_total
-                    .with_label_values(&[shared.env(), "settle"])
-                    .inc();
                 warn!(stream = %entry.stream, entry_id = %entry.id, attempt, error = %e, "could not record the outcome; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                pause_after_settle_error(shared, &mut backoff).await;
             }
         }
     }
     warn!(stream = %entry.stream, entry_id = %entry.id, "outcome not recorded; the entry stays pending and will be delivered again");
     false
+}
+
+/// Counts a failed settlement and waits `backoff` before the next try, doubling it up to
+/// 5 s.
+pub(crate) async fn pause_after_settle_error(shared: &Shared, backoff: &mut Duration) {
+    shared
+        .metrics
+        .redis_errors_total
+        .with_label_values(&[shared.env(), "settle"])
+        .inc();
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
 }

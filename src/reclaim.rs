@@ -155,16 +155,7 @@ async fn reclaim_once(
             )
             .await?;
         }
-        let mine: HashSet<String> = shared
-            .in_flight
-            .lock()
-            .map(|m| {
-                m.keys()
-                    .filter(|(s, _)| *s == stream)
-                    .map(|(_, id)| id.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mine: HashSet<String> = shared.in_flight.ids_on(&stream);
         let stuck: Vec<PendingEntry> = shared
             .store
             .pending_entries(

@@ -1,10 +1,9 @@
 //! State shared by the worker's roles: configuration, connections, metrics, routes, the
 //! permit pool that bounds in-flight work, and the set of streams being consumed.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
@@ -14,11 +13,13 @@ use crate::config::Config;
 use crate::coordination::Notices;
 use crate::handler::Handler;
 use crate::history::HistorySink;
+use crate::in_flight::InFlight;
 use crate::keys::{self, Keys};
 use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
 use crate::store::Store;
 use crate::timeutil::now_ms;
+use crate::type_facts::{TypeFacts, TypeFactsCache};
 
 /// One route: patterns, its handler and the handler's breaker.
 pub struct Route {
@@ -76,6 +77,19 @@ impl Health {
 /// Most event types that get a metric label of their own; the rest count as `other`.
 pub const MAX_TYPE_LABELS: usize = 200;
 
+/// The `type` label of `event_type` given the consumed `streams` (see [`Shared::type_label`]).
+pub fn label_among<'a>(streams: &[TypeStream], event_type: &'a str) -> &'a str {
+    if streams
+        .iter()
+        .take(MAX_TYPE_LABELS)
+        .any(|s| s.event_type == event_type)
+    {
+        event_type
+    } else {
+        "other"
+    }
+}
+
 /// Everything the roles share.
 pub struct Shared {
     /// Validated configuration.
@@ -93,7 +107,9 @@ pub struct Shared {
     /// `concurrency` permits; one is held per event from read to settlement.
     pub permits: Arc<Semaphore>,
     /// Entries this consumer is handling now, with their start time (for idle refresh).
-    pub in_flight: Mutex<HashMap<(String, String), Instant>>,
+    pub in_flight: InFlight,
+    /// Per-type label, route and metric handles.
+    pub type_facts: TypeFactsCache,
     /// Type streams being consumed.
     pub streams: RwLock<Arc<Vec<TypeStream>>>,
     /// `events:<env>:redeliver:<group>`.
@@ -131,16 +147,12 @@ impl Shared {
     /// keeps every metric's series count bounded whatever producers write, even under a `*`
     /// route.
     pub fn type_label<'a>(&self, event_type: &'a str) -> &'a str {
-        if self
-            .streams()
-            .iter()
-            .take(MAX_TYPE_LABELS)
-            .any(|s| s.event_type == event_type)
-        {
-            event_type
-        } else {
-            "other"
-        }
+        label_among(&self.streams(), event_type)
+    }
+
+    /// Facts about `event_type` (label, route, metric handles), cached.
+    pub fn type_facts(&self, event_type: &str) -> Arc<TypeFacts> {
+        self.type_facts.get(self, event_type)
     }
 
     /// The env label.

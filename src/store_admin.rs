@@ -282,8 +282,9 @@ impl Store {
         Ok(reply.as_str().map(|s| s.into_owned()))
     }
 
-    /// Appends `records` to the history stream with one script call, each XADD capped with
-    /// `MAXLEN ~ max_len`.
+    /// Appends history records to `stream` with one script call, then trims it with
+    /// `MAXLEN ~ max_len`; `packed` is a MessagePack array of records (see
+    /// `history::append`).
     ///
     /// # Errors
     /// Redis errors.
@@ -291,21 +292,9 @@ impl Store {
         &self,
         stream: &str,
         max_len: u64,
-        records: Vec<Vec<(String, String)>>,
+        packed: Vec<u8>,
     ) -> Result<(), StoreError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let items: usize = records.iter().map(|r| r.len() * 2 + 1).sum();
-        let mut args: Vec<Value> = Vec::with_capacity(items + 1);
-        args.push((max_len as i64).into());
-        for fields in records {
-            args.push(((fields.len() * 2) as i64).into());
-            for (k, v) in fields {
-                args.push(k.into());
-                args.push(v.into());
-            }
-        }
+        let args: Vec<Value> = vec![(max_len as i64).into(), Value::Bytes(packed.into())];
         let _: Value = Script::from_lua(APPEND_HISTORY)
             .evalsha_with_reload(&self.cmd, vec![stream], args)
             .await

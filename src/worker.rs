@@ -3,9 +3,8 @@
 //! HTTP listener until the stop token fires, and stops them in order: reading first, then
 //! in-flight work (bounded by `shutdown_timeout`), then the rest.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -293,7 +292,8 @@ impl WorkerBuilder {
             routes,
             retry: RetryPolicy::new(cfg.retry.clone()),
             permits: Arc::new(Semaphore::new(cfg.concurrency)),
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Default::default(),
+            type_facts: Default::default(),
             streams: RwLock::new(Arc::new(Vec::new())),
             health: health.clone(),
             cfg,
@@ -352,7 +352,7 @@ impl WorkerBuilder {
             .await
             .is_ok();
         if !finished {
-            let left = shared.in_flight.lock().map(|m| m.len()).unwrap_or(0);
+            let left = shared.in_flight.len();
             warn!(
                 left,
                 "shutdown_timeout reached; unfinished events stay pending and will be reclaimed"

@@ -136,7 +136,7 @@ fn real_prometheus_scrapes_the_worker_and_evaluates_the_alert_rules() {
     let mut result = Vec::new();
     while start.elapsed() < Duration::from_secs(45) {
         prom.assert_running();
-        if let Some(v) = query("event_worker_events_total")
+        if let Some(v) = query("event_worker_events_total{outcome=\"success\"}")
             && let Some(r) = v["data"]["result"].as_array()
             && !r.is_empty()
         {

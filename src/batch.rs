@@ -1,0 +1,107 @@
+//! One read batch is processed by one task. Its entries are handled concurrently inside it
+//! (one future each); whatever succeeded by the time the task looks is acknowledged in one
+//! request to the acker, while the rest keep running; retries and dead letters are settled
+//! by their own atomic moves. Each entry's permit is released once its outcome is durable,
+//! so at most `concurrency` events are ever between read and settlement.
+//!
+//! One task per batch instead of one per event keeps task spawns, wake-ups and channel
+//! traffic per batch rather than per event. Handler futures of one batch share that task:
+//! CPU-heavy handler work belongs in `tokio::task::spawn_blocking`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::warn;
+
+use crate::acker::AckItem;
+use crate::history::Record;
+use crate::process::{self, Handled, Step};
+use crate::shared::Shared;
+use crate::store::Entry;
+
+/// Most attempts at acknowledging a group of successes before leaving them pending.
+const ACK_ATTEMPTS: u32 = 10;
+
+/// Handles `entries`, one permit each (the caller took them and registered the entries in
+/// `in_flight`); returns when every entry is settled or given up.
+pub async fn run(shared: Arc<Shared>, entries: Vec<Entry>, mut permits: Vec<OwnedSemaphorePermit>) {
+    let in_flight = shared
+        .metrics
+        .in_flight
+        .with_label_values(&[shared.env(), shared.group()]);
+    in_flight.add(entries.len() as i64);
+    let mut handling: FuturesUnordered<_> = entries
+        .into_iter()
+        .map(|e| process::handle(&shared, e))
+        .collect();
+    let mut acking = FuturesUnordered::new();
+    let mut succeeded: Vec<(AckItem, Option<Record>)> = Vec::new();
+    let mut release = |n: usize| {
+        permits.truncate(permits.len().saturating_sub(n));
+        in_flight.sub(n as i64);
+    };
+    loop {
+        tokio::select! {
+            Some(first) = handling.next(), if !handling.is_empty() => {
+                let mut done = vec![first];
+                // Everything else that is ready now goes into the same acknowledgement.
+                while let Some(Some(h)) = handling.next().now_or_never() {
+                    done.push(h);
+                }
+                let mut settled = 0;
+                for h in done {
+                    shared.in_flight.remove(&h.stream, &h.id);
+                    let Handled { stream, id, step, record } = h;
+                    match step {
+                        Step::Ack => {
+                            let delete = stream == shared.redeliver;
+                            succeeded.push((AckItem { stream, id, delete }, record));
+                        }
+                        Step::Settled => settled += 1,
+                    }
+                }
+                release(settled);
+                if !succeeded.is_empty() {
+                    acking.push(acknowledge(&shared, std::mem::take(&mut succeeded)));
+                }
+            }
+            Some(n) = acking.next(), if !acking.is_empty() => release(n),
+            else => break,
+        }
+    }
+}
+
+/// Acknowledges `succeeded` through the acker, retrying Redis failures with backoff for a
+/// while, then writes their history records; returns how many entries it covered. If it
+/// still fails, the entries stay pending and are delivered again (at-least-once).
+async fn acknowledge(shared: &Shared, succeeded: Vec<(AckItem, Option<Record>)>) -> usize {
+    let n = succeeded.len();
+    let (items, records): (Vec<AckItem>, Vec<Option<Record>>) = succeeded.into_iter().unzip();
+    let mut items = Some(items);
+    let mut backoff = Duration::from_millis(50);
+    for attempt in 0..ACK_ATTEMPTS {
+        let Some(batch) = items.take() else { break };
+        let (back, result) = shared.acker.ack_many(batch).await;
+        match result {
+            Ok(()) => {
+                for record in records.into_iter().flatten() {
+                    shared.history.record(record);
+                }
+                return n;
+            }
+            Err(e) => {
+                warn!(entries = n, attempt, error = %e, "could not acknowledge handled entries; retrying");
+                items = back;
+                process::pause_after_settle_error(shared, &mut backoff).await;
+            }
+        }
+    }
+    warn!(
+        entries = n,
+        "acknowledgement not recorded; the entries stay pending and will be delivered again"
+    );
+    n
+}
