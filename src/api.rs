@@ -235,6 +235,9 @@ async fn health(State(state): State<ApiState>) -> Result<Response, ApiError> {
             latency.as_millis()
         ));
     }
+    if let Ok(issues) = state.health.discovery.lock() {
+        warnings.extend(issues.warnings());
+    }
     let instances = live_instances(&shared).await;
     let mut body = base;
     body["status"] = if warnings.is_empty() {

@@ -121,6 +121,12 @@ pub struct ApiConfig {
     /// Most mutating requests (publish, replay, purge) per second, over all clients; more get
     /// 429 with `Retry-After` (default 500; 0 turns the limit off).
     pub rate_limit: u32,
+    /// How long a client may take to send a request's header (default 10 s, at least
+    /// 100 ms); slower connections, idle keep-alive ones included, are closed (slowloris).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body once its header is in (default
+    /// 30 s, at least 100 ms); slower requests get 408 and the connection is closed.
+    pub body_timeout: Duration,
 }
 
 /// Which handler a route uses.
@@ -232,6 +238,8 @@ struct RawHistory {
 struct RawApi {
     listen: Option<String>,
     rate_limit: Option<i64>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +296,8 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("history"), "max_age", Kind::Str),
     (Some("api"), "listen", Kind::Str),
     (Some("api"), "rate_limit", Kind::Int),
+    (Some("api"), "header_timeout", Kind::Str),
+    (Some("api"), "body_timeout", Kind::Str),
 ];
 
 /// Name of the variable that overrides `section.key`.
@@ -653,6 +663,18 @@ fn validate(
         SocketAddr::from(([127, 0, 0, 1], 9464))
     });
     let rate_limit = c.int("api.rate_limit", raw.api.rate_limit, 500, 0, 1_000_000) as u32;
+    let header_timeout = c.duration(
+        "api.header_timeout",
+        raw.api.header_timeout,
+        Duration::from_secs(10),
+        ms(100),
+    );
+    let body_timeout = c.duration(
+        "api.body_timeout",
+        raw.api.body_timeout,
+        Duration::from_secs(30),
+        ms(100),
+    );
     let token = lookup("EVENTS_API_TOKEN")
         .filter(|t| !t.is_empty())
         .map(Secret::new);
@@ -695,6 +717,8 @@ fn validate(
                 listen,
                 token,
                 rate_limit,
+                header_timeout,
+                body_timeout,
             },
             routes,
         })
@@ -959,6 +983,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("redis_url") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn api_timeouts_default_parse_override_and_name_bad_values() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.api.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.api.body_timeout, Duration::from_secs(30));
+        let text = format!("[api]\nheader_timeout = \"2s\"\nbody_timeout = \"1500ms\"\n{MINIMAL}");
+        let c = load(&text, &[("EVENTS_API_HEADER_TIMEOUT", "750ms")]).unwrap();
+        assert_eq!(c.api.header_timeout, Duration::from_millis(750));
+        assert_eq!(c.api.body_timeout, Duration::from_millis(1500));
+        let e = load(
+            MINIMAL,
+            &[
+                ("EVENTS_API_HEADER_TIMEOUT", "soon"),
+                ("EVENTS_API_BODY_TIMEOUT", "10ms"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("api.header_timeout") && e.contains("soon"),
+            "{e}"
+        );
+        assert!(e.contains("api.body_timeout: must be at least"), "{e}");
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct Health {
     pub last_read_ms: AtomicU64,
     /// The worker finished its start-up (migrations, groups) and consumes.
     pub consuming: AtomicBool,
+    /// Keys discovery could not consume (not streams, or past the stream cap), shown as
+    /// warnings by `/api/events/health`.
+    pub discovery: std::sync::Mutex<crate::discovery::Issues>,
 }
 
 impl Health {

@@ -195,6 +195,8 @@ impl WorkerBuilder {
             token: cfg.api.token.clone(),
             backlog: Arc::new(BacklogCache::default()),
             limiter: Arc::new(http::RateLimiter::new(cfg.api.rate_limit)),
+            header_timeout: cfg.api.header_timeout,
+            body_timeout: cfg.api.body_timeout,
         };
         let (bound, api_task) = http::serve(cfg.api.listen, api_state, api_stop.clone())
             .await

@@ -35,6 +35,7 @@ mod prometheus;
 mod redis_restart;
 mod rows_input;
 mod rows_long;
+mod rows_metrics;
 mod rows_network;
 mod rows_redis;
 mod rows_retry;

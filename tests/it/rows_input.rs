@@ -1,5 +1,6 @@
 //! RELIABILITY.md rows G and H not covered elsewhere: T37 huge entries, T38
-//! wrong key types, T39 duplicate event ids, T45 rate limit, T46 history limits.
+//! wrong key types (and their health warnings), T39 duplicate event ids, T45 rate limit and
+//! slowloris, T46 history limits.
 
 use crate::util::api::Api;
 use crate::util::checker::{self, CheckOpts, ledger, publish_logged};
@@ -9,15 +10,6 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "rows-input-token-0123456789";
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 #[test]
 fn t37_huge_entry_bounded() {
@@ -206,6 +198,89 @@ fn t38_wrong_key_types() {
     w.assert_running();
 }
 
+/// Warnings of `/api/events/health` (status, warnings).
+fn health_warnings(api: &Api) -> (String, Vec<String>) {
+    let h = api.get("/api/events/health").json();
+    let warnings = h["warnings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|w| w.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        h["status"].as_str().unwrap_or_default().to_string(),
+        warnings,
+    )
+}
+
+#[test]
+fn t38b_wrong_type_keys_are_health_warnings() {
+    let env = "t38b";
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    let exact = stream_key(env, "wt.broken");
+    let globbed = stream_key(env, "g.one");
+    redis.cmd(&["SET", &exact, "x"]);
+    let cfg = WorkerConfig::new(env, &redis.url())
+        .route(Route::http(&["wt.broken"], &sink.url()))
+        .route(Route::http(&["g.*"], &sink.url()));
+    let mut w = WorkerProcess::start("w1", cfg.clone());
+    w.wait_ready(Duration::from_secs(15));
+    let api = Api::new(&cfg.api_addr(), None);
+    // 1. A routed key that is a string from the start.
+    let (status, warnings) = health_warnings(&api);
+    eprintln!("[T38b] at start: {status} {warnings:?}");
+    assert_eq!(status, "degraded");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("not a stream") && w.contains(&exact)),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains(&globbed)),
+        "{warnings:?}"
+    );
+    // 2. A consumed stream replaced by a string while the worker reads it.
+    publish(&redis, env, "g.one", "g-1");
+    wait_until("g-1 handled", Duration::from_secs(10), || {
+        sink.success_counts().contains_key("g-1")
+    });
+    redis.cmd(&["DEL", &globbed]);
+    redis.cmd(&["SET", &globbed, "y"]);
+    let mut seen = Vec::new();
+    let reported = try_wait_until(Duration::from_secs(10), || {
+        seen = health_warnings(&api).1;
+        seen.iter()
+            .any(|w| w.contains(&globbed) && w.contains(&exact))
+    });
+    eprintln!("[T38b] after SET on a consumed stream: {seen:?}");
+    assert!(
+        reported,
+        "the replaced stream is not named: {seen:?}\n{}",
+        w.logs()
+    );
+    // 3. Fixed keys stop being reported.
+    redis.cmd(&["DEL", &exact]);
+    redis.cmd(&["DEL", &globbed]);
+    let cleared = try_wait_until(Duration::from_secs(10), || {
+        let (status, warnings) = health_warnings(&api);
+        seen = warnings;
+        status == "ok" && seen.is_empty()
+    });
+    assert!(cleared, "warnings after the keys were deleted: {seen:?}");
+    publish(&redis, env, "wt.broken", "b-1");
+    wait_until(
+        "b-1 handled once the key is a stream",
+        Duration::from_secs(10),
+        || sink.success_counts().contains_key("b-1"),
+    );
+    w.assert_running();
+}
+
 #[test]
 fn t39_duplicate_event_id_publish() {
     let env = "t39";
@@ -264,6 +339,23 @@ fn t39_duplicate_event_id_publish() {
     eprintln!("[T39] same id published twice: 2 entries {entries:?}, 2 deliveries");
 }
 
+/// A ready worker with one HTTP route for `ty`, the API token and `api_extra` in `[api]`.
+fn start_api_worker(
+    redis: &RedisServer,
+    sink: &HttpSink,
+    env: &str,
+    ty: &str,
+    api_extra: &str,
+) -> (WorkerConfig, WorkerProcess) {
+    let mut cfg = WorkerConfig::new(env, &redis.url())
+        .route(Route::http(&[ty], &sink.url()))
+        .api_token(TOKEN);
+    cfg.api_extra = api_extra.into();
+    let mut w = WorkerProcess::start("w1", cfg.clone());
+    w.wait_ready(Duration::from_secs(15));
+    (cfg, w)
+}
+
 #[test]
 fn t45_rate_limit_and_fast_health() {
     let env = "t45";
@@ -271,12 +363,7 @@ fn t45_rate_limit_and_fast_health() {
     let redis = RedisServer::start();
     let _dump = redis.dump_on_panic(env);
     let sink = HttpSink::start();
-    let mut cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&[ty], &sink.url()))
-        .api_token(TOKEN);
-    cfg.api_extra = "rate_limit = 5\n".into();
-    let mut w = WorkerProcess::start("w1", cfg.clone());
-    w.wait_ready(Duration::from_secs(15));
+    let (cfg, _w) = start_api_worker(&redis, &sink, env, ty, "rate_limit = 5\n");
     // Health probe in parallel with the burst.
     let prober = {
         let addr = cfg.api_addr();
@@ -357,6 +444,191 @@ fn t45_rate_limit_and_fast_health() {
     assert!(limited > 0, "no 429 in a burst of 30 with rate_limit 5");
     assert!(accepted <= allowed, "{accepted} accepted > {allowed}");
     assert!(p99 < Duration::from_millis(100), "health p99 {p99:?}");
+}
+
+/// p99 of `times` (sorted in place).
+fn p99(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[(times.len() * 99).div_ceil(100).max(1) - 1]
+}
+
+#[test]
+fn t45_slowloris_header_and_body_timeouts() {
+    use crate::util::slowloris::{SlowClient, drive};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = "t45s";
+    let ty = "slow.event";
+    let (header_timeout, body_timeout) = (Duration::from_secs(2), Duration::from_secs(2));
+    let margin = Duration::from_millis(1500);
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    let api_extra = "header_timeout = \"2s\"\nbody_timeout = \"2s\"\n";
+    let (cfg, mut w) = start_api_worker(&redis, &sink, env, ty, api_extra);
+    let addr = cfg.api_addr();
+    // Probes on fresh connections (/livez) and on a kept-alive one (health) meanwhile.
+    let done = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let (addr, done) = (addr.clone(), done.clone());
+        std::thread::spawn(move || {
+            let api = Api::new(&addr, None);
+            let (mut livez, mut health) = (Vec::new(), Vec::new());
+            for _ in 0..1000 {
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                let t = Instant::now();
+                let r = http_get(&addr, "/livez");
+                assert_eq!(r.map(|r| r.0), Some(200), "/livez during the slowloris");
+                livez.push(t.elapsed());
+                let t = Instant::now();
+                let r = api.get("/api/events/health");
+                assert_eq!(r.status, 200, "{}", r.body);
+                health.push(t.elapsed());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (livez, health)
+        })
+    };
+    // 100 connections that never finish their header, one byte a second.
+    let mut head = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 200));
+    let mut clients: Vec<SlowClient> = (0..100)
+        .map(|i| SlowClient::open(&format!("header-{i:03}"), &addr, &head, 0))
+        .collect();
+    // Complete headers, bodies trickling in: a publish with a length, a chunked publish,
+    // and a GET with a body.
+    let body = json!({"type": ty, "data": {"pad": "x".repeat(40)}, "id": "slow-body"}).to_string();
+    let auth = format!("Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n");
+    let with_len = |method_path: &str| {
+        let h = format!(
+            "{method_path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        (format!("{h}{body}").into_bytes(), h.len())
+    };
+    let chunked = {
+        let h = format!(
+            "POST /api/events/publish HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Transfer-Encoding: chunked\r\n\r\n"
+        );
+        let mut s = h.clone();
+        for b in body.chars() {
+            s += &format!("1\r\n{b}\r\n");
+        }
+        s += "0\r\n\r\n";
+        (s.into_bytes(), h.len())
+    };
+    for (i, (script, burst)) in [
+        with_len("POST /api/events/publish"),
+        chunked,
+        with_len("GET /api/events/health"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        clients.push(SlowClient::open(
+            &format!("body-{i}"),
+            &addr,
+            &script,
+            burst,
+        ));
+    }
+    // A kept-alive connection that goes idle after one request.
+    let idle = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    clients.push(SlowClient::open("idle-keepalive", &addr, idle, idle.len()));
+    let t0 = Instant::now();
+    drive(
+        &mut clients,
+        Duration::from_secs(1),
+        header_timeout.max(body_timeout) + margin + Duration::from_secs(1),
+    );
+    let slow_phase = t0.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let (mut livez, mut health) = prober.join().unwrap();
+    let (n_livez, n_health) = (livez.len(), health.len());
+    let (livez_p99, health_p99) = (p99(&mut livez), p99(&mut health));
+    let mut report = Vec::new();
+    for c in &clients {
+        let closed = c.closed_after.unwrap_or_else(|| {
+            panic!(
+                "{}: still open after {slow_phase:?} ({} bytes sent, answer {:?})\n{}",
+                c.label,
+                c.sent(),
+                c.answer_text(),
+                w.logs()
+            )
+        });
+        let (timeout, status) = if c.label.starts_with("body-") {
+            (body_timeout, Some("HTTP/1.1 408"))
+        } else if c.label == "idle-keepalive" {
+            (header_timeout, Some("HTTP/1.1 200"))
+        } else {
+            (header_timeout, None)
+        };
+        assert!(
+            closed + Duration::from_millis(100) >= timeout && closed <= timeout + margin,
+            "{}: closed after {closed:?}, timeout {timeout:?} (+{margin:?})",
+            c.label
+        );
+        match status {
+            Some(s) => assert!(
+                c.answer_text().starts_with(s),
+                "{}: answer {:?}",
+                c.label,
+                c.answer_text()
+            ),
+            None => assert!(
+                c.answer.is_empty() || c.answer_text().starts_with("HTTP/1.1 408"),
+                "{}: answer {:?}",
+                c.label,
+                c.answer_text()
+            ),
+        }
+        if !c.label.starts_with("header-") {
+            report.push(format!("{} closed after {closed:.2?}", c.label));
+        }
+    }
+    let header_closed: Vec<Duration> = clients
+        .iter()
+        .filter(|c| c.label.starts_with("header-"))
+        .filter_map(|c| c.closed_after)
+        .collect();
+    let (hmin, hmax) = (
+        header_closed.iter().min().unwrap(),
+        header_closed.iter().max().unwrap(),
+    );
+    eprintln!(
+        "[T45] slowloris: 100 header-slow connections closed after {hmin:.2?}..{hmax:.2?} \
+         (header_timeout {header_timeout:?}); {}; during it /livez p99 {livez_p99:.2?} \
+         ({n_livez} probes), health p99 {health_p99:.2?} ({n_health} probes)",
+        report.join(", ")
+    );
+    assert!(
+        n_livez >= 20 && n_health >= 20,
+        "{n_livez} / {n_health} probes"
+    );
+    assert!(
+        livez_p99 < Duration::from_millis(100),
+        "/livez p99 {livez_p99:?}"
+    );
+    assert!(
+        health_p99 < Duration::from_millis(100),
+        "health p99 {health_p99:?}"
+    );
+    // The trickled publishes were cut off before the handler: nothing reached Redis.
+    assert_eq!(
+        redis.xlen(&stream_key(env, ty)),
+        0,
+        "a trickled publish got through"
+    );
+    let api = Api::new(&addr, Some(TOKEN));
+    let r = api.post(
+        "/api/events/publish",
+        &json!({"type": ty, "data": {}, "id": "after"}),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    w.assert_running();
 }
 
 #[test]

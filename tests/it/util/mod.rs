@@ -9,6 +9,7 @@ pub mod faults;
 pub mod redis;
 pub mod resp;
 pub mod sink;
+pub mod slowloris;
 pub mod tls;
 pub mod worker;
 
@@ -87,6 +88,23 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Some((status, body))
+}
+
+/// Resident set size of a process in KiB (`VmRSS` of `/proc/<pid>/status`; 0 if gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of a process (entries of `/proc/<pid>/fd`; 0 if gone).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------- keys
