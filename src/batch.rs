@@ -2,7 +2,10 @@
 //! (one future each); whatever succeeded by the time the task looks is acknowledged in one
 //! request to the acker, while the rest keep running; retries and dead letters are settled
 //! by their own atomic moves. Each entry's permit is released once its outcome is durable,
-//! so at most `concurrency` events are ever between read and settlement.
+//! except that successes waiting only for their XACK move to a second pool of `concurrency`
+//! permits (`Shared::unacked`) when it has room, so the next read overlaps the round trip:
+//! at most `concurrency` events are being handled, and at most twice that are delivered
+//! and not yet settled.
 //!
 //! One task per batch instead of one per event keeps task spawns, wake-ups and channel
 //! traffic per batch rather than per event. Handler futures of one batch share that task:
@@ -37,6 +40,7 @@ pub async fn run(shared: Arc<Shared>, entries: Vec<Entry>, mut permits: Vec<Owne
         .into_iter()
         .map(|e| process::handle(&shared, e))
         .collect();
+
     let mut acking = FuturesUnordered::new();
     let mut succeeded: Vec<(AckItem, Option<Record>)> = Vec::new();
     let mut release = |n: usize| {
@@ -63,10 +67,20 @@ pub async fn run(shared: Arc<Shared>, entries: Vec<Entry>, mut permits: Vec<Owne
                         Step::Settled => settled += 1,
                     }
                 }
-                release(settled);
                 if !succeeded.is_empty() {
-                    acking.push(acknowledge(&shared, std::mem::take(&mut succeeded)));
+                    // Successes waiting for their XACK hand their permits over to the
+                    // unacked pool when it has room, so the next read need not wait for
+                    // the round trip; otherwise they keep them until the XACK is answered.
+                    let k = succeeded.len();
+                    let handed_over = u32::try_from(k)
+                        .ok()
+                        .and_then(|k| shared.unacked.clone().try_acquire_many_owned(k).ok());
+                    if handed_over.is_some() {
+                        settled += k;
+                    }
+                    acking.push(acknowledge(&shared, std::mem::take(&mut succeeded), handed_over));
                 }
+                release(settled);
             }
             Some(n) = acking.next(), if !acking.is_empty() => release(n),
             else => break,
@@ -75,15 +89,26 @@ pub async fn run(shared: Arc<Shared>, entries: Vec<Entry>, mut permits: Vec<Owne
 }
 
 /// Acknowledges `succeeded` through the acker, retrying Redis failures with backoff for a
-/// while, then writes their history records; returns how many entries it covered. If it
-/// still fails, the entries stay pending and are delivered again (at-least-once).
-async fn acknowledge(shared: &Shared, succeeded: Vec<(AckItem, Option<Record>)>) -> usize {
-    let n = succeeded.len();
+/// while, then writes their history records; returns how many handling permits the caller
+/// may release now (none when the entries already moved to the `unacked` pool, whose
+/// permits are released here). If it still fails, the entries stay pending and are
+/// delivered again (at-least-once).
+async fn acknowledge(
+    shared: &Shared,
+    succeeded: Vec<(AckItem, Option<Record>)>,
+    unacked: Option<OwnedSemaphorePermit>,
+) -> usize {
+    let n = if unacked.is_some() {
+        0
+    } else {
+        succeeded.len()
+    };
     let (items, records): (Vec<AckItem>, Vec<Option<Record>>) = succeeded.into_iter().unzip();
     let mut items = Some(items);
     let mut backoff = Duration::from_millis(50);
     for attempt in 0..ACK_ATTEMPTS {
         let Some(batch) = items.take() else { break };
+        let entries = batch.len();
         let (back, result) = shared.acker.ack_many(batch).await;
         match result {
             Ok(()) => {
@@ -93,14 +118,14 @@ async fn acknowledge(shared: &Shared, succeeded: Vec<(AckItem, Option<Record>)>)
                 return n;
             }
             Err(e) => {
-                warn!(entries = n, attempt, error = %e, "could not acknowledge handled entries; retrying");
+                warn!(entries, attempt, error = %e, "could not acknowledge handled entries; retrying");
                 items = back;
                 process::pause_after_settle_error(shared, &mut backoff).await;
             }
         }
     }
     warn!(
-        entries = n,
+        entries = records.len(),
         "acknowledgement not recorded; the entries stay pending and will be delivered again"
     );
     n

@@ -134,8 +134,11 @@ struct QuietStreams {
 const QUIET_RECHECK: Duration = Duration::from_millis(50);
 
 impl QuietStreams {
-    /// The streams of `all` not known to be empty.
-    fn busy(&self, all: &[String]) -> Vec<String> {
+    /// The streams of `all` not known to be empty (and forgets streams no longer read).
+    fn busy(&mut self, all: &[String]) -> Vec<String> {
+        if self.since.len() > all.len() {
+            self.since.retain(|s, _| all.contains(s));
+        }
         all.iter()
             .filter(|s| {
                 self.since

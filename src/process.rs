@@ -92,7 +92,9 @@ pub async fn handle(shared: &Shared, mut entry: Entry) -> Handled {
     let (step, record) = match decision.settlement {
         Settlement::Ack => (Step::Ack, decision.record),
         settlement => {
-            if settle(shared, &entry, &settlement).await
+            // Boxed: the settle future is large and rarely needed; inline it would make every
+            // event's future that large.
+            if Box::pin(settle(shared, &entry, &settlement)).await
                 && let Some(record) = decision.record
             {
                 shared.history.record(record);
@@ -120,7 +122,7 @@ async fn decide(shared: &Shared, entry: &mut Entry) -> Decision {
         Err((malformed, fields)) => {
             entry.fields = fields;
             let entry = &*entry;
-            let label = stream_type.unwrap_or("other");
+            let label = stream_type.map_or("other", |t| shared.type_label(t));
             warn!(stream = %entry.stream, entry_id = %entry.id, group = shared.group(), error = %malformed, "malformed entry dead-lettered");
             let attempts = envelope::lookup(&entry.fields, field::ATTEMPT)
                 .and_then(|a| a.parse().ok())

@@ -107,8 +107,11 @@ pub struct Shared {
     pub routes: Vec<Route>,
     /// Retry delays.
     pub retry: RetryPolicy,
-    /// `concurrency` permits; one is held per event from read to settlement.
+    /// `concurrency` permits; one is held per event from read until it is handled and its
+    /// outcome settled (or handed over to `unacked`).
     pub permits: Arc<Semaphore>,
+    /// `concurrency` more permits for successes whose XACK is in flight (see `batch`).
+    pub unacked: Arc<Semaphore>,
     /// Entries this consumer is handling now, with their start time (for idle refresh).
     pub in_flight: InFlight,
     /// Per-type label, route and metric handles.

@@ -294,6 +294,7 @@ impl WorkerBuilder {
             routes,
             retry: RetryPolicy::new(cfg.retry.clone()),
             permits: Arc::new(Semaphore::new(cfg.concurrency)),
+            unacked: Arc::new(Semaphore::new(cfg.concurrency)),
             in_flight: Default::default(),
             type_facts: Default::default(),
             streams: RwLock::new(Arc::new(Vec::new())),
