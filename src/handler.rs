@@ -52,6 +52,10 @@ impl Outcome {
 /// Handles events of the types its route serves.
 ///
 /// Handlers must be idempotent on [`Event::id`]: delivery is at-least-once.
+///
+/// The futures of one read batch are polled by one task (see `batch`), so a handler that
+/// blocks or burns CPU holds up the rest of its batch: move such work to
+/// `tokio::task::spawn_blocking`.
 pub trait Handler: Send + Sync + 'static {
     /// Handles one event. A panic counts as a retryable failure; the route's `timeout`
     /// bounds the run (past it the future is dropped and the run counts as retryable).
