@@ -99,7 +99,12 @@ async fn resolve_scan(shared: &Shared) -> Result<(Vec<TypeStream>, bool), StoreE
         let pattern = format!("{}*", shared.keys.prefix());
         let exact: HashSet<String> = types.iter().cloned().collect();
         let limit = MAX_STREAMS + 1;
-        let keys = shared.store.scan_streams(&pattern, limit).await?;
+        // Only type streams count towards the limit (not the DLQ, history, redeliver, ...).
+        let is_type_stream = |k: &str| shared.keys.type_of_stream(k).is_some();
+        let keys = shared
+            .store
+            .scan_streams(&pattern, limit, &is_type_stream)
+            .await?;
         truncated = keys.len() >= limit;
         for key in keys {
             if let Some(t) = shared.keys.type_of_stream(&key)

@@ -242,7 +242,7 @@ async fn check(config: Config, json: bool) -> anyhow::Result<()> {
         .collect();
     let mut streams: Vec<(String, usize)> = Vec::new();
     let existing = store
-        .scan_streams(&format!("{}*", keys.prefix()), 10_000)
+        .scan_streams(&format!("{}*", keys.prefix()), 10_000, &|_| true)
         .await?;
     for (i, route) in &patterns {
         for p in route {

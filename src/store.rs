@@ -538,16 +538,19 @@ impl Store {
         &self,
         pattern: &str,
         limit: usize,
+        keep: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Vec<String>, StoreError> {
-        self.scan(pattern, Some("stream"), limit).await
+        self.scan(pattern, Some("stream"), limit, keep).await
     }
 
-    /// Keys matching `pattern` (and of type `kind`, if given), sorted, at most `limit`.
+    /// Keys matching `pattern` (and of type `kind`, if given) for which `keep` holds,
+    /// sorted, at most `limit` (keys `keep` refuses do not count towards it).
     pub(crate) async fn scan(
         &self,
         pattern: &str,
         kind: Option<&str>,
         limit: usize,
+        keep: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Vec<String>, StoreError> {
         let mut cursor = "0".to_string();
         let mut out = Vec::new();
@@ -583,7 +586,8 @@ impl Store {
                     .map(Value::into_array)
                     .unwrap_or_default()
                     .iter()
-                    .filter_map(text),
+                    .filter_map(text)
+                    .filter(|k| keep(k)),
             );
             if cursor == "0" || out.len() >= limit {
                 break;

@@ -328,6 +328,6 @@ impl Store {
     /// # Errors
     /// Redis errors.
     pub async fn scan_keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        self.scan(pattern, None, limit).await
+        self.scan(pattern, None, limit, &|_| true).await
     }
 }

@@ -121,8 +121,9 @@ impl WorkerBuilder {
                     BreakerState::Closed => info!(handler = name, "circuit breaker closed"),
                 }
             });
-        let client = HttpHandler::default_client()
-            .map_err(|e| ConfigError(vec![format!("http client: {e}")]))?;
+        // Built only when an http route needs it (loading the system's CA roots takes a few
+        // milliseconds of every start otherwise).
+        let mut client: Option<reqwest::Client> = None;
         let mut routes = Vec::new();
         for (i, (patterns, handler)) in self.code_routes.iter().enumerate() {
             for p in patterns {
@@ -141,8 +142,17 @@ impl WorkerBuilder {
         for (i, rc) in self.config.routes.iter().enumerate() {
             let handler: Arc<dyn Handler> = match (&rc.handler, &rc.url) {
                 (HandlerKind::Http, Some(url)) => {
+                    let client = match &client {
+                        Some(c) => c.clone(),
+                        None => {
+                            let c = HttpHandler::default_client()
+                                .map_err(|e| ConfigError(vec![format!("http client: {e}")]))?;
+                            client = Some(c.clone());
+                            c
+                        }
+                    };
                     match HttpHandler::new(
-                        client.clone(),
+                        client,
                         url.clone(),
                         &rc.headers,
                         rc.signing_secret.as_ref().map(|s| s.expose()),
