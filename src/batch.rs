@@ -57,14 +57,16 @@ pub async fn run(shared: Arc<Shared>, entries: Vec<Entry>, mut permits: Vec<Owne
                 }
                 let mut settled = 0;
                 for h in done {
-                    shared.in_flight.remove(&h.stream, &h.id);
                     let Handled { stream, id, step, record } = h;
                     match step {
                         Step::Ack => {
                             let delete = stream == shared.redeliver;
                             succeeded.push((AckItem { stream, id, delete }, record));
                         }
-                        Step::Settled => settled += 1,
+                        Step::Settled => {
+                            shared.in_flight.remove(&stream, &id);
+                            settled += 1;
+                        }
                     }
                 }
                 if !succeeded.is_empty() {
@@ -112,6 +114,7 @@ async fn acknowledge(
         let (back, result) = shared.acker.ack_many(batch).await;
         match result {
             Ok(()) => {
+                forget(shared, back.as_deref());
                 for record in records.into_iter().flatten() {
                     shared.history.record(record);
                 }
@@ -124,9 +127,18 @@ async fn acknowledge(
             }
         }
     }
+    // Left pending: no longer in flight, so a sweep of this consumer's entries takes them.
+    forget(shared, items.as_deref());
     warn!(
         entries = records.len(),
         "acknowledgement not recorded; the entries stay pending and will be delivered again"
     );
     n
+}
+
+/// Removes acknowledged (or given up) entries from `in_flight`.
+fn forget(shared: &Shared, items: Option<&[AckItem]>) {
+    for item in items.unwrap_or_default() {
+        shared.in_flight.remove(&item.stream, &item.id);
+    }
 }

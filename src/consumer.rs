@@ -103,6 +103,19 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTrac
                     _ = tokio::time::sleep(error_pause) => {}
                     _ = stop.cancelled() => return,
                 }
+                // A read cut off in flight may have delivered entries whose reply was lost:
+                // they are pending on this consumer and nothing else will take them before
+                // the visibility timeout.
+                if let Err(e) = crate::reclaim::claim_own_leftovers(
+                    &shared,
+                    &tracker,
+                    &stop,
+                    Duration::from_millis(50),
+                )
+                .await
+                {
+                    warn!(error = %e, "could not take back this consumer's unseen pending entries");
+                }
                 error_pause = (error_pause * 2).min(Duration::from_secs(5));
             }
         }
@@ -261,13 +274,15 @@ pub async fn dispatch(
         return true;
     }
     permits.truncate(entries.len());
+    // Registered before waiting for permits: a sweep of this consumer's pending entries
+    // (after a failed read) must not take them.
+    shared.in_flight.insert_batch(&entries);
     while permits.len() < entries.len() {
         tokio::select! {
             p = shared.permits.clone().acquire_owned() => match p { Ok(p) => permits.push(p), Err(_) => return false },
             _ = stop.cancelled() => return false,
         }
     }
-    shared.in_flight.insert_batch(&entries);
     // Boxed: the future is large, and spawn would otherwise move it several times.
     tracker.spawn(Box::pin(batch::run(shared.clone(), entries, permits)));
     true

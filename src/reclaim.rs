@@ -18,12 +18,17 @@ use crate::store::{PendingEntry, StoreError};
 /// Most entries looked at per stream and pass.
 const BATCH: usize = 100;
 
-/// Claims, at start-up, entries still pending on this consumer's own name from a previous
-/// run (same configured `consumer`), so they are not left waiting for the backstop.
+/// Claims entries pending on this consumer's own name that it is not handling: at start-up,
+/// those of a previous run (same configured `consumer`); after a failed read, those of a
+/// reply lost on the way. So they are not left waiting for the visibility-timeout backstop.
+///
+/// Only entries idle for `min_idle` are taken, so entries the reclaimer has just claimed
+/// for this consumer (and is about to hand out) are left alone.
 pub async fn claim_own_leftovers(
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
     stop: &CancellationToken,
+    min_idle: Duration,
 ) -> Result<(), StoreError> {
     for stream in shared.all_stream_keys() {
         let mine = shared
@@ -31,13 +36,18 @@ pub async fn claim_own_leftovers(
             .pending_entries(
                 &stream,
                 shared.group(),
-                Duration::ZERO,
+                min_idle,
                 BATCH * 10,
                 Some(shared.consumer()),
             )
             .await?;
+        let handling = shared.in_flight.ids_on(&stream);
+        let mine: Vec<PendingEntry> = mine
+            .into_iter()
+            .filter(|p| !handling.contains(&p.id))
+            .collect();
         if !mine.is_empty() {
-            info!(stream = %stream, count = mine.len(), "re-delivering entries left pending by this consumer's previous run");
+            info!(stream = %stream, count = mine.len(), "re-delivering entries pending on this consumer that it is not handling (previous run, or a read reply lost)");
             claim_and_dispatch(shared, tracker, stop, &stream, mine, Duration::ZERO).await?;
         }
     }

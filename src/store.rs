@@ -243,8 +243,12 @@ impl Store {
         let first_key = args.len();
         args.extend(streams.iter().map(|s| Value::from(s.as_str())));
         args.extend(streams.iter().map(|_| Value::from(">")));
+        // Sent once: replayed after a connection cut, a read would deliver new entries while
+        // those of the lost reply sit pending on this consumer unseen; an error instead lets
+        // the consumer take those back at once (`reclaim::claim_own_leftovers`).
         let options = Options {
             timeout: Some(block.unwrap_or_default() + Duration::from_secs(15)),
+            max_attempts: Some(1),
             ..Default::default()
         };
         let command = CustomCommand::new_static(

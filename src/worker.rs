@@ -328,7 +328,9 @@ impl WorkerBuilder {
         let events = TaskTracker::new();
         let read_stop = CancellationToken::new();
         let aux_stop = CancellationToken::new();
-        if let Err(e) = reclaim::claim_own_leftovers(&shared, &events, &read_stop).await {
+        if let Err(e) =
+            reclaim::claim_own_leftovers(&shared, &events, &read_stop, Duration::ZERO).await
+        {
             warn!(error = %e, "could not re-deliver this consumer's leftovers; the backstop will");
         }
         let roles = TaskTracker::new();

@@ -279,6 +279,80 @@ fn t22a_cut_during_xreadgroup_block() {
     eprintln!("[T22a] cut: {:?}", c.proxy.fired()[0].chunk);
 }
 
+/// T22e: a read's reply is lost (the connection drops after Redis delivered entries to the
+/// live consumer and before the worker saw them). Redis keeps them pending on that consumer,
+/// where nothing but the 30 s visibility timeout would find them. Made deterministic: a
+/// transaction appends 5 events and reads them as the worker's consumer `w1` (what the lost
+/// read did), then the worker's reader connection is killed (what the worker sees).
+#[test]
+fn t22e_lost_read_reply_is_taken_back_at_once() {
+    let redis = RedisServer::start();
+    let env = "t22e";
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
+    let mut w = WorkerProcess::start("w1", cfg);
+    w.wait_ready(Duration::from_secs(15));
+    let key = stream_key(env, TY);
+    let l = ledger();
+    let mut c = redis.conn();
+    c.cmd(&["MULTI"]).unwrap();
+    for i in 0..5 {
+        let id = format!("e-{i:02}");
+        l.lock().unwrap().attempt(&id);
+        let data = format!(r#"{{"n":"{id}"}}"#);
+        c.cmd(&["XADD", &key, "*", "id", &id, "type", TY, "data", &data])
+            .unwrap();
+    }
+    c.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "group",
+        "w1",
+        "COUNT",
+        "5",
+        "STREAMS",
+        &key,
+        ">",
+    ])
+    .unwrap();
+    c.cmd(&["EXEC"]).unwrap();
+    for i in 0..5 {
+        l.lock().unwrap().ack(&format!("e-{i:02}"));
+    }
+    assert_eq!(redis.xpending_count(&key, "group"), Some(5));
+    let killed = crate::util::faults::kill_once(
+        &mut c,
+        &crate::util::faults::KillTarget::NamePrefix("event-worker:w1:reader".into()),
+    )
+    .unwrap();
+    assert_eq!(killed, 1, "the reader connection was not found by name");
+    let start = Instant::now();
+    checker::must_conserve(
+        "T22e",
+        &l,
+        &sink,
+        &redis,
+        env,
+        "group",
+        &[TY],
+        Duration::from_secs(10),
+    );
+    let took = start.elapsed();
+    let rep = checker::check(
+        &l.lock().unwrap(),
+        &sink,
+        &redis,
+        env,
+        &CheckOpts::default(),
+    );
+    rep.assert_ok("T22e", 0, "");
+    eprintln!(
+        "[T22e] 5 entries of a lost read reply handled {took:?} after the read failed (visibility_timeout 30 s); dups {}",
+        rep.duplicated
+    );
+}
+
 #[test]
 fn t22b_cut_after_xack_forwarded() {
     let mut c = cut_case("t22b", 4);
