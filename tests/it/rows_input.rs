@@ -423,6 +423,7 @@ fn t45_rate_limit_and_fast_health() {
         &[ty],
         Duration::from_secs(10),
         Duration::from_millis(300),
+        &CheckOpts::default(),
     );
     rep.assert_ok("T45", 0, "");
     // Refused publishes never reached Redis.

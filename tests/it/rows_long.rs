@@ -70,6 +70,7 @@ fn t01_conservation_happy_path_30k_via_api() {
         &types,
         Duration::from_secs(120),
         Duration::from_millis(500),
+        &CheckOpts::default(),
     );
     rep.assert_ok("T01", 0, "");
     assert_eq!(rep.acked, 3 * per_type);
@@ -122,6 +123,7 @@ fn kill_loop_case(env: &str, consumer: Option<&str>) {
         &[ty],
         Duration::from_secs(120),
         Duration::from_millis(500),
+        &CheckOpts::default(),
     );
     // dup <= K * (C + B); the read COUNT never exceeds the free slots (B <= C).
     let bound = kills * 2 * concurrency;

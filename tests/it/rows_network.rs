@@ -131,19 +131,7 @@ fn t21_half_open_blackhole() {
     if (200..300).contains(&api_status) {
         l.lock().unwrap().ack("api-bh");
     }
-    wait_until("a success after the heal", Duration::from_secs(30), || {
-        sink.ledger()
-            .iter()
-            .any(|r| r.is_success() && r.received > heal)
-    });
-    let recovery = sink
-        .ledger()
-        .iter()
-        .filter(|r| r.is_success() && r.received > heal)
-        .map(|r| r.received)
-        .min()
-        .unwrap()
-        - heal;
+    let recovery = sink.recovery_after("a success after the heal", heal, Duration::from_secs(30));
     publisher.join().unwrap();
     if !checker::wait_conserved(
         &l,
@@ -185,6 +173,7 @@ fn t21_half_open_blackhole() {
         &[TY],
         Duration::from_secs(1),
         Duration::ZERO,
+        &CheckOpts::default(),
     );
     eprintln!(
         "[T21] blackhole 25 s: readyz not-ready after {detected:?} (seen: {not_ready}); API publish \
@@ -262,6 +251,7 @@ fn t22a_cut_during_xreadgroup_block() {
         &[TY],
         Duration::from_secs(20),
         Duration::ZERO,
+        &CheckOpts::default(),
     );
     rep.assert_ok("T22a", 0, "");
     eprintln!("[T22a] cut: {:?}", c.proxy.fired()[0].chunk);
@@ -358,7 +348,7 @@ fn t22b_cut_after_xack_forwarded() {
     wait_until("cut fired", Duration::from_secs(10), || {
         !c.proxy.fired().is_empty()
     });
-    checker::must_conserve(
+    let rep = checker::conserved_report(
         "T22b",
         &l,
         &c.sink,
@@ -367,17 +357,11 @@ fn t22b_cut_after_xack_forwarded() {
         "group",
         &[TY],
         Duration::from_secs(40),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let fired = c.proxy.fired()[0].chunk.clone();
-    let in_batch = fired.matches("b-").count().max(fired.matches('-').count());
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &c.sink,
-        &c.redis,
-        c.env,
+        Duration::from_millis(500),
         &CheckOpts::default(),
     );
+    let fired = c.proxy.fired()[0].chunk.clone();
+    let in_batch = fired.matches("b-").count().max(fired.matches('-').count());
     // Handled at most once more per id of the cut XACK (≤ concurrency).
     rep.assert_ok("T22b", 4, &c.sink.ledger_dump());
     assert_eq!(
@@ -488,7 +472,11 @@ fn t22d_cut_during_dlq_move_script() {
     wait_until("cut fired", Duration::from_secs(10), || {
         !c.proxy.fired().is_empty()
     });
-    checker::must_conserve(
+    let opts = CheckOpts {
+        expect_dead: ["poison-0".to_string()].into(),
+        ..CheckOpts::default()
+    };
+    let rep = checker::conserved_report(
         "T22d",
         &l,
         &c.sink,
@@ -497,13 +485,9 @@ fn t22d_cut_during_dlq_move_script() {
         "group",
         &[TY],
         Duration::from_secs(40),
+        Duration::from_millis(500),
+        &opts,
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let opts = CheckOpts {
-        expect_dead: ["poison-0".to_string()].into(),
-        ..CheckOpts::default()
-    };
-    let rep = checker::check(&l.lock().unwrap(), &c.sink, &c.redis, c.env, &opts);
     rep.assert_ok("T22d", 0, &c.sink.ledger_dump());
     // Exactly one of {source PEL, DLQ}: one DLQ record, nothing pending.
     assert_eq!(dlq_by_id(&c.redis, c.env)["poison-0"].len(), 1);
@@ -569,6 +553,7 @@ fn t23_tls_variants_through_the_proxy() {
         &[TY],
         Duration::from_secs(25),
         Duration::from_millis(300),
+        &CheckOpts::default(),
     );
     let bound = 5 * concurrency as usize;
     rep.assert_ok("T23", bound, "");

@@ -129,19 +129,11 @@ fn t17_client_kill_storm() {
     let (rounds, killed) = storm.join();
     let storm_end = sink.now();
     // Recovery: first successful handler run after the storm.
-    wait_until("a success after the storm", Duration::from_secs(15), || {
-        sink.ledger()
-            .iter()
-            .any(|r| r.is_success() && r.received > storm_end)
-    });
-    let first_after = sink
-        .ledger()
-        .iter()
-        .filter(|r| r.is_success() && r.received > storm_end)
-        .map(|r| r.received)
-        .min()
-        .unwrap();
-    let recovery = first_after - storm_end;
+    let recovery = sink.recovery_after(
+        "a success after the storm",
+        storm_end,
+        Duration::from_secs(15),
+    );
     publisher.join().unwrap();
     let rep = checker::conserved_report(
         "T17",
@@ -153,6 +145,7 @@ fn t17_client_kill_storm() {
         &[TY],
         Duration::from_secs(30),
         Duration::from_millis(300),
+        &CheckOpts::default(),
     );
     // Per cut: the events in flight plus the successes awaiting their XACK (README, Limits).
     let bound = rounds * 2 * concurrency as usize;
@@ -304,19 +297,11 @@ fn t19_debug_sleep_stall() {
         matches!(r, Ok(ref v) if v.as_str().as_deref() == Some("OK")),
         "{r:?}"
     );
-    wait_until("a success after the stall", Duration::from_secs(20), || {
-        sink.ledger()
-            .iter()
-            .any(|r| r.is_success() && r.received > stall_end)
-    });
-    let recovery = sink
-        .ledger()
-        .iter()
-        .filter(|r| r.is_success() && r.received > stall_end)
-        .map(|r| r.received)
-        .min()
-        .unwrap()
-        - stall_end;
+    let recovery = sink.recovery_after(
+        "a success after the stall",
+        stall_end,
+        Duration::from_secs(20),
+    );
     publisher.join().unwrap();
     let rep = checker::conserved_report(
         "T19",
@@ -328,6 +313,7 @@ fn t19_debug_sleep_stall() {
         &[TY],
         Duration::from_secs(30),
         Duration::from_millis(300),
+        &CheckOpts::default(),
     );
     rep.assert_ok("T19", concurrency as usize, "");
     rep.assert_metrics("T19", &[parse_metrics(&w.metrics())], env, Some(0));

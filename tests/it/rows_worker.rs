@@ -156,7 +156,7 @@ fn t04_order_single_consumer() {
     for i in 150..300 {
         publish_logged(&redis, env, TY, &format!("o-{i:04}"), &l);
     }
-    checker::must_conserve(
+    let rep = checker::conserved_report(
         "T04",
         &l,
         &sink,
@@ -165,6 +165,8 @@ fn t04_order_single_consumer() {
         "group",
         &[TY],
         Duration::from_secs(30),
+        Duration::ZERO,
+        &CheckOpts::default(),
     );
     let order: Vec<String> = sink.ledger().into_iter().map(|r| r.id).collect();
     let published = l.lock().unwrap().order.clone();
@@ -173,13 +175,6 @@ fn t04_order_single_consumer() {
         "handler order differs from XADD order with concurrency 1"
     );
     assert_eq!(sink.max_concurrent(), 1);
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &sink,
-        &redis,
-        env,
-        &CheckOpts::default(),
-    );
     rep.assert_ok("T04", 0, "");
     rep.assert_metrics("T04", &[parse_metrics(&w.metrics())], env, Some(0));
 }
@@ -484,6 +479,7 @@ fn t12_consumer_name_hygiene() {
         &[],
         Duration::from_secs(10),
         Duration::ZERO,
+        &CheckOpts::default(),
     );
     rep.assert_ok("T12", 5 * 4 * 5, "");
 }

@@ -470,7 +470,7 @@ pub fn must_conserve(
 }
 
 /// [`must_conserve`], then a short `settle` (late metric updates, stray retries), then
-/// [`check`] with the default options: the closing step most rows share.
+/// [`check`] with `opts`: the closing step most rows share.
 #[allow(clippy::too_many_arguments)]
 pub fn conserved_report(
     row: &str,
@@ -482,14 +482,9 @@ pub fn conserved_report(
     types: &[&str],
     timeout: Duration,
     settle: Duration,
+    opts: &CheckOpts,
 ) -> Report {
     must_conserve(row, ledger, sink, redis, env, group, types, timeout);
     std::thread::sleep(settle);
-    check(
-        &ledger.lock().unwrap(),
-        sink,
-        redis,
-        env,
-        &CheckOpts::default(),
-    )
+    check(&ledger.lock().unwrap(), sink, redis, env, opts)
 }

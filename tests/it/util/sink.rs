@@ -210,6 +210,21 @@ impl HttpSink {
         max as usize
     }
 
+    /// Waits up to `timeout` (panicking past it, naming `what`) for a successful run
+    /// received after `since`, and returns how long after `since` the first one came: the
+    /// recovery time of a fault that ended at `since`.
+    pub fn recovery_after(&self, what: &str, since: Duration, timeout: Duration) -> Duration {
+        let first = || {
+            self.ledger()
+                .iter()
+                .filter(|r| r.is_success() && r.received > since)
+                .map(|r| r.received)
+                .min()
+        };
+        super::wait_until(what, timeout, || first().is_some());
+        first().expect("a success after the fault") - since
+    }
+
     /// A copy of the ledger.
     pub fn ledger(&self) -> Vec<Request> {
         self.shared.inner.lock().unwrap().ledger.clone()
