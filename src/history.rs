@@ -7,7 +7,6 @@
 //! `event_worker_history_dropped_total` (the history is an audit trail, not the source of
 //! truth: the event itself is never affected).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -364,9 +363,6 @@ pub async fn query(store: &Store, key: &str, q: &HistoryQuery) -> Result<Vec<Rec
     }
     Ok(out)
 }
-
-/// Shared handle for roles that write history.
-pub type SharedSink = Arc<HistorySink>;
 
 #[cfg(test)]
 mod tests {
