@@ -5,10 +5,10 @@
 use proptest::prelude::*;
 
 use crate::config::parse_duration;
-use crate::dlq::{self, DlqFilter};
-use crate::envelope::{self, decode};
-use crate::keys;
-use crate::secret::RedisUrl;
+use crate::model::envelope::{self, decode};
+use crate::model::keys;
+use crate::model::secret::RedisUrl;
+use crate::ops::dlq::{self, DlqFilter};
 
 fn field_name() -> impl Strategy<Value = String> {
     prop_oneof![

@@ -11,7 +11,8 @@
 use crate::util::api::Api;
 use crate::util::checker::{self, CheckOpts, Ledger, ledger};
 use crate::util::*;
-use event_worker::shared::MAX_TYPE_LABELS;
+/// The type label cap the README documents ("the first 200 consumed types get their own label").
+const MAX_TYPE_LABELS: usize = 200;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

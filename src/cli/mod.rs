@@ -1,0 +1,351 @@
+//! `event-worker`: the daemon and its operator commands. CLI -> tracing -> Config -> library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod dlq;
+
+use crate::WorkerBuilder;
+use crate::config::Config;
+use crate::model::keys::Keys;
+use crate::ops::migrations;
+use crate::ops::publish::{NewEvent, publish};
+use crate::recover::discovery;
+use crate::redis::store::Store;
+use crate::settle::history::{HistoryQuery, Record, kind};
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+/// Reliable event processing on Redis Streams.
+#[derive(Parser)]
+#[command(name = "event-worker", version, about)]
+struct Cli {
+    /// TOML configuration file (see README "Configuration").
+    #[arg(long, global = true, env = "EVENTS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: apply migrations, consume, serve HTTP.
+    Run,
+    /// Validate the config, reach Redis, and list what `run` would consume.
+    Check,
+    /// Apply the migrations not yet recorded for this env.
+    Migrate,
+    /// Append one event to its stream and print the entry id.
+    Publish {
+        /// Event type, e.g. booking.created.
+        #[arg(value_name = "TYPE")]
+        event_type: String,
+        /// JSON payload.
+        data: String,
+        /// Event id (default: a random UUID).
+        #[arg(long)]
+        id: Option<String>,
+        /// Correlation id.
+        #[arg(long)]
+        correlation_id: Option<String>,
+    },
+    /// Lifecycle records (published, processed, retried, dead_lettered, replayed, purged), newest first.
+    History {
+        /// Only this event type.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Only this correlation id.
+        #[arg(long)]
+        correlation_id: Option<String>,
+        /// Only this event id.
+        #[arg(long)]
+        id: Option<String>,
+        /// Most records shown (1-1000).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Inspect, replay and purge the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("event-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if matches!(cli.command, Command::Run | Command::Check)
+        && let Err(e) = config.require_routes()
+    {
+        eprintln!("event-worker: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("event-worker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = config.redis_url.clone();
+    match runtime.block_on(dispatch(cli.command, config, cli.json)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("event-worker: {}", url.scrub(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Result<()> {
+    match command {
+        Command::Run => {
+            let stop = CancellationToken::new();
+            tokio::spawn(shutdown_signal(stop.clone()));
+            WorkerBuilder::new(config).run(stop).await?;
+            Ok(())
+        }
+        Command::Check => check(config, json).await,
+        Command::Dlq(command) => dlq::run(command, config, json).await,
+        Command::History {
+            event_type,
+            correlation_id,
+            id,
+            limit,
+        } => {
+            let query = HistoryQuery {
+                event_type,
+                correlation_id,
+                id,
+                limit,
+            };
+            dlq::history(query, config, json).await
+        }
+        Command::Migrate => {
+            let store = Store::connect(&config, "migrate").await?;
+            let report = migrations::apply_all(&store, &Keys::new(&config.env)).await?;
+            store.quit().await;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"applied": report.applied, "already_applied": report.skipped})
+                );
+            } else {
+                println!("applied: {}", list_or_none(&report.applied));
+                println!("already applied: {}", list_or_none(&report.skipped));
+            }
+            Ok(())
+        }
+        Command::Publish {
+            event_type,
+            data,
+            id,
+            correlation_id,
+        } => {
+            let store = Store::connect(&config, "publish").await?;
+            let event = NewEvent {
+                event_type,
+                data,
+                id,
+                correlation_id,
+                source: Some("event-worker-cli".into()),
+            };
+            let keys = Keys::new(&config.env);
+            let correlation = event.correlation_id.clone();
+            let result = publish(&store, &keys, event).await;
+            if let Ok(p) = &result {
+                let t = p.stream.strip_prefix(keys.prefix()).unwrap_or_default();
+                let record = Record::new(
+                    kind::PUBLISHED,
+                    &p.id,
+                    t,
+                    "",
+                    correlation.as_deref(),
+                    0,
+                    "via CLI",
+                );
+                let _ = crate::settle::history::append(
+                    &store,
+                    &keys.history(),
+                    config.history.max_len,
+                    &[record],
+                )
+                .await;
+            }
+            store.quit().await;
+            let published = result?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"entry_id": published.entry_id, "id": published.id, "stream": published.stream})
+                );
+            } else {
+                println!("{}", published.entry_id);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+async fn check(config: Config, json: bool) -> anyhow::Result<()> {
+    let store = Store::connect(&config, "check")
+        .await
+        .context("cannot reach Redis")?;
+    let latency = store.ping(std::time::Duration::from_secs(5)).await?;
+    let keys = Keys::new(&config.env);
+    let policy = store.maxmemory_policy().await;
+    let patterns: Vec<(usize, Vec<String>)> = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i, r.types.clone()))
+        .collect();
+    let mut streams: Vec<(String, usize)> = Vec::new();
+    let existing = store
+        .scan_streams(&format!("{}*", keys.prefix()), 10_000, &|_| true)
+        .await?;
+    for (i, route) in &patterns {
+        for p in route {
+            if !p.contains('*') {
+                streams.push((keys.stream(p), *i));
+            }
+        }
+    }
+    for key in existing {
+        if let Some(t) = keys.type_of_stream(&key)
+            && let Some((i, _)) = patterns
+                .iter()
+                .find(|(_, ps)| ps.iter().any(|p| crate::model::keys::glob_matches(p, t)))
+            && !streams.iter().any(|(k, _)| *k == key)
+        {
+            streams.push((key, *i));
+        }
+    }
+    let _ = discovery::resolve;
+    store.quit().await;
+    let mut warnings = config.warnings.clone();
+    match policy.as_deref() {
+        Some("noeviction") => {}
+        Some(p) => warnings.push(format!(
+            "maxmemory-policy is {p}, not noeviction: eviction can silently delete events"
+        )),
+        None => warnings.push(
+            "could not read maxmemory-policy (CONFIG not allowed); make sure it is noeviction"
+                .to_string(),
+        ),
+    }
+    if json {
+        let routes: Vec<_> = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| serde_json::json!({"types": r.types, "handler": r.handler_name(i)}))
+            .collect();
+        let out = serde_json::json!({
+            "ok": true,
+            "env": config.env,
+            "redis": config.redis_url.to_string(),
+            "redis_latency_ms": latency.as_secs_f64() * 1000.0,
+            "group": config.group,
+            "consumer": config.consumer,
+            "routes": routes,
+            "streams": streams.iter().map(|(k, i)| serde_json::json!({"stream": k, "route": i})).collect::<Vec<_>>(),
+            "redeliver": keys.redeliver(&config.group),
+            "maxmemory_policy": policy,
+            "warnings": warnings,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "config ok: env={} group={} consumer={}",
+            config.env, config.group, config.consumer
+        );
+        println!(
+            "redis ok: {} ({:.2} ms)",
+            config.redis_url,
+            latency.as_secs_f64() * 1000.0
+        );
+        for (i, r) in config.routes.iter().enumerate() {
+            println!("route {i}: {} -> {}", r.types.join(", "), r.handler_name(i));
+        }
+        println!(
+            "would consume {} stream(s) plus {}:",
+            streams.len(),
+            keys.redeliver(&config.group)
+        );
+        for (k, i) in &streams {
+            println!("  {k} (route {i})");
+        }
+        for w in warnings {
+            println!("warning: {w}");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal(stop: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                stop.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("signal received; shutting down");
+    stop.cancel();
+}

@@ -1,0 +1,118 @@
+//! The set of entries this consumer is handling now, with the time each was read: the
+//! heartbeat refreshes the idle time of long runners from it, the reclaimer leaves these
+//! entries alone, and health and shutdown report its size. Entries are registered a read
+//! batch at a time and looked up by `&str`, so the hot path takes one lock per batch to
+//! register and allocates only the id it keeps.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::redis::store::Entry;
+
+/// Entries in flight, by stream then entry id.
+#[derive(Default)]
+pub struct InFlight {
+    by_stream: Mutex<HashMap<String, HashMap<String, Instant>>>,
+}
+
+impl InFlight {
+    /// Registers a read batch, stamped now.
+    pub fn insert_batch(&self, entries: &[Entry]) {
+        let now = Instant::now();
+        if let Ok(mut map) = self.by_stream.lock() {
+            for e in entries {
+                match map.get_mut(e.stream.as_str()) {
+                    Some(ids) => {
+                        ids.insert(e.id.clone(), now);
+                    }
+                    None => {
+                        map.insert(e.stream.clone(), HashMap::from([(e.id.clone(), now)]));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets one entry (its outcome is decided).
+    pub fn remove(&self, stream: &str, id: &str) {
+        if let Ok(mut map) = self.by_stream.lock()
+            && let Some(ids) = map.get_mut(stream)
+        {
+            ids.remove(id);
+            if ids.is_empty() {
+                map.remove(stream);
+            }
+        }
+    }
+
+    /// Number of entries in flight.
+    pub fn len(&self) -> usize {
+        self.by_stream
+            .lock()
+            .map(|m| m.values().map(HashMap::len).sum())
+            .unwrap_or(0)
+    }
+
+    /// Ids in flight on `stream`.
+    pub fn ids_on(&self, stream: &str) -> HashSet<String> {
+        self.by_stream
+            .lock()
+            .ok()
+            .and_then(|m| m.get(stream).map(|ids| ids.keys().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    /// Entries in flight for at least `age`, by stream.
+    pub fn older_than(&self, age: Duration) -> HashMap<String, Vec<String>> {
+        let now = Instant::now();
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        if let Ok(map) = self.by_stream.lock() {
+            for (stream, ids) in map.iter() {
+                let old: Vec<String> = ids
+                    .iter()
+                    .filter(|(_, t)| now.duration_since(**t) >= age)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                if !old.is_empty() {
+                    out.insert(stream.clone(), old);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(stream: &str, id: &str) -> Entry {
+        Entry {
+            stream: stream.into(),
+            id: id.into(),
+            fields: Vec::new(),
+            deliveries: 1,
+        }
+    }
+
+    #[test]
+    fn tracks_entries_per_stream_until_removed() {
+        let f = InFlight::default();
+        f.insert_batch(&[entry("a", "1-0"), entry("a", "2-0"), entry("b", "1-0")]);
+        assert_eq!(f.len(), 3);
+        assert_eq!(f.ids_on("a").len(), 2);
+        f.remove("a", "1-0");
+        f.remove("b", "1-0");
+        f.remove("b", "9-9");
+        assert_eq!(f.len(), 1);
+        assert!(f.ids_on("b").is_empty());
+        assert_eq!(
+            f.older_than(Duration::ZERO).get("a"),
+            Some(&vec!["2-0".to_string()])
+        );
+        assert!(f.older_than(Duration::from_secs(60)).is_empty());
+        f.remove("a", "2-0");
+        assert_eq!(f.len(), 0);
+    }
+}

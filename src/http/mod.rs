@@ -1,0 +1,4 @@
+//! The HTTP listener: /metrics, health probes and the operator API.
+
+pub(crate) mod api;
+pub(crate) mod server;

@@ -1,0 +1,311 @@
+//! The HTTP listener (`[api].listen`): `/metrics` (Prometheus text, backlog gauges read at
+//! scrape time), `/livez` (the process runs), `/readyz` (Redis answers and the consumer is
+//! reading), and the operator API under `/api/events/` (see [`crate::http::api`]).
+//!
+//! No CORS headers are ever sent; bodies over 1 MiB get 413. Connections are served with
+//! HTTP/1.1 only: a client that does not finish a request's header within
+//! `api.header_timeout` is disconnected, one that does not finish its body within
+//! `api.body_timeout` gets 408 and is disconnected (slowloris), and on stop the listener
+//! waits at most [`SHUTDOWN_GRACE`] for open requests.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::StreamExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::model::secret::Secret;
+use crate::ops::backlog::BacklogCache;
+use crate::worker::shared::{Health, Shared};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// How long the listener waits for open requests after `stop` before it drops them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Metric registry.
+    pub metrics: Metrics,
+    /// Health facts.
+    pub health: Arc<Health>,
+    /// How recent the last read must be for /readyz.
+    pub ready_window: Duration,
+    /// The worker's shared state, once it is connected to Redis.
+    pub shared: Arc<OnceLock<Arc<Shared>>>,
+    /// Bearer token of the token endpoints (`EVENTS_API_TOKEN`); they are off without it.
+    pub token: Option<Secret>,
+    /// Scrape-time backlog cache.
+    pub backlog: Arc<BacklogCache>,
+    /// Token bucket of the mutating endpoints.
+    pub limiter: Arc<RateLimiter>,
+    /// Longest time a client may take to send a request header (`api.header_timeout`).
+    pub header_timeout: Duration,
+    /// Longest time a client may take to send a request body (`api.body_timeout`).
+    pub body_timeout: Duration,
+}
+
+/// A token bucket: `rate` requests per second, bursts up to `rate`.
+pub struct RateLimiter {
+    rate: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl RateLimiter {
+    /// A bucket of `rate` per second; 0 never limits.
+    pub fn new(rate: u32) -> Self {
+        RateLimiter {
+            rate: f64::from(rate),
+            state: std::sync::Mutex::new((f64::from(rate), std::time::Instant::now())),
+        }
+    }
+
+    /// Takes one token; false when none is left.
+    pub fn try_take(&self) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let Ok(mut s) = self.state.lock() else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.rate);
+        s.1 = now;
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The router.
+pub fn router(state: ApiState) -> Router {
+    let body_timeout = state.body_timeout;
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(crate::http::api::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            body_timeout,
+            body_in_time,
+        ))
+        .layer(axum::middleware::from_fn(json_errors))
+        .with_state(state)
+}
+
+/// Reads the whole request body (at most [`MAX_BODY`]) within `body_timeout` before the
+/// handler runs, so a body that trickles in cannot hold a connection: 408 and the
+/// connection is closed.
+async fn body_in_time(
+    State(body_timeout): State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    if body.size_hint().exact() == Some(0) {
+        return next
+            .run(axum::extract::Request::from_parts(parts, body))
+            .await;
+    }
+    let read = async {
+        let mut data = Vec::new();
+        let mut chunks = body.into_data_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
+            if data.len() + chunk.len() > MAX_BODY {
+                return Err(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok(data)
+    };
+    let status = match tokio::time::timeout(body_timeout, read).await {
+        Ok(Ok(data)) => {
+            let request = axum::extract::Request::from_parts(parts, Body::from(data));
+            return next.run(request).await;
+        }
+        Ok(Err(status)) => status,
+        Err(_) => StatusCode::REQUEST_TIMEOUT,
+    };
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "request body over the 1 MiB limit",
+        StatusCode::REQUEST_TIMEOUT => "request body not received in time",
+        _ => "could not read the request body",
+    };
+    let mut response = json_error(status, message);
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// Refuses a declared body over [`MAX_BODY`] before reading it, and turns the framework's
+/// plain-text 405/413 answers into the API's JSON `{"error": ...}` shape.
+async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body over the 1 MiB limit",
+        );
+    }
+    let response = next.run(request).await;
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE if !is_json => json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body over the 1 MiB limit",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED if !is_json => {
+            let allow = response.headers().get(header::ALLOW).cloned();
+            let mut r = json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this path",
+            );
+            if let Some(a) = allow {
+                r.headers_mut().insert(header::ALLOW, a);
+            }
+            r
+        }
+        _ => response,
+    }
+}
+
+fn json_error(status: StatusCode, message: &str) -> axum::response::Response {
+    (status, axum::Json(serde_json::json!({"error": message}))).into_response()
+}
+
+async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    if let Some(shared) = s.shared.get()
+        && let Ok(b) = s.backlog.get(shared, Duration::from_secs(2)).await
+    {
+        BacklogCache::export(shared, &b);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
+    if s.health.ready(s.ready_window) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: Redis unreachable or not consuming yet\n",
+        )
+    }
+}
+
+/// Binds `addr` and serves until `stop`. Returns the bound address (port 0 picks one).
+///
+/// Each connection is HTTP/1.1 with `state.header_timeout` as its header read timeout
+/// (idle keep-alive connections included). On `stop` the listener stops accepting, asks open
+/// connections to finish their current request, and drops the ones still open after
+/// [`SHUTDOWN_GRACE`].
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    state: ApiState,
+    stop: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.header_timeout);
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((io, _)) => {
+                        let conn = http1.serve_connection(
+                            TokioIo::new(io),
+                            TowerToHyperService::new(app.clone()),
+                        );
+                        let stop = stop.clone();
+                        connections.spawn(async move {
+                            let mut conn = std::pin::pin!(conn);
+                            tokio::select! {
+                                _ = conn.as_mut() => return,
+                                () = stop.cancelled() => {}
+                            }
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        });
+                    }
+                    Err(e) => accept_failed(&e).await,
+                },
+            }
+        }
+        drop(listener);
+        let drained = async { while connections.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
+    });
+    Ok((bound, task))
+}
+
+/// A failed `accept`: the peer's own trouble is skipped; anything else (e.g. out of file
+/// descriptors) is logged and the listener pauses a moment instead of spinning.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::warn!(error = %e, "the HTTP listener could not accept a connection; pausing 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimiter;
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_refuses() {
+        let l = RateLimiter::new(5);
+        let allowed = (0..20).filter(|_| l.try_take()).count();
+        assert!((5..=6).contains(&allowed), "{allowed}");
+        assert!((0..100).all(|_| RateLimiter::new(0).try_take()));
+    }
+}

@@ -1,0 +1,351 @@
+//! The wire format: decoding a stream entry into an [`Event`] (or a [`Malformed`] reason),
+//! and encoding an event as CloudEvents structured JSON for HTTP handlers.
+//!
+//! This is the only codec. It never panics on input: every bad entry becomes a
+//! [`Malformed`] with a message that says which field is wrong.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::model::keys;
+
+/// Largest `data` field accepted; bigger entries are dead-lettered as malformed.
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// Most fields an entry may have; more is malformed (and keeps Lua's unpack in bounds).
+pub const MAX_FIELDS: usize = 256;
+
+/// Field names with a meaning to the worker.
+pub mod field {
+    /// Producer-chosen unique id.
+    pub const ID: &str = "id";
+    /// Event type; equals the stream's type.
+    pub const TYPE: &str = "type";
+    /// JSON payload.
+    pub const DATA: &str = "data";
+    /// Producer.
+    pub const SOURCE: &str = "source";
+    /// RFC 3339 occurrence time.
+    pub const TIME: &str = "time";
+    /// CloudEvents version.
+    pub const SPECVERSION: &str = "specversion";
+    /// Content type of `data`.
+    pub const DATACONTENTTYPE: &str = "datacontenttype";
+    /// Correlation id, carried through every hop.
+    pub const CORRELATIONID: &str = "correlationid";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// Handler runs so far, set by the worker (0 on first delivery).
+    pub const ATTEMPT: &str = "attempt";
+    /// Entry id in the type stream where the event first arrived, set on retries.
+    pub const ORIGIN_ENTRY_ID: &str = "origin_entry_id";
+}
+
+/// One event as the handler sees it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Producer-chosen id; handlers dedupe on it.
+    pub id: String,
+    /// Event type, e.g. `booking.created`.
+    pub event_type: String,
+    /// The `data` field, JSON text (validated).
+    pub data: String,
+    /// Handler runs before this one (0 on first delivery).
+    pub attempt: u32,
+    /// Every field of the entry, in stream order, unknown ones included.
+    pub fields: Vec<(String, String)>,
+}
+
+impl Event {
+    /// The value of field `name`, if present.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        lookup(&self.fields, name)
+    }
+
+    /// The correlation id, if the producer set one.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.field(field::CORRELATIONID)
+    }
+
+    /// The `data` payload parsed as JSON.
+    ///
+    /// # Errors
+    /// Never for events the worker delivered (it validated `data`); kept fallible for events
+    /// built by hand.
+    pub fn data_json(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::from_str(&self.data)
+    }
+
+    /// CloudEvents 1.0 structured-mode JSON of this event, as POSTed to HTTP handlers.
+    pub fn to_cloudevent_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct CloudEvent<'a> {
+            specversion: &'a str,
+            id: &'a str,
+            #[serde(rename = "type")]
+            event_type: &'a str,
+            source: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            time: Option<&'a str>,
+            datacontenttype: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            correlationid: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            traceparent: Option<&'a str>,
+            attempt: u32,
+            data: &'a RawValue,
+        }
+        let null = RawValue::NULL;
+        let data: &RawValue = serde_json::from_str(&self.data).unwrap_or(null);
+        let ce = CloudEvent {
+            specversion: self.field(field::SPECVERSION).unwrap_or("1.0"),
+            id: &self.id,
+            event_type: &self.event_type,
+            source: self.field(field::SOURCE).unwrap_or("event-worker"),
+            time: self.field(field::TIME),
+            datacontenttype: self
+                .field(field::DATACONTENTTYPE)
+                .unwrap_or("application/json"),
+            correlationid: self.correlation_id(),
+            traceparent: self.field(field::TRACEPARENT),
+            attempt: self.attempt,
+            data,
+        };
+        serde_json::to_vec(&ce).unwrap_or_default()
+    }
+}
+
+/// Why an entry is malformed; it goes to the DLQ with reason `malformed` and this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed event: {0}")]
+pub struct Malformed(pub String);
+
+/// The first value of field `name` in `fields`.
+pub fn lookup<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Decodes entry fields into an event.
+///
+/// `stream_type` is the type of the stream the entry came from (`None` for the group's
+/// redeliver stream, where the entry's own `type` names its stream).
+///
+/// # Errors
+/// [`Malformed`] naming the field that breaks the wire format.
+#[cfg(test)]
+pub fn decode(
+    fields: Vec<(String, String)>,
+    stream_type: Option<&str>,
+) -> Result<Event, Malformed> {
+    decode_or_return(fields, stream_type).map_err(|(e, _)| e)
+}
+
+/// [`decode`] that hands the fields back when the entry is malformed (so the caller can
+/// dead-letter them without having copied them first).
+///
+/// # Errors
+/// The first rule the entry breaks, with its fields.
+pub fn decode_or_return(
+    fields: Vec<(String, String)>,
+    stream_type: Option<&str>,
+) -> Result<Event, (Malformed, Vec<(String, String)>)> {
+    match check(&fields, stream_type) {
+        Ok((id, event_type, data, attempt)) => Ok(Event {
+            id: fields[id].1.clone(),
+            event_type: fields[event_type].1.clone(),
+            data: fields[data].1.clone(),
+            attempt,
+            fields,
+        }),
+        Err(e) => Err((e, fields)),
+    }
+}
+
+/// Checks the wire format; returns the positions of `id`, `type` and `data` and the attempt.
+fn check(
+    fields: &[(String, String)],
+    stream_type: Option<&str>,
+) -> Result<(usize, usize, usize, u32), Malformed> {
+    if fields.len() > MAX_FIELDS {
+        return Err(Malformed(format!(
+            "{} fields, over the {MAX_FIELDS} limit",
+            fields.len()
+        )));
+    }
+    let required = |name: &str| -> Result<(usize, &str), Malformed> {
+        let mut values = fields.iter().enumerate().filter(|(_, (k, _))| k == name);
+        let (at, first) = values
+            .next()
+            .ok_or_else(|| Malformed(format!("missing required field `{name}`")))?;
+        if values.next().is_some() {
+            return Err(Malformed(format!("field `{name}` appears more than once")));
+        }
+        Ok((at, first.1.as_str()))
+    };
+    let (id_at, id) = required(field::ID)?;
+    if id.is_empty() || id.len() > 256 {
+        return Err(Malformed("field `id` must be 1 to 256 characters".into()));
+    }
+    let (type_at, event_type) = required(field::TYPE)?;
+    match stream_type {
+        Some(expected) if expected != event_type => {
+            return Err(Malformed(format!(
+                "field `type` is `{}` but the stream is for `{expected}`",
+                truncate(event_type, 100)
+            )));
+        }
+        None if !keys::is_valid_type(event_type) => {
+            return Err(Malformed(format!(
+                "field `type` `{}` is not a valid type",
+                truncate(event_type, 100)
+            )));
+        }
+        _ => {}
+    }
+    let (data_at, data) = required(field::DATA)?;
+    if data.len() > MAX_DATA_BYTES {
+        return Err(Malformed(format!(
+            "field `data` is {} bytes, over the {MAX_DATA_BYTES} limit",
+            data.len()
+        )));
+    }
+    if let Err(e) = serde_json::from_str::<&RawValue>(data) {
+        return Err(Malformed(format!("field `data` is not JSON: {e}")));
+    }
+    let attempt = match lookup(fields, field::ATTEMPT) {
+        None => 0,
+        Some(a) => a.parse::<u32>().map_err(|_| {
+            Malformed(format!(
+                "field `attempt` `{}` is not a non-negative integer",
+                truncate(a, 40)
+            ))
+        })?,
+    };
+    Ok((id_at, type_at, data_at, attempt))
+}
+
+/// Fields of an entry as kept in a DLQ record: at most [`MAX_FIELDS`] fields, values over
+/// 64 KiB replaced by a note, so a hostile entry (10 MiB payload, 100k fields) cannot blow up
+/// the DLQ or the move script. The original stays in its stream (`dlq_stream` and
+/// `dlq_entry_id` point at it) until retention trims it. Returns the fields and what was
+/// left out, if anything.
+pub fn bounded_copy(fields: &[(String, String)]) -> (Vec<(String, String)>, Option<String>) {
+    const MAX_VALUE: usize = 64 * 1024;
+    let mut out = Vec::new();
+    let mut omitted = Vec::new();
+    for (k, v) in fields.iter().take(MAX_FIELDS) {
+        if v.len() > MAX_VALUE || k.len() > 256 {
+            omitted.push(format!("{}: {} bytes", truncate(k, 64), v.len()));
+        } else {
+            out.push((k.clone(), v.clone()));
+        }
+    }
+    if fields.len() > MAX_FIELDS {
+        omitted.push(format!("{} more fields", fields.len() - MAX_FIELDS));
+    }
+    let note = (!omitted.is_empty()).then(|| omitted.join("; "));
+    (out, note)
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, with `…` when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn decodes_a_minimal_event() {
+        let e = decode(
+            f(&[("id", "1"), ("type", "a.b"), ("data", "{\"x\":1}")]),
+            Some("a.b"),
+        )
+        .unwrap();
+        assert_eq!(
+            (e.id.as_str(), e.event_type.as_str(), e.attempt),
+            ("1", "a.b", 0)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&e.to_cloudevent_json()).unwrap();
+        assert_eq!(json["data"]["x"], 1);
+        assert_eq!(json["specversion"], "1.0");
+        assert_eq!(json["type"], "a.b");
+    }
+
+    #[test]
+    fn every_kind_of_malformed_entry_is_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("type", "a"), ("data", "1")], "`id`"),
+            (&[("id", "1"), ("data", "1")], "`type`"),
+            (&[("id", "1"), ("type", "a")], "`data`"),
+            (&[("id", "1"), ("type", "a"), ("data", "{nope")], "not JSON"),
+            (
+                &[("id", "1"), ("type", "b"), ("data", "1")],
+                "stream is for",
+            ),
+            (
+                &[("id", "1"), ("type", "a"), ("data", "1"), ("attempt", "-1")],
+                "`attempt`",
+            ),
+            (
+                &[("id", "1"), ("id", "2"), ("type", "a"), ("data", "1")],
+                "more than once",
+            ),
+        ];
+        for (fields, needle) in cases {
+            let err = decode(f(fields), Some("a")).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err} lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn redeliver_entries_need_a_valid_type() {
+        assert!(decode(f(&[("id", "1"), ("type", "dlq"), ("data", "1")]), None).is_err());
+        assert!(
+            decode(
+                f(&[("id", "1"), ("type", "a"), ("data", "1"), ("attempt", "3")]),
+                None
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn too_many_fields_is_malformed() {
+        let mut many = f(&[("id", "1"), ("type", "a"), ("data", "1")]);
+        for i in 0..MAX_FIELDS {
+            many.push((format!("x{i}"), "v".into()));
+        }
+        assert!(decode(many, Some("a")).unwrap_err().0.contains("fields"));
+    }
+
+    #[test]
+    fn deep_json_is_refused_not_a_crash() {
+        let deep = "[".repeat(100_000);
+        assert!(decode(f(&[("id", "1"), ("type", "a"), ("data", &deep)]), Some("a")).is_err());
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h…");
+        assert_eq!(truncate("abc", 5), "abc");
+    }
+}

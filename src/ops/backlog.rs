@@ -1,0 +1,134 @@
+//! Backlog figures read at scrape time (and for `/api/events/health`): per consumed type
+//! the group's lag and pending count (XINFO GROUPS), the group's retry-set depth (ZCARD) and
+//! the DLQ depth (XLEN). The cost is bounded: one XINFO per consumed stream, run
+//! concurrently (fred pipelines them), at most once per [`MAX_AGE`] however often it is read.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde::Serialize;
+
+use crate::redis::store::StoreError;
+use crate::worker::shared::Shared;
+
+/// Figures younger than this are served from the cache.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Backlog of one consumed type.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StreamBacklog {
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Entries not yet delivered to the group (`null` when Redis cannot tell).
+    pub lag: Option<u64>,
+    /// Delivered, not acknowledged.
+    pub pending: u64,
+}
+
+/// The backlog of this worker's group.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Backlog {
+    /// Per type stream.
+    pub streams: Vec<StreamBacklog>,
+    /// Pending entries of the group's redeliver stream.
+    pub redeliver_pending: u64,
+    /// Members of the group's retry set.
+    pub retry_depth: u64,
+    /// Entries in the DLQ.
+    pub dlq_depth: u64,
+}
+
+/// Reads the backlog from Redis.
+///
+/// # Errors
+/// Redis errors.
+pub async fn read(shared: &Shared) -> Result<Backlog, StoreError> {
+    let streams = shared.streams();
+    let infos = join_all(
+        streams
+            .iter()
+            .map(|s| shared.store.group_info(&s.key, shared.group())),
+    )
+    .await;
+    let mut out = Backlog::default();
+    for (s, info) in streams.iter().zip(infos) {
+        let info = info?.unwrap_or_default();
+        out.streams.push(StreamBacklog {
+            event_type: s.event_type.clone(),
+            lag: info.lag,
+            pending: info.pending,
+        });
+    }
+    out.redeliver_pending = shared
+        .store
+        .group_info(&shared.redeliver, shared.group())
+        .await?
+        .map(|i| i.pending)
+        .unwrap_or(0);
+    out.retry_depth = shared
+        .store
+        .zcard(&shared.keys.retry(shared.group()))
+        .await?;
+    out.dlq_depth = shared.store.xlen(&shared.keys.dlq()).await?;
+    Ok(out)
+}
+
+/// Caches [`read`] for [`MAX_AGE`].
+#[derive(Default)]
+pub struct BacklogCache {
+    last: Mutex<Option<(Instant, Backlog)>>,
+}
+
+impl BacklogCache {
+    /// The cached backlog, refreshed when older than [`MAX_AGE`] (bounded by `timeout`).
+    ///
+    /// # Errors
+    /// Redis errors or the timeout, when no fresh figures could be read.
+    pub async fn get(&self, shared: &Shared, timeout: Duration) -> Result<Backlog, String> {
+        if let Ok(guard) = self.last.lock()
+            && let Some((at, b)) = guard.as_ref()
+            && at.elapsed() < MAX_AGE
+        {
+            return Ok(b.clone());
+        }
+        let fresh = tokio::time::timeout(timeout, read(shared))
+            .await
+            .map_err(|_| "Redis did not answer in time".to_string())?
+            .map_err(|e| e.to_string())?;
+        if let Ok(mut guard) = self.last.lock() {
+            *guard = Some((Instant::now(), fresh.clone()));
+        }
+        Ok(fresh)
+    }
+
+    /// Sets the backlog gauges from `b`.
+    pub fn export(shared: &Shared, b: &Backlog) {
+        let m = &shared.metrics;
+        let cap = crate::worker::shared::MAX_TYPE_LABELS;
+        for s in b.streams.iter().take(cap) {
+            let labels = [shared.env(), shared.group(), s.event_type.as_str()];
+            if let Some(lag) = s.lag {
+                m.stream_lag.with_label_values(&labels).set(lag as i64);
+            }
+            m.pending.with_label_values(&labels).set(s.pending as i64);
+        }
+        if b.streams.len() > cap {
+            // Types past the label cap are summed under `other`.
+            let rest = &b.streams[cap..];
+            let labels = [shared.env(), shared.group(), "other"];
+            let lag: u64 = rest.iter().filter_map(|s| s.lag).sum();
+            m.stream_lag.with_label_values(&labels).set(lag as i64);
+            m.pending
+                .with_label_values(&labels)
+                .set(rest.iter().map(|s| s.pending).sum::<u64>() as i64);
+        }
+        m.retry_depth
+            .with_label_values(&[shared.env(), shared.group()])
+            .set(b.retry_depth as i64);
+        m.dlq_depth
+            .with_label_values(&[shared.env()])
+            .set(b.dlq_depth as i64);
+    }
+}

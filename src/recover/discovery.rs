@@ -1,0 +1,328 @@
+//! Discovery is responsible for the set of type streams to consume: exact route types
+//! always, and every existing `events:<env>:*` stream a route glob matches (found with
+//! SCAN at start and every `discovery_interval`, so new types are picked up). Each new
+//! stream gets the consumer group, created at `0`.
+//!
+//! The set only grows at its end: a stream, once followed, keeps its place while it exists,
+//! and new ones are appended. Metric labels depend on that place (the first
+//! [`MAX_TYPE_LABELS`] types get their own, see [`Shared::type_label`]), so a flood of new
+//! types can neither move labels nor grow the series past the cap. At most [`MAX_STREAMS`]
+//! streams are followed; more, and keys that are not streams, are reported in
+//! [`Issues`] (health warnings).
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use futures::future::join_all;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::redis::store::StoreError;
+use crate::worker::shared::{MAX_TYPE_LABELS, Shared, TypeStream};
+
+/// Most streams one worker follows; streams found past it are not consumed (logged once and
+/// shown as a health warning).
+pub const MAX_STREAMS: usize = 2000;
+
+/// Most keys a health warning names.
+const MAX_NAMED_KEYS: usize = 10;
+
+/// What discovery could not consume, for `/api/events/health` (kept in
+/// [`crate::worker::shared::Health::discovery`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Issues {
+    /// Keys a route selects that hold something other than a stream.
+    pub wrong_type: BTreeSet<String>,
+    /// Streams matching the routes that are not followed because of [`MAX_STREAMS`] (a
+    /// lower bound: the scan stops soon after the cap).
+    pub unfollowed: usize,
+}
+
+impl Issues {
+    /// The health warnings, naming at most [`MAX_NAMED_KEYS`] keys.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.wrong_type.is_empty() {
+            let named: Vec<&str> = self
+                .wrong_type
+                .iter()
+                .take(MAX_NAMED_KEYS)
+                .map(String::as_str)
+                .collect();
+            let more = self.wrong_type.len() - named.len();
+            out.push(format!(
+                "not a stream, not consumed (fix or delete the key): {}{}",
+                named.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if self.unfollowed > 0 {
+            out.push(format!(
+                "more streams match the routes than one worker follows ({MAX_STREAMS}): at \
+                 least {} are not consumed; narrow the route globs",
+                self.unfollowed
+            ));
+        }
+        out
+    }
+}
+
+/// Type streams the routes select now: exact types first, in route order, then glob matches
+/// sorted by key, from at most [`MAX_STREAMS`] + 1 existing streams.
+///
+/// # Errors
+/// Redis errors from SCAN.
+pub async fn resolve(shared: &Shared) -> Result<Vec<TypeStream>, StoreError> {
+    Ok(resolve_scan(shared).await?.0)
+}
+
+/// [`resolve`], and whether the scan stopped at its limit (more streams exist than it saw).
+async fn resolve_scan(shared: &Shared) -> Result<(Vec<TypeStream>, bool), StoreError> {
+    let mut types: Vec<String> = Vec::new();
+    for route in &shared.routes {
+        for p in &route.patterns {
+            if !p.contains('*') && !types.contains(p) {
+                types.push(p.clone());
+            }
+        }
+    }
+    let mut truncated = false;
+    if shared
+        .routes
+        .iter()
+        .any(|r| r.patterns.iter().any(|p| p.contains('*')))
+    {
+        let pattern = format!("{}*", shared.keys.prefix());
+        let exact: HashSet<String> = types.iter().cloned().collect();
+        let limit = MAX_STREAMS + 1;
+        // Only type streams count towards the limit (not the DLQ, history, redeliver, ...).
+        let is_type_stream = |k: &str| shared.keys.type_of_stream(k).is_some();
+        let keys = shared
+            .store
+            .scan_streams(&pattern, limit, &is_type_stream)
+            .await?;
+        truncated = keys.len() >= limit;
+        for key in keys {
+            if let Some(t) = shared.keys.type_of_stream(&key)
+                && !exact.contains(t)
+            {
+                types.push(t.to_string());
+            }
+        }
+    }
+    let streams = types
+        .into_iter()
+        .filter_map(|t| {
+            shared.route_for(&t).map(|route| TypeStream {
+                key: shared.keys.stream(&t),
+                event_type: t,
+                route,
+            })
+        })
+        .collect();
+    Ok((streams, truncated))
+}
+
+/// Resolves the streams, keeps the followed ones that still exist in their place, creates
+/// the group on new ones and appends them (up to [`MAX_STREAMS`]), and publishes the new set
+/// when it changed.
+///
+/// # Errors
+/// Redis errors.
+pub async fn refresh(shared: &Shared) -> Result<(), StoreError> {
+    let (found, truncated) = resolve_scan(shared).await?;
+    let known = shared.streams();
+    let found_keys: HashSet<&str> = found.iter().map(|s| s.key.as_str()).collect();
+    // A followed stream missing from an incomplete scan may still exist: ask.
+    let unsure: Vec<&TypeStream> = known
+        .iter()
+        .filter(|k| truncated && !found_keys.contains(k.key.as_str()))
+        .collect();
+    let kinds = join_all(unsure.iter().map(|k| shared.store.key_type(&k.key))).await;
+    let mut still = HashSet::new();
+    for (k, kind) in unsure.iter().zip(kinds) {
+        if kind? == "stream" {
+            still.insert(k.key.as_str());
+        }
+    }
+    let mut next: Vec<TypeStream> = known
+        .iter()
+        .filter(|k| found_keys.contains(k.key.as_str()) || still.contains(k.key.as_str()))
+        .cloned()
+        .collect();
+    let followed: HashSet<&str> = next.iter().map(|s| s.key.as_str()).collect();
+    let new: Vec<&TypeStream> = found
+        .iter()
+        .filter(|s| !followed.contains(s.key.as_str()))
+        .collect();
+    let room = MAX_STREAMS.saturating_sub(next.len());
+    let (admitted, left_out) = new.split_at(new.len().min(room));
+    let created = join_all(
+        admitted
+            .iter()
+            .map(|s| shared.store.ensure_group(&s.key, shared.group())),
+    )
+    .await;
+    let reported = current_issues(shared).wrong_type;
+    let (mut flagged, mut cleared) = (Vec::new(), Vec::new());
+    for (s, result) in admitted.iter().zip(created) {
+        match result {
+            Ok(()) => {
+                info!(stream = %s.key, group = shared.group(), "consuming stream");
+                cleared.push(s.key.clone());
+                let label = if next.len() < MAX_TYPE_LABELS {
+                    s.event_type.as_str()
+                } else {
+                    "other"
+                };
+                start_series(shared, label);
+                next.push((*s).clone());
+            }
+            Err(e) if e.is_wrong_type() => {
+                if !reported.contains(&s.key) {
+                    warn!(key = %s.key, "key holds a value that is not a stream; not consuming it (fix or delete the key)");
+                }
+                flagged.push(s.key.clone());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Keys reported as not streams stop being reported once fixed or deleted.
+    let recheck: Vec<&String> = reported
+        .iter()
+        .filter(|k| !found_keys.contains(k.as_str()))
+        .collect();
+    let kinds = join_all(recheck.iter().map(|k| shared.store.key_type(k))).await;
+    for (k, kind) in recheck.into_iter().zip(kinds) {
+        if matches!(kind?.as_str(), "stream" | "none") {
+            cleared.push(k.clone());
+        }
+    }
+    if !left_out.is_empty() && current_issues(shared).unfollowed == 0 {
+        warn!(
+            max = MAX_STREAMS,
+            "more streams match the routes than one worker follows; the ones past the limit are not consumed"
+        );
+    }
+    if let Ok(mut i) = shared.health.discovery.lock() {
+        for k in cleared {
+            i.wrong_type.remove(&k);
+        }
+        i.wrong_type.extend(flagged);
+        i.unfollowed = left_out.len();
+    }
+    if next != *known
+        && let Ok(mut w) = shared.streams.write()
+    {
+        *w = Arc::new(next);
+    }
+    Ok(())
+}
+
+fn current_issues(shared: &Shared) -> Issues {
+    shared
+        .health
+        .discovery
+        .lock()
+        .map(|i| i.clone())
+        .unwrap_or_default()
+}
+
+/// Creates the per-type counters at 0, so dashboards and `increase()` see them before the
+/// first event (the Prometheus crate exports a labelled series only once it exists).
+fn start_series(shared: &Shared, event_type: &str) {
+    let m = &shared.metrics;
+    let (env, group) = (shared.env(), shared.group());
+    m.reclaimed_total
+        .with_label_values(&[env, group, event_type])
+        .inc_by(0);
+    m.dlq_replayed_total
+        .with_label_values(&[env, group, event_type])
+        .inc_by(0);
+    m.published_total
+        .with_label_values(&[env, event_type])
+        .inc_by(0);
+    m.stream_trimmed_total
+        .with_label_values(&[env, event_type])
+        .inc_by(0);
+}
+
+/// Refreshes every `discovery_interval` until `stop`.
+pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(shared.cfg.discovery_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = refresh(&shared).await {
+            shared
+                .metrics
+                .redis_errors_total
+                .with_label_values(&[shared.env(), "discovery"])
+                .inc();
+            warn!(error = %e, "stream discovery failed; will try again");
+        }
+    }
+}
+
+/// Drops consumed keys that no longer hold a stream (someone SET or deleted-and-reused the
+/// key), so one bad key cannot stop the reads of every other stream, and reports them in
+/// [`Issues`]. Called when a read fails with WRONGTYPE; discovery re-adds the key once it is
+/// a stream again.
+///
+/// # Errors
+/// Redis errors.
+pub async fn drop_wrong_types(shared: &Shared) -> Result<(), StoreError> {
+    let mut keep = Vec::new();
+    let mut wrong = Vec::new();
+    for s in shared.streams().iter() {
+        match shared.store.key_type(&s.key).await?.as_str() {
+            "stream" | "none" => keep.push(s.clone()),
+            other => {
+                warn!(key = %s.key, kind = other, "key holds a value that is not a stream; not consuming it (fix or delete the key)");
+                wrong.push(s.key.clone());
+            }
+        }
+    }
+    if let Ok(mut i) = shared.health.discovery.lock() {
+        i.wrong_type.extend(wrong);
+    }
+    if let Ok(mut w) = shared.streams.write() {
+        *w = Arc::new(keep);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Issues, MAX_NAMED_KEYS};
+
+    #[test]
+    fn warnings_name_a_bounded_number_of_keys_and_the_cap() {
+        assert!(Issues::default().warnings().is_empty());
+        let mut i = Issues::default();
+        i.wrong_type.insert("events:p:a.b".into());
+        let w = i.warnings();
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("events:p:a.b") && w[0].contains("not a stream"),
+            "{w:?}"
+        );
+        for n in 0..30 {
+            i.wrong_type.insert(format!("events:p:k{n:02}"));
+        }
+        i.unfollowed = 7;
+        let w = i.warnings();
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0].matches("events:p:").count(), MAX_NAMED_KEYS, "{w:?}");
+        assert!(w[0].ends_with("and 21 more"), "{w:?}");
+        assert!(w[1].contains("at least 7 are not consumed"), "{w:?}");
+    }
+}

@@ -1,0 +1,246 @@
+//! The reclaimer is responsible for entries left pending by consumers that are gone:
+//! entries of a consumer whose heartbeat key expired are claimed at once; as a backstop,
+//! any entry idle longer than `visibility_timeout` is claimed. Claimed entries carry their
+//! delivery count, so a poison event that keeps killing workers reaches the DLQ.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::consume::reader::dispatch;
+use crate::redis::store::{PendingEntry, StoreError};
+use crate::worker::shared::Shared;
+
+/// Most entries looked at per stream and pass.
+const BATCH: usize = 100;
+
+/// Claims entries pending on this consumer's own name that it is not handling: at start-up,
+/// those of a previous run (same configured `consumer`); after a failed read, those of a
+/// reply lost on the way. So they are not left waiting for the visibility-timeout backstop.
+///
+/// Only entries idle for `min_idle` are taken, so entries the reclaimer has just claimed
+/// for this consumer (and is about to hand out) are left alone.
+pub async fn claim_own_leftovers(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+    min_idle: Duration,
+) -> Result<(), StoreError> {
+    for stream in shared.all_stream_keys() {
+        let mine = shared
+            .store
+            .pending_entries(
+                &stream,
+                shared.group(),
+                min_idle,
+                BATCH * 10,
+                Some(shared.consumer()),
+            )
+            .await?;
+        let handling = shared.in_flight.ids_on(&stream);
+        let mine: Vec<PendingEntry> = mine
+            .into_iter()
+            .filter(|p| !handling.contains(&p.id))
+            .collect();
+        if !mine.is_empty() {
+            info!(stream = %stream, count = mine.len(), "re-delivering entries pending on this consumer that it is not handling (previous run, or a read reply lost)");
+            claim_and_dispatch(shared, tracker, stop, &stream, mine, Duration::ZERO).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a reclaim pass every `reclaim_interval` until `stop`.
+pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTracker) {
+    let mut tick = tokio::time::interval(shared.cfg.reclaim_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_cleanup = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if last_cleanup.elapsed() >= CLEANUP_EVERY {
+            last_cleanup = std::time::Instant::now();
+            if let Err(e) = remove_dead_consumers(&shared).await {
+                warn!(error = %e, "removing dead consumers failed; will try again");
+            }
+        }
+        if let Err(e) = reclaim_once(&shared, &tracker, &stop).await {
+            shared
+                .metrics
+                .redis_errors_total
+                .with_label_values(&[shared.env(), "reclaim"])
+                .inc();
+            warn!(error = %e, "reclaim pass failed; will try again");
+        }
+    }
+}
+
+/// How often dead consumers are removed from the group.
+const CLEANUP_EVERY: Duration = Duration::from_secs(30);
+
+/// Removes consumers that are gone (no heartbeat), hold nothing (pending 0) and have been idle
+/// for a while, so restarts with fresh `hostname-pid` names do not pile up consumers. A
+/// consumer with pending entries is never deleted (its entries would become unclaimable).
+async fn remove_dead_consumers(shared: &Shared) -> Result<(), StoreError> {
+    let min_idle = (shared.cfg.heartbeat_ttl * 3)
+        .max(Duration::from_secs(60))
+        .as_millis() as u64;
+    for stream in shared.all_stream_keys() {
+        for (name, pending, idle) in shared.store.consumers(&stream, shared.group()).await? {
+            if name == shared.consumer() || pending > 0 || idle < min_idle {
+                continue;
+            }
+            if shared
+                .store
+                .exists(&shared.keys.heartbeat(shared.group(), &name))
+                .await?
+            {
+                continue;
+            }
+            shared
+                .store
+                .delete_consumer(&stream, shared.group(), &name)
+                .await?;
+            info!(stream = %stream, consumer = %name, "removed a dead consumer with nothing pending");
+        }
+    }
+    Ok(())
+}
+
+/// Idle time a dead consumer's entry must have before we claim it: guards against two
+/// reclaimers claiming the same entry (the first claim resets its idle time).
+fn dead_claim_min_idle(shared: &Shared) -> Duration {
+    (shared.cfg.heartbeat_ttl / 3).min(Duration::from_secs(1))
+}
+
+async fn reclaim_once(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+) -> Result<(), StoreError> {
+    for stream in shared.all_stream_keys() {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let mut dead: Vec<PendingEntry> = Vec::new();
+        for (consumer, _count) in shared
+            .store
+            .pending_consumers(&stream, shared.group())
+            .await?
+        {
+            if consumer == shared.consumer() {
+                continue;
+            }
+            let heartbeat = shared.keys.heartbeat(shared.group(), &consumer);
+            if !shared.store.exists(&heartbeat).await? {
+                dead.extend(
+                    shared
+                        .store
+                        .pending_entries(
+                            &stream,
+                            shared.group(),
+                            Duration::ZERO,
+                            BATCH,
+                            Some(&consumer),
+                        )
+                        .await?,
+                );
+            }
+        }
+        if !dead.is_empty() {
+            info!(stream = %stream, count = dead.len(), "claiming entries of consumers whose heartbeat expired");
+            claim_and_dispatch(
+                shared,
+                tracker,
+                stop,
+                &stream,
+                dead,
+                dead_claim_min_idle(shared),
+            )
+            .await?;
+        }
+        let mine: HashSet<String> = shared.in_flight.ids_on(&stream);
+        let stuck: Vec<PendingEntry> = shared
+            .store
+            .pending_entries(
+                &stream,
+                shared.group(),
+                shared.cfg.visibility_timeout,
+                BATCH,
+                None,
+            )
+            .await?
+            .into_iter()
+            .filter(|p| !mine.contains(&p.id))
+            .collect();
+        if !stuck.is_empty() {
+            info!(stream = %stream, count = stuck.len(), "claiming entries pending longer than visibility_timeout");
+            claim_and_dispatch(
+                shared,
+                tracker,
+                stop,
+                &stream,
+                stuck,
+                shared.cfg.visibility_timeout,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes permits, XCLAIMs the candidates in batches of free permits, and dispatches them.
+async fn claim_and_dispatch(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+    stream: &str,
+    candidates: Vec<PendingEntry>,
+    min_idle: Duration,
+) -> Result<(), StoreError> {
+    let mut rest = candidates.as_slice();
+    while !rest.is_empty() {
+        let first = tokio::select! {
+            p = shared.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return Ok(()) },
+            _ = stop.cancelled() => return Ok(()),
+        };
+        let mut permits = vec![first];
+        while permits.len() < rest.len() {
+            match shared.permits.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let (batch, tail) = rest.split_at(permits.len());
+        rest = tail;
+        let ids: Vec<String> = batch.iter().map(|p| p.id.clone()).collect();
+        let mut claimed = shared
+            .store
+            .claim(stream, shared.group(), shared.consumer(), min_idle, &ids)
+            .await?;
+        for entry in &mut claimed {
+            let before = batch
+                .iter()
+                .find(|p| p.id == entry.id)
+                .map(|p| p.deliveries)
+                .unwrap_or(0);
+            entry.deliveries = before + 1;
+            let label = shared.keys.type_of_stream(stream).unwrap_or("other");
+            shared
+                .metrics
+                .reclaimed_total
+                .with_label_values(&[shared.env(), shared.group(), shared.type_label(label)])
+                .inc();
+        }
+        if !dispatch(shared, tracker, claimed, permits, stop).await {
+            return Ok(());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! Store operations of the operator surface: ranges over streams, the DLQ replay script,
+//! history appends, coordination notices and the backlog figures read at scrape time.
+
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use fred::types::{ClusterHash, CustomCommand, Value};
+
+use crate::redis::store::{Entry, Store, StoreError, parse_entries, text};
+
+const REPLAY: &str = include_str!("scripts/replay.lua");
+const APPEND_HISTORY: &str = include_str!("scripts/append_history.lua");
+
+/// Backlog figures of one group on one stream (XINFO GROUPS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// Entries not yet delivered to the group (`lag`); `None` when Redis cannot tell.
+    pub lag: Option<u64>,
+    /// Delivered, not acknowledged (`pel-count`).
+    pub pending: u64,
+    /// Id of the last entry delivered to the group.
+    pub last_delivered_id: String,
+}
+
+impl Store {
+    /// XREVRANGE `stream` from `end` (inclusive, `+` for newest) down to `start`, at most
+    /// `count` entries, newest first.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn xrevrange(
+        &self,
+        stream: &str,
+        end: &str,
+        start: &str,
+        count: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let args: Vec<Value> = vec![
+            stream.into(),
+            end.into(),
+            start.into(),
+            "COUNT".into(),
+            (count as i64).into(),
+        ];
+        Ok(parse_entries(stream, self.call("XREVRANGE", args).await?))
+    }
+
+    /// XRANGE `stream` from `start` to `end`, at most `count` entries, oldest first.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn xrange(
+        &self,
+        stream: &str,
+        start: &str,
+        end: &str,
+        count: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let args: Vec<Value> = vec![
+            stream.into(),
+            start.into(),
+            end.into(),
+            "COUNT".into(),
+            (count as i64).into(),
+        ];
+        Ok(parse_entries(stream, self.call("XRANGE", args).await?))
+    }
+
+    /// XDEL of `ids`; returns how many were deleted.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn xdel(&self, stream: &str, ids: &[String]) -> Result<u64, StoreError> {
+        let mut args: Vec<Value> = vec![stream.into()];
+        args.extend(ids.iter().map(|i| Value::from(i.as_str())));
+        Ok(self.call("XDEL", args).await?.as_u64().unwrap_or(0))
+    }
+
+    /// XLEN.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn xlen(&self, stream: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .call("XLEN", vec![stream.into()])
+            .await?
+            .as_u64()
+            .unwrap_or(0))
+    }
+
+    /// ZCARD.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn zcard(&self, key: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .call("ZCARD", vec![key.into()])
+            .await?
+            .as_u64()
+            .unwrap_or(0))
+    }
+
+    /// XTRIM with `strategy` (`MAXLEN` or `MINID`) and `threshold`, exact (`=`) so every
+    /// removed entry is counted; returns how many were removed.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn xtrim(
+        &self,
+        stream: &str,
+        strategy: &str,
+        threshold: &str,
+        approximate: bool,
+    ) -> Result<u64, StoreError> {
+        let args: Vec<Value> = vec![
+            stream.into(),
+            strategy.to_string().into(),
+            if approximate { "~" } else { "=" }.into(),
+            threshold.to_string().into(),
+        ];
+        Ok(self.call("XTRIM", args).await?.as_u64().unwrap_or(0))
+    }
+
+    /// XINFO GROUPS of `stream`, for `group`. `None` when the stream or group is missing.
+    ///
+    /// # Errors
+    /// Redis errors other than a missing key.
+    pub async fn group_info(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<Option<GroupInfo>, StoreError> {
+        Ok(self
+            .groups(stream)
+            .await?
+            .into_iter()
+            .find(|(n, _)| n == group)
+            .map(|(_, i)| i))
+    }
+
+    /// Every group of `stream` with its figures: `(name, info)`. Empty when the key is missing.
+    ///
+    /// # Errors
+    /// Redis errors other than a missing key.
+    pub async fn groups(&self, stream: &str) -> Result<Vec<(String, GroupInfo)>, StoreError> {
+        let reply = match self
+            .cmd
+            .custom::<Value, _>(
+                CustomCommand::new_static("XINFO", ClusterHash::Offset(1), false),
+                vec!["GROUPS", stream],
+            )
+            .await
+        {
+            Ok(v) => v,
+            Err(e) if e.to_string().contains("no such key") => return Ok(Vec::new()),
+            Err(e) => return Err(self.error(format!("XINFO GROUPS {stream}"), e)),
+        };
+        let mut out = Vec::new();
+        for g in reply.into_array() {
+            let flat = g.into_array();
+            let mut name = String::new();
+            let mut info = GroupInfo::default();
+            for pair in flat.chunks(2) {
+                if pair.len() != 2 {
+                    continue;
+                }
+                match text(&pair[0]).as_deref() {
+                    Some("name") => name = text(&pair[1]).unwrap_or_default(),
+                    Some("pending") => info.pending = pair[1].as_u64().unwrap_or(0),
+                    Some("lag") => info.lag = pair[1].as_u64(),
+                    Some("last-delivered-id") => {
+                        info.last_delivered_id = text(&pair[1]).unwrap_or_default()
+                    }
+                    _ => {}
+                }
+            }
+            out.push((name, info));
+        }
+        Ok(out)
+    }
+
+    /// Consumers of `group` on `stream`: `(name, pending, idle_ms)`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn consumers(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let reply = self
+            .cmd
+            .custom::<Value, _>(
+                CustomCommand::new_static("XINFO", ClusterHash::Offset(1), false),
+                vec!["CONSUMERS", stream, group],
+            )
+            .await
+            .map_err(|e| self.error(format!("XINFO CONSUMERS {stream}"), e))?;
+        let mut out = Vec::new();
+        for c in reply.into_array() {
+            let flat = c.into_array();
+            let (mut name, mut pending, mut idle) = (String::new(), 0, 0);
+            for pair in flat.chunks(2) {
+                if pair.len() != 2 {
+                    continue;
+                }
+                match text(&pair[0]).as_deref() {
+                    Some("name") => name = text(&pair[1]).unwrap_or_default(),
+                    Some("pending") => pending = pair[1].as_u64().unwrap_or(0),
+                    Some("idle") => idle = pair[1].as_u64().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            out.push((name, pending, idle));
+        }
+        Ok(out)
+    }
+
+    /// XGROUP DELCONSUMER; returns how many pending entries the consumer still had (callers
+    /// only delete consumers with none: pending entries of a deleted consumer are orphaned).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn delete_consumer(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+    ) -> Result<u64, StoreError> {
+        let args: Vec<Value> = vec![
+            "DELCONSUMER".into(),
+            stream.into(),
+            group.into(),
+            consumer.into(),
+        ];
+        let reply: Value = self
+            .cmd
+            .custom(
+                CustomCommand::new_static("XGROUP", ClusterHash::Offset(1), false),
+                args,
+            )
+            .await
+            .map_err(|e| self.error(format!("XGROUP DELCONSUMER {stream}"), e))?;
+        Ok(reply.as_u64().unwrap_or(0))
+    }
+
+    /// The smallest pending entry id of `group` on `stream`, if any is pending.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn oldest_pending(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let reply = self
+            .call("XPENDING", vec![stream.into(), group.into()])
+            .await?;
+        Ok(reply.into_array().get(1).and_then(text))
+    }
+
+    /// Runs the replay script: `fields` to `redeliver`, then XDEL of `dlq_id` from `dlq`.
+    /// `None` when the DLQ entry no longer exists.
+    ///
+    /// # Errors
+    /// Redis errors; nothing moved then.
+    pub async fn replay_entry(
+        &self,
+        dlq: &str,
+        redeliver: &str,
+        dlq_id: &str,
+        fields: &[(String, String)],
+    ) -> Result<Option<String>, StoreError> {
+        let mut args: Vec<Value> = vec![dlq_id.into()];
+        for (k, v) in fields {
+            args.push(k.as_str().into());
+            args.push(v.as_str().into());
+        }
+        let reply: Value = Script::from_lua(REPLAY)
+            .evalsha_with_reload(&self.cmd, vec![dlq, redeliver], args)
+            .await
+            .map_err(|e| self.error(format!("replay {dlq_id}"), e))?;
+        Ok(reply.as_str().map(|s| s.into_owned()))
+    }
+
+    /// Appends history records to `stream` with one script call, then trims it with
+    /// `MAXLEN ~ max_len`; `packed` is a MessagePack array of records (see
+    /// `history::append`).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn append_history(
+        &self,
+        stream: &str,
+        max_len: u64,
+        packed: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let args: Vec<Value> = vec![(max_len as i64).into(), Value::Bytes(packed.into())];
+        let _: Value = Script::from_lua(APPEND_HISTORY)
+            .evalsha_with_reload(&self.cmd, vec![stream], args)
+            .await
+            .map_err(|e| self.error("append history", e))?;
+        Ok(())
+    }
+
+    /// PUBLISH `message` on `channel`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn publish_notice(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+        let _: Value = self
+            .cmd
+            .publish(channel, message)
+            .await
+            .map_err(|e| self.error(format!("PUBLISH {channel}"), e))?;
+        Ok(())
+    }
+
+    /// GET of a string key.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn get_string(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(text(&self.call("GET", vec![key.into()]).await?))
+    }
+
+    /// Keys matching `pattern` (SCAN, any type), at most `limit`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn scan_keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.scan(pattern, None, limit, &|_| true).await
+    }
+}

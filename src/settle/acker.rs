@@ -1,0 +1,140 @@
+//! The acker is responsible for acknowledging handled entries in batches: processing tasks
+//! hand it the `(stream, id)` pairs of what they handled and wait for the answer; it sends one XACK (plus one XDEL for the
+//! redeliver stream) per stream for everything that queued up meanwhile. Under load this
+//! turns N acknowledgements into a handful of commands; when idle, a lone ack goes at once.
+
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::redis::store::{Store, StoreError};
+
+/// Most requests taken per flush.
+const BATCH: usize = 256;
+
+/// One entry to acknowledge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckItem {
+    /// Stream key.
+    pub stream: String,
+    /// Entry id.
+    pub id: String,
+    /// Also XDEL it (entries of the redeliver stream).
+    pub delete: bool,
+}
+
+struct Request {
+    items: Vec<AckItem>,
+    done: oneshot::Sender<(Vec<AckItem>, Result<(), String>)>,
+}
+
+/// Queues acknowledgements for the acker task; cheap to clone.
+#[derive(Clone)]
+pub struct Acker {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Acker {
+    /// Starts the acker task for `group`; it runs until `stop` and then drains its queue.
+    pub fn start(
+        store: Store,
+        group: String,
+        stop: CancellationToken,
+    ) -> (Acker, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(BATCH * 4);
+        (Acker { tx }, tokio::spawn(run(store, group, rx, stop)))
+    }
+
+    /// Acknowledges every item (each stream's ids in one XACK, together with whatever
+    /// other callers queued meanwhile); resolves once Redis answered for all of them, and
+    /// hands the items back (for a retry) unless the acker stopped.
+    ///
+    /// # Errors
+    /// The first Redis error among the streams of `items`, or a stopped acker. Items of
+    /// other streams may have been acknowledged; acknowledging again is harmless.
+    pub async fn ack_many(
+        &self,
+        items: Vec<AckItem>,
+    ) -> (Option<Vec<AckItem>>, Result<(), StoreError>) {
+        let Some(first) = items.first() else {
+            return (Some(items), Ok(()));
+        };
+        let op = format!("XACK {}", first.stream);
+        let stopped = |op: String| StoreError {
+            op,
+            message: "the acker has stopped".into(),
+        };
+        let (done, answer) = oneshot::channel();
+        if self.tx.send(Request { items, done }).await.is_err() {
+            return (None, Err(stopped(op)));
+        }
+        match answer.await {
+            Ok((items, Ok(()))) => (Some(items), Ok(())),
+            Ok((items, Err(message))) => (Some(items), Err(StoreError { op, message })),
+            Err(_) => (None, Err(stopped(op))),
+        }
+    }
+}
+
+async fn run(
+    store: Store,
+    group: String,
+    mut rx: mpsc::Receiver<Request>,
+    stop: CancellationToken,
+) {
+    let mut buf = Vec::with_capacity(BATCH);
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut buf, BATCH) => n,
+            _ = stop.cancelled() => {
+                rx.close();
+                while let Some(r) = rx.recv().await {
+                    buf.push(r);
+                }
+                flush(&store, &group, &mut buf).await;
+                return;
+            }
+        };
+        if n == 0 {
+            return;
+        }
+        flush(&store, &group, &mut buf).await;
+    }
+}
+
+/// Sends one XACK (and XDEL) per stream for every queued item, then answers each request
+/// with the first error among its streams.
+async fn flush(store: &Store, group: &str, buf: &mut Vec<Request>) {
+    // (stream, delete) -> (ids, indexes of the requests they came from)
+    type Group<'a> = (Vec<&'a str>, Vec<usize>);
+    let mut by_key: HashMap<(&str, bool), Group> = HashMap::new();
+    for (r, request) in buf.iter().enumerate() {
+        for item in &request.items {
+            let (ids, requests) = by_key.entry((&item.stream, item.delete)).or_default();
+            ids.push(&item.id);
+            if requests.last() != Some(&r) {
+                requests.push(r);
+            }
+        }
+    }
+    let batches = by_key
+        .into_iter()
+        .map(|((stream, delete), (ids, requests))| async move {
+            let result = store.ack(stream, group, &ids, delete).await;
+            (requests, result.map_err(|e| e.to_string()))
+        });
+    let mut answers: Vec<Result<(), String>> = vec![Ok(()); buf.len()];
+    for (requests, result) in futures::future::join_all(batches).await {
+        if let Err(e) = result {
+            for r in requests {
+                if answers[r].is_ok() {
+                    answers[r] = Err(e.clone());
+                }
+            }
+        }
+    }
+    for (request, answer) in buf.drain(..).zip(answers) {
+        let _ = request.done.send((request.items, answer));
+    }
+}
