@@ -3,7 +3,7 @@
 #
 #   bench/run.sh [--backlog N] [--reps N] [--quick] [--latency-secs S] [--sections LIST]
 #                [--no-wait] [--wait-quiet SECS] [--no-build] [--profile] [--rev REV]
-#                [--worker-bin PATH]
+#                [--worker-bin PATH] [--base-rev REV]
 #
 # Builds the release binaries (event-worker at the repo root, or of commit REV exported with
 # `git archive` into /tmp/ew-bench-rev with --rev; ew-bench in bench/), waits for a quiet
@@ -17,6 +17,9 @@
 #   backlog  event-worker blackhole at 10k, 100k and 1M backlogs (drain rate, peak RSS)
 #   scale    1, 2 and 4 event-worker processes on one stream
 #   latency  1k and 10k events/s for --latency-secs (20) s: publish to handler start
+# --base-rev REV builds commit REV too (into /tmp/ew-bench-base) and adds its blackhole and http
+# drains to the drain section as "event-worker @base, ..." rows, interleaved with the others in
+# every repetition: two commits compared in one run (e.g. before and after a refactor).
 # A full run writes its tables into BENCHMARKS.md (between the results markers) and every
 # sample to bench/results/latest.tsv. --quick (1 repetition, small backlogs, 3 s latency runs,
 # no waiting) writes only bench/target/quick.md. --profile runs one blackhole drain of the
@@ -34,6 +37,7 @@ wait_quiet=1200
 build=1
 profile=0
 rev=""
+base_rev=""
 worker_bin=""
 latency_secs=""
 sections=""
@@ -50,7 +54,8 @@ while [ $# -gt 0 ]; do
     --profile) profile=1; shift ;;
     --rev) rev="$2"; shift 2 ;;
     --worker-bin) worker_bin="$2"; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --base-rev) base_rev="$2"; shift 2 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -93,6 +98,17 @@ if [ "$build" = 1 ]; then
     (cd "$root" && cargo build --release --quiet --bin event-worker)
   fi
   (cd "$here" && cargo build --release --quiet)
+fi
+base_worker=""
+if [ -n "$base_rev" ]; then
+  base_commit="$(git -C "$root" rev-parse --short "$base_rev^{commit}")"
+  basedir=/tmp/ew-bench-base
+  base_worker="$basedir/target/release/event-worker"
+  if [ "$build" = 1 ] || [ ! -x "$base_worker" ]; then
+    rm -rf "$basedir/src" && mkdir -p "$basedir/src"
+    git -C "$root" archive --format=tar "$base_commit" | tar -x -C "$basedir/src"
+    (cd "$basedir/src" && CARGO_TARGET_DIR="$basedir/target" cargo build --release --quiet --bin event-worker)
+  fi
 fi
 ewbench="$here/target/release/ew-bench"
 [ -x "$worker" ] && [ -x "$ewbench" ] || { echo "bench/run.sh: binaries missing (run without --no-build)" >&2; exit 1; }
@@ -148,6 +164,7 @@ args=(orchestrate --port "$port" --worker "$worker" --self "$ewbench" --logdir "
 [ "$wait_quiet" = 0 ] && args+=(--sample-wait 0)
 [ -n "$latency_secs" ] && args+=(--latency-secs "$latency_secs")
 [ -n "$sections" ] && args+=(--sections "$sections")
+[ -n "$base_worker" ] && args+=(--base-worker "$base_worker")
 if [ "$profile" = 1 ]; then
   command -v perf >/dev/null || { echo "bench/run.sh: perf not found (apt-get install linux-perf)" >&2; exit 1; }
   args+=(--profile "$here/target/perf.data")
@@ -185,6 +202,7 @@ results="$work/results.md"
   echo "- machine: $(nproc) cores, $cpu_model, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr)"
   echo "- $(redis-server --version | cut -d' ' -f1-3) (--save '' --appendonly no, 127.0.0.1)"
   echo "- $(rustc --version), release builds"
+  [ -n "$base_rev" ] && echo "- \"@base\" rows: event-worker commit $base_commit (--base-rev), same configuration, interleaved with the others"
   echo "- event-worker commit $commit$dirty, default configuration plus env, redis_url, group, api.listen and one route"
   echo "- events: 256-byte JSON \`data\` plus \`id\` (36 chars) and \`type\`, one stream \`events:bench:bench.drain\`"
   echo

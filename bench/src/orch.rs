@@ -37,6 +37,9 @@ pub enum Kind {
     EwHttp,
     /// Diagnostic: blackhole with `read_block = "10ms"` (the smallest allowed), not the default.
     EwBlackholeBlock10,
+    /// The `--base-worker` binary (an earlier commit, `--base-rev`): blackhole, or http to the
+    /// local sink. Measured in the same run, interleaved, to compare two commits.
+    EwBase { http: bool },
 }
 
 impl Kind {
@@ -56,7 +59,13 @@ impl Kind {
             Kind::EwBlackholeBlock10 => {
                 "diagnostic: event-worker, blackhole, read_block=10ms".into()
             }
+            Kind::EwBase { http: false } => "event-worker @base, blackhole".into(),
+            Kind::EwBase { http: true } => "event-worker @base, http to local sink".into(),
         }
+    }
+    /// Whether the scenario delivers to the local HTTP sink.
+    pub fn uses_sink(self) -> bool {
+        matches!(self, Kind::EwHttp | Kind::EwBase { http: true })
     }
     pub fn is_ew(self) -> bool {
         !matches!(self, Kind::Raw { .. })
@@ -117,6 +126,8 @@ pub struct Bench {
     port: u16,
     redis_pid: u32,
     worker_bin: PathBuf,
+    /// `--base-worker`: the binary of the commit compared against, if any.
+    base_bin: Option<PathBuf>,
     self_bin: PathBuf,
     logdir: PathBuf,
     ctl: Client,
@@ -358,6 +369,7 @@ impl Bench {
         sink_port: Option<u16>,
         i: usize,
         extra: &str,
+        base: bool,
     ) -> Result<(Proc, u16), String> {
         let api = free_port()?;
         let route = match sink_port {
@@ -373,7 +385,11 @@ impl Bench {
         let path = self.logdir.join(format!("worker-{i}.toml"));
         std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
         let log = self.log(&format!("worker{i}"));
-        let mut c = Command::new(&self.worker_bin);
+        let bin = match (&self.base_bin, base) {
+            (Some(b), true) => b.clone(),
+            _ => self.worker_bin.clone(),
+        };
+        let mut c = Command::new(&bin);
         c.env_clear();
         if let Ok(p) = std::env::var("PATH") {
             c.env("PATH", p);
@@ -396,14 +412,15 @@ impl Bench {
         let mut apis = Vec::new();
         match kind {
             Kind::Raw { conns, batch_ack } => ps.push(self.start_raw(conns, batch_ack, latency)?),
-            Kind::EwBlackhole | Kind::EwHttp | Kind::EwBlackholeBlock10 => {
+            Kind::EwBlackhole | Kind::EwHttp | Kind::EwBlackholeBlock10 | Kind::EwBase { .. } => {
                 let extra = if kind == Kind::EwBlackholeBlock10 {
                     "read_block = \"10ms\""
                 } else {
                     ""
                 };
                 for i in 0..procs {
-                    let (p, api) = self.start_worker(sink, i, extra)?;
+                    let base = matches!(kind, Kind::EwBase { .. });
+                    let (p, api) = self.start_worker(sink, i, extra, base)?;
                     ps.push(p);
                     apis.push(api);
                 }
@@ -572,7 +589,7 @@ impl Bench {
         self.reset().await?;
         let last_id = self.preload(backlog).await?;
         self.create_group("0").await?;
-        let mut sink = if kind == Kind::EwHttp {
+        let mut sink = if kind.uses_sink() {
             Some(self.start_sink()?)
         } else {
             None
@@ -655,7 +672,7 @@ impl Bench {
     ) -> Result<Sample, String> {
         self.reset().await?;
         self.create_group("$").await?;
-        let mut sink = if kind == Kind::EwHttp {
+        let mut sink = if kind.uses_sink() {
             Some(self.start_sink()?)
         } else {
             None
@@ -901,6 +918,7 @@ async fn run(opts: &Opts) -> Result<(), String> {
         port,
         redis_pid: 0,
         worker_bin: PathBuf::from(opts.str("worker")?),
+        base_bin: opts.get("base-worker").map(PathBuf::from),
         self_bin: PathBuf::from(opts.str("self")?),
         logdir: logdir.clone(),
         ctl,
@@ -976,7 +994,7 @@ async fn run(opts: &Opts) -> Result<(), String> {
         return Ok(());
     }
 
-    let drain_kinds = [
+    let mut drain_kinds = vec![
         Kind::Raw {
             conns: 1,
             batch_ack: false,
@@ -993,6 +1011,10 @@ async fn run(opts: &Opts) -> Result<(), String> {
         },
         Kind::EwBlackholeBlock10,
     ];
+    if b.base_bin.is_some() {
+        drain_kinds.push(Kind::EwBase { http: false });
+        drain_kinds.push(Kind::EwBase { http: true });
+    }
     // One repetition: every scenario once, each section's order rotated per repetition.
     let mut jobs: Vec<Vec<Job>> = Vec::new();
     for rep in 0..reps {
