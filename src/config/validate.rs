@@ -39,6 +39,7 @@ pub(super) fn validate(
         .enumerate()
         .map(|(i, r)| validate_route(&mut c, i, r, lookup))
         .collect();
+    // A missing URL always comes with its error, so this returns every error or none.
     let Some(redis_url) = redis_url.filter(|_| c.errors.is_empty()) else {
         return Err(ConfigError(c.errors));
     };
