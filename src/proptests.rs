@@ -71,7 +71,7 @@ proptest! {
         let _ = keys::is_valid_pattern(&text);
         let _ = keys::glob_matches(&text, "a.b.c");
         if let Err(e) = RedisUrl::parse(&text) {
-            prop_assert!(!e.is_empty());
+            prop_assert!(!e.to_string().is_empty());
         }
     }
 

@@ -31,6 +31,38 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Why a Redis URL was refused; the message never contains the password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisUrlError {
+    /// Not a URL at all (the parser's message does not echo the input).
+    #[error("not a valid URL ({0})")]
+    Invalid(url::ParseError),
+    /// A scheme other than [`RedisUrl::SCHEMES`].
+    #[error(
+        "unsupported scheme `{scheme}` in {redacted} (use redis://, rediss://, redis-cluster:// or rediss-cluster://)"
+    )]
+    Scheme {
+        /// The scheme given.
+        scheme: String,
+        /// The URL, password hidden.
+        redacted: String,
+    },
+    /// No host.
+    #[error("no host in {0}")]
+    NoHost(String),
+    /// A `#fragment` (such as redis-rs' `#insecure`).
+    #[error(
+        "URL fragments are not supported ({0}); certificate checks cannot be turned off by URL"
+    )]
+    Fragment(String),
+    /// The stored URL no longer parses when a password is added.
+    #[error("{0}")]
+    Reparse(url::ParseError),
+    /// The URL cannot carry a password.
+    #[error("cannot set a password on {0}")]
+    CannotSetPassword(String),
+}
+
 /// A Redis URL whose password is hidden from every `Display`/`Debug`.
 #[derive(Clone)]
 pub struct RedisUrl {
@@ -47,10 +79,10 @@ impl RedisUrl {
     /// Parses and checks a Redis URL. Errors never contain the password.
     ///
     /// # Errors
-    /// A message (safe to print) when the URL does not parse, has an unknown scheme, no host,
+    /// A [`RedisUrlError`] (safe to print) when the URL does not parse, has an unknown scheme, no host,
     /// or a `#fragment` (such as redis-rs' `#insecure`, which we refuse rather than obey).
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let parsed = url::Url::parse(raw).map_err(|e| format!("not a valid URL ({e})"))?;
+    pub fn parse(raw: &str) -> Result<Self, RedisUrlError> {
+        let parsed = url::Url::parse(raw).map_err(RedisUrlError::Invalid)?;
         let password = parsed
             .password()
             .map(percent_decode)
@@ -61,18 +93,16 @@ impl RedisUrl {
         }
         let redacted = shown.to_string();
         if !Self::SCHEMES.contains(&parsed.scheme()) {
-            return Err(format!(
-                "unsupported scheme `{}` in {redacted} (use redis://, rediss://, redis-cluster:// or rediss-cluster://)",
-                parsed.scheme()
-            ));
+            return Err(RedisUrlError::Scheme {
+                scheme: parsed.scheme().to_string(),
+                redacted,
+            });
         }
         if parsed.host_str().is_none_or(str::is_empty) {
-            return Err(format!("no host in {redacted}"));
+            return Err(RedisUrlError::NoHost(redacted));
         }
         if parsed.fragment().is_some() {
-            return Err(format!(
-                "URL fragments are not supported ({redacted}); certificate checks cannot be turned off by URL"
-            ));
+            return Err(RedisUrlError::Fragment(redacted));
         }
         Ok(RedisUrl {
             raw: Secret::new(raw),
@@ -85,11 +115,11 @@ impl RedisUrl {
     ///
     /// # Errors
     /// When the URL cannot carry a password.
-    pub fn with_password(&self, password: &str) -> Result<RedisUrl, String> {
-        let mut parsed = url::Url::parse(self.raw.expose()).map_err(|e| e.to_string())?;
+    pub fn with_password(&self, password: &str) -> Result<RedisUrl, RedisUrlError> {
+        let mut parsed = url::Url::parse(self.raw.expose()).map_err(RedisUrlError::Reparse)?;
         parsed
             .set_password(Some(password))
-            .map_err(|_| format!("cannot set a password on {}", self.redacted))?;
+            .map_err(|_| RedisUrlError::CannotSetPassword(self.redacted.clone()))?;
         RedisUrl::parse(parsed.as_str())
     }
 
@@ -158,11 +188,33 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused_without_echoing_the_password() {
-        let e = RedisUrl::parse("http://:secretpw@h:1").unwrap_err();
+        let e = RedisUrl::parse("http://:secretpw@h:1")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("scheme") && !e.contains("secretpw"), "{e}");
-        let e = RedisUrl::parse("rediss://:secretpw@h:1#insecure").unwrap_err();
+        let e = RedisUrl::parse("rediss://:secretpw@h:1#insecure")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fragment") && !e.contains("secretpw"), "{e}");
         assert!(RedisUrl::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn error_texts_are_unchanged() {
+        let e = |raw: &str| RedisUrl::parse(raw).unwrap_err().to_string();
+        assert_eq!(
+            e("http://:pw@h:1"),
+            "unsupported scheme `http` in http://:***@h:1/ (use redis://, rediss://, redis-cluster:// or rediss-cluster://)"
+        );
+        assert_eq!(e("redis://"), "no host in redis://");
+        assert_eq!(
+            e("redis://h#x"),
+            "URL fragments are not supported (redis://h#x); certificate checks cannot be turned off by URL"
+        );
+        assert_eq!(
+            e("not a url"),
+            "not a valid URL (relative URL without a base)"
+        );
     }
 
     #[test]

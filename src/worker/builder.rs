@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ConfigError, HandlerKind};
+use crate::config::{Config, ConfigError};
 use crate::consume::backoff::RetryPolicy;
 use crate::deliver::breaker::{Breaker, BreakerState};
-use crate::deliver::handler::{BlackholeHandler, Handler, HttpHandler};
+use crate::deliver::factory::{HandlerBuildError, HandlerFactory};
+use crate::deliver::handler::Handler;
 use crate::http::server::{self, ApiState};
 use crate::metrics::Metrics;
 use crate::model::keys::{self, Keys};
@@ -128,9 +129,7 @@ impl WorkerBuilder {
                     BreakerState::Closed => info!(handler = name, "circuit breaker closed"),
                 }
             });
-        // Built only when an http route needs it (loading the system's CA roots takes a few
-        // milliseconds of every start otherwise).
-        let mut client: Option<reqwest::Client> = None;
+        let mut handlers = HandlerFactory::default();
         let mut routes = Vec::new();
         for (i, (patterns, handler)) in self.code_routes.iter().enumerate() {
             for p in patterns {
@@ -147,31 +146,15 @@ impl WorkerBuilder {
             });
         }
         for (i, rc) in self.config.routes.iter().enumerate() {
-            let handler: Arc<dyn Handler> = match (&rc.handler, &rc.url) {
-                (HandlerKind::Http, Some(url)) => {
-                    let client = match &client {
-                        Some(c) => c.clone(),
-                        None => {
-                            let c = HttpHandler::default_client()
-                                .map_err(|e| ConfigError(vec![format!("http client: {e}")]))?;
-                            client = Some(c.clone());
-                            c
-                        }
-                    };
-                    match HttpHandler::new(
-                        client,
-                        url.clone(),
-                        &rc.headers,
-                        rc.signing_secret.as_ref().map(|s| s.expose()),
-                    ) {
-                        Ok(h) => Arc::new(h),
-                        Err(e) => {
-                            errors.push(format!("routes[{i}].headers: {e}"));
-                            continue;
-                        }
-                    }
+            let handler = match handlers.build(i, rc) {
+                Ok(h) => h,
+                Err(e @ HandlerBuildError::Client(_)) => {
+                    return Err(ConfigError(vec![e.to_string()]));
                 }
-                _ => Arc::new(BlackholeHandler),
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
+                }
             };
             routes.push(Route {
                 patterns: rc.types.clone(),

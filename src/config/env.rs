@@ -1,0 +1,215 @@
+//! `EVENTS_<SECTION>_<KEY>` overrides: the table of every key a variable may set, and how
+//! a variable's text becomes a TOML value written over the file's.
+//!
+//! The table is written by hand; `tests::every_key_has_its_variable` walks the keys of
+//! `RawConfig` and fails when a key has no row or a row names no key.
+
+use super::error::ConfigError;
+
+/// How an environment variable's text becomes a TOML value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Int,
+    Float,
+}
+
+/// Every key an `EVENTS_<SECTION>_<KEY>` variable may set.
+const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
+    (None, "env", Kind::Str),
+    (None, "redis_url", Kind::Str),
+    (None, "tls_ca_file", Kind::Str),
+    (None, "tls_cert_file", Kind::Str),
+    (None, "tls_key_file", Kind::Str),
+    (None, "redis_password_file", Kind::Str),
+    (None, "group", Kind::Str),
+    (None, "consumer", Kind::Str),
+    (None, "concurrency", Kind::Int),
+    (None, "visibility_timeout", Kind::Str),
+    (None, "max_deliveries", Kind::Int),
+    (None, "shutdown_timeout", Kind::Str),
+    (None, "heartbeat_ttl", Kind::Str),
+    (None, "reclaim_interval", Kind::Str),
+    (None, "read_block", Kind::Str),
+    (None, "discovery_interval", Kind::Str),
+    (None, "scheduler_interval", Kind::Str),
+    (None, "dlq_max_len", Kind::Int),
+    (None, "dlq_max_age", Kind::Str),
+    (None, "stream_retention", Kind::Str),
+    (Some("retry"), "max_attempts", Kind::Int),
+    (Some("retry"), "initial_backoff", Kind::Str),
+    (Some("retry"), "multiplier", Kind::Float),
+    (Some("retry"), "max_backoff", Kind::Str),
+    (Some("retry"), "jitter", Kind::Float),
+    (Some("breaker"), "failure_threshold", Kind::Int),
+    (Some("breaker"), "open_for", Kind::Str),
+    (Some("history"), "max_len", Kind::Int),
+    (Some("history"), "max_age", Kind::Str),
+    (Some("api"), "listen", Kind::Str),
+    (Some("api"), "rate_limit", Kind::Int),
+    (Some("api"), "header_timeout", Kind::Str),
+    (Some("api"), "body_timeout", Kind::Str),
+];
+
+/// Keys of the file that deliberately have no `EVENTS_*` variable: routes are an array of
+/// tables, which one variable cannot express.
+#[cfg(test)]
+const FILE_ONLY_KEYS: &[&str] = &["routes"];
+
+/// Name of the variable that overrides `section.key`.
+fn env_var_name(section: Option<&str>, key: &str) -> String {
+    match section {
+        Some(s) => format!("EVENTS_{}_{}", s.to_uppercase(), key.to_uppercase()),
+        None => format!("EVENTS_{}", key.to_uppercase()),
+    }
+}
+
+/// The TOML value of a variable's text, or what was expected.
+fn value_of(kind: Kind, raw: String) -> Result<toml::Value, &'static str> {
+    match kind {
+        Kind::Str => Ok(toml::Value::String(raw)),
+        Kind::Int => raw
+            .trim()
+            .parse()
+            .map(toml::Value::Integer)
+            .map_err(|_| "an integer"),
+        Kind::Float => raw
+            .trim()
+            .parse()
+            .map(toml::Value::Float)
+            .map_err(|_| "a number"),
+    }
+}
+
+/// Writes every set `EVENTS_*` variable (read through `lookup`) over `table`.
+///
+/// # Errors
+/// [`ConfigError`] naming each variable whose text is not of its key's type, or a section
+/// the file holds as something other than a table.
+pub(super) fn apply_overrides(
+    table: &mut toml::Table,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    let mut errors = Vec::new();
+    for (section, key, kind) in ENV_KEYS {
+        let var = env_var_name(*section, key);
+        let Some(raw) = lookup(&var) else { continue };
+        let value = match value_of(*kind, raw) {
+            Ok(v) => v,
+            Err(what) => {
+                errors.push(format!("{var}: expected {what}"));
+                continue;
+            }
+        };
+        let target = match section {
+            Some(s) => table
+                .entry(s.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut(),
+            None => Some(&mut *table),
+        };
+        match target {
+            Some(t) => {
+                t.insert(key.to_string(), value);
+            }
+            None => errors.push(format!("{}: is not a table", section.unwrap_or(""))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::config::raw::RawConfig;
+
+    /// Every leaf key of `RawConfig` as `(section, key)`, found by serializing the default
+    /// (absent values serialize as `null`, so every field shows up), minus [`FILE_ONLY_KEYS`].
+    fn raw_config_keys() -> BTreeSet<(Option<String>, String)> {
+        let value = serde_json::to_value(RawConfig::default()).expect("serializable");
+        let serde_json::Value::Object(top) = value else {
+            panic!("RawConfig serializes as a map")
+        };
+        let mut keys = BTreeSet::new();
+        for (key, value) in top {
+            if FILE_ONLY_KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            match value {
+                serde_json::Value::Object(section) => {
+                    for inner in section.keys() {
+                        keys.insert((Some(key.clone()), inner.clone()));
+                    }
+                }
+                _ => {
+                    keys.insert((None, key));
+                }
+            }
+        }
+        keys
+    }
+
+    fn table_keys() -> BTreeSet<(Option<String>, String)> {
+        ENV_KEYS
+            .iter()
+            .map(|(s, k, _)| (s.map(str::to_string), k.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_key_has_its_variable() {
+        let keys = raw_config_keys();
+        let table = table_keys();
+        let missing: Vec<_> = keys.difference(&table).collect();
+        assert!(
+            missing.is_empty(),
+            "config keys without an EVENTS_* row in ENV_KEYS (add a row, or list the key in \
+             FILE_ONLY_KEYS if a variable cannot express it): {missing:?}"
+        );
+        let unknown: Vec<_> = table.difference(&keys).collect();
+        assert!(
+            unknown.is_empty(),
+            "ENV_KEYS rows naming no config key: {unknown:?}"
+        );
+        assert_eq!(table.len(), ENV_KEYS.len(), "ENV_KEYS has a duplicate row");
+        for key in FILE_ONLY_KEYS {
+            assert!(
+                serde_json::to_value(RawConfig::default()).unwrap()[key].is_array(),
+                "{key} is listed as file-only but is not an array of tables"
+            );
+        }
+    }
+
+    #[test]
+    fn every_variable_parses_into_its_keys_type() {
+        for (section, key, kind) in ENV_KEYS {
+            let text = match kind {
+                Kind::Str => "text",
+                Kind::Int => "7",
+                Kind::Float => "0.5",
+            };
+            let var = env_var_name(*section, key);
+            let mut table = toml::Table::new();
+            apply_overrides(&mut table, &|n: &str| (n == var).then(|| text.to_string()))
+                .unwrap_or_else(|e| panic!("{var}: {e}"));
+            if let Err(e) = RawConfig::from_table(table) {
+                panic!("{var} is {kind:?} but its key has another type: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn variable_names() {
+        assert_eq!(env_var_name(None, "concurrency"), "EVENTS_CONCURRENCY");
+        assert_eq!(
+            env_var_name(Some("retry"), "max_attempts"),
+            "EVENTS_RETRY_MAX_ATTEMPTS"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Parsing helpers of validation: [`parse_duration`], the [`IntRule`] and [`DurationRule`]
+//! a numeric key is checked against, and the [`Checker`] that applies them and collects
+//! every error instead of stopping at the first.
+
+use std::time::Duration;
+
+use super::error::DurationError;
+
+/// Parses a duration such as `250ms`, `30s`, `5m`, `2h`, `7d`.
+///
+/// # Errors
+/// A [`DurationError`] saying what was expected.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| DurationError::NotANumber(text.to_string()))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(DurationError::NoUnit(text.to_string())),
+    };
+    if !secs.is_finite() || secs > 10.0 * 365.0 * 86400.0 {
+        return Err(DurationError::TooLarge(text.to_string()));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Default and inclusive bounds of an integer key.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct IntRule {
+    /// Used when the key is absent (or invalid, while errors are collected).
+    pub default: i64,
+    /// Smallest allowed value.
+    pub min: i64,
+    /// Largest allowed value.
+    pub max: i64,
+}
+
+/// Default and lower bound of a duration key.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DurationRule {
+    /// Used when the key is absent (or invalid, while errors are collected).
+    pub default: Duration,
+    /// Shortest allowed value.
+    pub min: Duration,
+}
+
+/// Collects validation errors; every check returns a usable value (the default when the
+/// input is bad) so validation goes on and reports every problem at once.
+#[derive(Debug, Default)]
+pub(super) struct Checker {
+    /// Messages so far, each starting with its key.
+    pub errors: Vec<String>,
+}
+
+impl Checker {
+    /// Records `message`.
+    pub fn push(&mut self, message: String) {
+        self.errors.push(message);
+    }
+
+    /// The duration at `key`, checked against `rule`.
+    pub fn duration(&mut self, key: &str, raw: Option<&str>, rule: DurationRule) -> Duration {
+        match raw.map(parse_duration) {
+            None => rule.default,
+            Some(Ok(d)) if d >= rule.min => d,
+            Some(Ok(_)) => {
+                self.push(format!("{key}: must be at least {:?}", rule.min));
+                rule.default
+            }
+            Some(Err(e)) => {
+                self.push(format!("{key}: {e}"));
+                rule.default
+            }
+        }
+    }
+
+    /// The integer at `key`, checked against `rule`.
+    pub fn int(&mut self, key: &str, raw: Option<i64>, rule: IntRule) -> i64 {
+        let IntRule { default, min, max } = rule;
+        match raw {
+            None => default,
+            Some(v) if (min..=max).contains(&v) => v,
+            Some(v) => {
+                self.push(format!("{key}: {v} is out of range ({min}..={max})"));
+                default
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn duration_errors_keep_their_text() {
+        assert_eq!(
+            parse_duration("fast").unwrap_err().to_string(),
+            "`fast` is not a duration (use e.g. 250ms, 30s, 5m, 2h, 7d)"
+        );
+        assert_eq!(
+            parse_duration("5").unwrap_err().to_string(),
+            "`5` has no unit (use ms, s, m, h or d)"
+        );
+        assert_eq!(
+            parse_duration("99999999999d").unwrap_err().to_string(),
+            "`99999999999d` is too large"
+        );
+    }
+}

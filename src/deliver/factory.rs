@@ -1,0 +1,131 @@
+//! Builds the handler of a configured route. The `match` on [`HandlerKind`] has no
+//! catch-all arm: a kind added to the configuration without a handler here does not
+//! compile, instead of silently acknowledging every event.
+
+use std::sync::Arc;
+
+use super::blackhole::BlackholeHandler;
+use super::handler::Handler;
+use super::http::{HeaderError, HttpHandler};
+use crate::config::{HandlerKind, RouteConfig};
+
+/// Why a route's handler could not be built.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandlerBuildError {
+    /// The shared HTTP client could not be built (TLS backend); no route can use it.
+    #[error("http client: {0}")]
+    Client(reqwest::Error),
+    /// A header of route `index` cannot be sent.
+    #[error("routes[{index}].headers: {source}")]
+    Headers {
+        /// Index of the route in `[[routes]]`.
+        index: usize,
+        /// Which header.
+        source: HeaderError,
+    },
+    /// An `http` route without a URL (validation refuses it; a `Config` built in code may not).
+    #[error("routes[{index}].url: required for the http handler")]
+    MissingUrl {
+        /// Index of the route in `[[routes]]`.
+        index: usize,
+    },
+}
+
+/// Builds route handlers, sharing one HTTP client (its connection pool) among `http`
+/// routes. The client is built only when an http route needs it (loading the system's CA
+/// roots takes a few milliseconds of every start otherwise).
+#[derive(Default)]
+pub(crate) struct HandlerFactory {
+    client: Option<reqwest::Client>,
+}
+
+impl HandlerFactory {
+    /// The handler of route `index`.
+    ///
+    /// # Errors
+    /// [`HandlerBuildError`]; [`HandlerBuildError::Client`] concerns every http route.
+    pub(crate) fn build(
+        &mut self,
+        index: usize,
+        route: &RouteConfig,
+    ) -> Result<Arc<dyn Handler>, HandlerBuildError> {
+        match route.handler {
+            HandlerKind::Http => {
+                let url = route
+                    .url
+                    .clone()
+                    .ok_or(HandlerBuildError::MissingUrl { index })?;
+                let handler = HttpHandler::new(
+                    self.client()?,
+                    url,
+                    &route.headers,
+                    route.signing_secret.as_ref().map(|s| s.expose()),
+                )
+                .map_err(|source| HandlerBuildError::Headers { index, source })?;
+                Ok(Arc::new(handler))
+            }
+            HandlerKind::Blackhole => Ok(Arc::new(BlackholeHandler)),
+        }
+    }
+
+    /// The shared client, built on first use.
+    fn client(&mut self) -> Result<reqwest::Client, HandlerBuildError> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let c = HttpHandler::default_client().map_err(HandlerBuildError::Client)?;
+        self.client = Some(c.clone());
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn route(handler: HandlerKind, url: Option<&str>, headers: &[(&str, &str)]) -> RouteConfig {
+        RouteConfig {
+            name: None,
+            types: vec!["a.b".into()],
+            handler,
+            url: url.map(|u| url::Url::parse(u).unwrap()),
+            timeout: Duration::from_secs(1),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            signing_secret: None,
+        }
+    }
+
+    #[test]
+    fn every_kind_builds_and_bad_routes_name_their_key() {
+        let mut f = HandlerFactory::default();
+        for kind in HandlerKind::ALL {
+            let url = (*kind == HandlerKind::Http).then_some("http://127.0.0.1:9/x");
+            assert!(f.build(0, &route(*kind, url, &[])).is_ok(), "{kind:?}");
+        }
+        let e = f
+            .build(3, &route(HandlerKind::Http, None, &[]))
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "routes[3].url: required for the http handler"
+        );
+        let bad = route(HandlerKind::Http, Some("http://h/"), &[("bad name", "v")]);
+        let e = f.build(2, &bad).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "routes[2].headers: invalid header name `bad name`"
+        );
+        let bad = route(HandlerKind::Http, Some("http://h/"), &[("x-k", "a\nb")]);
+        let e = f.build(1, &bad).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "routes[1].headers: invalid value for header `x-k`"
+        );
+    }
+}
