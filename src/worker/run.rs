@@ -42,12 +42,14 @@ pub async fn run(
     metrics: Metrics,
     stop: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let (notices, notice_rx) = Notices::channel();
-    let routes = routes::build(&cfg, &code_routes, &metrics, &notices)?;
+    let notices = Notices::channel();
+    let routes = routes::build(&cfg, &code_routes, &metrics, &notices.0)?;
     let life = Lifecycle::new();
     let health = Arc::new(Health::default());
     let view = Arc::new(OnceLock::new());
     listen(&cfg, &metrics, &health, &view, &life).await?;
+    // The gauge exists (at 0) while Redis is still unreachable.
+    let redis_up = metrics.redis_up.with_label_values(&[&cfg.env]);
     let Some(store) = connect_until_stopped(&cfg, &stop).await? else {
         life.stop(Reached {
             store: None,
@@ -56,48 +58,11 @@ pub async fn run(
         .await;
         return Ok(());
     };
-    metrics.redis_up.with_label_values(&[&cfg.env]).set(1);
+    redis_up.set(1);
     start_series(&cfg, &metrics);
     health.redis_up.store(true, Ordering::Relaxed);
-    let keys = Keys::new(&cfg.env);
-    prepare(&store, &keys).await?;
-    let history = history::start(
-        store.clone(),
-        keys.history(),
-        cfg.history.clone(),
-        metrics.clone(),
-        &cfg.env,
-        life.token(Stage::Writers),
-    );
-    life.adopt(Stage::Writers, history.1);
-    let notices_task = coordination::run(
-        store.clone(),
-        keys.coordination(),
-        notice_rx,
-        life.token(Stage::Writers),
-    );
-    life.spawn(Stage::Writers, notices_task);
-    let (acker, acker_task) =
-        Acker::start(store.clone(), cfg.group.clone(), life.token(Stage::Acker));
-    life.adopt(Stage::Acker, acker_task);
-    let shared = Arc::new(Shared {
-        acker,
-        history: history.0,
-        notices,
-        redeliver: keys.redeliver(&cfg.group),
-        keys,
-        store: store.clone(),
-        metrics,
-        routes,
-        retry: RetryPolicy::new(cfg.retry.clone()),
-        permits: Arc::new(Semaphore::new(cfg.concurrency)),
-        unacked: Arc::new(Semaphore::new(cfg.concurrency)),
-        in_flight: Default::default(),
-        type_facts: Default::default(),
-        streams: Default::default(),
-        health: health.clone(),
-        cfg,
-    });
+    prepare(&store, &Keys::new(&cfg.env)).await?;
+    let shared = start_shared(cfg, store.clone(), routes, metrics, notices, &health, &life);
     let _ = view.set(Arc::new(worker_view(&shared)));
     let discovery = Arc::new(discovery(&shared));
     let heartbeat = heartbeat(&shared);
@@ -112,9 +77,66 @@ pub async fn run(
     }
     consume(&life, &shared, discovery, heartbeat).await;
     stop.cancelled().await;
+    stop_consuming(life, &shared, &store).await;
+    Ok(())
+}
+
+/// Starts the history writer and the notices publisher ([`Stage::Writers`]) and the acker
+/// ([`Stage::Acker`]), and builds the state the consume path shares.
+fn start_shared(
+    cfg: Config,
+    store: Store,
+    routes: Vec<crate::worker::shared::Route>,
+    metrics: Metrics,
+    (notices, notice_rx): (Notices, tokio::sync::mpsc::Receiver<String>),
+    health: &Arc<Health>,
+    life: &Lifecycle,
+) -> Arc<Shared> {
+    let keys = Keys::new(&cfg.env);
+    let (history, history_task) = history::start(
+        store.clone(),
+        keys.history(),
+        cfg.history.clone(),
+        metrics.clone(),
+        &cfg.env,
+        life.token(Stage::Writers),
+    );
+    life.adopt(Stage::Writers, history_task);
+    let notices_task = coordination::run(
+        store.clone(),
+        keys.coordination(),
+        notice_rx,
+        life.token(Stage::Writers),
+    );
+    life.spawn(Stage::Writers, notices_task);
+    let (acker, acker_task) =
+        Acker::start(store.clone(), cfg.group.clone(), life.token(Stage::Acker));
+    life.adopt(Stage::Acker, acker_task);
+    Arc::new(Shared {
+        acker,
+        history,
+        notices,
+        redeliver: keys.redeliver(&cfg.group),
+        keys,
+        store,
+        metrics,
+        routes,
+        retry: RetryPolicy::new(cfg.retry.clone()),
+        permits: Arc::new(Semaphore::new(cfg.concurrency)),
+        unacked: Arc::new(Semaphore::new(cfg.concurrency)),
+        in_flight: Default::default(),
+        type_facts: Default::default(),
+        streams: Default::default(),
+        health: health.clone(),
+        cfg,
+    })
+}
+
+/// The stop of a worker that consumes: every step of [`Lifecycle::stop`].
+async fn stop_consuming(life: Lifecycle, shared: &Arc<Shared>, store: &Store) {
     let stopped = shared.clone();
     life.stop(Reached {
-        store: Some(&store),
+        store: Some(store),
         consuming: Some(Consuming {
             shutdown_timeout: shared.cfg.shutdown_timeout,
             in_flight: &shared.in_flight,
@@ -123,11 +145,10 @@ pub async fn run(
                 stopped.notices.send(notice);
             }),
             heartbeat_key: shared.keys.heartbeat(shared.group(), shared.consumer()),
-            health: &health,
+            health: &shared.health,
         }),
     })
     .await;
-    Ok(())
 }
 
 /// Binds the HTTP listener and runs it on [`Stage::Http`]; logs the start line and the
