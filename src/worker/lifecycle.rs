@@ -200,3 +200,83 @@ impl Lifecycle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::{Consuming, Lifecycle, Reached, STAGES, Stage};
+    use crate::consume::in_flight::InFlight;
+    use crate::worker::shared::Health;
+
+    #[tokio::test]
+    async fn stages_stop_in_the_documented_order_and_events_are_awaited() {
+        let life = Lifecycle::new();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for stage in STAGES.into_iter().filter(|s| *s != Stage::Events) {
+            let (token, log) = (life.token(stage), log.clone());
+            life.spawn(stage, async move {
+                token.cancelled().await;
+                log.lock().unwrap().push(format!("{stage:?}"));
+            });
+        }
+        // An event in flight: it sees the read token and finishes a moment after it.
+        let (read, events_log) = (life.token(Stage::Read), log.clone());
+        life.tracker(Stage::Events).spawn(async move {
+            read.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            events_log.lock().unwrap().push("Events".to_string());
+        });
+        let (in_flight, health) = (InFlight::default(), Health::default());
+        let notice_log = log.clone();
+        life.stop(Reached {
+            store: None,
+            consuming: Some(Consuming {
+                shutdown_timeout: Duration::from_secs(5),
+                in_flight: &in_flight,
+                stopped_notice: Box::new(move || notice_log.lock().unwrap().push("STOPPED".into())),
+                heartbeat_key: "hb".into(),
+                health: &health,
+            }),
+        })
+        .await;
+        let expected = [
+            "Read", "Events", "Roles", "Acker", "STOPPED", "Writers", "Http",
+        ];
+        assert_eq!(*log.lock().unwrap(), expected);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_lifecycle_cancels_every_stage() {
+        let life = Lifecycle::new();
+        let tokens: Vec<_> = STAGES.iter().map(|s| life.token(*s)).collect();
+        drop(life);
+        assert!(tokens.iter().all(|t| t.is_cancelled()));
+    }
+
+    struct Count(Arc<Mutex<u32>>);
+
+    impl crate::worker::role::Role for Count {
+        fn schedule(&self) -> tokio::time::Interval {
+            tokio::time::interval(Duration::from_secs(3600))
+        }
+        async fn tick(&mut self) {
+            *self.0.lock().unwrap() += 1;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_role_ticks_at_once_then_stops_during_its_wait() {
+        let n = Arc::new(Mutex::new(0));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(crate::worker::role::run(Count(n.clone()), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("stopped during its wait")
+            .unwrap();
+        assert_eq!(*n.lock().unwrap(), 1);
+    }
+}
