@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::http::state::ApiState;
+use crate::http::state::ApiState;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
