@@ -10,7 +10,6 @@ use crate::config::Config;
 use crate::model::keys::Keys;
 use crate::ops::migrations;
 use crate::ops::publish::{NewEvent, publish};
-use crate::recover::discovery;
 use crate::redis::store::Store;
 use crate::settle::history::{HistoryQuery, Record, kind};
 use anyhow::Context;
@@ -263,7 +262,6 @@ async fn check(config: Config, json: bool) -> anyhow::Result<()> {
             streams.push((key, *i));
         }
     }
-    let _ = discovery::resolve;
     store.quit().await;
     let mut warnings = config.warnings.clone();
     match policy.as_deref() {

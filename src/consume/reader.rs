@@ -14,6 +14,7 @@ use tracing::{error, warn};
 
 use crate::consume::batch;
 use crate::model::time::now_ms;
+use crate::recover::discovery::Discovery;
 use crate::redis::store::Entry;
 use crate::worker::shared::Shared;
 
@@ -24,8 +25,14 @@ const PARTIAL_READ_BLOCK: Duration = Duration::from_millis(10);
 /// Longest wait for more free slots before a read (see the loop).
 const GATHER: Duration = Duration::from_millis(1);
 
-/// Reads until `stop` is cancelled; processing tasks are spawned on `tracker`.
-pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTracker) {
+/// Reads until `stop` is cancelled; processing tasks are spawned on `tracker`. Keys that
+/// turn out not to hold a stream are dropped through `discovery`.
+pub async fn run(
+    shared: Arc<Shared>,
+    discovery: Arc<Discovery>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
     let mut error_pause = Duration::from_millis(100);
     let mut last_error_log: Option<Instant> = None;
     let mut turn = 0usize;
@@ -80,7 +87,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTrac
                     .with_label_values(&[shared.env(), "read"])
                     .inc();
                 if e.is_wrong_type() {
-                    if let Err(e) = crate::recover::discovery::drop_wrong_types(&shared).await {
+                    if let Err(e) = discovery.drop_wrong_types().await {
                         warn!(error = %e, "could not check stream key types");
                     }
                 } else if e.is_nogroup() {

@@ -2,3 +2,6 @@
 
 pub(crate) mod api;
 pub(crate) mod server;
+pub(crate) mod state;
+#[cfg(test)]
+mod tests;

@@ -9,7 +9,6 @@
 //! waits at most [`SHUTDOWN_GRACE`] for open requests.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,74 +22,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
-use crate::model::secret::Secret;
-use crate::ops::backlog::BacklogCache;
-use crate::worker::shared::{Health, Shared};
+use crate::http::state::ApiState;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
 
 /// How long the listener waits for open requests after `stop` before it drops them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// What the handlers read.
-#[derive(Clone)]
-pub struct ApiState {
-    /// Metric registry.
-    pub metrics: Metrics,
-    /// Health facts.
-    pub health: Arc<Health>,
-    /// How recent the last read must be for /readyz.
-    pub ready_window: Duration,
-    /// The worker's shared state, once it is connected to Redis.
-    pub shared: Arc<OnceLock<Arc<Shared>>>,
-    /// Bearer token of the token endpoints (`EVENTS_API_TOKEN`); they are off without it.
-    pub token: Option<Secret>,
-    /// Scrape-time backlog cache.
-    pub backlog: Arc<BacklogCache>,
-    /// Token bucket of the mutating endpoints.
-    pub limiter: Arc<RateLimiter>,
-    /// Longest time a client may take to send a request header (`api.header_timeout`).
-    pub header_timeout: Duration,
-    /// Longest time a client may take to send a request body (`api.body_timeout`).
-    pub body_timeout: Duration,
-}
-
-/// A token bucket: `rate` requests per second, bursts up to `rate`.
-pub struct RateLimiter {
-    rate: f64,
-    state: std::sync::Mutex<(f64, std::time::Instant)>,
-}
-
-impl RateLimiter {
-    /// A bucket of `rate` per second; 0 never limits.
-    pub fn new(rate: u32) -> Self {
-        RateLimiter {
-            rate: f64::from(rate),
-            state: std::sync::Mutex::new((f64::from(rate), std::time::Instant::now())),
-        }
-    }
-
-    /// Takes one token; false when none is left.
-    pub fn try_take(&self) -> bool {
-        if self.rate <= 0.0 {
-            return true;
-        }
-        let Ok(mut s) = self.state.lock() else {
-            return true;
-        };
-        let now = std::time::Instant::now();
-        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.rate);
-        s.1 = now;
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// The router.
 pub fn router(state: ApiState) -> Router {
@@ -100,6 +38,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(crate::http::api::routes())
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             body_timeout,
@@ -198,15 +137,21 @@ async fn json_errors(
     }
 }
 
-fn json_error(status: StatusCode, message: &str) -> axum::response::Response {
+/// Unknown paths: 404 with the API's JSON error shape.
+async fn not_found() -> axum::response::Response {
+    json_error(StatusCode::NOT_FOUND, "no such path")
+}
+
+/// The API's `{"error": message}` answer.
+pub(crate) fn json_error(status: StatusCode, message: &str) -> axum::response::Response {
     (status, axum::Json(serde_json::json!({"error": message}))).into_response()
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
-    if let Some(shared) = s.shared.get()
-        && let Ok(b) = s.backlog.get(shared, Duration::from_secs(2)).await
+    if let Some(worker) = s.worker()
+        && let Ok(b) = s.backlog.get(&worker.backlog, Duration::from_secs(2)).await
     {
-        BacklogCache::export(shared, &b);
+        worker.backlog.export(&b);
     }
     (
         [(
@@ -228,7 +173,8 @@ async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` and serves until `stop`. Returns the bound address (port 0 picks one).
+/// Binds `addr`; returns the bound address (port 0 picks one) and the future that serves
+/// until `stop` (the caller runs it on its task tracker).
 ///
 /// Each connection is HTTP/1.1 with `state.header_timeout` as its header read timeout
 /// (idle keep-alive connections included). On `stop` the listener stops accepting, asks open
@@ -241,7 +187,7 @@ pub async fn serve(
     addr: SocketAddr,
     state: ApiState,
     stop: CancellationToken,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> std::io::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let mut http1 = hyper::server::conn::http1::Builder::new();
@@ -249,7 +195,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(state.header_timeout);
     let app = router(state);
-    let task = tokio::spawn(async move {
+    let task = async move {
         let mut connections = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
@@ -279,7 +225,7 @@ pub async fn serve(
         drop(listener);
         let drained = async { while connections.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
-    });
+    };
     Ok((bound, task))
 }
 
@@ -295,17 +241,4 @@ async fn accept_failed(e: &std::io::Error) {
     }
     tracing::warn!(error = %e, "the HTTP listener could not accept a connection; pausing 1 s");
     tokio::time::sleep(Duration::from_secs(1)).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::RateLimiter;
-
-    #[test]
-    fn the_bucket_allows_a_burst_then_refuses() {
-        let l = RateLimiter::new(5);
-        let allowed = (0..20).filter(|_| l.try_take()).count();
-        assert!((5..=6).contains(&allowed), "{allowed}");
-        assert!((0..100).all(|_| RateLimiter::new(0).try_take()));
-    }
 }

@@ -9,11 +9,23 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use serde::Serialize;
 
-use crate::redis::store::StoreError;
-use crate::worker::shared::Shared;
+use crate::metrics::Metrics;
+use crate::redis::store::{Store, StoreError};
+use crate::worker::shared::{MAX_TYPE_LABELS, StreamSet};
 
 /// Figures younger than this are served from the cache.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Why no fresh backlog figures could be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BacklogError {
+    /// Redis did not answer within the caller's timeout.
+    #[error("Redis did not answer in time")]
+    Timeout,
+    /// A Redis error.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Backlog of one consumed type.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -40,42 +52,93 @@ pub struct Backlog {
     pub dlq_depth: u64,
 }
 
-/// Reads the backlog from Redis.
-///
-/// # Errors
-/// Redis errors.
-pub async fn read(shared: &Shared) -> Result<Backlog, StoreError> {
-    let streams = shared.streams();
-    let infos = join_all(
-        streams
-            .iter()
-            .map(|s| shared.store.group_info(&s.key, shared.group())),
-    )
-    .await;
-    let mut out = Backlog::default();
-    for (s, info) in streams.iter().zip(infos) {
-        let info = info?.unwrap_or_default();
-        out.streams.push(StreamBacklog {
-            event_type: s.event_type.clone(),
-            lag: info.lag,
-            pending: info.pending,
-        });
-    }
-    out.redeliver_pending = shared
-        .store
-        .group_info(&shared.redeliver, shared.group())
-        .await?
-        .map(|i| i.pending)
-        .unwrap_or(0);
-    out.retry_depth = shared
-        .store
-        .zcard(&shared.keys.retry(shared.group()))
-        .await?;
-    out.dlq_depth = shared.store.xlen(&shared.keys.dlq()).await?;
-    Ok(out)
+/// What the backlog is read from and exported to: this worker's group, its keys and the
+/// consumed streams.
+#[derive(Clone)]
+pub struct BacklogSource {
+    /// Redis.
+    pub store: Store,
+    /// The consumed type streams.
+    pub streams: StreamSet,
+    /// The env label.
+    pub env: String,
+    /// The group.
+    pub group: String,
+    /// `events:<env>:redeliver:<group>`.
+    pub redeliver: String,
+    /// `events:<env>:retry:<group>`.
+    pub retry: String,
+    /// `events:<env>:dlq`.
+    pub dlq: String,
+    /// Where the gauges are set.
+    pub metrics: Metrics,
 }
 
-/// Caches [`read`] for [`MAX_AGE`].
+impl BacklogSource {
+    /// Reads the backlog from Redis.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn read(&self) -> Result<Backlog, StoreError> {
+        let streams = self.streams.snapshot();
+        let infos = join_all(
+            streams
+                .iter()
+                .map(|s| self.store.group_info(&s.key, &self.group)),
+        )
+        .await;
+        let mut out = Backlog::default();
+        for (s, info) in streams.iter().zip(infos) {
+            let info = info?.unwrap_or_default();
+            out.streams.push(StreamBacklog {
+                event_type: s.event_type.clone(),
+                lag: info.lag,
+                pending: info.pending,
+            });
+        }
+        out.redeliver_pending = self
+            .store
+            .group_info(&self.redeliver, &self.group)
+            .await?
+            .map(|i| i.pending)
+            .unwrap_or(0);
+        out.retry_depth = self.store.zcard(&self.retry).await?;
+        out.dlq_depth = self.store.xlen(&self.dlq).await?;
+        Ok(out)
+    }
+
+    /// Sets the backlog gauges from `b`.
+    pub fn export(&self, b: &Backlog) {
+        let m = &self.metrics;
+        let (env, group) = (self.env.as_str(), self.group.as_str());
+        let cap = MAX_TYPE_LABELS;
+        for s in b.streams.iter().take(cap) {
+            let labels = [env, group, s.event_type.as_str()];
+            if let Some(lag) = s.lag {
+                m.stream_lag.with_label_values(&labels).set(lag as i64);
+            }
+            m.pending.with_label_values(&labels).set(s.pending as i64);
+        }
+        if b.streams.len() > cap {
+            // Types past the label cap are summed under `other`.
+            let rest = &b.streams[cap..];
+            let labels = [env, group, "other"];
+            let lag: u64 = rest.iter().filter_map(|s| s.lag).sum();
+            m.stream_lag.with_label_values(&labels).set(lag as i64);
+            m.pending
+                .with_label_values(&labels)
+                .set(rest.iter().map(|s| s.pending).sum::<u64>() as i64);
+        }
+        m.retry_depth
+            .with_label_values(&[env, group])
+            .set(b.retry_depth as i64);
+        m.dlq_depth
+            .with_label_values(&[env])
+            .set(b.dlq_depth as i64);
+    }
+}
+
+/// Caches [`BacklogSource::read`] for [`MAX_AGE`].
 #[derive(Default)]
 pub struct BacklogCache {
     last: Mutex<Option<(Instant, Backlog)>>,
@@ -86,49 +149,23 @@ impl BacklogCache {
     ///
     /// # Errors
     /// Redis errors or the timeout, when no fresh figures could be read.
-    pub async fn get(&self, shared: &Shared, timeout: Duration) -> Result<Backlog, String> {
+    pub async fn get(
+        &self,
+        source: &BacklogSource,
+        timeout: Duration,
+    ) -> Result<Backlog, BacklogError> {
         if let Ok(guard) = self.last.lock()
             && let Some((at, b)) = guard.as_ref()
             && at.elapsed() < MAX_AGE
         {
             return Ok(b.clone());
         }
-        let fresh = tokio::time::timeout(timeout, read(shared))
+        let fresh = tokio::time::timeout(timeout, source.read())
             .await
-            .map_err(|_| "Redis did not answer in time".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| BacklogError::Timeout)??;
         if let Ok(mut guard) = self.last.lock() {
             *guard = Some((Instant::now(), fresh.clone()));
         }
         Ok(fresh)
-    }
-
-    /// Sets the backlog gauges from `b`.
-    pub fn export(shared: &Shared, b: &Backlog) {
-        let m = &shared.metrics;
-        let cap = crate::worker::shared::MAX_TYPE_LABELS;
-        for s in b.streams.iter().take(cap) {
-            let labels = [shared.env(), shared.group(), s.event_type.as_str()];
-            if let Some(lag) = s.lag {
-                m.stream_lag.with_label_values(&labels).set(lag as i64);
-            }
-            m.pending.with_label_values(&labels).set(s.pending as i64);
-        }
-        if b.streams.len() > cap {
-            // Types past the label cap are summed under `other`.
-            let rest = &b.streams[cap..];
-            let labels = [shared.env(), shared.group(), "other"];
-            let lag: u64 = rest.iter().filter_map(|s| s.lag).sum();
-            m.stream_lag.with_label_values(&labels).set(lag as i64);
-            m.pending
-                .with_label_values(&labels)
-                .set(rest.iter().map(|s| s.pending).sum::<u64>() as i64);
-        }
-        m.retry_depth
-            .with_label_values(&[shared.env(), shared.group()])
-            .set(b.retry_depth as i64);
-        m.dlq_depth
-            .with_label_values(&[shared.env()])
-            .set(b.dlq_depth as i64);
     }
 }

@@ -5,20 +5,26 @@
 //!
 //! The set only grows at its end: a stream, once followed, keeps its place while it exists,
 //! and new ones are appended. Metric labels depend on that place (the first
-//! [`MAX_TYPE_LABELS`] types get their own, see [`Shared::type_label`]), so a flood of new
+//! [`MAX_TYPE_LABELS`] types get their own, see [`label_among`]), so a flood of new
 //! types can neither move labels nor grow the series past the cap. At most [`MAX_STREAMS`]
 //! streams are followed; more, and keys that are not streams, are reported in
 //! [`Issues`] (health warnings).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::join_all;
-use tokio_util::sync::CancellationToken;
+use prometheus::IntCounter;
 use tracing::{info, warn};
 
-use crate::redis::store::StoreError;
-use crate::worker::shared::{MAX_TYPE_LABELS, Shared, TypeStream};
+use crate::metrics::Metrics;
+use crate::model::keys::{self, Keys};
+use crate::redis::store::{Store, StoreError};
+use crate::worker::role::Role;
+#[cfg(doc)]
+use crate::worker::shared::label_among;
+use crate::worker::shared::{Health, MAX_TYPE_LABELS, StreamSet, TypeStream};
 
 /// Most streams one worker follows; streams found past it are not consumed (logged once and
 /// shown as a health warning).
@@ -71,233 +77,256 @@ impl Issues {
     }
 }
 
-/// Type streams the routes select now: exact types first, in route order, then glob matches
-/// sorted by key, from at most [`MAX_STREAMS`] + 1 existing streams.
-///
-/// # Errors
-/// Redis errors from SCAN.
-pub async fn resolve(shared: &Shared) -> Result<Vec<TypeStream>, StoreError> {
-    Ok(resolve_scan(shared).await?.0)
+/// The discovery role and what it touches; shared (`Arc`) with the reader, which calls
+/// [`Discovery::drop_wrong_types`] when a read fails with WRONGTYPE.
+pub struct Discovery {
+    /// Redis.
+    pub store: Store,
+    /// Key names of the env.
+    pub keys: Keys,
+    /// The group created on new streams.
+    pub group: String,
+    /// Each route's patterns, in route order (a stream's route is the first that matches).
+    pub patterns: Vec<Vec<String>>,
+    /// The consumed set this role maintains.
+    pub streams: StreamSet,
+    /// Where keys that cannot be consumed are reported.
+    pub health: Arc<Health>,
+    /// Metric handles (per-type series are started at 0 for new streams).
+    pub metrics: Metrics,
+    /// The env label.
+    pub env: String,
+    /// `discovery_interval`.
+    pub interval: Duration,
+    /// `redis_errors_total{op="discovery"}`.
+    pub errors: IntCounter,
 }
 
-/// [`resolve`], and whether the scan stopped at its limit (more streams exist than it saw).
-async fn resolve_scan(shared: &Shared) -> Result<(Vec<TypeStream>, bool), StoreError> {
-    let mut types: Vec<String> = Vec::new();
-    for route in &shared.routes {
-        for p in &route.patterns {
+impl Discovery {
+    fn route_for(&self, event_type: &str) -> Option<usize> {
+        self.patterns
+            .iter()
+            .position(|ps| ps.iter().any(|p| keys::glob_matches(p, event_type)))
+    }
+
+    /// Type streams the routes select now: exact types first, in route order, then glob
+    /// matches sorted by key, from at most [`MAX_STREAMS`] + 1 existing streams; and whether
+    /// the scan stopped at its limit (more streams exist than it saw).
+    async fn resolve_scan(&self) -> Result<(Vec<TypeStream>, bool), StoreError> {
+        let mut types: Vec<String> = Vec::new();
+        for p in self.patterns.iter().flatten() {
             if !p.contains('*') && !types.contains(p) {
                 types.push(p.clone());
             }
         }
-    }
-    let mut truncated = false;
-    if shared
-        .routes
-        .iter()
-        .any(|r| r.patterns.iter().any(|p| p.contains('*')))
-    {
-        let pattern = format!("{}*", shared.keys.prefix());
-        let exact: HashSet<String> = types.iter().cloned().collect();
-        let limit = MAX_STREAMS + 1;
-        // Only type streams count towards the limit (not the DLQ, history, redeliver, ...).
-        let is_type_stream = |k: &str| shared.keys.type_of_stream(k).is_some();
-        let keys = shared
-            .store
-            .scan_streams(&pattern, limit, &is_type_stream)
-            .await?;
-        truncated = keys.len() >= limit;
-        for key in keys {
-            if let Some(t) = shared.keys.type_of_stream(&key)
-                && !exact.contains(t)
-            {
-                types.push(t.to_string());
-            }
-        }
-    }
-    let streams = types
-        .into_iter()
-        .filter_map(|t| {
-            shared.route_for(&t).map(|route| TypeStream {
-                key: shared.keys.stream(&t),
-                event_type: t,
-                route,
-            })
-        })
-        .collect();
-    Ok((streams, truncated))
-}
-
-/// Resolves the streams, keeps the followed ones that still exist in their place, creates
-/// the group on new ones and appends them (up to [`MAX_STREAMS`]), and publishes the new set
-/// when it changed.
-///
-/// # Errors
-/// Redis errors.
-pub async fn refresh(shared: &Shared) -> Result<(), StoreError> {
-    let (found, truncated) = resolve_scan(shared).await?;
-    let known = shared.streams();
-    let found_keys: HashSet<&str> = found.iter().map(|s| s.key.as_str()).collect();
-    // A followed stream missing from an incomplete scan may still exist: ask.
-    let unsure: Vec<&TypeStream> = known
-        .iter()
-        .filter(|k| truncated && !found_keys.contains(k.key.as_str()))
-        .collect();
-    let kinds = join_all(unsure.iter().map(|k| shared.store.key_type(&k.key))).await;
-    let mut still = HashSet::new();
-    for (k, kind) in unsure.iter().zip(kinds) {
-        if kind? == "stream" {
-            still.insert(k.key.as_str());
-        }
-    }
-    let mut next: Vec<TypeStream> = known
-        .iter()
-        .filter(|k| found_keys.contains(k.key.as_str()) || still.contains(k.key.as_str()))
-        .cloned()
-        .collect();
-    let followed: HashSet<&str> = next.iter().map(|s| s.key.as_str()).collect();
-    let new: Vec<&TypeStream> = found
-        .iter()
-        .filter(|s| !followed.contains(s.key.as_str()))
-        .collect();
-    let room = MAX_STREAMS.saturating_sub(next.len());
-    let (admitted, left_out) = new.split_at(new.len().min(room));
-    let created = join_all(
-        admitted
-            .iter()
-            .map(|s| shared.store.ensure_group(&s.key, shared.group())),
-    )
-    .await;
-    let reported = current_issues(shared).wrong_type;
-    let (mut flagged, mut cleared) = (Vec::new(), Vec::new());
-    for (s, result) in admitted.iter().zip(created) {
-        match result {
-            Ok(()) => {
-                info!(stream = %s.key, group = shared.group(), "consuming stream");
-                cleared.push(s.key.clone());
-                let label = if next.len() < MAX_TYPE_LABELS {
-                    s.event_type.as_str()
-                } else {
-                    "other"
-                };
-                start_series(shared, label);
-                next.push((*s).clone());
-            }
-            Err(e) if e.is_wrong_type() => {
-                if !reported.contains(&s.key) {
-                    warn!(key = %s.key, "key holds a value that is not a stream; not consuming it (fix or delete the key)");
+        let mut truncated = false;
+        if self.patterns.iter().flatten().any(|p| p.contains('*')) {
+            let pattern = format!("{}*", self.keys.prefix());
+            let exact: HashSet<String> = types.iter().cloned().collect();
+            let limit = MAX_STREAMS + 1;
+            // Only type streams count towards the limit (not the DLQ, history, redeliver, ...).
+            let is_type_stream = |k: &str| self.keys.type_of_stream(k).is_some();
+            let keys = self
+                .store
+                .scan_streams(&pattern, limit, &is_type_stream)
+                .await?;
+            truncated = keys.len() >= limit;
+            for key in keys {
+                if let Some(t) = self.keys.type_of_stream(&key)
+                    && !exact.contains(t)
+                {
+                    types.push(t.to_string());
                 }
-                flagged.push(s.key.clone());
             }
-            Err(e) => return Err(e),
         }
+        let streams = types
+            .into_iter()
+            .filter_map(|t| {
+                self.route_for(&t).map(|route| TypeStream {
+                    key: self.keys.stream(&t),
+                    event_type: t,
+                    route,
+                })
+            })
+            .collect();
+        Ok((streams, truncated))
     }
-    // Keys reported as not streams stop being reported once fixed or deleted.
-    let recheck: Vec<&String> = reported
-        .iter()
-        .filter(|k| !found_keys.contains(k.as_str()))
-        .collect();
-    let kinds = join_all(recheck.iter().map(|k| shared.store.key_type(k))).await;
-    for (k, kind) in recheck.into_iter().zip(kinds) {
-        if matches!(kind?.as_str(), "stream" | "none") {
-            cleared.push(k.clone());
+
+    /// Resolves the streams, keeps the followed ones that still exist in their place, creates
+    /// the group on new ones and appends them (up to [`MAX_STREAMS`]), and publishes the new
+    /// set when it changed.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let (found, truncated) = self.resolve_scan().await?;
+        let known = self.streams.snapshot();
+        let found_keys: HashSet<&str> = found.iter().map(|s| s.key.as_str()).collect();
+        // A followed stream missing from an incomplete scan may still exist: ask.
+        let unsure: Vec<&TypeStream> = known
+            .iter()
+            .filter(|k| truncated && !found_keys.contains(k.key.as_str()))
+            .collect();
+        let kinds = join_all(unsure.iter().map(|k| self.store.key_type(&k.key))).await;
+        let mut still = HashSet::new();
+        for (k, kind) in unsure.iter().zip(kinds) {
+            if kind? == "stream" {
+                still.insert(k.key.as_str());
+            }
         }
-    }
-    if !left_out.is_empty() && current_issues(shared).unfollowed == 0 {
-        warn!(
-            max = MAX_STREAMS,
-            "more streams match the routes than one worker follows; the ones past the limit are not consumed"
-        );
-    }
-    if let Ok(mut i) = shared.health.discovery.lock() {
-        for k in cleared {
-            i.wrong_type.remove(&k);
+        let mut next: Vec<TypeStream> = known
+            .iter()
+            .filter(|k| found_keys.contains(k.key.as_str()) || still.contains(k.key.as_str()))
+            .cloned()
+            .collect();
+        let followed: HashSet<&str> = next.iter().map(|s| s.key.as_str()).collect();
+        let new: Vec<&TypeStream> = found
+            .iter()
+            .filter(|s| !followed.contains(s.key.as_str()))
+            .collect();
+        let room = MAX_STREAMS.saturating_sub(next.len());
+        let (admitted, left_out) = new.split_at(new.len().min(room));
+        let (flagged, mut cleared) = self.admit(admitted, &mut next).await?;
+        // Keys reported as not streams stop being reported once fixed or deleted.
+        let reported = self.current_issues().wrong_type;
+        let recheck: Vec<&String> = reported
+            .iter()
+            .filter(|k| !found_keys.contains(k.as_str()))
+            .collect();
+        let kinds = join_all(recheck.iter().map(|k| self.store.key_type(k))).await;
+        for (k, kind) in recheck.into_iter().zip(kinds) {
+            if matches!(kind?.as_str(), "stream" | "none") {
+                cleared.push(k.clone());
+            }
         }
-        i.wrong_type.extend(flagged);
-        i.unfollowed = left_out.len();
+        if !left_out.is_empty() && self.current_issues().unfollowed == 0 {
+            warn!(
+                max = MAX_STREAMS,
+                "more streams match the routes than one worker follows; the ones past the limit are not consumed"
+            );
+        }
+        if let Ok(mut i) = self.health.discovery.lock() {
+            for k in cleared {
+                i.wrong_type.remove(&k);
+            }
+            i.wrong_type.extend(flagged);
+            i.unfollowed = left_out.len();
+        }
+        if next != *known {
+            self.streams.replace(next);
+        }
+        Ok(())
     }
-    if next != *known
-        && let Ok(mut w) = shared.streams.write()
-    {
-        *w = Arc::new(next);
+
+    /// Creates the group on `admitted` streams and appends the ones that took it to `next`;
+    /// returns the keys that are not streams (flagged) and the ones that now are (cleared).
+    async fn admit(
+        &self,
+        admitted: &[&TypeStream],
+        next: &mut Vec<TypeStream>,
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let created = join_all(
+            admitted
+                .iter()
+                .map(|s| self.store.ensure_group(&s.key, &self.group)),
+        )
+        .await;
+        let reported = self.current_issues().wrong_type;
+        let (mut flagged, mut cleared) = (Vec::new(), Vec::new());
+        for (s, result) in admitted.iter().zip(created) {
+            match result {
+                Ok(()) => {
+                    info!(stream = %s.key, group = %self.group, "consuming stream");
+                    cleared.push(s.key.clone());
+                    let label = if next.len() < MAX_TYPE_LABELS {
+                        s.event_type.as_str()
+                    } else {
+                        "other"
+                    };
+                    self.start_series(label);
+                    next.push((*s).clone());
+                }
+                Err(e) if e.is_wrong_type() => {
+                    if !reported.contains(&s.key) {
+                        warn!(key = %s.key, "key holds a value that is not a stream; not consuming it (fix or delete the key)");
+                    }
+                    flagged.push(s.key.clone());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((flagged, cleared))
     }
-    Ok(())
+
+    fn current_issues(&self) -> Issues {
+        self.health
+            .discovery
+            .lock()
+            .map(|i| i.clone())
+            .unwrap_or_default()
+    }
+
+    /// Creates the per-type counters at 0, so dashboards and `increase()` see them before
+    /// the first event (the Prometheus crate exports a labelled series only once it exists).
+    fn start_series(&self, event_type: &str) {
+        let m = &self.metrics;
+        let (env, group) = (self.env.as_str(), self.group.as_str());
+        m.reclaimed_total
+            .with_label_values(&[env, group, event_type])
+            .inc_by(0);
+        m.dlq_replayed_total
+            .with_label_values(&[env, group, event_type])
+            .inc_by(0);
+        m.published_total
+            .with_label_values(&[env, event_type])
+            .inc_by(0);
+        m.stream_trimmed_total
+            .with_label_values(&[env, event_type])
+            .inc_by(0);
+    }
+
+    /// Drops consumed keys that no longer hold a stream (someone SET or deleted-and-reused
+    /// the key), so one bad key cannot stop the reads of every other stream, and reports
+    /// them in [`Issues`]. Called when a read fails with WRONGTYPE; discovery re-adds the key
+    /// once it is a stream again.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn drop_wrong_types(&self) -> Result<(), StoreError> {
+        let mut keep = Vec::new();
+        let mut wrong = Vec::new();
+        for s in self.streams.snapshot().iter() {
+            match self.store.key_type(&s.key).await?.as_str() {
+                "stream" | "none" => keep.push(s.clone()),
+                other => {
+                    warn!(key = %s.key, kind = other, "key holds a value that is not a stream; not consuming it (fix or delete the key)");
+                    wrong.push(s.key.clone());
+                }
+            }
+        }
+        if let Ok(mut i) = self.health.discovery.lock() {
+            i.wrong_type.extend(wrong);
+        }
+        self.streams.replace(keep);
+        Ok(())
+    }
 }
 
-fn current_issues(shared: &Shared) -> Issues {
-    shared
-        .health
-        .discovery
-        .lock()
-        .map(|i| i.clone())
-        .unwrap_or_default()
-}
+/// Refreshes every `discovery_interval` (the first refresh is part of start-up).
+impl Role for Arc<Discovery> {
+    fn schedule(&self) -> tokio::time::Interval {
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    }
 
-/// Creates the per-type counters at 0, so dashboards and `increase()` see them before the
-/// first event (the Prometheus crate exports a labelled series only once it exists).
-fn start_series(shared: &Shared, event_type: &str) {
-    let m = &shared.metrics;
-    let (env, group) = (shared.env(), shared.group());
-    m.reclaimed_total
-        .with_label_values(&[env, group, event_type])
-        .inc_by(0);
-    m.dlq_replayed_total
-        .with_label_values(&[env, group, event_type])
-        .inc_by(0);
-    m.published_total
-        .with_label_values(&[env, event_type])
-        .inc_by(0);
-    m.stream_trimmed_total
-        .with_label_values(&[env, event_type])
-        .inc_by(0);
-}
-
-/// Refreshes every `discovery_interval` until `stop`.
-pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(shared.cfg.discovery_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        if let Err(e) = refresh(&shared).await {
-            shared
-                .metrics
-                .redis_errors_total
-                .with_label_values(&[shared.env(), "discovery"])
-                .inc();
+    async fn tick(&mut self) {
+        if let Err(e) = self.refresh().await {
+            self.errors.inc();
             warn!(error = %e, "stream discovery failed; will try again");
         }
     }
-}
-
-/// Drops consumed keys that no longer hold a stream (someone SET or deleted-and-reused the
-/// key), so one bad key cannot stop the reads of every other stream, and reports them in
-/// [`Issues`]. Called when a read fails with WRONGTYPE; discovery re-adds the key once it is
-/// a stream again.
-///
-/// # Errors
-/// Redis errors.
-pub async fn drop_wrong_types(shared: &Shared) -> Result<(), StoreError> {
-    let mut keep = Vec::new();
-    let mut wrong = Vec::new();
-    for s in shared.streams().iter() {
-        match shared.store.key_type(&s.key).await?.as_str() {
-            "stream" | "none" => keep.push(s.clone()),
-            other => {
-                warn!(key = %s.key, kind = other, "key holds a value that is not a stream; not consuming it (fix or delete the key)");
-                wrong.push(s.key.clone());
-            }
-        }
-    }
-    if let Ok(mut i) = shared.health.discovery.lock() {
-        i.wrong_type.extend(wrong);
-    }
-    if let Ok(mut w) = shared.streams.write() {
-        *w = Arc::new(keep);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,66 +6,78 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use prometheus::IntCounter;
 use tracing::warn;
 
+use crate::consume::in_flight::InFlight;
 use crate::model::time::{now_ms, rfc3339};
-use crate::redis::store::StoreError;
-use crate::worker::shared::Shared;
+use crate::redis::store::{Store, StoreError};
+use crate::worker::role::{self, Role};
 
-/// Writes the heartbeat key once.
-///
-/// # Errors
-/// Redis errors.
-pub async fn beat(shared: &Shared) -> Result<(), StoreError> {
-    let key = shared.keys.heartbeat(shared.group(), shared.consumer());
-    let value = format!(
-        "{{\"pid\":{},\"version\":\"{}\",\"at\":\"{}\"}}",
-        std::process::id(),
-        env!("CARGO_PKG_VERSION"),
-        rfc3339(now_ms())
-    );
-    shared
-        .store
-        .set_heartbeat(&key, &value, shared.cfg.heartbeat_ttl)
-        .await
+/// The heartbeat role and what it touches.
+pub struct Heartbeat {
+    /// Redis.
+    pub store: Store,
+    /// `events:<env>:heartbeat:<group>:<consumer>`.
+    pub key: String,
+    /// Time to live of the key (`heartbeat_ttl`).
+    pub ttl: Duration,
+    /// The group, for XCLAIM of long runners.
+    pub group: String,
+    /// This consumer.
+    pub consumer: String,
+    /// `visibility_timeout`: entries in flight longer than a third of it are touched.
+    pub visibility_timeout: Duration,
+    /// Entries this consumer is handling.
+    pub in_flight: Arc<InFlight>,
+    /// `redis_errors_total{op="heartbeat"}`.
+    pub errors: IntCounter,
 }
 
-/// Runs until `stop`; the caller deletes the key after a clean stop.
-pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(shared.cfg.heartbeat_ttl / 3);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
+impl Heartbeat {
+    /// Writes the heartbeat key once.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn beat(&self) -> Result<(), StoreError> {
+        let value = format!(
+            "{{\"pid\":{},\"version\":\"{}\",\"at\":\"{}\"}}",
+            std::process::id(),
+            env!("CARGO_PKG_VERSION"),
+            rfc3339(now_ms())
+        );
+        self.store.set_heartbeat(&self.key, &value, self.ttl).await
+    }
+
+    async fn touch_long_runners(&self) -> Result<(), StoreError> {
+        let threshold = self.visibility_timeout / 3;
+        let by_stream = self
+            .in_flight
+            .older_than(threshold.max(Duration::from_millis(100)));
+        for (stream, ids) in by_stream {
+            for chunk in ids.chunks(500) {
+                self.store
+                    .touch(&stream, &self.group, &self.consumer, chunk)
+                    .await?;
+            }
         }
-        if let Err(e) = beat(&shared).await {
-            shared
-                .metrics
-                .redis_errors_total
-                .with_label_values(&[shared.env(), "heartbeat"])
-                .inc();
+        Ok(())
+    }
+}
+
+impl Role for Heartbeat {
+    fn schedule(&self) -> tokio::time::Interval {
+        role::delayed(self.ttl / 3)
+    }
+
+    /// Beats, then refreshes long runners; the caller deletes the key after a clean stop.
+    async fn tick(&mut self) {
+        if let Err(e) = self.beat().await {
+            self.errors.inc();
             warn!(error = %e, "heartbeat failed");
         }
-        if let Err(e) = touch_long_runners(&shared).await {
+        if let Err(e) = self.touch_long_runners().await {
             warn!(error = %e, "refreshing idle time of long-running entries failed");
         }
     }
-}
-
-async fn touch_long_runners(shared: &Shared) -> Result<(), StoreError> {
-    let threshold = shared.cfg.visibility_timeout / 3;
-    let by_stream = shared
-        .in_flight
-        .older_than(threshold.max(Duration::from_millis(100)));
-    for (stream, ids) in by_stream {
-        for chunk in ids.chunks(500) {
-            shared
-                .store
-                .touch(&stream, shared.group(), shared.consumer(), chunk)
-                .await?;
-        }
-    }
-    Ok(())
 }

@@ -1,5 +1,6 @@
-//! State shared by the worker's roles: configuration, connections, metrics, routes, the
-//! permit pool that bounds in-flight work, and the set of streams being consumed.
+//! State shared by the consume path (reader, batch, decide, settle): configuration,
+//! connections, metrics, routes, the permit pool that bounds in-flight work, and the set of
+//! streams being consumed ([`StreamSet`], also handed to discovery, retention and HTTP).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -93,7 +94,32 @@ pub fn label_among<'a>(streams: &[TypeStream], event_type: &'a str) -> &'a str {
     }
 }
 
-/// Everything the roles share.
+/// The set of type streams being consumed, shared by handle: discovery replaces it, the
+/// reader, the HTTP view and retention read snapshots. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct StreamSet(Arc<RwLock<Arc<Vec<TypeStream>>>>);
+
+impl StreamSet {
+    /// The current set.
+    pub fn snapshot(&self) -> Arc<Vec<TypeStream>> {
+        self.0.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the set.
+    pub fn replace(&self, next: Vec<TypeStream>) {
+        if let Ok(mut w) = self.0.write() {
+            *w = Arc::new(next);
+        }
+    }
+
+    /// The `type` metric label of `event_type` (see [`label_among`]).
+    pub fn type_label<'a>(&self, event_type: &'a str) -> &'a str {
+        label_among(&self.snapshot(), event_type)
+    }
+}
+
+/// Everything the consume path (reader, batch, decide, settle) shares. The background roles
+/// and the HTTP view get narrow handles instead (see `worker::run`).
 pub struct Shared {
     /// Validated configuration.
     pub cfg: Config,
@@ -113,11 +139,11 @@ pub struct Shared {
     /// `concurrency` more permits for successes whose XACK is in flight (see `batch`).
     pub unacked: Arc<Semaphore>,
     /// Entries this consumer is handling now, with their start time (for idle refresh).
-    pub in_flight: InFlight,
+    pub in_flight: Arc<InFlight>,
     /// Per-type label, route and metric handles.
     pub type_facts: TypeFactsCache,
-    /// Type streams being consumed.
-    pub streams: RwLock<Arc<Vec<TypeStream>>>,
+    /// Type streams being consumed (discovery replaces the set; everyone else reads it).
+    pub streams: StreamSet,
     /// `events:<env>:redeliver:<group>`.
     pub redeliver: String,
     /// Health facts.
@@ -138,7 +164,7 @@ impl Shared {
 
     /// Snapshot of the consumed type streams.
     pub fn streams(&self) -> Arc<Vec<TypeStream>> {
-        self.streams.read().map(|s| s.clone()).unwrap_or_default()
+        self.streams.snapshot()
     }
 
     /// Every stream key this worker reads: type streams, then the redeliver stream.

@@ -1,0 +1,441 @@
+//! Running a worker: listen, connect, migrate, start the writers and the shared state, run
+//! start-up against Redis, start the consume path and the background roles, then stop
+//! everything through the [`Lifecycle`] when the caller's stop token fires.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::consume::backoff::RetryPolicy;
+use crate::consume::reader;
+use crate::http::server;
+use crate::http::state::{ApiState, RateLimiter, WorkerView};
+use crate::metrics::Metrics;
+use crate::model::keys::Keys;
+use crate::ops::backlog::{BacklogCache, BacklogSource};
+use crate::ops::coordination::{self, Notices};
+use crate::ops::migrations;
+use crate::recover::discovery::Discovery;
+use crate::recover::forwarder::Forwarder;
+use crate::recover::heartbeat::Heartbeat;
+use crate::recover::reclaim;
+use crate::recover::retention::Retention;
+use crate::redis::store::{Store, StoreError};
+use crate::settle::acker::Acker;
+use crate::settle::history;
+use crate::worker::builder::WorkerError;
+use crate::worker::lifecycle::{Consuming, Lifecycle, Reached, Stage};
+use crate::worker::ping::Pinger;
+use crate::worker::role;
+use crate::worker::routes::{self, CodeRoute};
+use crate::worker::shared::{Health, Shared};
+
+/// Runs a worker until `stop`, then stops it (see [`Lifecycle`] for the order).
+pub async fn run(
+    cfg: Config,
+    code_routes: Vec<CodeRoute>,
+    metrics: Metrics,
+    stop: CancellationToken,
+) -> Result<(), WorkerError> {
+    let notices = Notices::channel();
+    let routes = routes::build(&cfg, &code_routes, &metrics, &notices.0)?;
+    let life = Lifecycle::new();
+    let health = Arc::new(Health::default());
+    let view = Arc::new(OnceLock::new());
+    listen(&cfg, &metrics, &health, &view, &life).await?;
+    // The gauge exists (at 0) while Redis is still unreachable.
+    let redis_up = metrics.redis_up.with_label_values(&[&cfg.env]);
+    let Some(store) = connect_until_stopped(&cfg, &stop).await? else {
+        life.stop(Reached {
+            store: None,
+            consuming: None,
+        })
+        .await;
+        return Ok(());
+    };
+    redis_up.set(1);
+    start_series(&cfg, &metrics);
+    health.redis_up.store(true, Ordering::Relaxed);
+    prepare(&store, &Keys::new(&cfg.env)).await?;
+    let shared = start_shared(cfg, store.clone(), routes, metrics, notices, &health, &life);
+    let _ = view.set(Arc::new(worker_view(&shared)));
+    let discovery = Arc::new(discovery(&shared));
+    let heartbeat = heartbeat(&shared);
+    startup(&shared, &discovery, &heartbeat, &stop).await;
+    if stop.is_cancelled() {
+        life.stop(Reached {
+            store: Some(&store),
+            consuming: None,
+        })
+        .await;
+        return Ok(());
+    }
+    consume(&life, &shared, discovery, heartbeat).await;
+    stop.cancelled().await;
+    stop_consuming(life, &shared, &store).await;
+    Ok(())
+}
+
+/// Starts the history writer and the notices publisher ([`Stage::Writers`]) and the acker
+/// ([`Stage::Acker`]), and builds the state the consume path shares.
+fn start_shared(
+    cfg: Config,
+    store: Store,
+    routes: Vec<crate::worker::shared::Route>,
+    metrics: Metrics,
+    (notices, notice_rx): (Notices, tokio::sync::mpsc::Receiver<String>),
+    health: &Arc<Health>,
+    life: &Lifecycle,
+) -> Arc<Shared> {
+    let keys = Keys::new(&cfg.env);
+    let (history, history_task) = history::start(
+        store.clone(),
+        keys.history(),
+        cfg.history.clone(),
+        metrics.clone(),
+        &cfg.env,
+        life.token(Stage::Writers),
+    );
+    life.adopt(Stage::Writers, history_task);
+    let notices_task = coordination::run(
+        store.clone(),
+        keys.coordination(),
+        notice_rx,
+        life.token(Stage::Writers),
+    );
+    life.spawn(Stage::Writers, notices_task);
+    let (acker, acker_task) =
+        Acker::start(store.clone(), cfg.group.clone(), life.token(Stage::Acker));
+    life.adopt(Stage::Acker, acker_task);
+    Arc::new(Shared {
+        acker,
+        history,
+        notices,
+        redeliver: keys.redeliver(&cfg.group),
+        keys,
+        store,
+        metrics,
+        routes,
+        retry: RetryPolicy::new(cfg.retry.clone()),
+        permits: Arc::new(Semaphore::new(cfg.concurrency)),
+        unacked: Arc::new(Semaphore::new(cfg.concurrency)),
+        in_flight: Default::default(),
+        type_facts: Default::default(),
+        streams: Default::default(),
+        health: health.clone(),
+        cfg,
+    })
+}
+
+/// The stop of a worker that consumes: every step of [`Lifecycle::stop`].
+async fn stop_consuming(life: Lifecycle, shared: &Arc<Shared>, store: &Store) {
+    let stopped = shared.clone();
+    life.stop(Reached {
+        store: Some(store),
+        consuming: Some(Consuming {
+            shutdown_timeout: shared.cfg.shutdown_timeout,
+            in_flight: &shared.in_flight,
+            stopped_notice: Box::new(move || {
+                let notice = self_notice(&stopped, coordination::kind::STOPPED);
+                stopped.notices.send(notice);
+            }),
+            heartbeat_key: shared.keys.heartbeat(shared.group(), shared.consumer()),
+            health: &shared.health,
+        }),
+    })
+    .await;
+}
+
+/// Binds the HTTP listener and runs it on [`Stage::Http`]; logs the start line and the
+/// configuration warnings.
+async fn listen(
+    cfg: &Config,
+    metrics: &Metrics,
+    health: &Arc<Health>,
+    view: &Arc<OnceLock<Arc<WorkerView>>>,
+    life: &Lifecycle,
+) -> Result<(), WorkerError> {
+    let api_state = ApiState {
+        metrics: metrics.clone(),
+        health: health.clone(),
+        ready_window: cfg.read_block * 3 + Duration::from_secs(5),
+        worker: view.clone(),
+        token: cfg.api.token.clone(),
+        backlog: Arc::new(BacklogCache::default()),
+        limiter: Arc::new(RateLimiter::new(cfg.api.rate_limit)),
+        header_timeout: cfg.api.header_timeout,
+        body_timeout: cfg.api.body_timeout,
+    };
+    let (bound, api_task) = server::serve(cfg.api.listen, api_state, life.token(Stage::Http))
+        .await
+        .map_err(|source| WorkerError::Listen {
+            addr: cfg.api.listen,
+            source,
+        })?;
+    life.spawn(Stage::Http, api_task);
+    info!(listen = %bound, env = %cfg.env, group = %cfg.group, consumer = %cfg.consumer, redis = %cfg.redis_url, "event-worker starting");
+    for w in &cfg.warnings {
+        warn!("{w}");
+    }
+    Ok(())
+}
+
+/// Starts the series alerts use at 0, so the first change is visible to `increase()`.
+fn start_series(cfg: &Config, metrics: &Metrics) {
+    let (env, group) = (cfg.env.as_str(), cfg.group.as_str());
+    metrics.in_flight.with_label_values(&[env, group]).set(0);
+    for counter in [
+        &metrics.dlq_trimmed_total,
+        &metrics.dlq_purged_total,
+        &metrics.history_dropped_total,
+    ] {
+        counter.with_label_values(&[env]).inc_by(0);
+    }
+    for counter in [
+        &metrics.retries_forwarded_total,
+        &metrics.groups_recreated_total,
+    ] {
+        counter.with_label_values(&[env, group]).inc_by(0);
+    }
+    for op in [
+        "read",
+        "settle",
+        "reclaim",
+        "schedule",
+        "heartbeat",
+        "discovery",
+    ] {
+        metrics
+            .redis_errors_total
+            .with_label_values(&[env, op])
+            .inc_by(0);
+    }
+}
+
+/// Applies the migrations and warns when Redis may evict keys.
+async fn prepare(store: &Store, keys: &Keys) -> Result<(), WorkerError> {
+    let report = migrations::apply_all(store, keys).await?;
+    if !report.applied.is_empty() {
+        info!(applied = ?report.applied, "migrations applied");
+    }
+    if let Some(policy) = store.maxmemory_policy().await
+        && policy != "noeviction"
+    {
+        warn!(policy = %policy, "Redis maxmemory-policy is not noeviction: eviction can silently delete streams and groups");
+    }
+    Ok(())
+}
+
+/// What the HTTP endpoints see of the worker.
+fn worker_view(shared: &Shared) -> WorkerView {
+    let (env, group) = (shared.env().to_string(), shared.group().to_string());
+    WorkerView {
+        store: shared.store.clone(),
+        keys: shared.keys.clone(),
+        breakers: shared.routes.iter().map(|r| r.breaker.clone()).collect(),
+        in_flight: shared.in_flight.clone(),
+        streams: shared.streams.clone(),
+        history: shared.history.clone(),
+        notices: shared.notices.clone(),
+        history_max_len: shared.cfg.history.max_len,
+        backlog: BacklogSource {
+            store: shared.store.clone(),
+            streams: shared.streams.clone(),
+            redeliver: shared.redeliver.clone(),
+            retry: shared.keys.retry(&group),
+            dlq: shared.keys.dlq(),
+            metrics: shared.metrics.clone(),
+            env: env.clone(),
+            group: group.clone(),
+        },
+        metrics: shared.metrics.clone(),
+        consumer: shared.consumer().to_string(),
+        env,
+        group,
+    }
+}
+
+/// The discovery role of this worker.
+fn discovery(shared: &Shared) -> Discovery {
+    Discovery {
+        store: shared.store.clone(),
+        keys: shared.keys.clone(),
+        group: shared.group().to_string(),
+        patterns: shared.routes.iter().map(|r| r.patterns.clone()).collect(),
+        streams: shared.streams.clone(),
+        health: shared.health.clone(),
+        metrics: shared.metrics.clone(),
+        env: shared.env().to_string(),
+        interval: shared.cfg.discovery_interval,
+        errors: redis_errors(shared, "discovery"),
+    }
+}
+
+/// The heartbeat role of this worker.
+fn heartbeat(shared: &Shared) -> Heartbeat {
+    Heartbeat {
+        store: shared.store.clone(),
+        key: shared.keys.heartbeat(shared.group(), shared.consumer()),
+        ttl: shared.cfg.heartbeat_ttl,
+        group: shared.group().to_string(),
+        consumer: shared.consumer().to_string(),
+        visibility_timeout: shared.cfg.visibility_timeout,
+        in_flight: shared.in_flight.clone(),
+        errors: redis_errors(shared, "heartbeat"),
+    }
+}
+
+fn redis_errors(shared: &Shared, op: &str) -> prometheus::IntCounter {
+    shared
+        .metrics
+        .redis_errors_total
+        .with_label_values(&[shared.env(), op])
+}
+
+/// Takes back this consumer's leftovers, starts the reader and the reclaimer on
+/// [`Stage::Read`] and the background roles on [`Stage::Roles`], and announces the start.
+async fn consume(
+    life: &Lifecycle,
+    shared: &Arc<Shared>,
+    discovery: Arc<Discovery>,
+    heartbeat: Heartbeat,
+) {
+    let (events, read_stop) = (life.tracker(Stage::Events), life.token(Stage::Read));
+    if let Err(e) = reclaim::claim_own_leftovers(shared, &events, &read_stop, Duration::ZERO).await
+    {
+        warn!(error = %e, "could not re-deliver this consumer's leftovers; the backstop will");
+    }
+    life.spawn(
+        Stage::Read,
+        reader::run(
+            shared.clone(),
+            discovery.clone(),
+            read_stop.clone(),
+            events.clone(),
+        ),
+    );
+    life.spawn(Stage::Read, reclaim::run(shared.clone(), read_stop, events));
+    let roles = life.token(Stage::Roles);
+    let forwarder = Forwarder {
+        store: shared.store.clone(),
+        retry_key: shared.keys.retry(shared.group()),
+        redeliver: shared.redeliver.clone(),
+        interval: shared.cfg.scheduler_interval,
+        forwarded: shared
+            .metrics
+            .retries_forwarded_total
+            .with_label_values(&[shared.env(), shared.group()]),
+        errors: redis_errors(shared, "schedule"),
+        last_error_log: None,
+    };
+    life.spawn(Stage::Roles, role::run(forwarder, roles.clone()));
+    life.spawn(Stage::Roles, role::run(heartbeat, roles.clone()));
+    life.spawn(Stage::Roles, role::run(discovery, roles.clone()));
+    let pinger = Pinger {
+        store: shared.store.clone(),
+        gauge: shared.metrics.redis_up.with_label_values(&[shared.env()]),
+        health: shared.health.clone(),
+    };
+    life.spawn(Stage::Roles, role::run(pinger, roles.clone()));
+    let retention = Retention::new(
+        &shared.cfg,
+        shared.store.clone(),
+        &shared.keys,
+        shared.streams.clone(),
+        &shared.metrics,
+    );
+    if let Some(retention) = retention {
+        life.spawn(Stage::Roles, role::run(retention, roles));
+    }
+    shared
+        .notices
+        .send(self_notice(shared, coordination::kind::STARTED));
+    shared.health.consuming.store(true, Ordering::Relaxed);
+    info!(streams = shared.streams().len(), "consuming");
+}
+
+fn self_notice(shared: &Shared, kind: &str) -> String {
+    let extra =
+        serde_json::json!({"pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")});
+    coordination::notice(kind, shared.env(), shared.group(), shared.consumer(), extra)
+}
+
+/// Connects, retrying with backoff while Redis is unreachable. Authentication and TLS
+/// errors are final. Returns `None` when stopped first.
+async fn connect_until_stopped(
+    cfg: &Config,
+    stop: &CancellationToken,
+) -> Result<Option<Store>, StoreError> {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let attempt = Store::connect(cfg, &cfg.consumer);
+        let result = tokio::select! {
+            r = attempt => r,
+            _ = stop.cancelled() => return Ok(None),
+        };
+        match result {
+            Ok(store) => return Ok(Some(store)),
+            Err(e) if is_final(&e) => return Err(e),
+            Err(e) => {
+                warn!(error = %e, redis = %cfg.redis_url, "Redis unreachable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => return Ok(None),
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn is_final(e: &StoreError) -> bool {
+    let m = e.message.to_ascii_lowercase();
+    [
+        "wrongpass",
+        "noauth",
+        "auth",
+        "certificate",
+        "tls",
+        "noperm",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
+}
+
+/// Groups on the redeliver stream and the type streams, the first heartbeat. Retries with
+/// backoff until it works or `stop` fires.
+async fn startup(
+    shared: &Shared,
+    discovery: &Discovery,
+    heartbeat: &Heartbeat,
+    stop: &CancellationToken,
+) {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let result = async {
+            shared
+                .store
+                .ensure_group(&shared.redeliver, shared.group())
+                .await?;
+            discovery.refresh().await?;
+            heartbeat.beat().await
+        }
+        .await;
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                error!(error = %e, "start-up against Redis failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => return,
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
