@@ -22,8 +22,9 @@ use crate::deliver::breaker::BreakerState;
 use crate::http::server::ApiState;
 use crate::ops::coordination::{self, notice};
 use crate::ops::dlq::{self, DlqError, DlqFilter, ReplayOptions, Selection};
+use crate::ops::history::{self, HistoryQuery};
 use crate::ops::publish::{self, NewEvent, PublishError};
-use crate::settle::history::{self, HistoryQuery, Record, kind};
+use crate::settle::history::{Record, kind};
 use crate::worker::shared::Shared;
 
 /// The `/api/events/*` routes.

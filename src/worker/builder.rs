@@ -437,17 +437,7 @@ async fn connect_until_stopped(
 }
 
 fn is_final(e: &StoreError) -> bool {
-    let m = e.message.to_ascii_lowercase();
-    [
-        "wrongpass",
-        "noauth",
-        "auth",
-        "certificate",
-        "tls",
-        "noperm",
-    ]
-    .iter()
-    .any(|w| m.contains(w))
+    e.kind.is_final()
 }
 
 /// Groups on the redeliver stream and the type streams, the first heartbeat. Retries with
