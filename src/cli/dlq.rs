@@ -6,8 +6,8 @@ use crate::model::envelope::truncate;
 use crate::model::keys::Keys;
 use crate::ops::coordination::{self, notice};
 use crate::ops::dlq::{self, DlqEntry, DlqFilter, ReplayOptions, Selection};
+use crate::ops::history::HistoryQuery;
 use crate::redis::store::Store;
-use crate::settle::history::HistoryQuery;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -69,8 +69,8 @@ pub struct FilterArgs {
     /// Event type.
     #[arg(long = "type")]
     event_type: Option<String>,
-    /// DLQ reason: permanent_error, max_attempts_exceeded, malformed, max_deliveries_exceeded.
-    #[arg(long)]
+    // The help names every `dlq_record::Reason`.
+    #[arg(long, help = crate::settle::dlq_record::REASON_HELP)]
     reason: Option<String>,
     /// Group that failed the event.
     #[arg(long)]
@@ -316,7 +316,7 @@ pub async fn history(query: HistoryQuery, config: Config, json: bool) -> anyhow:
         .await
         .context("cannot reach Redis")?;
     let keys = Keys::new(&config.env);
-    let records = crate::settle::history::query(&store, &keys.history(), &query).await;
+    let records = crate::ops::history::query(&store, &keys.history(), &query).await;
     store.quit().await;
     let records = records?;
     if json {

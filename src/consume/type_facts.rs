@@ -19,9 +19,9 @@ pub struct TypeFacts {
     pub label: String,
     /// Index of the first route serving the type, if any.
     pub route: Option<usize>,
-    /// `events_total{outcome="success"}`.
+    /// `events_total{outcome="success"}` (counted by `settle::acks` once acknowledged).
     pub success: IntCounter,
-    /// `events_total{outcome="retried"}`.
+    /// `events_total{outcome="retried"}` (counted by `settle::moves` once stored).
     pub retried: IntCounter,
     /// `handler_duration_seconds`.
     pub handler_duration: Histogram,

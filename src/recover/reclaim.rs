@@ -1,7 +1,10 @@
 //! The reclaimer is responsible for entries left pending by consumers that are gone:
 //! entries of a consumer whose heartbeat key expired are claimed at once; as a backstop,
 //! any entry idle longer than `visibility_timeout` is claimed. Claimed entries carry their
-//! delivery count, so a poison event that keeps killing workers reaches the DLQ.
+//! delivery count, so a poison event that keeps killing workers reaches the DLQ: claimed
+//! entries go through the same batches as read ones, where `consume::decide` returns the
+//! `max_deliveries_exceeded` (or `malformed`) dead-letter verdict and `settle` moves and
+//! counts it.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -5,7 +5,7 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
-use crate::redis::store::{Entry, Store, StoreError, parse_entries, text};
+use crate::redis::store::{Entry, RedisErrorKind, Store, StoreError, parse_entries, text};
 
 const REPLAY: &str = include_str!("scripts/replay.lua");
 const APPEND_HISTORY: &str = include_str!("scripts/append_history.lua");
@@ -151,8 +151,10 @@ impl Store {
             .await
         {
             Ok(v) => v,
-            Err(e) if e.to_string().contains("no such key") => return Ok(Vec::new()),
-            Err(e) => return Err(self.error(format!("XINFO GROUPS {stream}"), e)),
+            Err(e) => match self.error(format!("XINFO GROUPS {stream}"), e) {
+                e if e.kind == RedisErrorKind::NoSuchKey => return Ok(Vec::new()),
+                e => return Err(e),
+            },
         };
         let mut out = Vec::new();
         for g in reply.into_array() {

@@ -1,6 +1,7 @@
-//! The acker is responsible for acknowledging handled entries in batches: processing tasks
-//! hand it the `(stream, id)` pairs of what they handled and wait for the answer; it sends one XACK (plus one XDEL for the
-//! redeliver stream) per stream for everything that queued up meanwhile. Under load this
+//! The acker task: acknowledges handled entries in batches. `settle::acks` hands it the
+//! `(stream, id)` pairs of a batch's successes and waits for the answer; it sends one XACK
+//! (plus one XDEL for the redeliver stream) per stream for everything that queued up
+//! meanwhile. Under load this
 //! turns N acknowledgements into a handful of commands; when idle, a lone ack goes at once.
 
 use std::collections::HashMap;
@@ -8,7 +9,7 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::redis::store::{Store, StoreError};
+use crate::redis::store::{RedisErrorKind, Store, StoreError};
 
 /// Most requests taken per flush.
 const BATCH: usize = 256;
@@ -26,7 +27,7 @@ pub struct AckItem {
 
 struct Request {
     items: Vec<AckItem>,
-    done: oneshot::Sender<(Vec<AckItem>, Result<(), String>)>,
+    done: oneshot::Sender<(Vec<AckItem>, Result<(), StoreError>)>,
 }
 
 /// Queues acknowledgements for the acker task; cheap to clone.
@@ -61,17 +62,14 @@ impl Acker {
             return (Some(items), Ok(()));
         };
         let op = format!("XACK {}", first.stream);
-        let stopped = |op: String| StoreError {
-            op,
-            message: "the acker has stopped".into(),
-        };
+        let stopped =
+            |op: String| StoreError::new(op, RedisErrorKind::Other, "the acker has stopped");
         let (done, answer) = oneshot::channel();
         if self.tx.send(Request { items, done }).await.is_err() {
             return (None, Err(stopped(op)));
         }
         match answer.await {
-            Ok((items, Ok(()))) => (Some(items), Ok(())),
-            Ok((items, Err(message))) => (Some(items), Err(StoreError { op, message })),
+            Ok((items, result)) => (Some(items), result),
             Err(_) => (None, Err(stopped(op))),
         }
     }
@@ -122,9 +120,9 @@ async fn flush(store: &Store, group: &str, buf: &mut Vec<Request>) {
         .into_iter()
         .map(|((stream, delete), (ids, requests))| async move {
             let result = store.ack(stream, group, &ids, delete).await;
-            (requests, result.map_err(|e| e.to_string()))
+            (requests, result)
         });
-    let mut answers: Vec<Result<(), String>> = vec![Ok(()); buf.len()];
+    let mut answers: Vec<Result<(), StoreError>> = (0..buf.len()).map(|_| Ok(())).collect();
     for (requests, result) in futures::future::join_all(batches).await {
         if let Err(e) = result {
             for r in requests {

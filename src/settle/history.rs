@@ -1,11 +1,11 @@
-//! The history: an audit trail of lifecycle records in `events:<env>:history` (published,
+//! The history writer: an audit trail of lifecycle records in `events:<env>:history` (published,
 //! processed, retried, dead_lettered, replayed, purged), capped by `[history].max_len`
 //! (MAXLEN ~ on every append) and `max_age` (MINID ~ trims every minute).
 //!
 //! Records from the hot path go through a bounded channel to one writer task that appends
 //! them in pipelined batches; when the channel is full a record is dropped and counted in
 //! `event_worker_history_dropped_total` (the history is an audit trail, not the source of
-//! truth: the event itself is never affected).
+//! truth: the event itself is never affected). Reading it back is `ops::history`.
 
 use std::time::Duration;
 
@@ -106,7 +106,8 @@ impl Record {
         out.str(&self.detail);
     }
 
-    fn from_entry(e: &Entry) -> Self {
+    /// A record as read back from the history stream.
+    pub(crate) fn from_entry(e: &Entry) -> Self {
         let get = |k: &str| {
             crate::model::envelope::lookup(&e.fields, k)
                 .unwrap_or_default()
@@ -309,59 +310,6 @@ async fn writer(
             }
         }
     }
-}
-
-/// What to look for in the history.
-#[derive(Debug, Clone, Default)]
-pub struct HistoryQuery {
-    /// Only this event type.
-    pub event_type: Option<String>,
-    /// Only this correlation id.
-    pub correlation_id: Option<String>,
-    /// Only this event id.
-    pub id: Option<String>,
-    /// Most records returned (clamped to 1..=1000).
-    pub limit: usize,
-}
-
-/// Records scanned at most per query, so a query's cost is bounded.
-pub const MAX_SCAN: usize = 50_000;
-
-/// Matching records, newest first.
-///
-/// # Errors
-/// Redis errors.
-pub async fn query(store: &Store, key: &str, q: &HistoryQuery) -> Result<Vec<Record>, StoreError> {
-    let limit = q.limit.clamp(1, 1000);
-    let mut out = Vec::new();
-    let mut end = "+".to_string();
-    let mut scanned = 0;
-    while scanned < MAX_SCAN && out.len() < limit {
-        let page = store.xrevrange(key, &end, "-", 1000).await?;
-        if page.is_empty() {
-            break;
-        }
-        scanned += page.len();
-        end = format!("({}", page.last().map(|e| e.id.as_str()).unwrap_or("0-0"));
-        for e in &page {
-            let r = Record::from_entry(e);
-            let keep = q.event_type.as_ref().is_none_or(|t| *t == r.event_type)
-                && q.correlation_id
-                    .as_ref()
-                    .is_none_or(|c| *c == r.correlation_id)
-                && q.id.as_ref().is_none_or(|i| *i == r.id);
-            if keep {
-                out.push(r);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        if page.len() < 1000 {
-            break;
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -380,7 +380,7 @@ async fn connect_until_stopped(
         };
         match result {
             Ok(store) => return Ok(Some(store)),
-            Err(e) if is_final(&e) => return Err(e),
+            Err(e) if e.kind.is_final() => return Err(e),
             Err(e) => {
                 warn!(error = %e, redis = %cfg.redis_url, "Redis unreachable; retrying");
                 tokio::select! {
@@ -391,20 +391,6 @@ async fn connect_until_stopped(
             }
         }
     }
-}
-
-fn is_final(e: &StoreError) -> bool {
-    let m = e.message.to_ascii_lowercase();
-    [
-        "wrongpass",
-        "noauth",
-        "auth",
-        "certificate",
-        "tls",
-        "noperm",
-    ]
-    .iter()
-    .any(|w| m.contains(w))
 }
 
 /// Groups on the redeliver stream and the type streams, the first heartbeat. Retries with

@@ -41,4 +41,5 @@ mod rows_redis;
 mod rows_retry;
 mod rows_security;
 mod rows_worker;
+mod settle_counting;
 mod shutdown;

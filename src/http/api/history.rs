@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::http::api::extract::Authorized;
 use crate::http::api::{ApiError, bounded};
 use crate::ops::dlq::DlqError;
-use crate::settle::history::{self, HistoryQuery};
+use crate::ops::history::{self, HistoryQuery};
 
 /// Query parameters of the history endpoint.
 #[derive(Deserialize)]

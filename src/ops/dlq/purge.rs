@@ -1,0 +1,64 @@
+//! Purging DLQ entries, each deletion recorded in the history.
+
+use serde::Serialize;
+
+use crate::model::envelope::{field, lookup};
+use crate::model::keys::Keys;
+use crate::ops::dlq::{DlqError, MAX_SELECTED, Selection, select};
+use crate::redis::store::Store;
+use crate::settle::history::{Record, kind};
+
+/// What a purge did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PurgeReport {
+    /// Entries selected.
+    pub matched: usize,
+    /// Entries deleted.
+    pub purged: u64,
+    /// Nothing was changed.
+    pub dry_run: bool,
+}
+
+/// Deletes the selected entries. Each deletion is recorded in the history.
+///
+/// # Errors
+/// Invalid selection, or Redis errors.
+pub async fn purge(
+    store: &Store,
+    keys: &Keys,
+    selection: &Selection,
+    dry_run: bool,
+    actor: &str,
+    history_max_len: u64,
+) -> Result<PurgeReport, DlqError> {
+    let entries = select(store, keys, selection, MAX_SELECTED).await?;
+    let mut report = PurgeReport {
+        matched: entries.len(),
+        dry_run,
+        ..Default::default()
+    };
+    if dry_run {
+        return Ok(report);
+    }
+    for chunk in entries.chunks(500) {
+        let ids: Vec<String> = chunk.iter().map(|e| e.entry_id.clone()).collect();
+        report.purged += store.xdel(&keys.dlq(), &ids).await?;
+        let records: Vec<Record> = chunk
+            .iter()
+            .map(|e| {
+                Record::new(
+                    kind::PURGED,
+                    e.get(field::ID),
+                    e.event_type(),
+                    e.group(),
+                    lookup(&e.fields, field::CORRELATIONID),
+                    0,
+                    format!("by {actor}; DLQ entry {} ({})", e.entry_id, e.reason()),
+                )
+            })
+            .collect();
+        let _ =
+            crate::settle::history::append(store, &keys.history(), history_max_len, &records).await;
+    }
+    Ok(report)
+}

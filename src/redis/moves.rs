@@ -1,0 +1,149 @@
+//! The Lua moves, each destination first and source second in one atomic script: an
+//! entry to a stream (the DLQ), to the retry set, due retries forwarded to the redeliver
+//! stream, and a migration body applied once.
+
+use fred::prelude::*;
+use fred::types::Value;
+
+use crate::redis::error::StoreError;
+use crate::redis::store::Store;
+
+/// The pending entry a move takes away: it moves only while still pending on `consumer`.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingSource<'a> {
+    /// Stream the entry was read from.
+    pub stream: &'a str,
+    /// Consumer group.
+    pub group: &'a str,
+    /// Entry id.
+    pub entry_id: &'a str,
+    /// Consumer that must own the entry.
+    pub consumer: &'a str,
+    /// Also XDEL the entry (entries of the redeliver stream).
+    pub delete: bool,
+}
+
+impl PendingSource<'_> {
+    /// `ARGV[1..4]` of both move scripts.
+    fn push_args(&self, args: &mut Vec<Value>) {
+        args.push(self.group.into());
+        args.push(self.entry_id.into());
+        args.push(self.consumer.into());
+        args.push(if self.delete { "1" } else { "0" }.into());
+    }
+}
+
+/// A pending entry moved to a stream (the DLQ) as `fields`.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamMove<'a> {
+    /// Where the entry comes from.
+    pub from: PendingSource<'a>,
+    /// Destination stream.
+    pub dest: &'a str,
+    /// Fields of the new entry.
+    pub fields: &'a [(String, String)],
+}
+
+/// A pending entry scheduled in a retry set.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryMove<'a> {
+    /// Where the entry comes from.
+    pub from: PendingSource<'a>,
+    /// The retry sorted set.
+    pub retry_key: &'a str,
+    /// When it is due (epoch ms, the score).
+    pub due_ms: u64,
+    /// The member: the next delivery's fields as a JSON array.
+    pub member: &'a str,
+}
+
+impl Store {
+    /// Atomically appends the move's fields to its destination stream and acknowledges the
+    /// entry, only if the entry is still pending on the move's consumer. Returns the new
+    /// entry id, or `None` when the entry was no longer ours.
+    ///
+    /// # Errors
+    /// Redis errors; nothing moved then.
+    pub async fn move_to_stream(&self, m: &StreamMove<'_>) -> Result<Option<String>, StoreError> {
+        let from = &m.from;
+        let mut args: Vec<Value> = Vec::with_capacity(4 + m.fields.len() * 2);
+        from.push_args(&mut args);
+        for (k, v) in m.fields {
+            args.push(k.as_str().into());
+            args.push(v.as_str().into());
+        }
+        let reply: Value = self
+            .move_to_stream
+            .evalsha_with_reload(&self.cmd, vec![m.dest, from.stream], args)
+            .await
+            .map_err(|e| {
+                let op = format!("move {} {} -> {}", from.stream, from.entry_id, m.dest);
+                self.error(op, e)
+            })?;
+        Ok(reply.as_str().map(|s| s.into_owned()))
+    }
+
+    /// Atomically adds the move's member to its retry set at its due time and acknowledges
+    /// the entry, only if it is still pending on the move's consumer. Returns whether it
+    /// moved.
+    ///
+    /// # Errors
+    /// Redis errors; nothing moved then.
+    pub async fn move_to_retry(&self, m: &RetryMove<'_>) -> Result<bool, StoreError> {
+        let from = &m.from;
+        let mut args: Vec<Value> = Vec::with_capacity(6);
+        from.push_args(&mut args);
+        args.push((m.due_ms as i64).into());
+        args.push(m.member.into());
+        let reply: Value = self
+            .move_to_retry
+            .evalsha_with_reload(&self.cmd, vec![m.retry_key, from.stream], args)
+            .await
+            .map_err(|e| self.error(format!("retry {} {}", from.stream, from.entry_id), e))?;
+        Ok(reply.as_i64() == Some(1))
+    }
+
+    /// Moves up to `limit` retries due at `now_ms` from `retry_key` to `redeliver_key`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn forward_due(
+        &self,
+        retry_key: &str,
+        redeliver_key: &str,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let reply: Value = self
+            .forward_due
+            .evalsha_with_reload(
+                &self.cmd,
+                vec![retry_key, redeliver_key],
+                vec![(now_ms as i64), (limit as i64)],
+            )
+            .await
+            .map_err(|e| self.error(format!("forward {retry_key}"), e))?;
+        Ok(reply.as_u64().unwrap_or(0))
+    }
+    /// Applies a migration body once (see `scripts/apply_migration.lua`). Returns whether it
+    /// ran now (false: it had been applied before).
+    ///
+    /// # Errors
+    /// Redis errors, including errors raised by the body.
+    pub async fn apply_migration(
+        &self,
+        hash: &str,
+        name: &str,
+        body: &str,
+        prefix: &str,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let script = self.apply_migration_template.replace("--BODY--", body);
+        let reply: Value = self
+            .cmd
+            .eval(script, vec![hash], vec![name, now, prefix])
+            .await
+            .map_err(|e| self.error(format!("migration {name}"), e))?;
+        Ok(reply.as_i64() == Some(1))
+    }
+}

@@ -1,0 +1,304 @@
+//! Stream and consumer-group commands of the hot path and recovery: group creation,
+//! XREADGROUP, XACK, XPENDING, XCLAIM, XADD, and the reply parsers.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand, Value};
+
+use crate::redis::error::{RedisErrorKind, StoreError};
+use crate::redis::store::{Entry, PendingEntry, Store, cmd};
+
+impl Store {
+    /// Creates `group` on `stream` at `0` (MKSTREAM); an existing group is success.
+    ///
+    /// # Errors
+    /// Any other Redis error.
+    pub async fn ensure_group(&self, stream: &str, group: &str) -> Result<(), StoreError> {
+        let args: Vec<Value> = vec![
+            "CREATE".into(),
+            stream.into(),
+            group.into(),
+            "0".into(),
+            "MKSTREAM".into(),
+        ];
+        match self.cmd.custom::<Value, _>(cmd("XGROUP"), args).await {
+            Ok(_) => Ok(()),
+            Err(e) => match self.error(format!("XGROUP CREATE {stream}"), e) {
+                e if e.kind == RedisErrorKind::BusyGroup => Ok(()),
+                e => Err(e),
+            },
+        }
+    }
+
+    /// XREADGROUP of new entries (`>`) from `streams`, at most `count` per stream, blocking
+    /// up to `block` (not at all with `None`) on the dedicated reader connection.
+    ///
+    /// # Errors
+    /// Redis errors, NOGROUP included (see [`StoreError::is_nogroup`]).
+    pub async fn read_group(
+        &self,
+        group: &str,
+        consumer: &str,
+        streams: &[String],
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut args: Vec<Value> = vec![
+            "GROUP".into(),
+            group.into(),
+            consumer.into(),
+            "COUNT".into(),
+            (count as i64).into(),
+        ];
+        if let Some(b) = block {
+            args.push("BLOCK".into());
+            args.push((b.as_millis().max(1) as i64).into());
+        }
+        args.push("STREAMS".into());
+        let first_key = args.len();
+        args.extend(streams.iter().map(|s| Value::from(s.as_str())));
+        args.extend(streams.iter().map(|_| Value::from(">")));
+        // Sent once: replayed after a connection cut, a read would deliver new entries while
+        // those of the lost reply sit pending on this consumer unseen; an error instead lets
+        // the consumer take those back at once (`reclaim::claim_own_leftovers`).
+        let options = Options {
+            timeout: Some(block.unwrap_or_default() + Duration::from_secs(15)),
+            max_attempts: Some(1),
+            ..Default::default()
+        };
+        let command = CustomCommand::new_static(
+            "XREADGROUP",
+            ClusterHash::Offset(first_key),
+            block.is_some(),
+        );
+        let reply: Value = self
+            .reader
+            .with_options(&options)
+            .custom(command, args)
+            .await
+            .map_err(|e| self.error("XREADGROUP", e))?;
+        Ok(parse_xread(reply))
+    }
+
+    /// XACK of handled entries of one stream, in one command (and XDEL of them when
+    /// `delete`, for the redeliver stream).
+    ///
+    /// # Errors
+    /// Redis errors; the entries then stay pending and are redelivered (at-least-once).
+    pub async fn ack(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[&str],
+        delete: bool,
+    ) -> Result<(), StoreError> {
+        let mut args: Vec<Value> = Vec::with_capacity(ids.len() + 2);
+        args.push(stream.into());
+        args.push(group.into());
+        args.extend(ids.iter().map(|i| Value::from(*i)));
+        self.call("XACK", args).await?;
+        if delete {
+            let mut args: Vec<Value> = Vec::with_capacity(ids.len() + 1);
+            args.push(stream.into());
+            args.extend(ids.iter().map(|i| Value::from(*i)));
+            self.call("XDEL", args).await?;
+        }
+        Ok(())
+    }
+
+    /// Consumers with pending entries on `stream`: `(consumer, count)`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn pending_consumers(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let reply = self
+            .call("XPENDING", vec![stream.into(), group.into()])
+            .await?;
+        let mut out = Vec::new();
+        if let Value::Array(parts) = reply
+            && let Some(Value::Array(consumers)) = parts.into_iter().nth(3)
+        {
+            for c in consumers {
+                if let Value::Array(pair) = c {
+                    let name = pair.first().and_then(text).unwrap_or_default();
+                    let count = pair.get(1).and_then(Value::as_u64).unwrap_or(0);
+                    out.push((name, count));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pending entries of `stream` idle at least `min_idle`, optionally of one consumer.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn pending_entries(
+        &self,
+        stream: &str,
+        group: &str,
+        min_idle: Duration,
+        count: usize,
+        consumer: Option<&str>,
+    ) -> Result<Vec<PendingEntry>, StoreError> {
+        let mut args: Vec<Value> = vec![
+            stream.into(),
+            group.into(),
+            "IDLE".into(),
+            (min_idle.as_millis() as i64).into(),
+            "-".into(),
+            "+".into(),
+            (count as i64).into(),
+        ];
+        if let Some(c) = consumer {
+            args.push(c.into());
+        }
+        let reply = self.call("XPENDING", args).await?;
+        Ok(reply
+            .into_array()
+            .into_iter()
+            .filter_map(|row| {
+                let row = row.into_array();
+                Some(PendingEntry {
+                    id: text(row.first()?)?,
+                    deliveries: row.get(3)?.as_u64()?,
+                })
+            })
+            .collect())
+    }
+
+    /// XCLAIM of `ids` to `consumer` if still idle at least `min_idle`. Returns the claimed
+    /// entries (deliveries filled in by the caller); deleted entries are dropped by Redis.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn claim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: &[String],
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut args: Vec<Value> = vec![
+            stream.into(),
+            group.into(),
+            consumer.into(),
+            (min_idle.as_millis() as i64).into(),
+        ];
+        args.extend(ids.iter().map(|i| Value::from(i.as_str())));
+        let reply = self.call("XCLAIM", args).await?;
+        Ok(parse_entries(stream, reply))
+    }
+
+    /// Resets the idle time of entries this consumer is still working on (XCLAIM JUSTID to
+    /// itself), so the visibility-timeout backstop never steals from a live, slow handler.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn touch(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
+        let mut args: Vec<Value> = vec![stream.into(), group.into(), consumer.into(), 0.into()];
+        args.extend(ids.iter().map(|i| Value::from(i.as_str())));
+        args.push("JUSTID".into());
+        self.call("XCLAIM", args).await.map(|_| ())
+    }
+
+    /// XADD of `fields` to `stream`; returns the entry id.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn xadd(
+        &self,
+        stream: &str,
+        fields: &[(String, String)],
+    ) -> Result<String, StoreError> {
+        let mut args: Vec<Value> = vec![stream.into(), "*".into()];
+        for (k, v) in fields {
+            args.push(k.as_str().into());
+            args.push(v.as_str().into());
+        }
+        // Sent once: replaying a non-idempotent XADD after a connection cut could append the
+        // event twice; the caller gets an error instead and retries with the same id.
+        let once = Options {
+            max_attempts: Some(1),
+            ..Default::default()
+        };
+        let reply: Value = self
+            .cmd
+            .with_options(&once)
+            .custom(cmd("XADD"), args)
+            .await
+            .map_err(|e| self.error(format!("XADD {stream}"), e))?;
+        reply
+            .as_str()
+            .map(|s| s.into_owned())
+            .ok_or_else(|| StoreError::new("XADD", RedisErrorKind::Other, "no id in reply"))
+    }
+}
+
+/// A reply value as text (invalid UTF-8 replaced).
+pub(crate) fn text(v: &Value) -> Option<String> {
+    v.as_str_lossy().map(|s| s.into_owned())
+}
+
+/// Parses an XREADGROUP reply: `[[stream, [[id, [f, v, ...]], ...]], ...]` or nil.
+fn parse_xread(reply: Value) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for stream_reply in reply.into_array() {
+        let mut parts = stream_reply.into_array().into_iter();
+        let (Some(key), Some(entries)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some(key) = text(&key) else { continue };
+        let mut entries = parse_entries(&key, entries);
+        for e in &mut entries {
+            e.deliveries = 1;
+        }
+        out.extend(entries);
+    }
+    out
+}
+
+/// Parses `[[id, [f, v, ...]], ...]`; entries whose fields are nil (deleted) are skipped.
+pub(crate) fn parse_entries(stream: &str, reply: Value) -> Vec<Entry> {
+    reply
+        .into_array()
+        .into_iter()
+        .filter_map(|entry| {
+            let mut parts = entry.into_array().into_iter();
+            let id = text(&parts.next()?)?;
+            let raw = parts.next()?;
+            if raw.is_null() {
+                return None;
+            }
+            let flat = raw.into_array();
+            let fields = flat
+                .chunks(2)
+                .filter(|c| c.len() == 2)
+                .map(|c| {
+                    (
+                        text(&c[0]).unwrap_or_default(),
+                        text(&c[1]).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            Some(Entry {
+                stream: stream.to_string(),
+                id,
+                fields,
+                deliveries: 0,
+            })
+        })
+        .collect()
+}
