@@ -4,7 +4,7 @@
 # blackhole, T47 with 10,000 random types, the periodic DLQ retention pass), one at a
 # time, then the T53 soak.
 #
-# T53 soak (RELIABILITY.md row J): one daemon under steady load for SOAK_ROUNDS rounds of
+# T53 soak (docs/reliability-matrix.md row J): one daemon under steady load for SOAK_ROUNDS rounds of
 # ~15 s (default 8, at most 300), one fault of groups B-D per round; samples RSS, FDs,
 # Redis used_memory and the metric series each round and asserts they plateau.
 #

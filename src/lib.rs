@@ -1,7 +1,31 @@
 //! event-worker: reliable event processing on Redis Streams.
 //!
 //! # Layout
-//! LAYOUT
+//! One event's path: `consume` reads and decides, `deliver` runs the handler, `settle`
+//! executes the verdict; `recover` brings back what crashes and outages leave behind.
+//!
+//! - `config`: the TOML file, `EVENTS_*` overrides and validation naming each key
+//!   (`raw`, `env`, `validate`, `connection`, `route`, `defaults`, `parse`, `types`, `error`).
+//! - `model`: `keys` (every key name of an env), `envelope` (the wire format), `secret`
+//!   (redacted URL and tokens), `time` (epoch ms, RFC 3339).
+//! - `redis`: the only Redis caller: `store` (connection), `streams` (stream and group
+//!   commands), `keyspace` (plain keys), `moves` (the Lua moves), `admin` (operator reads),
+//!   `tls`, `error` (`StoreError` and its kind).
+//! - `consume`: `reader` (permits, then XREADGROUP), `batch` (one task per read batch),
+//!   `decide` (an entry's verdict), `in_flight`, `type_facts` (per-type label and metric
+//!   handles), `backoff` (retry delays).
+//! - `deliver`: `handler` (the `Handler` trait, `Outcome`), `http`, `blackhole`, `factory`
+//!   (a configured route's handler, exhaustively), `breaker`.
+//! - `settle`: the one owner of outcomes: `acks` and `acker` (batched XACK), `moves` (retry
+//!   and DLQ moves), `dlq_record` (the DLQ fields and `Reason`), `history` (the audit writer).
+//! - `recover`: `reclaim`, `heartbeat`, `forwarder` (due retries), `discovery`, `retention`.
+//! - `ops`: operator operations: `dlq` (list, stats, replay, purge), `history` (queries),
+//!   `publish`, `backlog`, `coordination` (notices), `migrations`.
+//! - `http`: `server` (listener, /metrics, probes), `state` (the read-only view), `api`
+//!   (health, history, publish, dlq; the `Authorized` and `JsonBody` extractors).
+//! - `worker`: `builder` (the embedding API), `routes`, `run`, `lifecycle` (one root token,
+//!   the stop order), `role` (the background loop shape), `ping`, `shared`.
+//! - `metrics`: the one metric catalogue. [`cli`]: the `event-worker` commands.
 //!
 //! # Embedding
 //! ```no_run
@@ -19,6 +43,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod consume;
@@ -34,7 +60,9 @@ pub(crate) mod redis;
 pub(crate) mod settle;
 pub(crate) mod worker;
 
-pub use config::Config;
-pub use deliver::handler::{Handler, Outcome, handler_fn};
+pub use config::{Config, ConfigError};
+pub use deliver::handler::{BoxFuture, Handler, Outcome, handler_fn};
 pub use model::envelope::Event;
-pub use worker::builder::WorkerBuilder;
+pub use ops::publish::{NewEvent, PublishError, Published, Publisher};
+pub use redis::error::{RedisErrorKind, StoreError};
+pub use worker::builder::{WorkerBuilder, WorkerError};

@@ -1,5 +1,5 @@
-//! The one metric catalogue: every name, help text, label set and bucket of DESIGN.md's
-//! metrics contract lives here. Labels come from bounded sets only (env, group, configured
+//! The one metric catalogue: every name, help text, label set and bucket of the
+//! metrics contract (README "Metrics") lives here. Labels come from bounded sets only (env, group, configured
 //! or discovered types, handler names, fixed outcome and reason words), never ids or errors.
 
 use prometheus::{

@@ -1,6 +1,6 @@
 //! Property tests over every parser of untrusted input: stream-entry decoding, durations,
 //! ids, DLQ filters and Redis URLs. Each must return a clear error for bad input and never
-//! panic (RELIABILITY.md T36, T42, T43).
+//! panic (reliability matrix rows T36, T42, T43; docs/reliability-matrix.md).
 
 use proptest::prelude::*;
 

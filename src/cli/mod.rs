@@ -95,6 +95,8 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// The `event-worker` binary: parses the command line, sets up logging, loads the
+/// configuration and runs the command. Exit 0 on success, 2 for bad configuration, 1 otherwise.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);

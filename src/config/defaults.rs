@@ -1,4 +1,4 @@
-//! Default and bounds of every integer and duration key, in one table (DESIGN.md's
+//! Default and bounds of every integer and duration key, in one table (README "Configuration"'s
 //! contract); validation checks each key against its rule here.
 
 use std::time::Duration;

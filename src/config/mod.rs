@@ -1,4 +1,4 @@
-//! Configuration: the TOML file of DESIGN.md's contract, environment overrides, and
+//! Configuration: the TOML file (README "Configuration"), environment overrides, and
 //! validation that reports every problem at once, each naming its key.
 //!
 //! Precedence, highest first: `EVENTS_<SECTION>_<KEY>` variables, the file, then the

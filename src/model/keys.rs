@@ -1,4 +1,4 @@
-//! Every Redis key and channel name of one environment, per DESIGN.md "Environments and keys".
+//! Every Redis key and channel name of one environment, as the README documents them (wire format, DLQ, retries).
 //!
 //! No other module builds key strings: routing a name through here is what keeps a worker
 //! inside `events:<env>:*` (and inside an ACL such as `~events:staging:*`).

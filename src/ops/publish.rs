@@ -1,8 +1,9 @@
 //! Appending one event to its type stream, with the fields of the wire format. Used by
-//! `event-worker publish` (and by the HTTP publish endpoint later).
+//! `event-worker publish`, the HTTP publish endpoint, and embedding apps through [`Publisher`].
 
 use rand::Rng;
 
+use crate::config::Config;
 use crate::model::envelope::field;
 use crate::model::keys::{self, Keys};
 use crate::model::time::{now_ms, rfc3339};
@@ -51,6 +52,55 @@ pub struct Published {
     pub id: String,
     /// Stream key.
     pub stream: String,
+}
+
+/// The library's publisher: appends events to `events:<env>:<type>` of the configured env,
+/// with the wire format's fields, on its own Redis connection.
+///
+/// ```no_run
+/// # async fn demo(config: event_worker::Config) -> Result<(), event_worker::PublishError> {
+/// use event_worker::{NewEvent, Publisher};
+/// let publisher = Publisher::connect(&config).await?;
+/// let published = publisher
+///     .publish(NewEvent {
+///         event_type: "invoice.paid".into(),
+///         data: r#"{"invoiceId":"i-1"}"#.into(),
+///         ..Default::default()
+///     })
+///     .await?;
+/// println!("{} is entry {}", published.id, published.entry_id);
+/// publisher.close().await;
+/// # Ok(()) }
+/// ```
+pub struct Publisher {
+    store: Store,
+    keys: Keys,
+}
+
+impl Publisher {
+    /// Connects to the configured Redis.
+    ///
+    /// # Errors
+    /// Redis unreachable or refusing the connection.
+    pub async fn connect(config: &Config) -> Result<Self, PublishError> {
+        Ok(Publisher {
+            store: Store::connect(config, "publisher").await?,
+            keys: Keys::new(&config.env),
+        })
+    }
+
+    /// Validates `event` and appends it to its type stream.
+    ///
+    /// # Errors
+    /// Invalid type, id or data (before any Redis call), or a Redis failure.
+    pub async fn publish(&self, event: NewEvent) -> Result<Published, PublishError> {
+        publish(&self.store, &self.keys, event).await
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        self.store.quit().await;
+    }
 }
 
 /// Validates `event` and XADDs it to `events:<env>:<type>`.
