@@ -154,70 +154,23 @@ async fn execute(
     keys: &Keys,
     json: bool,
 ) -> anyhow::Result<()> {
+    let cx = Cx {
+        config,
+        store,
+        keys,
+        json,
+    };
     match command {
         DlqCommand::List {
             filter,
             limit,
             before,
         } => {
-            let page = dlq::list(
-                store,
-                keys,
-                &filter.to_filter(None),
-                limit,
-                before.as_deref(),
-            )
-            .await?;
-            if json {
-                let entries: Vec<_> = page.entries.iter().map(DlqEntry::summary).collect();
-                println!("{}", json!({"entries": entries, "next": page.next}));
-            } else {
-                print_table(&page.entries);
-                if let Some(next) = page.next {
-                    println!("more: --before {next}");
-                }
-            }
+            cx.list(&filter.to_filter(None), limit, before.as_deref())
+                .await
         }
-        DlqCommand::Show { id } => match dlq::show(store, keys, &id).await? {
-            Some(e) if json => println!("{}", e.to_json()),
-            Some(e) => {
-                println!("entry_id: {}", e.entry_id);
-                for (k, v) in &e.fields {
-                    println!("{k}: {v}");
-                }
-            }
-            None => bail!("no DLQ entry {id} in {}", keys.dlq()),
-        },
-        DlqCommand::Stats => {
-            let s = dlq::stats(store, keys).await?;
-            if json {
-                println!("{}", serde_json::to_string(&s)?);
-            } else {
-                println!(
-                    "total: {}{}",
-                    s.total,
-                    if s.complete {
-                        ""
-                    } else {
-                        " (counts below cover the oldest 100000)"
-                    }
-                );
-                for (title, map) in [
-                    ("by reason", &s.by_reason),
-                    ("by type", &s.by_type),
-                    ("by group", &s.by_group),
-                ] {
-                    println!("{title}:");
-                    for (k, n) in map {
-                        println!("  {:<40} {n}", if k.is_empty() { "(none)" } else { k });
-                    }
-                }
-                if let (Some(o), Some(n)) = (&s.oldest, &s.newest) {
-                    println!("oldest: {} ({})", o.1, o.0);
-                    println!("newest: {} ({})", n.1, n.0);
-                }
-            }
-        }
+        DlqCommand::Show { id } => cx.show(&id).await,
+        DlqCommand::Stats => cx.stats().await,
         DlqCommand::Replay {
             select,
             dry_run,
@@ -237,72 +190,158 @@ async fn execute(
                 actor: "cli".into(),
                 history_max_len: config.history.max_len,
             };
-            let report = dlq::replay(store, keys, &select.selection()?, &opts).await?;
-            if !dry_run && report.replayed > 0 {
-                let n = notice(
-                    coordination::kind::DLQ_REPLAYED,
-                    &config.env,
-                    "",
-                    "cli",
-                    json!({"count": report.replayed, "by": "cli"}),
-                );
-                let _ = store.publish_notice(&keys.coordination(), &n).await;
-            }
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else if dry_run {
-                println!(
-                    "dry run: {} entr{} would be replayed; sample:",
-                    report.matched,
-                    if report.matched == 1 { "y" } else { "ies" }
-                );
-                print_summaries(&report.sample);
-            } else {
-                println!(
-                    "replayed {} of {} selected ({} already gone, {} not replayable: no valid type or group)",
-                    report.replayed, report.matched, report.missing, report.unreplayable
-                );
-            }
-            if let Some(why) = report.stopped {
-                bail!("replay stopped: {why}");
-            }
+            cx.replay(&select.selection()?, &opts).await
         }
         DlqCommand::Purge {
             select, dry_run, ..
-        } => {
-            let report = dlq::purge(
-                store,
-                keys,
-                &select.selection()?,
-                dry_run,
-                "cli",
-                config.history.max_len,
-            )
-            .await?;
-            if !dry_run && report.purged > 0 {
-                let n = notice(
-                    coordination::kind::DLQ_PURGED,
-                    &config.env,
-                    "",
-                    "cli",
-                    json!({"count": report.purged, "by": "cli"}),
-                );
-                let _ = store.publish_notice(&keys.coordination(), &n).await;
-            }
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else if dry_run {
-                println!(
-                    "dry run: {} entr{} would be purged",
-                    report.matched,
-                    if report.matched == 1 { "y" } else { "ies" }
-                );
-            } else {
-                println!("purged {} of {} selected", report.purged, report.matched);
+        } => cx.purge(&select.selection()?, dry_run).await,
+    }
+}
+
+/// What every `dlq` subcommand works with.
+struct Cx<'a> {
+    config: &'a Config,
+    store: &'a Store,
+    keys: &'a Keys,
+    json: bool,
+}
+
+impl Cx<'_> {
+    async fn list(
+        &self,
+        filter: &dlq::DlqFilter,
+        limit: usize,
+        before: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let page = dlq::list(self.store, self.keys, filter, limit, before).await?;
+        if self.json {
+            let entries: Vec<_> = page.entries.iter().map(DlqEntry::summary).collect();
+            println!("{}", json!({"entries": entries, "next": page.next}));
+        } else {
+            print_table(&page.entries);
+            if let Some(next) = page.next {
+                println!("more: --before {next}");
             }
         }
+        Ok(())
     }
-    Ok(())
+
+    async fn show(&self, id: &str) -> anyhow::Result<()> {
+        match dlq::show(self.store, self.keys, id).await? {
+            Some(e) if self.json => println!("{}", e.to_json()),
+            Some(e) => {
+                println!("entry_id: {}", e.entry_id);
+                for (k, v) in &e.fields {
+                    println!("{k}: {v}");
+                }
+            }
+            None => bail!("no DLQ entry {id} in {}", self.keys.dlq()),
+        }
+        Ok(())
+    }
+
+    async fn stats(&self) -> anyhow::Result<()> {
+        let s = dlq::stats(self.store, self.keys).await?;
+        if self.json {
+            println!("{}", serde_json::to_string(&s)?);
+            return Ok(());
+        }
+        println!(
+            "total: {}{}",
+            s.total,
+            if s.complete {
+                ""
+            } else {
+                " (counts below cover the oldest 100000)"
+            }
+        );
+        for (title, map) in [
+            ("by reason", &s.by_reason),
+            ("by type", &s.by_type),
+            ("by group", &s.by_group),
+        ] {
+            println!("{title}:");
+            for (k, n) in map {
+                println!("  {:<40} {n}", if k.is_empty() { "(none)" } else { k });
+            }
+        }
+        if let (Some(o), Some(n)) = (&s.oldest, &s.newest) {
+            println!("oldest: {} ({})", o.1, o.0);
+            println!("newest: {} ({})", n.1, n.0);
+        }
+        Ok(())
+    }
+
+    /// Tells the other instances what an operator did (best effort).
+    async fn notify(&self, kind: &str, count: u64) {
+        let n = notice(
+            kind,
+            &self.config.env,
+            "",
+            "cli",
+            json!({"count": count, "by": "cli"}),
+        );
+        let _ = self
+            .store
+            .publish_notice(&self.keys.coordination(), &n)
+            .await;
+    }
+
+    async fn replay(&self, selection: &Selection, opts: &ReplayOptions) -> anyhow::Result<()> {
+        let report = dlq::replay(self.store, self.keys, selection, opts).await?;
+        if !opts.dry_run && report.replayed > 0 {
+            self.notify(coordination::kind::DLQ_REPLAYED, report.replayed as u64)
+                .await;
+        }
+        if self.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else if opts.dry_run {
+            println!(
+                "dry run: {} entr{} would be replayed; sample:",
+                report.matched,
+                if report.matched == 1 { "y" } else { "ies" }
+            );
+            print_summaries(&report.sample);
+        } else {
+            println!(
+                "replayed {} of {} selected ({} already gone, {} not replayable: no valid type or group)",
+                report.replayed, report.matched, report.missing, report.unreplayable
+            );
+        }
+        if let Some(why) = report.stopped {
+            bail!("replay stopped: {why}");
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, selection: &Selection, dry_run: bool) -> anyhow::Result<()> {
+        let history_max_len = self.config.history.max_len;
+        let report = dlq::purge(
+            self.store,
+            self.keys,
+            selection,
+            dry_run,
+            "cli",
+            history_max_len,
+        )
+        .await?;
+        if !dry_run && report.purged > 0 {
+            self.notify(coordination::kind::DLQ_PURGED, report.purged)
+                .await;
+        }
+        if self.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else if dry_run {
+            println!(
+                "dry run: {} entr{} would be purged",
+                report.matched,
+                if report.matched == 1 { "y" } else { "ies" }
+            );
+        } else {
+            println!("purged {} of {} selected", report.purged, report.matched);
+        }
+        Ok(())
+    }
 }
 
 /// `event-worker history`: what happened to an event, newest first.

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod check;
 mod dlq;
 
 use crate::WorkerBuilder;
@@ -13,7 +14,6 @@ use crate::ops::migrations;
 use crate::ops::publish::{NewEvent, publish};
 use crate::redis::store::Store;
 use crate::settle::history::{Record, kind};
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
@@ -141,7 +141,7 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
             WorkerBuilder::new(config).run(stop).await?;
             Ok(())
         }
-        Command::Check => check(config, json).await,
+        Command::Check => check::check(config, json).await,
         Command::Dlq(command) => dlq::run(command, config, json).await,
         Command::History {
             event_type,
@@ -157,28 +157,13 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
             };
             dlq::history(query, config, json).await
         }
-        Command::Migrate => {
-            let store = Store::connect(&config, "migrate").await?;
-            let report = migrations::apply_all(&store, &Keys::new(&config.env)).await?;
-            store.quit().await;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"applied": report.applied, "already_applied": report.skipped})
-                );
-            } else {
-                println!("applied: {}", list_or_none(&report.applied));
-                println!("already applied: {}", list_or_none(&report.skipped));
-            }
-            Ok(())
-        }
+        Command::Migrate => migrate(config, json).await,
         Command::Publish {
             event_type,
             data,
             id,
             correlation_id,
         } => {
-            let store = Store::connect(&config, "publish").await?;
             let event = NewEvent {
                 event_type,
                 data,
@@ -186,41 +171,64 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
                 correlation_id,
                 source: Some("event-worker-cli".into()),
             };
-            let keys = Keys::new(&config.env);
-            let correlation = event.correlation_id.clone();
-            let result = publish(&store, &keys, event).await;
-            if let Ok(p) = &result {
-                let t = p.stream.strip_prefix(keys.prefix()).unwrap_or_default();
-                let record = Record::new(
-                    kind::PUBLISHED,
-                    &p.id,
-                    t,
-                    "",
-                    correlation.as_deref(),
-                    0,
-                    "via CLI",
-                );
-                let _ = crate::settle::history::append(
-                    &store,
-                    &keys.history(),
-                    config.history.max_len,
-                    &[record],
-                )
-                .await;
-            }
-            store.quit().await;
-            let published = result?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"entry_id": published.entry_id, "id": published.id, "stream": published.stream})
-                );
-            } else {
-                println!("{}", published.entry_id);
-            }
-            Ok(())
+            publish_one(event, config, json).await
         }
     }
+}
+
+/// `event-worker migrate`: applies the migrations not yet recorded for this env.
+async fn migrate(config: Config, json: bool) -> anyhow::Result<()> {
+    let store = Store::connect(&config, "migrate").await?;
+    let report = migrations::apply_all(&store, &Keys::new(&config.env)).await?;
+    store.quit().await;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"applied": report.applied, "already_applied": report.skipped})
+        );
+    } else {
+        println!("applied: {}", list_or_none(&report.applied));
+        println!("already applied: {}", list_or_none(&report.skipped));
+    }
+    Ok(())
+}
+
+/// `event-worker publish`: appends one event, records it in the history, prints its entry id.
+async fn publish_one(event: NewEvent, config: Config, json: bool) -> anyhow::Result<()> {
+    let store = Store::connect(&config, "publish").await?;
+    let keys = Keys::new(&config.env);
+    let correlation = event.correlation_id.clone();
+    let result = publish(&store, &keys, event).await;
+    if let Ok(p) = &result {
+        let t = p.stream.strip_prefix(keys.prefix()).unwrap_or_default();
+        let record = Record::new(
+            kind::PUBLISHED,
+            &p.id,
+            t,
+            "",
+            correlation.as_deref(),
+            0,
+            "via CLI",
+        );
+        let _ = crate::settle::history::append(
+            &store,
+            &keys.history(),
+            config.history.max_len,
+            &[record],
+        )
+        .await;
+    }
+    store.quit().await;
+    let published = result?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"entry_id": published.entry_id, "id": published.id, "stream": published.stream})
+        );
+    } else {
+        println!("{}", published.entry_id);
+    }
+    Ok(())
 }
 
 fn list_or_none(items: &[String]) -> String {
@@ -229,101 +237,6 @@ fn list_or_none(items: &[String]) -> String {
     } else {
         items.join(", ")
     }
-}
-
-async fn check(config: Config, json: bool) -> anyhow::Result<()> {
-    let store = Store::connect(&config, "check")
-        .await
-        .context("cannot reach Redis")?;
-    let latency = store.ping(std::time::Duration::from_secs(5)).await?;
-    let keys = Keys::new(&config.env);
-    let policy = store.maxmemory_policy().await;
-    let patterns: Vec<(usize, Vec<String>)> = config
-        .routes
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (i, r.types.clone()))
-        .collect();
-    let mut streams: Vec<(String, usize)> = Vec::new();
-    let existing = store
-        .scan_streams(&format!("{}*", keys.prefix()), 10_000, &|_| true)
-        .await?;
-    for (i, route) in &patterns {
-        for p in route {
-            if !p.contains('*') {
-                streams.push((keys.stream(p), *i));
-            }
-        }
-    }
-    for key in existing {
-        if let Some(t) = keys.type_of_stream(&key)
-            && let Some((i, _)) = patterns
-                .iter()
-                .find(|(_, ps)| ps.iter().any(|p| crate::model::keys::glob_matches(p, t)))
-            && !streams.iter().any(|(k, _)| *k == key)
-        {
-            streams.push((key, *i));
-        }
-    }
-    store.quit().await;
-    let mut warnings = config.warnings.clone();
-    match policy.as_deref() {
-        Some("noeviction") => {}
-        Some(p) => warnings.push(format!(
-            "maxmemory-policy is {p}, not noeviction: eviction can silently delete events"
-        )),
-        None => warnings.push(
-            "could not read maxmemory-policy (CONFIG not allowed); make sure it is noeviction"
-                .to_string(),
-        ),
-    }
-    if json {
-        let routes: Vec<_> = config
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| serde_json::json!({"types": r.types, "handler": r.handler_name(i)}))
-            .collect();
-        let out = serde_json::json!({
-            "ok": true,
-            "env": config.env,
-            "redis": config.redis_url.to_string(),
-            "redis_latency_ms": latency.as_secs_f64() * 1000.0,
-            "group": config.group,
-            "consumer": config.consumer,
-            "routes": routes,
-            "streams": streams.iter().map(|(k, i)| serde_json::json!({"stream": k, "route": i})).collect::<Vec<_>>(),
-            "redeliver": keys.redeliver(&config.group),
-            "maxmemory_policy": policy,
-            "warnings": warnings,
-        });
-        println!("{out}");
-    } else {
-        println!(
-            "config ok: env={} group={} consumer={}",
-            config.env, config.group, config.consumer
-        );
-        println!(
-            "redis ok: {} ({:.2} ms)",
-            config.redis_url,
-            latency.as_secs_f64() * 1000.0
-        );
-        for (i, r) in config.routes.iter().enumerate() {
-            println!("route {i}: {} -> {}", r.types.join(", "), r.handler_name(i));
-        }
-        println!(
-            "would consume {} stream(s) plus {}:",
-            streams.len(),
-            keys.redeliver(&config.group)
-        );
-        for (k, i) in &streams {
-            println!("  {k} (route {i})");
-        }
-        for w in warnings {
-            println!("warning: {w}");
-        }
-    }
-    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,0 +1,145 @@
+//! `event-worker check`: validates the configuration, reaches Redis, and lists the streams
+//! `run` would consume, with warnings an operator should act on.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::model::keys::Keys;
+use crate::redis::store::Store;
+
+/// Runs `event-worker check`: prints what it found (JSON with `--json`), fails when Redis is
+/// unreachable.
+pub async fn check(config: Config, json: bool) -> anyhow::Result<()> {
+    let store = Store::connect(&config, "check")
+        .await
+        .context("cannot reach Redis")?;
+    let latency = store.ping(std::time::Duration::from_secs(5)).await?;
+    let keys = Keys::new(&config.env);
+    let policy = store.maxmemory_policy().await;
+    let streams = streams_to_consume(&store, &keys, &config).await;
+    store.quit().await;
+    let streams = streams?;
+    let mut warnings = config.warnings.clone();
+    warnings.extend(memory_policy_warning(policy.as_deref()));
+    if json {
+        print_json(&config, &keys, latency, &streams, policy, &warnings);
+    } else {
+        print_human(&config, &keys, latency, &streams, &warnings);
+    }
+    Ok(())
+}
+
+/// The streams `run` would consume now, with the index of the route serving each: exact route
+/// types, then existing streams a glob matches.
+async fn streams_to_consume(
+    store: &Store,
+    keys: &Keys,
+    config: &Config,
+) -> anyhow::Result<Vec<(String, usize)>> {
+    let patterns: Vec<(usize, Vec<String>)> = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i, r.types.clone()))
+        .collect();
+    let mut streams: Vec<(String, usize)> = Vec::new();
+    let existing = store
+        .scan_streams(&format!("{}*", keys.prefix()), 10_000, &|_| true)
+        .await?;
+    for (i, route) in &patterns {
+        for p in route {
+            if !p.contains('*') {
+                streams.push((keys.stream(p), *i));
+            }
+        }
+    }
+    for key in existing {
+        if let Some(t) = keys.type_of_stream(&key)
+            && let Some((i, _)) = patterns
+                .iter()
+                .find(|(_, ps)| ps.iter().any(|p| crate::model::keys::glob_matches(p, t)))
+            && !streams.iter().any(|(k, _)| *k == key)
+        {
+            streams.push((key, *i));
+        }
+    }
+    Ok(streams)
+}
+
+/// The warning `check` gives about Redis' `maxmemory-policy`, if any.
+fn memory_policy_warning(policy: Option<&str>) -> Option<String> {
+    match policy {
+        Some("noeviction") => None,
+        Some(p) => Some(format!(
+            "maxmemory-policy is {p}, not noeviction: eviction can silently delete events"
+        )),
+        None => Some(
+            "could not read maxmemory-policy (CONFIG not allowed); make sure it is noeviction"
+                .to_string(),
+        ),
+    }
+}
+
+fn print_json(
+    config: &Config,
+    keys: &Keys,
+    latency: Duration,
+    streams: &[(String, usize)],
+    policy: Option<String>,
+    warnings: &[String],
+) {
+    let routes: Vec<_> = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| serde_json::json!({"types": r.types, "handler": r.handler_name(i)}))
+        .collect();
+    let out = serde_json::json!({
+        "ok": true,
+        "env": config.env,
+        "redis": config.redis_url.to_string(),
+        "redis_latency_ms": latency.as_secs_f64() * 1000.0,
+        "group": config.group,
+        "consumer": config.consumer,
+        "routes": routes,
+        "streams": streams.iter().map(|(k, i)| serde_json::json!({"stream": k, "route": i})).collect::<Vec<_>>(),
+        "redeliver": keys.redeliver(&config.group),
+        "maxmemory_policy": policy,
+        "warnings": warnings,
+    });
+    println!("{out}");
+}
+
+fn print_human(
+    config: &Config,
+    keys: &Keys,
+    latency: Duration,
+    streams: &[(String, usize)],
+    warnings: &[String],
+) {
+    println!(
+        "config ok: env={} group={} consumer={}",
+        config.env, config.group, config.consumer
+    );
+    println!(
+        "redis ok: {} ({:.2} ms)",
+        config.redis_url,
+        latency.as_secs_f64() * 1000.0
+    );
+    for (i, r) in config.routes.iter().enumerate() {
+        println!("route {i}: {} -> {}", r.types.join(", "), r.handler_name(i));
+    }
+    println!(
+        "would consume {} stream(s) plus {}:",
+        streams.len(),
+        keys.redeliver(&config.group)
+    );
+    for (k, i) in streams {
+        println!("  {k} (route {i})");
+    }
+    for w in warnings {
+        println!("warning: {w}");
+    }
+}
