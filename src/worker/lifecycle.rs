@@ -53,6 +53,10 @@ const STAGE_GRACE: Duration = Duration::from_secs(5);
 /// 8. quit Redis;
 /// 9. stop HTTP (open requests get `SHUTDOWN_GRACE`).
 ///
+/// Why one tracker per stage under one owner, not a single tracker: the stop order waits for
+/// one stage before stopping the next (events before the acker, the acker before the
+/// STOPPED notice), and a single `TaskTracker` can only wait for all of its tasks at once.
+///
 /// (The acker used to be left running on a normal stop; it now stops after the events, so
 /// their successes are still acknowledged, and before the STOPPED notice.)
 ///
