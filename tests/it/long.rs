@@ -4,7 +4,6 @@
 //! soak (`SOAK_ROUNDS` rounds of steady load and one fault each, with resource
 //! plateaus asserted). Run with `scripts/test-long.sh`.
 
-use crate::rows_redis::info_field;
 use crate::util::api::Api;
 use crate::util::checker::{self, CheckOpts, ledger};
 use crate::util::faults::{
@@ -93,7 +92,7 @@ fn kill_loop_case(env: &str, consumer: Option<&str>) {
     cfg.consumer = consumer.map(str::to_string);
     cfg.max_deliveries = 20;
     // A short block: with fewer free slots than streams the reader blocks
-    // read_block on the empty redeliver stream (rows_worker::t04b), which would
+    // read_block on the empty redeliver stream (worker_lifecycle::t04b), which would
     // make this a throughput test.
     cfg.read_block = "20ms".into();
     let l = ledger();
