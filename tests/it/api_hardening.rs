@@ -486,7 +486,7 @@ fn command(l: &MonitorLine) -> String {
 }
 
 #[test]
-fn api_refuses_hostile_requests_before_any_redis_call() {
+fn t40_api_refuses_hostile_requests_before_any_redis_call() {
     let env = "hostile";
     let redis = RedisServer::start();
     let _dump = redis.dump_on_panic(env);
@@ -718,7 +718,7 @@ fn api_refuses_hostile_requests_before_any_redis_call() {
 }
 
 #[test]
-fn token_endpoints_are_off_without_a_token_and_short_tokens_are_refused() {
+fn t40_token_endpoints_are_off_without_a_token_and_short_tokens_are_refused() {
     let env = "notoken";
     let redis = RedisServer::start();
     let sink = HttpSink::start();

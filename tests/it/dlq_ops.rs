@@ -546,7 +546,7 @@ fn dlq_list_filters_paging_show_and_stats_cli_and_api_agree() {
 }
 
 #[test]
-fn dlq_dry_runs_and_refused_purges_change_nothing() {
+fn t30_dlq_dry_runs_and_refused_purges_change_nothing() {
     let s = seed("dlqdry");
     let _dump = s.redis.dump_on_panic(&s.env);
     let before = snapshot(&s.redis, &s.env);
@@ -710,7 +710,7 @@ fn kinds(recs: &[Value]) -> Vec<String> {
 }
 
 #[test]
-fn dlq_replay_canary_purge_and_their_history() {
+fn t29_dlq_replay_canary_purge_and_their_history() {
     let s = seed("dlqmut");
     let _dump = s.redis.dump_on_panic(&s.env);
     let env = s.env.clone();
@@ -1048,7 +1048,7 @@ fn dlq_replay_canary_purge_and_their_history() {
 }
 
 #[test]
-fn dlq_replay_rate_limit_cli_and_api() {
+fn t29_dlq_replay_rate_limit_cli_and_api() {
     let env = "dlqrate";
     let redis = RedisServer::start();
     let _dump = redis.dump_on_panic(env);

@@ -36,7 +36,7 @@ fn trimmed(w: &WorkerProcess, env: &str) -> f64 {
 }
 
 #[test]
-fn dlq_max_len_trims_to_the_newest_and_counts_every_entry() {
+fn t30_dlq_max_len_trims_to_the_newest_and_counts_every_entry() {
     let env = "retention";
     let redis = RedisServer::start();
     let _dump = redis.dump_on_panic(env);
@@ -82,7 +82,7 @@ fn dlq_max_len_trims_to_the_newest_and_counts_every_entry() {
 
 #[test]
 #[ignore = "waits ~30 s for the periodic DLQ retention pass (every 30 s); run with --ignored"]
-fn dlq_max_len_periodic_pass_in_a_running_worker() {
+fn t30_dlq_max_len_periodic_pass_in_a_running_worker() {
     let env = "retention-tick";
     let redis = RedisServer::start();
     let _dump = redis.dump_on_panic(env);

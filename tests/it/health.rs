@@ -40,7 +40,7 @@ fn consumers(health: &Value) -> BTreeSet<String> {
 }
 
 #[test]
-fn health_has_no_secrets_or_event_data_lists_instances_and_503_without_redis() {
+fn t48_health_has_no_secrets_or_event_data_lists_instances_and_503_without_redis() {
     let env = "health";
     let mut redis = RedisServer::start_with_password(PASSWORD);
     let sink = HttpSink::start();

@@ -305,13 +305,7 @@ fn t31_trim_never_drops_pending() {
     };
     let first = (trimmed(w, ta), trimmed(w, tb));
     // A restart runs the retention pass at start over the acknowledged state.
-    w.sigterm();
-    assert_eq!(
-        w.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
-        Some(0)
-    );
-    w.restart();
-    w.wait_ready(Duration::from_secs(15));
+    w.graceful_restart();
     let done = try_wait_until(Duration::from_secs(5), || first.0 + trimmed(w, ta) >= 5.0);
     let second = (trimmed(w, ta), trimmed(w, tb));
     let left_a: Vec<String> = redis

@@ -53,13 +53,7 @@ fn t03_startup_and_backlog() {
     );
     // Restart: XGROUP CREATE answers BUSYGROUP, which is success.
     let w = &mut s.workers[0];
-    w.sigterm();
-    assert_eq!(
-        w.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
-        Some(0)
-    );
-    w.restart();
-    w.wait_ready(Duration::from_secs(15));
+    w.graceful_restart();
     for i in 0..100 {
         s.publish(&format!("a-{i:04}"));
     }

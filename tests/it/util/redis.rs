@@ -463,6 +463,20 @@ impl RedisServer {
         }
     }
 
+    /// Prints [`RedisServer::dump_env`] when the current thread is panicking.
+    pub fn dump_if_panicking(&self, env: &str) {
+        if std::thread::panicking() {
+            // Dump from a scoped thread: a failure there must not turn the
+            // test's panic into an abort.
+            let dump = std::thread::scope(|s| {
+                s.spawn(|| self.dump_env(env))
+                    .join()
+                    .unwrap_or_else(|_| "(could not dump the redis state)".to_string())
+            });
+            eprintln!("{dump}");
+        }
+    }
+
     /// Waits until the server answers PING (after a restart).
     pub fn wait_up(&self, timeout: Duration) {
         wait_until("redis answers PING", timeout, || {
@@ -479,16 +493,7 @@ pub struct DumpGuard<'a> {
 
 impl Drop for DumpGuard<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            // Dump from a scoped thread: a failure there must not turn the
-            // test's panic into an abort.
-            let dump = std::thread::scope(|s| {
-                s.spawn(|| self.redis.dump_env(&self.env))
-                    .join()
-                    .unwrap_or_else(|_| "(could not dump the redis state)".to_string())
-            });
-            eprintln!("{dump}");
-        }
+        self.redis.dump_if_panicking(&self.env);
     }
 }
 

@@ -269,6 +269,25 @@ impl Scenario {
         n - 1
     }
 
+    /// Starts a worker of consumer group `group` (consumer `consumer`, process name
+    /// `group`) whose http routes point at `sink_url` (`None`: the scenario's sink),
+    /// with the scenario's config otherwise (its own api port); waits until ready
+    /// and returns its index.
+    pub fn group_worker(&mut self, group: &str, consumer: &str, sink_url: Option<String>) -> usize {
+        let url = sink_url.unwrap_or_else(|| self.sink.url());
+        let mut cfg = self.cfg.clone();
+        cfg.group = group.to_string();
+        cfg.consumer = Some(consumer.to_string());
+        cfg.api_port = super::free_port();
+        for r in cfg.routes.iter_mut().filter(|r| r.url.is_some()) {
+            r.url = Some(url.clone());
+        }
+        let mut w = WorkerProcess::start(group, cfg);
+        w.wait_ready(READY);
+        self.workers.push(w);
+        self.workers.len() - 1
+    }
+
     /// The first worker.
     pub fn w(&mut self) -> &mut WorkerProcess {
         &mut self.workers[0]
@@ -375,14 +394,6 @@ impl Scenario {
 
 impl Drop for Scenario {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            // From a scoped thread: a failure there must not turn the panic into an abort.
-            let dump = std::thread::scope(|s| {
-                s.spawn(|| self.redis.dump_env(&self.env))
-                    .join()
-                    .unwrap_or_else(|_| "(could not dump the redis state)".to_string())
-            });
-            eprintln!("{dump}");
-        }
+        self.redis.dump_if_panicking(&self.env);
     }
 }
