@@ -278,11 +278,7 @@ fn t10_slow_handler_on_a_live_consumer_is_never_stolen() {
     let env = "nosteal";
     let mut s = Scenario::new(env)
         .types(&[TY])
-        .routes(|_, url| {
-            let mut r = Route::http(&[TY], url);
-            r.timeout = Some("10s".into());
-            vec![r]
-        })
+        .route_timeout("10s")
         // Each handler run lasts 3x the heartbeat TTL.
         .sink(Action::delayed(200, Duration::from_millis(3000)))
         .workers(2)

@@ -3,7 +3,7 @@
 //! slowloris, T46 history limits.
 
 use crate::util::api::Api;
-use crate::util::checker::{self, CheckOpts, ledger, publish_logged};
+use crate::util::checker::{self, CheckOpts, publish_logged};
 use crate::util::*;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -81,28 +81,28 @@ fn t37_huge_entry_bounded() {
 fn t38_wrong_key_types() {
     let env = "t38";
     let (broken, ok) = ("wt.broken", "wt.ok");
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
+    let mut s = Scenario::new("T38")
+        .types(&[broken, ok])
+        .routes(|tys, url| tys.iter().map(|t| Route::http(&[t], url)).collect())
+        .workers(0)
+        .start();
     let broken_key = stream_key(env, broken);
     let history = format!("events:{env}:history");
-    redis.cmd(&["SET", &broken_key, "x"]);
-    redis.cmd(&["SET", &history, "not-a-stream"]);
-    let monitor = Monitor::start(&redis);
-    let cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&[broken], &sink.url()))
-        .route(Route::http(&[ok], &sink.url()));
-    let mut w = WorkerProcess::start("w1", cfg.clone());
-    let l = ledger();
+    s.redis.cmd(&["SET", &broken_key, "x"]);
+    s.redis.cmd(&["SET", &history, "not-a-stream"]);
+    let monitor = Monitor::start(&s.redis);
+    s.add_worker();
+    let (redis, sink, l, cfg) = (&s.redis, &s.sink, &s.ledger, &s.cfg);
+    let w = &mut s.workers[0];
     let t0 = Instant::now();
     for i in 0..30 {
-        publish_logged(&redis, env, ok, &format!("ok-{i:02}"), &l);
+        publish_logged(redis, env, ok, &format!("ok-{i:02}"), l);
     }
     checker::must_conserve(
         "T38",
-        &l,
-        &sink,
-        &redis,
+        l,
+        sink,
+        redis,
         env,
         "group",
         &[ok],
@@ -118,7 +118,7 @@ fn t38_wrong_key_types() {
         redis.zcard(&retry) == 0 && redis.xlen(&dlq_key(env)) >= 2
     });
     std::thread::sleep(Duration::from_millis(500));
-    let dlq = dlq_entries(&redis, env);
+    let dlq = dlq_entries(redis, env);
     let health = Api::new(&cfg.api_addr(), None)
         .get("/api/events/health")
         .json();
@@ -167,13 +167,7 @@ fn t38_wrong_key_types() {
         .map(|m| m.raw.clone())
         .collect();
     assert!(deletes.is_empty(), "deletes of foreign keys: {deletes:?}");
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &sink,
-        &redis,
-        env,
-        &CheckOpts::default(),
-    );
+    let rep = checker::check(&l.lock().unwrap(), sink, redis, env, &CheckOpts::default());
     // The garbage members carry no id the checker knows.
     assert!(
         rep.lost.is_empty() && rep.both.is_empty(),
@@ -300,30 +294,21 @@ fn t39_duplicate_event_id_publish() {
 }
 
 /// A ready worker with one HTTP route for `ty`, the API token and `api_extra` in `[api]`.
-fn start_api_worker(
-    redis: &RedisServer,
-    sink: &HttpSink,
-    env: &str,
-    ty: &str,
-    api_extra: &str,
-) -> (WorkerConfig, WorkerProcess) {
-    let mut cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&[ty], &sink.url()))
-        .api_token(TOKEN);
-    cfg.api_extra = api_extra.into();
-    let mut w = WorkerProcess::start("w1", cfg.clone());
-    w.wait_ready(Duration::from_secs(15));
-    (cfg, w)
+fn api_scenario(row: &str, env: &str, ty: &str, api_extra: &'static str) -> Scenario {
+    Scenario::new(row)
+        .env(env)
+        .types(&[ty])
+        .token(TOKEN)
+        .config(move |c| c.api_extra = api_extra.into())
+        .start()
 }
 
 #[test]
 fn t45_rate_limit_and_fast_health() {
     let env = "t45";
     let ty = "rl.event";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let (cfg, _w) = start_api_worker(&redis, &sink, env, ty, "rate_limit = 5\n");
+    let s = api_scenario("T45", env, ty, "rate_limit = 5\n");
+    let (redis, cfg) = (&s.redis, &s.cfg);
     // Health probe in parallel with the burst.
     let prober = {
         let addr = cfg.api_addr();
@@ -341,7 +326,7 @@ fn t45_rate_limit_and_fast_health() {
         })
     };
     let api = Api::new(&cfg.api_addr(), Some(TOKEN));
-    let l = ledger();
+    let l = &s.ledger;
     let (mut accepted, mut limited) = (0, 0);
     let t0 = Instant::now();
     for i in 0..30 {
@@ -373,14 +358,7 @@ fn t45_rate_limit_and_fast_health() {
     times.sort();
     let p99 = times[times.len() * 99 / 100 - 1];
     let max = *times.last().unwrap();
-    let rep = checker::conserved_report(
-        "T45",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[ty],
+    let rep = s.report(
         Duration::from_secs(10),
         Duration::from_millis(300),
         &CheckOpts::default(),
@@ -422,11 +400,10 @@ fn t45_slowloris_header_and_body_timeouts() {
     let ty = "slow.event";
     let (header_timeout, body_timeout) = (Duration::from_secs(2), Duration::from_secs(2));
     let margin = Duration::from_millis(1500);
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
     let api_extra = "header_timeout = \"2s\"\nbody_timeout = \"2s\"\n";
-    let (cfg, mut w) = start_api_worker(&redis, &sink, env, ty, api_extra);
+    let mut s = api_scenario("T45", env, ty, api_extra);
+    let (redis, cfg) = (&s.redis, &s.cfg);
+    let w = &mut s.workers[0];
     let addr = cfg.api_addr();
     // Probes on fresh connections (/livez) and on a kept-alive one (health) meanwhile.
     let done = Arc::new(AtomicBool::new(false));

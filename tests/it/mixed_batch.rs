@@ -21,9 +21,13 @@ enum Expect {
 #[test]
 fn t24_mixed_batch_exact_counts_and_exact_dlq() {
     let env = "mixed";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .route_timeout("1s")
+        .config(|c| c.max_attempts = 3)
+        .workers(0)
+        .start();
+    let (redis, sink) = (&s.redis, &s.sink);
 
     let mut expected: BTreeMap<String, Expect> = BTreeMap::new();
     for i in 0..20 {
@@ -77,7 +81,7 @@ fn t24_mixed_batch_exact_counts_and_exact_dlq() {
     let key = stream_key(env, TY);
     let mut entry_of: BTreeMap<String, String> = BTreeMap::new();
     for id in expected.keys() {
-        entry_of.insert(id.clone(), publish(&redis, env, TY, id));
+        entry_of.insert(id.clone(), publish(redis, env, TY, id));
     }
     // A valid event with every optional field set.
     let full_entry = redis.xadd(
@@ -158,12 +162,8 @@ fn t24_mixed_batch_exact_counts_and_exact_dlq() {
     .into_iter()
     .collect();
 
-    let mut cfg = WorkerConfig::new(env, &redis.url());
-    let mut route = Route::http(&[TY], &sink.url());
-    route.timeout = Some("1s".into());
-    cfg = cfg.route(route);
-    cfg.max_attempts = 3;
-    let mut worker = WorkerProcess::start("w1", cfg);
+    s.add_worker();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
 
     let successes_expected = expected
         .values()
@@ -173,7 +173,7 @@ fn t24_mixed_batch_exact_counts_and_exact_dlq() {
     let done = try_wait_until(Duration::from_secs(25), || {
         sink.success_counts().len() >= successes_expected
             && redis.xlen(&dlq_key(env)) >= dlq_expected as i64
-            && drained(&redis, env, "group", &[TY])
+            && drained(redis, env, "group", &[TY])
     });
     worker.assert_running();
     assert!(
@@ -190,7 +190,7 @@ fn t24_mixed_batch_exact_counts_and_exact_dlq() {
     let ledger = sink.ledger();
     let requests = sink.request_counts();
     let successes = sink.success_counts();
-    let dlq = dlq_entries(&redis, env);
+    let dlq = dlq_entries(redis, env);
     let dump = sink.ledger_dump();
 
     // No request for an id we did not publish as valid (malformed never reach the handler).
@@ -335,7 +335,7 @@ fn t24_mixed_batch_exact_counts_and_exact_dlq() {
     assert_eq!(bad_json.get("data"), Some("{not json"));
     assert_eq!(bad_json.get("id"), Some("m-bad-json"));
 
-    assert_drained(&redis, env, "group", &[TY]);
+    assert_drained(redis, env, "group", &[TY]);
     worker.assert_running();
 }
 

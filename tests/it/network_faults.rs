@@ -3,7 +3,7 @@
 //! points, T23 the same over `rediss://`.
 
 use crate::util::api::Api;
-use crate::util::checker::{self, CheckOpts};
+use crate::util::checker::CheckOpts;
 use crate::util::faults::{Cut, Dir};
 use crate::util::scenario::ScenarioBuilder;
 use crate::util::tls::{Pki, start_tls_redis};
@@ -111,7 +111,7 @@ fn t21_half_open_blackhole() {
     }
     let recovery = sink.recovery_after("a success after the heal", heal, Duration::from_secs(30));
     publisher.join().unwrap();
-    if !checker::wait_conserved(l, sink, redis, env, "group", &[TY], Duration::from_secs(40)) {
+    if !s.wait_conserved(Duration::from_secs(40)) {
         // Evidence for the report: what the daemon holds and what the sink saw.
         let m = parse_metrics(&w.metrics());
         let stuck: Vec<_> = redis

@@ -14,11 +14,7 @@ fn t28_handler_timeout_retries_then_dlq() {
     let timeout = Duration::from_millis(300);
     let mut s = Scenario::new("T28")
         .types(&["slow.op"])
-        .routes(|tys, url| {
-            let mut route = Route::http(&[&tys[0]], url);
-            route.timeout = Some("300ms".into());
-            vec![route]
-        })
+        .route_timeout("300ms")
         .config(|c| c.max_attempts = 3)
         .workers(0)
         .start();
@@ -239,31 +235,11 @@ fn t31_trim_never_drops_pending() {
     for i in 0..6 {
         xadd_old(&ka, ta, i, &format!("a-{i}"));
     }
-    let r = redis.cmd(&[
-        "XREADGROUP",
-        "GROUP",
-        "group",
-        "tester",
-        "COUNT",
-        "5",
-        "STREAMS",
-        &ka,
-        ">",
-    ]);
+    let r = redis.read_as(&ka, "group", "tester", 5);
     for e in crate::util::redis::parse_entries(&r.items()[0].items()[1]) {
         redis.cmd(&["XACK", &ka, "group", &e.entry_id]);
     }
-    redis.cmd(&[
-        "XREADGROUP",
-        "GROUP",
-        "group",
-        "holder",
-        "COUNT",
-        "1",
-        "STREAMS",
-        &ka,
-        ">",
-    ]);
+    redis.read_as(&ka, "group", "holder", 1);
     redis.cmd(&[
         "SET",
         &heartbeat_key(env, "group", "holder"),

@@ -137,11 +137,7 @@ fn t07_sigterm_past_shutdown_timeout_leaves_unfinished_work_pending() {
     let env = "sigtermslow";
     let mut s = Scenario::new(env)
         .types(&[TY])
-        .routes(|_, url| {
-            let mut r = Route::http(&[TY], url);
-            r.timeout = Some("30s".into());
-            vec![r]
-        })
+        .route_timeout("30s")
         .config(|c| {
             c.concurrency = 4;
             c.shutdown_timeout = "1s".into();

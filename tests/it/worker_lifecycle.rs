@@ -3,7 +3,7 @@
 //! takeover among three daemons without restarts, T12 consumer-name hygiene
 //! (long tier).
 
-use crate::util::checker::{self, CheckOpts, publish_logged};
+use crate::util::checker::{CheckOpts, publish_logged};
 use crate::util::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,11 +29,11 @@ fn t03_startup_and_backlog() {
     assert!(redis.xinfo_group_names(&stream_key(env, TY)).is_empty());
     let monitor = Monitor::start(redis);
     s.add_worker();
-    let (redis, sink, l) = (&s.redis, &s.sink, &s.ledger);
+    let (redis, sink) = (&s.redis, &s.sink);
     let t0 = Instant::now();
     s.workers[0].wait_ready(Duration::from_secs(15));
     assert!(
-        checker::wait_conserved(l, sink, redis, env, "group", &[TY], Duration::from_secs(30)),
+        s.wait_conserved(Duration::from_secs(30)),
         "backlog not drained: {} of 1000 handled",
         sink.success_counts().len()
     );
@@ -160,9 +160,8 @@ fn t04b_single_consumer_backlog_throughput() {
     s.add_worker();
     s.w().wait_ready(Duration::from_secs(15));
     let t0 = Instant::now();
-    let (env, l, sink, redis) = (s.env.as_str(), &s.ledger, &s.sink, &s.redis);
-    let done =
-        checker::wait_conserved(l, sink, redis, env, "group", &[TY], Duration::from_secs(15));
+    let sink = &s.sink;
+    let done = s.wait_conserved(Duration::from_secs(15));
     let handled = sink.success_counts().len();
     let secs = t0.elapsed().as_secs_f64();
     eprintln!(
@@ -303,17 +302,7 @@ fn t12_consumer_name_hygiene() {
     // the cleanup must never delete it.
     redis.cmd(&["XGROUP", "CREATE", &key, "group", "0", "MKSTREAM"]);
     publish_logged(redis, env, TY, "held", l);
-    let r = redis.cmd(&[
-        "XREADGROUP",
-        "GROUP",
-        "group",
-        "holder",
-        "COUNT",
-        "1",
-        "STREAMS",
-        &key,
-        ">",
-    ]);
+    let r = redis.read_as(&key, "group", "holder", 1);
     assert!(!r.items().is_empty());
     let hb = heartbeat_key(env, "group", "holder");
     redis.cmd(&["SET", &hb, "{}", "PX", "600000"]);
@@ -396,17 +385,7 @@ fn t12_consumer_name_hygiene() {
         start.elapsed()
     );
     l.lock().unwrap().acked.remove("held");
-    let rep = checker::conserved_report(
-        "T12",
-        l,
-        sink,
-        redis,
-        env,
-        "group",
-        &[],
-        Duration::from_secs(10),
-        Duration::ZERO,
-        &CheckOpts::default(),
-    );
+    s.conserve_on(&[], Duration::from_secs(10));
+    let rep = s.check(&CheckOpts::default());
     rep.assert_ok("T12", 5 * 4 * 5, "");
 }

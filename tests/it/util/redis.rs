@@ -337,6 +337,23 @@ impl RedisServer {
         self.cmd(&["EXISTS", key]).as_int() == Some(1)
     }
 
+    /// `XREADGROUP GROUP <group> <consumer> COUNT <count> STREAMS <key> >`: reads new
+    /// entries as that consumer (they stay pending on it); returns the reply.
+    pub fn read_as(&self, key: &str, group: &str, consumer: &str, count: usize) -> Value {
+        let count = count.to_string();
+        self.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            group,
+            consumer,
+            "COUNT",
+            &count,
+            "STREAMS",
+            key,
+            ">",
+        ])
+    }
+
     /// Number of entries pending for `group` on stream `key` (`None` if the
     /// stream or group does not exist).
     pub fn xpending_count(&self, key: &str, group: &str) -> Option<i64> {

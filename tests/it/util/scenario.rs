@@ -194,6 +194,14 @@ impl ScenarioBuilder {
         self.routes = Some(Box::new(f));
         self
     }
+    /// Sets the `timeout` of every http route (default 2 s).
+    pub fn route_timeout(self, timeout: &'static str) -> Self {
+        self.config(move |c| {
+            for r in c.routes.iter_mut().filter(|r| r.handler == "http") {
+                r.timeout = Some(timeout.into());
+            }
+        })
+    }
     /// Changes the worker config (applied in order, after the routes).
     pub fn config(mut self, f: impl FnOnce(&mut WorkerConfig) + 'static) -> Self {
         self.config.push(Box::new(f));
@@ -339,11 +347,25 @@ impl Scenario {
         self.types.iter().map(String::as_str).collect()
     }
 
-    /// [`checker::must_conserve`] for this scenario (group `group`, all types).
-    pub fn conserve(&self, timeout: Duration) {
+    /// [`checker::wait_conserved`] for this scenario (group `group`, all types).
+    pub fn wait_conserved(&self, timeout: Duration) -> bool {
         let (ledger, sink, redis) = (&self.ledger, &self.sink, &self.redis);
         let (env, tys) = (&self.env, self.type_refs());
-        checker::must_conserve(&self.row, ledger, sink, redis, env, "group", &tys, timeout);
+        checker::wait_conserved(ledger, sink, redis, env, "group", &tys, timeout)
+    }
+
+    /// [`checker::must_conserve`] for this scenario (group `group`, all types).
+    pub fn conserve(&self, timeout: Duration) {
+        self.conserve_on(&self.type_refs(), timeout);
+    }
+
+    /// [`checker::must_conserve`] with the drain checked on `types` only (e.g. none,
+    /// when a test holds an entry pending on purpose).
+    pub fn conserve_on(&self, types: &[&str], timeout: Duration) {
+        let (ledger, sink, redis) = (&self.ledger, &self.sink, &self.redis);
+        checker::must_conserve(
+            &self.row, ledger, sink, redis, &self.env, "group", types, timeout,
+        );
     }
 
     /// [`checker::check`] over the scenario's ledgers.
