@@ -199,36 +199,28 @@ fn t25_retry_after_header_is_honoured() {
 #[test]
 fn t26_three_instances_move_each_due_retry_exactly_once() {
     let env = "threemovers";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .workers(3)
+        .config(|c| {
+            c.concurrency = 2;
+            c.initial_backoff = "300ms".into();
+            c.scheduler_interval = "10ms".into();
+        })
+        .start();
+    let (redis, sink, workers) = (&s.redis, &s.sink, &mut s.workers);
     let ids: Vec<String> = (0..30).map(|i| format!("m-{i:02}")).collect();
     for id in &ids {
         sink.script(id, vec![Action::status(503), Action::ok()]);
     }
-    let mut workers: Vec<WorkerProcess> = ["w1", "w2", "w3"]
-        .iter()
-        .map(|name| {
-            let mut cfg =
-                WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-            cfg.consumer = Some(name.to_string());
-            cfg.concurrency = 2;
-            cfg.initial_backoff = "300ms".into();
-            cfg.scheduler_interval = "10ms".into();
-            WorkerProcess::start(name, cfg)
-        })
-        .collect();
-    for w in workers.iter_mut() {
-        w.wait_ready(Duration::from_secs(15));
-    }
     for id in &ids {
-        publish(&redis, env, TY, id);
+        publish(redis, env, TY, id);
     }
     wait_until("all succeed", Duration::from_secs(15), || {
         sink.success_counts().len() == ids.len()
     });
     wait_until("drained", Duration::from_secs(5), || {
-        drained(&redis, env, "group", &[TY])
+        drained(redis, env, "group", &[TY])
     });
     std::thread::sleep(Duration::from_millis(600));
     let dump = sink.ledger_dump();
