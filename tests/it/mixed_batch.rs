@@ -460,24 +460,26 @@ fn t01_conservation_happy_path_three_types() {
 #[test]
 fn route_headers_are_sent_and_blackhole_acks_without_calling_anything() {
     let env = "routes";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let mut http = Route::http(&[TY], &sink.url());
-    http.headers = vec![
-        ("x-api-key".into(), "k-123".into()),
-        ("x-tenant".into(), "acme".into()),
-    ];
-    let cfg = WorkerConfig::new(env, &redis.url())
-        .route(http)
-        .route(Route::blackhole(&["audit.*"]));
+    let mut sc = Scenario::new(env)
+        .types(&[TY])
+        .routes(|_, url| {
+            let mut http = Route::http(&[TY], url);
+            http.headers = vec![
+                ("x-api-key".into(), "k-123".into()),
+                ("x-tenant".into(), "acme".into()),
+            ];
+            vec![http, Route::blackhole(&["audit.*"])]
+        })
+        .workers(0)
+        .start();
     for i in 0..20 {
-        publish(&redis, env, "audit.login", &format!("audit-{i}"));
+        publish(&sc.redis, env, "audit.login", &format!("audit-{i}"));
     }
-    publish(&redis, env, TY, "with-headers");
-    let mut worker = WorkerProcess::start("w1", cfg);
+    publish(&sc.redis, env, TY, "with-headers");
+    sc.add_worker();
+    let (redis, sink, worker) = (&sc.redis, &sc.sink, &mut sc.workers[0]);
     wait_until("delivered and drained", Duration::from_secs(15), || {
-        sink.success_counts().len() == 1 && drained(&redis, env, "group", &[TY, "audit.login"])
+        sink.success_counts().len() == 1 && drained(redis, env, "group", &[TY, "audit.login"])
     });
     std::thread::sleep(Duration::from_millis(300));
     let reqs = sink.requests_for("with-headers");

@@ -258,14 +258,10 @@ fn t14_redis_kill9_with_aof_everysec_loses_only_the_last_second() {
 #[test]
 fn t16a_stream_deleted_mid_run_group_recreated_at_zero() {
     let env = "streamdel";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    let mut worker = WorkerProcess::start("w1", cfg);
-    worker.wait_ready(Duration::from_secs(15));
+    let mut sc = Scenario::new(env).types(&[TY]).start();
+    let (redis, sink, worker) = (&sc.redis, &sc.sink, &mut sc.workers[0]);
     for i in 0..5 {
-        publish(&redis, env, TY, &format!("first-{i}"));
+        publish(redis, env, TY, &format!("first-{i}"));
     }
     wait_until("first batch", Duration::from_secs(10), || {
         sink.success_counts().len() == 5
@@ -274,7 +270,7 @@ fn t16a_stream_deleted_mid_run_group_recreated_at_zero() {
     // Recreated by the producer without the group: the worker must recreate
     // the group at 0 so that these are not skipped.
     for i in 0..10 {
-        publish(&redis, env, TY, &format!("second-{i}"));
+        publish(redis, env, TY, &format!("second-{i}"));
     }
     wait_until("second batch", Duration::from_secs(15), || {
         sink.success_counts().len() == 15
@@ -282,7 +278,7 @@ fn t16a_stream_deleted_mid_run_group_recreated_at_zero() {
     std::thread::sleep(Duration::from_millis(500));
     let counts = sink.request_counts();
     assert!(counts.values().all(|n| *n == 1), "{}", sink.ledger_dump());
-    assert_drained(&redis, env, "group", &[TY]);
+    assert_drained(redis, env, "group", &[TY]);
     worker.assert_running();
 }
 
