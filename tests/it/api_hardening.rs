@@ -486,23 +486,18 @@ fn command(l: &MonitorLine) -> String {
 }
 
 #[test]
-fn api_refuses_hostile_requests_before_any_redis_call() {
+fn t40_api_refuses_hostile_requests_before_any_redis_call() {
     let env = "hostile";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&[TY], &sink.url()))
-        .api_token(TOKEN);
-    let mut worker = WorkerProcess::start("w1", cfg.clone());
-    worker.wait_ready(Duration::from_secs(15));
+    let mut sc = Scenario::new(env).types(&[TY]).token(TOKEN).start();
+    let (redis, sink, cfg) = (&sc.redis, &sc.sink, sc.cfg.clone());
+    let worker = &mut sc.workers[0];
     let api = Api::new(&cfg.api_addr(), None);
     let authed = Api::new(&cfg.api_addr(), Some(TOKEN));
     // Warm up the paths once (connections, script loads) before recording.
     assert_eq!(authed.get("/api/events/dlq/stats").status, 200);
     let cases = cases();
 
-    let monitor = Monitor::start(&redis);
+    let monitor = Monitor::start(redis);
     // A quiet baseline: which commands the worker issues on its own.
     let b0 = unix_now();
     std::thread::sleep(Duration::from_millis(3000));
@@ -718,7 +713,7 @@ fn api_refuses_hostile_requests_before_any_redis_call() {
 }
 
 #[test]
-fn token_endpoints_are_off_without_a_token_and_short_tokens_are_refused() {
+fn t40_token_endpoints_are_off_without_a_token_and_short_tokens_are_refused() {
     let env = "notoken";
     let redis = RedisServer::start();
     let sink = HttpSink::start();

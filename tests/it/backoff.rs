@@ -17,12 +17,20 @@ fn gaps(reqs: &[sink::Request]) -> Vec<Duration> {
 }
 
 #[test]
-fn backoff_delays_grow_as_configured_and_are_never_early() {
+fn t25_backoff_delays_grow_as_configured_and_are_never_early() {
     let env = "backoff";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
     let ids = ["b-0", "b-1", "b-2"];
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .config(move |c| {
+            c.max_attempts = 5;
+            c.initial_backoff = "200ms".into();
+            c.multiplier = 2.0;
+            c.max_backoff = "800ms".into();
+            c.jitter = 0.2;
+        })
+        .start();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
     for id in ids {
         sink.script(
             id,
@@ -35,22 +43,14 @@ fn backoff_delays_grow_as_configured_and_are_never_early() {
             ],
         );
     }
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.max_attempts = 5;
-    cfg.initial_backoff = "200ms".into();
-    cfg.multiplier = 2.0;
-    cfg.max_backoff = "800ms".into();
-    cfg.jitter = 0.2;
-    let mut worker = WorkerProcess::start("w1", cfg);
-    worker.wait_ready(Duration::from_secs(15));
     for id in ids {
-        publish(&redis, env, TY, id);
+        publish(redis, env, TY, id);
     }
     wait_until("all three succeed", Duration::from_secs(15), || {
         sink.success_counts().len() == ids.len()
     });
     wait_until("drained", Duration::from_secs(5), || {
-        drained(&redis, env, "group", &[TY])
+        drained(redis, env, "group", &[TY])
     });
     let dump = sink.ledger_dump();
     let jitter = 0.2;
@@ -82,29 +82,29 @@ fn backoff_delays_grow_as_configured_and_are_never_early() {
         );
     }
     assert_eq!(redis.xlen(&dlq_key(env)), 0, "nothing may be dead-lettered");
-    assert_drained(&redis, env, "group", &[TY]);
+    assert_drained(redis, env, "group", &[TY]);
     worker.assert_running();
 }
 
 #[test]
-fn pending_retries_survive_a_worker_restart() {
+fn t25_pending_retries_survive_a_worker_restart() {
     let env = "retrysurvive";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
     let ids: Vec<String> = (0..5).map(|i| format!("r-{i}")).collect();
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .config(move |c| {
+            c.max_attempts = 3;
+            c.initial_backoff = "3s".into();
+            c.max_backoff = "10s".into();
+            c.jitter = 0.0;
+        })
+        .start();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
     for id in &ids {
         sink.script(id, vec![Action::status(503), Action::ok()]);
     }
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.max_attempts = 3;
-    cfg.initial_backoff = "3s".into();
-    cfg.max_backoff = "10s".into();
-    cfg.jitter = 0.0;
-    let mut worker = WorkerProcess::start("w1", cfg);
-    worker.wait_ready(Duration::from_secs(15));
     for id in &ids {
-        publish(&redis, env, TY, id);
+        publish(redis, env, TY, id);
     }
     wait_until(
         "5 failures answered, 5 retries scheduled, nothing pending",
@@ -151,30 +151,30 @@ fn pending_retries_survive_a_worker_restart() {
     }
     assert_eq!(redis.xlen(&dlq_key(env)), 0, "nothing may be dead-lettered");
     wait_until("drained", Duration::from_secs(5), || {
-        drained(&redis, env, "group", &[TY])
+        drained(redis, env, "group", &[TY])
     });
     worker.assert_running();
 }
 
 #[test]
-fn retry_after_header_is_honoured() {
+fn t25_retry_after_header_is_honoured() {
     let env = "retryafter";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
     let with_retry_after = |status: u16, secs: u64| Action {
         retry_after: Some(secs),
         ..Action::status(status)
     };
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .config(move |c| {
+            c.initial_backoff = "50ms".into();
+            c.max_backoff = "10s".into();
+        })
+        .start();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
     sink.script("ra-503", vec![with_retry_after(503, 2), Action::ok()]);
     sink.script("ra-429", vec![with_retry_after(429, 1), Action::ok()]);
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.initial_backoff = "50ms".into();
-    cfg.max_backoff = "10s".into();
-    let mut worker = WorkerProcess::start("w1", cfg);
-    worker.wait_ready(Duration::from_secs(15));
-    publish(&redis, env, TY, "ra-503");
-    publish(&redis, env, TY, "ra-429");
+    publish(redis, env, TY, "ra-503");
+    publish(redis, env, TY, "ra-429");
     wait_until("both succeed", Duration::from_secs(10), || {
         sink.success_counts().len() == 2
     });
@@ -192,43 +192,35 @@ fn retry_after_header_is_honoured() {
             "{id}: retried after {gap:?} for Retry-After {secs}s\n{dump}"
         );
     }
-    assert_drained(&redis, env, "group", &[TY]);
+    assert_drained(redis, env, "group", &[TY]);
     worker.assert_running();
 }
 
 #[test]
-fn three_instances_move_each_due_retry_exactly_once() {
+fn t26_three_instances_move_each_due_retry_exactly_once() {
     let env = "threemovers";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .workers(3)
+        .config(|c| {
+            c.concurrency = 2;
+            c.initial_backoff = "300ms".into();
+            c.scheduler_interval = "10ms".into();
+        })
+        .start();
+    let (redis, sink, workers) = (&s.redis, &s.sink, &mut s.workers);
     let ids: Vec<String> = (0..30).map(|i| format!("m-{i:02}")).collect();
     for id in &ids {
         sink.script(id, vec![Action::status(503), Action::ok()]);
     }
-    let mut workers: Vec<WorkerProcess> = ["w1", "w2", "w3"]
-        .iter()
-        .map(|name| {
-            let mut cfg =
-                WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-            cfg.consumer = Some(name.to_string());
-            cfg.concurrency = 2;
-            cfg.initial_backoff = "300ms".into();
-            cfg.scheduler_interval = "10ms".into();
-            WorkerProcess::start(name, cfg)
-        })
-        .collect();
-    for w in workers.iter_mut() {
-        w.wait_ready(Duration::from_secs(15));
-    }
     for id in &ids {
-        publish(&redis, env, TY, id);
+        publish(redis, env, TY, id);
     }
     wait_until("all succeed", Duration::from_secs(15), || {
         sink.success_counts().len() == ids.len()
     });
     wait_until("drained", Duration::from_secs(5), || {
-        drained(&redis, env, "group", &[TY])
+        drained(redis, env, "group", &[TY])
     });
     std::thread::sleep(Duration::from_millis(600));
     let dump = sink.ledger_dump();

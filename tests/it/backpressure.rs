@@ -9,24 +9,25 @@ use std::time::Duration;
 #[test]
 fn in_flight_and_delivered_never_exceed_concurrency() {
     let env = "backpressure";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(150)));
     let types = ["a.one", "a.two", "a.three"];
     let concurrency = 2;
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&["a.*"], &sink.url()));
-    cfg.concurrency = concurrency;
+    let mut s = Scenario::new(env)
+        .types(&["a.*"])
+        .sink(Action::delayed(200, Duration::from_millis(150)))
+        .config(move |c| c.concurrency = concurrency)
+        .workers(0)
+        .start();
     for ty in types {
         for i in 0..10 {
-            publish(&redis, env, ty, &format!("{ty}-{i}"));
+            publish(&s.redis, env, ty, &format!("{ty}-{i}"));
         }
     }
     let keys: Vec<String> = types.iter().map(|t| stream_key(env, t)).collect();
-    let mut worker = WorkerProcess::start("w1", cfg);
+    s.add_worker();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
     let mut max_pending = 0;
     let done = try_wait_until(Duration::from_secs(25), || {
-        let p = pending_total(&redis, &keys, "group");
+        let p = pending_total(redis, &keys, "group");
         max_pending = max_pending.max(p);
         sink.success_counts().len() == 30
     });

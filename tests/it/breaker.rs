@@ -8,28 +8,28 @@ use std::time::{Duration, Instant};
 const TY: &str = "booking.created";
 
 #[test]
-fn downstream_outage_opens_breaker_no_dlq_all_delivered_after_recovery() {
+fn t27_downstream_outage_opens_breaker_no_dlq_all_delivered_after_recovery() {
     let env = "breaker";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    sink.set_default(Action::status(503));
     let threshold = 3u32;
     let concurrency = 2u32;
     let open_for = Duration::from_secs(1);
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.failure_threshold = threshold;
-    cfg.open_for = "1s".into();
-    cfg.concurrency = concurrency;
-    cfg.max_attempts = 6;
-    cfg.initial_backoff = "50ms".into();
-    cfg.max_backoff = "200ms".into();
-    let mut worker = WorkerProcess::start("w1", cfg);
-    worker.wait_ready(Duration::from_secs(15));
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .sink(Action::status(503))
+        .config(move |c| {
+            c.failure_threshold = threshold;
+            c.open_for = "1s".into();
+            c.concurrency = concurrency;
+            c.max_attempts = 6;
+            c.initial_backoff = "50ms".into();
+            c.max_backoff = "200ms".into();
+        })
+        .start();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
     let total = 30;
     let ids: Vec<String> = (0..total).map(|i| format!("br-{i:02}")).collect();
     for id in &ids {
-        publish(&redis, env, TY, id);
+        publish(redis, env, TY, id);
     }
     wait_until("the outage is noticed", Duration::from_secs(10), || {
         sink.request_count() >= 1
@@ -80,7 +80,7 @@ fn downstream_outage_opens_breaker_no_dlq_all_delivered_after_recovery() {
         || sink.success_counts().len() == total,
     );
     wait_until("drained", Duration::from_secs(10), || {
-        drained(&redis, env, "group", &[TY])
+        drained(redis, env, "group", &[TY])
     });
     std::thread::sleep(Duration::from_millis(500));
     let dump = sink.ledger_dump();
@@ -119,6 +119,6 @@ fn downstream_outage_opens_breaker_no_dlq_all_delivered_after_recovery() {
         let s = samples(&m, "event_worker_breaker_state", &[("env", env)]);
         !s.is_empty() && s.iter().all(|s| s.value == 0.0)
     });
-    assert_drained(&redis, env, "group", &[TY]);
+    assert_drained(redis, env, "group", &[TY]);
     worker.assert_running();
 }

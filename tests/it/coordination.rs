@@ -42,24 +42,27 @@ fn wait_kind(sub: &Subscriber, kind: &str, n: usize) -> Vec<Value> {
 #[test]
 fn coordination_notices_for_start_stop_breaker_replay_and_purge() {
     let env = "coord";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sub = Subscriber::start(redis.port, None, &format!("events:{env}:coordination"));
-    let sink = HttpSink::start();
+    let mut sc = Scenario::new(env)
+        .types(&[TY])
+        .token(TOKEN)
+        .config(|c| {
+            c.failure_threshold = 2;
+            c.open_for = "500ms".into();
+            c.concurrency = 2;
+            c.max_attempts = 5;
+        })
+        .workers(0)
+        .start();
+    let sub = Subscriber::start(sc.redis.port, None, &format!("events:{env}:coordination"));
     for id in ["b-1", "b-2"] {
-        sink.script(id, vec![Action::status(503), Action::ok()]);
+        sc.sink.script(id, vec![Action::status(503), Action::ok()]);
     }
     for id in ["d-1", "d-2", "d-3", "d-4"] {
-        sink.script(id, vec![Action::status(400)]);
+        sc.sink.script(id, vec![Action::status(400)]);
     }
-    let mut cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&[TY], &sink.url()))
-        .api_token(TOKEN);
-    cfg.failure_threshold = 2;
-    cfg.open_for = "500ms".into();
-    cfg.concurrency = 2;
-    cfg.max_attempts = 5;
-    let mut worker = WorkerProcess::start("w1", cfg.clone());
+    sc.add_worker();
+    let (redis, sink, cfg) = (&sc.redis, &sc.sink, &sc.cfg);
+    let worker = &mut sc.workers[0];
     worker.wait_ready(Duration::from_secs(15));
 
     let started = wait_kind(&sub, "instance_started", 1);
@@ -71,8 +74,8 @@ fn coordination_notices_for_start_stop_breaker_replay_and_purge() {
     assert!(s["at"].is_string(), "{s}");
 
     // Breaker: two retryable failures open it; after 500 ms a probe succeeds.
-    publish(&redis, env, TY, "b-1");
-    publish(&redis, env, TY, "b-2");
+    publish(redis, env, TY, "b-1");
+    publish(redis, env, TY, "b-2");
     let opened = wait_kind(&sub, "breaker_opened", 1);
     assert!(opened[0]["handler"].is_string(), "{}", opened[0]);
     assert_eq!(opened[0]["env"], env);
@@ -100,12 +103,12 @@ fn coordination_notices_for_start_stop_breaker_replay_and_purge() {
 
     // DLQ: dry runs say nothing; replays and purges (API and CLI) are announced.
     for id in ["d-1", "d-2", "d-3", "d-4"] {
-        publish(&redis, env, TY, id);
+        publish(redis, env, TY, id);
     }
     wait_until("4 dead letters", Duration::from_secs(10), || {
         redis.xlen(&dlq_key(env)) == 4
     });
-    let dlq = dlq_by_id(&redis, env);
+    let dlq = dlq_by_id(redis, env);
     let api = Api::new(&cfg.api_addr(), Some(TOKEN));
     let r = api.post(
         "/api/events/dlq/replay",
@@ -117,7 +120,7 @@ fn coordination_notices_for_start_stop_breaker_replay_and_purge() {
         &json!({"all": true, "dry_run": true}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let out = cli(&cfg, &["dlq", "replay", "--all", "--dry-run"]);
+    let out = cli(cfg, &["dlq", "replay", "--all", "--dry-run"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 
     let r = api.post(
@@ -133,7 +136,7 @@ fn coordination_notices_for_start_stop_breaker_replay_and_purge() {
         n[0]
     );
     assert_eq!(n[0]["env"], env);
-    let out = cli(&cfg, &["dlq", "replay", "--id", &dlq["d-2"][0].entry_id]);
+    let out = cli(cfg, &["dlq", "replay", "--id", &dlq["d-2"][0].entry_id]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let n = wait_kind(&sub, "dlq_replayed", 2);
     assert_eq!(
@@ -143,7 +146,7 @@ fn coordination_notices_for_start_stop_breaker_replay_and_purge() {
         n[1]
     );
     let out = cli(
-        &cfg,
+        cfg,
         &["dlq", "purge", "--id", &dlq["d-3"][0].entry_id, "--yes"],
     );
     assert_eq!(out.code, Some(0), "{}", out.stderr);

@@ -9,31 +9,29 @@ use std::time::Duration;
 const TY: &str = "payments.captured";
 
 #[test]
-fn kill9_mid_flight_another_consumer_takes_over_nothing_lost() {
+fn t09_kill9_mid_flight_another_consumer_takes_over_nothing_lost() {
     let env = "kill9";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(400)));
-    let mk = |name: &str| {
-        let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-        cfg.consumer = Some(name.into());
-        cfg.concurrency = 2;
-        // Far beyond the test: only the heartbeat path can explain a prompt takeover.
-        cfg.visibility_timeout = "60s".into();
-        cfg.heartbeat_ttl = "2s".into();
-        cfg.reclaim_interval = "200ms".into();
-        cfg
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .sink(Action::delayed(200, Duration::from_millis(400)))
+        .workers(2)
+        .config(|c| {
+            c.concurrency = 2;
+            // Far beyond the test: only the heartbeat path can explain a prompt takeover.
+            c.visibility_timeout = "60s".into();
+            c.heartbeat_ttl = "2s".into();
+            c.reclaim_interval = "200ms".into();
+        })
+        .start();
+    let (redis, sink) = (&s.redis, &s.sink);
+    let [w1, w2] = &mut s.workers[..] else {
+        unreachable!()
     };
-    let mut w1 = WorkerProcess::start("w1", mk("w1"));
-    let mut w2 = WorkerProcess::start("w2", mk("w2"));
-    w1.wait_ready(Duration::from_secs(15));
-    w2.wait_ready(Duration::from_secs(15));
     let total = 30;
     let mut event_of: BTreeMap<String, String> = BTreeMap::new();
     for i in 0..total {
         let id = format!("k-{i:02}");
-        let entry = publish(&redis, env, TY, &id);
+        let entry = publish(redis, env, TY, &id);
         event_of.insert(entry, id);
     }
     wait_until("6 events delivered", Duration::from_secs(15), || {
@@ -64,7 +62,7 @@ fn kill9_mid_flight_another_consumer_takes_over_nothing_lost() {
         || sink.success_counts().len() == total,
     );
     wait_until("drained", Duration::from_secs(10), || {
-        drained(&redis, env, "group", &[TY])
+        drained(redis, env, "group", &[TY])
     });
     std::thread::sleep(Duration::from_millis(500));
     let dump = sink.ledger_dump();
@@ -144,30 +142,34 @@ fn supervise_until_poison_dead_lettered(
 }
 
 fn poison_case(env: &str, consumer: Option<&str>) {
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    sink.script("poison", vec![Action::kill_worker()]);
     let max_deliveries = 3;
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.consumer = consumer.map(str::to_string);
-    cfg.concurrency = 1;
-    cfg.max_deliveries = max_deliveries;
-    cfg.heartbeat_ttl = "2s".into();
-    publish(&redis, env, TY, "poison");
+    let consumer = consumer.map(str::to_string);
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .config(move |c| {
+            c.consumer = consumer;
+            c.concurrency = 1;
+            c.max_deliveries = max_deliveries;
+            c.heartbeat_ttl = "2s".into();
+        })
+        .workers(0)
+        .start();
+    s.sink.script("poison", vec![Action::kill_worker()]);
+    publish(&s.redis, env, TY, "poison");
     let ids: Vec<String> = (0..10).map(|i| format!("ok-{i}")).collect();
     for id in &ids {
-        publish(&redis, env, TY, id);
+        publish(&s.redis, env, TY, id);
     }
-    let mut worker = WorkerProcess::start("w", cfg);
-    let kills = supervise_until_poison_dead_lettered(&redis, env, &sink, &mut worker, 8);
+    s.add_worker();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
+    let kills = supervise_until_poison_dead_lettered(redis, env, sink, worker, 8);
     wait_until(
         "the other events delivered",
         Duration::from_secs(15),
         || sink.success_counts().len() == ids.len(),
     );
     wait_until("drained", Duration::from_secs(10), || {
-        drained(&redis, env, "group", &[TY])
+        drained(redis, env, "group", &[TY])
     });
     // No crash loop afterwards.
     std::thread::sleep(Duration::from_millis(1000));
@@ -179,7 +181,7 @@ fn poison_case(env: &str, consumer: Option<&str>) {
         "the handler runs exactly max_deliveries times; the next delivery goes to the DLQ\n{dump}"
     );
     assert_eq!(kills, max_deliveries as usize, "worker crashes");
-    let dlq = dlq_entries(&redis, env);
+    let dlq = dlq_entries(redis, env);
     assert_eq!(dlq.len(), 1, "DLQ: {dlq:?}");
     assert_eq!(dlq[0].get("id"), Some("poison"));
     assert_eq!(dlq[0].get("dlq_reason"), Some("max_deliveries_exceeded"));
@@ -194,32 +196,35 @@ fn poison_case(env: &str, consumer: Option<&str>) {
 }
 
 #[test]
-fn poison_event_killing_the_worker_ends_in_dlq_stable_consumer_name() {
+fn t11_poison_event_killing_the_worker_ends_in_dlq_stable_consumer_name() {
     poison_case("poison", Some("w1"));
 }
 
 #[test]
-fn poison_event_killing_the_worker_ends_in_dlq_new_consumer_name_each_start() {
+fn t11_poison_event_killing_the_worker_ends_in_dlq_new_consumer_name_each_start() {
     poison_case("poisonnew", None);
 }
 
 #[test]
-fn repeated_kill9_with_supervisor_restarts_loses_nothing() {
+fn t08_repeated_kill9_with_supervisor_restarts_loses_nothing() {
     let env = "kill9loop";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(15)));
     let concurrency = 4usize;
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.concurrency = concurrency as u32;
-    cfg.max_deliveries = 10;
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .sink(Action::delayed(200, Duration::from_millis(15)))
+        .config(move |c| {
+            c.concurrency = concurrency as u32;
+            c.max_deliveries = 10;
+        })
+        .workers(0)
+        .start();
     let total = 400;
     let ids: Vec<String> = (0..total).map(|i| format!("l-{i:03}")).collect();
     for id in &ids {
-        publish(&redis, env, TY, id);
+        publish(&s.redis, env, TY, id);
     }
-    let mut worker = WorkerProcess::start("w1", cfg);
+    s.add_worker();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
     // Kill at fixed, irregular points of progress, restart at once.
     let kill_points = [30, 90, 150, 220, 300];
     for (k, at) in kill_points.iter().enumerate() {
@@ -237,7 +242,7 @@ fn repeated_kill9_with_supervisor_restarts_loses_nothing() {
         sink.success_counts().len() == total
     });
     wait_until("drained", Duration::from_secs(10), || {
-        drained(&redis, env, "group", &[TY])
+        drained(redis, env, "group", &[TY])
     });
     std::thread::sleep(Duration::from_millis(500));
     let successes = sink.success_counts();
@@ -259,7 +264,7 @@ fn repeated_kill9_with_supervisor_restarts_loses_nothing() {
     for id in &ids {
         published.ack(id);
     }
-    crate::util::checker::check(&published, &sink, &redis, env, &Default::default())
+    crate::util::checker::check(&published, sink, redis, env, &Default::default())
         .assert_ok("T08", bound, "");
     eprintln!(
         "kill9 loop: {dups} duplicates over {} kills",
@@ -269,33 +274,28 @@ fn repeated_kill9_with_supervisor_restarts_loses_nothing() {
 }
 
 #[test]
-fn slow_handler_on_a_live_consumer_is_never_stolen() {
+fn t10_slow_handler_on_a_live_consumer_is_never_stolen() {
     let env = "nosteal";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    // Each handler run lasts 3x the heartbeat TTL.
-    sink.set_default(Action::delayed(200, Duration::from_millis(3000)));
-    let mk = |name: &str| {
-        let mut cfg = WorkerConfig::new(env, &redis.url()).route({
-            let mut r = Route::http(&[TY], &sink.url());
-            r.timeout = Some("10s".into());
-            r
-        });
-        cfg.consumer = Some(name.into());
-        cfg.concurrency = 2;
-        cfg.heartbeat_ttl = "1s".into();
-        cfg.reclaim_interval = "100ms".into();
-        cfg.visibility_timeout = "30s".into();
-        cfg
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .route_timeout("10s")
+        // Each handler run lasts 3x the heartbeat TTL.
+        .sink(Action::delayed(200, Duration::from_millis(3000)))
+        .workers(2)
+        .config(|c| {
+            c.concurrency = 2;
+            c.heartbeat_ttl = "1s".into();
+            c.reclaim_interval = "100ms".into();
+            c.visibility_timeout = "30s".into();
+        })
+        .start();
+    let (redis, sink) = (&s.redis, &s.sink);
+    let [w1, w2] = &mut s.workers[..] else {
+        unreachable!()
     };
-    let mut w1 = WorkerProcess::start("w1", mk("w1"));
-    let mut w2 = WorkerProcess::start("w2", mk("w2"));
-    w1.wait_ready(Duration::from_secs(15));
-    w2.wait_ready(Duration::from_secs(15));
     let ids: Vec<String> = (0..4).map(|i| format!("slow-{i}")).collect();
     for id in &ids {
-        publish(&redis, env, TY, id);
+        publish(redis, env, TY, id);
     }
     wait_until("all 4 done", Duration::from_secs(15), || {
         sink.success_counts().len() == 4
@@ -309,7 +309,7 @@ fn slow_handler_on_a_live_consumer_is_never_stolen() {
             "{id} was delivered again while a live consumer was still handling it\n{dump}"
         );
     }
-    assert_drained(&redis, env, "group", &[TY]);
+    assert_drained(redis, env, "group", &[TY]);
     w1.assert_running();
     w2.assert_running();
 }

@@ -192,26 +192,26 @@ fn every_metric_used_by_grafana_is_exported() {
 #[test]
 fn backlog_gauges_are_read_at_scrape_time() {
     let env = "backlog";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
     // Slow handler: 2 in flight hold the rest back; one event waits in retry.
-    sink.set_default(Action::delayed(200, Duration::from_secs(4)));
+    let mut sc = Scenario::new(env)
+        .types(&[TY])
+        .sink(Action::delayed(200, Duration::from_secs(4)))
+        .config(|c| {
+            c.concurrency = 2;
+            c.initial_backoff = "10s".into();
+            c.max_backoff = "10s".into();
+        })
+        .start();
+    let (redis, sink, worker) = (&sc.redis, &sc.sink, &mut sc.workers[0]);
     sink.script("slow-retry", vec![Action::status(503), Action::ok()]);
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.concurrency = 2;
-    cfg.initial_backoff = "10s".into();
-    cfg.max_backoff = "10s".into();
-    let mut worker = WorkerProcess::start("w1", cfg);
-    worker.wait_ready(Duration::from_secs(15));
-    publish(&redis, env, TY, "slow-retry");
+    publish(redis, env, TY, "slow-retry");
     wait_until(
         "slow-retry in the retry set",
         Duration::from_secs(10),
         || redis.zcard(&retry_key(env, "group")) == 1,
     );
     for i in 0..6 {
-        publish(&redis, env, TY, &format!("slow-{i}"));
+        publish(redis, env, TY, &format!("slow-{i}"));
     }
     // Two old entries in the DLQ, written directly.
     for i in 0..2 {

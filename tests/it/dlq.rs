@@ -1,51 +1,36 @@
 //! DLQ replay: back to the failed group only, attempt 0, handled exactly once
 //! more, removed from the DLQ exactly once (also under a concurrent double replay).
 
-use crate::util::worker::{Output, run_once};
+use crate::util::worker::cli;
 use crate::util::*;
 use std::time::Duration;
 
 const TY: &str = "invoices.issued";
 
-fn cli(cfg: &WorkerConfig, args: &[&str]) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cli.toml");
-    std::fs::write(&path, cfg.to_toml()).unwrap();
-    let mut all = vec!["--config", path.to_str().unwrap()];
-    all.extend_from_slice(args);
-    run_once(&all, &[], Duration::from_secs(20))
-}
-
 #[test]
-fn dlq_replay_goes_back_to_the_failed_group_exactly_once() {
+fn t29_dlq_replay_goes_back_to_the_failed_group_exactly_once() {
     let env = "replay";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let billing_sink = HttpSink::start();
+    let mut s = Scenario::new(env).types(&[TY]).workers(0).start();
     let mail_sink = HttpSink::start();
     let ids = ["r-1", "r-2", "r-3"];
     for id in ids {
         // Rejected the first time, accepted after the operator fixed things.
-        billing_sink.script(id, vec![Action::status(400), Action::ok()]);
+        s.sink.script(id, vec![Action::status(400), Action::ok()]);
     }
-    let mk = |group: &str, sink: &HttpSink| {
-        let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-        cfg.group = group.into();
-        cfg.consumer = Some(format!("{group}-1"));
-        cfg
+    s.group_worker("billing", "billing-1", None);
+    s.group_worker("mail", "mail-1", Some(mail_sink.url()));
+    let (redis, billing_sink) = (&s.redis, &s.sink);
+    let [billing, mail] = &mut s.workers[..] else {
+        unreachable!()
     };
-    let billing_cfg = mk("billing", &billing_sink);
-    let mut billing = WorkerProcess::start("billing", billing_cfg.clone());
-    let mut mail = WorkerProcess::start("mail", mk("mail", &mail_sink));
-    billing.wait_ready(Duration::from_secs(15));
-    mail.wait_ready(Duration::from_secs(15));
+    let billing_cfg = billing.config.clone();
     for id in ids {
-        publish(&redis, env, TY, id);
+        publish(redis, env, TY, id);
     }
     wait_until("3 dead letters, mail done", Duration::from_secs(15), || {
         redis.xlen(&dlq_key(env)) == 3 && mail_sink.success_counts().len() == 3
     });
-    let dlq = dlq_entries(&redis, env);
+    let dlq = dlq_entries(redis, env);
     let dlq_id_of = |id: &str| {
         dlq.iter()
             .find(|e| e.get("id") == Some(id))
@@ -84,7 +69,7 @@ fn dlq_replay_goes_back_to_the_failed_group_exactly_once() {
         billing_sink.success_counts().len() == 3
     });
     wait_until("drained", Duration::from_secs(10), || {
-        drained(&redis, env, "billing", &[TY]) && drained(&redis, env, "mail", &[TY])
+        drained(redis, env, "billing", &[TY]) && drained(redis, env, "mail", &[TY])
     });
     std::thread::sleep(Duration::from_millis(700));
     let dump = billing_sink.ledger_dump();

@@ -546,7 +546,7 @@ fn dlq_list_filters_paging_show_and_stats_cli_and_api_agree() {
 }
 
 #[test]
-fn dlq_dry_runs_and_refused_purges_change_nothing() {
+fn t30_dlq_dry_runs_and_refused_purges_change_nothing() {
     let s = seed("dlqdry");
     let _dump = s.redis.dump_on_panic(&s.env);
     let before = snapshot(&s.redis, &s.env);
@@ -710,7 +710,7 @@ fn kinds(recs: &[Value]) -> Vec<String> {
 }
 
 #[test]
-fn dlq_replay_canary_purge_and_their_history() {
+fn t29_dlq_replay_canary_purge_and_their_history() {
     let s = seed("dlqmut");
     let _dump = s.redis.dump_on_panic(&s.env);
     let env = s.env.clone();
@@ -1048,22 +1048,17 @@ fn dlq_replay_canary_purge_and_their_history() {
 }
 
 #[test]
-fn dlq_replay_rate_limit_cli_and_api() {
+fn t29_dlq_replay_rate_limit_cli_and_api() {
     let env = "dlqrate";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
+    let mut sc = Scenario::new(env).types(&[ORDERS]).token(TOKEN).start();
+    let (redis, sink, cfg) = (&sc.redis, &sc.sink, sc.cfg.clone());
+    let worker = &mut sc.workers[0];
     let ids: Vec<String> = (0..14).map(|i| format!("rt-{i:02}")).collect();
     for id in &ids {
         sink.script(id, vec![Action::status(400), Action::ok()]);
     }
-    let cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&[ORDERS], &sink.url()))
-        .api_token(TOKEN);
-    let mut worker = WorkerProcess::start("w1", cfg.clone());
-    worker.wait_ready(Duration::from_secs(15));
     for id in &ids[..10] {
-        publish(&redis, env, ORDERS, id);
+        publish(redis, env, ORDERS, id);
     }
     wait_until("10 dead letters", Duration::from_secs(15), || {
         redis.xlen(&dlq_key(env)) == 10
@@ -1098,7 +1093,7 @@ fn dlq_replay_rate_limit_cli_and_api() {
 
     // Over HTTP: 4 entries at 5/s take >= 0.6 s.
     for id in &ids[10..] {
-        publish(&redis, env, ORDERS, id);
+        publish(redis, env, ORDERS, id);
     }
     wait_until("4 more dead letters", Duration::from_secs(15), || {
         redis.xlen(&dlq_key(env)) == 4

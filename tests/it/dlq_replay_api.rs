@@ -14,46 +14,41 @@ const TY: &str = "payments.captured";
 const TOKEN: &str = "replay-api-token-7c3d91f0ab";
 
 #[test]
-fn api_replay_exactly_once_to_the_failed_group_under_concurrent_replays() {
+fn t29_api_replay_exactly_once_to_the_failed_group_under_concurrent_replays() {
     let env = "replayapi";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let billing_sink = HttpSink::start();
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .token(TOKEN)
+        .workers(0)
+        .start();
     let mail_sink = HttpSink::start();
     let ids: Vec<String> = (0..6).map(|i| format!("x-{i}")).collect();
     for id in &ids {
-        billing_sink.script(id, vec![Action::status(400), Action::ok()]);
+        s.sink.script(id, vec![Action::status(400), Action::ok()]);
     }
-    let mk = |group: &str, sink: &HttpSink| {
-        let mut cfg = WorkerConfig::new(env, &redis.url())
-            .route(Route::http(&[TY], &sink.url()))
-            .api_token(TOKEN);
-        cfg.group = group.into();
-        cfg.consumer = Some(format!("{group}-1"));
-        cfg
+    s.group_worker("billing", "billing-1", None);
+    s.group_worker("mail", "mail-1", Some(mail_sink.url()));
+    let (redis, billing_sink) = (&s.redis, &s.sink);
+    let [billing, mail] = &mut s.workers[..] else {
+        unreachable!()
     };
-    let billing_cfg = mk("billing", &billing_sink);
-    let mail_cfg = mk("mail", &mail_sink);
-    let mut billing = WorkerProcess::start("billing", billing_cfg.clone());
-    let mut mail = WorkerProcess::start("mail", mail_cfg.clone());
-    billing.wait_ready(Duration::from_secs(15));
-    mail.wait_ready(Duration::from_secs(15));
+    let (billing_cfg, mail_cfg) = (billing.config.clone(), mail.config.clone());
     for id in &ids {
-        publish(&redis, env, TY, id);
+        publish(redis, env, TY, id);
     }
     wait_until("6 dead letters, mail done", Duration::from_secs(15), || {
         redis.xlen(&dlq_key(env)) == 6
             && mail_sink.success_counts().len() == 6
-            && drained(&redis, env, "mail", &[TY])
-            && drained(&redis, env, "billing", &[TY])
+            && drained(redis, env, "mail", &[TY])
+            && drained(redis, env, "billing", &[TY])
     });
-    let dlq = dlq_by_id(&redis, env);
+    let dlq = dlq_by_id(redis, env);
     let entry = |id: &str| dlq[id][0].entry_id.clone();
     // The API of both instances: a billing entry replayed through the mail
     // worker's API must still go to billing.
     let via_billing = Api::new(&billing_cfg.api_addr(), Some(TOKEN));
     let via_mail = Api::new(&mail_cfg.api_addr(), Some(TOKEN));
-    let monitor = Monitor::start(&redis);
+    let monitor = Monitor::start(redis);
 
     // Round 1: the same three ids, three times at once (two APIs and the CLI).
     let first: Vec<String> = ids[..3].iter().map(|id| entry(id)).collect();
@@ -117,7 +112,7 @@ fn api_replay_exactly_once_to_the_failed_group_under_concurrent_replays() {
         billing_sink.success_counts().len() == 6
     });
     wait_until("drained", Duration::from_secs(10), || {
-        drained(&redis, env, "billing", &[TY]) && drained(&redis, env, "mail", &[TY])
+        drained(redis, env, "billing", &[TY]) && drained(redis, env, "mail", &[TY])
     });
     std::thread::sleep(Duration::from_millis(700));
     let transcript = monitor.stop();
@@ -183,7 +178,7 @@ fn api_replay_exactly_once_to_the_failed_group_under_concurrent_replays() {
         )
     };
     assert_eq!(
-        replayed_metric(&billing) + replayed_metric(&mail),
+        replayed_metric(billing) + replayed_metric(mail),
         (api_replayed_1 + api_replayed_2) as f64,
         "event_worker_dlq_replayed_total over both instances vs the API replays"
     );

@@ -36,16 +36,14 @@ fn trimmed(w: &WorkerProcess, env: &str) -> f64 {
 }
 
 #[test]
-fn dlq_max_len_trims_to_the_newest_and_counts_every_entry() {
+fn t30_dlq_max_len_trims_to_the_newest_and_counts_every_entry() {
     let env = "retention";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
+    let s = Scenario::new(env).types(&[TY]).workers(0).start();
+    let (redis, sink, cfg) = (&s.redis, &s.sink, &s.cfg);
     // No policy: nothing is ever trimmed.
     let mut plain = WorkerProcess::start("plain", cfg.clone());
     plain.wait_ready(Duration::from_secs(15));
-    let entries = dead_letter_five(&redis, env, &sink);
+    let entries = dead_letter_five(redis, env, sink);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(redis.xlen(&dlq_key(env)), 5);
     assert_eq!(trimmed(&plain, env), 0.0, "no policy, nothing trimmed");
@@ -65,7 +63,7 @@ fn dlq_max_len_trims_to_the_newest_and_counts_every_entry() {
     wait_until("DLQ trimmed to 3", Duration::from_secs(10), || {
         redis.xlen(&dlq_key(env)) == 3
     });
-    let left: Vec<String> = dlq_entries(&redis, env)
+    let left: Vec<String> = dlq_entries(redis, env)
         .iter()
         .map(|e| e.entry_id.clone())
         .collect();
@@ -82,28 +80,26 @@ fn dlq_max_len_trims_to_the_newest_and_counts_every_entry() {
 
 #[test]
 #[ignore = "waits ~30 s for the periodic DLQ retention pass (every 30 s); run with --ignored"]
-fn dlq_max_len_periodic_pass_in_a_running_worker() {
+fn t30_dlq_max_len_periodic_pass_in_a_running_worker() {
     let env = "retention-tick";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.top_level = "dlq_max_len = 3\n".into();
-    let mut worker = WorkerProcess::start("w1", cfg);
-    worker.wait_ready(Duration::from_secs(15));
-    let entries = dead_letter_five(&redis, env, &sink);
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .config(move |c| c.top_level = "dlq_max_len = 3\n".into())
+        .start();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
+    let entries = dead_letter_five(redis, env, sink);
     wait_until(
         "the periodic pass trimmed the DLQ to 3",
         Duration::from_secs(40),
         || redis.xlen(&dlq_key(env)) == 3,
     );
-    let left: Vec<String> = dlq_entries(&redis, env)
+    let left: Vec<String> = dlq_entries(redis, env)
         .iter()
         .map(|e| e.entry_id.clone())
         .collect();
     assert_eq!(left, entries[2..].to_vec(), "the 3 newest stay");
     wait_until("dlq_trimmed_total 2", Duration::from_secs(5), || {
-        trimmed(&worker, env) == 2.0
+        trimmed(worker, env) == 2.0
     });
     worker.assert_running();
 }

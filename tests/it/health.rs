@@ -40,24 +40,20 @@ fn consumers(health: &Value) -> BTreeSet<String> {
 }
 
 #[test]
-fn health_has_no_secrets_or_event_data_lists_instances_and_503_without_redis() {
+fn t48_health_has_no_secrets_or_event_data_lists_instances_and_503_without_redis() {
     let env = "health";
-    let mut redis = RedisServer::start_with_password(PASSWORD);
-    let sink = HttpSink::start();
-    sink.script(EVENT_ID, vec![Action::status(400)]);
-    let mk = |consumer: &str| {
-        let mut cfg = WorkerConfig::new(env, &redis.url())
-            .route(Route::http(&[TY], &sink.url()))
-            .api_token(TOKEN);
-        cfg.consumer = Some(consumer.into());
-        cfg.env_vars.push(("EVENTS_LOG".into(), "debug".into()));
-        cfg
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .redis(RedisServer::start_with_password(PASSWORD))
+        .token(TOKEN)
+        .config(|c| c.env_vars.push(("EVENTS_LOG".into(), "debug".into())))
+        .workers(2)
+        .start();
+    s.sink.script(EVENT_ID, vec![Action::status(400)]);
+    let (redis, sink, cfg1) = (&mut s.redis, &s.sink, s.cfg.clone());
+    let [w1, w2] = &mut s.workers[..] else {
+        unreachable!()
     };
-    let cfg1 = mk("w1");
-    let mut w1 = WorkerProcess::start("w1", cfg1.clone());
-    let mut w2 = WorkerProcess::start("w2", mk("w2"));
-    w1.wait_ready(Duration::from_secs(15));
-    w2.wait_ready(Duration::from_secs(15));
     let data = format!(r#"{{"card":"{PAYLOAD}"}}"#);
     redis.xadd(
         &stream_key(env, TY),
@@ -80,7 +76,7 @@ fn health_has_no_secrets_or_event_data_lists_instances_and_503_without_redis() {
         || {
             redis.xlen(&dlq_key(env)) == 1
                 && sink.success_counts().len() == 1
-                && drained(&redis, env, "group", &[TY])
+                && drained(redis, env, "group", &[TY])
         },
     );
     let anon = Api::new(&cfg1.api_addr(), None);

@@ -10,12 +10,18 @@ use std::time::Duration;
 const TY: &str = "orders.created";
 
 #[test]
-fn two_groups_on_one_stream_retries_stay_in_their_group() {
+fn t02_two_groups_on_one_stream_retries_stay_in_their_group() {
     let env = "groups";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let billing_sink = HttpSink::start();
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .config(|c| {
+            c.max_attempts = 3;
+            c.initial_backoff = "100ms".into();
+        })
+        .workers(0)
+        .start();
     let mail_sink = HttpSink::start();
+    let billing_sink = &s.sink;
     for i in 0..3 {
         billing_sink.script(
             &format!("e-retry-{i}"),
@@ -24,25 +30,19 @@ fn two_groups_on_one_stream_retries_stay_in_their_group() {
     }
     billing_sink.script("e-dlq", vec![Action::status(400)]);
     billing_sink.script("e-exhaust", vec![Action::status(503)]);
-    let mk = |group: &str, consumer: &str, sink: &HttpSink| {
-        let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-        cfg.group = group.into();
-        cfg.consumer = Some(consumer.into());
-        cfg.max_attempts = 3;
-        cfg.initial_backoff = "100ms".into();
-        cfg
+    s.group_worker("billing", "b1", None);
+    s.group_worker("mail", "m1", Some(mail_sink.url()));
+    let (redis, billing_sink) = (&s.redis, &s.sink);
+    let [billing, mail] = &mut s.workers[..] else {
+        unreachable!()
     };
-    let mut billing = WorkerProcess::start("billing", mk("billing", "b1", &billing_sink));
-    let mut mail = WorkerProcess::start("mail", mk("mail", "m1", &mail_sink));
-    billing.wait_ready(Duration::from_secs(15));
-    mail.wait_ready(Duration::from_secs(15));
 
     let mut ids: Vec<String> = (0..10).map(|i| format!("e-ok-{i}")).collect();
     ids.extend((0..3).map(|i| format!("e-retry-{i}")));
     ids.push("e-dlq".into());
     ids.push("e-exhaust".into());
     for id in &ids {
-        publish(&redis, env, TY, id);
+        publish(redis, env, TY, id);
     }
     // Watch the mail group's retry keys while billing retries.
     let mut billing_retry_seen = false;
@@ -61,8 +61,8 @@ fn two_groups_on_one_stream_retries_stay_in_their_group() {
         billing_sink.success_counts().len() == 13
             && mail_sink.success_counts().len() == ids.len()
             && redis.xlen(&dlq_key(env)) == 2
-            && drained(&redis, env, "billing", &[TY])
-            && drained(&redis, env, "mail", &[TY])
+            && drained(redis, env, "billing", &[TY])
+            && drained(redis, env, "mail", &[TY])
     });
     assert!(
         done,
@@ -104,7 +104,7 @@ fn two_groups_on_one_stream_retries_stay_in_their_group() {
         );
     }
     // DLQ: exactly the two billing failures, tagged with the billing group.
-    let dlq: BTreeMap<String, (String, String)> = dlq_entries(&redis, env)
+    let dlq: BTreeMap<String, (String, String)> = dlq_entries(redis, env)
         .into_iter()
         .map(|e| {
             (
@@ -178,7 +178,7 @@ fn snapshot(redis: &RedisServer, env: &str) -> BTreeMap<String, String> {
 }
 
 #[test]
-fn two_envs_on_one_redis_never_touch_each_other() {
+fn t02_two_envs_on_one_redis_never_touch_each_other() {
     let redis = RedisServer::start();
     let _dump_a = redis.dump_on_panic("alpha");
     let _dump_b = redis.dump_on_panic("beta");

@@ -11,10 +11,16 @@
 //! Harness (`util/`): `redis.rs` (RedisServer, MONITOR recorder), `resp.rs`
 //! (a small RESP client, independent of the daemon's Redis stack), `sink.rs`
 //! (HttpSink: per-id behaviour scripts, request ledger), `worker.rs`
-//! (WorkerConfig -> TOML, WorkerProcess with signals and restarts).
+//! (WorkerConfig -> TOML, WorkerProcess with signals and restarts), `scenario.rs`
+//! (Scenario: redis + sink + workers + publish ledger + the closing conservation
+//! check in one value; start a new fault row there), `checker.rs` (the
+//! conservation checker), `faults.rs` (kill loops, CLIENT KILL/PAUSE, DEBUG SLEEP,
+//! the TCP proxy).
 
 mod util;
 
+// One file per feature; every reliability-matrix row test has its row id in its
+// name (`t22a_...`), so `cargo test --test it t22` runs a row wherever it lives.
 mod api_hardening;
 mod backoff;
 mod backpressure;
@@ -28,18 +34,18 @@ mod dlq_ops;
 mod dlq_replay_api;
 mod dlq_retention;
 mod health;
+mod input;
 mod isolation;
+mod long;
 mod metrics;
+mod metrics_cardinality;
 mod mixed_batch;
+mod network_faults;
 mod prometheus;
+mod redis_faults;
 mod redis_restart;
-mod rows_input;
-mod rows_long;
-mod rows_metrics;
-mod rows_network;
-mod rows_redis;
-mod rows_retry;
-mod rows_security;
-mod rows_worker;
+mod retry;
+mod security;
 mod settle_counting;
 mod shutdown;
+mod worker_lifecycle;

@@ -7,29 +7,27 @@ use std::time::Duration;
 const TY: &str = "orders.created";
 
 #[test]
-fn metrics_names_labels_and_counts_match_the_ledger() {
+fn t35_metrics_names_labels_and_counts_match_the_ledger() {
     let env = "metrics";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .config(move |c| c.max_attempts = 2)
+        .start();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
     sink.script("tr-0", vec![Action::status(503), Action::ok()]);
     sink.script("perm-0", vec![Action::status(400)]);
     sink.script("fail-0", vec![Action::status(503)]);
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.max_attempts = 2;
-    let mut worker = WorkerProcess::start("w1", cfg);
-    worker.wait_ready(Duration::from_secs(15));
     let ids = [
         "ok-0", "ok-1", "ok-2", "ok-3", "ok-4", "tr-0", "perm-0", "fail-0",
     ];
     for id in ids {
-        publish(&redis, env, TY, id);
+        publish(redis, env, TY, id);
     }
     redis.xadd(&stream_key(env, TY), &[("id", "bad-0"), ("type", TY)]);
     wait_until("batch settled", Duration::from_secs(15), || {
         sink.success_counts().len() == 6
             && redis.xlen(&dlq_key(env)) == 3
-            && drained(&redis, env, "group", &[TY])
+            && drained(redis, env, "group", &[TY])
     });
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(worker.get("/livez").map(|r| r.0), Some(200));
@@ -162,11 +160,8 @@ fn metrics_names_labels_and_counts_match_the_ledger() {
 #[test]
 fn readyz_and_redis_up_follow_redis() {
     let env = "readyz";
-    let mut redis = RedisServer::start();
-    let sink = HttpSink::start();
-    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    let mut worker = WorkerProcess::start("w1", cfg);
-    worker.wait_ready(Duration::from_secs(15));
+    let mut s = Scenario::new(env).types(&[TY]).start();
+    let (redis, sink, worker) = (&mut s.redis, &s.sink, &mut s.workers[0]);
     redis.stop();
     wait_until(
         "/readyz not 200 with Redis down",
@@ -199,7 +194,7 @@ fn readyz_and_redis_up_follow_redis() {
             &[("env", env)],
         ) == 1.0
     });
-    publish(&redis, env, TY, "after-restart");
+    publish(redis, env, TY, "after-restart");
     wait_until(
         "delivered after the restart",
         Duration::from_secs(10),

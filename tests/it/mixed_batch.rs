@@ -19,11 +19,15 @@ enum Expect {
 }
 
 #[test]
-fn mixed_batch_exact_counts_and_exact_dlq() {
+fn t24_mixed_batch_exact_counts_and_exact_dlq() {
     let env = "mixed";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .route_timeout("1s")
+        .config(|c| c.max_attempts = 3)
+        .workers(0)
+        .start();
+    let (redis, sink) = (&s.redis, &s.sink);
 
     let mut expected: BTreeMap<String, Expect> = BTreeMap::new();
     for i in 0..20 {
@@ -77,7 +81,7 @@ fn mixed_batch_exact_counts_and_exact_dlq() {
     let key = stream_key(env, TY);
     let mut entry_of: BTreeMap<String, String> = BTreeMap::new();
     for id in expected.keys() {
-        entry_of.insert(id.clone(), publish(&redis, env, TY, id));
+        entry_of.insert(id.clone(), publish(redis, env, TY, id));
     }
     // A valid event with every optional field set.
     let full_entry = redis.xadd(
@@ -158,12 +162,8 @@ fn mixed_batch_exact_counts_and_exact_dlq() {
     .into_iter()
     .collect();
 
-    let mut cfg = WorkerConfig::new(env, &redis.url());
-    let mut route = Route::http(&[TY], &sink.url());
-    route.timeout = Some("1s".into());
-    cfg = cfg.route(route);
-    cfg.max_attempts = 3;
-    let mut worker = WorkerProcess::start("w1", cfg);
+    s.add_worker();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
 
     let successes_expected = expected
         .values()
@@ -173,7 +173,7 @@ fn mixed_batch_exact_counts_and_exact_dlq() {
     let done = try_wait_until(Duration::from_secs(25), || {
         sink.success_counts().len() >= successes_expected
             && redis.xlen(&dlq_key(env)) >= dlq_expected as i64
-            && drained(&redis, env, "group", &[TY])
+            && drained(redis, env, "group", &[TY])
     });
     worker.assert_running();
     assert!(
@@ -190,7 +190,7 @@ fn mixed_batch_exact_counts_and_exact_dlq() {
     let ledger = sink.ledger();
     let requests = sink.request_counts();
     let successes = sink.success_counts();
-    let dlq = dlq_entries(&redis, env);
+    let dlq = dlq_entries(redis, env);
     let dump = sink.ledger_dump();
 
     // No request for an id we did not publish as valid (malformed never reach the handler).
@@ -335,27 +335,25 @@ fn mixed_batch_exact_counts_and_exact_dlq() {
     assert_eq!(bad_json.get("data"), Some("{not json"));
     assert_eq!(bad_json.get("id"), Some("m-bad-json"));
 
-    assert_drained(&redis, env, "group", &[TY]);
+    assert_drained(redis, env, "group", &[TY]);
     worker.assert_running();
 }
 
 #[test]
 fn glob_route_picks_up_new_streams_and_ignores_unrouted_types() {
     let env = "glob";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
+    let mut s = Scenario::new(env).types(&["shop.*"]).workers(0).start();
     // One matching stream exists before the start, one appears later.
-    publish(&redis, env, "shop.paid", "paid-0");
-    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&["shop.*"], &sink.url()));
-    let mut worker = WorkerProcess::start("w1", cfg);
+    publish(&s.redis, env, "shop.paid", "paid-0");
+    s.add_worker();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
     worker.wait_ready(Duration::from_secs(15));
     for i in 1..5 {
-        publish(&redis, env, "shop.paid", &format!("paid-{i}"));
+        publish(redis, env, "shop.paid", &format!("paid-{i}"));
     }
     for i in 0..5 {
-        publish(&redis, env, "shop.refunded", &format!("refund-{i}"));
-        publish(&redis, env, "audit.login", &format!("audit-{i}"));
+        publish(redis, env, "shop.refunded", &format!("refund-{i}"));
+        publish(redis, env, "audit.login", &format!("audit-{i}"));
     }
     wait_until("10 shop events delivered", Duration::from_secs(15), || {
         sink.success_counts().len() >= 10
@@ -377,30 +375,36 @@ fn glob_route_picks_up_new_streams_and_ignores_unrouted_types() {
         audit_groups.is_empty(),
         "a type no route matches must not be read, but it has groups {audit_groups:?}"
     );
-    assert_drained(&redis, env, "group", &["shop.paid", "shop.refunded"]);
+    assert_drained(redis, env, "group", &["shop.paid", "shop.refunded"]);
     worker.assert_running();
 }
 
 #[test]
-fn conservation_happy_path_three_types() {
+fn t01_conservation_happy_path_three_types() {
     let env = "happy";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
     let types = ["orders.created", "orders.paid", "users.signed_up"];
     let per_type = 300;
-    let mut cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&["orders.*"], &sink.url()))
-        .route(Route::http(&["users.signed_up"], &sink.url()));
-    cfg.concurrency = 8;
+    let mut s = Scenario::new("T01")
+        .env(env)
+        .types(&types)
+        .routes(|_, url| {
+            vec![
+                Route::http(&["orders.*"], url),
+                Route::http(&["users.signed_up"], url),
+            ]
+        })
+        .config(|c| c.concurrency = 8)
+        .workers(0)
+        .start();
     for ty in types {
-        publish(&redis, env, ty, &format!("{ty}-warmup"));
+        publish(&s.redis, env, ty, &format!("{ty}-warmup"));
     }
-    let mut worker = WorkerProcess::start("w1", cfg);
+    s.add_worker();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
     worker.wait_ready(Duration::from_secs(15));
     for i in 0..per_type {
         for ty in types {
-            publish(&redis, env, ty, &format!("{ty}-{i:04}"));
+            publish(redis, env, ty, &format!("{ty}-{i:04}"));
         }
     }
     let total = types.len() * (per_type + 1);
@@ -408,7 +412,7 @@ fn conservation_happy_path_three_types() {
         sink.success_counts().len() == total
     });
     wait_until("drained", Duration::from_secs(10), || {
-        drained(&redis, env, "group", &types)
+        drained(redis, env, "group", &types)
     });
     std::thread::sleep(Duration::from_millis(500));
     let counts = sink.request_counts();
@@ -430,7 +434,7 @@ fn conservation_happy_path_three_types() {
     for ty in types {
         published.ack(&format!("{ty}-warmup"));
     }
-    let rep = crate::util::checker::check(&published, &sink, &redis, env, &Default::default());
+    let rep = crate::util::checker::check(&published, sink, redis, env, &Default::default());
     rep.assert_ok("T01", 0, "");
     let m = parse_metrics(&worker.metrics());
     rep.assert_metrics("T01", std::slice::from_ref(&m), env, Some(0));
@@ -456,24 +460,26 @@ fn conservation_happy_path_three_types() {
 #[test]
 fn route_headers_are_sent_and_blackhole_acks_without_calling_anything() {
     let env = "routes";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let mut http = Route::http(&[TY], &sink.url());
-    http.headers = vec![
-        ("x-api-key".into(), "k-123".into()),
-        ("x-tenant".into(), "acme".into()),
-    ];
-    let cfg = WorkerConfig::new(env, &redis.url())
-        .route(http)
-        .route(Route::blackhole(&["audit.*"]));
+    let mut sc = Scenario::new(env)
+        .types(&[TY])
+        .routes(|_, url| {
+            let mut http = Route::http(&[TY], url);
+            http.headers = vec![
+                ("x-api-key".into(), "k-123".into()),
+                ("x-tenant".into(), "acme".into()),
+            ];
+            vec![http, Route::blackhole(&["audit.*"])]
+        })
+        .workers(0)
+        .start();
     for i in 0..20 {
-        publish(&redis, env, "audit.login", &format!("audit-{i}"));
+        publish(&sc.redis, env, "audit.login", &format!("audit-{i}"));
     }
-    publish(&redis, env, TY, "with-headers");
-    let mut worker = WorkerProcess::start("w1", cfg);
+    publish(&sc.redis, env, TY, "with-headers");
+    sc.add_worker();
+    let (redis, sink, worker) = (&sc.redis, &sc.sink, &mut sc.workers[0]);
     wait_until("delivered and drained", Duration::from_secs(15), || {
-        sink.success_counts().len() == 1 && drained(&redis, env, "group", &[TY, "audit.login"])
+        sink.success_counts().len() == 1 && drained(redis, env, "group", &[TY, "audit.login"])
     });
     std::thread::sleep(Duration::from_millis(300));
     let reqs = sink.requests_for("with-headers");
@@ -497,20 +503,18 @@ fn route_headers_are_sent_and_blackhole_acks_without_calling_anything() {
 }
 
 #[test]
-fn ack_only_after_the_handler_succeeded() {
+fn t05_ack_only_after_the_handler_succeeded() {
     let env = "ackafter";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    sink.script(
+    let mut s = Scenario::new(env).types(&[TY]).workers(0).start();
+    s.sink.script(
         "hold",
         vec![Action::delayed(200, Duration::from_millis(1500))],
     );
-    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    let monitor = Monitor::start(&redis);
-    let mut worker = WorkerProcess::start("w1", cfg);
+    let monitor = Monitor::start(&s.redis);
+    s.add_worker();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
     worker.wait_ready(Duration::from_secs(15));
-    let entry = publish(&redis, env, TY, "hold");
+    let entry = publish(redis, env, TY, "hold");
     wait_until("handler running", Duration::from_secs(10), || {
         sink.in_progress() == 1
     });
@@ -524,7 +528,7 @@ fn ack_only_after_the_handler_succeeded() {
         "while the handler runs the entry is pending with delivery count 1"
     );
     wait_until("handled and acked", Duration::from_secs(10), || {
-        sink.success_counts().len() == 1 && drained(&redis, env, "group", &[TY])
+        sink.success_counts().len() == 1 && drained(redis, env, "group", &[TY])
     });
     let transcript = monitor.stop();
     let answered = sink.unix_time(sink.requests_for("hold")[0].answered.unwrap());

@@ -106,14 +106,11 @@ impl Drop for Prometheus {
 #[test]
 fn real_prometheus_scrapes_the_worker_and_evaluates_the_alert_rules() {
     let env = "promscrape";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    let mut worker = WorkerProcess::start("w1", cfg.clone());
-    worker.wait_ready(Duration::from_secs(15));
+    let mut sc = Scenario::new(env).types(&[TY]).start();
+    let (redis, sink, cfg) = (&sc.redis, &sc.sink, sc.cfg.clone());
+    let worker = &mut sc.workers[0];
     for i in 0..3 {
-        publish(&redis, env, TY, &format!("p-{i}"));
+        publish(redis, env, TY, &format!("p-{i}"));
     }
     wait_until("3 handled", Duration::from_secs(10), || {
         sink.success_counts().len() == 3

@@ -1,90 +1,50 @@
 //! Redis comes and goes: restarted with AOF under load (nothing lost), restarted
 //! without persistence (group recreated at 0), retries survive a restart.
 
-use crate::util::resp::{Conn, Value};
 use crate::util::*;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 const TY: &str = "stock.changed";
 
-/// Publisher ledger: ids whose XADD was acknowledged, and every id tried.
-#[derive(Default)]
-struct Published {
-    acked: BTreeSet<String>,
-    attempted: BTreeSet<String>,
-    /// Unix time at which each acknowledged XADD returned.
-    acked_at: BTreeMap<String, f64>,
-}
-
-fn publisher(port: u16, env: &'static str, n: usize, ledger: Arc<Mutex<Published>>) {
-    let key = stream_key(env, TY);
-    let mut conn: Option<Conn> = None;
-    for i in 0..n {
-        let id = format!("p-{i:04}");
-        ledger.lock().unwrap().attempted.insert(id.clone());
-        if conn.is_none() {
-            conn = Conn::connect(port).ok();
-        }
-        let data = format!(r#"{{"i":{i}}}"#);
-        let ok = match conn.as_mut() {
-            Some(c) => matches!(
-                c.cmd(&["XADD", &key, "*", "id", &id, "type", TY, "data", &data]),
-                Ok(Value::Str(_))
-            ),
-            None => false,
-        };
-        if ok {
-            let mut l = ledger.lock().unwrap();
-            l.acked_at.insert(id.clone(), unix_now());
-            l.acked.insert(id);
-            drop(l);
-            std::thread::sleep(Duration::from_millis(10));
-        } else {
-            conn = None;
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+/// A worker (concurrency 4, a 20 ms sink) on a redis-server with `aof`, under a
+/// background load of `total` events 10 ms apart (ids `p-<i>`); returns once the
+/// sink saw 60 of them.
+fn under_load(row: &str, env: &str, aof: Aof, total: usize) -> (Scenario, JoinHandle<()>) {
+    let s = Scenario::new(row)
+        .env(env)
+        .types(&[TY])
+        .redis(RedisServer::start_with(aof))
+        .sink(Action::delayed(200, Duration::from_millis(20)))
+        .config(|c| c.concurrency = 4)
+        .start();
+    let load = s.publisher("p", total, Duration::from_millis(10));
+    s.wait_load(60);
+    (s, load)
 }
 
 #[test]
-fn redis_kill9_with_aof_always_under_load_nothing_lost() {
+fn t13_redis_kill9_with_aof_always_under_load_nothing_lost() {
     let env = "restartaof";
-    let mut redis = RedisServer::start_with(Aof::Always);
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(20)));
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.concurrency = 4;
-    let mut worker = WorkerProcess::start("w1", cfg);
-    worker.wait_ready(Duration::from_secs(15));
-    let ledger = Arc::new(Mutex::new(Published::default()));
     let total = 300;
-    let pub_thread = {
-        let ledger = Arc::clone(&ledger);
-        let port = redis.port;
-        std::thread::spawn(move || publisher(port, env, total, ledger))
-    };
-    wait_until("load running", Duration::from_secs(10), || {
-        sink.success_counts().len() >= 60
-    });
-    redis.kill9();
+    let (mut s, pub_thread) = under_load("restart-aof", env, Aof::Always, total);
+    s.redis.kill9();
     let not_ready = try_wait_until(Duration::from_secs(5), || {
-        !matches!(worker.get("/readyz"), Some((200, _)))
+        !matches!(s.workers[0].get("/readyz"), Some((200, _)))
     });
     std::thread::sleep(Duration::from_millis(1500));
-    redis.start_again();
+    s.redis.start_again();
     pub_thread.join().unwrap();
     let (acked, attempted) = {
-        let l = ledger.lock().unwrap();
+        let l = s.ledger.lock().unwrap();
         (l.acked.clone(), l.attempted.clone())
     };
-    let _dump = redis.dump_on_panic(env);
-    worker.assert_running();
+    s.w().assert_running();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
     assert!(not_ready, "/readyz kept answering 200 while Redis was down");
     let done = try_wait_until(Duration::from_secs(30), || {
         let ok = sink.success_counts();
-        acked.iter().all(|id| ok.contains_key(id)) && drained(&redis, env, "group", &[TY])
+        acked.iter().all(|id| ok.contains_key(id)) && drained(redis, env, "group", &[TY])
     });
     let successes = sink.success_counts();
     let lost: Vec<_> = acked
@@ -121,7 +81,7 @@ fn redis_kill9_with_aof_always_under_load_nothing_lost() {
         "too few publishes acknowledged: {}",
         acked.len()
     );
-    assert_drained(&redis, env, "group", &[TY]);
+    assert_drained(redis, env, "group", &[TY]);
     worker.wait_ready(Duration::from_secs(10));
     let metrics = parse_metrics(&worker.metrics());
     assert_eq!(
@@ -132,7 +92,7 @@ fn redis_kill9_with_aof_always_under_load_nothing_lost() {
 }
 
 #[test]
-fn redis_restart_without_persistence_group_recreated_at_zero() {
+fn t15_redis_restart_without_persistence_group_recreated_at_zero() {
     let env = "restartempty";
     let mut redis = RedisServer::start_with(Aof::None);
     let sink = HttpSink::start();
@@ -179,7 +139,7 @@ fn redis_restart_without_persistence_group_recreated_at_zero() {
 }
 
 #[test]
-fn scheduled_retries_survive_a_redis_restart() {
+fn t25_scheduled_retries_survive_a_redis_restart() {
     let env = "restartretry";
     let mut redis = RedisServer::start_with(Aof::Always);
     let sink = HttpSink::start();
@@ -227,32 +187,16 @@ fn scheduled_retries_survive_a_redis_restart() {
 }
 
 #[test]
-fn redis_kill9_with_aof_everysec_loses_only_the_last_second() {
+fn t14_redis_kill9_with_aof_everysec_loses_only_the_last_second() {
     let env = "restarteverysec";
-    let mut redis = RedisServer::start_with(Aof::EverySec);
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(20)));
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.concurrency = 4;
-    let mut worker = WorkerProcess::start("w1", cfg);
-    worker.wait_ready(Duration::from_secs(15));
-    let ledger = Arc::new(Mutex::new(Published::default()));
-    let total = 300;
-    let pub_thread = {
-        let ledger = Arc::clone(&ledger);
-        let port = redis.port;
-        std::thread::spawn(move || publisher(port, env, total, ledger))
-    };
-    wait_until("load running", Duration::from_secs(10), || {
-        sink.success_counts().len() >= 60
-    });
+    let (mut s, pub_thread) = under_load("restart-everysec", env, Aof::EverySec, 300);
     let kill_wall = unix_now();
-    redis.kill9();
+    s.redis.kill9();
     std::thread::sleep(Duration::from_millis(1500));
-    redis.start_again();
+    s.redis.start_again();
     pub_thread.join().unwrap();
-    let published = ledger.lock().unwrap();
-    let _dump = redis.dump_on_panic(env);
+    let (redis, sink) = (&s.redis, &s.sink);
+    let published = s.ledger.lock().unwrap();
     // Drain: every acknowledged publish from well before the kill, and
     // everything published after the restart, gets delivered.
     let window = 2.0;
@@ -265,7 +209,7 @@ fn redis_kill9_with_aof_everysec_loses_only_the_last_second() {
         .collect();
     let done = try_wait_until(Duration::from_secs(30), || {
         let ok = sink.success_counts();
-        must_deliver.iter().all(|id| ok.contains_key(*id)) && drained(&redis, env, "group", &[TY])
+        must_deliver.iter().all(|id| ok.contains_key(*id)) && drained(redis, env, "group", &[TY])
     });
     let successes = sink.success_counts();
     let lost: Vec<_> = must_deliver
@@ -307,20 +251,17 @@ fn redis_kill9_with_aof_everysec_loses_only_the_last_second() {
         "duplicates of events first handled long before the crash: {late_dups:?}"
     );
     assert_eq!(redis.xlen(&dlq_key(env)), 0, "nothing may be dead-lettered");
-    worker.assert_running();
+    drop(published);
+    s.w().assert_running();
 }
 
 #[test]
-fn stream_deleted_mid_run_group_recreated_at_zero() {
+fn t16a_stream_deleted_mid_run_group_recreated_at_zero() {
     let env = "streamdel";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    let mut worker = WorkerProcess::start("w1", cfg);
-    worker.wait_ready(Duration::from_secs(15));
+    let mut sc = Scenario::new(env).types(&[TY]).start();
+    let (redis, sink, worker) = (&sc.redis, &sc.sink, &mut sc.workers[0]);
     for i in 0..5 {
-        publish(&redis, env, TY, &format!("first-{i}"));
+        publish(redis, env, TY, &format!("first-{i}"));
     }
     wait_until("first batch", Duration::from_secs(10), || {
         sink.success_counts().len() == 5
@@ -329,7 +270,7 @@ fn stream_deleted_mid_run_group_recreated_at_zero() {
     // Recreated by the producer without the group: the worker must recreate
     // the group at 0 so that these are not skipped.
     for i in 0..10 {
-        publish(&redis, env, TY, &format!("second-{i}"));
+        publish(redis, env, TY, &format!("second-{i}"));
     }
     wait_until("second batch", Duration::from_secs(15), || {
         sink.success_counts().len() == 15
@@ -337,7 +278,7 @@ fn stream_deleted_mid_run_group_recreated_at_zero() {
     std::thread::sleep(Duration::from_millis(500));
     let counts = sink.request_counts();
     assert!(counts.values().all(|n| *n == 1), "{}", sink.ledger_dump());
-    assert_drained(&redis, env, "group", &[TY]);
+    assert_drained(redis, env, "group", &[TY]);
     worker.assert_running();
 }
 

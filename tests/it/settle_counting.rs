@@ -15,76 +15,64 @@ const TY: &str = "orders.created";
 
 #[test]
 fn a_dead_letter_whose_move_failed_is_counted_once_after_redelivery() {
-    let env = "settlecount";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
+    let mut s = Scenario::new("settle-count")
+        .env("settlecount")
+        .types(&[TY])
+        .config(|c| c.visibility_timeout = "3s".into())
+        .start();
     // The first run answers late, so the move is refused from its first try.
-    sink.script(
+    s.sink.script(
         "perm-0",
         vec![
             Action::delayed(400, Duration::from_millis(1500)),
             Action::status(400),
         ],
     );
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.visibility_timeout = "3s".into();
-    let mut worker = WorkerProcess::start("w1", cfg);
-    worker.wait_ready(Duration::from_secs(15));
-    publish(&redis, env, TY, "perm-0");
+    s.publish("perm-0");
     wait_until("the handler runs", Duration::from_secs(15), || {
-        sink.in_progress() == 1
+        s.sink.in_progress() == 1
     });
 
     // Every try of the move (ten, about 21 s of backoff) is refused before it runs.
-    redis.cmd(&["ACL", "SETUSER", "default", "-evalsha"]);
+    s.redis.cmd(&["ACL", "SETUSER", "default", "-evalsha"]);
     wait_until(
         "the worker gives up the move",
         Duration::from_secs(60),
-        || worker.output().contains("outcome not recorded"),
+        || s.workers[0].output().contains("outcome not recorded"),
     );
-    redis.cmd(&["ACL", "SETUSER", "default", "+evalsha"]);
-    assert_eq!(
-        redis.xlen(&dlq_key(env)),
-        0,
-        "the failed move must not have run"
-    );
+    s.redis.cmd(&["ACL", "SETUSER", "default", "+evalsha"]);
+    let dlq = dlq_key(&s.env);
+    assert_eq!(s.redis.xlen(&dlq), 0, "the failed move must not have run");
 
     // Pending and no longer in flight: the visibility-timeout backstop delivers it again.
     wait_until(
         "dead-lettered on redelivery",
         Duration::from_secs(30),
-        || redis.xlen(&dlq_key(env)) == 1 && drained(&redis, env, "group", &[TY]),
+        || s.redis.xlen(&dlq) == 1 && drained(&s.redis, &s.env, "group", &[TY]),
     );
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        sink.requests_for("perm-0").len(),
-        2,
-        "{}",
-        sink.ledger_dump()
-    );
-    let m = parse_metrics(&worker.metrics());
-    let base = [("env", env), ("group", "group"), ("type", TY)];
-    let dead = |extra: (&'static str, &'static str)| {
-        let mut want = base.to_vec();
-        want.push(extra);
-        want
+    let requests = s.sink.requests_for("perm-0").len();
+    assert_eq!(requests, 2, "{}", s.sink.ledger_dump());
+    let m = parse_metrics(&s.w().metrics());
+    let counted = |name: &str, extra: (&str, &str)| {
+        let want = [
+            ("env", s.env.as_str()),
+            ("group", "group"),
+            ("type", TY),
+            extra,
+        ];
+        sum(&m, name, &want)
     };
-    let dead_lettered = sum(
-        &m,
-        "event_worker_events_total",
-        &dead(("outcome", "dead_lettered")),
-    );
-    let by_reason = sum(
-        &m,
+    let dead_lettered = counted("event_worker_events_total", ("outcome", "dead_lettered"));
+    let by_reason = counted(
         "event_worker_dead_lettered_total",
-        &dead(("reason", "permanent_error")),
+        ("reason", "permanent_error"),
     );
     assert_eq!(
         (dead_lettered, by_reason),
         (1.0, 1.0),
         "one dead letter, counted once\n{}",
-        worker.logs()
+        s.w().logs()
     );
-    assert_eq!(redis.xlen(&dlq_key(env)), 1);
+    assert_eq!(s.redis.xlen(&dlq), 1);
 }

@@ -8,23 +8,26 @@ use std::time::{Duration, Instant};
 const TY: &str = "mail.send";
 
 #[test]
-fn sigterm_mid_stream_exits_zero_in_time_nothing_lost_no_duplicates() {
+fn t06_sigterm_mid_stream_exits_zero_in_time_nothing_lost_no_duplicates() {
+    let mut s = Scenario::new("sigterm")
+        .types(&[TY])
+        .sink(Action::delayed(200, Duration::from_millis(50)))
+        .config(|c| {
+            c.concurrency = 4;
+            c.shutdown_timeout = "5s".into();
+        })
+        .workers(0)
+        .start();
     let env = "sigterm";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(50)));
     let total = 200;
     let ids: Vec<String> = (0..total).map(|i| format!("s-{i:03}")).collect();
     let mut event_of = std::collections::BTreeMap::new();
     for id in &ids {
-        event_of.insert(publish(&redis, env, TY, id), id.clone());
+        event_of.insert(publish(&s.redis, env, TY, id), id.clone());
     }
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.concurrency = 4;
-    cfg.shutdown_timeout = "5s".into();
-    let monitor = Monitor::start(&redis);
-    let mut worker = WorkerProcess::start("w1", cfg);
+    let monitor = Monitor::start(&s.redis);
+    s.add_worker();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
     wait_until("40 events delivered", Duration::from_secs(15), || {
         sink.success_counts().len() >= 40
     });
@@ -113,7 +116,7 @@ fn sigterm_mid_stream_exits_zero_in_time_nothing_lost_no_duplicates() {
     }
     assert_eq!(requests.len(), total, "unexpected ids\n{dump}");
     assert_eq!(redis.xlen(&dlq_key(env)), 0);
-    assert_drained(&redis, env, "group", &[TY]);
+    assert_drained(redis, env, "group", &[TY]);
 
     // An idle worker stops promptly too.
     let started = Instant::now();
@@ -130,11 +133,18 @@ fn sigterm_mid_stream_exits_zero_in_time_nothing_lost_no_duplicates() {
 }
 
 #[test]
-fn sigterm_past_shutdown_timeout_leaves_unfinished_work_pending() {
+fn t07_sigterm_past_shutdown_timeout_leaves_unfinished_work_pending() {
     let env = "sigtermslow";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .route_timeout("30s")
+        .config(|c| {
+            c.concurrency = 4;
+            c.shutdown_timeout = "1s".into();
+        })
+        .workers(0)
+        .start();
+    let sink = &s.sink;
     let ids: Vec<String> = (0..4).map(|i| format!("slow-{i}")).collect();
     for id in &ids {
         // The first delivery hangs far past shutdown_timeout (and never counts as success).
@@ -143,16 +153,10 @@ fn sigterm_past_shutdown_timeout_leaves_unfinished_work_pending() {
             vec![Action::delayed(503, Duration::from_secs(20)), Action::ok()],
         );
     }
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route({
-        let mut r = Route::http(&[TY], &sink.url());
-        r.timeout = Some("30s".into());
-        r
-    });
-    cfg.concurrency = 4;
-    cfg.shutdown_timeout = "1s".into();
-    let mut worker = WorkerProcess::start("w1", cfg);
+    s.add_worker();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
     for id in &ids {
-        publish(&redis, env, TY, id);
+        publish(redis, env, TY, id);
     }
     wait_until("4 requests in flight", Duration::from_secs(15), || {
         sink.in_progress() == 4
@@ -193,25 +197,26 @@ fn sigterm_past_shutdown_timeout_leaves_unfinished_work_pending() {
         assert_eq!(sink.requests_for(id).len(), 2, "requests of {id}\n{dump}");
     }
     assert_eq!(redis.xlen(&dlq_key(env)), 0);
-    assert_drained(&redis, env, "group", &[TY]);
+    assert_drained(redis, env, "group", &[TY]);
     worker.assert_running();
 }
 
 #[test]
-fn sigint_is_graceful_too() {
+fn t06_sigint_is_graceful_too() {
     let env = "sigint";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    sink.script(
+    let mut s = Scenario::new(env)
+        .types(&[TY])
+        .config(|c| c.shutdown_timeout = "5s".into())
+        .workers(0)
+        .start();
+    s.sink.script(
         "int-0",
         vec![Action::delayed(200, Duration::from_millis(800))],
     );
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.shutdown_timeout = "5s".into();
-    let mut worker = WorkerProcess::start("w1", cfg);
+    s.add_worker();
+    let (redis, sink, worker) = (&s.redis, &s.sink, &mut s.workers[0]);
     worker.wait_ready(Duration::from_secs(15));
-    publish(&redis, env, TY, "int-0");
+    publish(redis, env, TY, "int-0");
     wait_until("request in flight", Duration::from_secs(10), || {
         sink.in_progress() == 1
     });

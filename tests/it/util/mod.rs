@@ -1,6 +1,7 @@
 //! The harness: a real redis-server per test ([`redis`]), a real HTTP sink
 //! with a request ledger ([`sink`]), the daemon as a child process
-//! ([`worker`]), and small helpers for keys, events, metrics and waiting.
+//! ([`worker`]), the scenario builder that owns all of them and the closing
+//! conservation check ([`scenario`]), and small helpers for keys, events, metrics and waiting.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod api;
@@ -8,6 +9,7 @@ pub mod checker;
 pub mod faults;
 pub mod redis;
 pub mod resp;
+pub mod scenario;
 pub mod sink;
 pub mod slowloris;
 pub mod tls;
@@ -19,6 +21,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 pub use redis::{Aof, Entry, Monitor, RedisServer};
+pub use scenario::{Close, Scenario};
 pub use sink::{Action, HttpSink, Outcome};
 pub use worker::{Route, WorkerConfig, WorkerProcess};
 
@@ -105,6 +108,14 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// A field of `INFO <section>` as an integer.
+pub fn info_field(redis: &RedisServer, section: &str, field: &str) -> Option<i64> {
+    let text = redis.cmd(&["INFO", section]).as_str()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 // ---------------------------------------------------------------- keys

@@ -337,6 +337,23 @@ impl RedisServer {
         self.cmd(&["EXISTS", key]).as_int() == Some(1)
     }
 
+    /// `XREADGROUP GROUP <group> <consumer> COUNT <count> STREAMS <key> >`: reads new
+    /// entries as that consumer (they stay pending on it); returns the reply.
+    pub fn read_as(&self, key: &str, group: &str, consumer: &str, count: usize) -> Value {
+        let count = count.to_string();
+        self.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            group,
+            consumer,
+            "COUNT",
+            &count,
+            "STREAMS",
+            key,
+            ">",
+        ])
+    }
+
     /// Number of entries pending for `group` on stream `key` (`None` if the
     /// stream or group does not exist).
     pub fn xpending_count(&self, key: &str, group: &str) -> Option<i64> {
@@ -463,6 +480,20 @@ impl RedisServer {
         }
     }
 
+    /// Prints [`RedisServer::dump_env`] when the current thread is panicking.
+    pub fn dump_if_panicking(&self, env: &str) {
+        if std::thread::panicking() {
+            // Dump from a scoped thread: a failure there must not turn the
+            // test's panic into an abort.
+            let dump = std::thread::scope(|s| {
+                s.spawn(|| self.dump_env(env))
+                    .join()
+                    .unwrap_or_else(|_| "(could not dump the redis state)".to_string())
+            });
+            eprintln!("{dump}");
+        }
+    }
+
     /// Waits until the server answers PING (after a restart).
     pub fn wait_up(&self, timeout: Duration) {
         wait_until("redis answers PING", timeout, || {
@@ -479,16 +510,7 @@ pub struct DumpGuard<'a> {
 
 impl Drop for DumpGuard<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            // Dump from a scoped thread: a failure there must not turn the
-            // test's panic into an abort.
-            let dump = std::thread::scope(|s| {
-                s.spawn(|| self.redis.dump_env(&self.env))
-                    .join()
-                    .unwrap_or_else(|_| "(could not dump the redis state)".to_string())
-            });
-            eprintln!("{dump}");
-        }
+        self.redis.dump_if_panicking(&self.env);
     }
 }
 

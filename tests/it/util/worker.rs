@@ -366,6 +366,20 @@ impl WorkerProcess {
         self.spawn();
     }
 
+    /// SIGTERM, asserts exit code 0 within 10 s, starts again and waits until ready.
+    pub fn graceful_restart(&mut self) {
+        self.sigterm();
+        assert_eq!(
+            self.wait_exit(Duration::from_secs(10))
+                .and_then(|s| s.code()),
+            Some(0),
+            "exit code of worker {} after SIGTERM",
+            self.name
+        );
+        self.restart();
+        self.wait_ready(Duration::from_secs(15));
+    }
+
     /// How many times the process was started.
     pub fn starts(&self) -> u32 {
         self.starts

@@ -3,7 +3,7 @@
 //! slowloris, T46 history limits.
 
 use crate::util::api::Api;
-use crate::util::checker::{self, CheckOpts, ledger, publish_logged};
+use crate::util::checker::{self, CheckOpts, publish_logged};
 use crate::util::*;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -13,19 +13,13 @@ const TOKEN: &str = "rows-input-token-0123456789";
 
 #[test]
 fn t37_huge_entry_bounded() {
-    let env = "t37";
     let ty = "big.thing";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[ty], &sink.url()));
-    let mut w = WorkerProcess::start("w1", cfg);
-    w.wait_ready(Duration::from_secs(15));
-    let rss_before = rss_kib(w.pid());
-    let l = ledger();
+    let mut s = Scenario::new("T37").types(&[ty]).start();
+    let (env, redis, sink, l) = (s.env.as_str(), &s.redis, &s.sink, &s.ledger);
+    let rss_before = rss_kib(s.workers[0].pid());
     let key = stream_key(env, ty);
     for i in 0..10 {
-        publish_logged(&redis, env, ty, &format!("n-{i:02}"), &l);
+        s.publish(&format!("n-{i:02}"));
     }
     // 10 MiB of data (limit 1 MiB).
     let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(10 * 1024 * 1024));
@@ -44,27 +38,18 @@ fn t37_huge_entry_bounded() {
     l.lock().unwrap().ack("wide");
     redis.xadd(&key, &wide_ref);
     for i in 10..20 {
-        publish_logged(&redis, env, ty, &format!("n-{i:02}"), &l);
+        s.publish(&format!("n-{i:02}"));
     }
-    checker::must_conserve(
-        "T37",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[ty],
-        Duration::from_secs(20),
-    );
-    let rss_after = rss_kib(w.pid());
+    s.conserve(Duration::from_secs(20));
+    let rss_after = rss_kib(s.workers[0].pid());
     let opts = CheckOpts {
         expect_dead: ["huge".to_string(), "wide".to_string()].into(),
         ..CheckOpts::default()
     };
-    let rep = checker::check(&l.lock().unwrap(), &sink, &redis, env, &opts);
+    let rep = s.check(&opts);
     rep.assert_ok("T37", 0, "");
-    rep.assert_metrics("T37", &[parse_metrics(&w.metrics())], env, Some(0));
-    let dlq = dlq_by_id(&redis, env);
+    s.assert_metrics(&rep, Some(0));
+    let dlq = dlq_by_id(redis, env);
     for id in ["huge", "wide"] {
         let e = &dlq[id][0];
         assert_eq!(e.get("dlq_reason"), Some("malformed"), "{id}");
@@ -89,35 +74,35 @@ fn t37_huge_entry_bounded() {
         rss_after < 256 * 1024,
         "daemon RSS {rss_after} KiB after a 10 MiB entry"
     );
-    w.assert_running();
+    s.w().assert_running();
 }
 
 #[test]
 fn t38_wrong_key_types() {
     let env = "t38";
     let (broken, ok) = ("wt.broken", "wt.ok");
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
+    let mut s = Scenario::new("T38")
+        .types(&[broken, ok])
+        .routes(|tys, url| tys.iter().map(|t| Route::http(&[t], url)).collect())
+        .workers(0)
+        .start();
     let broken_key = stream_key(env, broken);
     let history = format!("events:{env}:history");
-    redis.cmd(&["SET", &broken_key, "x"]);
-    redis.cmd(&["SET", &history, "not-a-stream"]);
-    let monitor = Monitor::start(&redis);
-    let cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&[broken], &sink.url()))
-        .route(Route::http(&[ok], &sink.url()));
-    let mut w = WorkerProcess::start("w1", cfg.clone());
-    let l = ledger();
+    s.redis.cmd(&["SET", &broken_key, "x"]);
+    s.redis.cmd(&["SET", &history, "not-a-stream"]);
+    let monitor = Monitor::start(&s.redis);
+    s.add_worker();
+    let (redis, sink, l, cfg) = (&s.redis, &s.sink, &s.ledger, &s.cfg);
+    let w = &mut s.workers[0];
     let t0 = Instant::now();
     for i in 0..30 {
-        publish_logged(&redis, env, ok, &format!("ok-{i:02}"), &l);
+        publish_logged(redis, env, ok, &format!("ok-{i:02}"), l);
     }
     checker::must_conserve(
         "T38",
-        &l,
-        &sink,
-        &redis,
+        l,
+        sink,
+        redis,
         env,
         "group",
         &[ok],
@@ -133,7 +118,7 @@ fn t38_wrong_key_types() {
         redis.zcard(&retry) == 0 && redis.xlen(&dlq_key(env)) >= 2
     });
     std::thread::sleep(Duration::from_millis(500));
-    let dlq = dlq_entries(&redis, env);
+    let dlq = dlq_entries(redis, env);
     let health = Api::new(&cfg.api_addr(), None)
         .get("/api/events/health")
         .json();
@@ -182,13 +167,7 @@ fn t38_wrong_key_types() {
         .map(|m| m.raw.clone())
         .collect();
     assert!(deletes.is_empty(), "deletes of foreign keys: {deletes:?}");
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &sink,
-        &redis,
-        env,
-        &CheckOpts::default(),
-    );
+    let rep = checker::check(&l.lock().unwrap(), sink, redis, env, &CheckOpts::default());
     // The garbage members carry no id the checker knows.
     assert!(
         rep.lost.is_empty() && rep.both.is_empty(),
@@ -217,19 +196,17 @@ fn health_warnings(api: &Api) -> (String, Vec<String>) {
 
 #[test]
 fn t38b_wrong_type_keys_are_health_warnings() {
-    let env = "t38b";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let exact = stream_key(env, "wt.broken");
-    let globbed = stream_key(env, "g.one");
-    redis.cmd(&["SET", &exact, "x"]);
-    let cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&["wt.broken"], &sink.url()))
-        .route(Route::http(&["g.*"], &sink.url()));
-    let mut w = WorkerProcess::start("w1", cfg.clone());
-    w.wait_ready(Duration::from_secs(15));
-    let api = Api::new(&cfg.api_addr(), None);
+    let (exact, globbed) = (stream_key("t38b", "wt.broken"), stream_key("t38b", "g.one"));
+    let exact_key = exact.clone();
+    let mut s = Scenario::new("T38b")
+        .types(&["wt.broken", "g.*"])
+        .routes(|tys, url| tys.iter().map(|t| Route::http(&[t], url)).collect())
+        .setup(move |r| {
+            r.cmd(&["SET", &exact_key, "x"]);
+        })
+        .start();
+    let (env, redis, sink) = (s.env.as_str(), &s.redis, &s.sink);
+    let (api, w) = (s.api(None), &s.workers[0]);
     // 1. A routed key that is a string from the start.
     let (status, warnings) = health_warnings(&api);
     eprintln!("[T38b] at start: {status} {warnings:?}");
@@ -245,7 +222,7 @@ fn t38b_wrong_type_keys_are_health_warnings() {
         "{warnings:?}"
     );
     // 2. A consumed stream replaced by a string while the worker reads it.
-    publish(&redis, env, "g.one", "g-1");
+    publish(redis, env, "g.one", "g-1");
     wait_until("g-1 handled", Duration::from_secs(10), || {
         sink.success_counts().contains_key("g-1")
     });
@@ -272,29 +249,21 @@ fn t38b_wrong_type_keys_are_health_warnings() {
         status == "ok" && seen.is_empty()
     });
     assert!(cleared, "warnings after the keys were deleted: {seen:?}");
-    publish(&redis, env, "wt.broken", "b-1");
+    publish(redis, env, "wt.broken", "b-1");
     wait_until(
         "b-1 handled once the key is a stream",
         Duration::from_secs(10),
         || sink.success_counts().contains_key("b-1"),
     );
-    w.assert_running();
+    s.w().assert_running();
 }
 
 #[test]
 fn t39_duplicate_event_id_publish() {
-    let env = "t39";
     let ty = "dup.id";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&[ty], &sink.url()))
-        .api_token(TOKEN);
-    let mut w = WorkerProcess::start("w1", cfg.clone());
-    w.wait_ready(Duration::from_secs(15));
-    let api = Api::new(&cfg.api_addr(), Some(TOKEN));
-    let l = ledger();
+    let s = Scenario::new("T39").types(&[ty]).token(TOKEN).start();
+    let (env, redis, sink, l) = (s.env.as_str(), &s.redis, &s.sink, &s.ledger);
+    let api = s.api(Some(TOKEN));
     let mut entries = Vec::new();
     for _ in 0..2 {
         let r = api.post(
@@ -305,27 +274,12 @@ fn t39_duplicate_event_id_publish() {
         entries.push(r.body);
         l.lock().unwrap().ack("same-id");
     }
-    checker::must_conserve(
-        "T39",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[ty],
-        Duration::from_secs(10),
-    );
+    s.conserve(Duration::from_secs(10));
     wait_until("two deliveries", Duration::from_secs(10), || {
         sink.requests_for("same-id").len() == 2
     });
     std::thread::sleep(Duration::from_millis(300));
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &sink,
-        &redis,
-        env,
-        &CheckOpts::default(),
-    );
+    let rep = s.check(&CheckOpts::default());
     // Documented: no publish-side idempotency window; two entries, two deliveries,
     // same `id` (handlers dedupe on it).
     rep.assert_ok("T39", 1, "");
@@ -335,35 +289,26 @@ fn t39_duplicate_event_id_publish() {
         entries[0], entries[1],
         "two distinct entry ids: {entries:?}"
     );
-    rep.assert_metrics("T39", &[parse_metrics(&w.metrics())], env, Some(0));
+    s.assert_metrics(&rep, Some(0));
     eprintln!("[T39] same id published twice: 2 entries {entries:?}, 2 deliveries");
 }
 
 /// A ready worker with one HTTP route for `ty`, the API token and `api_extra` in `[api]`.
-fn start_api_worker(
-    redis: &RedisServer,
-    sink: &HttpSink,
-    env: &str,
-    ty: &str,
-    api_extra: &str,
-) -> (WorkerConfig, WorkerProcess) {
-    let mut cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&[ty], &sink.url()))
-        .api_token(TOKEN);
-    cfg.api_extra = api_extra.into();
-    let mut w = WorkerProcess::start("w1", cfg.clone());
-    w.wait_ready(Duration::from_secs(15));
-    (cfg, w)
+fn api_scenario(row: &str, env: &str, ty: &str, api_extra: &'static str) -> Scenario {
+    Scenario::new(row)
+        .env(env)
+        .types(&[ty])
+        .token(TOKEN)
+        .config(move |c| c.api_extra = api_extra.into())
+        .start()
 }
 
 #[test]
 fn t45_rate_limit_and_fast_health() {
     let env = "t45";
     let ty = "rl.event";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let (cfg, _w) = start_api_worker(&redis, &sink, env, ty, "rate_limit = 5\n");
+    let s = api_scenario("T45", env, ty, "rate_limit = 5\n");
+    let (redis, cfg) = (&s.redis, &s.cfg);
     // Health probe in parallel with the burst.
     let prober = {
         let addr = cfg.api_addr();
@@ -381,7 +326,7 @@ fn t45_rate_limit_and_fast_health() {
         })
     };
     let api = Api::new(&cfg.api_addr(), Some(TOKEN));
-    let l = ledger();
+    let l = &s.ledger;
     let (mut accepted, mut limited) = (0, 0);
     let t0 = Instant::now();
     for i in 0..30 {
@@ -413,14 +358,7 @@ fn t45_rate_limit_and_fast_health() {
     times.sort();
     let p99 = times[times.len() * 99 / 100 - 1];
     let max = *times.last().unwrap();
-    let rep = checker::conserved_report(
-        "T45",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[ty],
+    let rep = s.report(
         Duration::from_secs(10),
         Duration::from_millis(300),
         &CheckOpts::default(),
@@ -462,11 +400,10 @@ fn t45_slowloris_header_and_body_timeouts() {
     let ty = "slow.event";
     let (header_timeout, body_timeout) = (Duration::from_secs(2), Duration::from_secs(2));
     let margin = Duration::from_millis(1500);
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
     let api_extra = "header_timeout = \"2s\"\nbody_timeout = \"2s\"\n";
-    let (cfg, mut w) = start_api_worker(&redis, &sink, env, ty, api_extra);
+    let mut s = api_scenario("T45", env, ty, api_extra);
+    let (redis, cfg) = (&s.redis, &s.cfg);
+    let w = &mut s.workers[0];
     let addr = cfg.api_addr();
     // Probes on fresh connections (/livez) and on a kept-alive one (health) meanwhile.
     let done = Arc::new(AtomicBool::new(false));
@@ -634,16 +571,9 @@ fn t45_slowloris_header_and_body_timeouts() {
 
 #[test]
 fn t46_history_limits() {
-    let env = "t46";
     let ty = "hist.event";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&[ty], &sink.url()))
-        .api_token(TOKEN);
-    let mut w = WorkerProcess::start("w1", cfg.clone());
-    w.wait_ready(Duration::from_secs(15));
+    let mut s = Scenario::new("T46").types(&[ty]).token(TOKEN).start();
+    let (env, redis) = (s.env.as_str(), &s.redis);
     // Seed more history records than the clamp (records are plain stream entries).
     let hkey = format!("events:{env}:history");
     for i in 0..1200 {
@@ -659,8 +589,8 @@ fn t46_history_limits() {
             ],
         );
     }
-    let api = Api::new(&cfg.api_addr(), Some(TOKEN));
-    let monitor = Monitor::start(&redis);
+    let api = s.api(Some(TOKEN));
+    let monitor = Monitor::start(redis);
     let r = api.get("/api/events/history?limit=10000000");
     let transcript = monitor.stop();
     assert_eq!(r.status, 200, "{}", r.body);
@@ -706,5 +636,5 @@ fn t46_history_limits() {
         r.status,
         r.body
     );
-    w.assert_running();
+    s.w().assert_running();
 }

@@ -2,7 +2,7 @@
 //! panics (the library embedded in-process), T31 retention never trims what a
 //! group has not acknowledged.
 
-use crate::util::checker::{self, CheckOpts, ledger, publish_logged};
+use crate::util::checker::CheckOpts;
 use crate::util::*;
 use event_worker::{Config, Event, Outcome, WorkerBuilder, handler_fn};
 use std::sync::{Arc, Mutex};
@@ -11,57 +11,48 @@ use tokio_util::sync::CancellationToken;
 
 #[test]
 fn t28_handler_timeout_retries_then_dlq() {
-    let env = "t28";
-    let ty = "slow.op";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
+    let timeout = Duration::from_millis(300);
+    let mut s = Scenario::new("T28")
+        .types(&["slow.op"])
+        .route_timeout("300ms")
+        .config(|c| c.max_attempts = 3)
+        .workers(0)
+        .start();
     // Longer than the route's timeout, and a 200 at the end: a late success
     // must not count (the daemon gave up on the run).
     for i in 0..3 {
-        sink.script(
+        s.sink.script(
             &format!("slow-{i}"),
             vec![Action::delayed(200, Duration::from_millis(1500))],
         );
     }
-    let timeout = Duration::from_millis(300);
-    let mut route = Route::http(&[ty], &sink.url());
-    route.timeout = Some("300ms".into());
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(route);
-    cfg.max_attempts = 3;
-    let mut w = WorkerProcess::start("w1", cfg);
-    w.wait_ready(Duration::from_secs(15));
-    let l = ledger();
+    s.add_worker();
+    s.w().wait_ready(Duration::from_secs(15));
     let mut dead = std::collections::BTreeSet::new();
     for i in 0..3 {
         let id = format!("slow-{i}");
-        publish_logged(&redis, env, ty, &id, &l);
+        s.publish(&id);
         dead.insert(id);
     }
     for i in 0..20 {
-        publish_logged(&redis, env, ty, &format!("fast-{i:02}"), &l);
+        s.publish(&format!("fast-{i:02}"));
     }
-    checker::must_conserve(
-        "T28",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[ty],
-        Duration::from_secs(20),
-    );
-    // Let the abandoned runs answer, then check nothing changed.
-    std::thread::sleep(Duration::from_millis(1800));
     let opts = CheckOpts {
         handler_timeout: Some(timeout),
         expect_dead: dead.clone(),
         ..CheckOpts::default()
     };
-    let rep = checker::check(&l.lock().unwrap(), &sink, &redis, env, &opts);
-    rep.assert_ok("T28", 0, &sink.ledger_dump());
-    rep.assert_metrics("T28", &[parse_metrics(&w.metrics())], env, Some(2 * 3));
-    let dlq = dlq_by_id(&redis, env);
+    // Let the abandoned runs answer, then check nothing changed.
+    let rep = s.conserved(Close {
+        timeout: Duration::from_secs(20),
+        settle: Duration::from_millis(1800),
+        opts,
+        sink_dump: true,
+        retried: Some(2 * 3),
+        ..Close::default()
+    });
+    let (sink, redis, env) = (&s.sink, &s.redis, s.env.as_str());
+    let dlq = dlq_by_id(redis, env);
     for id in &dead {
         let e = &dlq[id][0];
         assert_eq!(e.get("dlq_reason"), Some("max_attempts_exceeded"), "{e:?}");
@@ -73,7 +64,7 @@ fn t28_handler_timeout_retries_then_dlq() {
         assert_eq!(sink.requests_for(id).len(), 3, "runs of {id}");
     }
     assert_eq!(rep.dlq_reasons.get("max_attempts_exceeded"), Some(&3));
-    w.assert_running();
+    s.w().assert_running();
 }
 
 /// Runs the library in-process (its own runtime thread) until `stop`.
@@ -215,13 +206,21 @@ fn t28_library_handler_panics_are_retryable_failures() {
 
 #[test]
 fn t31_trim_never_drops_pending() {
-    let env = "t31";
     let (ta, tb) = ("ret.a", "ret.b");
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    // One entry per stream node: `XTRIM MINID ~` is then exact.
-    redis.cmd(&["CONFIG", "SET", "stream-node-max-entries", "1"]);
-    let sink = HttpSink::start();
+    let mut s = Scenario::new("T31")
+        .types(&[ta, tb])
+        // One entry per stream node: `XTRIM MINID ~` is then exact.
+        .setup(|r| {
+            r.cmd(&["CONFIG", "SET", "stream-node-max-entries", "1"]);
+        })
+        .config(|c| {
+            c.visibility_timeout = "10m".into();
+            c.top_level = "stream_retention = \"1m\"\n".into();
+        })
+        .workers(0)
+        .start();
+    let (env, redis, l) = (s.env.clone(), &s.redis, &s.ledger);
+    let env = env.as_str();
     let (ka, kb) = (stream_key(env, ta), stream_key(env, tb));
     let old = (unix_now() * 1000.0) as u64 - 5 * 60 * 1000;
     let xadd_old = |key: &str, ty: &str, i: u64, id: &str| {
@@ -230,38 +229,17 @@ fn t31_trim_never_drops_pending() {
         redis.cmd(&["XADD", key, &entry, "id", id, "type", ty, "data", &data]);
         entry
     };
-    let l = ledger();
     // A: a0..a4 acknowledged (by the test), a5 pending on a live "holder",
     // a6..a9 left for the worker; all 5 minutes old. Plus two recent ones.
     redis.cmd(&["XGROUP", "CREATE", &ka, "group", "0", "MKSTREAM"]);
     for i in 0..6 {
         xadd_old(&ka, ta, i, &format!("a-{i}"));
     }
-    let r = redis.cmd(&[
-        "XREADGROUP",
-        "GROUP",
-        "group",
-        "tester",
-        "COUNT",
-        "5",
-        "STREAMS",
-        &ka,
-        ">",
-    ]);
+    let r = redis.read_as(&ka, "group", "tester", 5);
     for e in crate::util::redis::parse_entries(&r.items()[0].items()[1]) {
         redis.cmd(&["XACK", &ka, "group", &e.entry_id]);
     }
-    redis.cmd(&[
-        "XREADGROUP",
-        "GROUP",
-        "group",
-        "holder",
-        "COUNT",
-        "1",
-        "STREAMS",
-        &ka,
-        ">",
-    ]);
+    redis.read_as(&ka, "group", "holder", 1);
     redis.cmd(&[
         "SET",
         &heartbeat_key(env, "group", "holder"),
@@ -275,8 +253,8 @@ fn t31_trim_never_drops_pending() {
         xadd_old(&ka, ta, i, &id);
         l.lock().unwrap().ack(&id);
     }
-    publish_logged(&redis, env, ta, "a-new-1", &l);
-    publish_logged(&redis, env, ta, "a-new-2", &l);
+    s.publish_to(ta, "a-new-1");
+    s.publish_to(ta, "a-new-2");
     // B: a second group that never reads keeps everything.
     redis.cmd(&["XGROUP", "CREATE", &kb, "group", "0", "MKSTREAM"]);
     redis.cmd(&["XGROUP", "CREATE", &kb, "g2", "0"]);
@@ -286,10 +264,9 @@ fn t31_trim_never_drops_pending() {
         xadd_old(&kb, tb, i, &id);
         l.lock().unwrap().ack(&id);
     }
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[ta, tb], &sink.url()));
-    cfg.visibility_timeout = "10m".into();
-    cfg.top_level = "stream_retention = \"1m\"\n".into();
-    let mut w = WorkerProcess::start("w1", cfg);
+    s.add_worker();
+    let (redis, sink, l) = (&s.redis, &s.sink, &s.ledger);
+    let w = &mut s.workers[0];
     w.wait_ready(Duration::from_secs(15));
     wait_until("handled", Duration::from_secs(15), || {
         let ok = sink.success_counts();
@@ -302,17 +279,11 @@ fn t31_trim_never_drops_pending() {
             &[("env", env), ("type", ty)],
         )
     };
-    let first = (trimmed(&w, ta), trimmed(&w, tb));
+    let first = (trimmed(w, ta), trimmed(w, tb));
     // A restart runs the retention pass at start over the acknowledged state.
-    w.sigterm();
-    assert_eq!(
-        w.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
-        Some(0)
-    );
-    w.restart();
-    w.wait_ready(Duration::from_secs(15));
-    let done = try_wait_until(Duration::from_secs(5), || first.0 + trimmed(&w, ta) >= 5.0);
-    let second = (trimmed(&w, ta), trimmed(&w, tb));
+    w.graceful_restart();
+    let done = try_wait_until(Duration::from_secs(5), || first.0 + trimmed(w, ta) >= 5.0);
+    let second = (trimmed(w, ta), trimmed(w, tb));
     let left_a: Vec<String> = redis
         .xrange(&ka)
         .iter()
@@ -347,12 +318,6 @@ fn t31_trim_never_drops_pending() {
         Some(&1),
         "the pending entry is intact"
     );
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &sink,
-        &redis,
-        env,
-        &CheckOpts::default(),
-    );
+    let rep = s.check(&CheckOpts::default());
     rep.assert_ok("T31", 0, "");
 }

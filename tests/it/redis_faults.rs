@@ -2,7 +2,7 @@
 //! storm, T18 CLIENT PAUSE ALL / WRITE, T19 DEBUG SLEEP stall.
 
 use crate::util::api::Api;
-use crate::util::checker::{self, CheckOpts, ledger};
+use crate::util::checker::CheckOpts;
 use crate::util::faults::{ClientKillStorm, DebugSleep, KillTarget, client_pause};
 use crate::util::worker::cli;
 use crate::util::*;
@@ -14,15 +14,13 @@ const TOKEN: &str = "rows-redis-token-0123456789";
 
 #[test]
 fn t16b_eviction_allkeys_lru_is_reported() {
-    let env = "t16b";
-    let redis = RedisServer::start();
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(5)));
-    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    let mut w = WorkerProcess::start("w1", cfg.clone());
-    w.wait_ready(Duration::from_secs(15));
-    let anon = Api::new(&cfg.api_addr(), None);
-    let used: i64 = info_field(&redis, "memory", "used_memory").unwrap_or(0);
+    let mut s = Scenario::new("T16b")
+        .types(&[TY])
+        .sink(Action::delayed(200, Duration::from_millis(5)))
+        .start();
+    let (env, redis, cfg) = (s.env.clone(), &s.redis, &s.cfg);
+    let anon = s.api(None);
+    let used: i64 = info_field(redis, "memory", "used_memory").unwrap_or(0);
     let cap = used + 2 * 1024 * 1024;
     redis.cmd(&["CONFIG", "SET", "maxmemory", &cap.to_string()]);
     redis.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
@@ -35,14 +33,14 @@ fn t16b_eviction_allkeys_lru_is_reported() {
         h["warnings"].to_string().contains("maxmemory"),
         "no maxmemory warning: {h}"
     );
-    let out = cli(&cfg, &["check"]);
+    let out = cli(cfg, &["check"]);
     let text = format!("{}{}", out.stdout, out.stderr);
     assert!(
         text.contains("maxmemory-policy") || text.contains("maxmemory"),
         "check does not warn about the policy: {text}"
     );
     // Fill memory: the run is expected to lose data (documents why noeviction is mandatory).
-    let l = ledger();
+    let l = &s.ledger;
     let blob = "x".repeat(2048);
     for i in 0..3000 {
         let id = format!("ev-{i:05}");
@@ -50,7 +48,7 @@ fn t16b_eviction_allkeys_lru_is_reported() {
         let data = format!(r#"{{"pad":"{blob}"}}"#);
         if redis
             .try_xadd(
-                &stream_key(env, TY),
+                &stream_key(&env, TY),
                 &[("id", &id), ("type", TY), ("data", &data)],
             )
             .is_ok()
@@ -59,14 +57,8 @@ fn t16b_eviction_allkeys_lru_is_reported() {
         }
     }
     std::thread::sleep(Duration::from_secs(3));
-    let evicted = info_field(&redis, "stats", "evicted_keys").unwrap_or(0);
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &sink,
-        &redis,
-        env,
-        &CheckOpts::default(),
-    );
+    let evicted = info_field(redis, "stats", "evicted_keys").unwrap_or(0);
+    let rep = s.check(&CheckOpts::default());
     eprintln!(
         "[T16b] maxmemory {cap} allkeys-lru: evicted_keys={evicted}; {}",
         rep.summary()
@@ -75,88 +67,65 @@ fn t16b_eviction_allkeys_lru_is_reported() {
         evicted > 0,
         "nothing was evicted; the row did not exercise eviction"
     );
-    w.assert_running();
-    redis.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
-    redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
-}
-
-/// A field of `INFO <section>` as an integer.
-pub fn info_field(redis: &RedisServer, section: &str, field: &str) -> Option<i64> {
-    let text = redis.cmd(&["INFO", section]).as_str()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().parse().ok())
+    s.w().assert_running();
+    s.redis
+        .cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    s.redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
 }
 
 #[test]
 fn t17_client_kill_storm() {
-    let env = "t17";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    redis.cmd(&[
-        "ACL",
-        "SETUSER",
-        "worker",
-        "on",
-        ">wpass-17",
-        "~*",
-        "&*",
-        "+@all",
-    ]);
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(10)));
-    let url = format!("redis://worker:wpass-17@127.0.0.1:{}", redis.port);
     // Concurrency 8: a backlog drains at about `free slots / read_block` (see
-    // rows_worker::t04b), so the load stays below what 8 slots sustain.
+    // worker_lifecycle::t04b), so the load stays below what 8 slots sustain.
     let concurrency = 8;
-    let mut cfg = WorkerConfig::new(env, &url).route(Route::http(&[TY], &sink.url()));
-    cfg.concurrency = concurrency;
-    let mut w = WorkerProcess::start("w1", cfg);
-    w.wait_ready(Duration::from_secs(15));
-    let l = ledger();
-    let publisher =
-        checker::spawn_publisher(&redis, env, TY, "ks", 450, Duration::from_millis(20), &l);
-    wait_until("load running", Duration::from_secs(10), || {
-        sink.success_counts().len() >= 30
-    });
+    let mut s = Scenario::new("T17")
+        .types(&[TY])
+        .setup(|r| {
+            r.cmd(&[
+                "ACL",
+                "SETUSER",
+                "worker",
+                "on",
+                ">wpass-17",
+                "~*",
+                "&*",
+                "+@all",
+            ]);
+        })
+        .url(|r, _| format!("redis://worker:wpass-17@127.0.0.1:{}", r.port))
+        .sink(Action::delayed(200, Duration::from_millis(10)))
+        .config(move |c| c.concurrency = concurrency)
+        .start();
+    let publisher = s.publisher("ks", 450, Duration::from_millis(20));
+    s.wait_load(30);
     let storm_secs = 8;
     let storm = ClientKillStorm::start(
-        &redis,
+        &s.redis,
         KillTarget::User("worker".into()),
         Duration::from_millis(500),
         Duration::from_secs(storm_secs),
     );
     let (rounds, killed) = storm.join();
-    let storm_end = sink.now();
+    let storm_end = s.sink.now();
     // Recovery: first successful handler run after the storm.
-    let recovery = sink.recovery_after(
+    let recovery = s.sink.recovery_after(
         "a success after the storm",
         storm_end,
         Duration::from_secs(15),
     );
     publisher.join().unwrap();
-    let rep = checker::conserved_report(
-        "T17",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[TY],
-        Duration::from_secs(30),
-        Duration::from_millis(300),
-        &CheckOpts::default(),
-    );
     // Per cut: the events in flight plus the successes awaiting their XACK (README, Limits).
     let bound = rounds * 2 * concurrency as usize;
-    rep.assert_ok("T17", bound, "");
-    rep.assert_metrics("T17", &[parse_metrics(&w.metrics())], env, Some(0));
+    let rep = s.conserved(Close {
+        dup_bound: bound,
+        ..Close::default()
+    });
     eprintln!(
         "[T17] {rounds} CLIENT KILL rounds over {storm_secs}s killed {killed} connections; \
          recovery {recovery:?}; dups {} (bound {bound})",
         rep.duplicated
     );
-    w.assert_running();
+    s.w().assert_running();
     assert!(
         killed >= rounds / 2,
         "the storm killed too little: {killed}"
@@ -169,30 +138,21 @@ fn t17_client_kill_storm() {
 
 #[test]
 fn t18_client_pause_all_and_write() {
-    let env = "t18";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(10)));
-    let cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&[TY], &sink.url()))
-        .api_token(TOKEN);
-    let mut w = WorkerProcess::start("w1", cfg.clone());
-    w.wait_ready(Duration::from_secs(15));
-    let l = ledger();
-    let publisher =
-        checker::spawn_publisher(&redis, env, TY, "pz", 500, Duration::from_millis(20), &l);
-    wait_until("load running", Duration::from_secs(10), || {
-        sink.success_counts().len() >= 20
-    });
+    let mut s = Scenario::new("T18")
+        .types(&[TY])
+        .sink(Action::delayed(200, Duration::from_millis(10)))
+        .token(TOKEN)
+        .start();
+    let publisher = s.publisher("pz", 500, Duration::from_millis(20));
+    s.wait_load(20);
     let mut api_results = Vec::new();
     for mode in ["ALL", "WRITE"] {
-        client_pause(&redis, 5000, mode);
+        client_pause(&s.redis, 5000, mode);
         let paused_at = Instant::now();
         // Publishes through the API while paused (each in its own thread).
         let handles: Vec<_> = (0..3)
             .map(|k| {
-                let addr = cfg.api_addr();
+                let addr = s.cfg.api_addr();
                 let id = format!("api-{mode}-{k}");
                 std::thread::spawn(move || {
                     let api = Api::new(&addr, Some(TOKEN));
@@ -208,7 +168,7 @@ fn t18_client_pause_all_and_write() {
         for h in handles {
             let (id, status, took, body) = h.join().unwrap();
             {
-                let mut led = l.lock().unwrap();
+                let mut led = s.ledger.lock().unwrap();
                 led.attempt(&id);
                 if (200..300).contains(&status) {
                     led.ack(&id);
@@ -226,27 +186,20 @@ fn t18_client_pause_all_and_write() {
         }
         let left = Duration::from_millis(5200).saturating_sub(paused_at.elapsed());
         std::thread::sleep(left);
-        w.assert_running();
+        s.w().assert_running();
     }
     publisher.join().unwrap();
-    checker::must_conserve(
-        "T18",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[TY],
-        Duration::from_secs(30),
-    );
+    s.conserve(Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(300));
     // Never 2xx without an XADD: every acknowledged API id is in the stream.
-    let in_stream: std::collections::BTreeSet<String> = redis
-        .xrange(&stream_key(env, TY))
+    let in_stream: std::collections::BTreeSet<String> = s
+        .redis
+        .xrange(&stream_key(&s.env, TY))
         .iter()
         .filter_map(|e| e.get("id").map(str::to_string))
         .collect();
-    for id in l
+    for id in s
+        .ledger
         .lock()
         .unwrap()
         .acked
@@ -255,73 +208,49 @@ fn t18_client_pause_all_and_write() {
     {
         assert!(in_stream.contains(id), "API said 2xx for {id} but no entry");
     }
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &sink,
-        &redis,
-        env,
-        &CheckOpts::default(),
-    );
+    let rep = s.check(&CheckOpts::default());
     rep.assert_ok("T18", 0, "");
-    rep.assert_metrics("T18", &[parse_metrics(&w.metrics())], env, Some(0));
+    s.assert_metrics(&rep, Some(0));
     eprintln!("[T18] API publishes during pauses: {api_results:?}");
 }
 
 #[test]
 fn t19_debug_sleep_stall() {
-    let env = "t19";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(10)));
     let concurrency = 4;
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.concurrency = concurrency;
-    let mut w = WorkerProcess::start("w1", cfg.clone());
-    w.wait_ready(Duration::from_secs(15));
-    let anon = Api::new(&cfg.api_addr(), None);
-    let l = ledger();
-    let publisher =
-        checker::spawn_publisher(&redis, env, TY, "ds", 600, Duration::from_millis(20), &l);
-    wait_until("load running", Duration::from_secs(10), || {
-        sink.success_counts().len() >= 20
-    });
-    let sleep = DebugSleep::start(&redis, 10.0);
+    let mut s = Scenario::new("T19")
+        .types(&[TY])
+        .sink(Action::delayed(200, Duration::from_millis(10)))
+        .config(move |c| c.concurrency = concurrency)
+        .start();
+    let anon = s.api(None);
+    let publisher = s.publisher("ds", 600, Duration::from_millis(20));
+    s.wait_load(20);
+    let sleep = DebugSleep::start(&s.redis, 10.0);
     std::thread::sleep(Duration::from_secs(4));
     let t = Instant::now();
     let during = anon.send("GET", "/api/events/health", &[], None);
     let health_took = t.elapsed();
     let r = sleep.join();
-    let stall_end = sink.now();
+    let stall_end = s.sink.now();
     assert!(
         matches!(r, Ok(ref v) if v.as_str().as_deref() == Some("OK")),
         "{r:?}"
     );
-    let recovery = sink.recovery_after(
+    let recovery = s.sink.recovery_after(
         "a success after the stall",
         stall_end,
         Duration::from_secs(20),
     );
     publisher.join().unwrap();
-    let rep = checker::conserved_report(
-        "T19",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[TY],
-        Duration::from_secs(30),
-        Duration::from_millis(300),
-        &CheckOpts::default(),
-    );
-    rep.assert_ok("T19", concurrency as usize, "");
-    rep.assert_metrics("T19", &[parse_metrics(&w.metrics())], env, Some(0));
+    s.conserved(Close {
+        dup_bound: concurrency as usize,
+        ..Close::default()
+    });
     eprintln!(
         "[T19] health during a 10 s DEBUG SLEEP: {} in {health_took:?}: {}; recovery after the stall {recovery:?}",
         during.status, during.body
     );
-    w.assert_running();
+    s.w().assert_running();
     let status = serde_json::from_str::<serde_json::Value>(&during.body)
         .map(|v| v["status"].clone())
         .unwrap_or_default();

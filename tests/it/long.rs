@@ -4,7 +4,6 @@
 //! soak (`SOAK_ROUNDS` rounds of steady load and one fault each, with resource
 //! plateaus asserted). Run with `scripts/test-long.sh`.
 
-use crate::rows_redis::info_field;
 use crate::util::api::Api;
 use crate::util::checker::{self, CheckOpts, ledger};
 use crate::util::faults::{
@@ -20,20 +19,23 @@ const TOKEN: &str = "rows-long-token-0123456789";
 #[test]
 #[ignore = "long tier: 30,000 API publishes (~1-2 min on 2 cores)"]
 fn t01_conservation_happy_path_30k_via_api() {
-    let env = "t01long";
     let types = ["orders.created", "orders.paid", "users.signed_up"];
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let mut cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&["orders.*"], &sink.url()))
-        .route(Route::http(&["users.signed_up"], &sink.url()))
-        .api_token(TOKEN);
-    cfg.concurrency = 16;
-    cfg.api_extra = "rate_limit = 0\n".into();
-    let mut w = WorkerProcess::start("w1", cfg.clone());
-    w.wait_ready(Duration::from_secs(15));
-    let l = ledger();
+    let s = Scenario::new("T01")
+        .env("t01long")
+        .types(&types)
+        .routes(|_, url| {
+            vec![
+                Route::http(&["orders.*"], url),
+                Route::http(&["users.signed_up"], url),
+            ]
+        })
+        .token(TOKEN)
+        .config(|c| {
+            c.concurrency = 16;
+            c.api_extra = "rate_limit = 0\n".into();
+        })
+        .start();
+    let (cfg, l) = (&s.cfg, &s.ledger);
     let per_type = 10_000;
     let t0 = Instant::now();
     let threads: Vec<_> = types
@@ -60,21 +62,12 @@ fn t01_conservation_happy_path_30k_via_api() {
         t.join().unwrap();
     }
     let published_in = t0.elapsed();
-    let rep = checker::conserved_report(
-        "T01",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &types,
-        Duration::from_secs(120),
-        Duration::from_millis(500),
-        &CheckOpts::default(),
-    );
-    rep.assert_ok("T01", 0, "");
+    let rep = s.conserved(Close {
+        timeout: Duration::from_secs(120),
+        settle: Duration::from_millis(500),
+        ..Close::default()
+    });
     assert_eq!(rep.acked, 3 * per_type);
-    rep.assert_metrics("T01", &[parse_metrics(&w.metrics())], env, Some(0));
     eprintln!(
         "[T01 long] 30,000 published via the API in {published_in:?}, all handled once after {:?}",
         t0.elapsed()
@@ -82,52 +75,47 @@ fn t01_conservation_happy_path_30k_via_api() {
 }
 
 fn kill_loop_case(env: &str, consumer: Option<&str>) {
-    let ty = "loop.event";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(5)));
     let concurrency = 8usize;
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[ty], &sink.url()));
-    cfg.concurrency = concurrency as u32;
-    cfg.consumer = consumer.map(str::to_string);
-    cfg.max_deliveries = 20;
-    // A short block: with fewer free slots than streams the reader blocks
-    // read_block on the empty redeliver stream (rows_worker::t04b), which would
-    // make this a throughput test.
-    cfg.read_block = "20ms".into();
-    let l = ledger();
+    let consumer_name = consumer.map(str::to_string);
+    let mut s = Scenario::new("T08")
+        .env(env)
+        .types(&["loop.event"])
+        .sink(Action::delayed(200, Duration::from_millis(5)))
+        .config(move |c| {
+            c.concurrency = concurrency as u32;
+            c.consumer = consumer_name;
+            c.max_deliveries = 20;
+            // A short block: with fewer free slots than streams the reader blocks
+            // read_block on the empty redeliver stream (worker_lifecycle::t04b), which
+            // would make this a throughput test.
+            c.read_block = "20ms".into();
+        })
+        .workers(0)
+        .start();
     // 20,000 events: 14,000 as a backlog before the start, 6,000 during the kills.
     for i in 0..14_000 {
-        checker::publish_logged(&redis, env, ty, &format!("b-{i:05}"), &l);
+        s.publish(&format!("b-{i:05}"));
     }
-    let mut w = WorkerProcess::start("w", cfg);
-    w.wait_ready(Duration::from_secs(15));
-    let publisher =
-        checker::spawn_publisher(&redis, env, ty, "k", 6000, Duration::from_millis(5), &l);
+    s.add_worker();
+    s.w().wait_ready(Duration::from_secs(15));
+    let publisher = s.publisher("k", 6000, Duration::from_millis(5));
     let kills = 10;
     let mut rng = rand::thread_rng();
     let mut kill_times = Vec::new();
     for _ in 0..kills {
         let gap = Duration::from_millis(rng.gen_range(2000..5000));
-        kill_times.extend(kill9_loop(&mut w, 1, gap));
+        kill_times.extend(kill9_loop(s.w(), 1, gap));
     }
     publisher.join().unwrap();
-    let rep = checker::conserved_report(
-        "T08",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[ty],
-        Duration::from_secs(120),
-        Duration::from_millis(500),
-        &CheckOpts::default(),
-    );
     // dup <= K * (C + B); the read COUNT never exceeds the free slots (B <= C).
     let bound = kills * 2 * concurrency;
-    rep.assert_ok("T08", bound, "");
+    let rep = s.conserved(Close {
+        timeout: Duration::from_secs(120),
+        settle: Duration::from_millis(500),
+        dup_bound: bound,
+        metrics: false,
+        ..Close::default()
+    });
     assert_eq!(kill_times.len(), kills);
     eprintln!(
         "[T08 long] consumer {consumer:?}: {kills} kills, {} acked, dups {} (bound {bound})",

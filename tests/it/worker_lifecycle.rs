@@ -3,7 +3,7 @@
 //! takeover among three daemons without restarts, T12 consumer-name hygiene
 //! (long tier).
 
-use crate::util::checker::{self, CheckOpts, ledger, publish_logged};
+use crate::util::checker::{CheckOpts, publish_logged};
 use crate::util::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,50 +12,36 @@ const TY: &str = "orders.created";
 
 #[test]
 fn t03_startup_and_backlog() {
-    let env = "t03";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
     let fresh = "orders.fresh";
+    let mut s = Scenario::new("T03")
+        .types(&[TY])
+        .routes(move |_, url| vec![Route::http(&[TY], url), Route::http(&[fresh], url)])
+        .config(|c| c.concurrency = 8)
+        .workers(0)
+        .start();
+    let env = s.env.clone();
+    let (env, redis) = (env.as_str(), &s.redis);
     assert!(!redis.exists(&stream_key(env, TY)));
     // 1000 events before the stream or the group exist, daemon down.
-    let l = ledger();
     for i in 0..1000 {
-        assert!(publish_logged(&redis, env, TY, &format!("b-{i:04}"), &l));
+        assert!(s.publish(&format!("b-{i:04}")));
     }
     assert!(redis.xinfo_group_names(&stream_key(env, TY)).is_empty());
-    let mut cfg = WorkerConfig::new(env, &redis.url())
-        .route(Route::http(&[TY], &sink.url()))
-        .route(Route::http(&[fresh], &sink.url()));
-    cfg.concurrency = 8;
-    let monitor = Monitor::start(&redis);
-    let mut w = WorkerProcess::start("w1", cfg);
+    let monitor = Monitor::start(redis);
+    s.add_worker();
+    let (redis, sink) = (&s.redis, &s.sink);
     let t0 = Instant::now();
-    w.wait_ready(Duration::from_secs(15));
+    s.workers[0].wait_ready(Duration::from_secs(15));
     assert!(
-        checker::wait_conserved(
-            &l,
-            &sink,
-            &redis,
-            env,
-            "group",
-            &[TY],
-            Duration::from_secs(30)
-        ),
+        s.wait_conserved(Duration::from_secs(30)),
         "backlog not drained: {} of 1000 handled",
         sink.success_counts().len()
     );
     let backlog_secs = t0.elapsed().as_secs_f64();
-    let first = checker::check(
-        &l.lock().unwrap(),
-        &sink,
-        &redis,
-        env,
-        &CheckOpts::default(),
-    );
+    let first = s.check(&CheckOpts::default());
     first.assert_metrics(
         "T03 first start",
-        &[parse_metrics(&w.metrics())],
+        &[parse_metrics(&s.workers[0].metrics())],
         env,
         Some(0),
     );
@@ -66,26 +52,12 @@ fn t03_startup_and_backlog() {
         vec!["group".to_string()]
     );
     // Restart: XGROUP CREATE answers BUSYGROUP, which is success.
-    w.sigterm();
-    assert_eq!(
-        w.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
-        Some(0)
-    );
-    w.restart();
-    w.wait_ready(Duration::from_secs(15));
+    let w = &mut s.workers[0];
+    w.graceful_restart();
     for i in 0..100 {
-        publish_logged(&redis, env, TY, &format!("a-{i:04}"), &l);
+        s.publish(&format!("a-{i:04}"));
     }
-    checker::must_conserve(
-        "T03",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[TY],
-        Duration::from_secs(20),
-    );
+    s.conserve(Duration::from_secs(20));
     let transcript = monitor.stop();
     let creates: Vec<_> = transcript
         .iter()
@@ -105,16 +77,11 @@ fn t03_startup_and_backlog() {
         creates.iter().all(|c| c.ends_with(" 0 MKSTREAM")),
         "groups are created at 0 with MKSTREAM: {creates:?}"
     );
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &sink,
-        &redis,
-        env,
-        &CheckOpts::default(),
-    );
-    rep.assert_ok("T03", 0, &sink.ledger_dump());
+    let rep = s.check(&CheckOpts::default());
+    rep.assert_ok("T03", 0, &s.sink.ledger_dump());
     assert_eq!(rep.ok_runs, 1100);
     // The second process counted only its 100.
+    let w = &s.workers[0];
     let m = parse_metrics(&w.metrics());
     assert_eq!(
         sum(
@@ -136,47 +103,40 @@ fn t03_startup_and_backlog() {
 
 #[test]
 fn t04_order_single_consumer() {
-    let env = "t04";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.concurrency = 1;
-    // With one free slot the reader alternates between the type stream and the
-    // (empty) redeliver stream, blocking read_block on the latter each time
-    // (see t04b below); a short block keeps this ordering test fast.
-    cfg.read_block = "50ms".into();
-    let l = ledger();
+    let mut s = Scenario::new("T04")
+        .types(&[TY])
+        .config(|c| {
+            c.concurrency = 1;
+            // With one free slot the reader alternates between the type stream and the
+            // (empty) redeliver stream, blocking read_block on the latter each time
+            // (see t04b below); a short block keeps this ordering test fast.
+            c.read_block = "50ms".into();
+        })
+        .workers(0)
+        .start();
     // Half before the start (backlog), half while running.
     for i in 0..150 {
-        publish_logged(&redis, env, TY, &format!("o-{i:04}"), &l);
+        s.publish(&format!("o-{i:04}"));
     }
-    let mut w = WorkerProcess::start("w1", cfg);
-    w.wait_ready(Duration::from_secs(15));
+    s.add_worker();
+    s.w().wait_ready(Duration::from_secs(15));
     for i in 150..300 {
-        publish_logged(&redis, env, TY, &format!("o-{i:04}"), &l);
+        s.publish(&format!("o-{i:04}"));
     }
-    let rep = checker::conserved_report(
-        "T04",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[TY],
+    let rep = s.report(
         Duration::from_secs(30),
         Duration::ZERO,
         &CheckOpts::default(),
     );
-    let order: Vec<String> = sink.ledger().into_iter().map(|r| r.id).collect();
-    let published = l.lock().unwrap().order.clone();
+    let order: Vec<String> = s.sink.ledger().into_iter().map(|r| r.id).collect();
+    let published = s.ledger.lock().unwrap().order.clone();
     assert_eq!(
         order, published,
         "handler order differs from XADD order with concurrency 1"
     );
-    assert_eq!(sink.max_concurrent(), 1);
+    assert_eq!(s.sink.max_concurrent(), 1);
     rep.assert_ok("T04", 0, "");
-    rep.assert_metrics("T04", &[parse_metrics(&w.metrics())], env, Some(0));
+    s.assert_metrics(&rep, Some(0));
 }
 
 /// Companion of T04 (a finding): with `concurrency = 1` a backlog must drain at
@@ -186,29 +146,22 @@ fn t04_order_single_consumer() {
 /// `read_block` (1 s with the default config).
 #[test]
 fn t04b_single_consumer_backlog_throughput() {
-    let env = "t04b";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.concurrency = 1;
-    cfg.read_block = "1s".into(); // the README's default
-    let l = ledger();
+    let mut s = Scenario::new("T04b")
+        .types(&[TY])
+        .config(|c| {
+            c.concurrency = 1;
+            c.read_block = "1s".into(); // the README's default
+        })
+        .workers(0)
+        .start();
     for i in 0..100 {
-        publish_logged(&redis, env, TY, &format!("q-{i:04}"), &l);
+        s.publish(&format!("q-{i:04}"));
     }
-    let mut w = WorkerProcess::start("w1", cfg);
-    w.wait_ready(Duration::from_secs(15));
+    s.add_worker();
+    s.w().wait_ready(Duration::from_secs(15));
     let t0 = Instant::now();
-    let done = checker::wait_conserved(
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[TY],
-        Duration::from_secs(15),
-    );
+    let sink = &s.sink;
+    let done = s.wait_conserved(Duration::from_secs(15));
     let handled = sink.success_counts().len();
     let secs = t0.elapsed().as_secs_f64();
     eprintln!(
@@ -225,34 +178,25 @@ fn t04b_single_consumer_backlog_throughput() {
 
 #[test]
 fn t09_dead_worker_takeover_three_daemons() {
-    let env = "t09";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(300)));
     let (ttl, reclaim) = (Duration::from_secs(2), Duration::from_millis(200));
-    let mk = |name: &str| {
-        let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-        cfg.consumer = Some(name.into());
-        cfg.concurrency = 3;
-        cfg.visibility_timeout = "120s".into();
-        cfg.heartbeat_ttl = "2s".into();
-        cfg.reclaim_interval = "200ms".into();
-        cfg
-    };
-    let mut ws: Vec<WorkerProcess> = ["w1", "w2", "w3"]
-        .iter()
-        .map(|n| WorkerProcess::start(n, mk(n)))
-        .collect();
-    for w in ws.iter_mut() {
-        w.wait_ready(Duration::from_secs(15));
-    }
-    let l = ledger();
+    let mut s = Scenario::new("T09")
+        .types(&[TY])
+        .sink(Action::delayed(200, Duration::from_millis(300)))
+        .workers(3)
+        .config(|c| {
+            c.concurrency = 3;
+            c.visibility_timeout = "120s".into();
+            c.heartbeat_ttl = "2s".into();
+            c.reclaim_interval = "200ms".into();
+        })
+        .start();
+    let (env, redis, l) = (s.env.clone(), &s.redis, &s.ledger);
+    let env = env.as_str();
     let mut event_of: BTreeMap<String, String> = BTreeMap::new();
     for i in 0..90 {
         let id = format!("t-{i:03}");
         l.lock().unwrap().attempt(&id);
-        let entry = publish(&redis, env, TY, &id);
+        let entry = publish(redis, env, TY, &id);
         l.lock().unwrap().ack(&id);
         event_of.insert(entry, id);
     }
@@ -264,8 +208,9 @@ fn t09_dead_worker_takeover_three_daemons() {
             .count()
             >= 2
     });
-    let mut victim = ws.remove(0);
+    let mut victim = s.workers.remove(0);
     victim.kill9();
+    let (redis, sink) = (&s.redis, &s.sink);
     let kill_at = sink.now();
     let orphans: Vec<String> = redis
         .xpending_detail(&stream_key(env, TY), "group")
@@ -274,16 +219,7 @@ fn t09_dead_worker_takeover_three_daemons() {
         .map(|p| event_of[&p.0].clone())
         .collect();
     assert!(!orphans.is_empty());
-    checker::must_conserve(
-        "T09",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[TY],
-        Duration::from_secs(40),
-    );
+    s.conserve(Duration::from_secs(40));
     let bound = ttl + reclaim + Duration::from_millis(1500);
     let mut worst = Duration::ZERO;
     for id in &orphans {
@@ -299,31 +235,20 @@ fn t09_dead_worker_takeover_three_daemons() {
             "orphan {id} taken over after {delay:?} > heartbeat_ttl + reclaim_interval + slack = {bound:?}"
         );
     }
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &sink,
-        &redis,
-        env,
-        &CheckOpts::default(),
-    );
+    let rep = s.check(&CheckOpts::default());
     // Duplicates: at most what w1 had in flight (its concurrency).
     rep.assert_ok("T09", 3, &sink.ledger_dump());
-    let reclaimed: f64 = ws
+    let reclaimed: f64 = s
+        .scrapes()
         .iter()
-        .map(|w| {
-            sum(
-                &parse_metrics(&w.metrics()),
-                "event_worker_reclaimed_total",
-                &[("env", env)],
-            )
-        })
+        .map(|m| sum(m, "event_worker_reclaimed_total", &[("env", env)]))
         .sum();
     assert!(
         reclaimed >= orphans.len() as f64,
         "reclaimed_total {reclaimed}"
     );
     // The survivors were never restarted: the takeover is periodic, not at startup.
-    for w in ws.iter_mut() {
+    for w in s.workers.iter_mut() {
         w.assert_running();
         assert_eq!(w.starts(), 1, "{} was restarted", w.name);
     }
@@ -361,41 +286,32 @@ fn consumers(redis: &RedisServer, key: &str, group: &str) -> Vec<(String, i64, i
 #[test]
 #[ignore = "long tier: the dead-consumer cleanup only removes consumers idle >= 60 s, every 30 s (~100 s)"]
 fn t12_consumer_name_hygiene() {
-    let env = "t12";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
+    let s = Scenario::new("T12")
+        .types(&[TY])
+        .config(|c| {
+            c.consumer = None; // hostname-pid: a fresh name per start
+            c.heartbeat_ttl = "2s".into();
+            // The holder below never refreshes its idle time: keep the backstop away.
+            c.visibility_timeout = "10m".into();
+        })
+        .workers(0)
+        .start();
+    let (env, redis, sink, l) = (s.env.as_str(), &s.redis, &s.sink, &s.ledger);
     let key = stream_key(env, TY);
-    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    cfg.consumer = None; // hostname-pid: a fresh name per start
-    cfg.heartbeat_ttl = "2s".into();
-    // The holder below never refreshes its idle time: keep the backstop away.
-    cfg.visibility_timeout = "10m".into();
-    let l = ledger();
     // A consumer that holds a pending entry and stays "alive" (heartbeat kept):
     // the cleanup must never delete it.
     redis.cmd(&["XGROUP", "CREATE", &key, "group", "0", "MKSTREAM"]);
-    publish_logged(&redis, env, TY, "held", &l);
-    let r = redis.cmd(&[
-        "XREADGROUP",
-        "GROUP",
-        "group",
-        "holder",
-        "COUNT",
-        "1",
-        "STREAMS",
-        &key,
-        ">",
-    ]);
+    publish_logged(redis, env, TY, "held", l);
+    let r = redis.read_as(&key, "group", "holder", 1);
     assert!(!r.items().is_empty());
     let hb = heartbeat_key(env, "group", "holder");
     redis.cmd(&["SET", &hb, "{}", "PX", "600000"]);
-    let mut w = WorkerProcess::start("w", cfg);
+    let mut w = WorkerProcess::start("w", s.cfg.clone());
     let restarts = 15;
     for k in 0..restarts {
         w.wait_ready(Duration::from_secs(15));
         for i in 0..5 {
-            publish_logged(&redis, env, TY, &format!("r{k:02}-{i}"), &l);
+            publish_logged(redis, env, TY, &format!("r{k:02}-{i}"), l);
         }
         std::thread::sleep(Duration::from_millis(400));
         if k % 3 == 0 {
@@ -415,22 +331,22 @@ fn t12_consumer_name_hygiene() {
         .to_string();
     // Redis creates a consumer on its first delivery: give the live one work.
     for i in 0..5 {
-        publish_logged(&redis, env, TY, &format!("last-{i}"), &l);
+        publish_logged(redis, env, TY, &format!("last-{i}"), l);
     }
     wait_until(
         "the last start handles its events",
         Duration::from_secs(10),
         || (0..5).all(|i| sink.success_counts().contains_key(&format!("last-{i}"))),
     );
-    let peak = consumers(&redis, &key, "group").len();
+    let peak = consumers(redis, &key, "group").len();
     eprintln!("[T12] consumers after {restarts} restarts: {peak} (live: {live})");
     // Watch the cleanup: the holder keeps its entry, the live consumer is never
     // removed, and every removed consumer had nothing pending.
-    let monitor = Monitor::start(&redis);
+    let monitor = Monitor::start(redis);
     let start = Instant::now();
     let mut last = Vec::new();
     let bounded = try_wait_until(Duration::from_secs(150), || {
-        let cs = consumers(&redis, &key, "group");
+        let cs = consumers(redis, &key, "group");
         let holder = cs.iter().find(|c| c.0 == "holder").cloned();
         assert_eq!(
             holder.map(|h| h.1),
@@ -469,17 +385,7 @@ fn t12_consumer_name_hygiene() {
         start.elapsed()
     );
     l.lock().unwrap().acked.remove("held");
-    let rep = checker::conserved_report(
-        "T12",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[],
-        Duration::from_secs(10),
-        Duration::ZERO,
-        &CheckOpts::default(),
-    );
+    s.conserve_on(&[], Duration::from_secs(10));
+    let rep = s.check(&CheckOpts::default());
     rep.assert_ok("T12", 5 * 4 * 5, "");
 }

@@ -3,8 +3,9 @@
 //! points, T23 the same over `rediss://`.
 
 use crate::util::api::Api;
-use crate::util::checker::{self, CheckOpts, ledger};
-use crate::util::faults::{Cut, Dir, Proxy};
+use crate::util::checker::CheckOpts;
+use crate::util::faults::{Cut, Dir};
+use crate::util::scenario::ScenarioBuilder;
 use crate::util::tls::{Pki, start_tls_redis};
 use crate::util::*;
 use serde_json::json;
@@ -13,11 +14,9 @@ use std::time::{Duration, Instant};
 const TY: &str = "net.event";
 const TOKEN: &str = "rows-network-token-0123456789";
 
-fn via_proxy(env: &str, proxy: &Proxy, sink: &HttpSink) -> WorkerConfig {
-    let url = format!("redis://127.0.0.1:{}", proxy.port());
-    WorkerConfig::new(env, &url)
-        .route(Route::http(&[TY], &sink.url()))
-        .api_token(TOKEN)
+/// A worker behind the proxy, with the API token.
+fn via_proxy(row: &str) -> ScenarioBuilder {
+    Scenario::new(row).types(&[TY]).via_proxy().token(TOKEN)
 }
 
 fn reclaimed(w: &WorkerProcess, env: &str) -> f64 {
@@ -30,78 +29,57 @@ fn reclaimed(w: &WorkerProcess, env: &str) -> f64 {
 
 #[test]
 fn t20_latency_injection() {
-    let env = "t20";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let proxy = Proxy::start(redis.port);
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(10)));
-    let mut cfg = via_proxy(env, &proxy, &sink);
-    // A slot is held for read + handler + XACK round trips (~1 s at 2 x 200 ms
-    // RTT); 16 slots sustain the 10 events/s of this load.
-    cfg.concurrency = 16;
-    // Claim thresholds far above RTT + handler time: no false claims allowed.
-    cfg.heartbeat_ttl = "5s".into();
-    cfg.visibility_timeout = "60s".into();
-    let mut w = WorkerProcess::start("w1", cfg);
-    w.wait_ready(Duration::from_secs(15));
-    let l = ledger();
-    proxy.latency(Duration::from_millis(200), Duration::from_millis(100));
+    let mut s = via_proxy("T20")
+        .sink(Action::delayed(200, Duration::from_millis(10)))
+        .config(|c| {
+            // A slot is held for read + handler + XACK round trips (~1 s at 2 x 200 ms
+            // RTT); 16 slots sustain the 10 events/s of this load.
+            c.concurrency = 16;
+            // Claim thresholds far above RTT + handler time: no false claims allowed.
+            c.heartbeat_ttl = "5s".into();
+            c.visibility_timeout = "60s".into();
+        })
+        .start();
+    s.proxy()
+        .latency(Duration::from_millis(200), Duration::from_millis(100));
     let t0 = Instant::now();
-    let publisher =
-        checker::spawn_publisher(&redis, env, TY, "lat", 100, Duration::from_millis(100), &l);
-    publisher.join().unwrap();
+    s.publisher("lat", 100, Duration::from_millis(100))
+        .join()
+        .unwrap();
     let loaded = t0.elapsed();
-    checker::must_conserve(
-        "T20",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[TY],
-        Duration::from_secs(25),
-    );
-    proxy.pass();
+    s.conserve(Duration::from_secs(25));
+    s.proxy().pass();
     std::thread::sleep(Duration::from_millis(300));
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &sink,
-        &redis,
-        env,
-        &CheckOpts::default(),
+    let rep = s.check(&CheckOpts::default());
+    rep.assert_ok("T20", 0, &s.sink.ledger_dump());
+    s.assert_metrics(&rep, Some(0));
+    assert_eq!(
+        reclaimed(&s.workers[0], &s.env),
+        0.0,
+        "false claims under latency"
     );
-    rep.assert_ok("T20", 0, &sink.ledger_dump());
-    rep.assert_metrics("T20", &[parse_metrics(&w.metrics())], env, Some(0));
-    assert_eq!(reclaimed(&w, env), 0.0, "false claims under latency");
     eprintln!(
         "[T20] 100-300 ms per direction for {:.1}s of load, drained {:.1}s after the start",
         loaded.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
-    w.assert_running();
+    s.w().assert_running();
 }
 
 #[test]
 #[ignore = "long tier: a 25 s blackhole, detected by the client's 20 s unresponsive timeout (~60 s)"]
 fn t21_half_open_blackhole() {
-    let env = "t21";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let proxy = Proxy::start(redis.port);
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(10)));
-    let mut cfg = via_proxy(env, &proxy, &sink);
-    cfg.concurrency = 4;
-    cfg.heartbeat_ttl = "5s".into();
-    let mut w = WorkerProcess::start("w1", cfg.clone());
-    w.wait_ready(Duration::from_secs(15));
-    let l = ledger();
-    let publisher =
-        checker::spawn_publisher(&redis, env, TY, "bh", 900, Duration::from_millis(40), &l);
-    wait_until("load running", Duration::from_secs(10), || {
-        sink.success_counts().len() >= 20
-    });
+    let mut s = via_proxy("T21")
+        .sink(Action::delayed(200, Duration::from_millis(10)))
+        .config(|c| {
+            c.concurrency = 4;
+            c.heartbeat_ttl = "5s".into();
+        })
+        .start();
+    let publisher = s.publisher("bh", 900, Duration::from_millis(40));
+    s.wait_load(20);
+    let (env, cfg, redis, sink, l) = (s.env.as_str(), &s.cfg, &s.redis, &s.sink, &s.ledger);
+    let (w, proxy) = (&s.workers[0], s.proxy());
     proxy.blackhole(true);
     let bh_start = Instant::now();
     // Publish through the API during the blackhole: 503 within the 30 s deadline.
@@ -133,15 +111,7 @@ fn t21_half_open_blackhole() {
     }
     let recovery = sink.recovery_after("a success after the heal", heal, Duration::from_secs(30));
     publisher.join().unwrap();
-    if !checker::wait_conserved(
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[TY],
-        Duration::from_secs(40),
-    ) {
+    if !s.wait_conserved(Duration::from_secs(40)) {
         // Evidence for the report: what the daemon holds and what the sink saw.
         let m = parse_metrics(&w.metrics());
         let stuck: Vec<_> = redis
@@ -163,14 +133,7 @@ fn t21_half_open_blackhole() {
             sum(&m, "event_worker_in_flight", &[("env", env)])
         );
     }
-    let rep = checker::conserved_report(
-        "T21",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[TY],
+    let rep = s.report(
         Duration::from_secs(1),
         Duration::ZERO,
         &CheckOpts::default(),
@@ -180,7 +143,7 @@ fn t21_half_open_blackhole() {
          {api_status} after {api_took:?}; first success {recovery:?} after the heal"
     );
     rep.assert_ok("T21", 4, "");
-    w.assert_running();
+    s.w().assert_running();
     assert!(not_ready, "readyz stayed 200 through a 25 s blackhole");
     assert!(
         api_status == 503 || (200..300).contains(&api_status),
@@ -193,31 +156,14 @@ fn t21_half_open_blackhole() {
     );
 }
 
-/// Worker through a proxy, ready; the publisher ledger.
-struct CutCase {
-    env: &'static str,
-    redis: RedisServer,
-    proxy: Proxy,
-    sink: HttpSink,
-    worker: WorkerProcess,
-}
-
-fn cut_case(env: &'static str, concurrency: u32) -> CutCase {
-    let redis = RedisServer::start();
-    let proxy = Proxy::start(redis.port);
-    let sink = HttpSink::start();
-    let mut cfg = via_proxy(env, &proxy, &sink);
-    cfg.concurrency = concurrency;
-    cfg.read_block = "1s".into();
-    let mut worker = WorkerProcess::start("w1", cfg);
-    worker.wait_ready(Duration::from_secs(15));
-    CutCase {
-        env,
-        redis,
-        proxy,
-        sink,
-        worker,
-    }
+/// A worker behind the proxy (read_block 1 s), ready, for the cuts of T22.
+fn cut_case(row: &str, concurrency: u32) -> Scenario {
+    via_proxy(row)
+        .config(move |c| {
+            c.concurrency = concurrency;
+            c.read_block = "1s".into();
+        })
+        .start()
 }
 
 fn resp_key(key: &str) -> Vec<u8> {
@@ -226,35 +172,26 @@ fn resp_key(key: &str) -> Vec<u8> {
 
 #[test]
 fn t22a_cut_during_xreadgroup_block() {
-    let c = cut_case("t22a", 4);
-    let _dump = c.redis.dump_on_panic(c.env);
+    let c = cut_case("T22a", 4);
     // Idle worker: its reader sits in XREADGROUP BLOCK 1s; reset it mid-block.
-    c.proxy.arm(Cut::after_command(
+    c.proxy().arm(Cut::after_command(
         &[b"XREADGROUP"],
         Duration::from_millis(300),
     ));
     wait_until("cut fired", Duration::from_secs(10), || {
-        !c.proxy.fired().is_empty()
+        !c.proxy().fired().is_empty()
     });
     std::thread::sleep(Duration::from_millis(400));
-    let l = ledger();
     for i in 0..30 {
-        checker::publish_logged(&c.redis, c.env, TY, &format!("a-{i:02}"), &l);
+        c.publish(&format!("a-{i:02}"));
     }
-    let rep = checker::conserved_report(
-        "T22a",
-        &l,
-        &c.sink,
-        &c.redis,
-        c.env,
-        "group",
-        &[TY],
+    let rep = c.report(
         Duration::from_secs(20),
         Duration::ZERO,
         &CheckOpts::default(),
     );
     rep.assert_ok("T22a", 0, "");
-    eprintln!("[T22a] cut: {:?}", c.proxy.fired()[0].chunk);
+    eprintln!("[T22a] cut: {:?}", c.proxy().fired()[0].chunk);
 }
 
 /// T22e: a read's reply is lost (the connection drops after Redis delivered entries to the
@@ -264,15 +201,9 @@ fn t22a_cut_during_xreadgroup_block() {
 /// read did), then the worker's reader connection is killed (what the worker sees).
 #[test]
 fn t22e_lost_read_reply_is_taken_back_at_once() {
-    let redis = RedisServer::start();
-    let env = "t22e";
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&[TY], &sink.url()));
-    let mut w = WorkerProcess::start("w1", cfg);
-    w.wait_ready(Duration::from_secs(15));
-    let key = stream_key(env, TY);
-    let l = ledger();
+    let s = Scenario::new("T22e").types(&[TY]).start();
+    let (redis, l) = (&s.redis, &s.ledger);
+    let key = stream_key(&s.env, TY);
     let mut c = redis.conn();
     c.cmd(&["MULTI"]).unwrap();
     for i in 0..5 {
@@ -306,24 +237,9 @@ fn t22e_lost_read_reply_is_taken_back_at_once() {
     .unwrap();
     assert_eq!(killed, 1, "the reader connection was not found by name");
     let start = Instant::now();
-    checker::must_conserve(
-        "T22e",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[TY],
-        Duration::from_secs(10),
-    );
+    s.conserve(Duration::from_secs(10));
     let took = start.elapsed();
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &sink,
-        &redis,
-        env,
-        &CheckOpts::default(),
-    );
+    let rep = s.check(&CheckOpts::default());
     rep.assert_ok("T22e", 0, "");
     eprintln!(
         "[T22e] 5 entries of a lost read reply handled {took:?} after the read failed (visibility_timeout 30 s); dups {}",
@@ -333,34 +249,25 @@ fn t22e_lost_read_reply_is_taken_back_at_once() {
 
 #[test]
 fn t22b_cut_after_xack_forwarded() {
-    let mut c = cut_case("t22b", 4);
-    let _dump = c.redis.dump_on_panic(c.env);
-    let key = stream_key(c.env, TY);
+    let mut c = cut_case("T22b", 4);
+    let key = stream_key(&c.env, TY);
     // Reset right after an XACK went upstream, before its reply comes back.
-    c.proxy.arm(Cut::after_command(
+    c.proxy().arm(Cut::after_command(
         &[b"XACK", &resp_key(&key)],
         Duration::ZERO,
     ));
-    let l = ledger();
     for i in 0..30 {
-        checker::publish_logged(&c.redis, c.env, TY, &format!("b-{i:02}"), &l);
+        c.publish(&format!("b-{i:02}"));
     }
     wait_until("cut fired", Duration::from_secs(10), || {
-        !c.proxy.fired().is_empty()
+        !c.proxy().fired().is_empty()
     });
-    let rep = checker::conserved_report(
-        "T22b",
-        &l,
-        &c.sink,
-        &c.redis,
-        c.env,
-        "group",
-        &[TY],
+    let rep = c.report(
         Duration::from_secs(40),
         Duration::from_millis(500),
         &CheckOpts::default(),
     );
-    let fired = c.proxy.fired()[0].chunk.clone();
+    let fired = c.proxy().fired()[0].chunk.clone();
     let in_batch = fired.matches("b-").count().max(fired.matches('-').count());
     // Handled at most once more per id of the cut XACK (≤ concurrency).
     rep.assert_ok("T22b", 4, &c.sink.ledger_dump());
@@ -369,7 +276,7 @@ fn t22b_cut_after_xack_forwarded() {
         Some(0),
         "acked exactly: nothing left pending"
     );
-    c.worker.assert_running();
+    c.w().assert_running();
     eprintln!(
         "[T22b] cut after {fired:?} ({in_batch} ids in the batch?); dups {}",
         rep.duplicated
@@ -378,15 +285,14 @@ fn t22b_cut_after_xack_forwarded() {
 
 #[test]
 fn t22c_cut_during_publish_xadd() {
-    let mut c = cut_case("t22c", 4);
-    let _dump = c.redis.dump_on_panic(c.env);
-    let key = stream_key(c.env, TY);
-    let api = Api::new(&c.worker.config.api_addr(), Some(TOKEN));
-    c.proxy.arm(Cut::after_command(
+    let mut c = cut_case("T22c", 4);
+    let key = stream_key(&c.env, TY);
+    let api = c.api(Some(TOKEN));
+    c.proxy().arm(Cut::after_command(
         &[b"XADD", &resp_key(&key)],
         Duration::ZERO,
     ));
-    let l = ledger();
+    let l = &c.ledger;
     let mut answers = Vec::new();
     for i in 0..10 {
         let id = format!("c-{i:02}");
@@ -411,17 +317,8 @@ fn t22c_cut_during_publish_xadd() {
             r.body
         );
     }
-    assert!(!c.proxy.fired().is_empty(), "the cut never fired");
-    checker::must_conserve(
-        "T22c",
-        &l,
-        &c.sink,
-        &c.redis,
-        c.env,
-        "group",
-        &[TY],
-        Duration::from_secs(20),
-    );
+    assert!(!c.proxy().fired().is_empty(), "the cut never fired");
+    c.conserve(Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
     let copies = |id: &str| {
         c.redis
@@ -431,13 +328,7 @@ fn t22c_cut_during_publish_xadd() {
             .count()
     };
     let cut_id = "c-00";
-    let rep = checker::check(
-        &l.lock().unwrap(),
-        &c.sink,
-        &c.redis,
-        c.env,
-        &CheckOpts::default(),
-    );
+    let rep = c.check(&CheckOpts::default());
     eprintln!(
         "[T22c] answers {answers:?}; entries of {cut_id}: {}; recovered {:?}",
         copies(cut_id),
@@ -450,79 +341,63 @@ fn t22c_cut_during_publish_xadd() {
         copies(cut_id)
     );
     rep.assert_ok("T22c", 0, "");
-    c.worker.assert_running();
+    c.w().assert_running();
 }
 
 #[test]
 fn t22d_cut_during_dlq_move_script() {
-    let mut c = cut_case("t22d", 4);
-    let _dump = c.redis.dump_on_panic(c.env);
-    let key = stream_key(c.env, TY);
-    let dlq = dlq_key(c.env);
+    let mut c = cut_case("T22d", 4);
+    let key = stream_key(&c.env, TY);
+    let dlq = dlq_key(&c.env);
     c.sink.script("poison-0", vec![Action::status(400)]);
-    c.proxy.arm(Cut::after_command(
+    c.proxy().arm(Cut::after_command(
         &[b"EVAL", &resp_key(&dlq)],
         Duration::ZERO,
     ));
-    let l = ledger();
-    checker::publish_logged(&c.redis, c.env, TY, "poison-0", &l);
+    c.publish("poison-0");
     for i in 0..10 {
-        checker::publish_logged(&c.redis, c.env, TY, &format!("d-{i:02}"), &l);
+        c.publish(&format!("d-{i:02}"));
     }
     wait_until("cut fired", Duration::from_secs(10), || {
-        !c.proxy.fired().is_empty()
+        !c.proxy().fired().is_empty()
     });
     let opts = CheckOpts {
         expect_dead: ["poison-0".to_string()].into(),
         ..CheckOpts::default()
     };
-    let rep = checker::conserved_report(
-        "T22d",
-        &l,
-        &c.sink,
-        &c.redis,
-        c.env,
-        "group",
-        &[TY],
-        Duration::from_secs(40),
-        Duration::from_millis(500),
-        &opts,
-    );
+    let rep = c.report(Duration::from_secs(40), Duration::from_millis(500), &opts);
     rep.assert_ok("T22d", 0, &c.sink.ledger_dump());
     // Exactly one of {source PEL, DLQ}: one DLQ record, nothing pending.
-    assert_eq!(dlq_by_id(&c.redis, c.env)["poison-0"].len(), 1);
+    assert_eq!(dlq_by_id(&c.redis, &c.env)["poison-0"].len(), 1);
     assert_eq!(c.redis.xpending_count(&key, "group"), Some(0));
-    c.worker.assert_running();
+    c.w().assert_running();
     eprintln!(
         "[T22d] cut after {:?}; handler runs of the poison: {}",
-        c.proxy.fired()[0].chunk,
+        c.proxy().fired()[0].chunk,
         c.sink.requests_for("poison-0").len()
     );
 }
 
 #[test]
 fn t23_tls_variants_through_the_proxy() {
-    let env = "t23";
     let pki = Pki::generate();
     let tls = start_tls_redis(&pki, false, None);
-    let redis = &tls.redis;
-    let _dump = redis.dump_on_panic(env);
-    let proxy = Proxy::start(tls.tls_port);
-    let sink = HttpSink::start();
-    sink.set_default(Action::delayed(200, Duration::from_millis(5)));
-    let url = format!("rediss://localhost:{}", proxy.port());
     let concurrency = 4u32;
-    let mut cfg = WorkerConfig::new(env, &url).route(Route::http(&[TY], &sink.url()));
-    cfg.concurrency = concurrency;
-    cfg.top_level = format!("tls_ca_file = {:?}\n", pki.ca_cert.to_str().unwrap());
-    let mut w = WorkerProcess::start("w1", cfg);
-    w.wait_ready(Duration::from_secs(15));
-    let l = ledger();
-    let publisher =
-        checker::spawn_publisher(redis, env, TY, "tls", 300, Duration::from_millis(25), &l);
-    wait_until("load running", Duration::from_secs(10), || {
-        sink.success_counts().len() >= 20
-    });
+    let ca = format!("tls_ca_file = {:?}\n", pki.ca_cert.to_str().unwrap());
+    let mut s = Scenario::new("T23")
+        .types(&[TY])
+        .redis(tls.redis)
+        .proxy_to(tls.tls_port)
+        .url(|_, p| format!("rediss://localhost:{}", p.unwrap().port()))
+        .sink(Action::delayed(200, Duration::from_millis(5)))
+        .config(move |c| {
+            c.concurrency = concurrency;
+            c.top_level = ca;
+        })
+        .start();
+    let (proxy, sink) = (s.proxy(), &s.sink);
+    let publisher = s.publisher("tls", 300, Duration::from_millis(25));
+    s.wait_load(20);
     // RST every connection three times, then cut the next connection after
     // 300 bytes from the client (inside or right after the TLS handshake).
     let mut resets = 0;
@@ -543,26 +418,17 @@ fn t23_tls_variants_through_the_proxy() {
             .any(|r| r.is_success() && r.received > cut + Duration::from_millis(200))
     });
     publisher.join().unwrap();
-    let rep = checker::conserved_report(
-        "T23",
-        &l,
-        &sink,
-        redis,
-        env,
-        "group",
-        &[TY],
-        Duration::from_secs(25),
-        Duration::from_millis(300),
-        &CheckOpts::default(),
-    );
     let bound = 5 * concurrency as usize;
-    rep.assert_ok("T23", bound, "");
-    rep.assert_metrics("T23", &[parse_metrics(&w.metrics())], env, Some(0));
+    let rep = s.conserved(Close {
+        timeout: Duration::from_secs(25),
+        dup_bound: bound,
+        ..Close::default()
+    });
     eprintln!(
         "[T23] rediss:// through the proxy: {resets} connections reset, {} accepted after, handshake cut {:?}; dups {} (bound {bound})",
         proxy.accepted() - before,
         proxy.fired()[0].chunk.len(),
         rep.duplicated
     );
-    w.assert_running();
+    s.w().assert_running();
 }

@@ -403,15 +403,11 @@ fn t47_metrics_cardinality_10k_random_types_long() {
 #[test]
 fn t47_malformed_entries_past_the_label_cap_count_as_other() {
     let env = "t47m";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let cfg = WorkerConfig::new(env, &redis.url()).route(Route::http(&["*"], &sink.url()));
-    let mut w = WorkerProcess::start("w1", cfg);
-    w.wait_ready(Duration::from_secs(15));
+    let mut sc = Scenario::new("T47").env(env).types(&["*"]).start();
+    let (redis, sink, w) = (&sc.redis, &sc.sink, &mut sc.workers[0]);
     // The first MAX_TYPE_LABELS types take every label.
     for i in 0..MAX_TYPE_LABELS {
-        publish(&redis, env, &format!("m.a{i:03}"), &format!("a-{i:03}"));
+        publish(redis, env, &format!("m.a{i:03}"), &format!("a-{i:03}"));
     }
     wait_until(
         "the labelled types handled",
@@ -424,7 +420,7 @@ fn t47_malformed_entries_past_the_label_cap_count_as_other() {
             &stream_key(env, &ty),
             &[("id", &format!("z-{i}")), ("type", &ty)],
         );
-        publish(&redis, env, &format!("m.y{i}"), &format!("y-{i}"));
+        publish(redis, env, &format!("m.y{i}"), &format!("y-{i}"));
     }
     wait_until(
         "5 malformed dead-lettered, 5 more handled",

@@ -173,33 +173,21 @@ fn t48_secret_canaries_never_leak() {
 
 #[test]
 fn t49_password_file_hygiene() {
-    let env = "t49";
     let pw = "pwfile-s3cret-0b7e1d";
-    let redis = RedisServer::start_with_password(pw);
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("redis-password");
     std::fs::write(&file, format!("{pw}\n")).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let url = format!("redis://127.0.0.1:{}", redis.port);
-    let mut cfg = WorkerConfig::new(env, &url).route(Route::http(&[TY], &sink.url()));
-    cfg.env_vars
-        .push(("REDIS_PASSWORD_FILE".into(), file.to_str().unwrap().into()));
-    let mut w = WorkerProcess::start("w1", cfg.clone());
-    w.wait_ready(Duration::from_secs(15));
-    let l = ledger();
-    publish_logged(&redis, env, TY, "pf-1", &l);
-    checker::must_conserve(
-        "T49",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &[TY],
-        Duration::from_secs(10),
-    );
+    let file_env = file.to_str().unwrap().to_string();
+    let mut s = Scenario::new("T49")
+        .types(&[TY])
+        .redis(RedisServer::start_with_password(pw))
+        .url(|r, _| format!("redis://127.0.0.1:{}", r.port))
+        .config(move |c| c.env_vars.push(("REDIS_PASSWORD_FILE".into(), file_env)))
+        .start();
+    s.publish("pf-1");
+    s.conserve(Duration::from_secs(10));
+    let (cfg, w) = (&s.cfg, &mut s.workers[0]);
     let pid = w.pid();
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
@@ -209,14 +197,8 @@ fn t49_password_file_hygiene() {
     let quiet = !w.output().contains("chmod 600");
     // World-readable: still works, but warns (run and check).
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    w.sigterm();
-    assert_eq!(
-        w.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
-        Some(0)
-    );
-    w.restart();
-    w.wait_ready(Duration::from_secs(15));
-    let check = cli(&cfg, &["check"]);
+    w.graceful_restart();
+    let check = cli(cfg, &["check"]);
     let warned_run = w.output().contains("readable by group or others");
     let check_text = format!("{}{}", check.stdout, check.stderr);
     eprintln!(
@@ -575,21 +557,19 @@ fn verify_signature(secret: &str, header: &str, raw: &[u8]) -> Result<u64, Strin
 
 #[test]
 fn t52_webhook_signature_and_no_redirects() {
-    let env = "t52";
-    let redis = RedisServer::start();
-    let _dump = redis.dump_on_panic(env);
-    let sink = HttpSink::start();
-    let elsewhere = HttpSink::start();
     let secret = "whsec-0123456789abcdef";
-    let mut signed = Route::http(&["hook.signed"], &sink.url());
-    signed.signing_secret_env = Some("HOOK_SECRET".into());
-    signed.name = Some("signed".into());
-    let mut cfg = WorkerConfig::new(env, &redis.url())
-        .route(signed)
-        .route(Route::http(&["hook.redirect"], &sink.url()));
-    cfg.env_vars.push(("HOOK_SECRET".into(), secret.into()));
-    let mut w = WorkerProcess::start("w1", cfg);
-    w.wait_ready(Duration::from_secs(15));
+    let mut s = Scenario::new("T52")
+        .types(&["hook.signed", "hook.redirect"])
+        .routes(|_, url| {
+            let mut signed = Route::http(&["hook.signed"], url);
+            signed.signing_secret_env = Some("HOOK_SECRET".into());
+            signed.name = Some("signed".into());
+            vec![signed, Route::http(&["hook.redirect"], url)]
+        })
+        .config(move |c| c.env_vars.push(("HOOK_SECRET".into(), secret.into())))
+        .start();
+    let (env, redis, sink) = (s.env.as_str(), &s.redis, &s.sink);
+    let elsewhere = HttpSink::start();
     for code in [301u16, 302, 307, 308] {
         sink.script(
             &format!("redir-{code}"),
@@ -599,26 +579,16 @@ fn t52_webhook_signature_and_no_redirects() {
             }],
         );
     }
-    let l = ledger();
     let mut dead = std::collections::BTreeSet::new();
     for i in 0..5 {
-        publish_logged(&redis, env, "hook.signed", &format!("s-{i}"), &l);
+        s.publish_to("hook.signed", &format!("s-{i}"));
     }
     for code in [301, 302, 307, 308] {
         let id = format!("redir-{code}");
-        publish_logged(&redis, env, "hook.redirect", &id, &l);
+        s.publish_to("hook.redirect", &id);
         dead.insert(id);
     }
-    checker::must_conserve(
-        "T52",
-        &l,
-        &sink,
-        &redis,
-        env,
-        "group",
-        &["hook.signed", "hook.redirect"],
-        Duration::from_secs(15),
-    );
+    s.conserve(Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(300));
     let now = unix_now() as u64;
     for i in 0..5 {
@@ -647,9 +617,9 @@ fn t52_webhook_signature_and_no_redirects() {
         expect_dead: dead.clone(),
         ..CheckOpts::default()
     };
-    let rep = checker::check(&l.lock().unwrap(), &sink, &redis, env, &opts);
+    let rep = s.check(&opts);
     rep.assert_ok("T52", 0, "");
-    let d = dlq_by_id(&redis, env);
+    let d = dlq_by_id(redis, env);
     for id in &dead {
         assert_eq!(d[id][0].get("dlq_reason"), Some("permanent_error"), "{id}");
         assert_eq!(sink.requests_for(id).len(), 1, "{id} retried");
@@ -663,5 +633,5 @@ fn t52_webhook_signature_and_no_redirects() {
     eprintln!(
         "[T52] 5 signatures verified (HMAC-SHA256 over t.body); 301/302/307/308 -> permanent_error, target never called"
     );
-    w.assert_running();
+    s.w().assert_running();
 }
