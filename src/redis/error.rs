@@ -130,45 +130,48 @@ mod tests {
 
     #[test]
     fn server_replies_are_classified_by_their_code() {
-        assert_eq!(
-            kind(ErrorKind::Unknown, "NOGROUP No such key 'a'"),
-            RedisErrorKind::NoGroup
-        );
-        assert_eq!(
-            kind(
+        // The last row: a message that only mentions a code is not that code.
+        let table = [
+            (
                 ErrorKind::Unknown,
-                "BUSYGROUP Consumer Group name already exists"
+                "NOGROUP No such key 'a'",
+                RedisErrorKind::NoGroup,
             ),
-            RedisErrorKind::BusyGroup
-        );
-        assert_eq!(
-            kind(
+            (
+                ErrorKind::Unknown,
+                "BUSYGROUP Consumer Group name already exists",
+                RedisErrorKind::BusyGroup,
+            ),
+            (
                 ErrorKind::InvalidArgument,
-                "WRONGTYPE Operation against a key"
+                "WRONGTYPE Operation against a key",
+                RedisErrorKind::WrongType,
             ),
-            RedisErrorKind::WrongType
-        );
-        assert_eq!(
-            kind(ErrorKind::Unknown, "ERR no such key"),
-            RedisErrorKind::NoSuchKey
-        );
-        assert_eq!(
-            kind(ErrorKind::Unknown, "ERR unknown command"),
-            RedisErrorKind::Other
-        );
-        assert_eq!(
-            kind(ErrorKind::Unknown, "NOPERM no permissions"),
-            RedisErrorKind::NoPerm
-        );
-        assert_eq!(
-            kind(ErrorKind::Auth, "WRONGPASS invalid"),
-            RedisErrorKind::Auth
-        );
-        // A message that only mentions a code is not that code.
-        assert_eq!(
-            kind(ErrorKind::Unknown, "ERR NOGROUP mentioned"),
-            RedisErrorKind::Other
-        );
+            (
+                ErrorKind::Unknown,
+                "ERR no such key",
+                RedisErrorKind::NoSuchKey,
+            ),
+            (
+                ErrorKind::Unknown,
+                "ERR unknown command",
+                RedisErrorKind::Other,
+            ),
+            (
+                ErrorKind::Unknown,
+                "NOPERM no permissions",
+                RedisErrorKind::NoPerm,
+            ),
+            (ErrorKind::Auth, "WRONGPASS invalid", RedisErrorKind::Auth),
+            (
+                ErrorKind::Unknown,
+                "ERR NOGROUP mentioned",
+                RedisErrorKind::Other,
+            ),
+        ];
+        for (fred_kind, details, want) in table {
+            assert_eq!(kind(fred_kind, details), want, "{details}");
+        }
     }
 
     #[test]

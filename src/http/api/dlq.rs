@@ -83,6 +83,13 @@ pub async fn show(
     .await
 }
 
+/// The fields of [`SelectBody`] (ids, all, and the filter's), then a body's own `$extra`.
+macro_rules! select_fields {
+    ($($extra:literal),*) => {
+        &["ids", "all", "type", "reason", "group", "grep", "since", "older_than", $($extra),*]
+    };
+}
+
 /// The selection part of replay and purge bodies: ids, all, or filter fields. Unknown
 /// fields are refused by [`JsonBody`] (serde's `deny_unknown_fields` does not mix with
 /// `flatten`).
@@ -111,19 +118,7 @@ pub struct ReplayBody {
 }
 
 impl Fields for ReplayBody {
-    const FIELDS: &'static [&'static str] = &[
-        "ids",
-        "all",
-        "type",
-        "reason",
-        "group",
-        "grep",
-        "since",
-        "older_than",
-        "dry_run",
-        "rate",
-        "canary",
-    ];
+    const FIELDS: &'static [&'static str] = select_fields!("dry_run", "rate", "canary");
 }
 
 /// The purge body.
@@ -136,18 +131,7 @@ pub struct PurgeBody {
 }
 
 impl Fields for PurgeBody {
-    const FIELDS: &'static [&'static str] = &[
-        "ids",
-        "all",
-        "type",
-        "reason",
-        "group",
-        "grep",
-        "since",
-        "older_than",
-        "dry_run",
-        "confirm",
-    ];
+    const FIELDS: &'static [&'static str] = select_fields!("dry_run", "confirm");
 }
 
 /// Exactly one of ids, all, or a filter.
