@@ -23,12 +23,30 @@ pub async fn check(config: Config, json: bool) -> anyhow::Result<()> {
     let streams = streams?;
     let mut warnings = config.warnings.clone();
     warnings.extend(memory_policy_warning(policy.as_deref()));
+    let found = Found {
+        latency,
+        streams,
+        policy,
+        warnings,
+    };
     if json {
-        print_json(&config, &keys, latency, &streams, policy, &warnings);
+        print_json(&config, &keys, &found);
     } else {
-        print_human(&config, &keys, latency, &streams, &warnings);
+        print_human(&config, &keys, &found);
     }
     Ok(())
+}
+
+/// What `check` found in Redis.
+struct Found {
+    /// PING round trip.
+    latency: Duration,
+    /// Streams `run` would consume, with their route index.
+    streams: Vec<(String, usize)>,
+    /// `maxmemory-policy`, when CONFIG GET is allowed.
+    policy: Option<String>,
+    /// The configuration's warnings plus Redis'.
+    warnings: Vec<String>,
 }
 
 /// The streams `run` would consume now, with the index of the route serving each: exact route
@@ -82,14 +100,13 @@ fn memory_policy_warning(policy: Option<&str>) -> Option<String> {
     }
 }
 
-fn print_json(
-    config: &Config,
-    keys: &Keys,
-    latency: Duration,
-    streams: &[(String, usize)],
-    policy: Option<String>,
-    warnings: &[String],
-) {
+fn print_json(config: &Config, keys: &Keys, found: &Found) {
+    let Found {
+        latency,
+        streams,
+        policy,
+        warnings,
+    } = found;
     let routes: Vec<_> = config
         .routes
         .iter()
@@ -112,13 +129,13 @@ fn print_json(
     println!("{out}");
 }
 
-fn print_human(
-    config: &Config,
-    keys: &Keys,
-    latency: Duration,
-    streams: &[(String, usize)],
-    warnings: &[String],
-) {
+fn print_human(config: &Config, keys: &Keys, found: &Found) {
+    let Found {
+        latency,
+        streams,
+        warnings,
+        ..
+    } = found;
     println!(
         "config ok: env={} group={} consumer={}",
         config.env, config.group, config.consumer

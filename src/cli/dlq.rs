@@ -315,16 +315,12 @@ impl Cx<'_> {
     }
 
     async fn purge(&self, selection: &Selection, dry_run: bool) -> anyhow::Result<()> {
-        let history_max_len = self.config.history.max_len;
-        let report = dlq::purge(
-            self.store,
-            self.keys,
-            selection,
+        let opts = dlq::PurgeOptions {
             dry_run,
-            "cli",
-            history_max_len,
-        )
-        .await?;
+            actor: "cli",
+            history_max_len: self.config.history.max_len,
+        };
+        let report = dlq::purge(self.store, self.keys, selection, &opts).await?;
         if !dry_run && report.purged > 0 {
             self.notify(coordination::kind::DLQ_PURGED, report.purged)
                 .await;

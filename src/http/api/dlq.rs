@@ -224,15 +224,12 @@ pub async fn purge(
     }
     let sel = b.select.selection()?;
     bounded(async {
-        let report = dlq::purge(
-            &worker.store,
-            &worker.keys,
-            &sel,
+        let opts = dlq::PurgeOptions {
             dry_run,
-            "api",
-            worker.history_max_len,
-        )
-        .await?;
+            actor: "api",
+            history_max_len: worker.history_max_len,
+        };
+        let report = dlq::purge(&worker.store, &worker.keys, &sel, &opts).await?;
         if report.purged > 0 {
             worker
                 .metrics

@@ -16,7 +16,7 @@ use crate::redis::store::{Entry, StoreError};
 use crate::settle::dlq_record::field as dlq;
 
 pub use filter::{DlqFilter, is_entry_id};
-pub use purge::purge;
+pub use purge::{PurgeOptions, purge};
 pub use read::{MAX_SELECTED, Selection, list, select, show, stats};
 pub use replay::{ReplayOptions, replay};
 

@@ -19,6 +19,17 @@ pub struct PurgeReport {
     pub dry_run: bool,
 }
 
+/// How a purge runs and who asked for it.
+#[derive(Debug, Clone, Copy)]
+pub struct PurgeOptions<'a> {
+    /// Only count what would be deleted.
+    pub dry_run: bool,
+    /// Who purges (`cli`, `api`), recorded in the history.
+    pub actor: &'a str,
+    /// `[history] max_len`, for the history records of the purge.
+    pub history_max_len: u64,
+}
+
 /// Deletes the selected entries. Each deletion is recorded in the history.
 ///
 /// # Errors
@@ -27,10 +38,13 @@ pub async fn purge(
     store: &Store,
     keys: &Keys,
     selection: &Selection,
-    dry_run: bool,
-    actor: &str,
-    history_max_len: u64,
+    opts: &PurgeOptions<'_>,
 ) -> Result<PurgeReport, DlqError> {
+    let PurgeOptions {
+        dry_run,
+        actor,
+        history_max_len,
+    } = *opts;
     let entries = select(store, keys, selection, MAX_SELECTED).await?;
     let mut report = PurgeReport {
         matched: entries.len(),
