@@ -3,7 +3,7 @@
 //! handed to `settle::acks` in one request to the acker, while the rest keep running;
 //! retries and dead letters are settled by `settle::moves`. Each entry's permit is released once its outcome is durable,
 //! except that successes waiting only for their XACK move to a second pool of `concurrency`
-//! permits (`Shared::unacked`) when it has room, so the next read overlaps the round trip:
+//! permits ([`Pipeline::unacked`]) when it has room, so the next read overlaps the round trip:
 //! at most `concurrency` events are being handled, and at most twice that are delivered
 //! and not yet settled.
 //!
@@ -15,15 +15,28 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::OwnedSemaphorePermit;
+use prometheus::IntGauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::consume::decide;
+use crate::consume::decide::{self, Decider};
 use crate::redis::store::Entry;
 use crate::settle::acker::AckItem;
 use crate::settle::acks::{self, Success};
 use crate::settle::history::Record;
-use crate::settle::{Decision, Verdict, moves};
-use crate::worker::shared::Shared;
+use crate::settle::{Decision, Settler, Verdict, moves};
+
+/// What a batch task needs: the decision step, the settling step, the second permit pool
+/// and the in-flight gauge. Built once by `worker::run`; each batch task holds one `Arc`.
+pub(crate) struct Pipeline {
+    /// Decides each entry.
+    pub decider: Decider,
+    /// Settles each verdict.
+    pub settler: Settler,
+    /// `concurrency` more permits for successes whose XACK is in flight.
+    pub unacked: Arc<Semaphore>,
+    /// `in_flight{env,group}`.
+    pub gauge: IntGauge,
+}
 
 /// What became of one entry.
 struct Handled {
@@ -49,14 +62,14 @@ enum Step {
 
 /// Decides `entry` and settles every verdict but success, which the caller acknowledges
 /// in a batch. The caller registered the entry in `in_flight` and holds its permit.
-async fn handle(shared: &Shared, mut entry: Entry) -> Handled {
-    let Decision { verdict, record } = decide::decide(shared, &mut entry).await;
+async fn handle(pipeline: &Pipeline, mut entry: Entry) -> Handled {
+    let Decision { verdict, record } = decide::decide(&pipeline.decider, &mut entry).await;
     let (step, record) = match verdict {
         Verdict::Ack { facts } => (Step::Ack(facts), record),
         Verdict::Move(action) => {
             // Boxed: the settle future is large and rarely needed; inline it would make every
             // event's future that large.
-            Box::pin(moves::settle(shared, &entry, action, record)).await;
+            Box::pin(moves::settle(&pipeline.settler, &entry, action, record)).await;
             (Step::Settled, None)
         }
     };
@@ -70,14 +83,15 @@ async fn handle(shared: &Shared, mut entry: Entry) -> Handled {
 
 /// Handles `entries`, one permit each (the caller took them and registered the entries in
 /// `in_flight`); returns when every entry is settled or given up.
-pub async fn run(shared: Arc<Shared>, entries: Vec<Entry>, mut permits: Vec<OwnedSemaphorePermit>) {
-    let in_flight = shared
-        .metrics
-        .in_flight
-        .with_label_values(&[shared.env(), shared.group()]);
+pub async fn run(
+    pipeline: Arc<Pipeline>,
+    entries: Vec<Entry>,
+    mut permits: Vec<OwnedSemaphorePermit>,
+) {
+    let (settler, in_flight) = (&pipeline.settler, &pipeline.gauge);
     in_flight.add(entries.len() as i64);
     let mut handling: FuturesUnordered<_> =
-        entries.into_iter().map(|e| handle(&shared, e)).collect();
+        entries.into_iter().map(|e| handle(&pipeline, e)).collect();
 
     let mut acking = FuturesUnordered::new();
     let mut succeeded: Vec<Success> = Vec::new();
@@ -98,12 +112,12 @@ pub async fn run(shared: Arc<Shared>, entries: Vec<Entry>, mut permits: Vec<Owne
                     let Handled { stream, id, step, record } = h;
                     match step {
                         Step::Ack(facts) => {
-                            let delete = stream == shared.redeliver;
+                            let delete = stream == settler.redeliver;
                             let item = AckItem { stream, id, delete };
                             succeeded.push(Success { item, record, facts });
                         }
                         Step::Settled => {
-                            shared.in_flight.remove(&stream, &id);
+                            settler.in_flight.remove(&stream, &id);
                             settled += 1;
                         }
                     }
@@ -115,11 +129,11 @@ pub async fn run(shared: Arc<Shared>, entries: Vec<Entry>, mut permits: Vec<Owne
                     let k = succeeded.len();
                     let handed_over = u32::try_from(k)
                         .ok()
-                        .and_then(|k| shared.unacked.clone().try_acquire_many_owned(k).ok());
+                        .and_then(|k| pipeline.unacked.clone().try_acquire_many_owned(k).ok());
                     if handed_over.is_some() {
                         settled += k;
                     }
-                    acking.push(acks::acknowledge(&shared, std::mem::take(&mut succeeded), handed_over));
+                    acking.push(acks::acknowledge(settler, std::mem::take(&mut succeeded), handed_over));
                 }
                 release(settled);
             }

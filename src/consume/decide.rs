@@ -10,24 +10,51 @@ use std::time::Instant;
 use futures::FutureExt;
 use tracing::{debug, warn};
 
+use crate::consume::backoff::RetryPolicy;
 use crate::consume::type_facts::TypeFacts;
+use crate::consume::type_facts::TypeFactsCache;
 use crate::deliver::breaker::Admission;
 use crate::deliver::handler::Outcome;
 use crate::model::envelope::{self, Event, field, truncate};
+use crate::model::keys::Keys;
 use crate::model::time::{entry_id_ms, now_ms};
 use crate::redis::store::Entry;
 use crate::settle::dlq_record::Reason;
 use crate::settle::history::{Record, kind};
 use crate::settle::{DeadLetter, Decision, Move, Retry, Verdict};
-use crate::worker::shared::{Route, Shared};
+use crate::worker::routes::Route;
+use prometheus::IntCounterVec;
+
+/// What deciding needs: key names, the routes, the retry policy, the type-facts cache and
+/// the delivery limit. Built once by `worker::run`; one per worker, shared by every batch.
+pub(crate) struct Decider {
+    /// Key names of the env (type of a stream, stream of a type).
+    pub keys: Keys,
+    /// `events:<env>:redeliver:<group>`.
+    pub redeliver: String,
+    /// Routes in configuration order (code routes first).
+    pub routes: Arc<[Route]>,
+    /// Retry delays and attempts.
+    pub retry: RetryPolicy,
+    /// Deliveries past which an event is poison.
+    pub max_deliveries: u64,
+    /// Per-type label, route and metric handles.
+    pub type_facts: TypeFactsCache,
+    /// `breaker_rejected_total`.
+    pub breaker_rejected: IntCounterVec,
+    /// The env label.
+    pub env: String,
+    /// The group.
+    pub group: String,
+}
 
 /// Logs at `$level` with the event's id, type, group, attempt and correlation id.
 macro_rules! event_log {
-    ($level:ident, $event:expr, $shared:expr, $($rest:tt)*) => {
+    ($level:ident, $event:expr, $decider:expr, $($rest:tt)*) => {
         tracing::$level!(
             id = %$event.id,
             r#type = %$event.event_type,
-            group = $shared.group(),
+            group = $decider.group.as_str(),
             attempt = $event.attempt,
             correlation_id = $event.correlation_id().unwrap_or(""),
             $($rest)*
@@ -36,17 +63,17 @@ macro_rules! event_log {
 }
 
 /// Decides `entry`. Takes its fields (a dead letter carries them in its verdict).
-pub(crate) async fn decide(shared: &Shared, entry: &mut Entry) -> Decision {
-    let stream_type = if entry.stream == shared.redeliver {
+pub(crate) async fn decide(decider: &Decider, entry: &mut Entry) -> Decision {
+    let stream_type = if entry.stream == decider.redeliver {
         None
     } else {
-        shared.keys.type_of_stream(&entry.stream)
+        decider.keys.type_of_stream(&entry.stream)
     };
     match envelope::decode_or_return(std::mem::take(&mut entry.fields), stream_type) {
-        Ok(event) => decide_event(shared, entry, event).await,
+        Ok(event) => decide_event(decider, entry, event).await,
         Err((malformed, fields)) => {
-            let label = stream_type.map_or("other", |t| shared.type_label(t));
-            warn!(stream = %entry.stream, entry_id = %entry.id, group = shared.group(), error = %malformed, "malformed entry dead-lettered");
+            let label = stream_type.map_or("other", |t| decider.type_facts.label(t));
+            warn!(stream = %entry.stream, entry_id = %entry.id, group = decider.group.as_str(), error = %malformed, "malformed entry dead-lettered");
             let attempts = envelope::lookup(&fields, field::ATTEMPT)
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(0u32);
@@ -58,7 +85,7 @@ pub(crate) async fn decide(shared: &Shared, entry: &mut Entry) -> Decision {
                 kind::DEAD_LETTERED,
                 &id,
                 label,
-                shared.group(),
+                &decider.group,
                 None,
                 attempts,
                 Reason::Malformed.as_str(),
@@ -100,12 +127,12 @@ fn dead_letter(
 }
 
 /// The history record of `event` for a step of `kind`.
-fn record(shared: &Shared, event: &Event, kind: &str, attempt: u32, detail: &str) -> Record {
+fn record(decider: &Decider, event: &Event, kind: &str, attempt: u32, detail: &str) -> Record {
     Record::new(
         kind,
         &event.id,
         &event.event_type,
-        shared.group(),
+        &decider.group,
         event.correlation_id(),
         attempt,
         detail,
@@ -114,7 +141,7 @@ fn record(shared: &Shared, event: &Event, kind: &str, attempt: u32, detail: &str
 
 /// Dead-letters `event` for `reason`: the verdict and its `dead_lettered` record.
 fn dead(
-    shared: &Shared,
+    decider: &Decider,
     event: Event,
     facts: &TypeFacts,
     reason: Reason,
@@ -122,13 +149,13 @@ fn dead(
     attempts: u32,
 ) -> Decision {
     let record = record(
-        shared,
+        decider,
         &event,
         kind::DEAD_LETTERED,
         event.attempt,
         reason.as_str(),
     );
-    let origin_stream = shared.keys.stream(&event.event_type);
+    let origin_stream = decider.keys.stream(&event.event_type);
     let verdict = dead_letter(
         reason,
         error,
@@ -145,27 +172,27 @@ fn dead(
 
 /// Decides a decoded event: poison and unroutable events are dead-lettered, an open
 /// breaker reschedules it, otherwise the handler's outcome decides.
-async fn decide_event(shared: &Shared, entry: &Entry, event: Event) -> Decision {
-    let facts = shared.type_facts(&event.event_type);
+async fn decide_event(decider: &Decider, entry: &Entry, event: Event) -> Decision {
+    let facts = decider.type_facts.get(&decider.routes, &event.event_type);
     // A debug-level span: handler code logging at debug sees the event context; the lines
     // this module logs at info and above carry the fields themselves (cheaper per event).
-    let span = tracing::debug_span!("event", id = %event.id, r#type = %event.event_type, group = shared.group(), attempt = event.attempt, correlation_id = event.correlation_id().unwrap_or(""));
+    let span = tracing::debug_span!("event", id = %event.id, r#type = %event.event_type, group = decider.group.as_str(), attempt = event.attempt, correlation_id = event.correlation_id().unwrap_or(""));
     let enter = span.enter();
-    if entry.deliveries > shared.cfg.max_deliveries {
+    if entry.deliveries > decider.max_deliveries {
         let error = format!(
             "delivered {} times (max_deliveries = {}); the handler was not run again",
-            entry.deliveries, shared.cfg.max_deliveries
+            entry.deliveries, decider.max_deliveries
         );
         event_log!(
             warn,
             event,
-            shared,
+            decider,
             deliveries = entry.deliveries,
             "poison event dead-lettered"
         );
         let attempts = event.attempt;
         return dead(
-            shared,
+            decider,
             event,
             &facts,
             Reason::MaxDeliveriesExceeded,
@@ -175,10 +202,10 @@ async fn decide_event(shared: &Shared, entry: &Entry, event: Event) -> Decision 
     }
     let Some(route_index) = facts.route else {
         let error = format!("no route serves type `{}`", event.event_type);
-        event_log!(warn, event, shared, "{error}; dead-lettered");
+        event_log!(warn, event, decider, "{error}; dead-lettered");
         let attempts = event.attempt;
         return dead(
-            shared,
+            decider,
             event,
             &facts,
             Reason::PermanentError,
@@ -186,13 +213,12 @@ async fn decide_event(shared: &Shared, entry: &Entry, event: Event) -> Decision 
             attempts,
         );
     };
-    let route = &shared.routes[route_index];
+    let route = &decider.routes[route_index];
     let admission = route.breaker.admit();
     if let Admission::Rejected(wait) = admission {
-        shared
-            .metrics
-            .breaker_rejected_total
-            .with_label_values(&[shared.env(), route.breaker.name()])
+        decider
+            .breaker_rejected
+            .with_label_values(&[&decider.env, route.breaker.name()])
             .inc();
         debug!(
             wait_ms = wait.as_millis() as u64,
@@ -218,7 +244,7 @@ async fn decide_event(shared: &Shared, entry: &Entry, event: Event) -> Decision 
     route
         .breaker
         .record(admission, matches!(outcome, Outcome::Retry { .. }));
-    judge(shared, entry, event, facts, outcome)
+    judge(decider, entry, event, facts, outcome)
 }
 
 /// Runs the route's handler on `event` within its timeout. A panic in `handle` itself
@@ -243,7 +269,7 @@ async fn run_handler(route: &Route, event: &Event, span: &tracing::Span) -> Outc
 
 /// The verdict on the handler's `outcome`: ack, retry while attempts remain, or dead-letter.
 fn judge(
-    shared: &Shared,
+    decider: &Decider,
     entry: &Entry,
     event: Event,
     facts: Arc<TypeFacts>,
@@ -260,13 +286,13 @@ fn judge(
             }
             debug!("handled");
             Decision {
-                record: Some(record(shared, &event, kind::PROCESSED, event.attempt, "")),
+                record: Some(record(decider, &event, kind::PROCESSED, event.attempt, "")),
                 verdict: Verdict::Ack { facts },
             }
         }
-        Outcome::Retry { error, retry_after } if runs < shared.retry.max_attempts() => {
-            let delay = shared.retry.delay_honouring(runs, retry_after);
-            event_log!(info, event, shared, error = %error, delay_ms = delay.as_millis() as u64, "handler failed; retry scheduled");
+        Outcome::Retry { error, retry_after } if runs < decider.retry.max_attempts() => {
+            let delay = decider.retry.delay_honouring(runs, retry_after);
+            event_log!(info, event, decider, error = %error, delay_ms = delay.as_millis() as u64, "handler failed; retry scheduled");
             let detail = format!(
                 "retry in {}ms: {}",
                 delay.as_millis(),
@@ -279,7 +305,7 @@ fn judge(
             };
             Decision {
                 record: Some(record(
-                    shared,
+                    decider,
                     &event,
                     kind::RETRIED,
                     event.attempt,
@@ -289,9 +315,9 @@ fn judge(
             }
         }
         Outcome::Retry { error, .. } => {
-            event_log!(warn, event, shared, error = %error, "handler failed; attempts used up, dead-lettered");
+            event_log!(warn, event, decider, error = %error, "handler failed; attempts used up, dead-lettered");
             dead(
-                shared,
+                decider,
                 event,
                 &facts,
                 Reason::MaxAttemptsExceeded,
@@ -300,8 +326,8 @@ fn judge(
             )
         }
         Outcome::Permanent { error } => {
-            event_log!(warn, event, shared, error = %error, "handler failed permanently; dead-lettered");
-            dead(shared, event, &facts, Reason::PermanentError, error, runs)
+            event_log!(warn, event, decider, error = %error, "handler failed permanently; dead-lettered");
+            dead(decider, event, &facts, Reason::PermanentError, error, runs)
         }
     }
 }

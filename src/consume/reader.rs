@@ -1,22 +1,26 @@
 //! The consumer is responsible for reading: it takes free permits first, then asks
 //! XREADGROUP for at most that many entries from the type streams whose breaker accepts
-//! reads and from the group's redeliver stream, and hands each read batch to a task.
+//! reads and from the group's redeliver stream, and hands each read batch to the
+//! dispatcher (`consume::dispatch`), which spawns a task for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::OwnedSemaphorePermit;
+use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
 
-use crate::consume::batch;
+use crate::consume::dispatch::Dispatcher;
+use crate::consume::streams::StreamSet;
+use crate::deliver::breaker::Breaker;
 use crate::model::time::now_ms;
 use crate::recover::discovery::Discovery;
-use crate::redis::store::Entry;
-use crate::worker::shared::Shared;
+use crate::recover::reclaim::Reclaimer;
+use crate::redis::store::{Entry, Store};
+use crate::worker::health::Health;
 
 /// Longest block of a read that covers only some of the streams (fewer free slots than
 /// streams).
@@ -25,44 +29,74 @@ const PARTIAL_READ_BLOCK: Duration = Duration::from_millis(10);
 /// Longest wait for more free slots before a read (see the loop).
 const GATHER: Duration = Duration::from_millis(1);
 
+/// What the consumer reads with: Redis, the streams and their routes' breakers, the
+/// dispatcher (permits, in-flight registry, batch pipeline), the reclaimer (for this
+/// consumer's leftovers after a failed read), discovery (for keys that are not streams),
+/// the health facts, and the read settings.
+pub(crate) struct Reader {
+    /// Redis.
+    pub store: Store,
+    /// Type streams being consumed.
+    pub streams: StreamSet,
+    /// Each route's breaker, by route index (a type stream is read while it accepts reads).
+    pub breakers: Vec<Arc<Breaker>>,
+    /// `events:<env>:redeliver:<group>`.
+    pub redeliver: String,
+    /// Hands read entries to batch tasks; holds the permits.
+    pub dispatcher: Arc<Dispatcher>,
+    /// Takes back this consumer's unseen pending entries after a failed read.
+    pub reclaimer: Arc<Reclaimer>,
+    /// Drops keys that turn out not to hold a stream.
+    pub discovery: Arc<Discovery>,
+    /// Health facts (`last_read_ms`).
+    pub health: Arc<Health>,
+    /// The group.
+    pub group: String,
+    /// This consumer's name.
+    pub consumer: String,
+    /// `concurrency`.
+    pub concurrency: usize,
+    /// Longest block of a read.
+    pub read_block: Duration,
+    /// `redis_errors_total{op="read"}`.
+    pub errors: IntCounter,
+    /// `groups_recreated_total{env,group}`.
+    pub groups_recreated: IntCounter,
+}
+
 /// Reads until `stop` is cancelled; processing tasks are spawned on `tracker`. Keys that
-/// turn out not to hold a stream are dropped through `discovery`.
-pub async fn run(
-    shared: Arc<Shared>,
-    discovery: Arc<Discovery>,
-    stop: CancellationToken,
-    tracker: TaskTracker,
-) {
+/// turn out not to hold a stream are dropped through discovery.
+pub async fn run(reader: Reader, stop: CancellationToken, tracker: TaskTracker) {
     let mut error_pause = Duration::from_millis(100);
     let mut last_error_log: Option<Instant> = None;
     let mut turn = 0usize;
     let mut quiet = QuietStreams::default();
     loop {
-        let all = readable_streams(&shared);
+        let all = readable_streams(&reader);
         let first = tokio::select! {
-            p = shared.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            p = reader.dispatcher.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.cancelled() => return,
         };
-        let mut permits = Vec::with_capacity(shared.cfg.concurrency);
+        let mut permits = Vec::with_capacity(reader.concurrency);
         permits.push(first);
-        while let Ok(p) = shared.permits.clone().try_acquire_owned() {
+        while let Ok(p) = reader.dispatcher.permits.clone().try_acquire_owned() {
             permits.push(p);
         }
         // Under load slots free up one by one; gather up to half of them for a moment so
         // reads stay large instead of one round trip per freed slot.
-        let half = shared.cfg.concurrency / 2;
+        let half = reader.concurrency / 2;
         if permits.len() < half {
             let gather = tokio::time::sleep(GATHER);
             tokio::pin!(gather);
             while permits.len() < half {
                 tokio::select! {
-                    p = shared.permits.clone().acquire_owned() => match p { Ok(p) => permits.push(p), Err(_) => return },
+                    p = reader.dispatcher.permits.clone().acquire_owned() => match p { Ok(p) => permits.push(p), Err(_) => return },
                     _ = &mut gather => break,
                     _ = stop.cancelled() => return,
                 }
             }
         }
-        let read = read_once(&shared, &all, permits.len(), turn, &mut quiet);
+        let read = read_once(&reader, &all, permits.len(), turn, &mut quiet);
         turn = turn.wrapping_add(permits.len().min(all.len()));
         let result = tokio::select! {
             r = read => r,
@@ -70,35 +104,31 @@ pub async fn run(
         };
         match result {
             Ok(entries) => {
-                shared
+                reader
                     .health
                     .last_read_ms
                     .store(now_ms(), Ordering::Relaxed);
                 error_pause = Duration::from_millis(100);
-                if !dispatch(&shared, &tracker, entries, permits, &stop).await {
+                if !reader
+                    .dispatcher
+                    .dispatch(&tracker, entries, permits, &stop)
+                    .await
+                {
                     return;
                 }
             }
             Err(e) => {
                 drop(permits);
-                shared
-                    .metrics
-                    .redis_errors_total
-                    .with_label_values(&[shared.env(), "read"])
-                    .inc();
+                reader.errors.inc();
                 if e.is_wrong_type() {
-                    if let Err(e) = discovery.drop_wrong_types().await {
+                    if let Err(e) = reader.discovery.drop_wrong_types().await {
                         warn!(error = %e, "could not check stream key types");
                     }
                 } else if e.is_nogroup() {
                     warn!(error = %e, "consumer group missing (stream deleted or Redis lost its data); recreating it at 0");
-                    shared
-                        .metrics
-                        .groups_recreated_total
-                        .with_label_values(&[shared.env(), shared.group()])
-                        .inc();
+                    reader.groups_recreated.inc();
                     for key in &all {
-                        if let Err(e) = shared.store.ensure_group(key, shared.group()).await {
+                        if let Err(e) = reader.store.ensure_group(key, &reader.group).await {
                             warn!(error = %e, "could not recreate the group");
                         }
                     }
@@ -114,7 +144,7 @@ pub async fn run(
                 // they are pending on this consumer and nothing else will take them before
                 // the visibility timeout.
                 if let Err(e) = crate::recover::reclaim::claim_own_leftovers(
-                    &shared,
+                    &reader.reclaimer,
                     &tracker,
                     &stop,
                     Duration::from_millis(50),
@@ -130,14 +160,15 @@ pub async fn run(
 }
 
 /// Type streams whose handler's breaker accepts reads, then the redeliver stream.
-fn readable_streams(shared: &Shared) -> Vec<String> {
-    let mut keys: Vec<String> = shared
-        .streams()
+fn readable_streams(reader: &Reader) -> Vec<String> {
+    let mut keys: Vec<String> = reader
+        .streams
+        .snapshot()
         .iter()
-        .filter(|s| shared.routes[s.route].breaker.accepts_reads())
+        .filter(|s| reader.breakers[s.route].accepts_reads())
         .map(|s| s.key.clone())
         .collect();
-    keys.push(shared.redeliver.clone());
+    keys.push(reader.redeliver.clone());
     keys
 }
 
@@ -190,7 +221,7 @@ impl QuietStreams {
 /// with data waits behind an empty one); only when all were empty does it block, briefly,
 /// on the first subset.
 async fn read_once(
-    shared: &Shared,
+    reader: &Reader,
     all: &[String],
     free: usize,
     turn: usize,
@@ -198,30 +229,30 @@ async fn read_once(
 ) -> Result<Vec<Entry>, crate::redis::store::StoreError> {
     let busy = quiet.busy(all);
     if !busy.is_empty() && busy.len() < all.len() {
-        let entries = read_in_turn(shared, &busy, free, turn, quiet).await?;
+        let entries = read_in_turn(reader, &busy, free, turn, quiet).await?;
         if !entries.is_empty() {
             return Ok(entries);
         }
     }
     let (first, count) = plan_read(all, free, turn);
     if first.len() < all.len() {
-        let entries = read_in_turn(shared, all, free, turn, quiet).await?;
+        let entries = read_in_turn(reader, all, free, turn, quiet).await?;
         if !entries.is_empty() {
             return Ok(entries);
         }
     }
     let block = if first.len() == all.len() {
-        shared.cfg.read_block
+        reader.read_block
     } else {
-        shared.cfg.read_block.min(PARTIAL_READ_BLOCK)
+        reader.read_block.min(PARTIAL_READ_BLOCK)
     };
-    read(shared, &first, count, Some(block), quiet).await
+    read(reader, &first, count, Some(block), quiet).await
 }
 
 /// Asks `streams` without blocking, `free` at a time starting at `turn`, until one subset
 /// returns entries.
 async fn read_in_turn(
-    shared: &Shared,
+    reader: &Reader,
     streams: &[String],
     free: usize,
     turn: usize,
@@ -229,7 +260,7 @@ async fn read_in_turn(
 ) -> Result<Vec<Entry>, crate::redis::store::StoreError> {
     for i in 0..streams.len().div_ceil(free.max(1)) {
         let (subset, count) = plan_read(streams, free, turn.wrapping_add(i * free));
-        let entries = read(shared, &subset, count, None, quiet).await?;
+        let entries = read(reader, &subset, count, None, quiet).await?;
         if !entries.is_empty() {
             return Ok(entries);
         }
@@ -239,15 +270,15 @@ async fn read_in_turn(
 
 /// One XREADGROUP of `streams`, noting which came back empty.
 async fn read(
-    shared: &Shared,
+    reader: &Reader,
     streams: &[String],
     count: usize,
     block: Option<Duration>,
     quiet: &mut QuietStreams,
 ) -> Result<Vec<Entry>, crate::redis::store::StoreError> {
-    let entries = shared
+    let entries = reader
         .store
-        .read_group(shared.group(), shared.consumer(), streams, count, block)
+        .read_group(&reader.group, &reader.consumer, streams, count, block)
         .await?;
     quiet.note(streams, &entries);
     Ok(entries)
@@ -264,35 +295,6 @@ fn plan_read(streams: &[String], free: usize, turn: usize) -> (Vec<String>, usiz
         let picked = (0..free).map(|i| streams[(turn + i) % k].clone()).collect();
         (picked, 1)
     }
-}
-
-/// Spawns one task for the batch, with a permit per entry. Entries beyond the permits
-/// taken (a read of several streams can return `COUNT` from each) wait for permits first.
-/// Returns false when `stop` fired while waiting; the entries not spawned stay pending and
-/// are reclaimed.
-pub async fn dispatch(
-    shared: &Arc<Shared>,
-    tracker: &TaskTracker,
-    entries: Vec<Entry>,
-    mut permits: Vec<OwnedSemaphorePermit>,
-    stop: &CancellationToken,
-) -> bool {
-    if entries.is_empty() {
-        return true;
-    }
-    permits.truncate(entries.len());
-    // Registered before waiting for permits: a sweep of this consumer's pending entries
-    // (after a failed read) must not take them.
-    shared.in_flight.insert_batch(&entries);
-    while permits.len() < entries.len() {
-        tokio::select! {
-            p = shared.permits.clone().acquire_owned() => match p { Ok(p) => permits.push(p), Err(_) => return false },
-            _ = stop.cancelled() => return false,
-        }
-    }
-    // Boxed: the future is large, and spawn would otherwise move it several times.
-    tracker.spawn(Box::pin(batch::run(shared.clone(), entries, permits)));
-    true
 }
 
 #[cfg(test)]

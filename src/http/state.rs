@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::consume::in_flight::InFlight;
+use crate::consume::streams::StreamSet;
 use crate::deliver::breaker::Breaker;
 use crate::metrics::Metrics;
 use crate::model::keys::Keys;
@@ -15,7 +16,7 @@ use crate::ops::backlog::{BacklogCache, BacklogSource};
 use crate::ops::coordination::Notices;
 use crate::redis::store::Store;
 use crate::settle::history::HistorySink;
-use crate::worker::shared::{Health, StreamSet};
+use crate::worker::health::Health;
 
 /// What the handlers read.
 #[derive(Clone)]

@@ -19,7 +19,7 @@ use crate::model::secret::Secret;
 use crate::ops::backlog::{BacklogCache, BacklogSource};
 use crate::ops::coordination::Notices;
 use crate::redis::store::Store;
-use crate::worker::shared::Health;
+use crate::worker::health::Health;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -110,7 +110,7 @@ async fn connected(redis: &Redis) -> ApiState {
         &cfg.env,
         tokio_util::sync::CancellationToken::new(),
     );
-    let streams = crate::worker::shared::StreamSet::default();
+    let streams = crate::consume::streams::StreamSet::default();
     let view = WorkerView {
         backlog: BacklogSource {
             store: store.clone(),

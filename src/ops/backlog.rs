@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use serde::Serialize;
 
+use crate::consume::streams::{MAX_TYPE_LABELS, StreamSet};
 use crate::metrics::Metrics;
 use crate::redis::store::{Store, StoreError};
-use crate::worker::shared::{MAX_TYPE_LABELS, StreamSet};
 
 /// Figures younger than this are served from the cache.
 pub const MAX_AGE: Duration = Duration::from_secs(1);

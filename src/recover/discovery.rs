@@ -18,13 +18,14 @@ use futures::future::join_all;
 use prometheus::IntCounter;
 use tracing::{info, warn};
 
+#[cfg(doc)]
+use crate::consume::streams::label_among;
+use crate::consume::streams::{MAX_TYPE_LABELS, StreamSet, TypeStream};
 use crate::metrics::Metrics;
 use crate::model::keys::{self, Keys};
 use crate::redis::store::{Store, StoreError};
+use crate::worker::health::Health;
 use crate::worker::role::Role;
-#[cfg(doc)]
-use crate::worker::shared::label_among;
-use crate::worker::shared::{Health, MAX_TYPE_LABELS, StreamSet, TypeStream};
 
 /// Most streams one worker follows; streams found past it are not consumed (logged once and
 /// shown as a health warning).
@@ -34,7 +35,7 @@ pub const MAX_STREAMS: usize = 2000;
 const MAX_NAMED_KEYS: usize = 10;
 
 /// What discovery could not consume, for `/api/events/health` (kept in
-/// [`crate::worker::shared::Health::discovery`]).
+/// [`crate::worker::health::Health::discovery`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Issues {
     /// Keys a route selects that hold something other than a stream.

@@ -14,9 +14,44 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::consume::reader::dispatch;
-use crate::redis::store::{PendingEntry, StoreError};
-use crate::worker::shared::Shared;
+use prometheus::{IntCounter, IntCounterVec};
+
+use crate::consume::dispatch::Dispatcher;
+use crate::consume::streams::StreamSet;
+use crate::model::keys::Keys;
+use crate::redis::store::{PendingEntry, Store, StoreError};
+
+/// What reclaiming needs: Redis, key names (heartbeats), the streams read, the dispatcher
+/// claimed entries are handed to (it holds the permits and the in-flight registry), this
+/// consumer's names, its timings and its counters.
+pub(crate) struct Reclaimer {
+    /// Redis.
+    pub store: Store,
+    /// Key names of the env (heartbeat keys, type of a stream).
+    pub keys: Keys,
+    /// Type streams being consumed.
+    pub streams: StreamSet,
+    /// `events:<env>:redeliver:<group>`.
+    pub redeliver: String,
+    /// Hands claimed entries to batch tasks.
+    pub dispatcher: Arc<Dispatcher>,
+    /// The env label.
+    pub env: String,
+    /// The group.
+    pub group: String,
+    /// This consumer's name.
+    pub consumer: String,
+    /// How often a reclaim pass runs.
+    pub interval: Duration,
+    /// Heartbeat key lifetime (dead-consumer cleanup and claim idle times follow it).
+    pub heartbeat_ttl: Duration,
+    /// Idle time past which any pending entry is claimed.
+    pub visibility_timeout: Duration,
+    /// `reclaimed_total`.
+    pub reclaimed: IntCounterVec,
+    /// `redis_errors_total{op="reclaim"}`.
+    pub errors: IntCounter,
+}
 
 /// Most entries looked at per stream and pass.
 const BATCH: usize = 100;
@@ -28,38 +63,38 @@ const BATCH: usize = 100;
 /// Only entries idle for `min_idle` are taken, so entries the reclaimer has just claimed
 /// for this consumer (and is about to hand out) are left alone.
 pub async fn claim_own_leftovers(
-    shared: &Arc<Shared>,
+    reclaimer: &Reclaimer,
     tracker: &TaskTracker,
     stop: &CancellationToken,
     min_idle: Duration,
 ) -> Result<(), StoreError> {
-    for stream in shared.all_stream_keys() {
-        let mine = shared
+    for stream in reclaimer.streams.keys_and(&reclaimer.redeliver) {
+        let mine = reclaimer
             .store
             .pending_entries(
                 &stream,
-                shared.group(),
+                &reclaimer.group,
                 min_idle,
                 BATCH * 10,
-                Some(shared.consumer()),
+                Some(&reclaimer.consumer),
             )
             .await?;
-        let handling = shared.in_flight.ids_on(&stream);
+        let handling = reclaimer.dispatcher.in_flight.ids_on(&stream);
         let mine: Vec<PendingEntry> = mine
             .into_iter()
             .filter(|p| !handling.contains(&p.id))
             .collect();
         if !mine.is_empty() {
             info!(stream = %stream, count = mine.len(), "re-delivering entries pending on this consumer that it is not handling (previous run, or a read reply lost)");
-            claim_and_dispatch(shared, tracker, stop, &stream, mine, Duration::ZERO).await?;
+            claim_and_dispatch(reclaimer, tracker, stop, &stream, mine, Duration::ZERO).await?;
         }
     }
     Ok(())
 }
 
 /// Runs a reclaim pass every `reclaim_interval` until `stop`.
-pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTracker) {
-    let mut tick = tokio::time::interval(shared.cfg.reclaim_interval);
+pub async fn run(reclaimer: Arc<Reclaimer>, stop: CancellationToken, tracker: TaskTracker) {
+    let mut tick = tokio::time::interval(reclaimer.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_cleanup = std::time::Instant::now();
     loop {
@@ -69,16 +104,12 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, tracker: TaskTrac
         }
         if last_cleanup.elapsed() >= CLEANUP_EVERY {
             last_cleanup = std::time::Instant::now();
-            if let Err(e) = remove_dead_consumers(&shared).await {
+            if let Err(e) = remove_dead_consumers(&reclaimer).await {
                 warn!(error = %e, "removing dead consumers failed; will try again");
             }
         }
-        if let Err(e) = reclaim_once(&shared, &tracker, &stop).await {
-            shared
-                .metrics
-                .redis_errors_total
-                .with_label_values(&[shared.env(), "reclaim"])
-                .inc();
+        if let Err(e) = reclaim_once(&reclaimer, &tracker, &stop).await {
+            reclaimer.errors.inc();
             warn!(error = %e, "reclaim pass failed; will try again");
         }
     }
@@ -90,25 +121,25 @@ const CLEANUP_EVERY: Duration = Duration::from_secs(30);
 /// Removes consumers that are gone (no heartbeat), hold nothing (pending 0) and have been idle
 /// for a while, so restarts with fresh `hostname-pid` names do not pile up consumers. A
 /// consumer with pending entries is never deleted (its entries would become unclaimable).
-async fn remove_dead_consumers(shared: &Shared) -> Result<(), StoreError> {
-    let min_idle = (shared.cfg.heartbeat_ttl * 3)
+async fn remove_dead_consumers(reclaimer: &Reclaimer) -> Result<(), StoreError> {
+    let min_idle = (reclaimer.heartbeat_ttl * 3)
         .max(Duration::from_secs(60))
         .as_millis() as u64;
-    for stream in shared.all_stream_keys() {
-        for (name, pending, idle) in shared.store.consumers(&stream, shared.group()).await? {
-            if name == shared.consumer() || pending > 0 || idle < min_idle {
+    for stream in reclaimer.streams.keys_and(&reclaimer.redeliver) {
+        for (name, pending, idle) in reclaimer.store.consumers(&stream, &reclaimer.group).await? {
+            if name == reclaimer.consumer || pending > 0 || idle < min_idle {
                 continue;
             }
-            if shared
+            if reclaimer
                 .store
-                .exists(&shared.keys.heartbeat(shared.group(), &name))
+                .exists(&reclaimer.keys.heartbeat(&reclaimer.group, &name))
                 .await?
             {
                 continue;
             }
-            shared
+            reclaimer
                 .store
-                .delete_consumer(&stream, shared.group(), &name)
+                .delete_consumer(&stream, &reclaimer.group, &name)
                 .await?;
             info!(stream = %stream, consumer = %name, "removed a dead consumer with nothing pending");
         }
@@ -118,36 +149,36 @@ async fn remove_dead_consumers(shared: &Shared) -> Result<(), StoreError> {
 
 /// Idle time a dead consumer's entry must have before we claim it: guards against two
 /// reclaimers claiming the same entry (the first claim resets its idle time).
-fn dead_claim_min_idle(shared: &Shared) -> Duration {
-    (shared.cfg.heartbeat_ttl / 3).min(Duration::from_secs(1))
+fn dead_claim_min_idle(reclaimer: &Reclaimer) -> Duration {
+    (reclaimer.heartbeat_ttl / 3).min(Duration::from_secs(1))
 }
 
 async fn reclaim_once(
-    shared: &Arc<Shared>,
+    reclaimer: &Reclaimer,
     tracker: &TaskTracker,
     stop: &CancellationToken,
 ) -> Result<(), StoreError> {
-    for stream in shared.all_stream_keys() {
+    for stream in reclaimer.streams.keys_and(&reclaimer.redeliver) {
         if stop.is_cancelled() {
             return Ok(());
         }
         let mut dead: Vec<PendingEntry> = Vec::new();
-        for (consumer, _count) in shared
+        for (consumer, _count) in reclaimer
             .store
-            .pending_consumers(&stream, shared.group())
+            .pending_consumers(&stream, &reclaimer.group)
             .await?
         {
-            if consumer == shared.consumer() {
+            if consumer == reclaimer.consumer {
                 continue;
             }
-            let heartbeat = shared.keys.heartbeat(shared.group(), &consumer);
-            if !shared.store.exists(&heartbeat).await? {
+            let heartbeat = reclaimer.keys.heartbeat(&reclaimer.group, &consumer);
+            if !reclaimer.store.exists(&heartbeat).await? {
                 dead.extend(
-                    shared
+                    reclaimer
                         .store
                         .pending_entries(
                             &stream,
-                            shared.group(),
+                            &reclaimer.group,
                             Duration::ZERO,
                             BATCH,
                             Some(&consumer),
@@ -159,22 +190,22 @@ async fn reclaim_once(
         if !dead.is_empty() {
             info!(stream = %stream, count = dead.len(), "claiming entries of consumers whose heartbeat expired");
             claim_and_dispatch(
-                shared,
+                reclaimer,
                 tracker,
                 stop,
                 &stream,
                 dead,
-                dead_claim_min_idle(shared),
+                dead_claim_min_idle(reclaimer),
             )
             .await?;
         }
-        let mine: HashSet<String> = shared.in_flight.ids_on(&stream);
-        let stuck: Vec<PendingEntry> = shared
+        let mine: HashSet<String> = reclaimer.dispatcher.in_flight.ids_on(&stream);
+        let stuck: Vec<PendingEntry> = reclaimer
             .store
             .pending_entries(
                 &stream,
-                shared.group(),
-                shared.cfg.visibility_timeout,
+                &reclaimer.group,
+                reclaimer.visibility_timeout,
                 BATCH,
                 None,
             )
@@ -185,12 +216,12 @@ async fn reclaim_once(
         if !stuck.is_empty() {
             info!(stream = %stream, count = stuck.len(), "claiming entries pending longer than visibility_timeout");
             claim_and_dispatch(
-                shared,
+                reclaimer,
                 tracker,
                 stop,
                 &stream,
                 stuck,
-                shared.cfg.visibility_timeout,
+                reclaimer.visibility_timeout,
             )
             .await?;
         }
@@ -200,7 +231,7 @@ async fn reclaim_once(
 
 /// Takes permits, XCLAIMs the candidates in batches of free permits, and dispatches them.
 async fn claim_and_dispatch(
-    shared: &Arc<Shared>,
+    reclaimer: &Reclaimer,
     tracker: &TaskTracker,
     stop: &CancellationToken,
     stream: &str,
@@ -210,12 +241,12 @@ async fn claim_and_dispatch(
     let mut rest = candidates.as_slice();
     while !rest.is_empty() {
         let first = tokio::select! {
-            p = shared.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return Ok(()) },
+            p = reclaimer.dispatcher.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return Ok(()) },
             _ = stop.cancelled() => return Ok(()),
         };
         let mut permits = vec![first];
         while permits.len() < rest.len() {
-            match shared.permits.clone().try_acquire_owned() {
+            match reclaimer.dispatcher.permits.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),
                 Err(_) => break,
             }
@@ -223,9 +254,15 @@ async fn claim_and_dispatch(
         let (batch, tail) = rest.split_at(permits.len());
         rest = tail;
         let ids: Vec<String> = batch.iter().map(|p| p.id.clone()).collect();
-        let mut claimed = shared
+        let mut claimed = reclaimer
             .store
-            .claim(stream, shared.group(), shared.consumer(), min_idle, &ids)
+            .claim(
+                stream,
+                &reclaimer.group,
+                &reclaimer.consumer,
+                min_idle,
+                &ids,
+            )
             .await?;
         for entry in &mut claimed {
             let before = batch
@@ -234,14 +271,21 @@ async fn claim_and_dispatch(
                 .map(|p| p.deliveries)
                 .unwrap_or(0);
             entry.deliveries = before + 1;
-            let label = shared.keys.type_of_stream(stream).unwrap_or("other");
-            shared
-                .metrics
-                .reclaimed_total
-                .with_label_values(&[shared.env(), shared.group(), shared.type_label(label)])
+            let label = reclaimer.keys.type_of_stream(stream).unwrap_or("other");
+            reclaimer
+                .reclaimed
+                .with_label_values(&[
+                    reclaimer.env.as_str(),
+                    reclaimer.group.as_str(),
+                    reclaimer.streams.type_label(label),
+                ])
                 .inc();
         }
-        if !dispatch(shared, tracker, claimed, permits, stop).await {
+        if !reclaimer
+            .dispatcher
+            .dispatch(tracker, claimed, permits, stop)
+            .await
+        {
             return Ok(());
         }
     }

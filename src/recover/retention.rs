@@ -11,10 +11,10 @@ use prometheus::{IntCounter, IntCounterVec};
 use tracing::warn;
 
 use crate::config::Config;
+use crate::consume::streams::StreamSet;
 use crate::model::time::now_ms;
 use crate::redis::store::{Store, StoreError};
 use crate::worker::role::Role;
-use crate::worker::shared::StreamSet;
 
 /// How often the policy is applied.
 const EVERY: Duration = Duration::from_secs(30);
@@ -126,7 +126,7 @@ impl Retention {
             let safe = safe_trim_id(&cutoff, &bounds);
             let trimmed = self.store.xtrim(&s.key, "MINID", &safe, true).await?;
             if trimmed > 0 {
-                let label = crate::worker::shared::label_among(&streams, &s.event_type);
+                let label = crate::consume::streams::label_among(&streams, &s.event_type);
                 self.stream_trimmed
                     .with_label_values(&[&self.env, label])
                     .inc_by(trimmed);

@@ -12,8 +12,7 @@ use tracing::warn;
 use crate::consume::type_facts::TypeFacts;
 use crate::settle::acker::AckItem;
 use crate::settle::history::Record;
-use crate::settle::pause_after_error;
-use crate::worker::shared::Shared;
+use crate::settle::{Settler, pause_after_error};
 
 /// Most attempts at acknowledging a group of successes before leaving them pending.
 const ACK_ATTEMPTS: u32 = 10;
@@ -34,7 +33,7 @@ pub(crate) struct Success {
 /// `unacked` pool, whose permits are released here). If it still fails, the entries stay
 /// pending and are delivered again (at-least-once), uncounted.
 pub(crate) async fn acknowledge(
-    shared: &Shared,
+    settler: &Settler,
     succeeded: Vec<Success>,
     unacked: Option<OwnedSemaphorePermit>,
 ) -> usize {
@@ -54,14 +53,14 @@ pub(crate) async fn acknowledge(
     for attempt in 0..ACK_ATTEMPTS {
         let Some(batch) = items.take() else { break };
         let entries = batch.len();
-        let (back, result) = shared.acker.ack_many(batch).await;
+        let (back, result) = settler.acker.ack_many(batch).await;
         match result {
             Ok(()) => {
-                forget(shared, back.as_deref());
+                forget(settler, back.as_deref());
                 for (record, facts) in done {
                     facts.success.inc();
                     if let Some(record) = record {
-                        shared.history.record(record);
+                        settler.history.record(record);
                     }
                 }
                 return n;
@@ -69,12 +68,12 @@ pub(crate) async fn acknowledge(
             Err(e) => {
                 warn!(entries, attempt, error = %e, "could not acknowledge handled entries; retrying");
                 items = back;
-                pause_after_error(shared, &mut backoff).await;
+                pause_after_error(settler, &mut backoff).await;
             }
         }
     }
     // Left pending: no longer in flight, so a sweep of this consumer's entries takes them.
-    forget(shared, items.as_deref());
+    forget(settler, items.as_deref());
     warn!(
         entries = done.len(),
         "acknowledgement not recorded; the entries stay pending and will be delivered again"
@@ -83,8 +82,8 @@ pub(crate) async fn acknowledge(
 }
 
 /// Removes acknowledged (or given up) entries from `in_flight`.
-fn forget(shared: &Shared, items: Option<&[AckItem]>) {
+fn forget(settler: &Settler, items: Option<&[AckItem]>) {
     for item in items.unwrap_or_default() {
-        shared.in_flight.remove(&item.stream, &item.id);
+        settler.in_flight.remove(&item.stream, &item.id);
     }
 }

@@ -13,10 +13,15 @@ pub(crate) mod moves;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::consume::in_flight::InFlight;
 use crate::consume::type_facts::TypeFacts;
+use crate::model::secret::RedisUrl;
+use crate::redis::store::Store;
+use crate::settle::acker::Acker;
 use crate::settle::dlq_record::Reason;
+use crate::settle::history::HistorySink;
 use crate::settle::history::Record;
-use crate::worker::shared::Shared;
+use prometheus::{IntCounter, IntCounterVec};
 
 /// A decided entry: what to do with it and the history record to write once that is
 /// durable.
@@ -73,14 +78,44 @@ pub(crate) struct DeadLetter {
     pub original: Vec<(String, String)>,
 }
 
+/// What settling needs: Redis, the acker, the history writer, the in-flight registry, the
+/// keys moves write to, this consumer's names and the outcome counters. Built once by
+/// `worker::run`; one per worker, shared by every batch.
+pub(crate) struct Settler {
+    /// Redis (retry and DLQ moves).
+    pub store: Store,
+    /// Batched acknowledgements.
+    pub acker: Acker,
+    /// Lifecycle records for `events:<env>:history`.
+    pub history: HistorySink,
+    /// Entries this consumer is handling now; settled ones are removed.
+    pub in_flight: Arc<InFlight>,
+    /// `events:<env>:redeliver:<group>` (its entries are deleted once settled).
+    pub redeliver: String,
+    /// `events:<env>:retry:<group>`.
+    pub retry_key: String,
+    /// `events:<env>:dlq`.
+    pub dlq_key: String,
+    /// The Redis URL, whose password is scrubbed from DLQ errors.
+    pub redis_url: RedisUrl,
+    /// The group.
+    pub group: String,
+    /// This consumer's name.
+    pub consumer: String,
+    /// The env label.
+    pub env: String,
+    /// `events_total`.
+    pub events_total: IntCounterVec,
+    /// `dead_lettered_total`.
+    pub dead_lettered_total: IntCounterVec,
+    /// `redis_errors_total{op="settle"}`.
+    pub errors: IntCounter,
+}
+
 /// Counts a failed settlement and waits `backoff` before the next try, doubling it up to
 /// 5 s.
-pub(crate) async fn pause_after_error(shared: &Shared, backoff: &mut Duration) {
-    shared
-        .metrics
-        .redis_errors_total
-        .with_label_values(&[shared.env(), "settle"])
-        .inc();
+pub(crate) async fn pause_after_error(settler: &Settler, backoff: &mut Duration) {
+    settler.errors.inc();
     tokio::time::sleep(*backoff).await;
     *backoff = (*backoff * 2).min(Duration::from_secs(5));
 }

@@ -14,8 +14,7 @@ use crate::redis::moves::{PendingSource, RetryMove, StreamMove};
 use crate::redis::store::{Entry, StoreError};
 use crate::settle::dlq_record::{self, Failure};
 use crate::settle::history::Record;
-use crate::settle::{DeadLetter, Move, Retry, pause_after_error};
-use crate::worker::shared::Shared;
+use crate::settle::{DeadLetter, Move, Retry, Settler, pause_after_error};
 
 /// Most tries at one move before leaving the entry pending.
 const MOVE_ATTEMPTS: u32 = 10;
@@ -23,10 +22,10 @@ const MOVE_ATTEMPTS: u32 = 10;
 /// Makes `action` durable for `entry`, then counts it and writes `record`. If Redis keeps
 /// failing, or the entry is no longer pending on this consumer, nothing is counted: the
 /// entry is delivered again (or finished by its new owner), which settles it then.
-pub(crate) async fn settle(shared: &Shared, entry: &Entry, action: Move, record: Option<Record>) {
+pub(crate) async fn settle(settler: &Settler, entry: &Entry, action: Move, record: Option<Record>) {
     let stored = match &action {
-        Move::Retry(r) => store_retry(shared, entry, r).await,
-        Move::DeadLetter(d) => store_dead_letter(shared, entry, d).await,
+        Move::Retry(r) => store_retry(settler, entry, r).await,
+        Move::DeadLetter(d) => store_dead_letter(settler, entry, d).await,
     };
     if !stored {
         return;
@@ -37,37 +36,42 @@ pub(crate) async fn settle(shared: &Shared, entry: &Entry, action: Move, record:
                 facts.retried.inc();
             }
         }
-        Move::DeadLetter(d) => count_dead_letter(shared, &d),
+        Move::DeadLetter(d) => count_dead_letter(settler, &d),
     }
     if let Some(record) = record {
-        shared.history.record(record);
+        settler.history.record(record);
     }
 }
 
 /// `events_total{outcome="dead_lettered"}` and `dead_lettered_total{reason}`.
-fn count_dead_letter(shared: &Shared, d: &DeadLetter) {
-    let (env, group, label) = (shared.env(), shared.group(), d.type_label.as_str());
-    let m = &shared.metrics;
-    m.events_total
+fn count_dead_letter(settler: &Settler, d: &DeadLetter) {
+    let (env, group, label) = (
+        settler.env.as_str(),
+        settler.group.as_str(),
+        d.type_label.as_str(),
+    );
+    settler
+        .events_total
         .with_label_values(&[env, group, label, "dead_lettered"])
         .inc();
-    m.dead_lettered_total
+    settler
+        .dead_lettered_total
         .with_label_values(&[env, group, label, d.reason.as_str()])
         .inc();
 }
 
 /// Where `entry` is taken from by a move of this consumer.
-fn source<'a>(shared: &'a Shared, entry: &'a Entry) -> PendingSource<'a> {
+fn source<'a>(settler: &'a Settler, entry: &'a Entry) -> PendingSource<'a> {
     PendingSource {
         stream: &entry.stream,
-        group: shared.group(),
+        group: &settler.group,
         entry_id: &entry.id,
-        consumer: shared.consumer(),
-        delete: entry.stream == shared.redeliver,
+        consumer: &settler.consumer,
+        delete: entry.stream == settler.redeliver,
     }
 }
 
-async fn store_retry(shared: &Shared, entry: &Entry, r: &Retry) -> bool {
+async fn store_retry(settler: &Settler, entry: &Entry, r: &Retry) -> bool {
     let member = serde_json::to_string(
         &r.fields
             .iter()
@@ -75,47 +79,49 @@ async fn store_retry(shared: &Shared, entry: &Entry, r: &Retry) -> bool {
             .collect::<Vec<_>>(),
     )
     .unwrap_or_default();
-    let retry_key = shared.keys.retry(shared.group());
     let m = RetryMove {
-        from: source(shared, entry),
-        retry_key: &retry_key,
+        from: source(settler, entry),
+        retry_key: &settler.retry_key,
         due_ms: r.due_ms,
         member: &member,
     };
-    with_retries(shared, entry, || shared.store.move_to_retry(&m)).await
+    with_retries(settler, entry, || settler.store.move_to_retry(&m)).await
 }
 
-async fn store_dead_letter(shared: &Shared, entry: &Entry, d: &DeadLetter) -> bool {
+async fn store_dead_letter(settler: &Settler, entry: &Entry, d: &DeadLetter) -> bool {
     let origin_id = envelope::lookup(&d.original, field::ORIGIN_ENTRY_ID).unwrap_or(&entry.id);
-    let scrubbed = shared.cfg.redis_url.scrub(&d.error);
+    let scrubbed = settler.redis_url.scrub(&d.error);
     let fields = dlq_record::encode(
         &d.original,
         &Failure {
             reason: d.reason,
             error: &scrubbed,
             attempts: d.attempts,
-            group: shared.group(),
+            group: &settler.group,
             stream: &d.origin_stream,
             entry_id: origin_id,
             failed_at_ms: now_ms(),
-            consumer: shared.consumer(),
+            consumer: &settler.consumer,
         },
     );
-    let dlq = shared.keys.dlq();
     let m = StreamMove {
-        from: source(shared, entry),
-        dest: &dlq,
+        from: source(settler, entry),
+        dest: &settler.dlq_key,
         fields: &fields,
     };
-    with_retries(shared, entry, || async {
-        shared.store.move_to_stream(&m).await.map(|id| id.is_some())
+    with_retries(settler, entry, || async {
+        settler
+            .store
+            .move_to_stream(&m)
+            .await
+            .map(|id| id.is_some())
     })
     .await
 }
 
 /// Runs `attempt` until Redis answers, retrying errors with backoff up to
 /// [`MOVE_ATTEMPTS`] times; returns whether the entry moved.
-async fn with_retries<F, Fut>(shared: &Shared, entry: &Entry, mut attempt: F) -> bool
+async fn with_retries<F, Fut>(settler: &Settler, entry: &Entry, mut attempt: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, StoreError>>,
@@ -130,7 +136,7 @@ where
             }
             Err(e) => {
                 warn!(stream = %entry.stream, entry_id = %entry.id, attempt = n, error = %e, "could not record the outcome; retrying");
-                pause_after_error(shared, &mut backoff).await;
+                pause_after_error(settler, &mut backoff).await;
             }
         }
     }

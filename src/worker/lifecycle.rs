@@ -89,7 +89,7 @@ pub struct Consuming<'a> {
     /// The heartbeat key deleted after a clean stop.
     pub heartbeat_key: String,
     /// Tells /readyz the worker no longer consumes.
-    pub health: &'a crate::worker::shared::Health,
+    pub health: &'a crate::worker::health::Health,
 }
 
 impl Default for Lifecycle {
@@ -212,7 +212,7 @@ mod tests {
 
     use super::{Consuming, Lifecycle, Reached, STAGES, Stage};
     use crate::consume::in_flight::InFlight;
-    use crate::worker::shared::Health;
+    use crate::worker::health::Health;
 
     #[tokio::test]
     async fn stages_stop_in_the_documented_order_and_events_are_awaited() {

@@ -9,8 +9,8 @@ use prometheus::IntGauge;
 use tracing::{info, warn};
 
 use crate::redis::store::Store;
+use crate::worker::health::Health;
 use crate::worker::role::Role;
-use crate::worker::shared::Health;
 
 /// The ping role and what it touches.
 pub struct Pinger {

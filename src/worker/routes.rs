@@ -13,7 +13,27 @@ use crate::deliver::handler::Handler;
 use crate::metrics::Metrics;
 use crate::model::keys;
 use crate::ops::coordination::{self, Notices};
-use crate::worker::shared::Route;
+
+/// One route: patterns, its handler and the handler's breaker.
+pub struct Route {
+    /// Exact types or globs.
+    pub patterns: Vec<String>,
+    /// The handler.
+    pub handler: Arc<dyn Handler>,
+    /// The handler's circuit breaker.
+    pub breaker: Arc<Breaker>,
+    /// Longest a run may take.
+    pub timeout: Duration,
+}
+
+impl Route {
+    /// Whether this route serves `event_type`.
+    pub fn serves(&self, event_type: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|p| keys::glob_matches(p, event_type))
+    }
+}
 
 /// A route added in code: its patterns and handler.
 pub type CodeRoute = (Vec<String>, Arc<dyn Handler>);

@@ -1,17 +1,16 @@
-//! Running a worker: listen, connect, migrate, start the writers and the shared state, run
-//! start-up against Redis, start the consume path and the background roles, then stop
-//! everything through the [`Lifecycle`] when the caller's stop token fires.
+//! Running a worker: listen, connect, migrate, start the writers and gather the [`Parts`],
+//! run start-up against Redis, split the parts into each role's narrow handles and start
+//! the consume path and the background roles, then stop everything through the
+//! [`Lifecycle`] when the caller's stop token fires.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::consume::backoff::RetryPolicy;
 use crate::consume::reader;
 use crate::http::server;
 use crate::http::state::{ApiState, RateLimiter, WorkerView};
@@ -26,14 +25,13 @@ use crate::recover::heartbeat::Heartbeat;
 use crate::recover::reclaim;
 use crate::recover::retention::Retention;
 use crate::redis::store::{Store, StoreError};
-use crate::settle::acker::Acker;
-use crate::settle::history;
 use crate::worker::builder::WorkerError;
+use crate::worker::health::Health;
 use crate::worker::lifecycle::{Consuming, Lifecycle, Reached, Stage};
+use crate::worker::parts::Parts;
 use crate::worker::ping::Pinger;
 use crate::worker::role;
 use crate::worker::routes::{self, CodeRoute};
-use crate::worker::shared::{Health, Shared};
 
 /// Runs a worker until `stop`, then stops it (see [`Lifecycle`] for the order).
 pub async fn run(
@@ -62,11 +60,11 @@ pub async fn run(
     start_series(&cfg, &metrics);
     health.redis_up.store(true, Ordering::Relaxed);
     prepare(&store, &Keys::new(&cfg.env)).await?;
-    let shared = start_shared(cfg, store.clone(), routes, metrics, notices, &health, &life);
-    let _ = view.set(Arc::new(worker_view(&shared)));
-    let discovery = Arc::new(discovery(&shared));
-    let heartbeat = heartbeat(&shared);
-    startup(&shared, &discovery, &heartbeat, &stop).await;
+    let parts = Parts::start(cfg, store.clone(), routes, metrics, notices, &health, &life);
+    let _ = view.set(Arc::new(worker_view(&parts)));
+    let discovery = Arc::new(discovery(&parts));
+    let heartbeat = heartbeat(&parts);
+    startup(&parts, &discovery, &heartbeat, &stop).await;
     if stop.is_cancelled() {
         life.stop(Reached {
             store: Some(&store),
@@ -75,77 +73,25 @@ pub async fn run(
         .await;
         return Ok(());
     }
-    consume(&life, &shared, discovery, heartbeat).await;
+    consume(&life, &parts, discovery, heartbeat).await;
     stop.cancelled().await;
-    stop_consuming(life, &shared, &store).await;
+    stop_consuming(life, &parts, &store).await;
     Ok(())
 }
 
-/// Starts the history writer and the notices publisher ([`Stage::Writers`]) and the acker
-/// ([`Stage::Acker`]), and builds the state the consume path shares.
-fn start_shared(
-    cfg: Config,
-    store: Store,
-    routes: Vec<crate::worker::shared::Route>,
-    metrics: Metrics,
-    (notices, notice_rx): (Notices, tokio::sync::mpsc::Receiver<String>),
-    health: &Arc<Health>,
-    life: &Lifecycle,
-) -> Arc<Shared> {
-    let keys = Keys::new(&cfg.env);
-    let (history, history_task) = history::start(
-        store.clone(),
-        keys.history(),
-        cfg.history.clone(),
-        metrics.clone(),
-        &cfg.env,
-        life.token(Stage::Writers),
-    );
-    life.adopt(Stage::Writers, history_task);
-    let notices_task = coordination::run(
-        store.clone(),
-        keys.coordination(),
-        notice_rx,
-        life.token(Stage::Writers),
-    );
-    life.spawn(Stage::Writers, notices_task);
-    let (acker, acker_task) =
-        Acker::start(store.clone(), cfg.group.clone(), life.token(Stage::Acker));
-    life.adopt(Stage::Acker, acker_task);
-    Arc::new(Shared {
-        acker,
-        history,
-        notices,
-        redeliver: keys.redeliver(&cfg.group),
-        keys,
-        store,
-        metrics,
-        routes,
-        retry: RetryPolicy::new(cfg.retry.clone()),
-        permits: Arc::new(Semaphore::new(cfg.concurrency)),
-        unacked: Arc::new(Semaphore::new(cfg.concurrency)),
-        in_flight: Default::default(),
-        type_facts: Default::default(),
-        streams: Default::default(),
-        health: health.clone(),
-        cfg,
-    })
-}
-
 /// The stop of a worker that consumes: every step of [`Lifecycle::stop`].
-async fn stop_consuming(life: Lifecycle, shared: &Arc<Shared>, store: &Store) {
-    let stopped = shared.clone();
+async fn stop_consuming(life: Lifecycle, parts: &Parts, store: &Store) {
     life.stop(Reached {
         store: Some(store),
         consuming: Some(Consuming {
-            shutdown_timeout: shared.cfg.shutdown_timeout,
-            in_flight: &shared.in_flight,
+            shutdown_timeout: parts.cfg.shutdown_timeout,
+            in_flight: &parts.in_flight,
             stopped_notice: Box::new(move || {
-                let notice = self_notice(&stopped, coordination::kind::STOPPED);
-                stopped.notices.send(notice);
+                let notice = self_notice(parts, coordination::kind::STOPPED);
+                parts.notices.send(notice);
             }),
-            heartbeat_key: shared.keys.heartbeat(shared.group(), shared.consumer()),
-            health: &shared.health,
+            heartbeat_key: parts.keys.heartbeat(parts.group(), parts.consumer()),
+            health: &parts.health,
         }),
     })
     .await;
@@ -232,137 +178,122 @@ async fn prepare(store: &Store, keys: &Keys) -> Result<(), WorkerError> {
 }
 
 /// What the HTTP endpoints see of the worker.
-fn worker_view(shared: &Shared) -> WorkerView {
-    let (env, group) = (shared.env().to_string(), shared.group().to_string());
+fn worker_view(parts: &Parts) -> WorkerView {
+    let (env, group) = (parts.env().to_string(), parts.group().to_string());
     WorkerView {
-        store: shared.store.clone(),
-        keys: shared.keys.clone(),
-        breakers: shared.routes.iter().map(|r| r.breaker.clone()).collect(),
-        in_flight: shared.in_flight.clone(),
-        streams: shared.streams.clone(),
-        history: shared.history.clone(),
-        notices: shared.notices.clone(),
-        history_max_len: shared.cfg.history.max_len,
+        store: parts.store.clone(),
+        keys: parts.keys.clone(),
+        breakers: parts.routes.iter().map(|r| r.breaker.clone()).collect(),
+        in_flight: parts.in_flight.clone(),
+        streams: parts.streams.clone(),
+        history: parts.history.clone(),
+        notices: parts.notices.clone(),
+        history_max_len: parts.cfg.history.max_len,
         backlog: BacklogSource {
-            store: shared.store.clone(),
-            streams: shared.streams.clone(),
-            redeliver: shared.redeliver.clone(),
-            retry: shared.keys.retry(&group),
-            dlq: shared.keys.dlq(),
-            metrics: shared.metrics.clone(),
+            store: parts.store.clone(),
+            streams: parts.streams.clone(),
+            redeliver: parts.redeliver.clone(),
+            retry: parts.keys.retry(&group),
+            dlq: parts.keys.dlq(),
+            metrics: parts.metrics.clone(),
             env: env.clone(),
             group: group.clone(),
         },
-        metrics: shared.metrics.clone(),
-        consumer: shared.consumer().to_string(),
+        metrics: parts.metrics.clone(),
+        consumer: parts.consumer().to_string(),
         env,
         group,
     }
 }
 
 /// The discovery role of this worker.
-fn discovery(shared: &Shared) -> Discovery {
+fn discovery(parts: &Parts) -> Discovery {
     Discovery {
-        store: shared.store.clone(),
-        keys: shared.keys.clone(),
-        group: shared.group().to_string(),
-        patterns: shared.routes.iter().map(|r| r.patterns.clone()).collect(),
-        streams: shared.streams.clone(),
-        health: shared.health.clone(),
-        metrics: shared.metrics.clone(),
-        env: shared.env().to_string(),
-        interval: shared.cfg.discovery_interval,
-        errors: redis_errors(shared, "discovery"),
+        store: parts.store.clone(),
+        keys: parts.keys.clone(),
+        group: parts.group().to_string(),
+        patterns: parts.routes.iter().map(|r| r.patterns.clone()).collect(),
+        streams: parts.streams.clone(),
+        health: parts.health.clone(),
+        metrics: parts.metrics.clone(),
+        env: parts.env().to_string(),
+        interval: parts.cfg.discovery_interval,
+        errors: parts.redis_errors("discovery"),
     }
 }
 
 /// The heartbeat role of this worker.
-fn heartbeat(shared: &Shared) -> Heartbeat {
+fn heartbeat(parts: &Parts) -> Heartbeat {
     Heartbeat {
-        store: shared.store.clone(),
-        key: shared.keys.heartbeat(shared.group(), shared.consumer()),
-        ttl: shared.cfg.heartbeat_ttl,
-        group: shared.group().to_string(),
-        consumer: shared.consumer().to_string(),
-        visibility_timeout: shared.cfg.visibility_timeout,
-        in_flight: shared.in_flight.clone(),
-        errors: redis_errors(shared, "heartbeat"),
+        store: parts.store.clone(),
+        key: parts.keys.heartbeat(parts.group(), parts.consumer()),
+        ttl: parts.cfg.heartbeat_ttl,
+        group: parts.group().to_string(),
+        consumer: parts.consumer().to_string(),
+        visibility_timeout: parts.cfg.visibility_timeout,
+        in_flight: parts.in_flight.clone(),
+        errors: parts.redis_errors("heartbeat"),
     }
-}
-
-fn redis_errors(shared: &Shared, op: &str) -> prometheus::IntCounter {
-    shared
-        .metrics
-        .redis_errors_total
-        .with_label_values(&[shared.env(), op])
 }
 
 /// Takes back this consumer's leftovers, starts the reader and the reclaimer on
 /// [`Stage::Read`] and the background roles on [`Stage::Roles`], and announces the start.
-async fn consume(
-    life: &Lifecycle,
-    shared: &Arc<Shared>,
-    discovery: Arc<Discovery>,
-    heartbeat: Heartbeat,
-) {
+async fn consume(life: &Lifecycle, parts: &Parts, discovery: Arc<Discovery>, heartbeat: Heartbeat) {
     let (events, read_stop) = (life.tracker(Stage::Events), life.token(Stage::Read));
-    if let Err(e) = reclaim::claim_own_leftovers(shared, &events, &read_stop, Duration::ZERO).await
+    let (reader, reclaimer) = parts.consume_path(discovery.clone());
+    if let Err(e) =
+        reclaim::claim_own_leftovers(&reclaimer, &events, &read_stop, Duration::ZERO).await
     {
         warn!(error = %e, "could not re-deliver this consumer's leftovers; the backstop will");
     }
     life.spawn(
         Stage::Read,
-        reader::run(
-            shared.clone(),
-            discovery.clone(),
-            read_stop.clone(),
-            events.clone(),
-        ),
+        reader::run(reader, read_stop.clone(), events.clone()),
     );
-    life.spawn(Stage::Read, reclaim::run(shared.clone(), read_stop, events));
+    life.spawn(Stage::Read, reclaim::run(reclaimer, read_stop, events));
     let roles = life.token(Stage::Roles);
     let forwarder = Forwarder {
-        store: shared.store.clone(),
-        retry_key: shared.keys.retry(shared.group()),
-        redeliver: shared.redeliver.clone(),
-        interval: shared.cfg.scheduler_interval,
-        forwarded: shared
+        store: parts.store.clone(),
+        retry_key: parts.keys.retry(parts.group()),
+        redeliver: parts.redeliver.clone(),
+        interval: parts.cfg.scheduler_interval,
+        forwarded: parts
             .metrics
             .retries_forwarded_total
-            .with_label_values(&[shared.env(), shared.group()]),
-        errors: redis_errors(shared, "schedule"),
+            .with_label_values(&[parts.env(), parts.group()]),
+        errors: parts.redis_errors("schedule"),
         last_error_log: None,
     };
     life.spawn(Stage::Roles, role::run(forwarder, roles.clone()));
     life.spawn(Stage::Roles, role::run(heartbeat, roles.clone()));
     life.spawn(Stage::Roles, role::run(discovery, roles.clone()));
     let pinger = Pinger {
-        store: shared.store.clone(),
-        gauge: shared.metrics.redis_up.with_label_values(&[shared.env()]),
-        health: shared.health.clone(),
+        store: parts.store.clone(),
+        gauge: parts.metrics.redis_up.with_label_values(&[parts.env()]),
+        health: parts.health.clone(),
     };
     life.spawn(Stage::Roles, role::run(pinger, roles.clone()));
     let retention = Retention::new(
-        &shared.cfg,
-        shared.store.clone(),
-        &shared.keys,
-        shared.streams.clone(),
-        &shared.metrics,
+        &parts.cfg,
+        parts.store.clone(),
+        &parts.keys,
+        parts.streams.clone(),
+        &parts.metrics,
     );
     if let Some(retention) = retention {
         life.spawn(Stage::Roles, role::run(retention, roles));
     }
-    shared
+    parts
         .notices
-        .send(self_notice(shared, coordination::kind::STARTED));
-    shared.health.consuming.store(true, Ordering::Relaxed);
-    info!(streams = shared.streams().len(), "consuming");
+        .send(self_notice(parts, coordination::kind::STARTED));
+    parts.health.consuming.store(true, Ordering::Relaxed);
+    info!(streams = parts.streams.snapshot().len(), "consuming");
 }
 
-fn self_notice(shared: &Shared, kind: &str) -> String {
+fn self_notice(parts: &Parts, kind: &str) -> String {
     let extra =
         serde_json::json!({"pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")});
-    coordination::notice(kind, shared.env(), shared.group(), shared.consumer(), extra)
+    coordination::notice(kind, parts.env(), parts.group(), parts.consumer(), extra)
 }
 
 /// Connects, retrying with backoff while Redis is unreachable. Authentication and TLS
@@ -396,7 +327,7 @@ async fn connect_until_stopped(
 /// Groups on the redeliver stream and the type streams, the first heartbeat. Retries with
 /// backoff until it works or `stop` fires.
 async fn startup(
-    shared: &Shared,
+    parts: &Parts,
     discovery: &Discovery,
     heartbeat: &Heartbeat,
     stop: &CancellationToken,
@@ -404,9 +335,9 @@ async fn startup(
     let mut pause = Duration::from_millis(200);
     loop {
         let result = async {
-            shared
+            parts
                 .store
-                .ensure_group(&shared.redeliver, shared.group())
+                .ensure_group(&parts.redeliver, parts.group())
                 .await?;
             discovery.refresh().await?;
             heartbeat.beat().await

@@ -1,0 +1,60 @@
+//! Handing entries to batch tasks: the reader and the reclaimer both give what they read or
+//! claimed to the [`Dispatcher`], which registers the entries as in flight, makes sure each
+//! holds a handling permit and spawns one `consume::batch` task for them.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::consume::batch::{self, Pipeline};
+use crate::consume::in_flight::InFlight;
+use crate::redis::store::Entry;
+
+/// The handling permits, the in-flight registry and the pipeline batches run. One per
+/// worker, shared by the reader and the reclaimer.
+pub(crate) struct Dispatcher {
+    /// `concurrency` permits; one is held per event from read until it is handled and its
+    /// outcome settled (or handed over to [`Pipeline::unacked`]).
+    pub permits: Arc<Semaphore>,
+    /// Entries this consumer is handling now, with their start time (for idle refresh).
+    pub in_flight: Arc<InFlight>,
+    /// What each batch task runs.
+    pub pipeline: Arc<Pipeline>,
+}
+
+impl Dispatcher {
+    /// Spawns one task for the batch, with a permit per entry. Entries beyond the permits
+    /// taken (a read of several streams can return `COUNT` from each) wait for permits first.
+    /// Returns false when `stop` fired while waiting; the entries not spawned stay pending and
+    /// are reclaimed.
+    pub async fn dispatch(
+        &self,
+        tracker: &TaskTracker,
+        entries: Vec<Entry>,
+        mut permits: Vec<OwnedSemaphorePermit>,
+        stop: &CancellationToken,
+    ) -> bool {
+        if entries.is_empty() {
+            return true;
+        }
+        permits.truncate(entries.len());
+        // Registered before waiting for permits: a sweep of this consumer's pending entries
+        // (after a failed read) must not take them.
+        self.in_flight.insert_batch(&entries);
+        while permits.len() < entries.len() {
+            tokio::select! {
+                p = self.permits.clone().acquire_owned() => match p { Ok(p) => permits.push(p), Err(_) => return false },
+                _ = stop.cancelled() => return false,
+            }
+        }
+        // Boxed: the future is large, and spawn would otherwise move it several times.
+        tracker.spawn(Box::pin(batch::run(
+            self.pipeline.clone(),
+            entries,
+            permits,
+        )));
+        true
+    }
+}

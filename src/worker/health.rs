@@ -1,0 +1,31 @@
+//! Liveness and readiness facts ([`Health`]): set by the reader, the pinger, discovery and
+//! the lifecycle; read by `/livez`, `/readyz` and `/api/events/health`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::model::time::now_ms;
+
+/// Liveness and readiness facts for /livez, /readyz and health output.
+#[derive(Default)]
+pub struct Health {
+    /// Last ping succeeded.
+    pub redis_up: AtomicBool,
+    /// Time (epoch ms) the consumer last completed a read.
+    pub last_read_ms: AtomicU64,
+    /// The worker finished its start-up (migrations, groups) and consumes.
+    pub consuming: AtomicBool,
+    /// Keys discovery could not consume (not streams, or past the stream cap), shown as
+    /// warnings by `/api/events/health`.
+    pub discovery: std::sync::Mutex<crate::recover::discovery::Issues>,
+}
+
+impl Health {
+    /// Ready: Redis answers and the consumer has read within `window`.
+    pub fn ready(&self, window: Duration) -> bool {
+        self.redis_up.load(Ordering::Relaxed)
+            && self.consuming.load(Ordering::Relaxed)
+            && now_ms().saturating_sub(self.last_read_ms.load(Ordering::Relaxed))
+                <= window.as_millis() as u64
+    }
+}
