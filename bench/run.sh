@@ -104,10 +104,11 @@ if [ -n "$base_rev" ]; then
   base_commit="$(git -C "$root" rev-parse --short "$base_rev^{commit}")"
   basedir=/tmp/ew-bench-base
   base_worker="$basedir/target/release/event-worker"
-  if [ "$build" = 1 ] || [ ! -x "$base_worker" ]; then
+  if [ ! -x "$base_worker" ] || [ "$(cat "$basedir/target/BUILT" 2>/dev/null)" != "$base_commit" ]; then
     rm -rf "$basedir/src" && mkdir -p "$basedir/src"
     git -C "$root" archive --format=tar "$base_commit" | tar -x -C "$basedir/src"
     (cd "$basedir/src" && CARGO_TARGET_DIR="$basedir/target" cargo build --release --quiet --bin event-worker)
+    echo "$base_commit" > "$basedir/target/BUILT"
   fi
 fi
 ewbench="$here/target/release/ew-bench"
