@@ -11,8 +11,9 @@
 //! - `redis`: the only Redis caller: `store` (connection), `streams` (stream and group
 //!   commands), `keyspace` (plain keys), `moves` (the Lua moves), `admin` (operator reads),
 //!   `tls`, `error` (`StoreError` and its kind).
-//! - `consume`: `reader` (permits, then XREADGROUP), `batch` (one task per read batch),
-//!   `decide` (an entry's verdict), `in_flight`, `type_facts` (per-type label and metric
+//! - `consume`: `reader` (permits, then XREADGROUP), `dispatch` (entries to batch tasks),
+//!   `batch` (one task per read batch), `decide` (an entry's verdict), `in_flight`,
+//!   `streams` (the consumed set, type labels), `type_facts` (per-type label and metric
 //!   handles), `backoff` (retry delays).
 //! - `deliver`: `handler` (the `Handler` trait, `Outcome`), `http`, `blackhole`, `factory`
 //!   (a configured route's handler, exhaustively), `breaker`.
@@ -23,8 +24,9 @@
 //!   `publish`, `backlog`, `coordination` (notices), `migrations`.
 //! - `http`: `server` (listener, /metrics, probes), `state` (the read-only view), `api`
 //!   (health, history, publish, dlq; the `Authorized` and `JsonBody` extractors).
-//! - `worker`: `builder` (the embedding API), `routes`, `run`, `lifecycle` (one root token,
-//!   the stop order), `role` (the background loop shape), `ping`, `shared`.
+//! - `worker`: `builder` (the embedding API), `routes`, `run`, `parts` (start-up handles,
+//!   split into each role's own), `lifecycle` (one root token, the stop order), `role` (the
+//!   background loop shape), `ping`, `health` (readiness facts).
 //! - `metrics`: the one metric catalogue. [`cli`]: the `event-worker` commands.
 //!
 //! # Embedding
