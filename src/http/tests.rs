@@ -102,14 +102,15 @@ async fn connected(redis: &Redis) -> ApiState {
         .expect("connected");
     let keys = Keys::new(&cfg.env);
     let metrics = Metrics::new();
-    let (history, _writer) = crate::settle::history::start(
-        store.clone(),
-        keys.history(),
-        cfg.history.clone(),
-        metrics.clone(),
-        &cfg.env,
-        tokio_util::sync::CancellationToken::new(),
-    );
+    let writer = crate::settle::history::HistoryWriter {
+        store: store.clone(),
+        key: keys.history(),
+        config: cfg.history.clone(),
+        metrics: metrics.clone(),
+        env: cfg.env.clone(),
+    };
+    let (history, writer_task) = writer.start(tokio_util::sync::CancellationToken::new());
+    tokio::spawn(writer_task);
     let streams = crate::consume::streams::StreamSet::default();
     let view = WorkerView {
         backlog: BacklogSource {

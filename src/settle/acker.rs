@@ -37,14 +37,15 @@ pub struct Acker {
 }
 
 impl Acker {
-    /// Starts the acker task for `group`; it runs until `stop` and then drains its queue.
+    /// The acker for `group` and its task's future: it runs until `stop` and then drains its
+    /// queue. The caller spawns it (the lifecycle's acker stage).
     pub fn start(
         store: Store,
         group: String,
         stop: CancellationToken,
-    ) -> (Acker, tokio::task::JoinHandle<()>) {
+    ) -> (Acker, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(BATCH * 4);
-        (Acker { tx }, tokio::spawn(run(store, group, rx, stop)))
+        (Acker { tx }, run(store, group, rx, stop))
     }
 
     /// Acknowledges every item (each stream's ids in one XACK, together with whatever

@@ -230,83 +230,86 @@ const BATCH: usize = 100;
 /// How long the writer waits for more records before appending a partial batch.
 const LINGER: Duration = Duration::from_millis(5);
 
-/// Starts the writer; it runs until `stop` fires and the queue is drained.
-pub fn start(
-    store: Store,
-    key: String,
-    config: HistoryConfig,
-    metrics: Metrics,
-    env: &str,
-    stop: CancellationToken,
-) -> (HistorySink, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    let sink = HistorySink {
-        tx,
-        metrics: metrics.clone(),
-        env: env.to_string(),
-    };
-    let task = tokio::spawn(writer(
-        store,
-        key,
-        config,
-        metrics,
-        env.to_string(),
-        rx,
-        stop,
-    ));
-    (sink, task)
+/// Where the history writer appends, and with what limits.
+pub struct HistoryWriter {
+    /// Redis.
+    pub store: Store,
+    /// `events:<env>:history`.
+    pub key: String,
+    /// `[history]`: length and age caps.
+    pub config: HistoryConfig,
+    /// For `history_dropped_total`.
+    pub metrics: Metrics,
+    /// The env label.
+    pub env: String,
 }
 
-async fn writer(
-    store: Store,
-    key: String,
-    config: HistoryConfig,
-    metrics: Metrics,
-    env: String,
-    mut rx: mpsc::Receiver<Record>,
-    stop: CancellationToken,
-) {
-    let mut trim = tokio::time::interval(Duration::from_secs(60));
-    let mut buf: Vec<Record> = Vec::with_capacity(BATCH);
-    loop {
-        tokio::select! {
-            n = rx.recv_many(&mut buf, BATCH) => {
-                if n == 0 {
-                    return;
-                }
-                // Linger briefly so a busy worker appends hundreds of records per call.
-                let linger = tokio::time::sleep(LINGER);
-                tokio::pin!(linger);
-                while buf.len() < BATCH {
-                    let room = BATCH - buf.len();
-                    tokio::select! {
-                        more = rx.recv_many(&mut buf, room) => if more == 0 { break },
-                        _ = &mut linger => break,
+impl HistoryWriter {
+    /// The sink the roles write records to, and the writer's future: it runs until `stop`
+    /// fires and its queue is drained. The caller spawns it (the lifecycle's writers stage).
+    pub fn start(
+        self,
+        stop: CancellationToken,
+    ) -> (HistorySink, impl Future<Output = ()> + Send + 'static) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let sink = HistorySink {
+            tx,
+            metrics: self.metrics.clone(),
+            env: self.env.clone(),
+        };
+        (sink, self.run(rx, stop))
+    }
+
+    async fn run(self, mut rx: mpsc::Receiver<Record>, stop: CancellationToken) {
+        let HistoryWriter {
+            store,
+            key,
+            config,
+            metrics,
+            env,
+        } = self;
+        let mut trim = tokio::time::interval(Duration::from_secs(60));
+        let mut buf: Vec<Record> = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut buf, BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    // Linger briefly so a busy worker appends hundreds of records per call.
+                    let linger = tokio::time::sleep(LINGER);
+                    tokio::pin!(linger);
+                    while buf.len() < BATCH {
+                        let room = BATCH - buf.len();
+                        tokio::select! {
+                            more = rx.recv_many(&mut buf, room) => if more == 0 { break },
+                            _ = &mut linger => break,
+                        }
+                    }
+                    let count = buf.len();
+                    let result = append(&store, &key, config.max_len, &buf).await;
+                    buf.clear();
+                    if let Err(e) = result {
+                        metrics.history_dropped_total.with_label_values(&[&env]).inc_by(count as u64);
+                        warn!(error = %e, count, "history records could not be written");
                     }
                 }
-                let count = buf.len();
-                let result = append(&store, &key, config.max_len, &buf).await;
-                buf.clear();
-                if let Err(e) = result {
-                    metrics.history_dropped_total.with_label_values(&[&env]).inc_by(count as u64);
-                    warn!(error = %e, count, "history records could not be written");
+                _ = trim.tick() => {
+                    let cutoff = now_ms().saturating_sub(config.max_age.as_millis() as u64);
+                    if let Err(e) = store.xtrim(&key, "MINID", &format!("{cutoff}-0"), true).await {
+                        warn!(error = %e, "trimming the history by age failed");
+                    }
                 }
-            }
-            _ = trim.tick() => {
-                let cutoff = now_ms().saturating_sub(config.max_age.as_millis() as u64);
-                if let Err(e) = store.xtrim(&key, "MINID", &format!("{cutoff}-0"), true).await {
-                    warn!(error = %e, "trimming the history by age failed");
+                _ = stop.cancelled() => {
+                    rx.close();
+                    while let Some(r) = rx.recv().await {
+                        buf.push(r);
+                    }
+                    for chunk in buf.chunks(BATCH) {
+                        let _ = append(&store, &key, config.max_len, chunk).await;
+                    }
+                    return;
                 }
-            }
-            _ = stop.cancelled() => {
-                rx.close();
-                while let Some(r) = rx.recv().await {
-                    buf.push(r);
-                }
-                for chunk in buf.chunks(BATCH) {
-                    let _ = append(&store, &key, config.max_len, chunk).await;
-                }
-                return;
             }
         }
     }

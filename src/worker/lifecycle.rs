@@ -132,13 +132,6 @@ impl Lifecycle {
         self.trackers[Self::index(stage)].spawn(task);
     }
 
-    /// Runs a task some module spawned itself (`JoinHandle`) as part of `stage`.
-    pub fn adopt(&self, stage: Stage, task: tokio::task::JoinHandle<()>) {
-        self.spawn(stage, async move {
-            let _ = task.await;
-        });
-    }
-
     /// Cancels `stage` and waits for its tasks, at most `grace`; false when they did not
     /// all finish in time.
     async fn end(&self, stage: Stage, grace: Option<Duration>) -> bool {

@@ -26,7 +26,7 @@ use crate::recover::reclaim::Reclaimer;
 use crate::redis::store::Store;
 use crate::settle::Settler;
 use crate::settle::acker::Acker;
-use crate::settle::history::{self, HistorySink};
+use crate::settle::history::{HistorySink, HistoryWriter};
 use crate::worker::health::Health;
 use crate::worker::lifecycle::{Lifecycle, Stage};
 use crate::worker::routes::Route;
@@ -72,15 +72,15 @@ impl Parts {
         life: &Lifecycle,
     ) -> Parts {
         let keys = Keys::new(&cfg.env);
-        let (history, history_task) = history::start(
-            store.clone(),
-            keys.history(),
-            cfg.history.clone(),
-            metrics.clone(),
-            &cfg.env,
-            life.token(Stage::Writers),
-        );
-        life.adopt(Stage::Writers, history_task);
+        let writer = HistoryWriter {
+            store: store.clone(),
+            key: keys.history(),
+            config: cfg.history.clone(),
+            metrics: metrics.clone(),
+            env: cfg.env.clone(),
+        };
+        let (history, history_task) = writer.start(life.token(Stage::Writers));
+        life.spawn(Stage::Writers, history_task);
         let notices_task = coordination::run(
             store.clone(),
             keys.coordination(),
@@ -90,7 +90,7 @@ impl Parts {
         life.spawn(Stage::Writers, notices_task);
         let (acker, acker_task) =
             Acker::start(store.clone(), cfg.group.clone(), life.token(Stage::Acker));
-        life.adopt(Stage::Acker, acker_task);
+        life.spawn(Stage::Acker, acker_task);
         Parts {
             acker,
             history,
