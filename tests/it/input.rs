@@ -1,4 +1,4 @@
-//! RELIABILITY.md rows G and H not covered elsewhere: T37 huge entries, T38
+//! docs/reliability-matrix.md rows G and H not covered elsewhere: T37 huge entries, T38
 //! wrong key types (and their health warnings), T39 duplicate event ids, T45 rate limit and
 //! slowloris, T46 history limits.
 

@@ -254,7 +254,7 @@ fn soak_fault(round: usize, redis: &RedisServer, proxy: &Proxy, w2: &mut WorkerP
     }
 }
 
-/// RELIABILITY.md T53: one daemon under steady load (about 50 events/s, a few retried and
+/// docs/reliability-matrix.md T53: one daemon under steady load (about 50 events/s, a few retried and
 /// dead-lettered ones per round) through a proxy, with a second daemon in the group, for
 /// `SOAK_ROUNDS` rounds of about 15 s with one fault each. Sampled at the end of every round;
 /// the second half's maxima must stay within a tolerance of the first half's: daemon RSS

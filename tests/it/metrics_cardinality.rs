@@ -1,4 +1,4 @@
-//! RELIABILITY.md T47 `metrics_cardinality`: a flood of random event types (and random ids)
+//! docs/reliability-matrix.md T47 `metrics_cardinality`: a flood of random event types (and random ids)
 //! under a `*` route must not grow the metric series past a fixed bound; types past the
 //! label cap count as `other`, no label carries an id, a URL or error text, and every event
 //! is still handled or dead-lettered exactly once.

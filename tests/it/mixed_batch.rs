@@ -424,7 +424,7 @@ fn t01_conservation_happy_path_three_types() {
         assert!(r.id.starts_with(&ty), "{} delivered with type {ty}", r.id);
     }
     assert_eq!(redis.xlen(&dlq_key(env)), 0);
-    // The conservation checker over the same run (T01 in RELIABILITY.md).
+    // The conservation checker over the same run (row T01 of docs/reliability-matrix.md).
     let mut published = crate::util::checker::Published::default();
     for i in 0..per_type {
         for ty in types {

@@ -1,4 +1,4 @@
-//! RELIABILITY.md rows D (network faults through the in-test TCP proxy):
+//! docs/reliability-matrix.md rows D (network faults through the in-test TCP proxy):
 //! T20 latency, T21 half-open blackhole (long tier), T22 cuts at commit
 //! points, T23 the same over `rediss://`.
 

@@ -1,4 +1,4 @@
-//! RELIABILITY.md rows C not covered elsewhere: T16b eviction, T17 CLIENT KILL
+//! docs/reliability-matrix.md rows C not covered elsewhere: T16b eviction, T17 CLIENT KILL
 //! storm, T18 CLIENT PAUSE ALL / WRITE, T19 DEBUG SLEEP stall.
 
 use crate::util::api::Api;

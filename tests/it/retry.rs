@@ -1,4 +1,4 @@
-//! RELIABILITY.md rows E not covered elsewhere: T28 handler timeout (HTTP) and
+//! docs/reliability-matrix.md rows E not covered elsewhere: T28 handler timeout (HTTP) and
 //! panics (the library embedded in-process), T31 retention never trims what a
 //! group has not acknowledged.
 

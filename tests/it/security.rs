@@ -1,4 +1,4 @@
-//! RELIABILITY.md rows I: T48 secret canaries everywhere, T49 password file,
+//! docs/reliability-matrix.md rows I: T48 secret canaries everywhere, T49 password file,
 //! T50 TLS verification, T51 the README's least-privilege ACL user suffices,
 //! T52 signed webhooks and no redirects.
 

@@ -1,4 +1,4 @@
-//! RELIABILITY.md rows A/B not covered elsewhere: T03 startup with a backlog
+//! docs/reliability-matrix.md rows A/B not covered elsewhere: T03 startup with a backlog
 //! (and the BUSYGROUP restart path), T04 order with a single consumer, T09
 //! takeover among three daemons without restarts, T12 consumer-name hygiene
 //! (long tier).

@@ -1,4 +1,4 @@
-//! The conservation checker (a port of Jepsen's `total-queue`, RELIABILITY.md §2).
+//! The conservation checker (a port of Jepsen's `total-queue`; docs/reliability-matrix.md "Method").
 //!
 //! Three ledgers, all owned by the test process so they survive `kill -9` of
 //! the daemon:
@@ -308,7 +308,7 @@ impl Report {
     }
 }
 
-/// Drain condition (RELIABILITY.md §2 phase 3): nothing pending on the type
+/// Drain condition (the reliability matrix, "Method" phase 3): nothing pending on the type
 /// streams and the redeliver stream, retry set empty, and no lag on any
 /// type stream (`XINFO GROUPS` lag, Redis 7).
 pub fn fully_drained(redis: &RedisServer, env: &str, group: &str, types: &[&str]) -> bool {

@@ -1,4 +1,4 @@
-//! Fault tools (RELIABILITY.md §2 "Faults"). Every loop is bounded in count and
+//! Fault tools (docs/reliability-matrix.md "Method", faults). Every loop is bounded in count and
 //! in time, everything binds loopback addresses only.
 //!
 //! * process faults: [`kill9_loop`], [`sigterm_loop`] (restart after each);

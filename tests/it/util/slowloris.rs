@@ -1,4 +1,4 @@
-//! Slow HTTP clients (slowloris, RELIABILITY.md T45): loopback connections that send a
+//! Slow HTTP clients (slowloris, docs/reliability-matrix.md T45): loopback connections that send a
 //! script at a fixed pace, one byte per tick, after an optional burst, and record what the
 //! server answered and when it closed the connection. All clients are driven from the
 //! calling thread with non-blocking sockets, so 100 of them cost no threads.
