@@ -11,14 +11,12 @@ const TY: &str = "invoices.issued";
 fn t29_dlq_replay_goes_back_to_the_failed_group_exactly_once() {
     let env = "replay";
     let mut s = Scenario::new(env).types(&[TY]).workers(0).start();
-    let mail_sink = HttpSink::start();
     let ids = ["r-1", "r-2", "r-3"];
     for id in ids {
         // Rejected the first time, accepted after the operator fixed things.
         s.sink.script(id, vec![Action::status(400), Action::ok()]);
     }
-    s.group_worker("billing", "billing-1", None);
-    s.group_worker("mail", "mail-1", Some(mail_sink.url()));
+    let mail_sink = s.billing_and_mail();
     let (redis, billing_sink) = (&s.redis, &s.sink);
     let [billing, mail] = &mut s.workers[..] else {
         unreachable!()

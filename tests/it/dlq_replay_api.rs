@@ -21,13 +21,11 @@ fn t29_api_replay_exactly_once_to_the_failed_group_under_concurrent_replays() {
         .token(TOKEN)
         .workers(0)
         .start();
-    let mail_sink = HttpSink::start();
     let ids: Vec<String> = (0..6).map(|i| format!("x-{i}")).collect();
     for id in &ids {
         s.sink.script(id, vec![Action::status(400), Action::ok()]);
     }
-    s.group_worker("billing", "billing-1", None);
-    s.group_worker("mail", "mail-1", Some(mail_sink.url()));
+    let mail_sink = s.billing_and_mail();
     let (redis, billing_sink) = (&s.redis, &s.sink);
     let [billing, mail] = &mut s.workers[..] else {
         unreachable!()

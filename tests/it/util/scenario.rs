@@ -296,6 +296,15 @@ impl Scenario {
         self.workers.len() - 1
     }
 
+    /// The two-group setup of the replay rows: a `billing` worker on the scenario's
+    /// sink and a `mail` worker on a sink of its own (returned); workers 0 and 1.
+    pub fn billing_and_mail(&mut self) -> HttpSink {
+        let mail_sink = HttpSink::start();
+        self.group_worker("billing", "billing-1", None);
+        self.group_worker("mail", "mail-1", Some(mail_sink.url()));
+        mail_sink
+    }
+
     /// The first worker.
     pub fn w(&mut self) -> &mut WorkerProcess {
         &mut self.workers[0]
