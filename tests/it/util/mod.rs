@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod checker;
+pub mod clients;
 pub mod faults;
 pub mod redis;
 pub mod resp;
