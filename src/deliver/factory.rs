@@ -130,6 +130,15 @@ mod tests {
             e.to_string(),
             "routes[2].headers: invalid header name `bad name`"
         );
+        // The signing secret is read here, where the handler is built.
+        let mut signed = route(HandlerKind::Http, Some("http://h/"), &[]);
+        signed.signing_secret_env = Some("EVENT_WORKER_TEST_UNSET_SECRET_7F3A".into());
+        let e = f.build(4, &signed).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "routes[4].signing_secret_env: environment variable \
+             EVENT_WORKER_TEST_UNSET_SECRET_7F3A is not set"
+        );
         let bad = route(HandlerKind::Http, Some("http://h/"), &[("x-k", "a\nb")]);
         let e = f.build(1, &bad).err().unwrap();
         assert_eq!(
