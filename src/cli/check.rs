@@ -22,6 +22,13 @@ pub async fn check(config: Config, json: bool) -> anyhow::Result<()> {
     store.quit().await;
     let streams = streams?;
     let mut warnings = config.warnings.clone();
+    // A missing signing secret stops `run`, not `check`: reported, exit 0 (README "check").
+    warnings.extend(
+        config
+            .signing_secret_problems(&|var| std::env::var(var).ok())
+            .into_iter()
+            .map(|p| format!("{p}; `run` will refuse to start")),
+    );
     warnings.extend(memory_policy_warning(policy.as_deref()));
     let found = Found {
         latency,

@@ -100,19 +100,13 @@ fn init_tracing(format: LogFormat) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let config = match Config::load(cli.config.as_deref()) {
+    let config = match load_config(&cli) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("event-worker: {e}");
+        Err(message) => {
+            eprintln!("event-worker: {message}");
             return ExitCode::from(2);
         }
     };
-    if matches!(cli.command, Command::Run | Command::Check)
-        && let Err(e) = config.require_routes()
-    {
-        eprintln!("event-worker: {e}");
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -132,6 +126,31 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// The configuration `cli.command` needs. `run` and `check` need a file (routes come
+/// from the file only); the other commands also run on `EVENTS_*` variables and defaults.
+/// Route signing secrets are read for `run` only: no other command delivers.
+fn load_config(cli: &Cli) -> Result<Config, String> {
+    let needs_routes = matches!(cli.command, Command::Run | Command::Check);
+    if needs_routes && cli.config.is_none() {
+        return Err(NO_CONFIG_FILE.to_string());
+    }
+    let mut config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+    if needs_routes {
+        config.require_routes().map_err(|e| e.to_string())?;
+    }
+    if matches!(cli.command, Command::Run) {
+        config
+            .resolve_signing_secrets(&|var| std::env::var(var).ok())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(config)
+}
+
+/// What `run` and `check` say when no file is given.
+const NO_CONFIG_FILE: &str = "no config file given: `run` and `check` read their [[routes]] \
+from one; pass --config path/to/event-worker.toml (or set EVENTS_CONFIG); other keys may also \
+come from EVENTS_* variables (see README \"Configuration\")";
 
 async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Result<()> {
     match command {

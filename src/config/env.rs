@@ -2,7 +2,9 @@
 //! a variable's text becomes a TOML value written over the file's.
 //!
 //! The table is written by hand; `tests::every_key_has_its_variable` walks the keys of
-//! `RawConfig` and fails when a key has no row or a row names no key.
+//! `RawConfig` and fails when a key has no row or a row names no key. Any other `EVENTS_*`
+//! variable is a typo unless [`OTHER_VARS`] lists it: [`unknown_variables`] warns about it,
+//! naming the closest real variable (never its value, which may be a secret).
 
 use super::error::ConfigError;
 
@@ -51,6 +53,9 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("api"), "body_timeout", Kind::Str),
 ];
 
+/// `EVENTS_*` variables read outside [`ENV_KEYS`] (`--config`, the log filter, the API token).
+const OTHER_VARS: &[&str] = &["EVENTS_CONFIG", "EVENTS_LOG", "EVENTS_API_TOKEN"];
+
 /// Keys of the file that deliberately have no `EVENTS_*` variable: routes are an array of
 /// tables, which one variable cannot express.
 #[cfg(test)]
@@ -72,16 +77,17 @@ fn value_of(kind: Kind, raw: String) -> Result<toml::Value, &'static str> {
             .trim()
             .parse()
             .map(toml::Value::Integer)
-            .map_err(|_| "an integer"),
+            .map_err(|_| "an integer such as 8"),
         Kind::Float => raw
             .trim()
             .parse()
             .map(toml::Value::Float)
-            .map_err(|_| "a number"),
+            .map_err(|_| "a number such as 0.5"),
     }
 }
 
-/// Writes every set `EVENTS_*` variable (read through `lookup`) over `table`.
+/// Writes every set `EVENTS_*` variable (read through `lookup`) over `table`; returns each
+/// key set this way (`retry.max_attempts`) with its variable, so errors can name both.
 ///
 /// # Errors
 /// [`ConfigError`] naming each variable whose text is not of its key's type, or a section
@@ -89,8 +95,9 @@ fn value_of(kind: Kind, raw: String) -> Result<toml::Value, &'static str> {
 pub(super) fn apply_overrides(
     table: &mut toml::Table,
     lookup: &impl Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<(String, String)>, ConfigError> {
     let mut errors = Vec::new();
+    let mut applied = Vec::new();
     for (section, key, kind) in ENV_KEYS {
         let var = env_var_name(*section, key);
         let Some(raw) = lookup(&var) else { continue };
@@ -111,15 +118,67 @@ pub(super) fn apply_overrides(
         match target {
             Some(t) => {
                 t.insert(key.to_string(), value);
+                let path = section.map_or(key.to_string(), |s| format!("{s}.{key}"));
+                applied.push((path, var));
             }
-            None => errors.push(format!("{}: is not a table", section.unwrap_or(""))),
+            None => errors.push(format!(
+                "{var}: the file's `{}` is not a table, so {var} cannot set a key in it",
+                section.unwrap_or("")
+            )),
         }
     }
     if errors.is_empty() {
-        Ok(())
+        Ok(applied)
     } else {
         Err(ConfigError(errors))
     }
+}
+
+/// Adds "(set by EVENTS_X)" to each error about a key a variable set (`applied` as
+/// [`apply_overrides`] returns it), so the operator looks in the environment, not the file.
+pub(super) fn name_variables(errors: Vec<String>, applied: &[(String, String)]) -> Vec<String> {
+    errors
+        .into_iter()
+        .map(|e| {
+            let key = e.split(':').next().unwrap_or_default();
+            match applied.iter().find(|(path, _)| path == key) {
+                Some((_, var)) => format!("{e} (set by {var})"),
+                None => e,
+            }
+        })
+        .collect()
+}
+
+/// Every `EVENTS_*` variable event-worker reads.
+fn known_variables() -> Vec<String> {
+    ENV_KEYS
+        .iter()
+        .map(|(s, k, _)| env_var_name(*s, k))
+        .chain(OTHER_VARS.iter().map(|v| v.to_string()))
+        .collect()
+}
+
+/// A warning for each name in `names` that starts with `EVENTS_` but is no variable
+/// event-worker reads, naming the closest real one. Values are never read or shown.
+pub(super) fn unknown_variables<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let known = known_variables();
+    let mut unknown: Vec<&str> = names
+        .filter(|n| n.starts_with("EVENTS_") && !known.iter().any(|k| k == n))
+        .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    unknown
+        .into_iter()
+        .map(|name| {
+            let suffixes = known.iter().filter_map(|k| k.strip_prefix("EVENTS_"));
+            let typed = name.strip_prefix("EVENTS_").unwrap_or(name);
+            let hint = match super::diagnose::closest(typed, suffixes) {
+                Some(best) => format!("did you mean EVENTS_{best}?"),
+                None => "see README \"Configuration\" for the EVENTS_* variables".to_string(),
+            };
+            format!("environment variable {name} is not one event-worker reads, so it is ignored; {hint}")
+        })
+        .collect()
 }
 
 #[cfg(test)]

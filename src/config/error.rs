@@ -14,9 +14,12 @@ pub enum DurationError {
     /// No number in front of the unit.
     #[error("`{0}` is not a duration (use e.g. 250ms, 30s, 5m, 2h, 7d)")]
     NotANumber(String),
-    /// A number without a known unit.
+    /// A number without a unit.
     #[error("`{0}` has no unit (use ms, s, m, h or d)")]
     NoUnit(String),
+    /// A number with a unit that is none of the known ones.
+    #[error("`{0}` has an unknown unit `{1}` (use ms, s, m, h or d)")]
+    UnknownUnit(String, String),
     /// More than ten years, or not finite.
     #[error("`{0}` is too large")]
     TooLarge(String),

@@ -25,12 +25,35 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         "m" => n * 60.0,
         "h" => n * 3600.0,
         "d" => n * 86400.0,
-        _ => return Err(DurationError::NoUnit(text.to_string())),
+        "" => return Err(DurationError::NoUnit(text.to_string())),
+        other => {
+            return Err(DurationError::UnknownUnit(
+                text.to_string(),
+                other.to_string(),
+            ));
+        }
     };
     if !secs.is_finite() || secs > 10.0 * 365.0 * 86400.0 {
         return Err(DurationError::TooLarge(text.to_string()));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// `d` in the largest unit that writes it whole (`200ms`, `30s`, `5m`, `7d`), as
+/// [`parse_duration`] reads it back.
+pub(super) fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms > 0 && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 /// Default and inclusive bounds of an integer key.
@@ -77,7 +100,9 @@ impl Checker {
                 rule.default
             }
             Some(Err(e)) => {
-                self.push(format!("{key}: {e}"));
+                let leaf = key.rsplit('.').next().unwrap_or(key);
+                let example = format_duration(rule.default);
+                self.push(format!("{key}: {e}; e.g. {leaf} = \"{example}\""));
                 rule.default
             }
         }
@@ -115,6 +140,19 @@ mod tests {
     }
 
     #[test]
+    fn formatted_durations_read_back() {
+        for (d, text) in [
+            (200, "200ms"),
+            (30_000, "30s"),
+            (300_000, "5m"),
+            (604_800_000, "7d"),
+        ] {
+            assert_eq!(format_duration(Duration::from_millis(d)), text);
+            assert_eq!(parse_duration(text).unwrap(), Duration::from_millis(d));
+        }
+    }
+
+    #[test]
     fn duration_errors_keep_their_text() {
         assert_eq!(
             parse_duration("fast").unwrap_err().to_string(),
@@ -123,6 +161,10 @@ mod tests {
         assert_eq!(
             parse_duration("5").unwrap_err().to_string(),
             "`5` has no unit (use ms, s, m, h or d)"
+        );
+        assert_eq!(
+            parse_duration("5x").unwrap_err().to_string(),
+            "`5x` has an unknown unit `x` (use ms, s, m, h or d)"
         );
         assert_eq!(
             parse_duration("99999999999d").unwrap_err().to_string(),

@@ -9,8 +9,6 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::error::ConfigError;
-
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]
 #[cfg_attr(test, derive(serde::Serialize))]
@@ -104,20 +102,34 @@ pub(super) struct RawRoute {
     pub signing_secret_env: Option<String>,
 }
 
+/// A key serde refused: where (as `retry.max_attempts`, `routes[0].url`; empty at the top)
+/// and serde's own text, which [`super::diagnose`] puts in plain words.
+#[derive(Debug)]
+pub(super) struct KeyError {
+    /// The key's path.
+    pub path: String,
+    /// Serde's message (`unknown field ..., expected one of ...`, `invalid type: ...`).
+    pub message: String,
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
 impl RawConfig {
     /// Reads the file's table (environment overrides already applied).
     ///
     /// # Errors
-    /// [`ConfigError`] naming the unknown or mistyped key (`retry.max_attempts: ...`).
-    pub fn from_table(table: toml::Table) -> Result<RawConfig, ConfigError> {
+    /// [`KeyError`] naming the unknown or mistyped key (`retry.max_attempts`).
+    pub fn from_table(table: toml::Table) -> Result<RawConfig, KeyError> {
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            let inner = inner.lines().last().unwrap_or_default().to_string();
-            if path == "." || path.is_empty() {
-                ConfigError(vec![format!("config file: {inner}")])
-            } else {
-                ConfigError(vec![format!("{path}: {inner}")])
+            let path = if path == "." { String::new() } else { path };
+            KeyError {
+                path,
+                message: e.into_inner().message().trim().to_string(),
             }
         })
     }

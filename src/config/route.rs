@@ -1,20 +1,20 @@
 //! Validation of one `[[routes]]` entry: its types, handler kind, URL, timeout, signing
-//! secret and name. Errors name the key as `routes[<index>].<key>`.
+//! secret's variable and name. Errors name the key as `routes[<index>].<key>`.
+//!
+//! The secret itself is read later, where a handler is built
+//! ([`RouteConfig::resolve_signing_secret`]), never during loading: operator commands
+//! (`dlq`, `history`, `publish`, `check`) deliver nothing and must not need it.
 
 use super::defaults;
+use super::error::ConfigError;
 use super::parse::Checker;
 use super::raw::RawRoute;
-use super::types::{HandlerKind, RouteConfig};
+use super::types::{Config, HandlerKind, RouteConfig};
 use crate::model::keys;
 use crate::model::secret::Secret;
 
 /// Validates route `i`.
-pub(super) fn validate_route(
-    c: &mut Checker,
-    i: usize,
-    r: RawRoute,
-    lookup: &impl Fn(&str) -> Option<String>,
-) -> RouteConfig {
+pub(super) fn validate_route(c: &mut Checker, i: usize, r: RawRoute) -> RouteConfig {
     let key = |k: &str| format!("routes[{i}].{k}");
     check_types(c, &key("types"), &r.types);
     let handler = handler_kind(c, &key("handler"), &r.handler);
@@ -24,10 +24,14 @@ pub(super) fn validate_route(
         r.timeout.as_deref(),
         defaults::ROUTE_TIMEOUT,
     );
-    let signing_secret = r
-        .signing_secret_env
-        .as_deref()
-        .and_then(|var| signing_secret(c, &key("signing_secret_env"), var, lookup));
+    if let Some(var) = &r.signing_secret_env
+        && (var.is_empty() || var.contains(['=', '\0']))
+    {
+        c.push(format!(
+            "{}: `{var}` is not an environment variable name (e.g. WEBHOOK_SECRET)",
+            key("signing_secret_env")
+        ));
+    }
     if let Some(n) = &r.name {
         check_name(c, &key("name"), n);
     }
@@ -38,7 +42,8 @@ pub(super) fn validate_route(
         url,
         timeout,
         headers: r.headers.into_iter().collect(),
-        signing_secret,
+        signing_secret: None,
+        signing_secret_env: r.signing_secret_env,
     }
 }
 
@@ -94,25 +99,66 @@ fn url(c: &mut Checker, key: &str, handler: HandlerKind, url: Option<&str>) -> O
     }
 }
 
-/// The signing secret from variable `var` (at least 16 characters).
-fn signing_secret(
-    c: &mut Checker,
-    key: &str,
-    var: &str,
-    lookup: &impl Fn(&str) -> Option<String>,
-) -> Option<Secret> {
-    match lookup(var) {
-        Some(v) if v.len() >= 16 => Some(Secret::new(v)),
-        Some(_) => {
-            c.push(format!(
+impl RouteConfig {
+    /// The signing secret of route `index`: the one given in code, else the value of
+    /// [`RouteConfig::signing_secret_env`] read through `lookup` (at least 16 characters).
+    ///
+    /// # Errors
+    /// A message naming the route's key and the variable (never its value).
+    pub fn resolve_signing_secret(
+        &self,
+        index: usize,
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Secret>, String> {
+        if let Some(s) = &self.signing_secret {
+            return Ok(Some(s.clone()));
+        }
+        let Some(var) = &self.signing_secret_env else {
+            return Ok(None);
+        };
+        let key = format!("routes[{index}].signing_secret_env");
+        match lookup(var) {
+            Some(v) if v.len() >= 16 => Ok(Some(Secret::new(v))),
+            Some(_) => Err(format!(
                 "{key}: the secret in ${var} must be at least 16 characters"
-            ));
-            None
+            )),
+            None => Err(format!("{key}: environment variable {var} is not set")),
         }
-        None => {
-            c.push(format!("{key}: environment variable {var} is not set"));
-            None
+    }
+}
+
+impl Config {
+    /// Reads every route's signing secret (see [`RouteConfig::resolve_signing_secret`]);
+    /// `run` calls it before starting, so a missing secret stops it at once.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming each route whose secret is missing or too short.
+    pub fn resolve_signing_secrets(
+        &mut self,
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        for (i, route) in self.routes.iter_mut().enumerate() {
+            match route.resolve_signing_secret(i, lookup) {
+                Ok(secret) => route.signing_secret = secret,
+                Err(e) => errors.push(e),
+            }
         }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(errors))
+        }
+    }
+
+    /// What [`Config::resolve_signing_secrets`] would refuse, one message per route (for
+    /// `check`, which reports them as warnings).
+    pub fn signing_secret_problems(&self, lookup: &impl Fn(&str) -> Option<String>) -> Vec<String> {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.resolve_signing_secret(i, lookup).err())
+            .collect()
     }
 }
 

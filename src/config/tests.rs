@@ -150,3 +150,200 @@ fn handler_kinds_round_trip_and_unknown_ones_are_listed() {
     let c = load(MINIMAL, &[]).unwrap();
     assert_eq!(c.routes[0].handler_name(0), "route0-blackhole");
 }
+
+/// The error of `text` read as the file `/etc/ew.toml`.
+fn file_error(text: &str) -> String {
+    let source = diagnose::Source {
+        file: Some(std::path::Path::new("/etc/ew.toml")),
+        text,
+    };
+    Config::from_source(source, |_| None)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn syntax_errors_give_the_file_line_column_and_the_line() {
+    assert_eq!(
+        file_error("env = \"a\"\nconcurrency = = 4\n"),
+        "invalid configuration: config file /etc/ew.toml, line 2, column 15: invalid string; \
+         expected `\"`, `'`\n   |\n 2 | concurrency = = 4\n   |               ^"
+    );
+    assert_eq!(
+        file_error("group = \"g\"\nenv = \"prod\n"),
+        "invalid configuration: config file /etc/ew.toml, line 2, column 12: invalid basic string \
+         (is its closing `\"` missing?)\n   |\n 2 | env = \"prod\n   |            ^"
+    );
+}
+
+#[test]
+fn quoted_lines_never_show_a_password_or_a_header_value() {
+    let e = file_error("redis_url = \"redis://u:hunter2@h:6379\n");
+    assert!(
+        e.contains("redis_url = \"redis://u:***@h:6379") && !e.contains("hunter2"),
+        "{e}"
+    );
+    let e = file_error(
+        "[[routes]]\ntypes=[\"a\"]\nhandler=\"http\"\nurl=\"http://h/\"\n[routes.headers]\nAuthorization = \"Bearer tok3n\n",
+    );
+    assert!(
+        e.contains("Authorization = \"***") && !e.contains("tok3n"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_keys_suggest_the_closest_valid_key() {
+    assert_eq!(
+        file_error("[retry]\nmax_attempt = 3\n"),
+        "invalid configuration: config file /etc/ew.toml, line 2, column 1: unknown key \
+         `max_attempt` in [retry]; did you mean `max_attempts`?\n   |\n 2 | max_attempt = 3\n   | ^^^^^^^^^^^"
+    );
+    let e = load(&format!("concurency = 3\n{MINIMAL}"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("invalid configuration: config file, line 1, column 1: unknown key `concurency` at the top level; did you mean `concurrency`?\n"),
+        "{e}"
+    );
+    let e = load(
+        "[[routes]]\ntypes=[\"a\"]\nhandler=\"blackhole\"\nurll=\"x\"",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("unknown key `urll` in a [[routes]] entry (routes[0]); did you mean `url`?"),
+        "{e}"
+    );
+    // Nothing close: the valid keys, straight from the struct.
+    let e = load("[history]\ncolour = 1\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown key `colour` in [history]; valid keys: max_len, max_age"),
+        "{e}"
+    );
+}
+
+#[test]
+fn type_errors_say_what_was_expected_and_found() {
+    assert_eq!(
+        file_error("concurrency = \"16\"\n"),
+        "invalid configuration: config file /etc/ew.toml, line 1, column 15: concurrency: \
+         expected an integer, found a string\n   |\n 1 | concurrency = \"16\"\n   |               ^^^^"
+    );
+    let e = load("[retry]\njitter = \"x\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("retry.jitter: expected a number, found a string"),
+        "{e}"
+    );
+    let e = load("[[routes]]\ntypes = \"a\"\nhandler = \"blackhole\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("routes[0].types: expected a list such as [\"a.b\"], found a string"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_values_name_the_key_and_a_valid_example() {
+    let e = load(
+        &format!("[retry]\ninitial_backoff = \"5x\"\n{MINIMAL}"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "invalid configuration: retry.initial_backoff: `5x` has an unknown unit `x` (use ms, s, \
+         m, h or d); e.g. initial_backoff = \"200ms\""
+    );
+}
+
+#[test]
+fn errors_from_variables_name_the_variable() {
+    let e = load(MINIMAL, &[("EVENTS_CONCURRENCY", "abc")])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "invalid configuration: EVENTS_CONCURRENCY: expected an integer such as 8"
+    );
+    let e = load(MINIMAL, &[("EVENTS_CONCURRENCY", "0")])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "invalid configuration: concurrency: 0 is out of range (1..=100000) (set by EVENTS_CONCURRENCY)"
+    );
+    let e = load(MINIMAL, &[("EVENTS_BREAKER_OPEN_FOR", "5x")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.ends_with("e.g. open_for = \"30s\" (set by EVENTS_BREAKER_OPEN_FOR)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn misspelled_variables_are_named_with_the_closest_real_one() {
+    let names = [
+        "EVENTS_CONCURENCY",
+        "EVENTS_RETRY_MAXATTEMPTS",
+        "EVENTS_ZZZ",
+        "EVENTS_LOG",
+        "EVENTS_API_TOKEN",
+        "EVENTS_CONFIG",
+        "EVENTS_ENV",
+        "PATH",
+    ];
+    assert_eq!(
+        env::unknown_variables(names.into_iter()),
+        vec![
+            "environment variable EVENTS_CONCURENCY is not one event-worker reads, so it is \
+             ignored; did you mean EVENTS_CONCURRENCY?",
+            "environment variable EVENTS_RETRY_MAXATTEMPTS is not one event-worker reads, so it \
+             is ignored; did you mean EVENTS_RETRY_MAX_ATTEMPTS?",
+            "environment variable EVENTS_ZZZ is not one event-worker reads, so it is ignored; \
+             see README \"Configuration\" for the EVENTS_* variables",
+        ]
+    );
+}
+
+#[test]
+fn signing_secrets_are_read_only_when_asked_for() {
+    let text = "[[routes]]\ntypes=[\"a\"]\nhandler=\"http\"\nurl=\"http://h/\"\nsigning_secret_env=\"SINK_SECRET\"\n";
+    // Loading does not need the variable (operator commands run without it).
+    let mut c = load(text, &[]).unwrap();
+    assert_eq!(
+        c.routes[0].signing_secret_env.as_deref(),
+        Some("SINK_SECRET")
+    );
+    assert!(c.routes[0].signing_secret.is_none());
+    let missing = "routes[0].signing_secret_env: environment variable SINK_SECRET is not set";
+    assert_eq!(
+        c.signing_secret_problems(&|_| None),
+        vec![missing.to_string()]
+    );
+    let e = c
+        .resolve_signing_secrets(&|_| None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, format!("invalid configuration: {missing}"));
+    let short = |_: &str| Some("short".to_string());
+    assert_eq!(
+        c.signing_secret_problems(&short),
+        vec!["routes[0].signing_secret_env: the secret in $SINK_SECRET must be at least 16 characters".to_string()]
+    );
+    let good = |n: &str| (n == "SINK_SECRET").then(|| "0123456789abcdef".to_string());
+    assert!(c.signing_secret_problems(&good).is_empty());
+    c.resolve_signing_secrets(&good).unwrap();
+    assert_eq!(
+        c.routes[0].signing_secret.as_ref().unwrap().expose(),
+        "0123456789abcdef"
+    );
+}

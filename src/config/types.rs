@@ -159,9 +159,13 @@ pub struct RouteConfig {
     pub timeout: Duration,
     /// Extra request headers of an `http` handler.
     pub headers: Vec<(String, String)>,
-    /// HMAC-SHA256 key for the `X-Event-Signature` header, read from the environment
-    /// variable named by `signing_secret_env` (secrets stay out of the file).
+    /// HMAC-SHA256 key for the `X-Event-Signature` header, when given in code. From the
+    /// file it stays `None` until a handler is built: see [`RouteConfig::signing_secret_env`].
     pub signing_secret: Option<Secret>,
+    /// Environment variable holding the signing secret (the file's `signing_secret_env`;
+    /// secrets stay out of the file). Read only where the route's handler is built (`run`),
+    /// so commands that deliver nothing do not need it.
+    pub signing_secret_env: Option<String>,
 }
 
 impl RouteConfig {

@@ -37,7 +37,7 @@ pub(super) fn validate(
         .routes
         .into_iter()
         .enumerate()
-        .map(|(i, r)| validate_route(&mut c, i, r, lookup))
+        .map(|(i, r)| validate_route(&mut c, i, r))
         .collect();
     // A missing URL always comes with its error, so this returns every error or none.
     let Some(redis_url) = redis_url.filter(|_| c.errors.is_empty()) else {

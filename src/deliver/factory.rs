@@ -23,6 +23,10 @@ pub(crate) enum HandlerBuildError {
         /// Which header.
         source: HeaderError,
     },
+    /// The signing secret of a route cannot be read (its variable is unset or too short);
+    /// the message names the route's key and the variable, never a value.
+    #[error("{0}")]
+    SigningSecret(String),
     /// An `http` route without a URL (validation refuses it; a `Config` built in code may not).
     #[error("routes[{index}].url: required for the http handler")]
     MissingUrl {
@@ -55,11 +59,15 @@ impl HandlerFactory {
                     .url
                     .clone()
                     .ok_or(HandlerBuildError::MissingUrl { index })?;
+                // Read here, where the handler is built, not when the file is loaded.
+                let secret = route
+                    .resolve_signing_secret(index, &|var| std::env::var(var).ok())
+                    .map_err(HandlerBuildError::SigningSecret)?;
                 let handler = HttpHandler::new(
                     self.client()?,
                     url,
                     &route.headers,
-                    route.signing_secret.as_ref().map(|s| s.expose()),
+                    secret.as_ref().map(|s| s.expose()),
                 )
                 .map_err(|source| HandlerBuildError::Headers { index, source })?;
                 Ok(Arc::new(handler))
@@ -97,6 +105,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             signing_secret: None,
+            signing_secret_env: None,
         }
     }
 
@@ -120,6 +129,15 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "routes[2].headers: invalid header name `bad name`"
+        );
+        // The signing secret is read here, where the handler is built.
+        let mut signed = route(HandlerKind::Http, Some("http://h/"), &[]);
+        signed.signing_secret_env = Some("EVENT_WORKER_TEST_UNSET_SECRET_7F3A".into());
+        let e = f.build(4, &signed).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "routes[4].signing_secret_env: environment variable \
+             EVENT_WORKER_TEST_UNSET_SECRET_7F3A is not set"
         );
         let bad = route(HandlerKind::Http, Some("http://h/"), &[("x-k", "a\nb")]);
         let e = f.build(1, &bad).err().unwrap();

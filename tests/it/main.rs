@@ -26,6 +26,7 @@ mod backoff;
 mod backpressure;
 mod breaker;
 mod config;
+mod config_messages;
 mod coordination;
 mod crash;
 mod dashboard_metrics;
