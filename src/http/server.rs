@@ -131,11 +131,12 @@ fn refuse_too_large(
     closing(json_error(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE))
 }
 
-/// Reads and discards `rest` until it ends, [`DRAIN_MAX`] bytes were read, it fails, or
-/// `time` passes; dropping it then lets the connection close.
-async fn drain(mut rest: axum::body::BodyDataStream, time: Duration) {
+/// Reads and discards `rest` until it ends, more than [`DRAIN_MAX`] bytes were read, it
+/// fails, or `time` passes; dropping it then lets the connection close. Returns the bytes
+/// read.
+async fn drain(mut rest: axum::body::BodyDataStream, time: Duration) -> usize {
+    let mut read = 0usize;
     let discard = async {
-        let mut read = 0usize;
         while let Some(Ok(chunk)) = rest.next().await {
             read += chunk.len();
             if read > DRAIN_MAX {
@@ -144,6 +145,7 @@ async fn drain(mut rest: axum::body::BodyDataStream, time: Duration) {
         }
     };
     let _ = tokio::time::timeout(time, discard).await;
+    read
 }
 
 /// `response` with `Connection: close`.
@@ -289,4 +291,39 @@ async fn accept_failed(e: &std::io::Error) {
     }
     tracing::warn!(error = %e, "the HTTP listener could not accept a connection; pausing 1 s");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Bytes;
+
+    #[tokio::test]
+    async fn a_refused_body_is_drained_within_its_bounds() {
+        let chunk = Bytes::from(vec![b'a'; 64 * 1024]);
+        let endless = futures::stream::repeat(chunk).map(Ok::<_, std::io::Error>);
+        let read = drain(
+            Body::from_stream(endless).into_data_stream(),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(
+            read,
+            DRAIN_MAX + 64 * 1024,
+            "an endless body: read past 16 MiB, then stop"
+        );
+        let stalled = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        let started = std::time::Instant::now();
+        let read = drain(
+            Body::from_stream(stalled).into_data_stream(),
+            Duration::from_millis(200),
+        )
+        .await;
+        assert_eq!(read, 0);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
 }

@@ -475,7 +475,7 @@ fn dlq_list_filters_paging_show_and_stats_cli_and_api_agree() {
     assert_eq!(f["dlq_reason"], json!("permanent_error"));
     assert_eq!(f["dlq_group"], json!("billing"));
     assert_eq!(f["dlq_consumer"], json!("billing-1"));
-    assert_eq!(f["dlq_attempts"], json!("1"));
+    assert_eq!(f["dlq_attempts"], json!(1));
     assert_eq!(f["dlq_stream"], json!(stream_key(&s.env, ORDERS)));
     assert!(
         f["dlq_error"].as_str().is_some_and(|e| e.contains("400")),
