@@ -2,7 +2,8 @@
 # Installs what the tests and the local run need from Debian's packages when missing:
 # redis-server and redis-cli (the broker), openssl (the TLS tests make their certificates),
 # curl (the oversized-body test drives it), prometheus and promtool (rule checks and the
-# real-scrape test), and, unless --redis-only, the client programs the tests drive (Python and Node CloudEvents SDKs, requests) into tests/clients.
+# real-scrape test), and, unless --redis-only, the client programs the tests drive (Python and
+# Node CloudEvents SDKs, requests) into tests/clients.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
