@@ -266,8 +266,8 @@ impl Cx<'_> {
             }
         }
         if let (Some(o), Some(n)) = (&s.oldest, &s.newest) {
-            println!("oldest: {} ({})", o.1, o.0);
-            println!("newest: {} ({})", n.1, n.0);
+            println!("oldest: id={} time={}", o.id, o.time);
+            println!("newest: id={} time={}", n.id, n.time);
         }
         Ok(())
     }
@@ -396,7 +396,11 @@ fn print_summaries(rows: &[serde_json::Value]) {
         "ENTRY_ID", "FAILED_AT", "TYPE", "GROUP", "REASON", "ATT", "ID"
     );
     for r in rows {
-        let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+        let s = |k: &str| match &r[k] {
+            serde_json::Value::String(v) => v.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
         println!(
             "{:<18} {:<24} {:<24} {:<14} {:<23} {:>3}  {:<36} {}",
             s("entry_id"),

@@ -126,7 +126,8 @@ fn dead_letter(
     }))
 }
 
-/// The history record of `event` for a step of `kind`.
+/// The history record of `event` for a step of `kind`; `attempt` is the handler runs so far,
+/// this step's included (a dead letter's is its `dlq_attempts`).
 fn record(decider: &Decider, event: &Event, kind: &str, attempt: u32, detail: &str) -> Record {
     Record::new(
         kind,
@@ -152,7 +153,7 @@ fn dead(
         decider,
         &event,
         kind::DEAD_LETTERED,
-        event.attempt,
+        attempts,
         reason.as_str(),
     );
     let origin_stream = decider.keys.stream(&event.event_type);
@@ -286,7 +287,7 @@ fn judge(
             }
             debug!("handled");
             Decision {
-                record: Some(record(decider, &event, kind::PROCESSED, event.attempt, "")),
+                record: Some(record(decider, &event, kind::PROCESSED, runs, "")),
                 verdict: Verdict::Ack { facts },
             }
         }
@@ -304,13 +305,7 @@ fn judge(
                 counted_in: Some(facts),
             };
             Decision {
-                record: Some(record(
-                    decider,
-                    &event,
-                    kind::RETRIED,
-                    event.attempt,
-                    &detail,
-                )),
+                record: Some(record(decider, &event, kind::RETRIED, runs, &detail)),
                 verdict: Verdict::Move(Move::Retry(retry)),
             }
         }

@@ -2,7 +2,8 @@
 //! scrape time), `/livez` (the process runs), `/readyz` (Redis answers and the consumer is
 //! reading), and the operator API under `/api/events/` (see [`crate::http::api`]).
 //!
-//! No CORS headers are ever sent; bodies over 1 MiB get 413. Connections are served with
+//! No CORS headers are ever sent; bodies over 1 MiB get 413 at once, and the rest of such a
+//! body is read and discarded (bounded) so every client reads that answer. Connections are served with
 //! HTTP/1.1 only: a client that does not finish a request's header within
 //! `api.header_timeout` is disconnected, one that does not finish its body within
 //! `api.body_timeout` gets 408 and is disconnected (slowloris), and on stop the listener
@@ -48,9 +49,19 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Most of a refused body read and discarded after its 413 (see [`refuse_too_large`]).
+pub const DRAIN_MAX: usize = 16 * 1024 * 1024;
+
+/// Longest a refused body is read after its 413 (or `api.body_timeout` when shorter).
+pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// The 413 message.
+const TOO_LARGE: &str = "request body over the 1 MiB limit";
+
 /// Reads the whole request body (at most [`MAX_BODY`]) within `body_timeout` before the
 /// handler runs, so a body that trickles in cannot hold a connection: 408 and the
-/// connection is closed.
+/// connection is closed. A body over the limit, declared or counted, gets 413 (see
+/// [`refuse_too_large`]).
 async fn body_in_time(
     State(body_timeout): State<Duration>,
     request: axum::extract::Request,
@@ -62,9 +73,17 @@ async fn body_in_time(
             .run(axum::extract::Request::from_parts(parts, body))
             .await;
     }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut chunks = body.into_data_stream();
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return refuse_too_large(&parts.headers, chunks, body_timeout);
+    }
     let read = async {
         let mut data = Vec::new();
-        let mut chunks = body.into_data_stream();
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
             if data.len() + chunk.len() > MAX_BODY {
@@ -79,15 +98,58 @@ async fn body_in_time(
             let request = axum::extract::Request::from_parts(parts, Body::from(data));
             return next.run(request).await;
         }
+        Ok(Err(StatusCode::PAYLOAD_TOO_LARGE)) => {
+            return refuse_too_large(&parts.headers, chunks, body_timeout);
+        }
         Ok(Err(status)) => status,
         Err(_) => StatusCode::REQUEST_TIMEOUT,
     };
     let message = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "request body over the 1 MiB limit",
         StatusCode::REQUEST_TIMEOUT => "request body not received in time",
         _ => "could not read the request body",
     };
-    let mut response = json_error(status, message);
+    closing(json_error(status, message))
+}
+
+/// 413 for a body over [`MAX_BODY`], answered at once, and a lingering close: the rest of
+/// the body is read and discarded in the background (at most [`DRAIN_MAX`] bytes, for at
+/// most [`DRAIN_TIME`] or `body_timeout` when shorter) so that a client still uploading
+/// (most do: Python's urllib and `requests`, Node's fetch) can finish writing and read the
+/// answer instead of a reset connection (`Broken pipe`). A client that asked
+/// `Expect: 100-continue` has sent no body: nothing is read and the connection closes.
+fn refuse_too_large(
+    headers: &axum::http::HeaderMap,
+    rest: axum::body::BodyDataStream,
+    body_timeout: Duration,
+) -> axum::response::Response {
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects_continue {
+        tokio::spawn(drain(rest, body_timeout.min(DRAIN_TIME)));
+    }
+    closing(json_error(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE))
+}
+
+/// Reads and discards `rest` until it ends, more than [`DRAIN_MAX`] bytes were read, it
+/// fails, or `time` passes; dropping it then lets the connection close. Returns the bytes
+/// read.
+async fn drain(mut rest: axum::body::BodyDataStream, time: Duration) -> usize {
+    let mut read = 0usize;
+    let discard = async {
+        while let Some(Ok(chunk)) = rest.next().await {
+            read += chunk.len();
+            if read > DRAIN_MAX {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(time, discard).await;
+    read
+}
+
+/// `response` with `Connection: close`.
+fn closing(mut response: axum::response::Response) -> axum::response::Response {
     response.headers_mut().insert(
         header::CONNECTION,
         header::HeaderValue::from_static("close"),
@@ -95,33 +157,21 @@ async fn body_in_time(
     response
 }
 
-/// Refuses a declared body over [`MAX_BODY`] before reading it, and turns the framework's
-/// plain-text 405/413 answers into the API's JSON `{"error": ...}` shape.
+/// Turns the framework's plain-text 405/413 answers into the API's JSON `{"error": ...}`
+/// shape.
 async fn json_errors(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body over the 1 MiB limit",
-        );
-    }
     let response = next.run(request).await;
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     match response.status() {
-        StatusCode::PAYLOAD_TOO_LARGE if !is_json => json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body over the 1 MiB limit",
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE if !is_json => {
+            json_error(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE)
+        }
         StatusCode::METHOD_NOT_ALLOWED if !is_json => {
             let allow = response.headers().get(header::ALLOW).cloned();
             let mut r = json_error(
@@ -241,4 +291,39 @@ async fn accept_failed(e: &std::io::Error) {
     }
     tracing::warn!(error = %e, "the HTTP listener could not accept a connection; pausing 1 s");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Bytes;
+
+    #[tokio::test]
+    async fn a_refused_body_is_drained_within_its_bounds() {
+        let chunk = Bytes::from(vec![b'a'; 64 * 1024]);
+        let endless = futures::stream::repeat(chunk).map(Ok::<_, std::io::Error>);
+        let read = drain(
+            Body::from_stream(endless).into_data_stream(),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(
+            read,
+            DRAIN_MAX + 64 * 1024,
+            "an endless body: read past 16 MiB, then stop"
+        );
+        let stalled = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        let started = std::time::Instant::now();
+        let read = drain(
+            Body::from_stream(stalled).into_data_stream(),
+            Duration::from_millis(200),
+        )
+        .await;
+        assert_eq!(read, 0);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
 }

@@ -302,3 +302,38 @@ async fn bodies_and_inputs_are_checked_before_any_redis_call() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error(&body), "no DLQ entry with that id");
 }
+
+#[tokio::test]
+async fn a_401_carries_the_bearer_challenge() {
+    let s = state();
+    let challenge = |request: Request<Body>| {
+        let s = s.clone();
+        async move {
+            let response = router(s).oneshot(request).await.expect("infallible");
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            response
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .map(|v| v.to_str().expect("ASCII").to_string())
+        }
+    };
+    let missing = Some(r#"Bearer realm="event-worker""#.to_string());
+    let invalid = Some(r#"Bearer realm="event-worker", error="invalid_token""#.to_string());
+    assert_eq!(challenge(get("/api/events/dlq", None)).await, missing);
+    let basic = Request::get("/api/events/history")
+        .header(header::AUTHORIZATION, "Basic dXNlcjpwYXNz")
+        .body(Body::empty())
+        .expect("a request");
+    assert_eq!(challenge(basic).await, missing);
+    assert_eq!(
+        challenge(get("/api/events/dlq", Some("wrong"))).await,
+        invalid
+    );
+    let publish = post("/api/events/publish", "application/json", "{}");
+    let (mut parts, body) = publish.into_parts();
+    parts.headers.insert(
+        header::AUTHORIZATION,
+        header::HeaderValue::from_static("Bearer wrong-token-0000000000"),
+    );
+    assert_eq!(challenge(Request::from_parts(parts, body)).await, invalid);
+}

@@ -54,7 +54,12 @@ pub struct Record {
     /// Correlation id, if any.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub correlation_id: String,
-    /// Handler runs before this record's step.
+    /// Handler runs so far, this record's step included: 1 on the `processed` or `retried`
+    /// record of a first delivery, a dead letter's `dlq_attempts` on its `dead_lettered`
+    /// record (and on `purged`), 0 on `published` and `replayed` (a replay starts the count
+    /// again, as the event's wire `attempt` restarts at 0). The wire `attempt` of a delivery
+    /// is the runs before it, so a record's `attempt` is the delivery's plus one when the
+    /// handler ran.
     pub attempt: u32,
     /// Outcome detail: DLQ reason, retry delay, who replayed or purged.
     #[serde(skip_serializing_if = "String::is_empty")]

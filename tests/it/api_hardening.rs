@@ -74,9 +74,8 @@ fn naming(mut c: Case, name: &'static str) -> Case {
 }
 
 /// Declares `length` bytes of body but sends only the limit plus one byte over
-/// a raw socket, then reads the answer. (Uploading the whole body races the
-/// server's close after its 413, and an HTTP client then reports a reset
-/// connection instead of the answer.)
+/// a raw socket, then reads the answer: the 413 comes without the rest of the
+/// body (real clients uploading all of it: `api_oversized`).
 fn head_only(addr: &str, c: &Case, length: usize) -> Resp {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the API");

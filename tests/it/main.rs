@@ -21,7 +21,9 @@ mod util;
 
 // One file per feature; every reliability-matrix row test has its row id in its
 // name (`t22a_...`), so `cargo test --test it t22` runs a row wherever it lives.
+mod api_consistency;
 mod api_hardening;
+mod api_oversized;
 mod backoff;
 mod backpressure;
 mod breaker;

@@ -159,7 +159,9 @@ fn selection(
     }
 }
 
-/// Replays the selection (optionally paced, with a canary); counts and announces it.
+/// Replays the selection (optionally paced, with a canary); counts and announces it. 200 with
+/// the report, or 409 with the same report when the replay stopped early (`stopped` says
+/// why: a canary dead-lettered again, or its outcome unknown in time).
 pub async fn replay(
     Authorized(worker): Authorized,
     _: RateLimited,
@@ -207,7 +209,14 @@ pub async fn replay(
             json!({"count": report.replayed, "by": "api"}),
         );
     }
-    Ok(Json(report).into_response())
+    // A replay that stopped (a canary failed again, or its outcome is unknown) is a
+    // conflict with what the operator asked for: 409, with the same report.
+    let status = if report.stopped.is_some() {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(report)).into_response())
 }
 
 /// Deletes the selection for good (`confirm: true`, or `dry_run: true` to count first).

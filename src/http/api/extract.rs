@@ -19,15 +19,48 @@ use crate::http::state::{ApiState, WorkerView};
 /// A request with the right Bearer token, and the worker it may act on.
 ///
 /// Refused with 503 when no token is configured (the endpoint is off), 401 when the token
-/// is missing or wrong, 503 when the worker is not connected to Redis yet.
+/// is missing or wrong (with the `WWW-Authenticate` challenge of [`challenge`]), 503 when
+/// the worker is not connected to Redis yet.
 pub struct Authorized(pub Arc<WorkerView>);
 
 impl FromRequestParts<ApiState> for Authorized {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        authorize(state, &parts.headers).map(Authorized)
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Response> {
+        authorize(state, &parts.headers)
+            .map(Authorized)
+            .map_err(|e| {
+                let unauthorized = e.0 == StatusCode::UNAUTHORIZED;
+                let mut response = e.into_response();
+                if unauthorized {
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, challenge(&parts.headers));
+                }
+                response
+            })
     }
+}
+
+/// The `WWW-Authenticate` value of a 401 (RFC 6750): `Bearer realm="event-worker"`, plus
+/// `error="invalid_token"` when a Bearer token was sent and is wrong.
+pub fn challenge(headers: &HeaderMap) -> header::HeaderValue {
+    let sent_bearer = bearer_token(headers).is_some_and(|t| !t.is_empty());
+    header::HeaderValue::from_static(if sent_bearer {
+        r#"Bearer realm="event-worker", error="invalid_token""#
+    } else {
+        r#"Bearer realm="event-worker""#
+    })
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if there is one.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
 }
 
 /// Checks the Bearer token, then returns the worker view.
@@ -37,13 +70,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<Arc<WorkerView>, A
             "this endpoint is off: no API token is configured (set EVENTS_API_TOKEN)",
         ));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .unwrap_or("");
+    let given = bearer_token(headers).unwrap_or("");
     if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
         return Err(ApiError(
             StatusCode::UNAUTHORIZED,

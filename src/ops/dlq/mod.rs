@@ -68,7 +68,8 @@ impl DlqEntry {
         self.get(dlq::REASON)
     }
 
-    /// A one-object JSON summary (for lists and samples).
+    /// A one-object JSON summary (for lists and samples); `attempts` (handler runs) is a
+    /// JSON number.
     pub fn summary(&self) -> serde_json::Value {
         serde_json::json!({
             "entry_id": self.entry_id,
@@ -76,22 +77,65 @@ impl DlqEntry {
             "type": self.event_type(),
             "group": self.group(),
             "reason": self.reason(),
-            "attempts": self.get(dlq::ATTEMPTS),
+            "attempts": json_value(dlq::ATTEMPTS, self.get(dlq::ATTEMPTS)),
             "failed_at": self.get(dlq::FAILED_AT),
             "error": self.get(dlq::ERROR),
         })
     }
 
-    /// All fields as a JSON object (first value wins for repeated names).
+    /// All fields as a JSON object (first value wins for repeated names); the counters of
+    /// [`NUMERIC_FIELDS`] are JSON numbers, every other field a string.
     pub fn to_json(&self) -> serde_json::Value {
         let mut map = serde_json::Map::new();
         map.insert("entry_id".into(), self.entry_id.clone().into());
         let mut fields = serde_json::Map::new();
         for (k, v) in &self.fields {
-            fields.entry(k.clone()).or_insert_with(|| v.clone().into());
+            fields.entry(k.clone()).or_insert_with(|| json_value(k, v));
         }
         map.insert("fields".into(), fields.into());
         map.into()
+    }
+}
+
+/// The fields of a DLQ entry that are counters, shown as JSON numbers: `dlq_attempts`
+/// (handler runs), the event's `attempt` and `replay_count`.
+pub const NUMERIC_FIELDS: &[&str] = &[dlq::ATTEMPTS, field::ATTEMPT, "replay_count"];
+
+/// A field's JSON value: a number for a counter of [`NUMERIC_FIELDS`] that holds one, the
+/// text otherwise (a counter a producer garbled stays visible as it is).
+fn json_value(name: &str, value: &str) -> serde_json::Value {
+    match value.parse::<u64>() {
+        Ok(n) if NUMERIC_FIELDS.contains(&name) => n.into(),
+        _ => value.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::entry;
+    use serde_json::json;
+
+    #[test]
+    fn counters_are_json_numbers_and_other_fields_text() {
+        let e = entry(
+            "5-0",
+            &[
+                ("id", "x"),
+                ("data", "3"),
+                ("attempt", "2"),
+                ("replay_count", "1"),
+                ("dlq_attempts", "3"),
+                ("dlq_failed_at", "2026-01-01T00:00:00.000Z"),
+            ],
+        );
+        assert_eq!(e.summary()["attempts"], json!(3));
+        assert_eq!(
+            e.to_json()["fields"],
+            json!({"id": "x", "data": "3", "attempt": 2, "replay_count": 1, "dlq_attempts": 3,
+                   "dlq_failed_at": "2026-01-01T00:00:00.000Z"})
+        );
+        let garbled = entry("6-0", &[("dlq_attempts", "three")]);
+        assert_eq!(garbled.summary()["attempts"], json!("three"));
     }
 }
 

@@ -6,6 +6,7 @@ use crate::model::envelope::{field, lookup};
 use crate::model::keys::Keys;
 use crate::ops::dlq::{DlqError, MAX_SELECTED, Selection, select};
 use crate::redis::store::Store;
+use crate::settle::dlq_record::field as dlq;
 use crate::settle::history::{Record, kind};
 
 /// What a purge did.
@@ -66,7 +67,7 @@ pub async fn purge(
                     e.event_type(),
                     e.group(),
                     lookup(&e.fields, field::CORRELATIONID),
-                    0,
+                    e.get(dlq::ATTEMPTS).parse().unwrap_or(0),
                     format!("by {actor}; DLQ entry {} ({})", e.entry_id, e.reason()),
                 )
             })

@@ -108,12 +108,21 @@ pub struct Stats {
     pub by_type: BTreeMap<String, u64>,
     /// By failed group.
     pub by_group: BTreeMap<String, u64>,
-    /// Oldest entry id and its time.
-    pub oldest: Option<(String, String)>,
-    /// Newest entry id and its time.
-    pub newest: Option<(String, String)>,
+    /// The oldest entry.
+    pub oldest: Option<At>,
+    /// The newest entry.
+    pub newest: Option<At>,
     /// Whether the counts cover every entry (false past [`MAX_SCAN`] entries).
     pub complete: bool,
+}
+
+/// A DLQ entry and when it was dead-lettered: `{"id": "<entry id>", "time": "<RFC 3339>"}`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct At {
+    /// The DLQ entry id.
+    pub id: String,
+    /// Its time (from the entry id), RFC 3339.
+    pub time: String,
 }
 
 /// Counts by reason, type and group, plus oldest and newest.
@@ -135,11 +144,9 @@ pub async fn stats(store: &Store, keys: &Keys) -> Result<Stats, DlqError> {
         for e in page {
             scanned += 1;
             start = format!("({}", e.id);
-            let at = |id: &str| {
-                (
-                    id.to_string(),
-                    entry_id_ms(id).map(rfc3339).unwrap_or_default(),
-                )
+            let at = |id: &str| At {
+                id: id.to_string(),
+                time: entry_id_ms(id).map(rfc3339).unwrap_or_default(),
             };
             if s.oldest.is_none() {
                 s.oldest = Some(at(&e.id));
