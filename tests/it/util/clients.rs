@@ -32,7 +32,7 @@ pub fn python(script: &str, args: &[&str]) -> Output {
 }
 
 /// Runs `script` with Node, resolving modules (`cloudevents`) from `tests/clients/node_modules`;
-/// `args` follow as `process.argv[2..]`.
+/// `args` follow as `process.argv[1..]` (`node -e` has no script path).
 pub fn node(script: &str, args: &[&str]) -> Output {
     let modules = require(clients_dir().join("node_modules"));
     Command::new("node")
