@@ -397,6 +397,65 @@ mod tests {
     }
 
     #[test]
+    fn messages_are_plain_words_with_host_port_and_no_password() {
+        let url = RedisUrl::parse("redis://:s3cret-pw@redis.internal:6390").unwrap();
+        let text = |k: ErrorKind, details: &str, op: &str| {
+            StoreError::from_fred(&url, op, &Error::new(k, details.to_string())).to_string()
+        };
+        let connect = "connect to redis://:***@redis.internal:6390";
+        let refused = r#"Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }"#;
+        assert_eq!(
+            text(ErrorKind::IO, refused, connect),
+            "cannot connect to Redis at redis.internal:6390: connection refused (is Redis running? is the port right?)"
+        );
+        assert_eq!(
+            text(
+                ErrorKind::IO,
+                r#"Custom { kind: Uncategorized, error: "failed to lookup address information: Name or service not known" }"#,
+                connect
+            ),
+            "cannot resolve host redis.internal (Redis at redis.internal:6390): check the host name in redis_url / REDIS_URL"
+        );
+        let wrongpass = text(
+            ErrorKind::Auth,
+            "WRONGPASS invalid username-password pair s3cret-pw",
+            connect,
+        );
+        assert!(
+            wrongpass.starts_with(
+                "authentication failed (WRONGPASS) at Redis redis.internal:6390: check the password"
+            ),
+            "{wrongpass}"
+        );
+        assert!(!wrongpass.contains("s3cret-pw"), "{wrongpass}");
+        assert_eq!(
+            text(
+                ErrorKind::Unknown,
+                "NOPERM User worker has no permissions to run the 'xadd' command",
+                "XADD events:a:b"
+            ),
+            "the Redis ACL user lacks permission to run XADD (NOPERM) at redis.internal:6390: grant it, e.g. ACL SETUSER <user> +xadd (README \"Least-privilege Redis user\")"
+        );
+        assert_eq!(
+            text(ErrorKind::Timeout, "Request timed out.", "XADD events:a:b"),
+            "Redis at redis.internal:6390 did not answer XADD in time (overloaded, paused, or the network is down?)"
+        );
+        let tls = RedisUrl::parse("rediss://redis.internal:6390").unwrap();
+        let e = StoreError::from_fred(
+            &tls,
+            "connect to rediss://redis.internal:6390",
+            &Error::new(
+                ErrorKind::IO,
+                "Custom { error: InvalidCertificate(UnknownIssuer) }",
+            ),
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot verify the TLS certificate of Redis at redis.internal:6390 (unknown issuer): set tls_ca_file to the CA certificate that signed it"
+        );
+    }
+
+    #[test]
     fn client_errors_are_classified_by_fred_kind() {
         assert_eq!(
             kind(ErrorKind::IO, "Connection refused"),

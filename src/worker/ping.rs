@@ -9,7 +9,7 @@ use std::time::Duration;
 use prometheus::IntGauge;
 use tracing::{error, info};
 
-use crate::redis::store::Store;
+use crate::redis::store::{RedisErrorKind, Store};
 use crate::worker::health::Health;
 use crate::worker::role::Role;
 use crate::worker::run::{RepeatedError, set_redis_error};
@@ -45,10 +45,16 @@ impl Role for Pinger {
                 }
             }
             Err(ping) => {
-                // fred's last connection error says why (refused, unresolvable, password).
-                let e = self.store.connection_error().unwrap_or(ping);
-                let text = e.to_string();
-                if self.said.should_log(&text) {
+                // fred's last connection error says why (refused, unresolvable, password); a
+                // ping timeout while reconnecting does not replace a known cause.
+                let known = self.health.redis_error.lock().ok().and_then(|e| e.clone());
+                let text = match (self.store.connection_error(), known) {
+                    (Some(e), _) => e.to_string(),
+                    (None, Some(known)) if ping.kind == RedisErrorKind::Timeout => known,
+                    (None, _) => ping.to_string(),
+                };
+                // Down is one incident however its cause is worded: logged once a minute.
+                if self.said.should_log("") {
                     error!("Redis stopped answering: {text}");
                 }
                 set_redis_error(&self.health, Some(text));

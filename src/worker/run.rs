@@ -344,7 +344,8 @@ pub(crate) fn set_redis_error(health: &Health, error: Option<String>) {
     *health.redis_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
 }
 
-/// Logs a persisting error once when it starts (or changes), then at most once a minute.
+/// Logs a persisting error once when it starts (or its cause changes), then at most once a
+/// minute.
 #[derive(Default)]
 pub(crate) struct RepeatedError {
     last: Option<(String, std::time::Instant)>,
@@ -354,14 +355,15 @@ impl RepeatedError {
     /// How often a persisting error is logged again.
     const EVERY: Duration = Duration::from_secs(60);
 
-    /// Whether to log `message` now; records it as logged when so.
-    pub(crate) fn should_log(&mut self, message: &str) -> bool {
+    /// Whether to log now an error whose cause is `cause` (`""`: any cause counts as the
+    /// same error); records it as logged when so.
+    pub(crate) fn should_log(&mut self, cause: &str) -> bool {
         let due = match &self.last {
-            Some((m, at)) => m != message || at.elapsed() >= Self::EVERY,
+            Some((c, at)) => c != cause || at.elapsed() >= Self::EVERY,
             None => true,
         };
         if due {
-            self.last = Some((message.to_string(), std::time::Instant::now()));
+            self.last = Some((cause.to_string(), std::time::Instant::now()));
         }
         due
     }

@@ -42,6 +42,7 @@ mod metrics_cardinality;
 mod mixed_batch;
 mod network_faults;
 mod prometheus;
+mod redis_errors;
 mod redis_faults;
 mod redis_restart;
 mod retry;
