@@ -33,6 +33,7 @@ mod dlq;
 mod dlq_ops;
 mod dlq_replay_api;
 mod dlq_retention;
+mod first_run;
 mod health;
 mod input;
 mod isolation;
