@@ -37,9 +37,10 @@ pub enum RedisErrorKind {
 }
 
 impl RedisErrorKind {
-    /// Whether retrying cannot help: wrong credentials, missing permissions, or TLS.
+    /// Whether retrying cannot help: missing permissions, or TLS (certificates, a plaintext
+    /// server). A refused password is not final: it may be rotated in Redis while we retry.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Auth | Self::NoPerm | Self::Tls)
+        matches!(self, Self::NoPerm | Self::Tls)
     }
 
     /// The kind of a server error reply, from its error code (the first word).
@@ -470,6 +471,7 @@ mod tests {
         );
         assert_eq!(kind(ErrorKind::Timeout, "x"), RedisErrorKind::Timeout);
         assert_eq!(kind(ErrorKind::Tls, "x"), RedisErrorKind::Tls);
-        assert!(RedisErrorKind::Auth.is_final() && !RedisErrorKind::Connection.is_final());
+        assert!(RedisErrorKind::Tls.is_final() && !RedisErrorKind::Connection.is_final());
+        assert!(!RedisErrorKind::Auth.is_final());
     }
 }

@@ -24,7 +24,7 @@ use crate::recover::forwarder::Forwarder;
 use crate::recover::heartbeat::Heartbeat;
 use crate::recover::reclaim;
 use crate::recover::retention::Retention;
-use crate::redis::store::{RedisErrorKind, Store, StoreError};
+use crate::redis::store::{Store, StoreError};
 use crate::worker::builder::WorkerError;
 use crate::worker::health::Health;
 use crate::worker::lifecycle::{Consuming, Lifecycle, Reached, Stage};
@@ -323,7 +323,7 @@ async fn connect_until_stopped(
                 }
                 return Ok(Some(store));
             }
-            Err(e) if e.kind.is_final() && e.kind != RedisErrorKind::Auth => return Err(e),
+            Err(e) if e.kind.is_final() => return Err(e),
             Err(e) => {
                 set_redis_error(health, Some(e.to_string()));
                 if said.should_log(&e.to_string()) {
