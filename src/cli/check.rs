@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-
 use crate::config::Config;
 use crate::model::keys::Keys;
 use crate::redis::store::Store;
@@ -12,9 +10,7 @@ use crate::redis::store::Store;
 /// Runs `event-worker check`: prints what it found (JSON with `--json`), fails when Redis is
 /// unreachable.
 pub async fn check(config: Config, json: bool) -> anyhow::Result<()> {
-    let store = Store::connect(&config, "check")
-        .await
-        .context("cannot reach Redis")?;
+    let store = Store::connect(&config, "check").await?;
     let latency = store.ping(std::time::Duration::from_secs(5)).await?;
     let keys = Keys::new(&config.env);
     let policy = store.maxmemory_policy().await;

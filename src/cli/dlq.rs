@@ -8,7 +8,7 @@ use crate::ops::coordination::{self, notice};
 use crate::ops::dlq::{self, DlqEntry, DlqFilter, ReplayOptions, Selection};
 use crate::ops::history::HistoryQuery;
 use crate::redis::store::Store;
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -138,9 +138,7 @@ pub async fn run(command: DlqCommand, config: Config, json: bool) -> anyhow::Res
     {
         bail!("purge deletes DLQ entries for good: add --yes (or --dry-run to count first)");
     }
-    let store = Store::connect(&config, "dlq-cli")
-        .await
-        .context("cannot reach Redis")?;
+    let store = Store::connect(&config, "dlq-cli").await?;
     let keys = Keys::new(&config.env);
     let result = execute(command, &config, &store, &keys, json).await;
     store.quit().await;
@@ -347,9 +345,7 @@ pub async fn history(query: HistoryQuery, config: Config, json: bool) -> anyhow:
     {
         bail!("--type: `{t}` is not a valid event type");
     }
-    let store = Store::connect(&config, "history-cli")
-        .await
-        .context("cannot reach Redis")?;
+    let store = Store::connect(&config, "history-cli").await?;
     let keys = Keys::new(&config.env);
     let records = crate::ops::history::query(&store, &keys.history(), &query).await;
     store.quit().await;

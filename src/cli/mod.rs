@@ -82,9 +82,14 @@ enum Command {
     Dlq(dlq::DlqCommand),
 }
 
+/// The log filter when `EVENTS_LOG` is not set: `info`, with the Redis client's own lines
+/// (fred's "Broadcasting error ..." WARNs on every failed reconnect) at `error` only; the
+/// worker logs the cause in plain words instead. `EVENTS_LOG` replaces it entirely.
+const DEFAULT_LOG_FILTER: &str = "info,fred=error";
+
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

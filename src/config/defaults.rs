@@ -58,6 +58,12 @@ pub(super) const RETRY_JITTER: f64 = 0.2;
 pub(super) const BREAKER_FAILURE_THRESHOLD: IntRule = int(5, 1, 1_000_000);
 /// `breaker.open_for`.
 pub(super) const BREAKER_OPEN_FOR: DurationRule = duration(secs(30), ms(1));
+/// `breaker.failure_rate` when absent.
+pub(super) const BREAKER_FAILURE_RATE: f64 = 0.5;
+/// `breaker.window` (at least 1 s: the rate is kept per millisecond over whole seconds).
+pub(super) const BREAKER_WINDOW: DurationRule = duration(secs(30), secs(1));
+/// `breaker.min_calls`.
+pub(super) const BREAKER_MIN_CALLS: IntRule = int(20, 1, 1_000_000);
 
 /// `history.max_len`.
 pub(super) const HISTORY_MAX_LEN: IntRule = int(100_000, 1, i64::MAX);

@@ -65,6 +65,9 @@ pub(super) struct RawRetry {
 pub(super) struct RawBreaker {
     pub failure_threshold: Option<i64>,
     pub open_for: Option<String>,
+    pub failure_rate: Option<f64>,
+    pub window: Option<String>,
+    pub min_calls: Option<i64>,
 }
 
 /// `[history]`.

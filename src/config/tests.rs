@@ -32,6 +32,46 @@ fn defaults_follow_the_contract() {
 }
 
 #[test]
+fn breaker_rate_keys_have_defaults_env_overrides_and_checks() {
+    let c = load(MINIMAL, &[]).unwrap();
+    assert_eq!(
+        (
+            c.breaker.failure_rate,
+            c.breaker.window,
+            c.breaker.min_calls
+        ),
+        (0.5, Duration::from_secs(30), 20)
+    );
+    let c = load(
+        MINIMAL,
+        &[
+            ("EVENTS_BREAKER_FAILURE_RATE", "0.25"),
+            ("EVENTS_BREAKER_WINDOW", "10s"),
+            ("EVENTS_BREAKER_MIN_CALLS", "7"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            c.breaker.failure_rate,
+            c.breaker.window,
+            c.breaker.min_calls
+        ),
+        (0.25, Duration::from_secs(10), 7)
+    );
+    let text =
+        format!("[breaker]\nfailure_rate = 1.5\nwindow = \"500ms\"\nmin_calls = 0\n{MINIMAL}");
+    let e = load(&text, &[]).unwrap_err().to_string();
+    for want in [
+        "breaker.failure_rate: 1.5 must be above 0 and at most 1",
+        "breaker.window: must be at least 1s",
+        "breaker.min_calls: 0 is out of range (1..=1000000)",
+    ] {
+        assert!(e.contains(want), "{want} missing from {e}");
+    }
+}
+
+#[test]
 fn env_and_url_fallbacks_and_overrides() {
     let c = load(
         MINIMAL,

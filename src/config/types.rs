@@ -83,10 +83,16 @@ pub struct RetryConfig {
 /// `[breaker]`: one circuit breaker per handler.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerConfig {
-    /// Consecutive retryable failures that open it (default 5).
+    /// Consecutive retryable failures of events' first handler runs that open it (default 5).
     pub failure_threshold: u32,
     /// How long it stays open before a half-open probe (default 30 s).
     pub open_for: Duration,
+    /// Share of retryable failures over `window` that opens it (default 0.5).
+    pub failure_rate: f64,
+    /// The time window of `failure_rate` (default 30 s).
+    pub window: Duration,
+    /// Calls within `window` before `failure_rate` can open it (default 20).
+    pub min_calls: u32,
 }
 
 /// `[history]`: caps of the audit trail.

@@ -169,8 +169,14 @@ fn retry(c: &mut Checker, raw: &RawRetry) -> RetryConfig {
     retry
 }
 
-/// `[breaker]`.
+/// `[breaker]`, with the failure rate in (0, 1].
 fn breaker(c: &mut Checker, raw: &RawBreaker) -> BreakerConfig {
+    let failure_rate = raw.failure_rate.unwrap_or(d::BREAKER_FAILURE_RATE);
+    if !(failure_rate > 0.0 && failure_rate <= 1.0) {
+        c.push(format!(
+            "breaker.failure_rate: {failure_rate} must be above 0 and at most 1 (a share of calls, e.g. 0.5 for half)"
+        ));
+    }
     BreakerConfig {
         failure_threshold: c.int(
             "breaker.failure_threshold",
@@ -182,6 +188,13 @@ fn breaker(c: &mut Checker, raw: &RawBreaker) -> BreakerConfig {
             raw.open_for.as_deref(),
             d::BREAKER_OPEN_FOR,
         ),
+        failure_rate: if failure_rate > 0.0 && failure_rate <= 1.0 {
+            failure_rate
+        } else {
+            d::BREAKER_FAILURE_RATE
+        },
+        window: c.duration("breaker.window", raw.window.as_deref(), d::BREAKER_WINDOW),
+        min_calls: c.int("breaker.min_calls", raw.min_calls, d::BREAKER_MIN_CALLS) as u32,
     }
 }
 

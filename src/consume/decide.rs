@@ -242,9 +242,11 @@ async fn decide_event(decider: &Decider, entry: &Entry, event: Event) -> Decisio
     facts
         .handler_duration
         .observe(started.elapsed().as_secs_f64());
-    route
-        .breaker
-        .record(admission, matches!(outcome, Outcome::Retry { .. }));
+    route.breaker.record(
+        admission,
+        matches!(outcome, Outcome::Retry { .. }),
+        event.attempt == 0,
+    );
     judge(decider, entry, event, facts, outcome)
 }
 

@@ -6,6 +6,7 @@
 //! Two connections: `cmd` for everything else (fred pipelines concurrent commands on it) and
 //! `reader` for the blocking XREADGROUP, which would otherwise stall `cmd`.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
@@ -45,6 +46,8 @@ pub struct Store {
     pub(crate) cmd: Client,
     pub(super) reader: Client,
     url: RedisUrl,
+    /// The last connection error fred reported, until it reconnects.
+    last_error: Arc<Mutex<Option<StoreError>>>,
     pub(super) move_to_stream: Script,
     pub(super) move_to_retry: Script,
     pub(super) forward_due: Script,
@@ -72,7 +75,7 @@ impl Store {
             fred::types::config::Config::from_url(url.expose()).map_err(|e| err("config", &e))?;
         if url.is_tls() {
             let tls = super::tls::tls_connector(config)
-                .map_err(|e| StoreError::new("tls", RedisErrorKind::Tls, e.to_string()))?;
+                .map_err(|e| StoreError::tls_setup(&url, e.to_string()))?;
             fred_config.tls = Some(tls.into());
         }
         fred_config.fail_fast = true;
@@ -96,11 +99,9 @@ impl Store {
             });
         let cmd_client = builder.build().map_err(|e| err("client", &e))?;
         let reader = builder.build().map_err(|e| err("client", &e))?;
+        let last_error = Arc::new(Mutex::new(None));
         for (client, role) in [(&cmd_client, "cmd"), (&reader, "reader")] {
-            client
-                .init()
-                .await
-                .map_err(|e| err(&format!("connect to {url}"), &e))?;
+            init(client, &url).await?;
             // The client name is visible in CLIENT LIST: it carries no secret, only the role.
             // It is set again after every reconnect.
             let name = format!("event-worker:{client_name}:{role}");
@@ -118,15 +119,26 @@ impl Store {
                 }
             });
         }
+        keep_last_error(&cmd_client, &url, &last_error);
         Ok(Store {
             cmd: cmd_client,
             reader,
             url,
+            last_error,
             move_to_stream: Script::from_lua(MOVE_TO_STREAM),
             move_to_retry: Script::from_lua(MOVE_TO_RETRY),
             forward_due: Script::from_lua(FORWARD_DUE),
             apply_migration_template: APPLY_MIGRATION,
         })
+    }
+
+    /// The error of the last failed (re)connection attempt, in plain words, while the client
+    /// has not reconnected since (e.g. `connection refused` while Redis is down).
+    pub fn connection_error(&self) -> Option<StoreError> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A fred error of `op` as a [`StoreError`]: classified, password scrubbed.
@@ -170,4 +182,56 @@ impl Store {
         r.map_err(|e| self.error("PING", e))?;
         Ok(start.elapsed())
     }
+}
+
+/// How long a `rediss://` connection may go without a TLS answer before the server is probed
+/// for plain Redis protocol (a plaintext server never answers the TLS handshake).
+const PLAINTEXT_PROBE_AFTER: Duration = Duration::from_millis(500);
+
+/// Connects `client`. For a `rediss://` URL whose handshake has not finished after
+/// [`PLAINTEXT_PROBE_AFTER`], a second connection sends a plain `PING`: a RESP answer means the
+/// server speaks plain Redis, and the error says to use `redis://` at once instead of after the
+/// 5 s connection timeout.
+async fn init(client: &Client, url: &RedisUrl) -> Result<(), StoreError> {
+    let op = format!("connect to {url}");
+    let c = client.clone();
+    let mut connect = Box::pin(async move { c.init().await.map(drop) });
+    if !url.is_tls() {
+        return connect
+            .await
+            .map_err(|e| StoreError::from_fred(url, op, &e));
+    }
+    let server = StoreError::plaintext_server(url).server;
+    let probe = async {
+        tokio::time::sleep(PLAINTEXT_PROBE_AFTER).await;
+        if super::tls::speaks_plain_redis(&server, Duration::from_secs(1)).await {
+            return;
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        r = &mut connect => r.map_err(|e| StoreError::from_fred(url, op, &e)),
+        () = probe => {
+            // Let the attempt end by itself (fred then stops its connection task).
+            tokio::spawn(connect);
+            Err(StoreError::plaintext_server(url))
+        }
+    }
+}
+
+/// Keeps the last connection error fred reports on `client` in `slot` (cleared on reconnect),
+/// so health and the pinger can say why Redis is unreachable.
+fn keep_last_error(client: &Client, url: &RedisUrl, slot: &Arc<Mutex<Option<StoreError>>>) {
+    let (set, op) = (slot.clone(), format!("connect to {url}"));
+    let url = url.clone();
+    client.on_error(move |(e, _server)| {
+        let error = StoreError::from_fred(&url, op.clone(), &e);
+        *set.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        async { Ok(()) }
+    });
+    let clear = slot.clone();
+    client.on_reconnect(move |_| {
+        *clear.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        async { Ok(()) }
+    });
 }

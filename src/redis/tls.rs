@@ -62,3 +62,22 @@ pub(crate) fn tls_connector(
     };
     Ok(fred::types::config::TlsConnector::from(tls))
 }
+
+/// Whether the server at `server` (`host:port`) answers a plain `PING` in Redis protocol
+/// within `timeout`: then it is a plaintext Redis, not a TLS one (a TLS server answers such
+/// bytes with an alert record or closes).
+pub(crate) async fn speaks_plain_redis(server: &str, timeout: std::time::Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(server).await.ok()?;
+        stream.write_all(b"PING\r\n").await.ok()?;
+        let mut first = [0u8; 1];
+        let n = stream.read(&mut first).await.ok()?;
+        Some(n == 1 && matches!(first[0], b'+' | b'-'))
+    };
+    tokio::time::timeout(timeout, probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}

@@ -19,7 +19,7 @@ pub enum WorkerError {
     /// Bad configuration or routes.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Redis refused us in a way retrying cannot fix (auth, TLS), or a migration failed.
+    /// Redis refused us in a way retrying cannot fix (TLS, permissions), or a migration failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The HTTP listener could not bind.

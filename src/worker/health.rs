@@ -18,6 +18,8 @@ pub struct Health {
     /// Keys discovery could not consume (not streams, or past the stream cap), shown as
     /// warnings by `/api/events/health`.
     pub discovery: std::sync::Mutex<crate::recover::discovery::Issues>,
+    /// The last Redis connection error in plain words; `None` once Redis answers.
+    pub redis_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Health {

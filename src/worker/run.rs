@@ -48,7 +48,7 @@ pub async fn run(
     listen(&cfg, &metrics, &health, &view, &life).await?;
     // The gauge exists (at 0) while Redis is still unreachable.
     let redis_up = metrics.redis_up.with_label_values(&[&cfg.env]);
-    let Some(store) = connect_until_stopped(&cfg, &stop).await? else {
+    let Some(store) = connect_until_stopped(&cfg, &health, &stop).await? else {
         life.stop(Reached {
             store: None,
             consuming: None,
@@ -271,6 +271,7 @@ async fn consume(life: &Lifecycle, parts: &Parts, discovery: Arc<Discovery>, hea
         store: parts.store.clone(),
         gauge: parts.metrics.redis_up.with_label_values(&[parts.env()]),
         health: parts.health.clone(),
+        said: RepeatedError::default(),
     };
     life.spawn(Stage::Roles, role::run(pinger, roles.clone()));
     let retention = Retention::new(
@@ -296,13 +297,18 @@ fn self_notice(parts: &Parts, kind: &str) -> String {
     coordination::notice(kind, parts.env(), parts.group(), parts.consumer(), extra)
 }
 
-/// Connects, retrying with backoff while Redis is unreachable. Authentication and TLS
-/// errors are final. Returns `None` when stopped first.
+/// Connects, retrying with backoff (200 ms doubling to 5 s) while Redis is unreachable or
+/// refuses the password (a rotated password heals without a restart). The plain-words error
+/// is logged at ERROR when connecting starts failing (or the cause changes) and again at most
+/// once a minute while it persists, and kept in [`Health::redis_error`]. TLS and URL errors
+/// are final. Returns `None` when stopped first.
 async fn connect_until_stopped(
     cfg: &Config,
+    health: &Health,
     stop: &CancellationToken,
 ) -> Result<Option<Store>, StoreError> {
     let mut pause = Duration::from_millis(200);
+    let mut said = RepeatedError::default();
     loop {
         let attempt = Store::connect(cfg, &cfg.consumer);
         let result = tokio::select! {
@@ -310,10 +316,19 @@ async fn connect_until_stopped(
             _ = stop.cancelled() => return Ok(None),
         };
         match result {
-            Ok(store) => return Ok(Some(store)),
+            Ok(store) => {
+                set_redis_error(health, None);
+                if said.failing() {
+                    info!(redis = %cfg.redis_url, "connected to Redis");
+                }
+                return Ok(Some(store));
+            }
             Err(e) if e.kind.is_final() => return Err(e),
             Err(e) => {
-                warn!(error = %e, redis = %cfg.redis_url, "Redis unreachable; retrying");
+                set_redis_error(health, Some(e.to_string()));
+                if said.should_log(&e.to_string()) {
+                    error!("{e}; retrying with backoff (up to every 5 s)");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = stop.cancelled() => return Ok(None),
@@ -321,6 +336,46 @@ async fn connect_until_stopped(
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// Sets (or clears) the plain-words Redis error that health reports.
+pub(crate) fn set_redis_error(health: &Health, error: Option<String>) {
+    *health.redis_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+}
+
+/// Logs a persisting error once when it starts (or its cause changes), then at most once a
+/// minute.
+#[derive(Default)]
+pub(crate) struct RepeatedError {
+    last: Option<(String, std::time::Instant)>,
+}
+
+impl RepeatedError {
+    /// How often a persisting error is logged again.
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// Whether to log now an error whose cause is `cause` (`""`: any cause counts as the
+    /// same error); records it as logged when so.
+    pub(crate) fn should_log(&mut self, cause: &str) -> bool {
+        let due = match &self.last {
+            Some((c, at)) => c != cause || at.elapsed() >= Self::EVERY,
+            None => true,
+        };
+        if due {
+            self.last = Some((cause.to_string(), std::time::Instant::now()));
+        }
+        due
+    }
+
+    /// Whether an error was logged since the last [`RepeatedError::clear`].
+    pub(crate) fn failing(&self) -> bool {
+        self.last.is_some()
+    }
+
+    /// The error is over.
+    pub(crate) fn clear(&mut self) {
+        self.last = None;
     }
 }
 

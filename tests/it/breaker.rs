@@ -122,3 +122,119 @@ fn t27_downstream_outage_opens_breaker_no_dlq_all_delivered_after_recovery() {
     assert_drained(redis, env, "group", &[TY]);
     worker.assert_running();
 }
+
+/// The `[breaker]` defaults (README): `failure_threshold = 5`, `open_for = "30s"`, the
+/// failure-rate keys left out.
+fn breaker_defaults(c: &mut WorkerConfig) {
+    c.failure_threshold = 5;
+    c.open_for = "30s".into();
+}
+
+/// The highest `event_worker_breaker_state` and the sum of
+/// `event_worker_breaker_rejected_total` of `env`.
+fn breaker_metrics(worker: &WorkerProcess, env: &str) -> (f64, f64) {
+    let m = parse_metrics(&worker.metrics());
+    let state = samples(&m, "event_worker_breaker_state", &[("env", env)])
+        .iter()
+        .map(|s| s.value)
+        .fold(0.0, f64::max);
+    let rejected = sum(&m, "event_worker_breaker_rejected_total", &[("env", env)]);
+    (state, rejected)
+}
+
+#[test]
+fn breaker_stays_closed_for_five_poison_events_among_55_successes() {
+    let env = "brpoison";
+    let s = Scenario::new(env)
+        .types(&[TY])
+        .sink(Action::ok())
+        .config(|c| {
+            breaker_defaults(c);
+            // The retry defaults too: 5 attempts, 200 ms doubling, 20 % jitter.
+            c.max_attempts = 5;
+            c.initial_backoff = "200ms".into();
+            c.max_backoff = "300s".into();
+            c.jitter = 0.2;
+        })
+        .start();
+    let bad: Vec<String> = (0..5).map(|i| format!("bad-{i}")).collect();
+    for id in &bad {
+        s.sink.script(id, vec![Action::status(500)]);
+    }
+    let mut good = Vec::new();
+    let start = Instant::now();
+    for i in 0..60 {
+        let id = if i % 12 == 11 {
+            bad[i / 12].clone()
+        } else {
+            format!("ok-{i:02}")
+        };
+        publish(&s.redis, env, TY, &id);
+        if !id.starts_with("bad") {
+            good.push(id);
+        }
+    }
+    let (redis, sink, worker) = (&s.redis, &s.sink, &s.workers[0]);
+    wait_until("the 55 successes", Duration::from_secs(5), || {
+        sink.success_counts().len() == 55
+    });
+    let successes_took = start.elapsed();
+    let mut max_state = 0.0f64;
+    wait_until(
+        "the 5 poison events in the DLQ",
+        Duration::from_secs(15),
+        || {
+            max_state = max_state.max(breaker_metrics(worker, env).0);
+            redis.xlen(&dlq_key(env)) == 5
+        },
+    );
+    let (state, rejected) = breaker_metrics(worker, env);
+    let dump = sink.ledger_dump();
+    assert_eq!(
+        (max_state.max(state), rejected),
+        (0.0, 0.0),
+        "breaker state / rejected calls with 5 poison events among 55 successes\n{dump}"
+    );
+    let counts = sink.success_counts();
+    for id in &good {
+        assert_eq!(counts.get(id), Some(&1), "successes of {id}\n{dump}");
+    }
+    for id in &bad {
+        assert_eq!(
+            sink.requests_for(id).len(),
+            5,
+            "handler runs of {id}\n{dump}"
+        );
+    }
+    eprintln!("breaker: 55 successes in {successes_took:?}, 5 poison events dead-lettered");
+}
+
+#[test]
+fn breaker_opens_after_five_calls_when_the_endpoint_fails_everything() {
+    let env = "broutage";
+    let s = Scenario::new(env)
+        .types(&[TY])
+        .sink(Action::status(500))
+        .config(|c| {
+            breaker_defaults(c);
+            c.concurrency = 1;
+            c.initial_backoff = "200ms".into();
+        })
+        .start();
+    for i in 0..20 {
+        publish(&s.redis, env, TY, &format!("out-{i:02}"));
+    }
+    let (sink, worker) = (&s.sink, &s.workers[0]);
+    wait_until("the breaker opens", Duration::from_secs(5), || {
+        breaker_metrics(worker, env).0 == 2.0
+    });
+    let at_open = sink.request_count();
+    std::thread::sleep(Duration::from_millis(700));
+    let dump = sink.ledger_dump();
+    assert_eq!(
+        (at_open, sink.request_count()),
+        (5, 5),
+        "sink calls when the breaker opened / 700 ms later (as before: 5 consecutive failures)\n{dump}"
+    );
+    assert_eq!(s.redis.xlen(&dlq_key(env)), 0);
+}

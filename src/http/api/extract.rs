@@ -77,9 +77,13 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<Arc<WorkerView>, A
             "missing or wrong bearer token".into(),
         ));
     }
-    state
-        .worker()
-        .ok_or_else(|| ApiError::unavailable("not connected to Redis yet"))
+    state.worker().ok_or_else(|| {
+        let why = state.health.redis_error.lock().ok().and_then(|e| e.clone());
+        ApiError::unavailable(match why {
+            Some(why) => format!("not connected to Redis yet: {why}"),
+            None => "not connected to Redis yet".to_string(),
+        })
+    })
 }
 
 /// A mutating request within `api.rate_limit`; 429 (with `Retry-After: 1`) otherwise.

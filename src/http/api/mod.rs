@@ -73,7 +73,7 @@ impl From<DlqError> for ApiError {
             DlqError::Invalid(m) => ApiError::bad(m),
             DlqError::Store(e) => {
                 tracing::warn!(error = %e, "API request failed in Redis");
-                ApiError::unavailable("Redis is unavailable; try again")
+                ApiError::unavailable(format!("{e}; try again"))
             }
         }
     }
