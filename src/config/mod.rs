@@ -13,6 +13,7 @@ mod connection;
 mod defaults;
 mod env;
 mod error;
+mod health;
 mod parse;
 mod raw;
 mod route;
@@ -24,6 +25,7 @@ mod validate;
 use std::path::Path;
 
 pub use error::ConfigError;
+pub use health::HealthConfig;
 pub use parse::parse_duration;
 pub use types::{BreakerConfig, Config, HandlerKind, HistoryConfig, RetryConfig, RouteConfig};
 
