@@ -24,6 +24,7 @@ mod util;
 mod api_hardening;
 mod backoff;
 mod backpressure;
+mod black_holes;
 mod breaker;
 mod config;
 mod coordination;
