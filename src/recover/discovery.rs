@@ -387,6 +387,9 @@ impl Discovery {
     }
 }
 
+/// Shortest time between two passes run because of pokes.
+const POKE_GAP: Duration = Duration::from_millis(200);
+
 /// Runs discovery until `stop`: a refresh every `discovery_interval` (the first refresh is
 /// part of start-up) and whenever poked, and the unconsumed-stream scan at once and then
 /// every `health.scan_interval`. A pass in progress is finished, not abandoned.
@@ -399,10 +402,20 @@ pub async fn run(d: Arc<Discovery>, stop: CancellationToken) {
     let now = tokio::time::Instant::now();
     let mut refresh = delayed(d.interval, now + d.interval);
     let mut scan = delayed(d.scan_interval, now);
+    let mut last_poked = now - POKE_GAP;
     loop {
         let rescan = tokio::select! {
             _ = refresh.tick() => false,
-            () = d.poke.notified() => false,
+            () = d.poke.notified() => {
+                // A flood of new types costs at most one pass per POKE_GAP.
+                let wait = POKE_GAP.saturating_sub(last_poked.elapsed());
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => return,
+                }
+                last_poked = tokio::time::Instant::now();
+                false
+            }
             _ = scan.tick() => true,
             () = stop.cancelled() => return,
         };

@@ -76,7 +76,12 @@ pub async fn health(State(state): State<ApiState>) -> Result<Response, ApiError>
     let mut reasons = redis_reasons(policy.as_deref(), latency);
     reasons.extend(issues.reasons());
     if !state.health.consuming.load(Ordering::Relaxed) {
-        reasons.push(starting());
+        reasons.push((
+            "not_consuming",
+            "not consuming: start-up (consumer groups, first discovery) still runs, or the \
+             worker is stopping"
+                .to_string(),
+        ));
     }
     reasons.extend(breaker_reasons(&worker));
     if let Some(b) = &backlog {
@@ -137,9 +142,7 @@ fn redis_error(health: &Health) -> Option<String> {
 fn starting() -> Reason {
     (
         "starting",
-        "start-up is still running (migrations, consumer groups, first discovery); not \
-         consuming yet"
-            .to_string(),
+        "start-up is still running (migrations); not consuming yet".to_string(),
     )
 }
 
