@@ -6,6 +6,9 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// Every `outcome` label of `event_worker_events_total` (each type's series start at 0).
+pub const OUTCOMES: [&str; 3] = ["success", "retried", "dead_lettered"];
+
 /// Handles to every metric, registered in one registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -55,6 +58,11 @@ pub struct Metrics {
     pub retry_depth: IntGaugeVec,
     /// `event_worker_dlq_depth{env}`, read at scrape time.
     pub dlq_depth: IntGaugeVec,
+    /// `event_worker_unconsumed_streams{env,cause}`: streams under `events:<env>:` nobody
+    /// consumes; cause = invalid_type|no_group (set by discovery's scan).
+    pub unconsumed_streams: IntGaugeVec,
+    /// `event_worker_unconsumed_entries{env,cause}`: the entries those streams hold.
+    pub unconsumed_entries: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -238,6 +246,18 @@ impl Metrics {
                 "event_worker_dlq_depth",
                 "Entries in the DLQ.",
                 &["env"],
+            ),
+            unconsumed_streams: gauge(
+                &r,
+                "event_worker_unconsumed_streams",
+                "Streams under events:<env>: that nobody consumes (invalid type name, or no consumer group).",
+                &["env", "cause"],
+            ),
+            unconsumed_entries: gauge(
+                &r,
+                "event_worker_unconsumed_entries",
+                "Entries in the streams nobody consumes.",
+                &["env", "cause"],
             ),
             registry: r,
         }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::model::keys::Keys;
+use crate::recover::unconsumed::{self, Unconsumed};
 use crate::redis::store::Store;
 
 /// Runs `event-worker check`: prints what it found (JSON with `--json`), fails when Redis is
@@ -15,8 +16,13 @@ pub async fn check(config: Config, json: bool) -> anyhow::Result<()> {
     let keys = Keys::new(&config.env);
     let policy = store.maxmemory_policy().await;
     let streams = streams_to_consume(&store, &keys, &config).await;
+    let unconsumed = match &streams {
+        Ok(s) => unconsumed_streams(&store, &keys, s).await,
+        Err(_) => Ok(Vec::new()),
+    };
     store.quit().await;
     let streams = streams?;
+    let unconsumed = unconsumed?;
     let mut warnings = config.warnings.clone();
     // A missing signing secret stops `run`, not `check`: reported, exit 0 (README "check").
     warnings.extend(
@@ -33,11 +39,44 @@ pub async fn check(config: Config, json: bool) -> anyhow::Result<()> {
         warnings,
     };
     if json {
-        print_json(&config, &keys, &found);
+        print_json(&config, &keys, &found, &unconsumed);
     } else {
         print_human(&config, &keys, &found);
+        print_unconsumed(&unconsumed);
     }
     Ok(())
+}
+
+/// Streams under the env's prefix that nobody consumes (see `recover::unconsumed`), apart
+/// from the ones `run` would consume.
+async fn unconsumed_streams(
+    store: &Store,
+    keys: &Keys,
+    streams: &[(String, usize)],
+) -> anyhow::Result<Vec<Unconsumed>> {
+    let followed = streams.iter().map(|(k, _)| k.clone()).collect();
+    Ok(unconsumed::find(store, keys, &followed).await?)
+}
+
+/// The human lines of the unconsumed-streams report: at most `MAX_LISTED` streams, then
+/// the totals.
+fn print_unconsumed(found: &[Unconsumed]) {
+    if found.is_empty() {
+        return;
+    }
+    for u in found.iter().take(unconsumed::MAX_LISTED) {
+        println!("warning: {}", unconsumed::describe(u));
+    }
+    println!(
+        "warning: {} stream(s) with {} entries in all are not consumed by anyone{}",
+        found.len(),
+        found.iter().map(|u| u.entries).sum::<u64>(),
+        if found.len() > unconsumed::MAX_LISTED {
+            format!(" ({} listed)", unconsumed::MAX_LISTED)
+        } else {
+            String::new()
+        }
+    );
 }
 
 /// What `check` found in Redis.
@@ -103,7 +142,7 @@ fn memory_policy_warning(policy: Option<&str>) -> Option<String> {
     }
 }
 
-fn print_json(config: &Config, keys: &Keys, found: &Found) {
+fn print_json(config: &Config, keys: &Keys, found: &Found, unconsumed: &[Unconsumed]) {
     let Found {
         latency,
         streams,
@@ -128,6 +167,7 @@ fn print_json(config: &Config, keys: &Keys, found: &Found) {
         "redeliver": keys.redeliver(&config.group),
         "maxmemory_policy": policy,
         "warnings": warnings,
+        "unconsumed": unconsumed::report(unconsumed),
     });
     println!("{out}");
 }

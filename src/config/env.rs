@@ -54,6 +54,11 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("api"), "rate_limit", Kind::Int),
     (Some("api"), "header_timeout", Kind::Str),
     (Some("api"), "body_timeout", Kind::Str),
+    (Some("health"), "window", Kind::Str),
+    (Some("health"), "dlq_growth", Kind::Int),
+    (Some("health"), "retry_depth", Kind::Int),
+    (Some("health"), "lag", Kind::Int),
+    (Some("health"), "scan_interval", Kind::Str),
 ];
 
 /// `EVENTS_*` variables read outside [`ENV_KEYS`] (`--config`, the log filter, the API token).

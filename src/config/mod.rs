@@ -19,6 +19,7 @@ mod defaults;
 mod diagnose;
 mod env;
 mod error;
+mod health;
 mod parse;
 mod raw;
 mod route;
@@ -30,6 +31,7 @@ mod validate;
 use std::path::Path;
 
 pub use error::ConfigError;
+pub use health::HealthConfig;
 pub use parse::parse_duration;
 pub use types::{BreakerConfig, Config, HandlerKind, HistoryConfig, RetryConfig, RouteConfig};
 

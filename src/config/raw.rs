@@ -43,6 +43,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub api: RawApi,
     #[serde(default)]
+    pub health: super::health::RawHealth,
+    #[serde(default)]
     pub routes: Vec<RawRoute>,
 }
 

@@ -61,6 +61,8 @@ pub struct Config {
     pub stream_retention: Option<Duration>,
     /// `[api]`.
     pub api: ApiConfig,
+    /// `[health]`: the thresholds of a `degraded` health status.
+    pub health: super::HealthConfig,
     /// `[[routes]]`, in file order; the first route whose pattern matches a type serves it.
     pub routes: Vec<RouteConfig>,
 }

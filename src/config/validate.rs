@@ -33,6 +33,7 @@ pub(super) fn validate(
     let history = history(&mut c, &raw.history);
     let retention = retention(&mut c, &raw);
     let api = api(&mut c, &raw.api, lookup);
+    let health = super::health::health(&mut c, &raw.health);
     let routes = raw
         .routes
         .into_iter()
@@ -68,6 +69,7 @@ pub(super) fn validate(
         dlq_max_age: retention.dlq_max_age,
         stream_retention: retention.stream_retention,
         api,
+        health,
         routes,
     })
 }

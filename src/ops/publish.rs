@@ -140,6 +140,7 @@ pub async fn publish(
     }
     let stream = keys.stream(&event.event_type);
     let entry_id = store.xadd(&stream, &fields).await?;
+    crate::ops::coordination::announce_type(store, keys, &event.event_type).await;
     Ok(Published {
         entry_id,
         id,

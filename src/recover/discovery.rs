@@ -9,23 +9,32 @@
 //! types can neither move labels nor grow the series past the cap. At most [`MAX_STREAMS`]
 //! streams are followed; more, and keys that are not streams, are reported in
 //! [`Issues`] (health warnings).
+//!
+//! Besides its periodic pass, discovery runs at once when poked ([`Discovery::poke`]): the
+//! coordination listener pokes it when a process announces a type it publishes for the
+//! first time and a route would consume that type (see [`Discovery::wants`]). Every
+//! `health.scan_interval` it also looks for streams nobody consumes
+//! ([`crate::recover::unconsumed`]).
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
 use prometheus::IntCounter;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 #[cfg(doc)]
 use crate::consume::streams::label_among;
 use crate::consume::streams::{MAX_TYPE_LABELS, StreamSet, TypeStream};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OUTCOMES};
 use crate::model::keys::{self, Keys};
+use crate::recover::unconsumed::{self, Logged, Unconsumed};
 use crate::redis::store::{Store, StoreError};
+use crate::settle::dlq_record::Reason;
 use crate::worker::health::Health;
-use crate::worker::role::Role;
 
 /// Most streams one worker follows; streams found past it are not consumed (logged once and
 /// shown as a health warning).
@@ -43,11 +52,14 @@ pub struct Issues {
     /// Streams matching the routes that are not followed because of [`MAX_STREAMS`] (a
     /// lower bound: the scan stops soon after the cap).
     pub unfollowed: usize,
+    /// Streams nobody consumes, from the last scan (sorted by key).
+    pub unconsumed: Vec<Unconsumed>,
 }
 
 impl Issues {
-    /// The health warnings, naming at most [`MAX_NAMED_KEYS`] keys.
-    pub fn warnings(&self) -> Vec<String> {
+    /// The health reasons, `(code, message)`: `not_a_stream`, `too_many_streams`,
+    /// `unconsumed_streams`; a message names at most [`MAX_NAMED_KEYS`] keys.
+    pub fn reasons(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if !self.wrong_type.is_empty() {
             let named: Vec<&str> = self
@@ -57,22 +69,31 @@ impl Issues {
                 .map(String::as_str)
                 .collect();
             let more = self.wrong_type.len() - named.len();
-            out.push(format!(
-                "not a stream, not consumed (fix or delete the key): {}{}",
-                named.join(", "),
-                if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                }
+            out.push((
+                "not_a_stream",
+                format!(
+                    "not a stream, not consumed (fix or delete the key): {}{}",
+                    named.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ),
             ));
         }
         if self.unfollowed > 0 {
-            out.push(format!(
-                "more streams match the routes than one worker follows ({MAX_STREAMS}): at \
-                 least {} are not consumed; narrow the route globs",
-                self.unfollowed
+            out.push((
+                "too_many_streams",
+                format!(
+                    "more streams match the routes than one worker follows ({MAX_STREAMS}): at \
+                     least {} are not consumed; narrow the route globs",
+                    self.unfollowed
+                ),
             ));
+        }
+        if let Some(m) = unconsumed::summary(&self.unconsumed) {
+            out.push(("unconsumed_streams", m));
         }
         out
     }
@@ -101,9 +122,50 @@ pub struct Discovery {
     pub interval: Duration,
     /// `redis_errors_total{op="discovery"}`.
     pub errors: IntCounter,
+    /// Wakes the role for an extra pass (a new type was announced).
+    pub poke: Arc<Notify>,
+    /// `health.scan_interval`: how often streams nobody consumes are looked for.
+    pub scan_interval: Duration,
+    /// The unconsumed streams already logged.
+    pub logged: Mutex<Logged>,
 }
 
 impl Discovery {
+    /// Whether a pass would add `event_type`: a valid type a route matches that is not
+    /// followed yet (the coordination listener pokes only then).
+    pub fn wants(&self, event_type: &str) -> bool {
+        keys::is_valid_type(event_type)
+            && self.route_for(event_type).is_some()
+            && !self
+                .streams
+                .snapshot()
+                .iter()
+                .any(|s| s.event_type == event_type)
+    }
+
+    /// Looks for streams nobody consumes; reports them in [`Issues`], the gauges and the
+    /// log (each stream once).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn scan_unconsumed(&self) -> Result<(), StoreError> {
+        let followed: HashSet<String> = self
+            .streams
+            .snapshot()
+            .iter()
+            .map(|s| s.key.clone())
+            .collect();
+        let found = unconsumed::find(&self.store, &self.keys, &followed).await?;
+        unconsumed::export(&self.metrics, &self.env, &found);
+        if let Ok(mut l) = self.logged.lock() {
+            l.log_new(&found);
+        }
+        if let Ok(mut i) = self.health.discovery.lock() {
+            i.unconsumed = found;
+        }
+        Ok(())
+    }
+
     fn route_for(&self, event_type: &str) -> Option<usize> {
         self.patterns
             .iter()
@@ -268,7 +330,9 @@ impl Discovery {
     }
 
     /// Creates the per-type counters at 0, so dashboards and `increase()` see them before
-    /// the first event (the Prometheus crate exports a labelled series only once it exists).
+    /// the first event (the Prometheus crate exports a labelled series only once it exists):
+    /// `dead_lettered_total` for every [`Reason::ALL`] and `events_total` for every
+    /// [`OUTCOMES`], so a reason added later starts at 0 too.
     fn start_series(&self, event_type: &str) {
         let m = &self.metrics;
         let (env, group) = (self.env.as_str(), self.group.as_str());
@@ -284,6 +348,16 @@ impl Discovery {
         m.stream_trimmed_total
             .with_label_values(&[env, event_type])
             .inc_by(0);
+        for reason in Reason::ALL {
+            m.dead_lettered_total
+                .with_label_values(&[env, group, event_type, reason.as_str()])
+                .inc_by(0);
+        }
+        for outcome in OUTCOMES {
+            m.events_total
+                .with_label_values(&[env, group, event_type, outcome])
+                .inc_by(0);
+        }
     }
 
     /// Drops consumed keys that no longer hold a stream (someone SET or deleted-and-reused
@@ -313,18 +387,45 @@ impl Discovery {
     }
 }
 
-/// Refreshes every `discovery_interval` (the first refresh is part of start-up).
-impl Role for Arc<Discovery> {
-    fn schedule(&self) -> tokio::time::Interval {
-        let mut tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
+/// Shortest time between two passes run because of pokes.
+const POKE_GAP: Duration = Duration::from_millis(200);
+
+/// Runs discovery until `stop`: a refresh every `discovery_interval` (the first refresh is
+/// part of start-up) and whenever poked, and the unconsumed-stream scan at once and then
+/// every `health.scan_interval`. A pass in progress is finished, not abandoned.
+pub async fn run(d: Arc<Discovery>, stop: CancellationToken) {
+    let delayed = |period: Duration, first| {
+        let mut tick = tokio::time::interval_at(first, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick
-    }
-
-    async fn tick(&mut self) {
-        if let Err(e) = self.refresh().await {
-            self.errors.inc();
+    };
+    let now = tokio::time::Instant::now();
+    let mut refresh = delayed(d.interval, now + d.interval);
+    let mut scan = delayed(d.scan_interval, now);
+    let mut last_poked = now - POKE_GAP;
+    loop {
+        let rescan = tokio::select! {
+            _ = refresh.tick() => false,
+            () = d.poke.notified() => {
+                // A flood of new types costs at most one pass per POKE_GAP.
+                let wait = POKE_GAP.saturating_sub(last_poked.elapsed());
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => return,
+                }
+                last_poked = tokio::time::Instant::now();
+                false
+            }
+            _ = scan.tick() => true,
+            () = stop.cancelled() => return,
+        };
+        let result = if rescan {
+            d.scan_unconsumed().await
+        } else {
+            d.refresh().await
+        };
+        if let Err(e) = result {
+            d.errors.inc();
             warn!(error = %e, "stream discovery failed; will try again");
         }
     }
@@ -333,6 +434,12 @@ impl Role for Arc<Discovery> {
 #[cfg(test)]
 mod tests {
     use super::{Issues, MAX_NAMED_KEYS};
+
+    impl Issues {
+        fn warnings(&self) -> Vec<String> {
+            self.reasons().into_iter().map(|(_, m)| m).collect()
+        }
+    }
 
     #[test]
     fn warnings_name_a_bounded_number_of_keys_and_the_cap() {

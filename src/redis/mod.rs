@@ -1,11 +1,12 @@
 //! The only Redis caller: the connection (`store`), stream commands (`streams`), plain keys
-//! (`keyspace`), the Lua moves loaded once (`moves`), operator reads (`admin`), the TLS
-//! setup (`tls`) and the typed error (`error`).
+//! (`keyspace`), the Lua moves loaded once (`moves`), operator reads (`admin`), channel
+//! subscriptions (`pubsub`), the TLS setup (`tls`) and the typed error (`error`).
 
 pub(crate) mod admin;
 pub(crate) mod error;
 pub(crate) mod keyspace;
 pub(crate) mod moves;
+pub(crate) mod pubsub;
 pub(crate) mod store;
 pub(crate) mod streams;
 pub(crate) mod tls;

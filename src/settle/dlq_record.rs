@@ -44,8 +44,9 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, in the order the help lists them.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Every reason, in the order the help lists them; the one list the per-type
+    /// `dead_lettered_total` series are started at 0 from (discovery), so a reason added
+    /// here is exported at 0 too.
     pub const ALL: [Reason; 4] = [
         Reason::PermanentError,
         Reason::MaxAttemptsExceeded,

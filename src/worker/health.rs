@@ -1,10 +1,12 @@
-//! Liveness and readiness facts ([`Health`]): set by the reader, the pinger, discovery and
-//! the lifecycle; read by `/livez`, `/readyz` and `/api/events/health`.
+//! Liveness and readiness facts ([`Health`]): set by the reader, the pinger, discovery, the
+//! backlog sampler and the lifecycle; read by `/livez`, `/readyz` and `/api/events/health`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::config::HealthConfig;
 use crate::model::time::now_ms;
+use crate::worker::sampler::Samples;
 
 /// Liveness and readiness facts for /livez, /readyz and health output.
 #[derive(Default)]
@@ -15,6 +17,10 @@ pub struct Health {
     pub last_read_ms: AtomicU64,
     /// The worker finished its start-up (migrations, groups) and consumes.
     pub consuming: AtomicBool,
+    /// `[health]`: the thresholds of the `degraded` reasons.
+    pub thresholds: HealthConfig,
+    /// Backlog samples (see `worker::sampler`), the baseline of growth reasons.
+    pub samples: std::sync::Mutex<Samples>,
     /// Keys discovery could not consume (not streams, or past the stream cap), shown as
     /// warnings by `/api/events/health`.
     pub discovery: std::sync::Mutex<crate::recover::discovery::Issues>,
@@ -23,6 +29,14 @@ pub struct Health {
 }
 
 impl Health {
+    /// Health facts judged against `thresholds`.
+    pub fn new(thresholds: HealthConfig) -> Self {
+        Health {
+            thresholds,
+            ..Default::default()
+        }
+    }
+
     /// Ready: Redis answers and the consumer has read within `window`.
     pub fn ready(&self, window: Duration) -> bool {
         self.redis_up.load(Ordering::Relaxed)

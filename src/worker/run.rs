@@ -19,7 +19,7 @@ use crate::model::keys::Keys;
 use crate::ops::backlog::{BacklogCache, BacklogSource};
 use crate::ops::coordination::{self, Notices};
 use crate::ops::migrations;
-use crate::recover::discovery::Discovery;
+use crate::recover::discovery::{self, Discovery};
 use crate::recover::forwarder::Forwarder;
 use crate::recover::heartbeat::Heartbeat;
 use crate::recover::reclaim;
@@ -32,6 +32,7 @@ use crate::worker::parts::Parts;
 use crate::worker::ping::Pinger;
 use crate::worker::role;
 use crate::worker::routes::{self, CodeRoute};
+use crate::worker::sampler::Sampler;
 
 /// Runs a worker until `stop`, then stops it (see [`Lifecycle`] for the order).
 pub async fn run(
@@ -43,7 +44,7 @@ pub async fn run(
     let notices = Notices::channel();
     let routes = routes::build(&cfg, &code_routes, &metrics, &notices.0)?;
     let life = Lifecycle::new();
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new(cfg.health.clone()));
     let view = Arc::new(OnceLock::new());
     listen(&cfg, &metrics, &health, &view, &life).await?;
     // The gauge exists (at 0) while Redis is still unreachable.
@@ -189,20 +190,25 @@ fn worker_view(parts: &Parts) -> WorkerView {
         history: parts.history.clone(),
         notices: parts.notices.clone(),
         history_max_len: parts.cfg.history.max_len,
-        backlog: BacklogSource {
-            store: parts.store.clone(),
-            streams: parts.streams.clone(),
-            redeliver: parts.redeliver.clone(),
-            retry: parts.keys.retry(&group),
-            dlq: parts.keys.dlq(),
-            metrics: parts.metrics.clone(),
-            env: env.clone(),
-            group: group.clone(),
-        },
+        backlog: backlog_source(parts),
         metrics: parts.metrics.clone(),
         consumer: parts.consumer().to_string(),
         env,
         group,
+    }
+}
+
+/// Where this worker's backlog figures come from.
+fn backlog_source(parts: &Parts) -> BacklogSource {
+    BacklogSource {
+        store: parts.store.clone(),
+        streams: parts.streams.clone(),
+        redeliver: parts.redeliver.clone(),
+        retry: parts.keys.retry(parts.group()),
+        dlq: parts.keys.dlq(),
+        metrics: parts.metrics.clone(),
+        env: parts.env().to_string(),
+        group: parts.group().to_string(),
     }
 }
 
@@ -219,6 +225,9 @@ fn discovery(parts: &Parts) -> Discovery {
         env: parts.env().to_string(),
         interval: parts.cfg.discovery_interval,
         errors: parts.redis_errors("discovery"),
+        poke: Default::default(),
+        scan_interval: parts.cfg.health.scan_interval,
+        logged: Default::default(),
     }
 }
 
@@ -266,7 +275,23 @@ async fn consume(life: &Lifecycle, parts: &Parts, discovery: Arc<Discovery>, hea
     };
     life.spawn(Stage::Roles, role::run(forwarder, roles.clone()));
     life.spawn(Stage::Roles, role::run(heartbeat, roles.clone()));
-    life.spawn(Stage::Roles, role::run(discovery, roles.clone()));
+    // A type announced by a publisher (see `coordination::announce_type`) is discovered
+    // at once when a route would consume it.
+    let hears = discovery.clone();
+    let on_type = move |t: &str| {
+        if hears.wants(t) {
+            hears.poke.notify_one();
+        }
+    };
+    let channel = parts.keys.coordination();
+    let listener = coordination::listen(parts.store.clone(), channel, on_type, roles.clone());
+    life.spawn(Stage::Roles, listener);
+    life.spawn(Stage::Roles, discovery::run(discovery, roles.clone()));
+    let sampler = Sampler {
+        source: backlog_source(parts),
+        health: parts.health.clone(),
+    };
+    life.spawn(Stage::Roles, role::run(sampler, roles.clone()));
     let pinger = Pinger {
         store: parts.store.clone(),
         gauge: parts.metrics.redis_up.with_label_values(&[parts.env()]),

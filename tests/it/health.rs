@@ -209,3 +209,185 @@ fn t48_health_has_no_secrets_or_event_data_lists_instances_and_503_without_redis
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The `code`s of a health body's `reasons`.
+fn reason_codes(h: &Value) -> BTreeSet<String> {
+    h["reasons"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no reasons array: {h}"))
+        .iter()
+        .map(|r| r["code"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The message of the reason `code`.
+fn reason(h: &Value, code: &str) -> String {
+    h["reasons"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["code"] == json!(code)))
+        .and_then(|r| r["message"].as_str())
+        .unwrap_or_else(|| panic!("no reason {code}: {h}"))
+        .to_string()
+}
+
+/// Issue 10 point 4: an incident (open breaker, retries piling up, the DLQ growing, the lag
+/// growing) makes health `degraded` (HTTP 200) with one named reason per threshold of
+/// `[health]`, where it used to say `ok`.
+#[test]
+fn t48b_health_is_degraded_with_a_named_reason_per_threshold() {
+    let env = "hdeg";
+    let (fail, slow) = ("h.fail", "h.slow");
+    let s = Scenario::new(env)
+        .types(&[fail, slow])
+        .sink(Action::status(500))
+        .routes(|_, url| {
+            let mut f = Route::http(&["h.fail"], url);
+            f.name = Some("fail-route".into());
+            let mut s = Route::http(&["h.slow"], url);
+            s.name = Some("slow-route".into());
+            s.timeout = Some("10s".into());
+            vec![f, s]
+        })
+        .config(|c| {
+            c.concurrency = 1;
+            c.failure_threshold = 3;
+            c.open_for = "60s".into();
+            c.initial_backoff = "20s".into();
+            c.max_backoff = "30s".into();
+            c.extra += "[health]\nwindow = \"20s\"\ndlq_growth = 3\nretry_depth = 3\nlag = 5\n";
+        })
+        .start();
+    let api = s.api(None);
+    let r = api.get("/api/events/health");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let h = r.json();
+    assert_eq!(h["status"], json!("ok"), "{h}");
+    assert_eq!(h["reasons"], json!([]), "{h}");
+
+    // Three malformed entries (dead-lettered at once), then four events the endpoint
+    // refuses (the breaker opens after three and pauses the stream: three retries wait).
+    let redis = &s.redis;
+    for i in 0..3 {
+        let id = format!("m-{i}");
+        redis.xadd(
+            &stream_key(env, fail),
+            &[("id", &id), ("type", fail), ("data", "{broken")],
+        );
+    }
+    for i in 0..4 {
+        publish(redis, env, fail, &format!("f-{i}"));
+    }
+    wait_until(
+        "retries, dead letters, open breaker",
+        Duration::from_secs(10),
+        || redis.zcard(&retry_key(env, "group")) >= 3 && redis.xlen(&dlq_key(env)) == 3,
+    );
+    // Slow events on one permit: the lag grows.
+    for i in 0..12 {
+        let id = format!("s-{i}");
+        s.sink
+            .script(&id, vec![Action::delayed(200, Duration::from_millis(1500))]);
+        publish(redis, env, slow, &id);
+    }
+    let want: BTreeSet<String> = ["breaker_open", "retry_depth", "dlq_growth", "lag_growing"]
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let mut last = Value::Null;
+    let all = try_wait_until(Duration::from_secs(10), || {
+        last = api.get("/api/events/health").json();
+        reason_codes(&last) == want
+    });
+    assert!(
+        all,
+        "reasons {:?}, want {want:?}: {last}",
+        reason_codes(&last)
+    );
+    let r = api.get("/api/events/health");
+    assert_eq!(r.status, 200, "degraded stays HTTP 200: {}", r.body);
+    let h = r.json();
+    assert_eq!(h["status"], json!("degraded"), "{h}");
+    assert_eq!(reason_codes(&h), want, "{h}");
+    assert_eq!(
+        reason(&h, "breaker_open"),
+        "breaker of route fail-route is open: its events wait in the retry set; check the endpoint"
+    );
+    assert_eq!(
+        reason(&h, "retry_depth"),
+        format!(
+            "{} events wait in the retry set (health.retry_depth = 3): a handler keeps failing; \
+             see the breakers and `event-worker dlq stats`",
+            h["retry_depth"]
+        )
+    );
+    let dlq = reason(&h, "dlq_growth");
+    assert!(
+        dlq.starts_with("the DLQ grew by 3 entries in the last ")
+            && dlq.ends_with("s (health.dlq_growth = 3 per 20s); see `event-worker dlq list`"),
+        "{dlq}"
+    );
+    let lag = reason(&h, "lag_growing");
+    assert!(
+        lag.starts_with("the group's lag grew from 0 to ")
+            && lag
+                .ends_with("(health.lag = 5): consumers fall behind; add instances or concurrency"),
+        "{lag}"
+    );
+    let messages: Vec<Value> = h["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["message"].clone())
+        .collect();
+    assert_eq!(
+        h["warnings"],
+        json!(messages),
+        "warnings repeat the reasons: {h}"
+    );
+}
+
+/// Issue 10 point 4: with Redis unreachable from the start, health says `unavailable` with
+/// HTTP 503 and the connection error (it used to say `starting`), then `ok` once Redis is up.
+#[test]
+fn t48c_health_is_unavailable_before_redis_ever_answered() {
+    let port = free_port();
+    let mut cfg = WorkerConfig::new("hstart", &format!("redis://127.0.0.1:{port}"));
+    cfg.routes = vec![Route::blackhole(&["a.b"])];
+    let mut w = WorkerProcess::start("w1", cfg.clone());
+    let api = Api::new(&cfg.api_addr(), None);
+    let mut last = None;
+    let answered = try_wait_until(Duration::from_secs(10), || {
+        let r = api.try_send("GET", "/api/events/health", &[], None).ok();
+        let done = r.as_ref().is_some_and(|r| r.status == 503);
+        last = r;
+        done
+    });
+    let r = last.expect("health answered");
+    assert!(answered, "{} {}", r.status, r.body);
+    let h = r.json();
+    assert_eq!(h["status"], json!("unavailable"), "{h}");
+    assert_eq!(h["redis"]["reachable"], json!(false), "{h}");
+    assert!(
+        h["redis"]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{h}"
+    );
+    assert_eq!(
+        reason_codes(&h),
+        ["redis_unreachable".to_string()].into(),
+        "{h}"
+    );
+    assert!(
+        reason(&h, "redis_unreachable").starts_with("the worker could not connect to Redis yet: "),
+        "{h}"
+    );
+    let _redis = RedisServer::start_on(port, Aof::None);
+    wait_until(
+        "health ok once Redis is up",
+        Duration::from_secs(15),
+        || {
+            api.try_send("GET", "/api/events/health", &[], None)
+                .is_ok_and(|r| r.status == 200 && r.json()["status"] == json!("ok"))
+        },
+    );
+    w.assert_running();
+}

@@ -26,6 +26,7 @@ mod api_hardening;
 mod api_oversized;
 mod backoff;
 mod backpressure;
+mod black_holes;
 mod breaker;
 mod config;
 mod config_messages;
