@@ -284,6 +284,9 @@ impl Discovery {
         m.stream_trimmed_total
             .with_label_values(&[env, event_type])
             .inc_by(0);
+        m.fields_dropped_total
+            .with_label_values(&[env, event_type])
+            .inc_by(0);
     }
 
     /// Drops consumed keys that no longer hold a stream (someone SET or deleted-and-reused
