@@ -156,7 +156,8 @@ fn fields_of(event: NewEvent) -> Result<Vec<(String, String)>, PublishError> {
         )));
     }
     attributes::check_depth(&event.data).map_err(PublishError::DataLimit)?;
-    serde_json::from_str::<&serde_json::value::RawValue>(&event.data)
+    // A full parse (safe: the depth is bounded above) also refuses numbers out of range.
+    serde_json::from_str::<serde_json::Value>(&event.data)
         .map_err(|e| PublishError::BadData(e.to_string()))?;
     let id = event.id.unwrap_or_else(random_uuid);
     if id.is_empty() || id.len() > 256 {
@@ -251,6 +252,90 @@ pub fn random_uuid() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn refused(e: NewEvent) -> String {
+        fields_of(e).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_value_is_checked_before_any_write() {
+        let ok = || NewEvent {
+            event_type: "a.b".into(),
+            data: "{}".into(),
+            ..NewEvent::default()
+        };
+        let cases = [
+            (
+                NewEvent {
+                    data: "1e999999".into(),
+                    ..ok()
+                },
+                "data is not valid JSON: number out of range",
+            ),
+            (
+                NewEvent {
+                    data: format!("{}{}", "[".repeat(65), "]".repeat(65)),
+                    ..ok()
+                },
+                "data nests 65 levels of arrays/objects, over the 64 limit",
+            ),
+            (
+                NewEvent {
+                    time: Some("now".into()),
+                    ..ok()
+                },
+                "time: `now` is not an RFC 3339 timestamp",
+            ),
+            (
+                NewEvent {
+                    source: Some(String::new()),
+                    ..ok()
+                },
+                "source: is empty",
+            ),
+            (
+                NewEvent {
+                    traceparent: Some("x".into()),
+                    ..ok()
+                },
+                "traceparent: `x` is not W3C trace context",
+            ),
+            (
+                NewEvent {
+                    extensions: vec![("attempt".into(), "1".into())],
+                    ..ok()
+                },
+                "extension `attempt` is written by the worker",
+            ),
+            (
+                NewEvent {
+                    extensions: vec![("Tenant".into(), "1".into())],
+                    ..ok()
+                },
+                "extension `Tenant` is not a valid extension name",
+            ),
+            (
+                NewEvent {
+                    extensions: vec![("source".into(), "1".into())],
+                    ..ok()
+                },
+                "extension `source` is a wire-format attribute",
+            ),
+        ];
+        for (event, message) in cases {
+            let got = refused(event);
+            assert!(got.starts_with(message), "{got} is not {message}");
+        }
+        let fields = fields_of(NewEvent {
+            extensions: vec![("tenant".into(), "acme".into())],
+            ..ok()
+        })
+        .unwrap();
+        assert_eq!(lookup(&fields, "tenant"), Some("acme"));
+        assert_eq!(lookup(&fields, "specversion"), Some("1.0"));
+    }
+
     #[test]
     fn uuids_look_like_v4() {
         let u = super::random_uuid();
