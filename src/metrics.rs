@@ -39,6 +39,9 @@ pub struct Metrics {
     pub redis_errors_total: IntCounterVec,
     /// `event_worker_history_dropped_total{env}`: history records not written.
     pub history_dropped_total: IntCounterVec,
+    /// `event_worker_fields_dropped_total{env,type}`: producer fields not passed on to HTTP
+    /// handlers (names that are not valid attribute names, reserved names, bad `traceparent`).
+    pub fields_dropped_total: IntCounterVec,
     /// `event_worker_dlq_replayed_total{env,group,type}`.
     pub dlq_replayed_total: IntCounterVec,
     /// `event_worker_dlq_purged_total{env}`: DLQ entries deleted by an operator.
@@ -192,6 +195,12 @@ impl Metrics {
                 "event_worker_history_dropped_total",
                 "History records that could not be written.",
                 &["env"],
+            ),
+            fields_dropped_total: counter(
+                &r,
+                "event_worker_fields_dropped_total",
+                "Producer fields not passed on to HTTP handlers (invalid or reserved names, invalid traceparent), counted when a group first reads the event.",
+                &["env", "type"],
             ),
             dlq_replayed_total: counter(
                 &r,

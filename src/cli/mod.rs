@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod check;
 mod dlq;
+mod publish;
 
 use crate::WorkerBuilder;
 use crate::config::Config;
@@ -49,19 +50,7 @@ enum Command {
     /// Apply the migrations not yet recorded for this env.
     Migrate,
     /// Append one event to its stream and print the entry id.
-    Publish {
-        /// Event type, e.g. booking.created.
-        #[arg(value_name = "TYPE")]
-        event_type: String,
-        /// JSON payload.
-        data: String,
-        /// Event id (default: a random UUID).
-        #[arg(long)]
-        id: Option<String>,
-        /// Correlation id.
-        #[arg(long)]
-        correlation_id: Option<String>,
-    },
+    Publish(publish::PublishArgs),
     /// Lifecycle records (published, processed, retried, dead_lettered, replayed, purged), newest first.
     History {
         /// Only this event type.
@@ -182,21 +171,7 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
             dlq::history(query, config, json).await
         }
         Command::Migrate => migrate(config, json).await,
-        Command::Publish {
-            event_type,
-            data,
-            id,
-            correlation_id,
-        } => {
-            let event = NewEvent {
-                event_type,
-                data,
-                id,
-                correlation_id,
-                source: Some("event-worker-cli".into()),
-            };
-            publish_one(event, config, json).await
-        }
+        Command::Publish(args) => publish_one(args.into_event()?, config, json).await,
     }
 }
 

@@ -42,6 +42,8 @@ pub(crate) struct Decider {
     pub type_facts: TypeFactsCache,
     /// `breaker_rejected_total`.
     pub breaker_rejected: IntCounterVec,
+    /// `fields_dropped_total`.
+    pub fields_dropped: IntCounterVec,
     /// The env label.
     pub env: String,
     /// The group.
@@ -70,7 +72,12 @@ pub(crate) async fn decide(decider: &Decider, entry: &mut Entry) -> Decision {
         decider.keys.type_of_stream(&entry.stream)
     };
     match envelope::decode_or_return(std::mem::take(&mut entry.fields), stream_type) {
-        Ok(event) => decide_event(decider, entry, event).await,
+        Ok(event) => {
+            if stream_type.is_some() && event.attempt == 0 {
+                count_dropped_fields(decider, &event);
+            }
+            decide_event(decider, entry, event).await
+        }
         Err((malformed, fields)) => {
             let label = stream_type.map_or("other", |t| decider.type_facts.label(t));
             warn!(stream = %entry.stream, entry_id = %entry.id, group = decider.group.as_str(), error = %malformed, "malformed entry dead-lettered");
@@ -104,6 +111,32 @@ pub(crate) async fn decide(decider: &Decider, entry: &mut Entry) -> Decision {
                 record: Some(record),
             }
         }
+    }
+}
+
+/// Counts the fields of `event` that HTTP handlers will not receive (first read from the
+/// type stream only) and logs them once per type per process.
+fn count_dropped_fields(decider: &Decider, event: &Event) {
+    let dropped = event.dropped_fields();
+    if dropped.is_empty() {
+        return;
+    }
+    let label = decider.type_facts.label(&event.event_type);
+    decider
+        .fields_dropped
+        .with_label_values(&[&decider.env, label])
+        .inc_by(dropped.len() as u64);
+    static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut logged = LOGGED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if logged.len() < 1000 && !logged.iter().any(|t| t == &event.event_type) {
+        logged.push(event.event_type.clone());
+        let names: Vec<String> = dropped
+            .iter()
+            .map(|k| format!("`{}`", truncate(k, 64)))
+            .collect();
+        warn!(r#type = %event.event_type, fields = %names.join(", "), "event fields not passed on to HTTP handlers (extension names are 1 to 20 characters of a-z and 0-9 and not reserved; traceparent must be W3C trace context); counted in event_worker_fields_dropped_total, logged once per type");
     }
 }
 

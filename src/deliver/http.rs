@@ -102,7 +102,7 @@ impl HttpHandler {
             request = request.header(SIGNATURE_HEADER, signature(key, now, &body));
         }
         let mut request = request.body(body);
-        if let Some(tp) = event.field(crate::model::envelope::field::TRACEPARENT) {
+        if let Some(tp) = event.traceparent() {
             request = request.header("traceparent", tp);
         }
         let response = match request.send().await {

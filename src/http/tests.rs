@@ -251,14 +251,14 @@ async fn bodies_and_inputs_are_checked_before_any_redis_call() {
         &s,
         publish(
             "application/json",
-            "{\"type\":\"a.b\",\"data\":1,\"x\":1,\"yy\":2}",
+            "{\"type\":\"a.b\",\"data\":1,\"X\":\"1\",\"y_y\":\"2\"}",
         ),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
         error(&body),
-        "unknown field(s) `x`, `yy`; expected some of type, data, id, correlationid"
+        "unknown field(s) `X`, `y_y`; expected some of type, data, id, correlationid, source, time, specversion, datacontenttype, dataschema, subject, traceparent, or extension attributes (names of 1 to 20 characters of a-z and 0-9)"
     );
 
     let replay = post(

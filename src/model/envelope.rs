@@ -7,6 +7,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::model::attributes::{self, FieldKind};
 use crate::model::keys;
 
 /// Largest `data` field accepted; bigger entries are dead-lettered as malformed.
@@ -35,6 +36,10 @@ pub mod field {
     pub const CORRELATIONID: &str = "correlationid";
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
+    /// Subject of the event within its source.
+    pub const SUBJECT: &str = "subject";
+    /// URI of the schema `data` adheres to.
+    pub const DATASCHEMA: &str = "dataschema";
     /// Handler runs so far, set by the worker (0 on first delivery).
     pub const ATTEMPT: &str = "attempt";
     /// Entry id in the type stream where the event first arrived, set on retries.
@@ -76,42 +81,87 @@ impl Event {
         serde_json::from_str(&self.data)
     }
 
-    /// CloudEvents 1.0 structured-mode JSON of this event, as POSTed to HTTP handlers.
+    /// The W3C `traceparent`, when the producer set a valid one (an invalid one is not
+    /// passed on: trace context receivers ignore it anyway).
+    pub fn traceparent(&self) -> Option<&str> {
+        self.field(field::TRACEPARENT)
+            .filter(|t| attributes::is_traceparent(t))
+    }
+
+    /// The producer's CloudEvents extension attributes, in stream order, first occurrence of
+    /// each name: fields named with 1 to 20 of `a-z0-9` that the wire format does not define
+    /// (`correlationid` and `traceparent` have their own accessors) and the worker does not
+    /// write. HTTP handlers receive them as top-level attributes.
+    pub fn extensions(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields.iter().enumerate().filter_map(|(at, (k, v))| {
+            let first = !self.fields[..at].iter().any(|(k2, _)| k2 == k);
+            (first && attributes::classify(k) == FieldKind::Extension)
+                .then_some((k.as_str(), v.as_str()))
+        })
+    }
+
+    /// The names of the fields HTTP handlers do not receive although the producer wrote
+    /// them: names that are not valid attribute names (upper case, `_`, `-`, over 20
+    /// characters; the worker's own fields aside), reserved names, and an invalid
+    /// `traceparent`. Embedded handlers still see them in [`Event::fields`].
+    pub fn dropped_fields(&self) -> Vec<&str> {
+        let bad_trace = self.field(field::TRACEPARENT).is_some() && self.traceparent().is_none();
+        self.fields
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| match attributes::classify(k) {
+                FieldKind::Invalid | FieldKind::Reserved => !attributes::is_worker_field(k),
+                FieldKind::Known => bad_trace && *k == field::TRACEPARENT,
+                _ => false,
+            })
+            .collect()
+    }
+
+    /// CloudEvents 1.0 structured-mode JSON of this event, as POSTed to HTTP handlers: the
+    /// attributes, the extensions, the worker's `attempt`, then `data`.
     pub fn to_cloudevent_json(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct CloudEvent<'a> {
-            specversion: &'a str,
-            id: &'a str,
-            #[serde(rename = "type")]
-            event_type: &'a str,
-            source: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            time: Option<&'a str>,
-            datacontenttype: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            correlationid: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            traceparent: Option<&'a str>,
-            attempt: u32,
-            data: &'a RawValue,
+        serde_json::to_vec(&CloudEvent(self)).unwrap_or_default()
+    }
+}
+
+/// Serializes an [`Event`] as a CloudEvents structured JSON object.
+struct CloudEvent<'a>(&'a Event);
+
+impl Serialize for CloudEvent<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let e = self.0;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("specversion", "1.0")?;
+        map.serialize_entry("id", &e.id)?;
+        map.serialize_entry("type", &e.event_type)?;
+        map.serialize_entry("source", e.field(field::SOURCE).unwrap_or("event-worker"))?;
+        let optional = [
+            (field::TIME, e.field(field::TIME)),
+            (
+                field::DATACONTENTTYPE,
+                Some(
+                    e.field(field::DATACONTENTTYPE)
+                        .unwrap_or("application/json"),
+                ),
+            ),
+            (field::SUBJECT, e.field(field::SUBJECT)),
+            (field::DATASCHEMA, e.field(field::DATASCHEMA)),
+            (field::CORRELATIONID, e.correlation_id()),
+            (field::TRACEPARENT, e.traceparent()),
+        ];
+        for (name, value) in optional {
+            if let Some(v) = value {
+                map.serialize_entry(name, v)?;
+            }
         }
-        let null = RawValue::NULL;
-        let data: &RawValue = serde_json::from_str(&self.data).unwrap_or(null);
-        let ce = CloudEvent {
-            specversion: self.field(field::SPECVERSION).unwrap_or("1.0"),
-            id: &self.id,
-            event_type: &self.event_type,
-            source: self.field(field::SOURCE).unwrap_or("event-worker"),
-            time: self.field(field::TIME),
-            datacontenttype: self
-                .field(field::DATACONTENTTYPE)
-                .unwrap_or("application/json"),
-            correlationid: self.correlation_id(),
-            traceparent: self.field(field::TRACEPARENT),
-            attempt: self.attempt,
-            data,
-        };
-        serde_json::to_vec(&ce).unwrap_or_default()
+        for (name, value) in e.extensions() {
+            map.serialize_entry(name, value)?;
+        }
+        map.serialize_entry(field::ATTEMPT, &e.attempt)?;
+        let data: &RawValue = serde_json::from_str(&e.data).unwrap_or(RawValue::NULL);
+        map.serialize_entry(field::DATA, data)?;
+        map.end()
     }
 }
 
@@ -212,9 +262,13 @@ fn check(
             data.len()
         )));
     }
+    if let Err(e) = attributes::check_depth(data) {
+        return Err(Malformed(format!("field `data` {e}")));
+    }
     if let Err(e) = serde_json::from_str::<&RawValue>(data) {
         return Err(Malformed(format!("field `data` is not JSON: {e}")));
     }
+    check_attributes(fields)?;
     let attempt = match lookup(fields, field::ATTEMPT) {
         None => 0,
         Some(a) => a.parse::<u32>().map_err(|_| {
@@ -225,6 +279,27 @@ fn check(
         })?,
     };
     Ok((id_at, type_at, data_at, attempt))
+}
+
+/// Checks the optional attributes whose values would make the delivered event invalid for
+/// the CloudEvents SDKs (`time`, `specversion`, `source`, `datacontenttype`, `dataschema`,
+/// `subject`; an invalid `traceparent` is dropped instead).
+fn check_attributes(fields: &[(String, String)]) -> Result<(), Malformed> {
+    for name in [
+        field::SPECVERSION,
+        field::TIME,
+        field::SOURCE,
+        field::DATACONTENTTYPE,
+        field::DATASCHEMA,
+        field::SUBJECT,
+    ] {
+        if let Some(value) = lookup(fields, name)
+            && let Err(e) = attributes::check_value(name, value)
+        {
+            return Err(Malformed(format!("field `{name}` {e}")));
+        }
+    }
+    Ok(())
 }
 
 /// Fields of an entry as kept in a DLQ record: at most [`MAX_FIELDS`] fields, values over
@@ -341,6 +416,101 @@ mod tests {
     fn deep_json_is_refused_not_a_crash() {
         let deep = "[".repeat(100_000);
         assert!(decode(f(&[("id", "1"), ("type", "a"), ("data", &deep)]), Some("a")).is_err());
+    }
+
+    #[test]
+    fn attributes_that_break_the_sdks_are_malformed() {
+        let base = [("id", "1"), ("type", "a"), ("data", "1")];
+        let cases = [
+            (
+                ("time", "yesterday"),
+                "malformed event: field `time` `yesterday` is not an RFC 3339 timestamp (e.g. 2026-11-26T14:05:09Z)",
+            ),
+            (
+                ("specversion", "0.3"),
+                "malformed event: field `specversion` `0.3` is not 1.0, the only CloudEvents version delivered",
+            ),
+            (
+                ("source", ""),
+                "malformed event: field `source` is empty; use a URI reference such as /api/bookings",
+            ),
+        ];
+        for (extra, message) in cases {
+            let mut fields = base.to_vec();
+            fields.push(extra);
+            assert_eq!(
+                decode(f(&fields), Some("a")).unwrap_err().to_string(),
+                message
+            );
+        }
+    }
+
+    #[test]
+    fn deep_data_is_malformed_with_its_depth() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let err = decode(f(&[("id", "1"), ("type", "a"), ("data", &deep)]), Some("a")).unwrap_err();
+        assert_eq!(
+            err.0,
+            "field `data` nests 100000 levels of arrays/objects, over the 64 limit"
+        );
+        let at_limit = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        assert!(
+            decode(
+                f(&[("id", "1"), ("type", "a"), ("data", &at_limit)]),
+                Some("a")
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn extensions_are_delivered_and_worker_fields_are_not() {
+        let e = decode(
+            f(&[
+                ("id", "1"),
+                ("type", "a"),
+                ("data", "{}"),
+                ("tenant", "t-1"),
+                ("tenant", "t-2"),
+                ("Region", "eu"),
+                ("attempt", "2"),
+                ("origin_entry_id", "1-0"),
+                ("replay_count", "1"),
+                ("dlq_reason", "x"),
+                ("schemaurl", "http://x"),
+                ("traceparent", "bogus"),
+                ("subject", "s"),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(e.extensions().collect::<Vec<_>>(), vec![("tenant", "t-1")]);
+        assert_eq!(
+            e.dropped_fields(),
+            vec!["Region", "schemaurl", "traceparent"]
+        );
+        let json: serde_json::Value = serde_json::from_slice(&e.to_cloudevent_json()).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "attempt",
+                "data",
+                "datacontenttype",
+                "id",
+                "source",
+                "specversion",
+                "subject",
+                "tenant",
+                "type",
+            ]
+        );
+        assert_eq!(json["attempt"], 2);
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! The data model: key names of an env, the wire format, secrets, and time helpers.
+//! The data model: key names of an env, the wire format and its attribute rules, secrets,
+//! and time helpers.
 
+pub(crate) mod attributes;
 pub(crate) mod envelope;
 pub(crate) mod keys;
 pub(crate) mod secret;
 pub(crate) mod time;
+pub(crate) mod uri;

@@ -4,7 +4,8 @@
 use rand::Rng;
 
 use crate::config::Config;
-use crate::model::envelope::field;
+use crate::model::attributes::{self, FieldKind};
+use crate::model::envelope::{MAX_DATA_BYTES, MAX_FIELDS, field, lookup, truncate};
 use crate::model::keys::{self, Keys};
 use crate::model::time::{now_ms, rfc3339};
 use crate::redis::store::{Store, StoreError};
@@ -20,9 +21,16 @@ pub enum PublishError {
     /// `data` is not JSON.
     #[error("data is not valid JSON: {0}")]
     BadData(String),
+    /// `data` is over the size limit or nests too deep.
+    #[error("data {0}")]
+    DataLimit(String),
     /// The id is empty or longer than 256 characters.
     #[error("id must be 1 to 256 characters")]
     BadId,
+    /// An attribute value that would make the delivered event invalid (`time` not RFC 3339,
+    /// empty `source`...), or an extension that cannot be published.
+    #[error("{0}")]
+    BadAttribute(String),
     /// Redis refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -39,8 +47,21 @@ pub struct NewEvent {
     pub id: Option<String>,
     /// Correlation id.
     pub correlation_id: Option<String>,
-    /// `source` attribute; `event-worker` when `None`.
+    /// `source` attribute (a URI reference); `event-worker` when `None`.
     pub source: Option<String>,
+    /// `time` (RFC 3339); the time of publishing when `None`.
+    pub time: Option<String>,
+    /// W3C `traceparent`.
+    pub traceparent: Option<String>,
+    /// `datacontenttype` (a media type); handlers get `application/json` when `None`.
+    pub datacontenttype: Option<String>,
+    /// `subject`.
+    pub subject: Option<String>,
+    /// `dataschema` (an absolute URI).
+    pub dataschema: Option<String>,
+    /// Extension attributes: names of 1 to 20 characters of `a-z0-9`, not defined by the
+    /// wire format and not the worker's own (`attempt`), string values.
+    pub extensions: Vec<(String, String)>,
 }
 
 /// A published event.
@@ -112,40 +133,106 @@ pub async fn publish(
     keys: &Keys,
     event: NewEvent,
 ) -> Result<Published, PublishError> {
+    let fields = fields_of(event)?;
+    let (id, event_type) = (fields[0].1.clone(), fields[1].1.clone());
+    let stream = keys.stream(&event_type);
+    let entry_id = store.xadd(&stream, &fields).await?;
+    crate::ops::coordination::announce_type(store, keys, &event_type).await;
+    Ok(Published {
+        entry_id,
+        id,
+        stream,
+    })
+}
+
+/// Validates `event` and returns its stream fields: `id`, `type`, `data` first.
+fn fields_of(event: NewEvent) -> Result<Vec<(String, String)>, PublishError> {
     if !keys::is_valid_type(&event.event_type) {
-        return Err(PublishError::BadType(crate::model::envelope::truncate(
-            &event.event_type,
-            100,
+        return Err(PublishError::BadType(truncate(&event.event_type, 100)));
+    }
+    if event.data.len() > MAX_DATA_BYTES {
+        return Err(PublishError::DataLimit(format!(
+            "is {} bytes, over the {MAX_DATA_BYTES} limit",
+            event.data.len()
         )));
     }
-    serde_json::from_str::<&serde_json::value::RawValue>(&event.data)
+    attributes::check_depth(&event.data).map_err(PublishError::DataLimit)?;
+    // A full parse (safe: the depth is bounded above) also refuses numbers out of range.
+    serde_json::from_str::<serde_json::Value>(&event.data)
         .map_err(|e| PublishError::BadData(e.to_string()))?;
     let id = event.id.unwrap_or_else(random_uuid);
     if id.is_empty() || id.len() > 256 {
         return Err(PublishError::BadId);
     }
     let mut fields = vec![
-        (field::ID.to_string(), id.clone()),
-        (field::TYPE.to_string(), event.event_type.clone()),
+        (field::ID.to_string(), id),
+        (field::TYPE.to_string(), event.event_type),
         (field::DATA.to_string(), event.data),
         (
             field::SOURCE.to_string(),
             event.source.unwrap_or_else(|| "event-worker".into()),
         ),
-        (field::TIME.to_string(), rfc3339(now_ms())),
+        (
+            field::TIME.to_string(),
+            event.time.unwrap_or_else(|| rfc3339(now_ms())),
+        ),
         (field::SPECVERSION.to_string(), "1.0".into()),
     ];
-    if let Some(c) = event.correlation_id {
-        fields.push((field::CORRELATIONID.to_string(), c));
+    let optional = [
+        (field::CORRELATIONID, event.correlation_id),
+        (field::TRACEPARENT, event.traceparent),
+        (field::DATACONTENTTYPE, event.datacontenttype),
+        (field::SUBJECT, event.subject),
+        (field::DATASCHEMA, event.dataschema),
+    ];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            fields.push((name.to_string(), v));
+        }
     }
-    let stream = keys.stream(&event.event_type);
-    let entry_id = store.xadd(&stream, &fields).await?;
-    crate::ops::coordination::announce_type(store, keys, &event.event_type).await;
-    Ok(Published {
-        entry_id,
-        id,
-        stream,
-    })
+    for (name, value) in &fields[3..] {
+        attributes::check_value(name, value)
+            .map_err(|e| PublishError::BadAttribute(format!("{name}: {e}")))?;
+    }
+    if let Some(c) = lookup(&fields, field::CORRELATIONID)
+        && c.len() > 256
+    {
+        return Err(PublishError::BadAttribute(
+            "correlationid: at most 256 characters".into(),
+        ));
+    }
+    check_extensions(&event.extensions)?;
+    fields.extend(event.extensions);
+    Ok(fields)
+}
+
+/// Refuses extensions with invalid, reserved, duplicate or wire-format names, naming them.
+fn check_extensions(extensions: &[(String, String)]) -> Result<(), PublishError> {
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in extensions {
+        let shown = truncate(name, 64);
+        let why = match attributes::classify(name) {
+            FieldKind::Extension if seen.insert(name.as_str()) => continue,
+            FieldKind::Extension => "appears more than once",
+            FieldKind::Known => "is a wire-format attribute, not an extension",
+            FieldKind::Worker => "is written by the worker and cannot be published",
+            FieldKind::Reserved => "is a reserved name",
+            FieldKind::Invalid => {
+                "is not a valid extension name (1 to 20 characters of a-z and 0-9)"
+            }
+        };
+        return Err(PublishError::BadAttribute(format!(
+            "extension `{shown}` {why}"
+        )));
+    }
+    if extensions.len() > MAX_FIELDS - 16 {
+        return Err(PublishError::BadAttribute(format!(
+            "{} extensions, over the {} limit",
+            extensions.len(),
+            MAX_FIELDS - 16
+        )));
+    }
+    Ok(())
 }
 
 /// A random UUID v4 as text.
@@ -166,6 +253,90 @@ pub fn random_uuid() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn refused(e: NewEvent) -> String {
+        fields_of(e).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_value_is_checked_before_any_write() {
+        let ok = || NewEvent {
+            event_type: "a.b".into(),
+            data: "{}".into(),
+            ..NewEvent::default()
+        };
+        let cases = [
+            (
+                NewEvent {
+                    data: "1e999999".into(),
+                    ..ok()
+                },
+                "data is not valid JSON: number out of range",
+            ),
+            (
+                NewEvent {
+                    data: format!("{}{}", "[".repeat(65), "]".repeat(65)),
+                    ..ok()
+                },
+                "data nests 65 levels of arrays/objects, over the 64 limit",
+            ),
+            (
+                NewEvent {
+                    time: Some("now".into()),
+                    ..ok()
+                },
+                "time: `now` is not an RFC 3339 timestamp",
+            ),
+            (
+                NewEvent {
+                    source: Some(String::new()),
+                    ..ok()
+                },
+                "source: is empty",
+            ),
+            (
+                NewEvent {
+                    traceparent: Some("x".into()),
+                    ..ok()
+                },
+                "traceparent: `x` is not W3C trace context",
+            ),
+            (
+                NewEvent {
+                    extensions: vec![("attempt".into(), "1".into())],
+                    ..ok()
+                },
+                "extension `attempt` is written by the worker",
+            ),
+            (
+                NewEvent {
+                    extensions: vec![("Tenant".into(), "1".into())],
+                    ..ok()
+                },
+                "extension `Tenant` is not a valid extension name",
+            ),
+            (
+                NewEvent {
+                    extensions: vec![("source".into(), "1".into())],
+                    ..ok()
+                },
+                "extension `source` is a wire-format attribute",
+            ),
+        ];
+        for (event, message) in cases {
+            let got = refused(event);
+            assert!(got.starts_with(message), "{got} is not {message}");
+        }
+        let fields = fields_of(NewEvent {
+            extensions: vec![("tenant".into(), "acme".into())],
+            ..ok()
+        })
+        .unwrap();
+        assert_eq!(lookup(&fields, "tenant"), Some("acme"));
+        assert_eq!(lookup(&fields, "specversion"), Some("1.0"));
+    }
+
     #[test]
     fn uuids_look_like_v4() {
         let u = super::random_uuid();

@@ -358,6 +358,9 @@ impl Discovery {
                 .with_label_values(&[env, group, event_type, outcome])
                 .inc_by(0);
         }
+        m.fields_dropped_total
+            .with_label_values(&[env, event_type])
+            .inc_by(0);
     }
 
     /// Drops consumed keys that no longer hold a stream (someone SET or deleted-and-reused

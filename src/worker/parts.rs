@@ -203,6 +203,7 @@ impl Parts {
                 self.group(),
             ),
             breaker_rejected: self.metrics.breaker_rejected_total.clone(),
+            fields_dropped: self.metrics.fields_dropped_total.clone(),
             env: self.env().to_string(),
             group: self.group().to_string(),
         }

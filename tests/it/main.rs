@@ -54,4 +54,5 @@ mod retry;
 mod security;
 mod settle_counting;
 mod shutdown;
+mod wire_format;
 mod worker_lifecycle;

@@ -1,0 +1,112 @@
+//! `event-worker publish`: its arguments, and reading `data` from the argument, a file or
+//! stdin (a command-line argument is capped by the OS at about 128 KiB).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::model::envelope::MAX_DATA_BYTES;
+use crate::ops::publish::NewEvent;
+
+/// Arguments of `publish`.
+#[derive(Args)]
+pub(super) struct PublishArgs {
+    /// Event type, e.g. booking.created.
+    #[arg(value_name = "TYPE")]
+    event_type: String,
+    /// JSON payload, or `-` to read it from stdin.
+    #[arg(
+        value_name = "DATA_JSON",
+        required_unless_present = "data_file",
+        conflicts_with = "data_file"
+    )]
+    data: Option<String>,
+    /// Read the JSON payload from this file (`-` for stdin); for data over the ~128 KiB an
+    /// argument can carry (at most 1 MiB).
+    #[arg(long, value_name = "PATH")]
+    data_file: Option<PathBuf>,
+    /// Event id (default: a random UUID).
+    #[arg(long)]
+    id: Option<String>,
+    /// Correlation id.
+    #[arg(long)]
+    correlation_id: Option<String>,
+    /// `source` attribute, a URI reference (default: event-worker-cli).
+    #[arg(long)]
+    source: Option<String>,
+    /// `time` attribute, RFC 3339 (default: now).
+    #[arg(long)]
+    time: Option<String>,
+    /// W3C trace context, e.g. 00-<32 hex>-<16 hex>-01.
+    #[arg(long)]
+    traceparent: Option<String>,
+    /// `datacontenttype` attribute, a media type (handlers see application/json when absent).
+    #[arg(long)]
+    datacontenttype: Option<String>,
+    /// `subject` attribute.
+    #[arg(long)]
+    subject: Option<String>,
+    /// Extension attribute NAME=VALUE (name: 1-20 characters of a-z and 0-9); repeatable.
+    #[arg(long = "ext", value_name = "NAME=VALUE", value_parser = parse_ext)]
+    ext: Vec<(String, String)>,
+}
+
+fn parse_ext(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
+}
+
+impl PublishArgs {
+    /// The event to publish, with `data` read from where the arguments say.
+    ///
+    /// # Errors
+    /// The file or stdin cannot be read, is not UTF-8 or is over the size limit.
+    pub(super) fn into_event(self) -> anyhow::Result<NewEvent> {
+        let data = match (self.data, self.data_file) {
+            (Some(d), _) if d != "-" => d,
+            (Some(_), _) => read_bounded(std::io::stdin().lock(), "stdin")?,
+            (None, Some(p)) if p.as_os_str() == "-" => {
+                read_bounded(std::io::stdin().lock(), "stdin")?
+            }
+            (None, Some(p)) => {
+                let what = format!("--data-file {}", p.display());
+                let file =
+                    std::fs::File::open(&p).with_context(|| format!("cannot read {what}"))?;
+                read_bounded(file, &what)?
+            }
+            (None, None) => bail!("give DATA_JSON, `-` for stdin, or --data-file PATH"),
+        };
+        Ok(NewEvent {
+            event_type: self.event_type,
+            data,
+            id: self.id,
+            correlation_id: self.correlation_id,
+            source: Some(self.source.unwrap_or_else(|| "event-worker-cli".into())),
+            time: self.time,
+            traceparent: self.traceparent,
+            datacontenttype: self.datacontenttype,
+            subject: self.subject,
+            dataschema: None,
+            extensions: self.ext,
+        })
+    }
+}
+
+/// Reads at most [`MAX_DATA_BYTES`] of UTF-8 from `input`, trailing whitespace trimmed.
+fn read_bounded(input: impl Read, what: &str) -> anyhow::Result<String> {
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_DATA_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {what}"))?;
+    if bytes.len() > MAX_DATA_BYTES {
+        bail!("data from {what} is over the {MAX_DATA_BYTES}-byte limit");
+    }
+    let mut text = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("data from {what} is not UTF-8: {e}"))?;
+    text.truncate(text.trim_end().len());
+    Ok(text)
+}
