@@ -39,6 +39,61 @@ fn consumers(health: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// The health example in the README's 3 a.m. section (the first JSON block after "Is it healthy?").
+fn readme_health_example() -> Value {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let from = readme
+        .find("**Is it healthy?**")
+        .expect("README has the health section");
+    let block = &readme[from..];
+    let start = block.find("```json\n").expect("a JSON example") + "```json\n".len();
+    let end = start + block[start..].find("```").unwrap();
+    serde_json::from_str(&block[start..end]).expect("the README's health example is JSON")
+}
+
+/// The key names of `v` and of its objects, as dotted paths (array items as `[]`).
+fn key_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                let path = format!("{prefix}{k}");
+                out.insert(path.clone());
+                key_paths(child, &format!("{path}."), out);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                key_paths(item, &format!("{prefix}[]."), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The README's example shows the fields a real answer has, and breakers named after routes
+/// (never `blackhole:0` or a URL).
+fn assert_readme_example_matches(real: &Value) {
+    let example = readme_health_example();
+    let (mut want, mut shown) = (BTreeSet::new(), BTreeSet::new());
+    key_paths(real, "", &mut want);
+    key_paths(&example, "", &mut shown);
+    assert_eq!(
+        shown, want,
+        "README health example vs a real answer: {real}"
+    );
+    for b in example["breakers"]
+        .as_array()
+        .expect("breakers in the example")
+    {
+        let name = b["handler"].as_str().unwrap_or_default();
+        assert!(
+            !name.contains(':') && !name.contains('/'),
+            "README shows breaker `{name}`: handlers are named after routes, never URLs"
+        );
+    }
+}
+
 #[test]
 fn t48_health_has_no_secrets_or_event_data_lists_instances_and_503_without_redis() {
     let env = "health";
@@ -118,6 +173,7 @@ fn t48_health_has_no_secrets_or_event_data_lists_instances_and_503_without_redis
         assert_eq!(i["group"], json!("group"), "{i}");
         assert!(i.get("info").is_some(), "{i}");
     }
+    assert_readme_example_matches(&h);
     let w2_health = Api::new(&w2.config.api_addr(), None)
         .get("/api/events/health")
         .json();
