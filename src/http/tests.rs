@@ -258,7 +258,7 @@ async fn bodies_and_inputs_are_checked_before_any_redis_call() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
         error(&body),
-        "unknown field(s) `X`, `y_y`; expected some of type, data, id, correlationid, source, time, specversion, datacontenttype, dataschema, subject, traceparent, or extension attributes (names of 1 to 20 characters of a-z and 0-9)"
+        "unknown field(s) `X`, `y_y`; expected some of type, data, id, source, time, specversion, datacontenttype, dataschema, subject, correlationid, traceparent, or extension attributes (names of 1 to 20 characters of a-z and 0-9)"
     );
 
     let replay = post(

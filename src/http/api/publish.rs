@@ -21,18 +21,13 @@ use crate::ops::dlq::DlqError;
 use crate::ops::publish::{self, NewEvent, PublishError};
 use crate::settle::history::{Record, kind};
 
-/// The optional attributes a publish body may set (besides `type` and `data`).
-const ATTRIBUTES: &[&str] = &[
-    "id",
-    "correlationid",
-    "source",
-    "time",
-    "specversion",
-    "datacontenttype",
-    "dataschema",
-    "subject",
-    "traceparent",
-];
+/// The optional attributes a publish body may set: the known ones besides `type` and `data`.
+fn optional_attributes() -> impl Iterator<Item = &'static str> {
+    attributes::KNOWN
+        .iter()
+        .copied()
+        .filter(|n| !matches!(*n, "type" | "data"))
+}
 
 /// The publish body: `type`, `data` and every other top-level field, in body order.
 #[derive(Debug)]
@@ -105,7 +100,7 @@ fn new_event(b: PublishBody) -> Result<NewEvent, ApiError> {
     let mut kinds: [Vec<&str>; 3] = Default::default();
     for (k, _) in &b.rest {
         match attributes::classify(k) {
-            FieldKind::Known if ATTRIBUTES.contains(&k.as_str()) => {}
+            FieldKind::Known if optional_attributes().any(|n| n == k) => {}
             FieldKind::Extension => {}
             FieldKind::Worker => kinds[1].push(k),
             FieldKind::Reserved => kinds[2].push(k),
@@ -129,7 +124,7 @@ fn new_event(b: PublishBody) -> Result<NewEvent, ApiError> {
         return Err(ApiError::bad(format!(
             "unknown field(s) {}; expected some of type, data, {}, or extension attributes (names of 1 to 20 characters of a-z and 0-9)",
             quoted(unknown),
-            ATTRIBUTES.join(", ")
+            optional_attributes().collect::<Vec<_>>().join(", ")
         )));
     }
     let mut event = NewEvent {
@@ -230,7 +225,7 @@ mod tests {
     fn bad_names_are_named() {
         assert_eq!(
             body(r#"{"type":"a","data":1,"Tenant":"x","a_b":"y"}"#).unwrap_err(),
-            "unknown field(s) `Tenant`, `a_b`; expected some of type, data, id, correlationid, source, time, specversion, datacontenttype, dataschema, subject, traceparent, or extension attributes (names of 1 to 20 characters of a-z and 0-9)"
+            "unknown field(s) `Tenant`, `a_b`; expected some of type, data, id, source, time, specversion, datacontenttype, dataschema, subject, correlationid, traceparent, or extension attributes (names of 1 to 20 characters of a-z and 0-9)"
         );
         assert_eq!(
             body(r#"{"type":"a","data":1,"attempt":"3","dlq_reason":"x"}"#).unwrap_err(),

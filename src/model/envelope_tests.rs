@@ -1,0 +1,180 @@
+//! Unit tests of the envelope: decoding, the malformed checks, bounded copies.
+use super::*;
+
+fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn decodes_a_minimal_event() {
+    let e = decode(
+        f(&[("id", "1"), ("type", "a.b"), ("data", "{\"x\":1}")]),
+        Some("a.b"),
+    )
+    .unwrap();
+    assert_eq!(
+        (e.id.as_str(), e.event_type.as_str(), e.attempt),
+        ("1", "a.b", 0)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&e.to_cloudevent_json()).unwrap();
+    assert_eq!(json["data"]["x"], 1);
+    assert_eq!(json["specversion"], "1.0");
+    assert_eq!(json["type"], "a.b");
+}
+
+#[test]
+fn every_kind_of_malformed_entry_is_named() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("type", "a"), ("data", "1")], "`id`"),
+        (&[("id", "1"), ("data", "1")], "`type`"),
+        (&[("id", "1"), ("type", "a")], "`data`"),
+        (&[("id", "1"), ("type", "a"), ("data", "{nope")], "not JSON"),
+        (
+            &[("id", "1"), ("type", "b"), ("data", "1")],
+            "stream is for",
+        ),
+        (
+            &[("id", "1"), ("type", "a"), ("data", "1"), ("attempt", "-1")],
+            "`attempt`",
+        ),
+        (
+            &[("id", "1"), ("id", "2"), ("type", "a"), ("data", "1")],
+            "more than once",
+        ),
+    ];
+    for (fields, needle) in cases {
+        let err = decode(f(fields), Some("a")).unwrap_err();
+        assert!(err.to_string().contains(needle), "{err} lacks {needle}");
+    }
+}
+
+#[test]
+fn redeliver_entries_need_a_valid_type() {
+    assert!(decode(f(&[("id", "1"), ("type", "dlq"), ("data", "1")]), None).is_err());
+    assert!(
+        decode(
+            f(&[("id", "1"), ("type", "a"), ("data", "1"), ("attempt", "3")]),
+            None
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn too_many_fields_is_malformed() {
+    let mut many = f(&[("id", "1"), ("type", "a"), ("data", "1")]);
+    for i in 0..MAX_FIELDS {
+        many.push((format!("x{i}"), "v".into()));
+    }
+    assert!(decode(many, Some("a")).unwrap_err().0.contains("fields"));
+}
+
+#[test]
+fn deep_json_is_refused_not_a_crash() {
+    let deep = "[".repeat(100_000);
+    assert!(decode(f(&[("id", "1"), ("type", "a"), ("data", &deep)]), Some("a")).is_err());
+}
+
+#[test]
+fn attributes_that_break_the_sdks_are_malformed() {
+    let base = [("id", "1"), ("type", "a"), ("data", "1")];
+    let cases = [
+        (
+            ("time", "yesterday"),
+            "malformed event: field `time` `yesterday` is not an RFC 3339 timestamp (e.g. 2026-11-26T14:05:09Z)",
+        ),
+        (
+            ("specversion", "0.3"),
+            "malformed event: field `specversion` `0.3` is not 1.0, the only CloudEvents version delivered",
+        ),
+        (
+            ("source", ""),
+            "malformed event: field `source` is empty; use a URI reference such as /api/bookings",
+        ),
+    ];
+    for (extra, message) in cases {
+        let mut fields = base.to_vec();
+        fields.push(extra);
+        assert_eq!(
+            decode(f(&fields), Some("a")).unwrap_err().to_string(),
+            message
+        );
+    }
+}
+
+#[test]
+fn deep_data_is_malformed_with_its_depth() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let err = decode(f(&[("id", "1"), ("type", "a"), ("data", &deep)]), Some("a")).unwrap_err();
+    assert_eq!(
+        err.0,
+        "field `data` nests 100000 levels of arrays/objects, over the 64 limit"
+    );
+    let at_limit = format!("{}{}", "[".repeat(64), "]".repeat(64));
+    assert!(
+        decode(
+            f(&[("id", "1"), ("type", "a"), ("data", &at_limit)]),
+            Some("a")
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn extensions_are_delivered_and_worker_fields_are_not() {
+    let e = decode(
+        f(&[
+            ("id", "1"),
+            ("type", "a"),
+            ("data", "{}"),
+            ("tenant", "t-1"),
+            ("tenant", "t-2"),
+            ("Region", "eu"),
+            ("attempt", "2"),
+            ("origin_entry_id", "1-0"),
+            ("replay_count", "1"),
+            ("dlq_reason", "x"),
+            ("schemaurl", "http://x"),
+            ("traceparent", "bogus"),
+            ("subject", "s"),
+        ]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(e.extensions().collect::<Vec<_>>(), vec![("tenant", "t-1")]);
+    assert_eq!(
+        e.dropped_fields(),
+        vec!["Region", "schemaurl", "traceparent"]
+    );
+    let json: serde_json::Value = serde_json::from_slice(&e.to_cloudevent_json()).unwrap();
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "attempt",
+            "data",
+            "datacontenttype",
+            "id",
+            "source",
+            "specversion",
+            "subject",
+            "tenant",
+            "type",
+        ]
+    );
+    assert_eq!(json["attempt"], 2);
+}
+
+#[test]
+fn truncate_respects_char_boundaries() {
+    assert_eq!(truncate("héllo", 2), "h…");
+    assert_eq!(truncate("abc", 5), "abc");
+}
