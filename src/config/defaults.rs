@@ -26,8 +26,11 @@ const WEEK: Duration = secs(7 * 86400);
 
 /// `concurrency`.
 pub(super) const CONCURRENCY: IntRule = int(64, 1, 100_000);
-/// `visibility_timeout`.
-pub(super) const VISIBILITY_TIMEOUT: DurationRule = duration(secs(60), ms(100));
+/// `visibility_timeout` (its 1 s minimum is checked with `heartbeat_ttl`, for a better message).
+pub(super) const VISIBILITY_TIMEOUT: DurationRule = duration(secs(60), ms(0));
+/// Shortest `visibility_timeout`: live consumers refresh their entries in flight every
+/// third of it (or of `heartbeat_ttl`, if shorter), and need a margin for slow Redis replies.
+pub(super) const MIN_VISIBILITY_TIMEOUT: Duration = secs(1);
 /// `max_deliveries`.
 pub(super) const MAX_DELIVERIES: IntRule = int(10, 1, 1_000_000);
 /// `shutdown_timeout`.

@@ -387,3 +387,28 @@ fn signing_secrets_are_read_only_when_asked_for() {
         "0123456789abcdef"
     );
 }
+
+#[test]
+fn a_visibility_timeout_too_short_for_the_refreshes_is_refused_naming_both_keys() {
+    let e = load(&format!("visibility_timeout = \"500ms\"\n{MINIMAL}"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "visibility_timeout: \"500ms\" is too short: a live consumer refreshes the entries \
+             it is handling every third of visibility_timeout or heartbeat_ttl (the shorter), \
+             and another consumer claims any entry idle that long, so slow handlers would run \
+             twice; set visibility_timeout = \"1s\" or more (crashed consumers are still taken \
+             over after heartbeat_ttl)"
+        ),
+        "{e}"
+    );
+    for text in ["1s", "2s", "60s"] {
+        let c = load(
+            &format!("visibility_timeout = \"{text}\"\nheartbeat_ttl = \"30s\"\n{MINIMAL}"),
+            &[],
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{text}: {:?}", c.warnings);
+    }
+}

@@ -122,6 +122,7 @@ fn timings(c: &mut Checker, raw: &RawConfig) -> Timings {
         raw.scheduler_interval.as_deref(),
         d::SCHEDULER_INTERVAL,
     );
+    check_visibility(c, raw, visibility_timeout);
     Timings {
         concurrency,
         visibility_timeout,
@@ -133,6 +134,23 @@ fn timings(c: &mut Checker, raw: &RawConfig) -> Timings {
         discovery_interval,
         scheduler_interval,
     }
+}
+
+/// Refuses a `visibility_timeout` too short for live consumers to keep their slow entries:
+/// they refresh them every third of it (or of `heartbeat_ttl`, if shorter), and another
+/// consumer may claim any entry idle for `visibility_timeout`.
+fn check_visibility(c: &mut Checker, raw: &RawConfig, visibility_timeout: Duration) {
+    if raw.visibility_timeout.is_none() || visibility_timeout >= d::MIN_VISIBILITY_TIMEOUT {
+        return;
+    }
+    let text = raw.visibility_timeout.as_deref().unwrap_or_default();
+    c.push(format!(
+        "visibility_timeout: \"{text}\" is too short: a live consumer refreshes the entries it \
+         is handling every third of visibility_timeout or heartbeat_ttl (the shorter), and \
+         another consumer claims any entry idle that long, so slow handlers would run twice; \
+         set visibility_timeout = \"1s\" or more (crashed consumers are still taken over \
+         after heartbeat_ttl)"
+    ));
 }
 
 /// `[retry]`, with the multiplier and jitter ranges and `initial <= max`.
