@@ -1,4 +1,6 @@
 //! `event-worker`: the daemon and its operator commands. CLI -> tracing -> Config -> library.
+//! Human output goes through `terminal` (`outln!`, `escape_text`) and the human log through
+//! `log_fields`, so text from producers cannot drive the operator's terminal; JSON is exact.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
