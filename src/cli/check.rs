@@ -8,6 +8,8 @@ use crate::model::keys::Keys;
 use crate::recover::unconsumed::{self, Unconsumed};
 use crate::redis::store::Store;
 
+use super::terminal::outln;
+
 /// Runs `event-worker check`: prints what it found (JSON with `--json`), fails when Redis is
 /// unreachable.
 pub async fn check(config: Config, json: bool) -> anyhow::Result<()> {
@@ -65,9 +67,9 @@ fn print_unconsumed(found: &[Unconsumed]) {
         return;
     }
     for u in found.iter().take(unconsumed::MAX_LISTED) {
-        println!("warning: {}", unconsumed::describe(u));
+        outln!("warning: {}", unconsumed::describe(u));
     }
-    println!(
+    outln!(
         "warning: {} stream(s) with {} entries in all are not consumed by anyone{}",
         found.len(),
         found.iter().map(|u| u.entries).sum::<u64>(),
@@ -179,27 +181,29 @@ fn print_human(config: &Config, keys: &Keys, found: &Found) {
         warnings,
         ..
     } = found;
-    println!(
+    outln!(
         "config ok: env={} group={} consumer={}",
-        config.env, config.group, config.consumer
+        config.env,
+        config.group,
+        config.consumer
     );
-    println!(
+    outln!(
         "redis ok: {} ({:.2} ms)",
         config.redis_url,
         latency.as_secs_f64() * 1000.0
     );
     for (i, r) in config.routes.iter().enumerate() {
-        println!("route {i}: {} -> {}", r.types.join(", "), r.handler_name(i));
+        outln!("route {i}: {} -> {}", r.types.join(", "), r.handler_name(i));
     }
-    println!(
+    outln!(
         "would consume {} stream(s) plus {}:",
         streams.len(),
         keys.redeliver(&config.group)
     );
     for (k, i) in streams {
-        println!("  {k} (route {i})");
+        outln!("  {k} (route {i})");
     }
     for w in warnings {
-        println!("warning: {w}");
+        outln!("warning: {w}");
     }
 }

@@ -1,6 +1,7 @@
 //! `event-worker dlq ...`: the operator's DLQ commands, human tables by default and JSON
 //! with `--json`. All logic lives in the library's `dlq` module (shared with the HTTP API).
 
+use super::terminal::{escape_line, outln};
 use crate::config::{Config, parse_duration};
 use crate::model::envelope::truncate;
 use crate::model::keys::Keys;
@@ -218,7 +219,7 @@ impl Cx<'_> {
         } else {
             print_table(&page.entries);
             if let Some(next) = page.next {
-                println!("more: --before {next}");
+                outln!("more: --before {next}");
             }
         }
         Ok(())
@@ -228,9 +229,9 @@ impl Cx<'_> {
         match dlq::show(self.store, self.keys, id).await? {
             Some(e) if self.json => println!("{}", e.to_json()),
             Some(e) => {
-                println!("entry_id: {}", e.entry_id);
+                outln!("entry_id: {}", e.entry_id);
                 for (k, v) in &e.fields {
-                    println!("{k}: {v}");
+                    outln!("{k}: {v}");
                 }
             }
             None => bail!("no DLQ entry {id} in {}", self.keys.dlq()),
@@ -244,7 +245,7 @@ impl Cx<'_> {
             println!("{}", serde_json::to_string(&s)?);
             return Ok(());
         }
-        println!(
+        outln!(
             "total: {}{}",
             s.total,
             if s.complete {
@@ -258,14 +259,15 @@ impl Cx<'_> {
             ("by type", &s.by_type),
             ("by group", &s.by_group),
         ] {
-            println!("{title}:");
+            outln!("{title}:");
             for (k, n) in map {
-                println!("  {:<40} {n}", if k.is_empty() { "(none)" } else { k });
+                let k = if k.is_empty() { "(none)" } else { k };
+                outln!("  {:<40} {n}", escape_line(k));
             }
         }
         if let (Some(o), Some(n)) = (&s.oldest, &s.newest) {
-            println!("oldest: id={} time={}", o.id, o.time);
-            println!("newest: id={} time={}", n.id, n.time);
+            outln!("oldest: id={} time={}", o.id, o.time);
+            outln!("newest: id={} time={}", n.id, n.time);
         }
         Ok(())
     }
@@ -294,16 +296,19 @@ impl Cx<'_> {
         if self.json {
             println!("{}", serde_json::to_string(&report)?);
         } else if opts.dry_run {
-            println!(
+            outln!(
                 "dry run: {} entr{} would be replayed; sample:",
                 report.matched,
                 if report.matched == 1 { "y" } else { "ies" }
             );
             print_summaries(&report.sample);
         } else {
-            println!(
+            outln!(
                 "replayed {} of {} selected ({} already gone, {} not replayable: no valid type or group)",
-                report.replayed, report.matched, report.missing, report.unreplayable
+                report.replayed,
+                report.matched,
+                report.missing,
+                report.unreplayable
             );
         }
         if let Some(why) = report.stopped {
@@ -326,13 +331,13 @@ impl Cx<'_> {
         if self.json {
             println!("{}", serde_json::to_string(&report)?);
         } else if dry_run {
-            println!(
+            outln!(
                 "dry run: {} entr{} would be purged",
                 report.matched,
                 if report.matched == 1 { "y" } else { "ies" }
             );
         } else {
-            println!("purged {} of {} selected", report.purged, report.matched);
+            outln!("purged {} of {} selected", report.purged, report.matched);
         }
         Ok(())
     }
@@ -355,15 +360,15 @@ pub async fn history(query: HistoryQuery, config: Config, json: bool) -> anyhow:
         return Ok(());
     }
     if records.is_empty() {
-        println!("(no records)");
+        outln!("(no records)");
     }
     for r in records {
-        println!(
+        outln!(
             "{}  {:<13} {:<36} {:<24} group={} attempt={} correlation={} {}",
             r.at,
             r.kind,
-            truncate(&r.id, 36),
-            truncate(&r.event_type, 24),
+            truncate(&escape_line(&r.id), 36),
+            truncate(&escape_line(&r.event_type), 24),
             if r.group.is_empty() { "-" } else { &r.group },
             r.attempt,
             if r.correlation_id.is_empty() {
@@ -384,20 +389,30 @@ fn print_table(entries: &[DlqEntry]) {
 
 fn print_summaries(rows: &[serde_json::Value]) {
     if rows.is_empty() {
-        println!("(no entries)");
+        outln!("(no entries)");
         return;
     }
-    println!(
+    outln!(
         "{:<18} {:<24} {:<24} {:<14} {:<23} {:>3}  {:<36} ERROR",
-        "ENTRY_ID", "FAILED_AT", "TYPE", "GROUP", "REASON", "ATT", "ID"
+        "ENTRY_ID",
+        "FAILED_AT",
+        "TYPE",
+        "GROUP",
+        "REASON",
+        "ATT",
+        "ID"
     );
     for r in rows {
+        // Each cell escaped before it is cut and padded, so the columns stay aligned.
         let s = |k: &str| match &r[k] {
-            serde_json::Value::String(v) => v.clone(),
+            serde_json::Value::String(v) if k == "error" => {
+                escape_line(&v.replace('\n', " ")).into_owned()
+            }
+            serde_json::Value::String(v) => escape_line(v).into_owned(),
             serde_json::Value::Null => String::new(),
             other => other.to_string(),
         };
-        println!(
+        outln!(
             "{:<18} {:<24} {:<24} {:<14} {:<23} {:>3}  {:<36} {}",
             s("entry_id"),
             s("failed_at"),
@@ -406,7 +421,7 @@ fn print_summaries(rows: &[serde_json::Value]) {
             s("reason"),
             s("attempts"),
             truncate(&s("id"), 36),
-            truncate(&s("error").replace('\n', " "), 60)
+            truncate(&s("error"), 60)
         );
     }
 }

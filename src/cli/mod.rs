@@ -1,11 +1,15 @@
 //! `event-worker`: the daemon and its operator commands. CLI -> tracing -> Config -> library.
+//! Human output goes through `terminal` (`outln!`, `escape_text`) and the human log through
+//! `log_fields`, so text from producers cannot drive the operator's terminal; JSON is exact.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod check;
 mod dlq;
+mod log_fields;
 mod publish;
+mod terminal;
 
 use crate::WorkerBuilder;
 use crate::config::Config;
@@ -16,6 +20,7 @@ use crate::ops::publish::{NewEvent, publish};
 use crate::redis::store::Store;
 use crate::settle::history::{Record, kind};
 use clap::{Parser, Subcommand, ValueEnum};
+use terminal::{escape_text, outln};
 use tokio_util::sync::CancellationToken;
 
 /// Reliable event processing on Redis Streams.
@@ -85,7 +90,8 @@ fn init_tracing(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
+        // Values come from producers (ids, types, error text): escaped, see `terminal`.
+        LogFormat::Human => builder.fmt_fields(log_fields::EscapedFields).init(),
     }
 }
 
@@ -97,7 +103,7 @@ pub fn main() -> ExitCode {
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(message) => {
-            eprintln!("event-worker: {message}");
+            eprintln!("event-worker: {}", escape_text(&message));
             return ExitCode::from(2);
         }
     };
@@ -115,7 +121,10 @@ pub fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command, config, cli.json)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("event-worker: {}", url.scrub(&format!("{e:#}")));
+            eprintln!(
+                "event-worker: {}",
+                escape_text(&url.scrub(&format!("{e:#}")))
+            );
             ExitCode::FAILURE
         }
     }
@@ -186,8 +195,8 @@ async fn migrate(config: Config, json: bool) -> anyhow::Result<()> {
             serde_json::json!({"applied": report.applied, "already_applied": report.skipped})
         );
     } else {
-        println!("applied: {}", list_or_none(&report.applied));
-        println!("already applied: {}", list_or_none(&report.skipped));
+        outln!("applied: {}", list_or_none(&report.applied));
+        outln!("already applied: {}", list_or_none(&report.skipped));
     }
     Ok(())
 }
@@ -225,7 +234,7 @@ async fn publish_one(event: NewEvent, config: Config, json: bool) -> anyhow::Res
             serde_json::json!({"entry_id": published.entry_id, "id": published.id, "stream": published.stream})
         );
     } else {
-        println!("{}", published.entry_id);
+        outln!("{}", published.entry_id);
     }
     Ok(())
 }

@@ -55,5 +55,6 @@ mod security;
 mod settle_counting;
 mod shutdown;
 mod slow_handlers;
+mod terminal_output;
 mod wire_format;
 mod worker_lifecycle;
