@@ -54,5 +54,6 @@ mod retry;
 mod security;
 mod settle_counting;
 mod shutdown;
+mod stream_retention;
 mod wire_format;
 mod worker_lifecycle;
