@@ -387,3 +387,14 @@ fn signing_secrets_are_read_only_when_asked_for() {
         "0123456789abcdef"
     );
 }
+
+#[test]
+fn retention_interval_defaults_to_30s_overrides_and_has_a_floor() {
+    let c = load(MINIMAL, &[]).unwrap();
+    assert_eq!(c.retention_interval, Duration::from_secs(30));
+    let c = load(MINIMAL, &[("EVENTS_RETENTION_INTERVAL", "5s")]).unwrap();
+    assert_eq!(c.retention_interval, Duration::from_secs(5));
+    let text = format!("retention_interval = \"500ms\"\n{MINIMAL}");
+    let e = load(&text, &[]).unwrap_err().to_string();
+    assert!(e.contains("retention_interval: must be at least 1s"), "{e}");
+}
