@@ -79,6 +79,8 @@ pub(super) const DLQ_MAX_LEN: IntRule = int(0, 1, i64::MAX);
 pub(super) const DLQ_MAX_AGE: DurationRule = duration(Duration::ZERO, secs(60));
 /// `stream_retention` (`off` turns it off).
 pub(super) const STREAM_RETENTION: DurationRule = duration(WEEK, secs(60));
+/// `retention_interval`: how often the retention policies are applied.
+pub(super) const RETENTION_INTERVAL: DurationRule = duration(secs(30), secs(1));
 
 /// `api.listen`.
 pub(super) const API_LISTEN: &str = "127.0.0.1:9464";

@@ -38,6 +38,7 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (None, "dlq_max_len", Kind::Int),
     (None, "dlq_max_age", Kind::Str),
     (None, "stream_retention", Kind::Str),
+    (None, "retention_interval", Kind::Str),
     (Some("retry"), "max_attempts", Kind::Int),
     (Some("retry"), "initial_backoff", Kind::Str),
     (Some("retry"), "multiplier", Kind::Float),

@@ -34,6 +34,7 @@ pub(super) struct RawConfig {
     pub dlq_max_len: Option<i64>,
     pub dlq_max_age: Option<String>,
     pub stream_retention: Option<String>,
+    pub retention_interval: Option<String>,
     #[serde(default)]
     pub retry: RawRetry,
     #[serde(default)]

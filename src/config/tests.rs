@@ -412,3 +412,14 @@ fn a_visibility_timeout_too_short_for_the_refreshes_is_refused_naming_both_keys(
         assert!(c.warnings.is_empty(), "{text}: {:?}", c.warnings);
     }
 }
+
+#[test]
+fn retention_interval_defaults_to_30s_overrides_and_has_a_floor() {
+    let c = load(MINIMAL, &[]).unwrap();
+    assert_eq!(c.retention_interval, Duration::from_secs(30));
+    let c = load(MINIMAL, &[("EVENTS_RETENTION_INTERVAL", "5s")]).unwrap();
+    assert_eq!(c.retention_interval, Duration::from_secs(5));
+    let text = format!("retention_interval = \"500ms\"\n{MINIMAL}");
+    let e = load(&text, &[]).unwrap_err().to_string();
+    assert!(e.contains("retention_interval: must be at least 1s"), "{e}");
+}

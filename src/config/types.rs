@@ -59,6 +59,9 @@ pub struct Config {
     /// some group has not acknowledged (or not received) are never trimmed. `off` disables
     /// trimming (default 7 days).
     pub stream_retention: Option<Duration>,
+    /// How often `stream_retention`, `dlq_max_len` and `dlq_max_age` are applied (default
+    /// 30 s, at least 1 s).
+    pub retention_interval: Duration,
     /// `[api]`.
     pub api: ApiConfig,
     /// `[health]`: the thresholds of a `degraded` health status.

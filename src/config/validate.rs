@@ -68,6 +68,7 @@ pub(super) fn validate(
         dlq_max_len: retention.dlq_max_len,
         dlq_max_age: retention.dlq_max_age,
         stream_retention: retention.stream_retention,
+        retention_interval: retention.interval,
         api,
         health,
         routes,
@@ -235,9 +236,11 @@ struct Retention {
     dlq_max_len: Option<u64>,
     dlq_max_age: Option<Duration>,
     stream_retention: Option<Duration>,
+    interval: Duration,
 }
 
-/// `dlq_max_len`, `dlq_max_age` (both off when absent) and `stream_retention` (`off`).
+/// `dlq_max_len`, `dlq_max_age` (both off when absent), `stream_retention` (`off`) and
+/// `retention_interval`.
 fn retention(c: &mut Checker, raw: &RawConfig) -> Retention {
     let dlq_max_len = raw
         .dlq_max_len
@@ -250,10 +253,16 @@ fn retention(c: &mut Checker, raw: &RawConfig) -> Retention {
         Some("off") => None,
         other => Some(c.duration("stream_retention", other, d::STREAM_RETENTION)),
     };
+    let interval = c.duration(
+        "retention_interval",
+        raw.retention_interval.as_deref(),
+        d::RETENTION_INTERVAL,
+    );
     Retention {
         dlq_max_len,
         dlq_max_age,
         stream_retention,
+        interval,
     }
 }
 

@@ -120,6 +120,29 @@ impl Store {
         Ok(self.call("XTRIM", args).await?.as_u64().unwrap_or(0))
     }
 
+    /// `XTRIM stream MINID ~ min_id LIMIT limit`: removes whole stream nodes whose entries
+    /// are all below `min_id`, at most `limit` entries (Redis's own default limit for `~` is
+    /// 100 nodes, 10,000 entries); returns how many were removed.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn xtrim_minid_limited(
+        &self,
+        stream: &str,
+        min_id: &str,
+        limit: u64,
+    ) -> Result<u64, StoreError> {
+        let args: Vec<Value> = vec![
+            stream.into(),
+            "MINID".into(),
+            "~".into(),
+            min_id.to_string().into(),
+            "LIMIT".into(),
+            (limit as i64).into(),
+        ];
+        Ok(self.call("XTRIM", args).await?.as_u64().unwrap_or(0))
+    }
+
     /// XINFO GROUPS of `stream`, for `group`. `None` when the stream or group is missing.
     ///
     /// # Errors

@@ -55,6 +55,7 @@ mod security;
 mod settle_counting;
 mod shutdown;
 mod slow_handlers;
+mod stream_retention;
 mod terminal_output;
 mod wire_format;
 mod worker_lifecycle;
