@@ -387,3 +387,19 @@ fn signing_secrets_are_read_only_when_asked_for() {
         "0123456789abcdef"
     );
 }
+
+#[test]
+fn no_route_grace_defaults_to_ten_minutes_has_its_variable_and_accepts_zero() {
+    let c = load(MINIMAL, &[]).unwrap();
+    assert_eq!(c.no_route_grace, Duration::from_secs(600));
+    let c = load(MINIMAL, &[("EVENTS_NO_ROUTE_GRACE", "30s")]).unwrap();
+    assert_eq!(c.no_route_grace, Duration::from_secs(30));
+    let c = load(&format!("no_route_grace = \"0s\"\n{MINIMAL}"), &[]).unwrap();
+    assert_eq!(c.no_route_grace, Duration::ZERO);
+    let e = load(&format!("no_route_grace = \"5x\"\n{MINIMAL}"), &[]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("no_route_grace: `5x` has an unknown unit `x` (use ms, s, m, h or d); e.g. no_route_grace = \"10m\""),
+        "{e}"
+    );
+}
