@@ -445,3 +445,54 @@ fn next_fields(
     }
     fields
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(fields: &[(&str, &str)]) -> (Event, Entry) {
+        let fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let entry = Entry {
+            stream: "events:p:redeliver:g".into(),
+            id: "9-0".into(),
+            fields: Vec::new(),
+            deliveries: 1,
+        };
+        (envelope::decode(fields, None).unwrap(), entry)
+    }
+
+    #[test]
+    fn a_hand_on_keeps_the_attempt_and_the_first_unrouted_time_a_retry_drops_it() {
+        let (e, entry) = event(&[
+            ("id", "x"),
+            ("type", "b"),
+            ("data", "{}"),
+            ("attempt", "1"),
+            ("origin_entry_id", "1-0"),
+            ("unrouted_since", "500"),
+        ]);
+        let handed = next_fields(&e, &entry, e.attempt, Some(500));
+        assert_eq!(envelope::lookup(&handed, field::ATTEMPT), Some("1"));
+        assert_eq!(
+            envelope::lookup(&handed, field::ORIGIN_ENTRY_ID),
+            Some("1-0")
+        );
+        assert_eq!(
+            envelope::lookup(&handed, field::UNROUTED_SINCE),
+            Some("500")
+        );
+        assert_eq!(
+            handed
+                .iter()
+                .filter(|(k, _)| k == field::UNROUTED_SINCE)
+                .count(),
+            1
+        );
+        let retried = next_fields(&e, &entry, 2, None);
+        assert_eq!(envelope::lookup(&retried, field::ATTEMPT), Some("2"));
+        assert_eq!(envelope::lookup(&retried, field::UNROUTED_SINCE), None);
+    }
+}
