@@ -35,6 +35,9 @@ pub struct Metrics {
     pub published_total: IntCounterVec,
     /// `event_worker_retries_forwarded_total{env,group}`: moves from the retry set to redeliver.
     pub retries_forwarded_total: IntCounterVec,
+    /// `event_worker_handed_on_total{env,group}`: events read by a consumer without a route
+    /// for their type and handed back to the retry set (no attempt used; not `retried`).
+    pub handed_on_total: IntCounterVec,
     /// `event_worker_redis_errors_total{env,op}`: failed Redis operations by kind.
     pub redis_errors_total: IntCounterVec,
     /// `event_worker_history_dropped_total{env}`: history records not written.
@@ -182,6 +185,12 @@ impl Metrics {
                 &r,
                 "event_worker_retries_forwarded_total",
                 "Due retries moved to the group's redeliver stream.",
+                &["env", "group"],
+            ),
+            handed_on_total: counter(
+                &r,
+                "event_worker_handed_on_total",
+                "Events a consumer without a route for their type handed back to the group's retry set (no attempt used); dead-lettered as no_route after no_route_grace.",
                 &["env", "group"],
             ),
             redis_errors_total: counter(

@@ -45,6 +45,8 @@ pub(super) const READ_BLOCK: DurationRule = duration(secs(1), ms(10));
 pub(super) const DISCOVERY_INTERVAL: DurationRule = duration(secs(5), ms(10));
 /// `scheduler_interval`.
 pub(super) const SCHEDULER_INTERVAL: DurationRule = duration(ms(100), ms(1));
+/// `no_route_grace` (0: an unrouted event is dead-lettered at once).
+pub(super) const NO_ROUTE_GRACE: DurationRule = duration(secs(600), ms(0));
 
 /// `retry.max_attempts`.
 pub(super) const RETRY_MAX_ATTEMPTS: IntRule = int(5, 1, 1000);

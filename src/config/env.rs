@@ -35,6 +35,7 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (None, "read_block", Kind::Str),
     (None, "discovery_interval", Kind::Str),
     (None, "scheduler_interval", Kind::Str),
+    (None, "no_route_grace", Kind::Str),
     (None, "dlq_max_len", Kind::Int),
     (None, "dlq_max_age", Kind::Str),
     (None, "stream_retention", Kind::Str),

@@ -32,7 +32,7 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use health::HealthConfig;
-pub use parse::parse_duration;
+pub use parse::{format_duration, parse_duration};
 pub use types::{BreakerConfig, Config, HandlerKind, HistoryConfig, RetryConfig, RouteConfig};
 
 impl Config {

@@ -41,7 +41,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
 
 /// `d` in the largest unit that writes it whole (`200ms`, `30s`, `5m`, `7d`), as
 /// [`parse_duration`] reads it back.
-pub(super) fn format_duration(d: Duration) -> String {
+pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     for (unit, size) in [
         ("d", 86_400_000),

@@ -31,6 +31,7 @@ pub(super) struct RawConfig {
     pub read_block: Option<String>,
     pub discovery_interval: Option<String>,
     pub scheduler_interval: Option<String>,
+    pub no_route_grace: Option<String>,
     pub dlq_max_len: Option<i64>,
     pub dlq_max_age: Option<String>,
     pub stream_retention: Option<String>,

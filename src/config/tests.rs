@@ -423,3 +423,19 @@ fn retention_interval_defaults_to_30s_overrides_and_has_a_floor() {
     let e = load(&text, &[]).unwrap_err().to_string();
     assert!(e.contains("retention_interval: must be at least 1s"), "{e}");
 }
+
+#[test]
+fn no_route_grace_defaults_to_ten_minutes_has_its_variable_and_accepts_zero() {
+    let c = load(MINIMAL, &[]).unwrap();
+    assert_eq!(c.no_route_grace, Duration::from_secs(600));
+    let c = load(MINIMAL, &[("EVENTS_NO_ROUTE_GRACE", "30s")]).unwrap();
+    assert_eq!(c.no_route_grace, Duration::from_secs(30));
+    let c = load(&format!("no_route_grace = \"0s\"\n{MINIMAL}"), &[]).unwrap();
+    assert_eq!(c.no_route_grace, Duration::ZERO);
+    let e = load(&format!("no_route_grace = \"5x\"\n{MINIMAL}"), &[]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("no_route_grace: `5x` has an unknown unit `x` (use ms, s, m, h or d); e.g. no_route_grace = \"10m\""),
+        "{e}"
+    );
+}

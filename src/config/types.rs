@@ -44,6 +44,10 @@ pub struct Config {
     pub discovery_interval: Duration,
     /// How often due retries are moved to the redeliver stream (default 100 ms).
     pub scheduler_interval: Duration,
+    /// How long an event whose type no route of the consumer reading it serves is handed on
+    /// (back to the retry set, no attempt used) before it is dead-lettered as `no_route`
+    /// (default 10 min; covers a rolling deploy that adds a route).
+    pub no_route_grace: Duration,
     /// `[retry]`.
     pub retry: RetryConfig,
     /// `[breaker]`.

@@ -30,6 +30,11 @@ pub(super) fn validate(
     let t = timings(&mut c, &raw);
     let retry = retry(&mut c, &raw.retry);
     let breaker = breaker(&mut c, &raw.breaker);
+    let no_route_grace = c.duration(
+        "no_route_grace",
+        raw.no_route_grace.as_deref(),
+        d::NO_ROUTE_GRACE,
+    );
     let history = history(&mut c, &raw.history);
     let retention = retention(&mut c, &raw);
     let api = api(&mut c, &raw.api, lookup);
@@ -62,6 +67,7 @@ pub(super) fn validate(
         read_block: t.read_block,
         discovery_interval: t.discovery_interval,
         scheduler_interval: t.scheduler_interval,
+        no_route_grace,
         retry,
         breaker,
         history,

@@ -2,10 +2,16 @@
 //! breaker, run the handler, and return a [`Decision`] (ack, retry at a time, or dead-letter
 //! with a [`Reason`]) with the history record to write. It changes nothing in Redis and
 //! counts no outcome: `settle` executes the verdict and counts it once it is durable.
+//!
+//! An event this consumer has no route for (it came through the group's shared redeliver
+//! stream or a reclaim, e.g. a retry scheduled by a newer instance during a rolling deploy)
+//! is handed on: back to the retry set after about [`HAND_ON_DELAY`], its attempt unchanged,
+//! with `unrouted_since` recording when a consumer first met it without a route. Only after
+//! `no_route_grace` from then is it dead-lettered, as `no_route`.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tracing::{debug, warn};
@@ -17,13 +23,14 @@ use crate::deliver::breaker::Admission;
 use crate::deliver::handler::Outcome;
 use crate::model::envelope::{self, Event, field, truncate};
 use crate::model::keys::Keys;
-use crate::model::time::{entry_id_ms, now_ms};
+use crate::model::time::{entry_id_ms, now_ms, rfc3339};
 use crate::redis::store::Entry;
 use crate::settle::dlq_record::Reason;
 use crate::settle::history::{Record, kind};
 use crate::settle::{DeadLetter, Decision, Move, Retry, Verdict};
 use crate::worker::routes::Route;
-use prometheus::IntCounterVec;
+use prometheus::{IntCounter, IntCounterVec};
+use rand::Rng;
 
 /// What deciding needs: key names, the routes, the retry policy, the type-facts cache and
 /// the delivery limit. Built once by `worker::run`; one per worker, shared by every batch.
@@ -48,7 +55,15 @@ pub(crate) struct Decider {
     pub env: String,
     /// The group.
     pub group: String,
+    /// How long an unrouted event is handed on before it is dead-lettered as `no_route`.
+    pub no_route_grace: Duration,
+    /// `handed_on_total{env,group}`.
+    pub handed_on: IntCounter,
 }
+
+/// Delay before an event handed on for want of a route is due again (plus up to a quarter
+/// of it at random, so handed-on events spread over the group's consumers and reads).
+pub const HAND_ON_DELAY: Duration = Duration::from_secs(1);
 
 /// Logs at `$level` with the event's id, type, group, attempt and correlation id.
 macro_rules! event_log {
@@ -235,17 +250,7 @@ async fn decide_event(decider: &Decider, entry: &Entry, event: Event) -> Decisio
         );
     }
     let Some(route_index) = facts.route else {
-        let error = format!("no route serves type `{}`", event.event_type);
-        event_log!(warn, event, decider, "{error}; dead-lettered");
-        let attempts = event.attempt;
-        return dead(
-            decider,
-            event,
-            &facts,
-            Reason::PermanentError,
-            error,
-            attempts,
-        );
+        return no_route(decider, entry, event, &facts);
     };
     let route = &decider.routes[route_index];
     let admission = route.breaker.admit();
@@ -259,7 +264,7 @@ async fn decide_event(decider: &Decider, entry: &Entry, event: Event) -> Decisio
             "breaker open; rescheduled without using an attempt"
         );
         let retry = Retry {
-            fields: retry_fields(&event, entry, event.attempt),
+            fields: next_fields(&event, entry, event.attempt, None),
             due_ms: now_ms() + wait.as_millis() as u64,
             counted_in: None,
         };
@@ -335,9 +340,9 @@ fn judge(
                 truncate(&error, 200)
             );
             let retry = Retry {
-                fields: retry_fields(&event, entry, runs),
+                fields: next_fields(&event, entry, runs, None),
                 due_ms: now_ms() + delay.as_millis() as u64,
-                counted_in: Some(facts),
+                counted_in: Some(facts.retried.clone()),
             };
             Decision {
                 record: Some(record(decider, &event, kind::RETRIED, runs, &detail)),
@@ -373,18 +378,121 @@ impl<F: std::future::Future> InstrumentIn for F {
     }
 }
 
-/// The event's fields for its next delivery: `attempt` set, `origin_entry_id` kept.
-fn retry_fields(event: &Event, entry: &Entry, attempt: u32) -> Vec<(String, String)> {
+/// An event no route of this consumer serves: handed on (back to the retry set, no attempt
+/// used) until `no_route_grace` has passed since a consumer first met it without a route
+/// (its `unrouted_since`), then dead-lettered as `no_route`.
+fn no_route(decider: &Decider, entry: &Entry, event: Event, facts: &TypeFacts) -> Decision {
+    let now = now_ms();
+    // Another worker's clock may be ahead: a `since` in the future counts as now.
+    let since =
+        envelope::lookup(&event.fields, field::UNROUTED_SINCE).and_then(|s| s.parse::<u64>().ok());
+    let grace = decider.no_route_grace;
+    if now.saturating_sub(since.unwrap_or(now)) >= grace.as_millis() as u64 {
+        let error = format!(
+            "no route serves type `{}`: the consumers of group `{}` that read it from {} on \
+             had none for no_route_grace ({}); deploy a route for this type to every \
+             instance of the group, then replay",
+            event.event_type,
+            decider.group,
+            rfc3339(since.unwrap_or(now)),
+            crate::config::format_duration(grace),
+        );
+        event_log!(warn, event, decider, "{error}; dead-lettered");
+        let attempts = event.attempt;
+        return dead(decider, event, facts, Reason::NoRoute, error, attempts);
+    }
+    if since.is_none() {
+        event_log!(info, event, decider, grace = %crate::config::format_duration(grace), "no route on this consumer serves the type; handed on to the group's other consumers (no attempt used), dead-lettered as no_route if none serves it within no_route_grace");
+    } else {
+        debug!("no route on this consumer serves the type; handed on again");
+    }
+    let jitter = rand::thread_rng().gen_range(0..=HAND_ON_DELAY.as_millis() as u64 / 4);
+    let retry = Retry {
+        fields: next_fields(&event, entry, event.attempt, Some(since.unwrap_or(now))),
+        due_ms: now + HAND_ON_DELAY.as_millis() as u64 + jitter,
+        counted_in: Some(decider.handed_on.clone()),
+    };
+    Decision {
+        verdict: Verdict::Move(Move::Retry(retry)),
+        record: None,
+    }
+}
+
+/// The event's fields for its next delivery: `attempt` set, `origin_entry_id` kept, and
+/// `unrouted_since` set when handed on for want of a route (dropped otherwise: a consumer
+/// with a route met it, so a later one without starts a new grace period).
+fn next_fields(
+    event: &Event,
+    entry: &Entry,
+    attempt: u32,
+    unrouted_since: Option<u64>,
+) -> Vec<(String, String)> {
     let origin = envelope::lookup(&event.fields, field::ORIGIN_ENTRY_ID)
         .unwrap_or(&entry.id)
         .to_string();
     let mut fields: Vec<(String, String)> = event
         .fields
         .iter()
-        .filter(|(k, _)| k != field::ATTEMPT && k != field::ORIGIN_ENTRY_ID)
+        .filter(|(k, _)| {
+            k != field::ATTEMPT && k != field::ORIGIN_ENTRY_ID && k != field::UNROUTED_SINCE
+        })
         .cloned()
         .collect();
     fields.push((field::ATTEMPT.to_string(), attempt.to_string()));
     fields.push((field::ORIGIN_ENTRY_ID.to_string(), origin));
+    if let Some(since) = unrouted_since {
+        fields.push((field::UNROUTED_SINCE.to_string(), since.to_string()));
+    }
     fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(fields: &[(&str, &str)]) -> (Event, Entry) {
+        let fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let entry = Entry {
+            stream: "events:p:redeliver:g".into(),
+            id: "9-0".into(),
+            fields: Vec::new(),
+            deliveries: 1,
+        };
+        (envelope::decode(fields, None).unwrap(), entry)
+    }
+
+    #[test]
+    fn a_hand_on_keeps_the_attempt_and_the_first_unrouted_time_a_retry_drops_it() {
+        let (e, entry) = event(&[
+            ("id", "x"),
+            ("type", "b"),
+            ("data", "{}"),
+            ("attempt", "1"),
+            ("origin_entry_id", "1-0"),
+            ("unrouted_since", "500"),
+        ]);
+        let handed = next_fields(&e, &entry, e.attempt, Some(500));
+        assert_eq!(envelope::lookup(&handed, field::ATTEMPT), Some("1"));
+        assert_eq!(
+            envelope::lookup(&handed, field::ORIGIN_ENTRY_ID),
+            Some("1-0")
+        );
+        assert_eq!(
+            envelope::lookup(&handed, field::UNROUTED_SINCE),
+            Some("500")
+        );
+        assert_eq!(
+            handed
+                .iter()
+                .filter(|(k, _)| k == field::UNROUTED_SINCE)
+                .count(),
+            1
+        );
+        let retried = next_fields(&e, &entry, 2, None);
+        assert_eq!(envelope::lookup(&retried, field::ATTEMPT), Some("2"));
+        assert_eq!(envelope::lookup(&retried, field::UNROUTED_SINCE), None);
+    }
 }

@@ -45,7 +45,8 @@ pub const RESERVED: &[&str] = &[
 pub enum FieldKind {
     /// One of [`KNOWN`].
     Known,
-    /// Written by the worker: `attempt`, `origin_entry_id`, `replay_count`, `dlq_*`.
+    /// Written by the worker: `attempt`, `origin_entry_id`, `replay_count`, `unrouted_since`,
+    /// `dlq_*`.
     Worker,
     /// Valid extension form but reserved (see [`RESERVED`]).
     Reserved,
@@ -72,7 +73,10 @@ pub fn classify(name: &str) -> FieldKind {
 
 /// A field the worker writes into entries it moves (retries, replays, dead letters).
 pub fn is_worker_field(name: &str) -> bool {
-    matches!(name, "attempt" | "origin_entry_id" | "replay_count") || name.starts_with("dlq_")
+    matches!(
+        name,
+        "attempt" | "origin_entry_id" | "replay_count" | "unrouted_since"
+    ) || name.starts_with("dlq_")
 }
 
 /// `name` is 1 to 20 characters of `a-z` and `0-9`.
@@ -290,6 +294,7 @@ mod tests {
         assert_eq!(classify("attempt"), FieldKind::Worker);
         assert_eq!(classify("dlq_reason"), FieldKind::Worker);
         assert_eq!(classify("replay_count"), FieldKind::Worker);
+        assert_eq!(classify("unrouted_since"), FieldKind::Worker);
         assert_eq!(classify("schemaurl"), FieldKind::Reserved);
         assert_eq!(classify("tenant"), FieldKind::Extension);
         assert_eq!(classify("a1234567890123456789"), FieldKind::Extension);

@@ -44,6 +44,9 @@ pub mod field {
     pub const ATTEMPT: &str = "attempt";
     /// Entry id in the type stream where the event first arrived, set on retries.
     pub const ORIGIN_ENTRY_ID: &str = "origin_entry_id";
+    /// When (epoch ms) a consumer of the group first read the event without a route for its
+    /// type and handed it on; set by the worker, dropped once a route handles the event.
+    pub const UNROUTED_SINCE: &str = "unrouted_since";
 }
 
 /// One event as the handler sees it.

@@ -32,8 +32,7 @@ pub mod field {
 /// Why an event was dead-lettered (the `dlq_reason` value and the `reason` metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
-    /// The handler said the event can never succeed (HTTP 4xx other than 408/429), or no
-    /// route serves its type.
+    /// The handler said the event can never succeed (HTTP 4xx other than 408/429).
     PermanentError,
     /// Retryable failures used up `retry.max_attempts`.
     MaxAttemptsExceeded,
@@ -41,17 +40,21 @@ pub enum Reason {
     Malformed,
     /// Delivered more than `max_deliveries` times (it keeps killing workers).
     MaxDeliveriesExceeded,
+    /// No consumer of the group that read it had a route for its type for `no_route_grace`
+    /// (each one without a route handed it on, see `consume::decide`).
+    NoRoute,
 }
 
 impl Reason {
     /// Every reason, in the order the help lists them; the one list the per-type
     /// `dead_lettered_total` series are started at 0 from (discovery), so a reason added
     /// here is exported at 0 too.
-    pub const ALL: [Reason; 4] = [
+    pub const ALL: [Reason; 5] = [
         Reason::PermanentError,
         Reason::MaxAttemptsExceeded,
         Reason::Malformed,
         Reason::MaxDeliveriesExceeded,
+        Reason::NoRoute,
     ];
 
     /// The stored word.
@@ -61,6 +64,7 @@ impl Reason {
             Reason::MaxAttemptsExceeded => "max_attempts_exceeded",
             Reason::Malformed => "malformed",
             Reason::MaxDeliveriesExceeded => "max_deliveries_exceeded",
+            Reason::NoRoute => "no_route",
         }
     }
 
@@ -80,7 +84,7 @@ impl std::fmt::Display for Reason {
 
 /// The CLI help of `--reason` (kept equal to [`Reason::ALL`] by a test).
 pub const REASON_HELP: &str = "DLQ reason: permanent_error, max_attempts_exceeded, malformed, \
-                               max_deliveries_exceeded.";
+                               max_deliveries_exceeded, no_route.";
 
 /// Longest `dlq_error` kept.
 pub const MAX_ERROR_LEN: usize = 1000;

@@ -57,9 +57,11 @@ pub(crate) struct Retry {
     pub fields: Vec<(String, String)>,
     /// When it is due (epoch ms).
     pub due_ms: u64,
-    /// Counted as `retried` in this type's metrics once stored; `None` for a reschedule
-    /// that uses no attempt (open breaker).
-    pub counted_in: Option<Arc<TypeFacts>>,
+    /// The counter to increment once stored: the type's `events_total{outcome="retried"}`
+    /// for a retry that used an attempt, `handed_on_total` for an event handed on for want
+    /// of a route; `None` for a reschedule by an open breaker (`breaker_rejected_total`
+    /// counted it when deciding).
+    pub counted_in: Option<IntCounter>,
 }
 
 /// A dead letter and what its DLQ entry says.

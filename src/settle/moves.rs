@@ -32,8 +32,8 @@ pub(crate) async fn settle(settler: &Settler, entry: &Entry, action: Move, recor
     }
     match action {
         Move::Retry(r) => {
-            if let Some(facts) = r.counted_in {
-                facts.retried.inc();
+            if let Some(counter) = r.counted_in {
+                counter.inc();
             }
         }
         Move::DeadLetter(d) => count_dead_letter(settler, &d),

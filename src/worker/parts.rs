@@ -206,6 +206,11 @@ impl Parts {
             fields_dropped: self.metrics.fields_dropped_total.clone(),
             env: self.env().to_string(),
             group: self.group().to_string(),
+            no_route_grace: self.cfg.no_route_grace,
+            handed_on: self
+                .metrics
+                .handed_on_total
+                .with_label_values(&[self.env(), self.group()]),
         }
     }
 

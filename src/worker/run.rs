@@ -146,6 +146,7 @@ fn start_series(cfg: &Config, metrics: &Metrics) {
     for counter in [
         &metrics.retries_forwarded_total,
         &metrics.groups_recreated_total,
+        &metrics.handed_on_total,
     ] {
         counter.with_label_values(&[env, group]).inc_by(0);
     }

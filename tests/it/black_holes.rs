@@ -142,11 +142,12 @@ fn unconsumed_streams_are_reported_in_health_check_metrics_and_the_log_once() {
 }
 
 /// The reasons every `event_worker_dead_lettered_total` series of a type starts with.
-const REASONS: [&str; 4] = [
+const REASONS: [&str; 5] = [
     "permanent_error",
     "max_attempts_exceeded",
     "malformed",
     "max_deliveries_exceeded",
+    "no_route",
 ];
 
 /// Asserts the dead-letter and outcome counters of `ty` exist, at 0 for dead letters.

@@ -51,6 +51,7 @@ mod redis_errors;
 mod redis_faults;
 mod redis_restart;
 mod retry;
+mod rolling_deploy;
 mod security;
 mod settle_counting;
 mod shutdown;

@@ -54,7 +54,7 @@ pub struct ReplayReport {
 }
 
 /// The event's fields for its replay: `dlq_*`, `attempt` and `origin_entry_id` replaced;
-/// `replay_count` incremented.
+/// `replay_count` incremented; `unrouted_since` dropped (a replay starts a new grace).
 fn replay_fields(e: &DlqEntry) -> Vec<(String, String)> {
     let count: u64 = e.get("replay_count").parse().unwrap_or(0);
     let mut fields: Vec<(String, String)> = e
@@ -65,6 +65,7 @@ fn replay_fields(e: &DlqEntry) -> Vec<(String, String)> {
                 && k != field::ATTEMPT
                 && k != field::ORIGIN_ENTRY_ID
                 && k != "replay_count"
+                && k != field::UNROUTED_SINCE
         })
         .cloned()
         .collect();
@@ -237,6 +238,7 @@ mod tests {
                 ("dlq_reason", "r"),
                 ("dlq_entry_id", "1-0"),
                 ("replay_count", "1"),
+                ("unrouted_since", "1000"),
             ],
         );
         let f = replay_fields(&e);
@@ -244,5 +246,6 @@ mod tests {
         assert_eq!(lookup(&f, "origin_entry_id"), Some("1-0"));
         assert_eq!(lookup(&f, "replay_count"), Some("2"));
         assert!(f.iter().all(|(k, _)| !k.starts_with("dlq_")));
+        assert_eq!(lookup(&f, "unrouted_since"), None);
     }
 }
