@@ -40,6 +40,9 @@ pub struct Metrics {
     pub handed_on_total: IntCounterVec,
     /// `event_worker_redis_errors_total{env,op}`: failed Redis operations by kind.
     pub redis_errors_total: IntCounterVec,
+    /// `event_worker_redis_refused_writes_total{env,cause}`: commands Redis refused;
+    /// cause = oom|readonly|misconf (see `redis::refusals`).
+    pub redis_refused_writes_total: IntCounterVec,
     /// `event_worker_history_dropped_total{env}`: history records not written.
     pub history_dropped_total: IntCounterVec,
     /// `event_worker_fields_dropped_total{env,type}`: producer fields not passed on to HTTP
@@ -198,6 +201,12 @@ impl Metrics {
                 "event_worker_redis_errors_total",
                 "Failed Redis operations.",
                 &["env", "op"],
+            ),
+            redis_refused_writes_total: counter(
+                &r,
+                "event_worker_redis_refused_writes_total",
+                "Writes Redis refused: out of memory, read-only replica, failed RDB save.",
+                &["env", "cause"],
             ),
             history_dropped_total: counter(
                 &r,

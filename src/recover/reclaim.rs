@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use prometheus::{IntCounter, IntCounterVec};
 
@@ -158,6 +158,16 @@ async fn reclaim_once(
     tracker: &TaskTracker,
     stop: &CancellationToken,
 ) -> Result<(), StoreError> {
+    // Refused writes (OOM, ...) hit every worker of the env alike: a peer's heartbeat that
+    // lapsed then says nothing about that peer, and a claimed entry could not be settled
+    // either. Claim nothing while this worker's own writes were refused within a heartbeat_ttl.
+    if let Some((cause, _)) = reclaimer.store.refusals().recent(reclaimer.heartbeat_ttl) {
+        debug!(
+            cause = cause.label(),
+            "not reclaiming: Redis refuses this worker's writes"
+        );
+        return Ok(());
+    }
     for stream in reclaimer.streams.keys_and(&reclaimer.redeliver) {
         if stop.is_cancelled() {
             return Ok(());

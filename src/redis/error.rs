@@ -24,6 +24,12 @@ pub enum RedisErrorKind {
     Auth,
     /// The user may not run the command or touch the key (`NOPERM`).
     NoPerm,
+    /// Used memory reached `maxmemory` under `noeviction`: writes are refused (`OOM`).
+    Oom,
+    /// The server is a read-only replica (`READONLY`).
+    ReadOnly,
+    /// The last RDB save failed and `stop-writes-on-bgsave-error` refuses writes (`MISCONF`).
+    Misconf,
     /// TLS setup or handshake failed (certificates, names).
     Tls,
     /// The connection failed or was cut.
@@ -52,6 +58,11 @@ impl RedisErrorKind {
             "WRONGTYPE" => Self::WrongType,
             "NOAUTH" | "WRONGPASS" => Self::Auth,
             "NOPERM" => Self::NoPerm,
+            "OOM" => Self::Oom,
+            "READONLY" => Self::ReadOnly,
+            "MISCONF" => Self::Misconf,
+            // A script's write refused for memory, as older servers wrap it.
+            "ERR" if details.contains("OOM command not allowed") => Self::Oom,
             "ERR" if details.trim_end() == "ERR no such key" => Self::NoSuchKey,
             _ => return None,
         })
@@ -250,6 +261,21 @@ fn describe(kind: RedisErrorKind, op: &str, details: &str, at: &At) -> String {
              redis_url / REDIS_URL or redis_password_file"
         ),
         K::NoPerm => no_perm(op, details, server),
+        K::Oom => format!(
+            "Redis at {server} refuses writes: OOM, used memory reached maxmemory ({} refused): \
+             raise maxmemory (CONFIG SET maxmemory) or free memory; the worker retries by itself",
+            command_of(op)
+        ),
+        K::ReadOnly => format!(
+            "Redis at {server} refuses writes: READONLY, it is a read-only replica ({} refused): \
+             point redis_url at the primary",
+            command_of(op)
+        ),
+        K::Misconf => format!(
+            "Redis at {server} refuses writes: MISCONF, its last RDB save failed ({} refused): \
+             fix the disk or permissions of its dir (see the Redis log)",
+            command_of(op)
+        ),
         K::Tls => tls(details, at),
         K::Config => format!(
             "invalid Redis connection settings: {}",
@@ -388,6 +414,26 @@ mod tests {
             (ErrorKind::Auth, "WRONGPASS invalid", RedisErrorKind::Auth),
             (
                 ErrorKind::Unknown,
+                "OOM command not allowed when used memory > 'maxmemory'.",
+                RedisErrorKind::Oom,
+            ),
+            (
+                ErrorKind::Unknown,
+                "ERR Error running script: OOM command not allowed when used memory > 'maxmemory'",
+                RedisErrorKind::Oom,
+            ),
+            (
+                ErrorKind::Unknown,
+                "READONLY You can't write against a read only replica.",
+                RedisErrorKind::ReadOnly,
+            ),
+            (
+                ErrorKind::Unknown,
+                "MISCONF Redis is configured to save RDB snapshots",
+                RedisErrorKind::Misconf,
+            ),
+            (
+                ErrorKind::Unknown,
                 "ERR NOGROUP mentioned",
                 RedisErrorKind::Other,
             ),
@@ -436,6 +482,14 @@ mod tests {
                 "XADD events:a:b"
             ),
             "the Redis ACL user lacks permission to run XADD (NOPERM) at redis.internal:6390: grant it, e.g. ACL SETUSER <user> +xadd (README \"Least-privilege Redis user\")"
+        );
+        assert_eq!(
+            text(
+                ErrorKind::Unknown,
+                "OOM command not allowed when used memory > 'maxmemory'.",
+                "EVALSHA abc"
+            ),
+            "Redis at redis.internal:6390 refuses writes: OOM, used memory reached maxmemory (EVALSHA refused): raise maxmemory (CONFIG SET maxmemory) or free memory; the worker retries by itself"
         );
         assert_eq!(
             text(ErrorKind::Timeout, "Request timed out.", "XADD events:a:b"),

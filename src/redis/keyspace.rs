@@ -5,12 +5,13 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
-use crate::redis::error::StoreError;
+use crate::redis::error::{RedisErrorKind, StoreError};
 use crate::redis::store::Store;
 use crate::redis::streams::text;
 
 impl Store {
-    /// Sets the heartbeat key with a TTL.
+    /// Sets the heartbeat key with a TTL; out of memory (SET refused), extends the existing
+    /// key's TTL with PEXPIRE instead.
     ///
     /// # Errors
     /// Redis errors.
@@ -26,7 +27,18 @@ impl Store {
             "PX".into(),
             (ttl.as_millis() as i64).into(),
         ];
-        self.call("SET", args).await.map(|_| ())
+        match self.call("SET", args).await {
+            // Out of memory, SET is refused but PEXPIRE is not (it adds nothing): the key of
+            // a live worker keeps living, so peers do not take its entries over.
+            Err(e) if e.kind == RedisErrorKind::Oom => {
+                let ttl = (ttl.as_millis() as i64).into();
+                match self.call("PEXPIRE", vec![key.into(), ttl]).await {
+                    Ok(Value::Integer(1)) => Ok(()),
+                    _ => Err(e),
+                }
+            }
+            other => other.map(|_| ()),
+        }
     }
 
     /// Deletes a key this worker owns (its heartbeat on a clean stop).

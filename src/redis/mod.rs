@@ -1,12 +1,14 @@
 //! The only Redis caller: the connection (`store`), stream commands (`streams`), plain keys
 //! (`keyspace`), the Lua moves loaded once (`moves`), operator reads (`admin`), channel
-//! subscriptions (`pubsub`), the TLS setup (`tls`) and the typed error (`error`).
+//! subscriptions (`pubsub`), the TLS setup (`tls`), the typed error (`error`) and the
+//! record of refused writes (`refusals`).
 
 pub(crate) mod admin;
 pub(crate) mod error;
 pub(crate) mod keyspace;
 pub(crate) mod moves;
 pub(crate) mod pubsub;
+pub(crate) mod refusals;
 pub(crate) mod store;
 pub(crate) mod streams;
 pub(crate) mod tls;

@@ -16,6 +16,7 @@ use fred::types::{ClusterHash, CustomCommand, Value};
 use crate::config::Config;
 use crate::model::secret::RedisUrl;
 pub(crate) use crate::redis::error::{RedisErrorKind, StoreError};
+use crate::redis::refusals::Refusals;
 pub(crate) use crate::redis::streams::{parse_entries, text};
 
 /// One stream entry as read or claimed.
@@ -48,6 +49,8 @@ pub struct Store {
     url: RedisUrl,
     /// The last connection error fred reported, until it reconnects.
     last_error: Arc<Mutex<Option<StoreError>>>,
+    /// Where refused writes (OOM, READONLY, ...) are recorded (see `redis::refusals`).
+    refusals: Arc<Refusals>,
     pub(super) move_to_stream: Script,
     pub(super) move_to_retry: Script,
     pub(super) forward_due: Script,
@@ -125,6 +128,7 @@ impl Store {
             reader,
             url,
             last_error,
+            refusals: Arc::default(),
             move_to_stream: Script::from_lua(MOVE_TO_STREAM),
             move_to_retry: Script::from_lua(MOVE_TO_RETRY),
             forward_due: Script::from_lua(FORWARD_DUE),
@@ -141,9 +145,23 @@ impl Store {
             .clone()
     }
 
-    /// A fred error of `op` as a [`StoreError`]: classified, password scrubbed.
+    /// This store recording its refused writes into `refusals` (a worker's `Health` holds it).
+    pub fn recording_refusals(mut self, refusals: Arc<Refusals>) -> Store {
+        self.refusals = refusals;
+        self
+    }
+
+    /// The refused writes of this store.
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
+    }
+
+    /// A fred error of `op` as a [`StoreError`]: classified, password scrubbed; a refused
+    /// write is recorded in [`Store::refusals`].
     pub(crate) fn error(&self, op: impl Into<String>, e: fred::error::Error) -> StoreError {
-        StoreError::from_fred(&self.url, op, &e)
+        let error = StoreError::from_fred(&self.url, op, &e);
+        self.refusals.record(error.kind);
+        error
     }
 
     pub(crate) async fn call(

@@ -26,6 +26,8 @@ pub struct Health {
     pub discovery: std::sync::Mutex<crate::recover::discovery::Issues>,
     /// The last Redis connection error in plain words; `None` once Redis answers.
     pub redis_error: std::sync::Mutex<Option<String>>,
+    /// Writes Redis refused (OOM, READONLY, ...), recorded by the worker's `Store`.
+    pub refusals: std::sync::Arc<crate::redis::refusals::Refusals>,
 }
 
 impl Health {
@@ -37,11 +39,14 @@ impl Health {
         }
     }
 
-    /// Ready: Redis answers and the consumer has read within `window`.
+    /// Ready: Redis answers and the consumer has read within `window`, or Redis refused a
+    /// write within `window` (OOM and the like stall every instance alike: taking this one out
+    /// of service would not help).
     pub fn ready(&self, window: Duration) -> bool {
         self.redis_up.load(Ordering::Relaxed)
             && self.consuming.load(Ordering::Relaxed)
-            && now_ms().saturating_sub(self.last_read_ms.load(Ordering::Relaxed))
+            && (now_ms().saturating_sub(self.last_read_ms.load(Ordering::Relaxed))
                 <= window.as_millis() as u64
+                || self.refusals.recent(window).is_some())
     }
 }

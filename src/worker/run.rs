@@ -59,6 +59,10 @@ pub async fn run(
     };
     redis_up.set(1);
     start_series(&cfg, &metrics);
+    let store = store.recording_refusals(health.refusals.clone());
+    health
+        .refusals
+        .bind(&metrics.redis_refused_writes_total, &cfg.env);
     health.redis_up.store(true, Ordering::Relaxed);
     prepare(&store, &Keys::new(&cfg.env)).await?;
     let parts = Parts::start(cfg, store.clone(), routes, metrics, notices, &health, &life);

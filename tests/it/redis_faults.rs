@@ -264,3 +264,146 @@ fn t19_debug_sleep_stall() {
         "health took {health_took:?} while Redis was stalled"
     );
 }
+
+/// T60: Redis out of memory (`maxmemory` reached under `noeviction`) with two workers and
+/// events in flight: health turns `degraded` with `redis_refuses_writes`, `/readyz` stays
+/// ready, the refused writes are counted by cause, both heartbeats stay alive and no entry
+/// is claimed from a live consumer; once memory is raised everything drains, nothing lost,
+/// and health is `ok` again.
+#[test]
+fn t60_out_of_memory_is_degraded_without_takeovers() {
+    let mut s = Scenario::new("T60")
+        .types(&[TY])
+        .workers(2)
+        .sink(Action::delayed(200, Duration::from_millis(1000)))
+        .config(|c| c.concurrency = 2)
+        .start();
+    let env = s.env.clone();
+    let addrs: Vec<String> = s.workers.iter().map(|w| w.config.api_addr()).collect();
+    let anon = s.api(None);
+    for i in 0..24 {
+        assert!(s.publish(&format!("oom-{i:02}")));
+    }
+    s.wait_load(2);
+    // maxmemory just above the memory in use, a filler key grown in 64 KiB steps until Redis
+    // refuses it, then maxmemory 256 KiB under the memory now in use (so freed client buffers
+    // cannot lift the refusal): every write that could grow memory is refused with OOM.
+    let used = info_field(&s.redis, "memory", "used_memory").unwrap_or(0);
+    s.redis.cmd(&[
+        "CONFIG",
+        "SET",
+        "maxmemory",
+        &(used + 256 * 1024).to_string(),
+    ]);
+    let chunk = "x".repeat(64 * 1024);
+    let full = (0..64).any(|_| {
+        let r = s.redis.try_cmd(&["APPEND", "t60:filler", &chunk]);
+        format!("{r:?}").contains("OOM command not allowed")
+    });
+    assert!(full, "the filler never reached maxmemory");
+    let used = info_field(&s.redis, "memory", "used_memory").unwrap_or(0);
+    s.redis.cmd(&[
+        "CONFIG",
+        "SET",
+        "maxmemory",
+        &(used - 256 * 1024).to_string(),
+    ]);
+    let probe = s.redis.try_cmd(&["SET", "t60:probe", "1"]);
+    assert!(
+        format!("{probe:?}").contains("OOM command not allowed"),
+        "the filler did not fill memory: {probe:?}"
+    );
+    let oom_at = Instant::now();
+    let (mut degraded, mut heartbeats, mut ready) = (None, Vec::new(), Vec::new());
+    let (mut refusing, mut statuses) = (Vec::new(), Vec::new());
+    while oom_at.elapsed() < Duration::from_secs(5) {
+        let h = anon.get("/api/events/health").json();
+        if degraded.is_none() && h["status"] == json!("degraded") {
+            degraded = Some((oom_at.elapsed(), h.clone()));
+        }
+        let probe = s.redis.try_cmd(&["SET", "t60:probe", "1"]);
+        refusing.push(format!("{probe:?}").contains("OOM command not allowed"));
+        statuses.push(h["status"].as_str().unwrap_or("").to_string());
+        let beats = s
+            .redis
+            .scan_keys(&format!("events:{env}:heartbeat:*"))
+            .len();
+        heartbeats.push(beats);
+        for addr in &addrs {
+            ready.push(http_get(addr, "/readyz").map_or(0, |(code, _)| code));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let scrape = parse_metrics(&s.w().metrics());
+    s.redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    eprintln!(
+        "[T60] during OOM: health {statuses:?}; heartbeat keys {heartbeats:?}; /readyz {ready:?}"
+    );
+    let (took, h) = degraded.expect("health never said degraded while Redis refused writes");
+    let reasons = h["reasons"].as_array().unwrap();
+    let reason = reasons
+        .iter()
+        .find(|r| r["code"] == json!("redis_refuses_writes"))
+        .unwrap_or_else(|| panic!("no redis_refuses_writes reason: {h}"));
+    let message = reason["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "Redis refuses writes: OOM (used memory reached maxmemory, maxmemory-policy \
+             noeviction), last "
+        ) && message.ends_with(
+            "ms ago: raise maxmemory (CONFIG SET maxmemory) or free memory (trim the DLQ and \
+             the streams); processing waits and resumes by itself"
+        ),
+        "{message}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "degraded only after {took:?}"
+    );
+    assert!(ready.iter().all(|c| *c == 200), "/readyz answers {ready:?}");
+    assert!(
+        heartbeats.iter().all(|n| *n == 2),
+        "live heartbeat keys during OOM: {heartbeats:?}"
+    );
+    assert!(
+        refusing.iter().all(|r| *r),
+        "writes were not refused throughout: {refusing:?}"
+    );
+    let first = statuses.iter().position(|s| s == "degraded").unwrap_or(0);
+    assert!(
+        statuses[first..].iter().all(|s| s == "degraded"),
+        "health during OOM: {statuses:?}"
+    );
+    let refused = |cause| {
+        sum(
+            &scrape,
+            "event_worker_redis_refused_writes_total",
+            &[("cause", cause)],
+        )
+    };
+    assert!(refused("oom") > 0.0, "no refused write counted");
+    assert_eq!(
+        samples(
+            &scrape,
+            "event_worker_redis_refused_writes_total",
+            &[("cause", "readonly")]
+        )
+        .len(),
+        1
+    );
+    let rep = s.conserved(Close::default());
+    let reclaimed: f64 = s
+        .scrapes()
+        .iter()
+        .map(|m| sum(m, "event_worker_reclaimed_total", &[]))
+        .sum();
+    assert_eq!(reclaimed, 0.0, "entries claimed from a live consumer");
+    wait_until("health ok after OOM", Duration::from_secs(8), || {
+        anon.get("/api/events/health").json()["status"] == json!("ok")
+    });
+    eprintln!(
+        "[T60] degraded after {took:?}; refused oom {}; heartbeats {heartbeats:?}; {}",
+        refused("oom"),
+        rep.summary()
+    );
+}

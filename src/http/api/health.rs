@@ -23,6 +23,7 @@ use crate::http::api::ApiError;
 use crate::http::state::{ApiState, WorkerView};
 use crate::ops::backlog::Backlog;
 use crate::recover::unconsumed;
+use crate::redis::refusals;
 use crate::worker::health::Health;
 use crate::worker::sampler::Sample;
 
@@ -74,6 +75,9 @@ pub async fn health(State(state): State<ApiState>) -> Result<Response, ApiError>
         .map(|i| i.clone())
         .unwrap_or_default();
     let mut reasons = redis_reasons(policy.as_deref(), latency);
+    if let Some((cause, age)) = state.health.refusals.recent(refusals::RECENT) {
+        reasons.push(("redis_refuses_writes", cause.message(age)));
+    }
     reasons.extend(issues.reasons());
     if !state.health.consuming.load(Ordering::Relaxed) {
         reasons.push((
