@@ -57,6 +57,20 @@ pub struct RetryMove<'a> {
     pub member: &'a str,
 }
 
+/// How long a move's guard outlives a refused acknowledgement (7 days): the retried move
+/// (by this consumer or one that claimed the entry) finds it and adds nothing.
+const GUARD_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// The guard of a move to `dest`: `<dest>:moved:{<dest>}:<group>:<stream>:<entry id>`, under
+/// the env prefix and in the destination's hash slot. It exists only between a move whose
+/// XACK was refused and its successful retry.
+fn guard_key(dest: &str, from: &PendingSource<'_>) -> String {
+    format!(
+        "{dest}:moved:{{{dest}}}:{}:{}:{}",
+        from.group, from.stream, from.entry_id
+    )
+}
+
 impl Store {
     /// Atomically appends the move's fields to its destination stream and acknowledges the
     /// entry, only if the entry is still pending on the move's consumer. Returns the new
@@ -66,15 +80,20 @@ impl Store {
     /// Redis errors; nothing moved then.
     pub async fn move_to_stream(&self, m: &StreamMove<'_>) -> Result<Option<String>, StoreError> {
         let from = &m.from;
-        let mut args: Vec<Value> = Vec::with_capacity(4 + m.fields.len() * 2);
+        let mut args: Vec<Value> = Vec::with_capacity(5 + m.fields.len() * 2);
         from.push_args(&mut args);
+        args.push(GUARD_TTL_MS.into());
         for (k, v) in m.fields {
             args.push(k.as_str().into());
             args.push(v.as_str().into());
         }
         let reply: Value = self
             .move_to_stream
-            .evalsha_with_reload(&self.cmd, vec![m.dest, from.stream], args)
+            .evalsha_with_reload(
+                &self.cmd,
+                vec![m.dest, from.stream, &guard_key(m.dest, from)],
+                args,
+            )
             .await
             .map_err(|e| {
                 let op = format!("move {} {} -> {}", from.stream, from.entry_id, m.dest);

@@ -76,3 +76,60 @@ fn a_dead_letter_whose_move_failed_is_counted_once_after_redelivery() {
     );
     assert_eq!(s.redis.xlen(&dlq), 1);
 }
+
+/// T65: a dead-letter move whose XACK is refused (the worker's user loses XACK for a while)
+/// keeps its DLQ entry, and its retries add nothing: one DLQ entry, counted once, the guard
+/// gone. Before the guard, every retry of the script added the entry again.
+#[test]
+fn t65_a_refused_xack_does_not_multiply_dlq_entries() {
+    let mut s = Scenario::new("T65").env("t65").types(&[TY]).start();
+    s.sink.script(
+        "perm-x",
+        vec![Action::delayed(400, Duration::from_millis(800))],
+    );
+    s.publish("perm-x");
+    wait_until("the handler runs", Duration::from_secs(15), || {
+        s.sink.in_progress() == 1
+    });
+    s.redis.cmd(&["ACL", "SETUSER", "default", "-xack"]);
+    let dlq = dlq_key(&s.env);
+    wait_until(
+        "the move ran and its XACK was refused",
+        Duration::from_secs(10),
+        // Inside a script the refusal reads "The user executing the script can't run this
+        // command", not NOPERM.
+        || s.redis.xlen(&dlq) >= 1 && s.workers[0].logs().contains("can't run this command"),
+    );
+    // Several retries of the move meet the refusal (backoff 200 ms, 400 ms, ...).
+    std::thread::sleep(Duration::from_secs(2));
+    let during = s.redis.xlen(&dlq);
+    s.redis.cmd(&["ACL", "SETUSER", "default", "+xack"]);
+    wait_until("acknowledged", Duration::from_secs(20), || {
+        drained(&s.redis, &s.env, "group", &[TY])
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        (during, s.redis.xlen(&dlq)),
+        (1, 1),
+        "one DLQ entry while XACK was refused and after\n{}",
+        s.w().logs()
+    );
+    let guards = s.redis.scan_keys("events:t65:dlq:moved:*");
+    assert!(
+        guards.is_empty(),
+        "the move's guard is removed once it lands: {guards:?}"
+    );
+    let m = parse_metrics(&s.w().metrics());
+    let want = [
+        ("env", "t65"),
+        ("group", "group"),
+        ("type", TY),
+        ("outcome", "dead_lettered"),
+    ];
+    assert_eq!(sum(&m, "event_worker_events_total", &want), 1.0);
+    assert_eq!(
+        s.sink.requests_for("perm-x").len(),
+        1,
+        "the handler ran once"
+    );
+}
