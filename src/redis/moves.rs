@@ -62,8 +62,8 @@ pub struct RetryMove<'a> {
 const GUARD_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// The guard of a move to `dest`: `<dest>:moved:{<dest>}:<group>:<stream>:<entry id>`, under
-/// the env prefix and in the destination's hash slot. It exists only between a move whose
-/// XACK was refused and its successful retry.
+/// the env prefix and in the destination's hash slot. It is written only when a move's XACK
+/// was refused, and deleted by the retry that completes the move.
 fn guard_key(dest: &str, from: &PendingSource<'_>) -> String {
     format!(
         "{dest}:moved:{{{dest}}}:{}:{}:{}",

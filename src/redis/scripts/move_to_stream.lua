@@ -1,20 +1,22 @@
 -- Moves a pending entry to a stream (the DLQ): destination first, source second, atomically,
--- and idempotently: a move whose XACK was refused (an ACL change, say) leaves its new entry
--- and a guard holding that entry's id; the retried move finds the guard and adds nothing.
+-- and idempotently: Redis keeps the XADD of a script whose XACK is refused (an ACL change,
+-- say), so a refused XACK leaves a guard holding the new entry's id, and the retried move
+-- finds it and only acknowledges. The common path adds one GET.
 -- KEYS[1] destination stream   KEYS[2] source stream   KEYS[3] guard (string, with a TTL)
 -- ARGV[1] group   ARGV[2] source entry id   ARGV[3] consumer that must own the entry
 -- ARGV[4] '1' to XDEL the source entry too (redeliver stream)   ARGV[5] guard TTL (ms)
 -- ARGV[6..] field, value, ...
 -- Returns the new entry id, or false when the entry is no longer pending on this consumer
--- (another consumer claimed it, so it is that consumer's to finish).
+-- (another consumer claimed it, so it is that consumer's to finish), or the XACK's error.
 local p = redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 or p[1][2] ~= ARGV[3] then return false end
-local id = redis.call('GET', KEYS[3])
-if not id then
-  id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 6))
-  redis.call('SET', KEYS[3], id, 'PX', ARGV[5])
+local guarded = redis.call('GET', KEYS[3])
+local id = guarded or redis.call('XADD', KEYS[1], '*', unpack(ARGV, 6))
+local acked = redis.pcall('XACK', KEYS[2], ARGV[1], ARGV[2])
+if type(acked) == 'table' and acked.err then
+  if not guarded then redis.call('SET', KEYS[3], id, 'PX', ARGV[5]) end
+  return acked
 end
-redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 if ARGV[4] == '1' then redis.call('XDEL', KEYS[2], ARGV[2]) end
-redis.call('DEL', KEYS[3])
+if guarded then redis.call('DEL', KEYS[3]) end
 return id
