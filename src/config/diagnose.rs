@@ -306,7 +306,10 @@ mod tests {
     #[test]
     fn quoted_lines_hide_passwords_and_header_values() {
         assert_eq!(
-            redact_line(r#"redis_url = "redis://u:hunter2@h:6379"#, false),
+            redact_line(
+                r#"redis_url = "redis://u:placeholder-password@h:6379"#,
+                false
+            ),
             r#"redis_url = "redis://u:***@h:6379"#
         );
         assert_eq!(

@@ -445,7 +445,7 @@ mod tests {
 
     #[test]
     fn messages_are_plain_words_with_host_port_and_no_password() {
-        let url = RedisUrl::parse("redis://:s3cret-pw@redis.internal:6390").unwrap();
+        let url = RedisUrl::parse("redis://:placeholder-password@redis.internal:6390").unwrap();
         let text = |k: ErrorKind, details: &str, op: &str| {
             StoreError::from_fred(&url, op, &Error::new(k, details.to_string())).to_string()
         };
@@ -465,7 +465,7 @@ mod tests {
         );
         let wrongpass = text(
             ErrorKind::Auth,
-            "WRONGPASS invalid username-password pair s3cret-pw",
+            "WRONGPASS invalid username-password pair placeholder-password",
             connect,
         );
         assert!(
@@ -474,7 +474,7 @@ mod tests {
             ),
             "{wrongpass}"
         );
-        assert!(!wrongpass.contains("s3cret-pw"), "{wrongpass}");
+        assert!(!wrongpass.contains("placeholder-password"), "{wrongpass}");
         assert_eq!(
             text(
                 ErrorKind::Unknown,
