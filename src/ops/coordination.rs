@@ -7,7 +7,7 @@
 //! a missed notice only means discovery finds the type at its next pass.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -41,7 +41,7 @@ pub mod kind {
 
 /// Stream keys this process announced; cleared when it reaches [`MAX_ANNOUNCED`] (then a
 /// type may be announced again, which costs one PUBLISH and a discovery pass at most).
-static ANNOUNCED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+static ANNOUNCED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
 
 /// Most stream keys remembered as announced.
 const MAX_ANNOUNCED: usize = 10_000;
@@ -53,7 +53,6 @@ pub async fn announce_type(store: &Store, keys: &Keys, event_type: &str) {
     let stream = keys.stream(event_type);
     let first = match ANNOUNCED.lock() {
         Ok(mut set) => {
-            let set = set.get_or_insert_with(HashSet::new);
             if set.len() >= MAX_ANNOUNCED {
                 set.clear();
             }

@@ -75,22 +75,14 @@ fn unconsumed_streams_are_reported_in_health_check_metrics_and_the_log_once() {
         "{h}"
     );
     let m = s.workers[0].metrics();
-    assert_eq!(
-        gauge(&m, "event_worker_unconsumed_streams", "invalid_type"),
-        1.0
-    );
-    assert_eq!(
-        gauge(&m, "event_worker_unconsumed_entries", "invalid_type"),
-        3.0
-    );
-    assert_eq!(
-        gauge(&m, "event_worker_unconsumed_streams", "no_group"),
-        1.0
-    );
-    assert_eq!(
-        gauge(&m, "event_worker_unconsumed_entries", "no_group"),
-        2.0
-    );
+    for (name, cause, want) in [
+        ("event_worker_unconsumed_streams", "invalid_type", 1.0),
+        ("event_worker_unconsumed_entries", "invalid_type", 3.0),
+        ("event_worker_unconsumed_streams", "no_group", 1.0),
+        ("event_worker_unconsumed_entries", "no_group", 2.0),
+    ] {
+        assert_eq!(gauge(&m, name, cause), want, "{name}{{cause={cause}}}");
+    }
 
     let out = cli(&s.cfg, &["check"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -131,14 +123,12 @@ fn unconsumed_streams_are_reported_in_health_check_metrics_and_the_log_once() {
         health(&api)["status"] == json!("ok")
     });
     let m = s.workers[0].metrics();
-    assert_eq!(
-        gauge(&m, "event_worker_unconsumed_streams", "invalid_type"),
-        0.0
-    );
-    assert_eq!(
-        gauge(&m, "event_worker_unconsumed_entries", "no_group"),
-        0.0
-    );
+    for (name, cause) in [
+        ("event_worker_unconsumed_streams", "invalid_type"),
+        ("event_worker_unconsumed_entries", "no_group"),
+    ] {
+        assert_eq!(gauge(&m, name, cause), 0.0, "{name}{{cause={cause}}}");
+    }
 }
 
 /// The reasons every `event_worker_dead_lettered_total` series of a type starts with.
