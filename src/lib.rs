@@ -27,6 +27,7 @@
 //! - `worker`: `builder` (the embedding API), `routes`, `run`, `parts` (start-up handles,
 //!   split into each role's own), `lifecycle` (one root token, the stop order), `role` (the
 //!   background loop shape), `ping`, `health` (readiness facts).
+//! - `push`: real-time push to apps (channels, history, SSE and WebSocket, app tokens).
 //! - `metrics`: the one metric catalogue. [`cli`]: the `event-worker` commands.
 //!
 //! # Embedding
@@ -57,6 +58,7 @@ pub(crate) mod model;
 pub(crate) mod ops;
 #[cfg(test)]
 mod proptests;
+pub(crate) mod push;
 pub(crate) mod recover;
 pub(crate) mod redis;
 pub(crate) mod settle;

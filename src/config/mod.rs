@@ -14,6 +14,7 @@
 //! ([`Config::resolve_signing_secrets`], the handler factory), so operator commands run
 //! without the webhook secrets.
 
+mod apps;
 mod connection;
 mod defaults;
 mod diagnose;
@@ -21,6 +22,7 @@ mod env;
 mod error;
 mod health;
 mod parse;
+mod push;
 mod raw;
 mod route;
 #[cfg(test)]
@@ -30,9 +32,11 @@ mod validate;
 
 use std::path::Path;
 
+pub use apps::AppsConfig;
 pub use error::ConfigError;
 pub use health::HealthConfig;
 pub use parse::{format_duration, parse_duration};
+pub use push::PushConfig;
 pub use types::{BreakerConfig, Config, HandlerKind, HistoryConfig, RetryConfig, RouteConfig};
 
 impl Config {

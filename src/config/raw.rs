@@ -47,6 +47,10 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub health: super::health::RawHealth,
     #[serde(default)]
+    pub push: super::push::RawPush,
+    #[serde(default)]
+    pub apps: super::apps::RawApps,
+    #[serde(default)]
     pub routes: Vec<RawRoute>,
 }
 

@@ -70,6 +70,10 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[health]`: the thresholds of a `degraded` health status.
     pub health: super::HealthConfig,
+    /// `[push]`: real-time push to apps (channels, history, listener).
+    pub push: super::PushConfig,
+    /// `[apps]`: app tokens (JWT grants) and allowed browser origins.
+    pub apps: super::AppsConfig,
     /// `[[routes]]`, in file order; the first route whose pattern matches a type serves it.
     pub routes: Vec<RouteConfig>,
 }

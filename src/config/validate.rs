@@ -39,6 +39,8 @@ pub(super) fn validate(
     let retention = retention(&mut c, &raw);
     let api = api(&mut c, &raw.api, lookup);
     let health = super::health::health(&mut c, &raw.health);
+    let push = super::push::push(&mut c, &raw.push);
+    let apps = super::apps::apps(&mut c, &raw.apps, lookup);
     let routes = raw
         .routes
         .into_iter()
@@ -77,6 +79,8 @@ pub(super) fn validate(
         retention_interval: retention.interval,
         api,
         health,
+        push,
+        apps,
         routes,
     })
 }
