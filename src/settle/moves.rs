@@ -82,7 +82,7 @@ async fn store_retry(settler: &Settler, entry: &Entry, r: &Retry) -> bool {
     let m = RetryMove {
         from: source(settler, entry),
         retry_key: &settler.retry_key,
-        due_ms: r.due_ms,
+        delay_ms: r.delay_ms,
         member: &member,
     };
     with_retries(settler, entry, || settler.store.move_to_retry(&m)).await
