@@ -110,3 +110,34 @@ fn t72_a_refused_xack_does_not_schedule_a_retry_twice() {
         "guards removed once acknowledged: {guards:?}"
     );
 }
+
+#[test]
+fn t73_a_user_refused_time_is_told_to_grant_it_and_retries_resume() {
+    let mut s = Scenario::new("T73")
+        .types(&[TY])
+        .config(|c| c.initial_backoff = "100ms".into())
+        .start();
+    s.sink
+        .script("retry-t", vec![Action::status(500), Action::ok()]);
+    s.redis.cmd(&["ACL", "SETUSER", "default", "-time"]);
+    s.publish("retry-t");
+    let want = format!(
+        "the Redis ACL user lacks permission to run TIME (NOPERM) at 127.0.0.1:{}: grant it, \
+         e.g. ACL SETUSER <user> +time (README \"Least-privilege Redis user\")",
+        s.redis.port
+    );
+    wait_until("the move names TIME", Duration::from_secs(10), || {
+        s.workers[0].output().contains(&want)
+    });
+    s.redis.cmd(&["ACL", "SETUSER", "default", "+time"]);
+    let retry = retry_key(&s.env, "group");
+    wait_until("delivered and drained", Duration::from_secs(20), || {
+        drained(&s.redis, &s.env, "group", &[TY]) && s.redis.zcard(&retry) == 0
+    });
+    assert_eq!(
+        s.sink.requests_for("retry-t").len(),
+        2,
+        "{}",
+        s.sink.ledger_dump()
+    );
+}

@@ -1,6 +1,7 @@
 -- Moves due retries of one group to its redeliver stream; safe to run from many instances
 -- at once because each member is added and removed inside this one script. "Due" is read on
--- Redis's clock (TIME), the clock every move_to_retry scheduled on, never a worker's own.
+-- Redis's clock (TIME), the clock every move_to_retry scheduled on, never a worker's own; a
+-- user refused TIME gets a NOPERM naming it.
 -- Idempotent: Redis keeps the XADD of a script whose ZREM is refused (an ACL change, say),
 -- so a refused ZREM leaves a guard (KEYS[3] .. sha1 of the member) and the next pass finds
 -- it and only removes the member. The common path adds one GET per member.
@@ -9,7 +10,10 @@
 -- A member is a JSON array [field, value, ...]. A member that is not one is forwarded as
 -- {retry_member = <text>} so that the consumer dead-letters it as malformed.
 -- Returns how many members moved, or the ZREM's error.
-local t = redis.call('TIME')
+local t = redis.pcall('TIME')
+if t.err then
+  return redis.error_reply("NOPERM this user has no permissions to run the 'time' command")
+end
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 for _, m in ipairs(due) do

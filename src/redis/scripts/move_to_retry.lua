@@ -3,7 +3,7 @@
 -- and the member may be forwarded and delivered before the move is retried, so a refused
 -- XACK leaves a guard and the retried move finds it and only acknowledges.
 -- The due time is Redis's clock (TIME) plus the delay, so every worker schedules on one
--- clock whatever its own says.
+-- clock whatever its own says; a user refused TIME gets a NOPERM naming it, before any write.
 -- KEYS[1] retry sorted set   KEYS[2] source stream   KEYS[3] guard (string, with a TTL)
 -- ARGV[1] group   ARGV[2] source entry id   ARGV[3] consumer that must own the entry
 -- ARGV[4] '1' to XDEL the source entry too   ARGV[5] delay (ms)   ARGV[6] member (JSON)
@@ -13,7 +13,10 @@ local p = redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
 local guarded = redis.call('GET', KEYS[3])
 if not guarded then
-  local t = redis.call('TIME')
+  local t = redis.pcall('TIME')
+  if t.err then
+    return redis.error_reply("NOPERM this user has no permissions to run the 'time' command")
+  end
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[6])
 end
