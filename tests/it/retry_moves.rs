@@ -113,7 +113,7 @@ fn t72_a_refused_xack_does_not_schedule_a_retry_twice() {
 
 #[test]
 fn t73_a_user_refused_time_is_told_to_grant_it_and_retries_resume() {
-    let mut s = Scenario::new("T73")
+    let s = Scenario::new("T73")
         .types(&[TY])
         .config(|c| c.initial_backoff = "100ms".into())
         .start();
