@@ -62,7 +62,7 @@ pub struct RetryMove<'a> {
 /// (by this consumer or one that claimed the entry) finds it and adds nothing.
 const GUARD_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 
-/// The guard of a move to `dest`: `<dest>:moved:{<dest>}:<group>:<stream>:<entry id>`, under
+/// The guard of a move to `dest` (the DLQ or a retry set): `<dest>:moved:{<dest>}:<group>:<stream>:<entry id>`, under
 /// the env prefix and in the destination's hash slot. It is written only when a move's XACK
 /// was refused, and deleted by the retry that completes the move.
 fn guard_key(dest: &str, from: &PendingSource<'_>) -> String {
@@ -134,7 +134,9 @@ impl Store {
 
     /// Moves up to `limit` retries due by Redis's clock (`TIME`) from `retry_key` to
     /// `redeliver_key`. A member whose `ZREM` is refused leaves a guard
-    /// ([`forward_guard_prefix`] + SHA-1 of the member) so the next pass does not add it again.
+    /// ([`forward_guard_prefix`] + SHA-1 of the member) holding its score, so a later pass
+    /// that finds it at that score only removes it (at another score it was added again: a
+    /// new retry, forwarded).
     ///
     /// # Errors
     /// Redis errors.

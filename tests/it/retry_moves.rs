@@ -141,3 +141,60 @@ fn t73_a_user_refused_time_is_told_to_grant_it_and_retries_resume() {
         s.sink.ledger_dump()
     );
 }
+
+/// The forward guard holds the member's score: the same member bytes added again while the
+/// guard stands (a retry rescheduled at the same attempt, e.g. by an open breaker) are a new
+/// retry and are forwarded, not taken for the one already forwarded.
+#[test]
+fn t74_a_member_added_again_after_a_refused_zrem_is_forwarded_again() {
+    let s = Scenario::new("T74")
+        .types(&[TY])
+        .setup(|r| {
+            r.cmd(&[
+                "ACL",
+                "SETUSER",
+                "worker",
+                "on",
+                ">t74-pass",
+                "~*",
+                "&*",
+                "+@all",
+                "-zrem",
+            ]);
+        })
+        .url(|r, _| format!("redis://worker:t74-pass@127.0.0.1:{}", r.port))
+        .config(|c| c.initial_backoff = "100ms".into())
+        .start();
+    s.sink
+        .script("again-1", vec![Action::status(500), Action::ok()]);
+    s.publish("again-1");
+    let retry = retry_key(&s.env, "group");
+    let guards = || s.redis.scan_keys("events:t74:retry:group:forwarded:*");
+    wait_until(
+        "the retry forwarded, its ZREM refused, delivered",
+        Duration::from_secs(10),
+        || s.sink.success_counts().get("again-1") == Some(&1) && guards().len() == 1,
+    );
+    let members = s.redis.zrange_withscores(&retry);
+    assert_eq!(
+        members.len(),
+        1,
+        "the member stays (ZREM refused): {members:?}"
+    );
+    // The same bytes, scheduled again (due at once).
+    s.redis.cmd(&["ZADD", &retry, "1", &members[0].0]);
+    wait_until("the new retry delivered", Duration::from_secs(10), || {
+        s.sink.requests_for("again-1").len() == 3
+    });
+    s.redis.cmd(&["ACL", "SETUSER", "worker", "+zrem"]);
+    wait_until("removed and drained", Duration::from_secs(10), || {
+        s.redis.zcard(&retry) == 0 && drained(&s.redis, &s.env, "group", &[TY])
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        (s.sink.requests_for("again-1").len(), guards()),
+        (3, Vec::<String>::new()),
+        "the failure, the first retry and the retry added again; no guard left\n{}",
+        s.sink.ledger_dump()
+    );
+}
