@@ -72,6 +72,8 @@ fn source<'a>(settler: &'a Settler, entry: &'a Entry) -> PendingSource<'a> {
 }
 
 async fn store_retry(settler: &Settler, entry: &Entry, r: &Retry) -> bool {
+    // Built once: every try of the move sends the same member bytes (a retried move whose
+    // XACK was refused adds nothing anyway: the script's guard, see `redis::moves`).
     let member = serde_json::to_string(
         &r.fields
             .iter()
