@@ -265,7 +265,7 @@ async fn decide_event(decider: &Decider, entry: &Entry, event: Event) -> Decisio
         );
         let retry = Retry {
             fields: next_fields(&event, entry, event.attempt, None),
-            due_ms: now_ms() + wait.as_millis() as u64,
+            delay_ms: wait.as_millis() as u64,
             counted_in: None,
         };
         return Decision {
@@ -341,7 +341,7 @@ fn judge(
             );
             let retry = Retry {
                 fields: next_fields(&event, entry, runs, None),
-                due_ms: now_ms() + delay.as_millis() as u64,
+                delay_ms: delay.as_millis() as u64,
                 counted_in: Some(facts.retried.clone()),
             };
             Decision {
@@ -409,7 +409,7 @@ fn no_route(decider: &Decider, entry: &Entry, event: Event, facts: &TypeFacts) -
     let jitter = rand::thread_rng().gen_range(0..=HAND_ON_DELAY.as_millis() as u64 / 4);
     let retry = Retry {
         fields: next_fields(&event, entry, event.attempt, Some(since.unwrap_or(now))),
-        due_ms: now + HAND_ON_DELAY.as_millis() as u64 + jitter,
+        delay_ms: HAND_ON_DELAY.as_millis() as u64 + jitter,
         counted_in: Some(decider.handed_on.clone()),
     };
     Decision {

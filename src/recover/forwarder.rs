@@ -1,13 +1,14 @@
 //! The scheduler is responsible for due retries: every `scheduler_interval` it moves the
 //! group's due members of `events:<env>:retry:<group>` to `events:<env>:redeliver:<group>`
-//! with one Lua script, so any number of instances can run it without double-moving.
+//! with one Lua script, so any number of instances can run it without double-moving. "Due" is
+//! read on Redis's clock inside the script (the clock the retries were scheduled on), so a
+//! worker whose own clock is off forwards nothing early or late.
 
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 use tracing::warn;
 
-use crate::model::time::now_ms;
 use crate::redis::store::Store;
 use crate::worker::role::{self, Role};
 
@@ -42,7 +43,7 @@ impl Role for Forwarder {
         for _ in 0..100 {
             match self
                 .store
-                .forward_due(&self.retry_key, &self.redeliver, now_ms(), BATCH)
+                .forward_due(&self.retry_key, &self.redeliver, BATCH)
                 .await
             {
                 Ok(moved) => {

@@ -51,8 +51,9 @@ pub struct RetryMove<'a> {
     pub from: PendingSource<'a>,
     /// The retry sorted set.
     pub retry_key: &'a str,
-    /// When it is due (epoch ms, the score).
-    pub due_ms: u64,
+    /// How long from now it is due: the script adds it to Redis's clock (`TIME`) for the
+    /// score, so every worker schedules on one clock.
+    pub delay_ms: u64,
     /// The member: the next delivery's fields as a JSON array.
     pub member: &'a str,
 }
@@ -61,7 +62,7 @@ pub struct RetryMove<'a> {
 /// (by this consumer or one that claimed the entry) finds it and adds nothing.
 const GUARD_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 
-/// The guard of a move to `dest`: `<dest>:moved:{<dest>}:<group>:<stream>:<entry id>`, under
+/// The guard of a move to `dest` (the DLQ or a retry set): `<dest>:moved:{<dest>}:<group>:<stream>:<entry id>`, under
 /// the env prefix and in the destination's hash slot. It is written only when a move's XACK
 /// was refused, and deleted by the retry that completes the move.
 fn guard_key(dest: &str, from: &PendingSource<'_>) -> String {
@@ -69,6 +70,12 @@ fn guard_key(dest: &str, from: &PendingSource<'_>) -> String {
         "{dest}:moved:{{{dest}}}:{}:{}:{}",
         from.group, from.stream, from.entry_id
     )
+}
+
+/// The prefix of the guards of forwarded retries: `<retry key>:forwarded:{<retry key>}:`,
+/// followed in the script by the SHA-1 of the member; in the retry set's hash slot.
+pub fn forward_guard_prefix(retry_key: &str) -> String {
+    format!("{retry_key}:forwarded:{{{retry_key}}}:")
 }
 
 impl Store {
@@ -102,27 +109,34 @@ impl Store {
         Ok(reply.as_str().map(|s| s.into_owned()))
     }
 
-    /// Atomically adds the move's member to its retry set at its due time and acknowledges
-    /// the entry, only if it is still pending on the move's consumer. Returns whether it
-    /// moved.
+    /// Atomically adds the move's member to its retry set, due `delay_ms` after Redis's
+    /// `TIME`, and acknowledges the entry, only if it is still pending on the move's
+    /// consumer. Idempotent like [`Store::move_to_stream`]: a refused XACK leaves a guard in
+    /// the retry set's slot, so a retried move only acknowledges. Returns whether it moved.
     ///
     /// # Errors
-    /// Redis errors; nothing moved then.
+    /// Redis errors; nothing moved then, or the member was added and the guard written.
     pub async fn move_to_retry(&self, m: &RetryMove<'_>) -> Result<bool, StoreError> {
         let from = &m.from;
-        let mut args: Vec<Value> = Vec::with_capacity(6);
+        let mut args: Vec<Value> = Vec::with_capacity(7);
         from.push_args(&mut args);
-        args.push((m.due_ms as i64).into());
+        args.push((m.delay_ms as i64).into());
         args.push(m.member.into());
+        args.push(GUARD_TTL_MS.into());
+        let guard = guard_key(m.retry_key, from);
         let reply: Value = self
             .move_to_retry
-            .evalsha_with_reload(&self.cmd, vec![m.retry_key, from.stream], args)
+            .evalsha_with_reload(&self.cmd, vec![m.retry_key, from.stream, &guard], args)
             .await
             .map_err(|e| self.error(format!("retry {} {}", from.stream, from.entry_id), e))?;
         Ok(reply.as_i64() == Some(1))
     }
 
-    /// Moves up to `limit` retries due at `now_ms` from `retry_key` to `redeliver_key`.
+    /// Moves up to `limit` retries due by Redis's clock (`TIME`) from `retry_key` to
+    /// `redeliver_key`. A member whose `ZREM` is refused leaves a guard
+    /// ([`forward_guard_prefix`] + SHA-1 of the member) holding its score, so a later pass
+    /// that finds it at that score only removes it (at another score it was added again: a
+    /// new retry, forwarded).
     ///
     /// # Errors
     /// Redis errors.
@@ -130,15 +144,14 @@ impl Store {
         &self,
         retry_key: &str,
         redeliver_key: &str,
-        now_ms: u64,
         limit: usize,
     ) -> Result<u64, StoreError> {
         let reply: Value = self
             .forward_due
             .evalsha_with_reload(
                 &self.cmd,
-                vec![retry_key, redeliver_key],
-                vec![(now_ms as i64), (limit as i64)],
+                vec![retry_key, redeliver_key, &forward_guard_prefix(retry_key)],
+                vec![(limit as i64), GUARD_TTL_MS],
             )
             .await
             .map_err(|e| self.error(format!("forward {retry_key}"), e))?;

@@ -51,12 +51,13 @@ pub(crate) enum Move {
     DeadLetter(DeadLetter),
 }
 
-/// A retry: the next delivery's fields, due at `due_ms`.
+/// A retry: the next delivery's fields, due `delay_ms` from now on Redis's clock.
 pub(crate) struct Retry {
     /// The event's fields for its next delivery.
     pub fields: Vec<(String, String)>,
-    /// When it is due (epoch ms).
-    pub due_ms: u64,
+    /// How long until it is due (ms); the move adds it to Redis's `TIME`, never to this
+    /// worker's clock, so workers whose clocks differ schedule alike.
+    pub delay_ms: u64,
     /// The counter to increment once stored: the type's `events_total{outcome="retried"}`
     /// for a retry that used an attempt, `handed_on_total` for an event handed on for want
     /// of a route; `None` for a reschedule by an open breaker (`breaker_rejected_total`

@@ -72,6 +72,8 @@ fn source<'a>(settler: &'a Settler, entry: &'a Entry) -> PendingSource<'a> {
 }
 
 async fn store_retry(settler: &Settler, entry: &Entry, r: &Retry) -> bool {
+    // Built once: every try of the move sends the same member bytes (a retried move whose
+    // XACK was refused adds nothing anyway: the script's guard, see `redis::moves`).
     let member = serde_json::to_string(
         &r.fields
             .iter()
@@ -82,7 +84,7 @@ async fn store_retry(settler: &Settler, entry: &Entry, r: &Retry) -> bool {
     let m = RetryMove {
         from: source(settler, entry),
         retry_key: &settler.retry_key,
-        due_ms: r.due_ms,
+        delay_ms: r.delay_ms,
         member: &member,
     };
     with_retries(settler, entry, || settler.store.move_to_retry(&m)).await

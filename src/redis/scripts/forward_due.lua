@@ -1,23 +1,48 @@
 -- Moves due retries of one group to its redeliver stream; safe to run from many instances
--- at once because each member is added and removed inside this one script.
--- KEYS[1] retry sorted set   KEYS[2] redeliver stream
--- ARGV[1] now (ms)   ARGV[2] most members to move
+-- at once because each member is added and removed inside this one script. "Due" is read on
+-- Redis's clock (TIME), the clock every move_to_retry scheduled on, never a worker's own; a
+-- user refused TIME gets a NOPERM naming it.
+-- Idempotent: Redis keeps the XADD of a script whose ZREM is refused (an ACL change, say),
+-- so a refused ZREM leaves a guard (KEYS[3] .. sha1 of the member) holding the member's
+-- score, and a later pass that finds the member at that score only removes it. A member
+-- added again meanwhile (same bytes, a later score) is a new retry and is forwarded. The
+-- common path adds one GET per member.
+-- KEYS[1] retry sorted set   KEYS[2] redeliver stream   KEYS[3] guard key prefix (its slot)
+-- ARGV[1] most members to move   ARGV[2] guard TTL (ms)
 -- A member is a JSON array [field, value, ...]. A member that is not one is forwarded as
 -- {retry_member = <text>} so that the consumer dead-letters it as malformed.
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, m in ipairs(due) do
-  local ok, f = pcall(cjson.decode, m)
-  local good = ok and type(f) == 'table' and #f >= 2 and #f % 2 == 0
-  if good then
-    for _, v in ipairs(f) do
-      if type(v) ~= 'string' then good = false break end
+-- Returns how many members moved, or the ZREM's error.
+local t = redis.pcall('TIME')
+if t.err then
+  return redis.error_reply("NOPERM this user has no permissions to run the 'time' command")
+end
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0,
+  tonumber(ARGV[1]))
+for i = 1, #due, 2 do
+  local m, score = due[i], due[i + 1]
+  local guard = KEYS[3] .. redis.sha1hex(m)
+  local seen = redis.call('GET', guard)
+  local forwarded = seen == score
+  if not forwarded then
+    local ok, f = pcall(cjson.decode, m)
+    local good = ok and type(f) == 'table' and #f >= 2 and #f % 2 == 0
+    if good then
+      for _, v in ipairs(f) do
+        if type(v) ~= 'string' then good = false break end
+      end
+    end
+    if good then
+      redis.call('XADD', KEYS[2], '*', unpack(f))
+    else
+      redis.call('XADD', KEYS[2], '*', 'retry_member', m)
     end
   end
-  if good then
-    redis.call('XADD', KEYS[2], '*', unpack(f))
-  else
-    redis.call('XADD', KEYS[2], '*', 'retry_member', m)
+  local removed = redis.pcall('ZREM', KEYS[1], m)
+  if type(removed) == 'table' and removed.err then
+    if not forwarded then redis.call('SET', guard, score, 'PX', ARGV[2]) end
+    return removed
   end
-  redis.call('ZREM', KEYS[1], m)
+  if seen then redis.call('DEL', guard) end
 end
-return #due
+return #due / 2
