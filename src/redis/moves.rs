@@ -123,13 +123,18 @@ impl Store {
         args.push((m.delay_ms as i64).into());
         args.push(m.member.into());
         args.push(GUARD_TTL_MS.into());
+        args.push((crate::model::time::now_ms() as i64).into());
         let guard = guard_key(m.retry_key, from);
         let reply: Value = self
             .move_to_retry
             .evalsha_with_reload(&self.cmd, vec![m.retry_key, from.stream, &guard], args)
             .await
             .map_err(|e| self.error(format!("retry {} {}", from.stream, from.entry_id), e))?;
-        Ok(reply.as_i64() == Some(1))
+        let moved = reply.as_i64();
+        if moved == Some(2) {
+            self.warn_time_refused();
+        }
+        Ok(matches!(moved, Some(1 | 2)))
     }
 
     /// Moves up to `limit` retries due by Redis's clock (`TIME`) from `retry_key` to
@@ -151,11 +156,43 @@ impl Store {
             .evalsha_with_reload(
                 &self.cmd,
                 vec![retry_key, redeliver_key, &forward_guard_prefix(retry_key)],
-                vec![(limit as i64), GUARD_TTL_MS],
+                vec![
+                    (limit as i64),
+                    GUARD_TTL_MS,
+                    crate::model::time::now_ms() as i64,
+                ],
             )
             .await
             .map_err(|e| self.error(format!("forward {retry_key}"), e))?;
-        Ok(reply.as_u64().unwrap_or(0))
+        let (moved, fallback) = match reply {
+            Value::Array(v) => (
+                v.first().and_then(Value::as_u64).unwrap_or(0),
+                v.get(1).and_then(Value::as_i64) == Some(1),
+            ),
+            other => (other.as_u64().unwrap_or(0), false),
+        };
+        if fallback {
+            self.warn_time_refused();
+        }
+        Ok(moved)
+    }
+
+    /// Warns, once per process, that the ACL user is refused `TIME`, so retries are
+    /// scheduled and forwarded on each worker's own clock (skewed clocks then forward early
+    /// or late) until it is granted.
+    fn warn_time_refused(&self) {
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let refused = fred::error::Error::new(
+            fred::error::ErrorKind::Unknown,
+            "NOPERM this user has no permissions to run the 'time' command",
+        );
+        let error = self.error("retry TIME", refused);
+        tracing::warn!(
+            "{error}; until then retries are scheduled and forwarded on each worker's own clock"
+        );
     }
     /// Applies a migration body once (see `scripts/apply_migration.lua`). Returns whether it
     /// ran now (false: it had been applied before).

@@ -1,22 +1,23 @@
 -- Moves due retries of one group to its redeliver stream; safe to run from many instances
 -- at once because each member is added and removed inside this one script. "Due" is read on
 -- Redis's clock (TIME), the clock every move_to_retry scheduled on, never a worker's own; a
--- user refused TIME gets a NOPERM naming it.
+-- user refused TIME reads the worker's clock (ARGV[3]) instead and the reply says so.
 -- Idempotent: Redis keeps the XADD of a script whose ZREM is refused (an ACL change, say),
 -- so a refused ZREM leaves a guard (KEYS[3] .. sha1 of the member) holding the member's
 -- score, and a later pass that finds the member at that score only removes it. A member
 -- added again meanwhile (same bytes, a later score) is a new retry and is forwarded. The
 -- common path adds one GET per member.
 -- KEYS[1] retry sorted set   KEYS[2] redeliver stream   KEYS[3] guard key prefix (its slot)
--- ARGV[1] most members to move   ARGV[2] guard TTL (ms)
+-- ARGV[1] most members to move   ARGV[2] guard TTL (ms)   ARGV[3] the worker's clock (ms)
 -- A member is a JSON array [field, value, ...]. A member that is not one is forwarded as
 -- {retry_member = <text>} so that the consumer dead-letters it as malformed.
--- Returns how many members moved, or the ZREM's error.
+-- Returns {members moved, 1 when TIME was refused and the worker's clock used}, or the
+-- ZREM's error.
 local t = redis.pcall('TIME')
-if t.err then
-  return redis.error_reply("NOPERM this user has no permissions to run the 'time' command")
+local now, fallback = tonumber(ARGV[3]), 1
+if not t.err then
+  now, fallback = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 0
 end
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0,
   tonumber(ARGV[1]))
 for i = 1, #due, 2 do
@@ -45,4 +46,4 @@ for i = 1, #due, 2 do
   end
   if seen then redis.call('DEL', guard) end
 end
-return #due / 2
+return {#due / 2, fallback}
