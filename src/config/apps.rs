@@ -143,7 +143,9 @@ pub(super) fn apps(
     }
     for (k, v) in [("issuer", &raw.issuer), ("audience", &raw.audience)] {
         if v.as_deref().is_some_and(str::is_empty) {
-            c.push(format!("apps.{k}: must not be empty (leave it out to not check it)"));
+            c.push(format!(
+                "apps.{k}: must not be empty (leave it out to not check it)"
+            ));
         }
     }
     AppsConfig {

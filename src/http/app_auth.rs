@@ -67,9 +67,10 @@ pub struct AppGrant {
 
 /// The claims read from a token.
 #[derive(Deserialize)]
+/// `sub` and `exp` are required by the validation, which names a missing one.
 struct Claims {
-    sub: String,
-    exp: u64,
+    sub: Option<String>,
+    exp: Option<u64>,
     #[serde(default)]
     channels: Vec<String>,
     #[serde(default)]
@@ -261,9 +262,7 @@ impl AppVerifier {
         };
         let listed = self.origins.clone();
         let credentials = AllowCredentials::predicate(move |origin, _| {
-            origin
-                .to_str()
-                .is_ok_and(|o| listed.iter().any(|l| l == o))
+            origin.to_str().is_ok_and(|o| listed.iter().any(|l| l == o))
         });
         CorsLayer::new()
             .allow_origin(allow_origin)
@@ -305,8 +304,8 @@ impl AppVerifier {
             .map_err(|e| self.reason(e.kind()))?;
         let c = data.claims;
         Ok(AppGrant {
-            subject: c.sub,
-            expires: c.exp,
+            subject: c.sub.unwrap_or_default(),
+            expires: c.exp.unwrap_or_default(),
             channels: c.channels,
             publish: c.publish,
             from_cookie,
@@ -323,7 +322,13 @@ impl AppVerifier {
             ErrorKind::InvalidIssuer => "its `iss` is not apps.issuer".into(),
             ErrorKind::InvalidAudience => "its `aud` is not apps.audience".into(),
             ErrorKind::ImmatureSignature => "it is not valid yet (`nbf` is ahead)".into(),
-            ErrorKind::Json(e) => format!("its claims are malformed ({})", truncate(&e.to_string(), 200)),
+            ErrorKind::Json(e) => {
+                let text = e.to_string();
+                let text = text
+                    .rsplit_once(" at line ")
+                    .map_or(text.as_str(), |(t, _)| t);
+                format!("its claims are malformed ({})", truncate(text, 200))
+            }
             ErrorKind::InvalidAlgorithm => format!("it is not signed with {:?}", self.algorithm),
             ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
                 return not_a_jwt();
@@ -351,7 +356,7 @@ impl AppGrant {
     }
 
     /// Whether the token came from the cookie (not the header).
-    pub fn from_cookie(&self) -> bool {
+    pub fn came_from_cookie(&self) -> bool {
         self.from_cookie
     }
 
@@ -418,5 +423,7 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 /// The `Origin` header, if any.
 fn origin(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("(not text)"))
+    headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("(not text)"))
 }
