@@ -52,6 +52,9 @@ fn start(redis: &RedisServer, sink: &HttpSink, env: &str, origin: &str) -> Worke
     w
 }
 
+/// Request headers as (name, value).
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
 fn publish(api: &Api, headers: &[(&str, &str)], ty: &str, id: &str) -> Resp {
     let mut h = vec![("content-type", "application/json")];
     h.extend_from_slice(headers);
@@ -97,7 +100,7 @@ fn app_tokens_publish_their_types_only_and_never_reach_the_logs() {
     );
     let cookie = format!("ew_token={token}");
     let (expired_h, forged_h) = (format!("Bearer {expired}"), format!("Bearer {forged}"));
-    let refusals: Vec<(Vec<(&str, &str)>, u16, &str)> = vec![
+    let refusals: Vec<(Headers, u16, &str)> = vec![
         (
             vec![],
             401,
