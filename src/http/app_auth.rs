@@ -35,6 +35,8 @@ use crate::model::keys::glob_matches;
 
 pub(crate) mod publish;
 #[cfg(test)]
+pub(crate) mod test_keys;
+#[cfg(test)]
 mod tests;
 
 pub use publish::PublishAuth;
