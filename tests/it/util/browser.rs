@@ -220,6 +220,29 @@ impl Browser {
         Ok(r["result"]["value"].clone())
     }
 
+    /// Polls the JS expression `cond` in `page` every 50 ms until it is truthy and returns
+    /// its value; panics naming `what` (and the last value or error) after `timeout`. For
+    /// pages that collect what a native `EventSource` or `WebSocket` receives into a global
+    /// (`window.got = []` ... `window.got.length >= 3 && window.got`).
+    pub fn wait_for(&mut self, page: &Page, what: &str, cond: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.eval(page, cond, timeout);
+            if let Ok(v) = &v
+                && !matches!(v, Value::Null | Value::Bool(false))
+                && v != &json!(0)
+                && v != &json!("")
+            {
+                return v.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what} (last: {v:?})"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Closes `page`'s tab.
     pub fn close(&mut self, page: Page) {
         let _ = self.call(
