@@ -2,9 +2,9 @@
 # Installs what the tests and the local run need from Debian's packages when missing:
 # redis-server and redis-cli (the broker), openssl (the TLS tests make their certificates),
 # curl (the oversized-body test drives it), faketime (libfaketime skews a worker's clock in the
-# clock-skew test), prometheus and promtool (rule checks and the
-# real-scrape test), and, unless --redis-only, the client programs the tests drive (Python and
-# Node CloudEvents SDKs, requests) into tests/clients.
+# clock-skew test), prometheus and promtool (rule checks and the real-scrape test), chromium
+# (the headless-browser tests drive Debian's /usr/bin/chromium), and, unless --redis-only, the
+# client programs the tests drive (Python and Node CloudEvents SDKs, requests) into tests/clients.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
@@ -14,6 +14,7 @@ if [ "${1:-}" != "--redis-only" ]; then
   { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
   python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 fi

@@ -23,7 +23,8 @@
 //! - `ops`: operator operations: `dlq` (list, stats, replay, purge), `history` (queries),
 //!   `publish`, `backlog`, `coordination` (notices), `migrations`.
 //! - `http`: `server` (listener, /metrics, probes), `state` (the read-only view), `api`
-//!   (health, history, publish, dlq; the `Authorized` and `JsonBody` extractors).
+//!   (health, history, publish, dlq; the `Authorized` and `JsonBody` extractors),
+//!   `app_auth` (app tokens: JWT grants, allowed origins, CORS, the publish extractor).
 //! - `worker`: `builder` (the embedding API), `routes`, `run`, `parts` (start-up handles,
 //!   split into each role's own), `lifecycle` (one root token, the stop order), `role` (the
 //!   background loop shape), `ping`, `health` (readiness facts).

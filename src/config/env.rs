@@ -14,6 +14,8 @@ enum Kind {
     Str,
     Int,
     Float,
+    /// Comma-separated strings (`a,b`), an array of strings.
+    List,
 }
 
 /// Every key an `EVENTS_<SECTION>_<KEY>` variable may set.
@@ -61,6 +63,13 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("health"), "retry_depth", Kind::Int),
     (Some("health"), "lag", Kind::Int),
     (Some("health"), "scan_interval", Kind::Str),
+    (Some("apps"), "jwt_secret_env", Kind::Str),
+    (Some("apps"), "jwt_public_key_file", Kind::Str),
+    (Some("apps"), "issuer", Kind::Str),
+    (Some("apps"), "audience", Kind::Str),
+    (Some("apps"), "leeway", Kind::Str),
+    (Some("apps"), "cookie_name", Kind::Str),
+    (Some("apps"), "allowed_origins", Kind::List),
 ];
 
 /// `EVENTS_*` variables read outside [`ENV_KEYS`] (`--config`, the log filter, the API token).
@@ -93,6 +102,13 @@ fn value_of(kind: Kind, raw: String) -> Result<toml::Value, &'static str> {
             .parse()
             .map(toml::Value::Float)
             .map_err(|_| "a number such as 0.5"),
+        Kind::List => Ok(toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        )),
     }
 }
 
@@ -262,6 +278,7 @@ mod tests {
                 Kind::Str => "text",
                 Kind::Int => "7",
                 Kind::Float => "0.5",
+                Kind::List => "a,b",
             };
             let var = env_var_name(*section, key);
             let mut table = toml::Table::new();

@@ -1,6 +1,7 @@
 //! The HTTP listener: /metrics, health probes and the operator API.
 
 pub(crate) mod api;
+pub(crate) mod app_auth;
 pub(crate) mod server;
 pub(crate) mod state;
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! scrape time), `/livez` (the process runs), `/readyz` (Redis answers and the consumer is
 //! reading), and the operator API under `/api/events/` (see [`crate::http::api`]).
 //!
-//! No CORS headers are ever sent; bodies over 1 MiB get 413 at once, and the rest of such a
+//! No CORS headers are sent, except on the app-facing routes (publish) for the origins of
+//! `apps.allowed_origins` (see [`crate::http::app_auth`]); bodies over 1 MiB get 413 at once, and the rest of such a
 //! body is read and discarded (bounded) so every client reads that answer. Connections are served with
 //! HTTP/1.1 only: a client that does not finish a request's header within
 //! `api.header_timeout` is disconnected, one that does not finish its body within
@@ -38,7 +39,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .merge(crate::http::api::routes())
+        .merge(crate::http::api::routes(state.apps.as_deref()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(

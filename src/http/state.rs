@@ -31,6 +31,8 @@ pub struct ApiState {
     pub worker: Arc<OnceLock<Arc<WorkerView>>>,
     /// Bearer token of the token endpoints (`EVENTS_API_TOKEN`); they are off without it.
     pub token: Option<Secret>,
+    /// App tokens and origins (`[apps]`); `None` when app tokens are off.
+    pub apps: Option<Arc<crate::http::app_auth::AppVerifier>>,
     /// Scrape-time backlog cache.
     pub backlog: Arc<BacklogCache>,
     /// Token bucket of the mutating endpoints.

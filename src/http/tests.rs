@@ -31,6 +31,7 @@ fn state() -> ApiState {
         ready_window: Duration::from_secs(5),
         worker: Arc::new(OnceLock::new()),
         token: Some(Secret::new(TOKEN)),
+        apps: None,
         backlog: Arc::new(BacklogCache::default()),
         limiter: Arc::new(RateLimiter::new(0)),
         header_timeout: Duration::from_secs(5),

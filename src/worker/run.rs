@@ -117,6 +117,7 @@ async fn listen(
         ready_window: cfg.read_block * 3 + Duration::from_secs(5),
         worker: view.clone(),
         token: cfg.api.token.clone(),
+        apps: crate::http::app_auth::AppVerifier::from_config(&cfg.apps).map(Arc::new),
         backlog: Arc::new(BacklogCache::default()),
         limiter: Arc::new(RateLimiter::new(cfg.api.rate_limit)),
         header_timeout: cfg.api.header_timeout,

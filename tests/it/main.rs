@@ -24,6 +24,7 @@ mod util;
 mod api_consistency;
 mod api_hardening;
 mod api_oversized;
+mod app_auth;
 mod backoff;
 mod backpressure;
 mod black_holes;

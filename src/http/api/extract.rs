@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 
 use crate::http::api::ApiError;
 use crate::http::state::{ApiState, WorkerView};
+use crate::model::secret::Secret;
 
 /// A request with the right Bearer token, and the worker it may act on.
 ///
@@ -70,13 +71,23 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<Arc<WorkerView>, A
             "this endpoint is off: no API token is configured (set EVENTS_API_TOKEN)",
         ));
     };
-    let given = bearer_token(headers).unwrap_or("");
-    if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+    if !is_operator(token, headers) {
         return Err(ApiError(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token".into(),
         ));
     }
+    connected_worker(state)
+}
+
+/// Whether the Bearer token of `headers` is the operator token (compared in constant time).
+pub(crate) fn is_operator(token: &Secret, headers: &HeaderMap) -> bool {
+    let given = bearer_token(headers).unwrap_or("");
+    bool::from(given.as_bytes().ct_eq(token.expose().as_bytes()))
+}
+
+/// The worker view, or 503 saying why Redis is not connected yet.
+pub(crate) fn connected_worker(state: &ApiState) -> Result<Arc<WorkerView>, ApiError> {
     state.worker().ok_or_else(|| {
         let why = state.health.redis_error.lock().ok().and_then(|e| e.clone());
         ApiError::unavailable(match why {

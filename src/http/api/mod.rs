@@ -26,12 +26,17 @@ pub(crate) mod health;
 pub(crate) mod history;
 pub(crate) mod publish;
 
-/// The `/api/events/*` routes.
-pub fn routes() -> Router<ApiState> {
+/// The `/api/events/*` routes; with `[apps]` on, publish answers CORS for the allowed
+/// origins ([`crate::http::app_auth::AppVerifier::cors`]).
+pub fn routes(apps: Option<&crate::http::app_auth::AppVerifier>) -> Router<ApiState> {
+    let mut publish = post(publish::publish_event);
+    if let Some(apps) = apps {
+        publish = publish.layer(apps.cors());
+    }
     Router::new()
         .route("/api/events/health", get(health::health))
         .route("/api/events/history", get(history::list))
-        .route("/api/events/publish", post(publish::publish_event))
+        .route("/api/events/publish", publish)
         .route("/api/events/dlq", get(dlq::list))
         .route("/api/events/dlq/stats", get(dlq::stats))
         .route("/api/events/dlq/replay", post(dlq::replay))

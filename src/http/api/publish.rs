@@ -1,4 +1,4 @@
-//! `POST /api/events/publish` (token, rate-limited): appends one event to its type stream,
+//! `POST /api/events/publish` (operator token or an app token granting the type, rate-limited): appends one event to its type stream,
 //! counts it and records it in the history.
 //!
 //! The body is the event as a flat JSON object: `type` and `data`, the optional attributes
@@ -13,7 +13,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use crate::http::api::extract::{Authorized, Fields, JsonBody, RateLimited};
+use crate::http::api::extract::{Fields, JsonBody, RateLimited};
 use crate::http::api::{ApiError, bounded};
 use crate::model::attributes::{self, FieldKind};
 use crate::model::envelope::truncate;
@@ -159,11 +159,13 @@ fn new_event(b: PublishBody) -> Result<NewEvent, ApiError> {
 
 /// 202 with the new entry's id, event id and stream.
 pub async fn publish_event(
-    Authorized(worker): Authorized,
+    auth: crate::http::app_auth::PublishAuth,
     _: RateLimited,
     JsonBody(b): JsonBody<PublishBody>,
 ) -> Result<Response, ApiError> {
+    let worker = auth.worker.clone();
     let event = new_event(b)?;
+    auth.check_publish(&event.event_type)?;
     let correlation = event.correlation_id.clone();
     bounded(async {
         match publish::publish(&worker.store, &worker.keys, event).await {

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod api;
+pub mod browser;
 pub mod checker;
 pub mod clients;
 pub mod faults;
