@@ -61,6 +61,10 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("health"), "retry_depth", Kind::Int),
     (Some("health"), "lag", Kind::Int),
     (Some("health"), "scan_interval", Kind::Str),
+    (Some("publish"), "dedup_window", Kind::Str),
+    (Some("publish"), "dedup_max_ids", Kind::Int),
+    (Some("publish"), "batch_max_events", Kind::Int),
+    (Some("publish"), "batch_max_bytes", Kind::Int),
 ];
 
 /// `EVENTS_*` variables read outside [`ENV_KEYS`] (`--config`, the log filter, the API token).

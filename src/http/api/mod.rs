@@ -32,6 +32,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/events/health", get(health::health))
         .route("/api/events/history", get(history::list))
         .route("/api/events/publish", post(publish::publish_event))
+        .route("/api/events/publish/batch", post(publish::publish_batch))
         .route("/api/events/dlq", get(dlq::list))
         .route("/api/events/dlq/stats", get(dlq::stats))
         .route("/api/events/dlq/replay", post(dlq::replay))
