@@ -264,23 +264,26 @@ fn batch_events(b: BatchBody) -> Vec<Result<NewEvent, serde_json::Value>> {
         .collect()
 }
 
-/// Refuses a batch over `[publish] batch_max_bytes` or `batch_max_events` (413) or empty
-/// (400), naming the bound.
-fn check_batch_size(worker: &WorkerView, bytes: usize, events: usize) -> Result<(), ApiError> {
-    let limits = &worker.publish;
-    let too_large = StatusCode::PAYLOAD_TOO_LARGE;
-    if bytes > limits.batch_max_bytes {
+/// Refuses a batch body over `[publish] batch_max_bytes` (413), naming the bound.
+fn check_batch_bytes(worker: &WorkerView, bytes: usize) -> Result<(), ApiError> {
+    let max = worker.publish.batch_max_bytes;
+    if bytes > max {
         return Err(ApiError(
-            too_large,
+            StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "batch body of {bytes} bytes, over the {} limit (publish.batch_max_bytes); send fewer events per batch",
-                limits.batch_max_bytes
+                "batch body of {bytes} bytes, over the {max} limit (publish.batch_max_bytes); send fewer events per batch"
             ),
         ));
     }
+    Ok(())
+}
+
+/// Refuses a batch over `[publish] batch_max_events` (413) or empty (400), naming the bound.
+fn check_batch_events(worker: &WorkerView, events: usize) -> Result<(), ApiError> {
+    let limits = &worker.publish;
     if events > limits.batch_max_events {
         return Err(ApiError(
-            too_large,
+            StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "batch of {events} events, over the {} limit (publish.batch_max_events); split it",
                 limits.batch_max_events
@@ -307,12 +310,9 @@ pub async fn publish_batch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    check_batch_size(&worker, body.len(), 0).or_else(|e| match e.0 {
-        StatusCode::BAD_REQUEST => Ok(()),
-        _ => Err(e),
-    })?;
+    check_batch_bytes(&worker, body.len())?;
     let b: BatchBody = json_body_with(&headers, &body, BatchBody::FIELDS)?;
-    check_batch_size(&worker, body.len(), b.events.len())?;
+    check_batch_events(&worker, b.events.len())?;
     let parsed = batch_events(b);
     let (mut valid, mut correlations) = (Vec::new(), Vec::new());
     for event in parsed.iter().filter_map(|p| p.as_ref().ok()) {
