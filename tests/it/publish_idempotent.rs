@@ -259,6 +259,17 @@ fn t92b_the_guard_keeps_the_newest_ids_up_to_its_count() {
     assert!(dup("c-2"));
     assert!(!dup("c-1"), "dropped by the count bound: new again");
     assert_eq!(s.redis.xlen(&stream_key(&env, ty)), 5);
+    // The original entry trimmed away (as `stream_retention` does): still a duplicate,
+    // with no entry id to name.
+    s.redis
+        .cmd(&["XTRIM", &stream_key(&env, ty), "MAXLEN", "0"]);
+    let (status, b) = post(&api, ty, "c-4");
+    assert_eq!(status, 202);
+    assert_eq!(
+        b,
+        json!({"duplicate": true, "entry_id": null, "id": "c-4", "stream": stream_key(&env, ty)})
+    );
+    assert_eq!(s.redis.xlen(&stream_key(&env, ty)), 0);
 }
 
 #[test]
