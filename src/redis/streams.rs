@@ -280,26 +280,20 @@ impl Store {
             },
             r => r,
         };
-        let reply = reply.map_err(|e| self.error(format!("publish to {}", x.stream), e))?;
-        let parts = match reply {
-            Value::Array(parts) if parts.len() == 2 => parts,
-            _ => {
-                return Err(StoreError::new(
-                    "publish",
-                    RedisErrorKind::Other,
-                    "bad reply",
-                ));
-            }
+        let op = format!("publish to {}", x.stream);
+        let reply = reply.map_err(|e| self.error(op.clone(), e))?;
+        let unexpected = |reply: &Value| {
+            let what = format!("unexpected reply {reply:?} from the publish script");
+            StoreError::new(op.clone(), RedisErrorKind::Other, what)
         };
-        let entry = text(&parts[1]);
-        match (parts[0].as_i64(), entry) {
+        let parts = match &reply {
+            Value::Array(parts) if parts.len() == 2 => parts,
+            _ => return Err(unexpected(&reply)),
+        };
+        match (parts[0].as_i64(), text(&parts[1])) {
             (Some(1), Some(entry)) => Ok(Appended::New(entry)),
             (Some(0), original) => Ok(Appended::Duplicate(original)),
-            _ => Err(StoreError::new(
-                "publish",
-                RedisErrorKind::Other,
-                "bad reply",
-            )),
+            _ => Err(unexpected(&reply)),
         }
     }
 }
