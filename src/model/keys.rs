@@ -177,6 +177,15 @@ mod tests {
     }
 
     #[test]
+    fn a_type_and_its_id_guard_share_one_cluster_slot() {
+        let k = Keys::new("prod");
+        for t in ["booking.created", "a", "user_signed-up.v2"] {
+            let slot = |key: &str| fred::util::redis_keyslot(key.as_bytes());
+            assert_eq!(slot(&k.stream(t)), slot(&k.dedup(t)), "{t}");
+        }
+    }
+
+    #[test]
     fn type_validation_refuses_reserved_and_odd_names() {
         for ok in ["booking.created", "a", "user_signed-up.v2"] {
             assert!(is_valid_type(ok), "{ok}");
