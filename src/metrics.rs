@@ -33,6 +33,9 @@ pub struct Metrics {
     pub redis_up: IntGaugeVec,
     /// `event_worker_published_total{env,type}`.
     pub published_total: IntCounterVec,
+    /// `event_worker_publish_duplicates_total{env,type}`: publishes through the API refused
+    /// as repeats of a (type, id) within the dedup window (nothing written).
+    pub publish_duplicates_total: IntCounterVec,
     /// `event_worker_retries_forwarded_total{env,group}`: moves from the retry set to redeliver.
     pub retries_forwarded_total: IntCounterVec,
     /// `event_worker_handed_on_total{env,group}`: events read by a consumer without a route
@@ -182,6 +185,12 @@ impl Metrics {
                 &r,
                 "event_worker_published_total",
                 "Events published through this process.",
+                &["env", "type"],
+            ),
+            publish_duplicates_total: counter(
+                &r,
+                "event_worker_publish_duplicates_total",
+                "Publishes refused as repeats of a (type, id) within the dedup window; nothing written.",
                 &["env", "type"],
             ),
             retries_forwarded_total: counter(

@@ -202,12 +202,16 @@ async fn migrate(config: Config, json: bool) -> anyhow::Result<()> {
 }
 
 /// `event-worker publish`: appends one event, records it in the history, prints its entry id.
+/// With `--id`, a repeat within `[publish] dedup_window` writes nothing, says so on stderr
+/// and prints the original entry id (exit 0).
 async fn publish_one(event: NewEvent, config: Config, json: bool) -> anyhow::Result<()> {
     let store = Store::connect(&config, "publish").await?;
     let keys = Keys::new(&config.env);
     let correlation = event.correlation_id.clone();
-    let result = publish(&store, &keys, event).await;
-    if let Ok(p) = &result {
+    let result = publish(&store, &keys, &config.publish, event).await;
+    if let Ok(p) = &result
+        && !p.duplicate
+    {
         let t = p.stream.strip_prefix(keys.prefix()).unwrap_or_default();
         let record = Record::new(
             kind::PUBLISHED,
@@ -231,8 +235,17 @@ async fn publish_one(event: NewEvent, config: Config, json: bool) -> anyhow::Res
     if json {
         println!(
             "{}",
-            serde_json::json!({"entry_id": published.entry_id, "id": published.id, "stream": published.stream})
+            serde_json::json!({"entry_id": Some(&published.entry_id).filter(|e| !e.is_empty()), "id": published.id,
+                "stream": published.stream, "duplicate": published.duplicate})
         );
+    } else if published.duplicate {
+        eprintln!(
+            "{}",
+            publish::duplicate_note(&published, config.publish.dedup_window)
+        );
+        if !published.entry_id.is_empty() {
+            outln!("{}", published.entry_id);
+        }
     } else {
         outln!("{}", published.entry_id);
     }

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::cli::terminal::escape_text;
+use crate::config::format_duration;
 use crate::model::envelope::MAX_DATA_BYTES;
-use crate::ops::publish::NewEvent;
+use crate::ops::publish::{NewEvent, Published};
 
 /// Arguments of `publish`.
 #[derive(Args)]
@@ -27,7 +29,8 @@ pub(super) struct PublishArgs {
     /// argument can carry (at most 1 MiB).
     #[arg(long, value_name = "PATH")]
     data_file: Option<PathBuf>,
-    /// Event id (default: a random UUID).
+    /// Event id (default: a random UUID). With an id the publish is idempotent: a repeat of
+    /// the same type and id within `[publish] dedup_window` writes nothing.
     #[arg(long)]
     id: Option<String>,
     /// Correlation id.
@@ -109,4 +112,19 @@ fn read_bounded(input: impl Read, what: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("data from {what} is not UTF-8: {e}"))?;
     text.truncate(text.trim_end().len());
     Ok(text)
+}
+
+/// The stderr line of a repeated `publish --id`: what was not written and where the original is.
+pub(super) fn duplicate_note(p: &Published, window: std::time::Duration) -> String {
+    let original = match p.entry_id.as_str() {
+        "" => "an entry the stream no longer holds".to_string(),
+        e => format!("entry {e}"),
+    };
+    escape_text(&format!(
+        "duplicate: id {} was already published to {} within the dedup window ({}) as {original}; nothing written",
+        p.id,
+        p.stream,
+        format_duration(window)
+    ))
+    .into_owned()
 }

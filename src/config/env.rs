@@ -70,6 +70,10 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("apps"), "leeway", Kind::Str),
     (Some("apps"), "cookie_name", Kind::Str),
     (Some("apps"), "allowed_origins", Kind::List),
+    (Some("publish"), "dedup_window", Kind::Str),
+    (Some("publish"), "dedup_max_ids", Kind::Int),
+    (Some("publish"), "batch_max_events", Kind::Int),
+    (Some("publish"), "batch_max_bytes", Kind::Int),
 ];
 
 /// `EVENTS_*` variables read outside [`ENV_KEYS`] (`--config`, the log filter, the API token).

@@ -22,6 +22,7 @@ mod env;
 mod error;
 mod health;
 mod parse;
+mod publish;
 mod push;
 mod raw;
 mod route;
@@ -36,6 +37,7 @@ pub use apps::AppsConfig;
 pub use error::ConfigError;
 pub use health::HealthConfig;
 pub use parse::{format_duration, parse_duration};
+pub use publish::PublishConfig;
 pub use push::PushConfig;
 pub use types::{BreakerConfig, Config, HandlerKind, HistoryConfig, RetryConfig, RouteConfig};
 

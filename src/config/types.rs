@@ -72,6 +72,8 @@ pub struct Config {
     pub health: super::HealthConfig,
     /// `[push]`: real-time push to apps (channels, history, listener).
     pub push: super::PushConfig,
+    /// `[publish]`: the idempotent publish's id guard and the batch bounds.
+    pub publish: super::PublishConfig,
     /// `[apps]`: app tokens (JWT grants) and allowed browser origins.
     pub apps: super::AppsConfig,
     /// `[[routes]]`, in file order; the first route whose pattern matches a type serves it.

@@ -40,6 +40,7 @@ pub(super) fn validate(
     let api = api(&mut c, &raw.api, lookup);
     let health = super::health::health(&mut c, &raw.health);
     let push = super::push::push(&mut c, &raw.push);
+    let publish = super::publish::publish(&mut c, &raw.publish);
     let apps = super::apps::apps(&mut c, &raw.apps, lookup);
     let routes = raw
         .routes
@@ -80,6 +81,7 @@ pub(super) fn validate(
         api,
         health,
         push,
+        publish,
         apps,
         routes,
     })

@@ -76,6 +76,8 @@ pub struct WorkerView {
     pub notices: Notices,
     /// `history.max_len` (replay and purge append history records).
     pub history_max_len: u64,
+    /// `[publish]`: the id guard's bounds and the batch bounds.
+    pub publish: crate::config::PublishConfig,
     /// Where the backlog figures come from.
     pub backlog: BacklogSource,
     /// Metric handles.

@@ -134,6 +134,7 @@ async fn connected(redis: &Redis) -> ApiState {
         history,
         notices: Notices::channel().0,
         history_max_len: cfg.history.max_len,
+        publish: cfg.publish.clone(),
         metrics,
         keys,
     };

@@ -12,6 +12,7 @@ pub const RESERVED_TYPES: &[&str] = &[
     "coordination",
     "migrations",
     "heartbeat",
+    "dedup",
 ];
 
 /// Key builder for one environment.
@@ -71,6 +72,14 @@ impl Keys {
     /// `events:<env>:heartbeat:<group>:<consumer>`: a live consumer's heartbeat.
     pub fn heartbeat(&self, group: &str, consumer: &str) -> String {
         format!("{}heartbeat:{group}:{consumer}", self.prefix)
+    }
+
+    /// `events:<env>:dedup:{events:<env>:<type>}`: the id guard of one type stream (a sorted
+    /// set event id -> entry time in ms), hash-tagged with the stream key so that both share
+    /// one Redis Cluster slot and the publish script can check, add and trim it atomically
+    /// with the XADD. `dedup` is a reserved word, so no type stream is named like it.
+    pub fn dedup(&self, event_type: &str) -> String {
+        format!("{}dedup:{{{}}}", self.prefix, self.stream(event_type))
     }
 
     /// The event type of a type-stream key of this env, or `None` for any other key
@@ -161,6 +170,19 @@ mod tests {
         assert_eq!(k.dlq(), "events:staging:dlq");
         assert_eq!(k.heartbeat("g", "c-1"), "events:staging:heartbeat:g:c-1");
         assert_eq!(k.migrations(), "events:staging:migrations");
+        assert_eq!(
+            k.dedup("booking.created"),
+            "events:staging:dedup:{events:staging:booking.created}"
+        );
+    }
+
+    #[test]
+    fn a_type_and_its_id_guard_share_one_cluster_slot() {
+        let k = Keys::new("prod");
+        for t in ["booking.created", "a", "user_signed-up.v2"] {
+            let slot = |key: &str| fred::util::redis_keyslot(key.as_bytes());
+            assert_eq!(slot(&k.stream(t)), slot(&k.dedup(t)), "{t}");
+        }
     }
 
     #[test]
@@ -169,7 +191,7 @@ mod tests {
             assert!(is_valid_type(ok), "{ok}");
         }
         for bad in [
-            "dlq", "retry", "", "a..b", ".a", "a.", "A", "a:b", "{x}", "a*", "../x",
+            "dlq", "retry", "dedup", "", "a..b", ".a", "a.", "A", "a:b", "{x}", "a*", "../x",
         ] {
             assert!(!is_valid_type(bad), "{bad}");
         }
@@ -183,6 +205,8 @@ mod tests {
             Some("booking.created")
         );
         assert_eq!(k.type_of_stream("events:prod:dlq"), None);
+        assert_eq!(k.type_of_stream("events:prod:dedup"), None);
+        assert_eq!(k.type_of_stream(&k.dedup("a.b")), None);
         assert_eq!(k.type_of_stream("events:prod:retry:g"), None);
         assert_eq!(k.type_of_stream("events:staging:booking.created"), None);
     }

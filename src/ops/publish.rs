@@ -1,14 +1,21 @@
 //! Appending one event to its type stream, with the fields of the wire format. Used by
-//! `event-worker publish`, the HTTP publish endpoint, and embedding apps through [`Publisher`].
+//! `event-worker publish`, the HTTP publish endpoints, and embedding apps through [`Publisher`].
+//!
+//! A publish that carries its own `id` is idempotent: it goes through the id guard of its
+//! type (`Keys::dedup`, `scripts/publish_once.lua`), so a repeat of the same (type, id)
+//! within `[publish] dedup_window` (and the newest `dedup_max_ids` ids of the type) writes
+//! nothing and returns the original entry as a duplicate. Without an id a new UUID is made
+//! and the event is appended with a plain XADD (no guard: nobody can repeat that id).
 
 use rand::Rng;
 
-use crate::config::Config;
+use crate::config::{Config, PublishConfig};
 use crate::model::attributes::{self, FieldKind};
 use crate::model::envelope::{MAX_DATA_BYTES, MAX_FIELDS, field, lookup, truncate};
 use crate::model::keys::{self, Keys};
 use crate::model::time::{now_ms, rfc3339};
 use crate::redis::store::{Store, StoreError};
+use crate::redis::streams::{Appended, XaddOnce};
 
 /// Why an event was not published.
 #[derive(Debug, thiserror::Error)]
@@ -67,12 +74,16 @@ pub struct NewEvent {
 /// A published event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
-    /// Stream entry id.
+    /// Stream entry id: the new entry's, or for a duplicate the original entry's (empty
+    /// when the stream no longer holds it, e.g. trimmed by `stream_retention`).
     pub entry_id: String,
     /// Event id.
     pub id: String,
     /// Stream key.
     pub stream: String,
+    /// True when the (type, id) had been published within the dedup window: nothing was
+    /// written this time.
+    pub duplicate: bool,
 }
 
 /// The library's publisher: appends events to `events:<env>:<type>` of the configured env,
@@ -96,6 +107,7 @@ pub struct Published {
 pub struct Publisher {
     store: Store,
     keys: Keys,
+    guard: PublishConfig,
 }
 
 impl Publisher {
@@ -107,15 +119,27 @@ impl Publisher {
         Ok(Publisher {
             store: Store::connect(config, "publisher").await?,
             keys: Keys::new(&config.env),
+            guard: config.publish.clone(),
         })
     }
 
-    /// Validates `event` and appends it to its type stream.
+    /// Validates `event` and appends it to its type stream; with an `id`, once per
+    /// (type, id) within `[publish] dedup_window` (a repeat returns `duplicate: true`).
     ///
     /// # Errors
     /// Invalid type, id or data (before any Redis call), or a Redis failure.
     pub async fn publish(&self, event: NewEvent) -> Result<Published, PublishError> {
-        publish(&self.store, &self.keys, event).await
+        publish(&self.store, &self.keys, &self.guard, event).await
+    }
+
+    /// Publishes `events` in order, each as [`Publisher::publish`] does; one result per
+    /// event. Invalid events are refused alone; after a Redis failure the remaining events
+    /// are not attempted and get that error too (resend them with the same ids).
+    pub async fn publish_batch(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Vec<Result<Published, PublishError>> {
+        publish_batch(&self.store, &self.keys, &self.guard, events).await
     }
 
     /// Closes the connection.
@@ -124,25 +148,72 @@ impl Publisher {
     }
 }
 
-/// Validates `event` and XADDs it to `events:<env>:<type>`.
+/// Validates `event` and XADDs it to `events:<env>:<type>`; an event with its own `id`
+/// goes through the type's id guard (bounded by `guard`), so a repeat writes nothing.
 ///
 /// # Errors
 /// Invalid type, id or data (before any Redis call), or a Redis failure.
 pub async fn publish(
     store: &Store,
     keys: &Keys,
+    guard: &PublishConfig,
     event: NewEvent,
 ) -> Result<Published, PublishError> {
+    let own_id = event.id.is_some();
     let fields = fields_of(event)?;
     let (id, event_type) = (fields[0].1.clone(), fields[1].1.clone());
     let stream = keys.stream(&event_type);
-    let entry_id = store.xadd(&stream, &fields).await?;
-    crate::ops::coordination::announce_type(store, keys, &event_type).await;
+    let appended = if own_id {
+        let once = XaddOnce {
+            stream: &stream,
+            guard: &keys.dedup(&event_type),
+            id: &id,
+            window: guard.dedup_window,
+            max_ids: guard.dedup_max_ids,
+            fields: &fields,
+        };
+        store.xadd_once(&once).await?
+    } else {
+        Appended::New(store.xadd(&stream, &fields).await?)
+    };
+    let (entry_id, duplicate) = match appended {
+        Appended::New(entry_id) => (entry_id, false),
+        Appended::Duplicate(original) => (original.unwrap_or_default(), true),
+    };
+    if !duplicate {
+        crate::ops::coordination::announce_type(store, keys, &event_type).await;
+    }
     Ok(Published {
         entry_id,
         id,
         stream,
+        duplicate,
     })
+}
+
+/// Publishes `events` in order with [`publish`]; one result per event. An invalid event is
+/// refused alone; after a Redis failure the rest are not attempted and carry a copy of the
+/// failure (they may be resent with the same ids).
+pub async fn publish_batch(
+    store: &Store,
+    keys: &Keys,
+    guard: &PublishConfig,
+    events: Vec<NewEvent>,
+) -> Vec<Result<Published, PublishError>> {
+    let mut results = Vec::with_capacity(events.len());
+    let mut failed: Option<StoreError> = None;
+    for event in events {
+        if let Some(e) = &failed {
+            results.push(Err(PublishError::Store(e.clone())));
+            continue;
+        }
+        let result = publish(store, keys, guard, event).await;
+        if let Err(PublishError::Store(e)) = &result {
+            failed = Some(e.clone());
+        }
+        results.push(result);
+    }
+    results
 }
 
 /// Validates `event` and returns its stream fields: `id`, `type`, `data` first.

@@ -345,6 +345,9 @@ impl Discovery {
         m.published_total
             .with_label_values(&[env, event_type])
             .inc_by(0);
+        m.publish_duplicates_total
+            .with_label_values(&[env, event_type])
+            .inc_by(0);
         m.stream_trimmed_total
             .with_label_values(&[env, event_type])
             .inc_by(0);

@@ -54,12 +54,14 @@ pub struct Store {
     pub(super) move_to_stream: Script,
     pub(super) move_to_retry: Script,
     pub(super) forward_due: Script,
+    pub(super) publish_once: Script,
     pub(super) apply_migration_template: &'static str,
 }
 
 const MOVE_TO_STREAM: &str = include_str!("scripts/move_to_stream.lua");
 const MOVE_TO_RETRY: &str = include_str!("scripts/move_to_retry.lua");
 const FORWARD_DUE: &str = include_str!("scripts/forward_due.lua");
+const PUBLISH_ONCE: &str = include_str!("scripts/publish_once.lua");
 const APPLY_MIGRATION: &str = include_str!("scripts/apply_migration.lua");
 
 pub(super) fn cmd(name: &'static str) -> CustomCommand {
@@ -132,6 +134,7 @@ impl Store {
             move_to_stream: Script::from_lua(MOVE_TO_STREAM),
             move_to_retry: Script::from_lua(MOVE_TO_RETRY),
             forward_due: Script::from_lua(FORWARD_DUE),
+            publish_once: Script::from_lua(PUBLISH_ONCE),
             apply_migration_template: APPLY_MIGRATION,
         })
     }

@@ -245,6 +245,84 @@ impl Store {
             .map(|s| s.into_owned())
             .ok_or_else(|| StoreError::new("XADD", RedisErrorKind::Other, "no id in reply"))
     }
+
+    /// XADD of `fields` to `stream` once per event id within the guard's bounds (see
+    /// `scripts/publish_once.lua`): the id guard `guard` is checked, added to and trimmed
+    /// atomically with the XADD. Sent once, like [`Store::xadd`]: after a cut the caller
+    /// gets an error and retries with the same id, which the guard makes harmless.
+    ///
+    /// # Errors
+    /// Redis errors; nothing was added then, or the event was added once (a cut reply).
+    pub async fn xadd_once(&self, x: &XaddOnce<'_>) -> Result<Appended, StoreError> {
+        let script = &self.publish_once;
+        let mut args: Vec<Value> = Vec::with_capacity(7 + x.fields.len() * 2);
+        args.push(script.sha1().to_string().into());
+        args.push(2.into());
+        args.push(x.stream.into());
+        args.push(x.guard.into());
+        args.push(x.id.into());
+        args.push((x.window.as_millis().max(1) as i64).into());
+        args.push((x.max_ids.max(1) as i64).into());
+        for (k, v) in x.fields {
+            args.push(k.as_str().into());
+            args.push(v.as_str().into());
+        }
+        let once = self.cmd.with_options(&Options {
+            max_attempts: Some(1),
+            ..Default::default()
+        });
+        // EVALSHA sha 2 stream guard ...: the keys from offset 2 pick the Cluster node.
+        let evalsha = || CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
+        let reply: Result<Value, _> = match once.custom(evalsha(), args.clone()).await {
+            Err(e) if e.details().starts_with("NOSCRIPT") => match script.load(&self.cmd).await {
+                Ok(()) => once.custom(evalsha(), args).await,
+                Err(e) => Err(e),
+            },
+            r => r,
+        };
+        let op = format!("publish to {}", x.stream);
+        let reply = reply.map_err(|e| self.error(op.clone(), e))?;
+        let unexpected = |reply: &Value| {
+            let what = format!("unexpected reply {reply:?} from the publish script");
+            StoreError::new(op.clone(), RedisErrorKind::Other, what)
+        };
+        let parts = match &reply {
+            Value::Array(parts) if parts.len() == 2 => parts,
+            _ => return Err(unexpected(&reply)),
+        };
+        match (parts[0].as_i64(), text(&parts[1])) {
+            (Some(1), Some(entry)) => Ok(Appended::New(entry)),
+            (Some(0), original) => Ok(Appended::Duplicate(original)),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+}
+
+/// One event for [`Store::xadd_once`].
+#[derive(Debug, Clone, Copy)]
+pub struct XaddOnce<'a> {
+    /// The type stream.
+    pub stream: &'a str,
+    /// Its id guard (`Keys::dedup`).
+    pub guard: &'a str,
+    /// The event id.
+    pub id: &'a str,
+    /// How long the guard remembers an id.
+    pub window: Duration,
+    /// Most ids the guard keeps (the oldest go first).
+    pub max_ids: u64,
+    /// The entry's fields.
+    pub fields: &'a [(String, String)],
+}
+
+/// What [`Store::xadd_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Appended as this new entry id.
+    New(String),
+    /// The id was published within the window: nothing written. The original entry's id,
+    /// or `None` when the stream no longer holds it (trimmed).
+    Duplicate(Option<String>),
 }
 
 /// A reply value as text (invalid UTF-8 replaced).

@@ -196,6 +196,7 @@ fn worker_view(parts: &Parts) -> WorkerView {
         history: parts.history.clone(),
         notices: parts.notices.clone(),
         history_max_len: parts.cfg.history.max_len,
+        publish: parts.cfg.publish.clone(),
         backlog: backlog_source(parts),
         metrics: parts.metrics.clone(),
         consumer: parts.consumer().to_string(),

@@ -90,6 +90,29 @@ fn app_tokens_publish_their_types_only_and_never_reach_the_logs() {
             json!({"error": "the app token does not grant publishing type `payment.refunded`"})
         )
     );
+    // The batch form (an app's offline queue): each event's type is checked against the
+    // grant; an event outside it is `forbidden` and the others are still published.
+    let batch = json!({"events": [
+        {"type": BOOKING, "data": {}, "id": "app-b1"},
+        {"type": "payment.refunded", "data": {}, "id": "app-b2"},
+    ]});
+    let r = api.send(
+        "POST",
+        "/api/events/publish/batch",
+        &[("content-type", "application/json"), auth[0]],
+        Some(batch.to_string().into_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let results = r.json()["results"].clone();
+    assert_eq!(results[0]["status"], "published", "{results}");
+    assert_eq!(
+        (&results[1]["status"], &results[1]["error"]),
+        (
+            &json!("forbidden"),
+            &json!("the app token does not grant publishing type `payment.refunded`")
+        ),
+        "{results}"
+    );
     let expired = token_with(
         SECRET,
         &json!({"sub": "42", "exp": now() - 120, "publish": ["*"]}),

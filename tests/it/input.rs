@@ -264,33 +264,36 @@ fn t39_duplicate_event_id_publish() {
     let s = Scenario::new("T39").types(&[ty]).token(TOKEN).start();
     let (env, redis, sink, l) = (s.env.as_str(), &s.redis, &s.sink, &s.ledger);
     let api = s.api(Some(TOKEN));
-    let mut entries = Vec::new();
+    let mut answers = Vec::new();
     for _ in 0..2 {
         let r = api.post(
             "/api/events/publish",
             &json!({"type": ty, "data": {"x": 1}, "id": "same-id"}),
         );
         assert_eq!(r.status, 202, "{}", r.body);
-        entries.push(r.body);
+        answers.push(r.json());
         l.lock().unwrap().ack("same-id");
     }
     s.conserve(Duration::from_secs(10));
-    wait_until("two deliveries", Duration::from_secs(10), || {
-        sink.requests_for("same-id").len() == 2
+    wait_until("one delivery", Duration::from_secs(10), || {
+        sink.requests_for("same-id").len() == 1
     });
     std::thread::sleep(Duration::from_millis(300));
     let rep = s.check(&CheckOpts::default());
-    // Documented: no publish-side idempotency window; two entries, two deliveries,
-    // same `id` (handlers dedupe on it).
-    rep.assert_ok("T39", 1, "");
-    assert_eq!(rep.duplicated, 1);
-    assert_eq!(redis.xlen(&stream_key(env, ty)), 2);
-    assert_ne!(
-        entries[0], entries[1],
-        "two distinct entry ids: {entries:?}"
+    // Documented: publishes with an `id` are idempotent within `[publish] dedup_window`
+    // (24 h): the repeat answers `duplicate` with the original entry id and writes nothing.
+    rep.assert_ok("T39", 0, "");
+    assert_eq!(rep.duplicated, 0);
+    assert_eq!(redis.xlen(&stream_key(env, ty)), 1);
+    assert_eq!(sink.requests_for("same-id").len(), 1);
+    let duplicate: Vec<&serde_json::Value> = answers.iter().map(|a| &a["duplicate"]).collect();
+    assert_eq!(duplicate, [&json!(false), &json!(true)], "{answers:?}");
+    assert_eq!(
+        answers[0]["entry_id"], answers[1]["entry_id"],
+        "the repeat names the original entry: {answers:?}"
     );
     s.assert_metrics(&rep, Some(0));
-    eprintln!("[T39] same id published twice: 2 entries {entries:?}, 2 deliveries");
+    eprintln!("[T39] same id published twice: 1 entry {answers:?}, 1 delivery");
 }
 
 /// A ready worker with one HTTP route for `ty`, the API token and `api_extra` in `[api]`.

@@ -49,6 +49,7 @@ mod metrics_cardinality;
 mod mixed_batch;
 mod network_faults;
 mod prometheus;
+mod publish_idempotent;
 mod redis_errors;
 mod redis_faults;
 mod redis_restart;

@@ -30,13 +30,16 @@ pub(crate) mod publish;
 /// origins ([`crate::http::app_auth::AppVerifier::cors`]).
 pub fn routes(apps: Option<&crate::http::app_auth::AppVerifier>) -> Router<ApiState> {
     let mut publish = post(publish::publish_event);
+    let mut publish_batch = post(publish::publish_batch);
     if let Some(apps) = apps {
         publish = publish.layer(apps.cors());
+        publish_batch = publish_batch.layer(apps.cors());
     }
     Router::new()
         .route("/api/events/health", get(health::health))
         .route("/api/events/history", get(history::list))
         .route("/api/events/publish", publish)
+        .route("/api/events/publish/batch", publish_batch)
         .route("/api/events/dlq", get(dlq::list))
         .route("/api/events/dlq/stats", get(dlq::stats))
         .route("/api/events/dlq/replay", post(dlq::replay))

@@ -1,24 +1,31 @@
 //! `POST /api/events/publish` (operator token or an app token granting the type, rate-limited): appends one event to its type stream,
-//! counts it and records it in the history.
+//! counts it and records it in the history. `POST /api/events/publish/batch`: the same for
+//! `{"events": [...]}`, in order, with one result per event (partial success).
 //!
 //! The body is the event as a flat JSON object: `type` and `data`, the optional attributes
 //! of the wire format, and extension attributes as further top-level string fields. `data`
 //! is kept as the producer wrote it (numbers keep their precision) and its nesting depth is
 //! checked by a scan, so deep `data` gets a 400 that names the depth.
+//!
+//! An event with its own `id` is published once per (type, id) within `[publish]
+//! dedup_window`: a repeat answers `"duplicate": true` with the original entry id and writes
+//! nothing (see `ops::publish`).
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use crate::http::api::extract::{Fields, JsonBody, RateLimited};
+use crate::http::api::extract::{Fields, JsonBody, RateLimited, json_body_with};
 use crate::http::api::{ApiError, bounded};
+use crate::http::state::WorkerView;
 use crate::model::attributes::{self, FieldKind};
 use crate::model::envelope::truncate;
 use crate::ops::dlq::DlqError;
-use crate::ops::publish::{self, NewEvent, PublishError};
+use crate::ops::publish::{self, NewEvent, PublishError, Published};
 use crate::settle::history::{Record, kind};
 
 /// The optional attributes a publish body may set: the known ones besides `type` and `data`.
@@ -157,7 +164,41 @@ fn new_event(b: PublishBody) -> Result<NewEvent, ApiError> {
     Ok(event)
 }
 
-/// 202 with the new entry's id, event id and stream.
+/// Counts `p` (published or refused as a duplicate) and records a new one in the history.
+fn record(worker: &WorkerView, p: &Published, correlation: Option<&str>) {
+    let t = p.stream.rsplit(':').next().unwrap_or_default();
+    let labels = [worker.env.as_str(), worker.type_label(t)];
+    if p.duplicate {
+        let m = &worker.metrics.publish_duplicates_total;
+        m.with_label_values(&labels).inc();
+        return;
+    }
+    worker
+        .metrics
+        .published_total
+        .with_label_values(&labels)
+        .inc();
+    worker.history.record(Record::new(
+        kind::PUBLISHED,
+        &p.id,
+        t,
+        "",
+        correlation,
+        0,
+        "via API",
+    ));
+}
+
+/// The entry id of `p` as JSON: null for a duplicate whose original entry is gone.
+fn entry_json(p: &Published) -> serde_json::Value {
+    match p.entry_id.as_str() {
+        "" => serde_json::Value::Null,
+        e => e.into(),
+    }
+}
+
+/// 202 with the entry id (for a repeat of an `id` within the dedup window: the original's,
+/// and `"duplicate": true`), the event id and the stream.
 pub async fn publish_event(
     auth: crate::http::app_auth::PublishAuth,
     _: RateLimited,
@@ -168,32 +209,162 @@ pub async fn publish_event(
     auth.check_publish(&event.event_type)?;
     let correlation = event.correlation_id.clone();
     bounded(async {
-        match publish::publish(&worker.store, &worker.keys, event).await {
+        match publish::publish(&worker.store, &worker.keys, &worker.publish, event).await {
             Ok(p) => {
-                let t = p.stream.rsplit(':').next().unwrap_or_default().to_string();
-                worker
-                    .metrics
-                    .published_total
-                    .with_label_values(&[&worker.env, worker.type_label(&t)])
-                    .inc();
-                worker.history.record(Record::new(
-                    kind::PUBLISHED,
-                    &p.id,
-                    &t,
-                    "",
-                    correlation.as_deref(),
-                    0,
-                    "via API",
-                ));
+                record(&worker, &p, correlation.as_deref());
                 Ok((
                     StatusCode::ACCEPTED,
-                    Json(json!({"entry_id": p.entry_id, "id": p.id, "stream": p.stream})),
+                    Json(
+                        json!({"entry_id": entry_json(&p), "id": p.id, "stream": p.stream,
+                        "duplicate": p.duplicate}),
+                    ),
                 )
                     .into_response())
             }
             Err(PublishError::Store(e)) => Err(DlqError::Store(e).into()),
             Err(e) => Err(ApiError::bad(e.to_string())),
         }
+    })
+    .await
+}
+
+/// The batch body: `{"events": [event, ...]}`, each event as `POST /api/events/publish`
+/// takes it (each one is read on its own, so one bad event does not refuse the others).
+#[derive(Debug, serde::Deserialize)]
+pub struct BatchBody {
+    events: Vec<Box<RawValue>>,
+}
+
+impl Fields for BatchBody {
+    const FIELDS: &'static [&'static str] = &["events"];
+}
+
+/// The `id` of a batch element that could not be read as an event, when it has a string one.
+fn id_of(raw: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOf {
+        id: Option<serde_json::Value>,
+    }
+    match serde_json::from_str::<IdOf>(raw.get()).ok()?.id? {
+        serde_json::Value::String(id) => Some(id),
+        _ => None,
+    }
+}
+
+/// The events of a batch, each read and checked on its own: the event, or the result of an
+/// `invalid` one.
+/// An app token's event whose type its grant does not cover is `forbidden`.
+fn batch_events(
+    b: BatchBody,
+    auth: &crate::http::app_auth::PublishAuth,
+) -> Vec<Result<NewEvent, serde_json::Value>> {
+    b.events
+        .into_iter()
+        .map(|raw| {
+            let invalid =
+                |error: String| json!({"id": id_of(&raw), "status": "invalid", "error": error});
+            let body = serde_json::from_str::<PublishBody>(raw.get())
+                .map_err(|e| invalid(format!("invalid event: {e}")))?;
+            let event = new_event(body).map_err(|e| invalid(e.1))?;
+            auth.check_publish(&event.event_type)
+                .map_err(|e| json!({"id": event.id, "status": "forbidden", "error": e.1}))?;
+            Ok(event)
+        })
+        .collect()
+}
+
+/// Refuses a batch body over `[publish] batch_max_bytes` (413), naming the bound.
+fn check_batch_bytes(worker: &WorkerView, bytes: usize) -> Result<(), ApiError> {
+    let max = worker.publish.batch_max_bytes;
+    if bytes > max {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "batch body of {bytes} bytes, over the {max} limit (publish.batch_max_bytes); send fewer events per batch"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a batch over `[publish] batch_max_events` (413) or empty (400), naming the bound.
+fn check_batch_events(worker: &WorkerView, events: usize) -> Result<(), ApiError> {
+    let limits = &worker.publish;
+    if events > limits.batch_max_events {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "batch of {events} events, over the {} limit (publish.batch_max_events); split it",
+                limits.batch_max_events
+            ),
+        ));
+    }
+    if events == 0 {
+        return Err(ApiError::bad(format!(
+            "`events` is empty; send 1 to {} events",
+            limits.batch_max_events
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /api/events/publish/batch`: the events in order, each idempotent by its `id` like a
+/// single publish. 200 with `{"results": [...]}`, one per event in body order: `published`
+/// or `duplicate` (with `entry_id` and `stream`), `invalid` or, for an app token whose grant
+/// does not cover the type, `forbidden` (with `error`; the others are still published). After a Redis failure the rest are `failed` (with `error`; resend them
+/// with the same ids) and the status is 503.
+pub async fn publish_batch(
+    auth: crate::http::app_auth::PublishAuth,
+    _: RateLimited,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let worker = auth.worker.clone();
+    check_batch_bytes(&worker, body.len())?;
+    let b: BatchBody = json_body_with(&headers, &body, BatchBody::FIELDS)?;
+    check_batch_events(&worker, b.events.len())?;
+    let parsed = batch_events(b, &auth);
+    let (mut valid, mut correlations) = (Vec::new(), Vec::new());
+    for event in parsed.iter().filter_map(|p| p.as_ref().ok()) {
+        correlations.push(event.correlation_id.clone());
+        valid.push(event.clone());
+    }
+    bounded(async {
+        let outcomes =
+            publish::publish_batch(&worker.store, &worker.keys, &worker.publish, valid).await;
+        let mut outcomes = outcomes.into_iter().zip(correlations);
+        let mut failed = false;
+        let mut results = Vec::with_capacity(parsed.len());
+        for item in parsed {
+            let result = match item {
+                Err(invalid) => invalid,
+                Ok(event) => match outcomes.next() {
+                    Some((Ok(p), correlation)) => {
+                        record(&worker, &p, correlation.as_deref());
+                        let status = if p.duplicate { "duplicate" } else { "published" };
+                        json!({"id": p.id, "status": status, "entry_id": entry_json(&p),
+                            "stream": p.stream})
+                    }
+                    Some((Err(PublishError::Store(e)), _)) => {
+                        failed = true;
+                        json!({"id": event.id, "status": "failed", "error": format!("{e}; resend it with the same id")})
+                    }
+                    Some((Err(e), _)) => {
+                        json!({"id": event.id, "status": "invalid", "error": e.to_string()})
+                    }
+                    None => json!({"id": event.id, "status": "failed", "error": "not attempted"}),
+                },
+            };
+            results.push(result);
+        }
+        if failed {
+            tracing::warn!("a publish batch failed in Redis part way; the rest were not attempted");
+        }
+        let status = match failed {
+            true => StatusCode::SERVICE_UNAVAILABLE,
+            false => StatusCode::OK,
+        };
+        Ok((status, Json(json!({ "results": results }))).into_response())
     })
     .await
 }
