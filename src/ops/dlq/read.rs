@@ -219,7 +219,11 @@ pub async fn count_selected(
             let all = select(store, keys, selection, max).await?;
             return Ok((all.len(), all.into_iter().take(sample).collect()));
         }
-        Selection::All => DlqFilter::default().compile()?,
+        Selection::All => {
+            let first = select(store, keys, selection, sample).await?;
+            let n = store.xlen(&keys.dlq()).await? as usize;
+            return Ok((n.min(max), first));
+        }
     };
     if !compiled.exact_only() {
         let all = select(store, keys, selection, max).await?;
