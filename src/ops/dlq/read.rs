@@ -286,3 +286,17 @@ async fn scan_forward(
 
 /// Most entries one replay or purge acts on.
 pub const MAX_SELECTED: usize = 1_000_000;
+
+#[cfg(test)]
+mod tests {
+    use super::lower_end;
+
+    #[test]
+    fn the_lower_exclusive_end_wins() {
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(lower_end(s("(10-5"), s("(9-0")), "(9-0");
+        assert_eq!(lower_end(s("(10-5"), s("(10-10")), "(10-5");
+        assert_eq!(lower_end(None, s("(9-0")), "(9-0");
+        assert_eq!(lower_end(None, None), "+");
+    }
+}
