@@ -105,26 +105,40 @@ impl Retention {
             policies.push((true, format!("{cutoff}-0")));
         }
         for (by_age, threshold) in policies {
-            for _ in 0..MAX_CHUNKS * 10 {
-                let n = self
-                    .store
-                    .dlq_trim_chunk(&self.dlq, by_age, &threshold, DLQ_TRIM_CHUNK)
-                    .await;
-                let n = match n {
-                    Ok(n) => n,
-                    Err(e) => {
-                        self.count_dlq_trimmed(trimmed);
-                        return Err(e);
-                    }
-                };
-                trimmed += n;
-                if n < DLQ_TRIM_CHUNK {
-                    break;
-                }
+            if let Err(e) = self.trim_dlq_by(by_age, &threshold, &mut trimmed).await {
+                self.count_dlq_trimmed(trimmed);
+                return Err(e);
             }
         }
         self.count_dlq_trimmed(trimmed);
         Ok(trimmed)
+    }
+
+    /// Trims the DLQ by one policy in chunks until a chunk removes less than a full one, at
+    /// most `10 * MAX_CHUNKS` chunks per pass (then warns: the next pass goes on).
+    async fn trim_dlq_by(
+        &self,
+        by_age: bool,
+        threshold: &str,
+        trimmed: &mut u64,
+    ) -> Result<(), StoreError> {
+        for _ in 0..MAX_CHUNKS * 10 {
+            let n = self
+                .store
+                .dlq_trim_chunk(&self.dlq, by_age, threshold, DLQ_TRIM_CHUNK)
+                .await?;
+            *trimmed += n;
+            if n < DLQ_TRIM_CHUNK {
+                return Ok(());
+            }
+        }
+        warn!(
+            dlq = %self.dlq,
+            "DLQ retention is behind: {trimmed} entries of {} removed in this pass and more are \
+             past dlq_max_len / dlq_max_age; the next pass (after retention_interval) goes on",
+            self.dlq
+        );
+        Ok(())
     }
 
     fn count_dlq_trimmed(&self, trimmed: u64) {
