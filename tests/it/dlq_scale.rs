@@ -414,7 +414,7 @@ fn median_of_5(mut f: impl FnMut()) -> Duration {
 /// exact, API answer under 100 ms; a filtered list whose matches are the oldest 10,000, a
 /// `show`, dry runs and a purge count within seconds; the Redis memory of the counts.
 #[test]
-#[ignore = "1,000,000 DLQ entries (about 1 GB of Redis memory, ~1 min); long tier"]
+#[ignore = "1,000,000 DLQ entries, 30-70 s; long tier"]
 fn t68_dlq_of_a_million_entries_stats_exact_in_under_100ms() {
     const N: usize = 1_000_000;
     const PAYS: usize = 10_000;
