@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The long test tier (docs/reliability-matrix.md): every #[ignore]d integration test
 # (T01 at 30,000 events, T08 with 10 kills, T12 consumer hygiene, T21 half-open
-# blackhole, T47 with 10,000 random types, the periodic DLQ retention pass), one at a
-# time, then the T53 soak.
+# blackhole, T47 with 10,000 random types, the periodic DLQ retention pass, T68 with a DLQ
+# of 1,000,000 entries), one at a time, then the T53 soak.
 #
 # T53 soak (docs/reliability-matrix.md row J): one daemon under steady load for SOAK_ROUNDS rounds of
 # ~15 s (default 8, at most 300), one fault of groups B-D per round; samples RSS, FDs,

@@ -34,6 +34,9 @@ pub enum DlqCommand {
     },
     /// Totals by reason, type and group; oldest and newest.
     Stats,
+    /// Count the DLQ again from its entries (after entries were added or removed without the
+    /// worker, e.g. by a direct XADD or an older version).
+    Recount,
     /// Put entries back to their failed group's redeliver stream, attempt 0.
     Replay {
         #[command(flatten)]
@@ -170,6 +173,7 @@ async fn execute(
         }
         DlqCommand::Show { id } => cx.show(&id).await,
         DlqCommand::Stats => cx.stats().await,
+        DlqCommand::Recount => cx.recount().await,
         DlqCommand::Replay {
             select,
             dry_run,
@@ -245,15 +249,10 @@ impl Cx<'_> {
             println!("{}", serde_json::to_string(&s)?);
             return Ok(());
         }
-        outln!(
-            "total: {}{}",
-            s.total,
-            if s.complete {
-                ""
-            } else {
-                " (counts below cover the oldest 100000)"
-            }
-        );
+        outln!("total: {}", s.total);
+        if let Some(note) = &s.note {
+            outln!("incomplete: {}", escape_line(note));
+        }
         for (title, map) in [
             ("by reason", &s.by_reason),
             ("by type", &s.by_type),
@@ -268,6 +267,25 @@ impl Cx<'_> {
         if let (Some(o), Some(n)) = (&s.oldest, &s.newest) {
             outln!("oldest: id={} time={}", o.id, o.time);
             outln!("newest: id={} time={}", n.id, n.time);
+        }
+        Ok(())
+    }
+
+    async fn recount(&self) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let r = dlq::recount(self.store, self.keys, u64::MAX).await?;
+        let secs = started.elapsed().as_secs_f64();
+        if self.json {
+            println!(
+                "{}",
+                json!({"counted": r.counted, "steps": r.steps, "seconds": secs})
+            );
+        } else {
+            outln!(
+                "counted {} DLQ entries in {} steps ({secs:.1} s)",
+                r.counted,
+                r.steps
+            );
         }
         Ok(())
     }

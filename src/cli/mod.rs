@@ -184,11 +184,15 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
     }
 }
 
-/// `event-worker migrate`: applies the migrations not yet recorded for this env.
+/// `event-worker migrate`: applies the migrations not yet recorded for this env and
+/// finishes counting an existing DLQ (see `ops::dlq::build`).
 async fn migrate(config: Config, json: bool) -> anyhow::Result<()> {
     let store = Store::connect(&config, "migrate").await?;
-    let report = migrations::apply_all(&store, &Keys::new(&config.env)).await?;
+    let keys = Keys::new(&config.env);
+    let report = migrations::apply_all(&store, &keys).await?;
+    let counts = crate::ops::dlq::build(&store, &keys, u64::MAX).await;
     store.quit().await;
+    counts?;
     if json {
         println!(
             "{}",

@@ -1,6 +1,7 @@
 //! Retention. The DLQ is trimmed only by the explicit policy (`dlq_max_len`,
-//! `dlq_max_age`), exactly, so every trimmed entry is counted in
-//! `event_worker_dlq_trimmed_total` and logged; without a policy it is never trimmed.
+//! `dlq_max_age`), exactly, in chunks that read what they remove (so the DLQ counts stay
+//! exact), so every trimmed entry is counted in `event_worker_dlq_trimmed_total` and
+//! logged; without a policy it is never trimmed.
 //! Type streams are trimmed (`stream_retention`) only below what every group of the
 //! stream has acknowledged and below each group's oldest pending entry, so trimming never
 //! removes an event some group still has to process. A pass repeats the trim in chunks of
@@ -28,6 +29,10 @@ pub const TRIM_CHUNK: u64 = 10_000;
 /// Trim calls per stream per pass: up to 10 million entries; what is left waits for the
 /// next pass (and is logged).
 pub const MAX_CHUNKS: u32 = 1_000;
+
+/// DLQ entries one retention script removes at most (it reads them first, to uncount them:
+/// about 2 ms); a pass runs up to `10 * MAX_CHUNKS` of them (10 million entries).
+pub const DLQ_TRIM_CHUNK: u64 = 1_000;
 
 /// The retention role and what it touches.
 pub struct Retention {
@@ -83,25 +88,60 @@ impl Retention {
         self.dlq_max_len.is_some() || self.dlq_max_age.is_some()
     }
 
-    /// Applies the DLQ policy once; returns how many entries were trimmed.
+    /// Applies the DLQ policy once; returns how many entries were trimmed. Each chunk of at
+    /// most [`DLQ_TRIM_CHUNK`] entries is one script that reads the entries it removes and
+    /// uncounts them from the DLQ counts (see `redis::dlq`), so `dlq stats` stays exact.
     ///
     /// # Errors
-    /// Redis errors.
+    /// Redis errors (what was trimmed before is counted).
     pub async fn trim_once(&self) -> Result<u64, StoreError> {
         let mut trimmed = 0;
+        let mut policies = Vec::new();
         if let Some(max_len) = self.dlq_max_len {
-            trimmed += self
-                .store
-                .xtrim(&self.dlq, "MAXLEN", &max_len.to_string(), false)
-                .await?;
+            policies.push((false, max_len.to_string()));
         }
         if let Some(max_age) = self.dlq_max_age {
             let cutoff = now_ms().saturating_sub(max_age.as_millis() as u64);
-            trimmed += self
-                .store
-                .xtrim(&self.dlq, "MINID", &format!("{cutoff}-0"), false)
-                .await?;
+            policies.push((true, format!("{cutoff}-0")));
         }
+        for (by_age, threshold) in policies {
+            if let Err(e) = self.trim_dlq_by(by_age, &threshold, &mut trimmed).await {
+                self.count_dlq_trimmed(trimmed);
+                return Err(e);
+            }
+        }
+        self.count_dlq_trimmed(trimmed);
+        Ok(trimmed)
+    }
+
+    /// Trims the DLQ by one policy in chunks until a chunk removes less than a full one, at
+    /// most `10 * MAX_CHUNKS` chunks per pass (then warns: the next pass goes on).
+    async fn trim_dlq_by(
+        &self,
+        by_age: bool,
+        threshold: &str,
+        trimmed: &mut u64,
+    ) -> Result<(), StoreError> {
+        for _ in 0..MAX_CHUNKS * 10 {
+            let n = self
+                .store
+                .dlq_trim_chunk(&self.dlq, by_age, threshold, DLQ_TRIM_CHUNK)
+                .await?;
+            *trimmed += n;
+            if n < DLQ_TRIM_CHUNK {
+                return Ok(());
+            }
+        }
+        warn!(
+            dlq = %self.dlq,
+            "DLQ retention is behind: {trimmed} entries of {} removed in this pass and more are \
+             past dlq_max_len / dlq_max_age; the next pass (after retention_interval) goes on",
+            self.dlq
+        );
+        Ok(())
+    }
+
+    fn count_dlq_trimmed(&self, trimmed: u64) {
         if trimmed > 0 {
             self.dlq_trimmed.inc_by(trimmed);
             warn!(
@@ -109,7 +149,6 @@ impl Retention {
                 "DLQ entries removed by the retention policy (dlq_max_len / dlq_max_age)"
             );
         }
-        Ok(trimmed)
     }
 
     /// Trims acknowledged entries older than `stream_retention` from the consumed type

@@ -1,5 +1,4 @@
-//! Store operations of the operator surface: ranges over streams, the DLQ replay script,
-//! history appends, coordination notices and the backlog figures read at scrape time.
+//! Store operations of the operator surface: ranges over streams, history appends, coordination notices and the backlog figures read at scrape time.
 
 use fred::prelude::*;
 use fred::types::scripts::Script;
@@ -7,7 +6,6 @@ use fred::types::{ClusterHash, CustomCommand, Value};
 
 use crate::redis::store::{Entry, RedisErrorKind, Store, StoreError, parse_entries, text};
 
-const REPLAY: &str = include_str!("scripts/replay.lua");
 const APPEND_HISTORY: &str = include_str!("scripts/append_history.lua");
 
 /// Backlog figures of one group on one stream (XINFO GROUPS).
@@ -63,16 +61,6 @@ impl Store {
             (count as i64).into(),
         ];
         Ok(parse_entries(stream, self.call("XRANGE", args).await?))
-    }
-
-    /// XDEL of `ids`; returns how many were deleted.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn xdel(&self, stream: &str, ids: &[String]) -> Result<u64, StoreError> {
-        let mut args: Vec<Value> = vec![stream.into()];
-        args.extend(ids.iter().map(|i| Value::from(i.as_str())));
-        Ok(self.call("XDEL", args).await?.as_u64().unwrap_or(0))
     }
 
     /// XLEN.
@@ -281,30 +269,6 @@ impl Store {
             .call("XPENDING", vec![stream.into(), group.into()])
             .await?;
         Ok(reply.into_array().get(1).and_then(text))
-    }
-
-    /// Runs the replay script: `fields` to `redeliver`, then XDEL of `dlq_id` from `dlq`.
-    /// `None` when the DLQ entry no longer exists.
-    ///
-    /// # Errors
-    /// Redis errors; nothing moved then.
-    pub async fn replay_entry(
-        &self,
-        dlq: &str,
-        redeliver: &str,
-        dlq_id: &str,
-        fields: &[(String, String)],
-    ) -> Result<Option<String>, StoreError> {
-        let mut args: Vec<Value> = vec![dlq_id.into()];
-        for (k, v) in fields {
-            args.push(k.as_str().into());
-            args.push(v.as_str().into());
-        }
-        let reply: Value = Script::from_lua(REPLAY)
-            .evalsha_with_reload(&self.cmd, vec![dlq, redeliver], args)
-            .await
-            .map_err(|e| self.error(format!("replay {dlq_id}"), e))?;
-        Ok(reply.as_str().map(|s| s.into_owned()))
     }
 
     /// Appends history records to `stream` with one script call, then trims it with

@@ -1,9 +1,10 @@
 //! The only Redis caller: the connection (`store`), stream commands (`streams`), plain keys
-//! (`keyspace`), the Lua moves loaded once (`moves`), operator reads (`admin`), channel
+//! (`keyspace`), the Lua moves loaded once (`moves`), operator reads (`admin`), the DLQ scripts and counts (`dlq`), channel
 //! subscriptions (`pubsub`), the TLS setup (`tls`), the typed error (`error`) and the
 //! record of refused writes (`refusals`).
 
 pub(crate) mod admin;
+pub(crate) mod dlq;
 pub(crate) mod error;
 pub(crate) mod keyspace;
 pub(crate) mod moves;

@@ -98,7 +98,12 @@ impl Store {
             .move_to_stream
             .evalsha_with_reload(
                 &self.cmd,
-                vec![m.dest, from.stream, &guard_key(m.dest, from)],
+                vec![
+                    m.dest,
+                    from.stream,
+                    &guard_key(m.dest, from),
+                    &crate::redis::dlq::counts_key(m.dest),
+                ],
                 args,
             )
             .await

@@ -58,7 +58,7 @@ pub struct Store {
     pub(super) apply_migration_template: &'static str,
 }
 
-const MOVE_TO_STREAM: &str = include_str!("scripts/move_to_stream.lua");
+use crate::redis::dlq::MOVE_TO_STREAM;
 const MOVE_TO_RETRY: &str = include_str!("scripts/move_to_retry.lua");
 const FORWARD_DUE: &str = include_str!("scripts/forward_due.lua");
 const PUBLISH_ONCE: &str = include_str!("scripts/publish_once.lua");

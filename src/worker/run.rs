@@ -170,12 +170,17 @@ fn start_series(cfg: &Config, metrics: &Metrics) {
     }
 }
 
-/// Applies the migrations and warns when Redis may evict keys.
+/// Applies the migrations, starts counting an existing DLQ, and warns when Redis may
+/// evict keys.
 async fn prepare(store: &Store, keys: &Keys) -> Result<(), WorkerError> {
     let report = migrations::apply_all(store, keys).await?;
     if !report.applied.is_empty() {
         info!(applied = ?report.applied, "migrations applied");
     }
+    tokio::spawn(crate::ops::dlq::build_in_background(
+        store.clone(),
+        keys.clone(),
+    ));
     if let Some(policy) = store.maxmemory_policy().await
         && policy != "noeviction"
     {

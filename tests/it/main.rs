@@ -39,6 +39,7 @@ mod dlq;
 mod dlq_ops;
 mod dlq_replay_api;
 mod dlq_retention;
+mod dlq_scale;
 mod first_run;
 mod health;
 mod input;

@@ -92,6 +92,33 @@ impl DlqFilter {
 }
 
 impl Compiled {
+    /// The first entry id the time filters allow (`since`), or `-`.
+    pub(super) fn range_start(&self) -> String {
+        self.since_ms
+            .map(|s| format!("{s}-0"))
+            .unwrap_or_else(|| "-".into())
+    }
+
+    /// The exclusive upper bound the time filters set (`older_than`), e.g. `(1700-0`.
+    pub(super) fn range_end(&self) -> Option<String> {
+        self.before_ms.map(|b| format!("({b}-0"))
+    }
+
+    /// The exact type, reason and group wanted, for the scan script.
+    pub(super) fn exact(&self) -> [Option<&str>; 3] {
+        let f = &self.filter;
+        [
+            f.event_type.as_deref(),
+            f.reason.as_deref(),
+            f.group.as_deref(),
+        ]
+    }
+
+    /// Whether only the scan script's exact fields and the range filter (no `grep`).
+    pub(super) fn exact_only(&self) -> bool {
+        self.grep.is_none()
+    }
+
     pub(super) fn matches(&self, e: &DlqEntry) -> bool {
         let f = &self.filter;
         let at = entry_id_ms(&e.entry_id).unwrap_or(0);

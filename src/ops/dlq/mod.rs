@@ -1,9 +1,10 @@
 //! The dead-letter queue inspector: list, show, stats, replay and purge of
 //! `events:<env>:dlq`. One module backs the CLI, the HTTP API and the DLQ metrics, so they
 //! never disagree. Every replay and purge is recorded in the history. The entry format is
-//! `settle::dlq_record`'s. Parts: `filter` (filters, entry ids), `read` (list, show, stats,
-//! selection), `replay`, `purge`.
+//! `settle::dlq_record`'s. Parts: `filter` (filters, entry ids), `read` (list, show,
+//! selection), `counts` (stats, the counting of an existing DLQ), `replay`, `purge`.
 
+mod counts;
 mod filter;
 mod purge;
 mod read;
@@ -15,9 +16,10 @@ use crate::model::envelope::{field, lookup};
 use crate::redis::store::{Entry, StoreError};
 use crate::settle::dlq_record::field as dlq;
 
+pub use counts::{build, build_in_background, recount, stats};
 pub use filter::{DlqFilter, is_entry_id};
 pub use purge::{PurgeOptions, purge};
-pub use read::{MAX_SELECTED, Selection, list, select, show, stats};
+pub use read::{MAX_SELECTED, Selection, count_selected, list, select, show};
 pub use replay::{ReplayOptions, replay};
 
 /// Why an operation was refused before touching Redis, or failed in it.

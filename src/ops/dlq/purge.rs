@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::model::envelope::{field, lookup};
 use crate::model::keys::Keys;
-use crate::ops::dlq::{DlqError, MAX_SELECTED, Selection, select};
+use crate::ops::dlq::{DlqError, MAX_SELECTED, Selection, count_selected, select};
 use crate::redis::store::Store;
 use crate::settle::dlq_record::field as dlq;
 use crate::settle::history::{Record, kind};
@@ -31,7 +31,8 @@ pub struct PurgeOptions<'a> {
     pub history_max_len: u64,
 }
 
-/// Deletes the selected entries. Each deletion is recorded in the history.
+/// Deletes the selected entries and uncounts them (one script per 500). Each deletion is
+/// recorded in the history. A dry run counts in Redis without reading the entries out.
 ///
 /// # Errors
 /// Invalid selection, or Redis errors.
@@ -46,18 +47,23 @@ pub async fn purge(
         actor,
         history_max_len,
     } = *opts;
+    if dry_run {
+        let (matched, _) = count_selected(store, keys, selection, MAX_SELECTED, 0).await?;
+        return Ok(PurgeReport {
+            matched,
+            dry_run,
+            ..Default::default()
+        });
+    }
     let entries = select(store, keys, selection, MAX_SELECTED).await?;
     let mut report = PurgeReport {
         matched: entries.len(),
         dry_run,
         ..Default::default()
     };
-    if dry_run {
-        return Ok(report);
-    }
     for chunk in entries.chunks(500) {
         let ids: Vec<String> = chunk.iter().map(|e| e.entry_id.clone()).collect();
-        report.purged += store.xdel(&keys.dlq(), &ids).await?;
+        report.purged += store.dlq_purge(&keys.dlq(), &ids).await?;
         let records: Vec<Record> = chunk
             .iter()
             .map(|e| {

@@ -1,13 +1,14 @@
-//! Reading the DLQ: pages of matching entries, one entry, counts, and the selection
-//! replay and purge act on.
+//! Reading the DLQ: pages of matching entries, one entry, and the selection replay and
+//! purge act on (or its count, for dry runs).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use serde::Serialize;
 
 use crate::model::keys::Keys;
-use crate::model::time::{entry_id_ms, rfc3339};
+use crate::ops::dlq::filter::Compiled;
 use crate::ops::dlq::{DlqEntry, DlqError, DlqFilter, is_entry_id};
+use crate::redis::dlq::{Direction, ScanStep};
 use crate::redis::store::Store;
 
 /// A page of entries, newest first, and the cursor for the next page.
@@ -19,11 +20,33 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-/// DLQ entries scanned at most per call, so one request's cost is bounded.
-pub const MAX_SCAN: usize = 100_000;
+/// DLQ entries one scan step reads (one script call of a few milliseconds); a filtered
+/// list or selection goes on step by step until it has what it needs or the DLQ ends.
+pub const SCAN_STEP: usize = 5_000;
+
+/// The smaller of two exclusive upper bounds (`(<id>`), or `+`.
+fn lower_end(a: Option<String>, b: Option<String>) -> String {
+    let key = |s: &String| {
+        let (ms, seq) = s
+            .trim_start_matches('(')
+            .split_once('-')
+            .unwrap_or(("0", "0"));
+        (
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0),
+        )
+    };
+    [a, b]
+        .into_iter()
+        .flatten()
+        .min_by_key(key)
+        .unwrap_or_else(|| "+".into())
+}
 
 /// Lists entries matching `filter`, newest first, at most `limit` (1..=1000), older than
-/// the `before` cursor when given.
+/// the `before` cursor when given. Scans on in steps of [`SCAN_STEP`] entries (the type,
+/// reason and group compared in Redis) until the page is full or the DLQ ends, so a first
+/// page is empty only when nothing matches.
 ///
 /// # Errors
 /// Invalid filter or cursor, or Redis errors.
@@ -44,37 +67,49 @@ pub async fn list(
     }
     let limit = limit.clamp(1, 1000);
     let dlq = keys.dlq();
-    let mut end = before
-        .map(|b| format!("({b}"))
-        .unwrap_or_else(|| "+".into());
-    let mut out = Vec::new();
-    let mut scanned = 0;
+    let start = compiled.range_start();
+    let mut end = lower_end(before.map(|b| format!("({b}")), compiled.range_end());
+    let exact = compiled.exact();
+    let mut out: Vec<DlqEntry> = Vec::new();
     loop {
-        let page = store.xrevrange(&dlq, &end, "-", 500).await?;
-        let full = page.len() == 500;
-        scanned += page.len();
-        for e in page {
-            end = format!("({}", e.id);
+        let step = ScanStep {
+            direction: Direction::Newest,
+            start: &start,
+            end: &end,
+            count: match (exact.iter().all(Option::is_none), compiled.exact_only()) {
+                (true, true) => limit + 1,
+                (_, false) => 1000,
+                (false, true) => SCAN_STEP,
+            },
+            exact,
+            // With `grep`, checked here, every entry the script returns may still fail.
+            most: if compiled.exact_only() {
+                limit + 1 - out.len()
+            } else {
+                SCAN_STEP
+            },
+            count_only: false,
+        };
+        let found = store.dlq_scan(&dlq, &step).await?;
+        for e in found.entries {
             let e = DlqEntry::from_entry(e);
             if compiled.matches(&e) {
                 if out.len() == limit {
                     // One more match exists: the page is full and has a next page.
-                    let next = out.last().map(|e: &DlqEntry| e.entry_id.clone());
+                    let next = out.last().map(|e| e.entry_id.clone());
                     return Ok(Page { entries: out, next });
                 }
                 out.push(e);
             }
         }
-        if !full {
-            return Ok(Page {
-                entries: out,
-                next: None,
-            });
-        }
-        if scanned >= MAX_SCAN {
-            // Stopped scanning, not at the end: continue below what was scanned.
-            let next = Some(end.trim_start_matches('(').to_string());
-            return Ok(Page { entries: out, next });
+        match found.last {
+            Some(last) => end = format!("({last}"),
+            None => {
+                return Ok(Page {
+                    entries: out,
+                    next: None,
+                });
+            }
         }
     }
 }
@@ -95,77 +130,6 @@ pub async fn show(store: &Store, keys: &Keys, id: &str) -> Result<Option<DlqEntr
         .into_iter()
         .next()
         .map(DlqEntry::from_entry))
-}
-
-/// Counts of the DLQ.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct Stats {
-    /// Entries (XLEN).
-    pub total: u64,
-    /// By `dlq_reason`.
-    pub by_reason: BTreeMap<String, u64>,
-    /// By event type.
-    pub by_type: BTreeMap<String, u64>,
-    /// By failed group.
-    pub by_group: BTreeMap<String, u64>,
-    /// The oldest entry.
-    pub oldest: Option<At>,
-    /// The newest entry.
-    pub newest: Option<At>,
-    /// Whether the counts cover every entry (false past [`MAX_SCAN`] entries).
-    pub complete: bool,
-}
-
-/// A DLQ entry and when it was dead-lettered: `{"id": "<entry id>", "time": "<RFC 3339>"}`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct At {
-    /// The DLQ entry id.
-    pub id: String,
-    /// Its time (from the entry id), RFC 3339.
-    pub time: String,
-}
-
-/// Counts by reason, type and group, plus oldest and newest.
-///
-/// # Errors
-/// Redis errors.
-pub async fn stats(store: &Store, keys: &Keys) -> Result<Stats, DlqError> {
-    let dlq = keys.dlq();
-    let mut s = Stats {
-        total: store.xlen(&dlq).await?,
-        complete: true,
-        ..Default::default()
-    };
-    let mut start = "-".to_string();
-    let mut scanned = 0;
-    loop {
-        let page = store.xrange(&dlq, &start, "+", 1000).await?;
-        let full = page.len() == 1000;
-        for e in page {
-            scanned += 1;
-            start = format!("({}", e.id);
-            let at = |id: &str| At {
-                id: id.to_string(),
-                time: entry_id_ms(id).map(rfc3339).unwrap_or_default(),
-            };
-            if s.oldest.is_none() {
-                s.oldest = Some(at(&e.id));
-            }
-            s.newest = Some(at(&e.id));
-            let e = DlqEntry::from_entry(e);
-            *s.by_reason.entry(e.reason().to_string()).or_default() += 1;
-            *s.by_type.entry(e.event_type().to_string()).or_default() += 1;
-            *s.by_group.entry(e.group().to_string()).or_default() += 1;
-        }
-        if !full {
-            break;
-        }
-        if scanned >= MAX_SCAN {
-            s.complete = false;
-            break;
-        }
-    }
-    Ok(s)
 }
 
 /// Which entries an operation acts on.
@@ -223,27 +187,116 @@ pub async fn select(
                 _ => None,
             };
             let mut out = Vec::new();
-            let mut start = "-".to_string();
-            loop {
-                let page = store.xrange(&dlq, &start, "+", 1000).await?;
-                let full = page.len() == 1000;
-                for e in page {
-                    start = format!("({}", e.id);
-                    let e = DlqEntry::from_entry(e);
-                    if compiled.as_ref().is_none_or(|c| c.matches(&e)) {
-                        out.push(e);
-                        if out.len() >= max {
-                            return Ok(out);
-                        }
-                    }
+            scan_forward(store, &dlq, compiled.as_ref(), false, max, |e| {
+                let e = DlqEntry::from_entry(e);
+                if compiled.as_ref().is_none_or(|c| c.matches(&e)) {
+                    out.push(e);
                 }
-                if !full {
-                    return Ok(out);
-                }
-            }
+                out.len()
+            })
+            .await?;
+            Ok(out)
         }
     }
 }
 
+/// How many entries `selection` selects (at most `max`) and the first `sample` of them,
+/// without reading the others out of Redis unless a `grep` filter needs their text: the
+/// scan script counts the matches of the type, reason, group and time filters in Redis.
+///
+/// # Errors
+/// Invalid ids or filter, or Redis errors.
+pub async fn count_selected(
+    store: &Store,
+    keys: &Keys,
+    selection: &Selection,
+    max: usize,
+    sample: usize,
+) -> Result<(usize, Vec<DlqEntry>), DlqError> {
+    let compiled = match selection {
+        Selection::Filter(f) if *f != DlqFilter::default() => f.compile()?,
+        Selection::Filter(_) | Selection::Ids(_) => {
+            let all = select(store, keys, selection, max).await?;
+            return Ok((all.len(), all.into_iter().take(sample).collect()));
+        }
+        Selection::All => {
+            let first = select(store, keys, selection, sample).await?;
+            let n = store.xlen(&keys.dlq()).await? as usize;
+            return Ok((n.min(max), first));
+        }
+    };
+    if !compiled.exact_only() {
+        let all = select(store, keys, selection, max).await?;
+        return Ok((all.len(), all.into_iter().take(sample).collect()));
+    }
+    let first = select(store, keys, selection, sample).await?;
+    if first.len() < sample {
+        return Ok((first.len(), first));
+    }
+    let dlq = keys.dlq();
+    let n = scan_forward(store, &dlq, Some(&compiled), true, max, |_| 0).await?;
+    Ok((n, first))
+}
+
+/// Scans `dlq` oldest first in steps of [`SCAN_STEP`], within the filter's time range and
+/// keeping its type, reason and group (in Redis), until `max` matches or the end. Each
+/// entry goes to `keep`, which returns how many were kept so far; when `count_only`, no
+/// entry is read out and the count of matches is returned.
+async fn scan_forward(
+    store: &Store,
+    dlq: &str,
+    compiled: Option<&Compiled>,
+    count_only: bool,
+    max: usize,
+    mut keep: impl FnMut(crate::redis::store::Entry) -> usize,
+) -> Result<usize, DlqError> {
+    let mut start = compiled
+        .map(Compiled::range_start)
+        .unwrap_or_else(|| "-".into());
+    let end = lower_end(compiled.and_then(Compiled::range_end), None);
+    let exact = compiled.map(Compiled::exact).unwrap_or_default();
+    let mut kept = 0;
+    while kept < max {
+        let step = ScanStep {
+            direction: Direction::Oldest,
+            start: &start,
+            end: &end,
+            count: SCAN_STEP,
+            exact,
+            most: max - kept,
+            count_only,
+        };
+        let found = store.dlq_scan(dlq, &step).await?;
+        if count_only {
+            kept += found.matched as usize;
+        }
+        for e in found.entries {
+            kept = keep(e);
+            if kept >= max {
+                return Ok(kept);
+            }
+        }
+        match found.last {
+            Some(last) => start = format!("({last}"),
+            None => break,
+        }
+    }
+    Ok(kept)
+}
+
 /// Most entries one replay or purge acts on.
 pub const MAX_SELECTED: usize = 1_000_000;
+
+#[cfg(test)]
+mod tests {
+    use super::lower_end;
+
+    #[test]
+    fn the_lower_exclusive_end_wins() {
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(lower_end(s("(10-5"), s("(9-0")), "(9-0");
+        assert_eq!(lower_end(s("(10-5"), s("(10-10")), "(10-5");
+        assert_eq!(lower_end(None, s("(9-0")), "(9-0");
+        assert_eq!(lower_end(None, None), "+");
+    }
+}

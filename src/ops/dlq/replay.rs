@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::model::envelope::{field, lookup};
 use crate::model::keys::{self, Keys};
 use crate::model::time::now_ms;
-use crate::ops::dlq::{DlqEntry, DlqError, MAX_SELECTED, Selection, select};
+use crate::ops::dlq::{DlqEntry, DlqError, MAX_SELECTED, Selection, count_selected, select};
 use crate::redis::store::Store;
 use crate::settle::dlq_record::{self, field as dlq};
 use crate::settle::history::{Record, kind};
@@ -90,6 +90,15 @@ pub async fn replay(
     selection: &Selection,
     opts: &ReplayOptions,
 ) -> Result<ReplayReport, DlqError> {
+    if opts.dry_run {
+        let (matched, sample) = count_selected(store, keys, selection, MAX_SELECTED, 10).await?;
+        return Ok(ReplayReport {
+            matched,
+            sample: sample.iter().map(DlqEntry::summary).collect(),
+            dry_run: true,
+            ..Default::default()
+        });
+    }
     let entries = select(store, keys, selection, MAX_SELECTED).await?;
     let mut report = ReplayReport {
         matched: entries.len(),
