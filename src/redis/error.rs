@@ -64,6 +64,8 @@ impl RedisErrorKind {
             // A script's write refused for memory, as older servers wrap it.
             "ERR" if details.contains("OOM command not allowed") => Self::Oom,
             "ERR" if details.trim_end() == "ERR no such key" => Self::NoSuchKey,
+            // Inside a script Redis words an ACL refusal without NOPERM or the command.
+            "ERR" if details.contains(SCRIPT_REFUSAL) => Self::NoPerm,
             _ => return None,
         })
     }
@@ -285,8 +287,20 @@ fn describe(kind: RedisErrorKind, op: &str, details: &str, at: &At) -> String {
     }
 }
 
+/// How Redis words an ACL refusal inside a script (no NOPERM code, no command name).
+const SCRIPT_REFUSAL: &str = "The user executing the script can't run this command";
+
 /// NOPERM: which command (or key) the ACL user lacks.
 fn no_perm(op: &str, details: &str, server: &str) -> String {
+    if details.contains(SCRIPT_REFUSAL) {
+        // The rest of the reply names the script's SHA and line, which helps nobody.
+        let reply = details.split(" script:").next().unwrap_or(details).trim();
+        return format!(
+            "the Redis ACL user lacks permission for a command in the script of `{op}` \
+             ({reply}) at {server}: compare the user's ACL (ACL GETUSER <user>) with the block \
+             in README \"Least-privilege Redis user\""
+        );
+    }
     let quoted = details.split('\'').nth(1).filter(|c| !c.is_empty());
     match quoted {
         Some(command) => {
@@ -475,6 +489,14 @@ mod tests {
             "{wrongpass}"
         );
         assert!(!wrongpass.contains("placeholder-password"), "{wrongpass}");
+        assert_eq!(
+            text(
+                ErrorKind::Unknown,
+                "ERR The user executing the script can't run this command or subcommand script: 7838a19e01c90fe4f363478838d65fe576863251, on @user_script:1.",
+                "EVALSHA abc"
+            ),
+            "the Redis ACL user lacks permission for a command in the script of `EVALSHA abc` (ERR The user executing the script can't run this command or subcommand) at redis.internal:6390: compare the user's ACL (ACL GETUSER <user>) with the block in README \"Least-privilege Redis user\""
+        );
         assert_eq!(
             text(
                 ErrorKind::Unknown,
