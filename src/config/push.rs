@@ -1,21 +1,176 @@
 //! `[push]`: real-time push to apps (README "Push to apps"): the channels consumed events are
 //! projected onto, their history caps, and the listener apps reach.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use serde::Deserialize;
 
-use super::parse::Checker;
+use super::parse::{Checker, DurationRule, IntRule};
 
 /// `[push]` as the file holds it.
 #[derive(Debug, Deserialize, Default)]
 #[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawPush {}
+pub(super) struct RawPush {
+    pub listen: Option<String>,
+    pub group: Option<String>,
+    pub history_max_len: Option<i64>,
+    pub history_max_age: Option<String>,
+    pub max_channels: Option<i64>,
+    pub replay_max: Option<i64>,
+    pub client_buffer: Option<i64>,
+    pub heartbeat: Option<String>,
+    #[serde(default)]
+    pub channels: Vec<RawChannelRule>,
+}
+
+/// One `[[push.channels]]` rule as the file holds it.
+#[derive(Debug, Deserialize, Default)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChannelRule {
+    pub types: Vec<String>,
+    pub channel: String,
+}
+
+/// One projection rule: events of `types` go to the channel `channel` renders to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRule {
+    /// Exact types or globs (`booking.*`).
+    pub types: Vec<String>,
+    /// The channel template: literal text and `{id}` `{type}` `{subject}` `{source}`
+    /// `{data.<path>}` fields.
+    pub channel: String,
+}
 
 /// `[push]`: channels, history caps and listener.
-#[derive(Debug, Clone, Default)]
-pub struct PushConfig {}
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// A listener that serves only push (`push.listen`); push is on the API listener too.
+    pub listen: Option<SocketAddr>,
+    /// The internal consumer group that projects events onto channels (`push.group`).
+    pub group: String,
+    /// Hard cap of entries per channel history (`push.history_max_len`).
+    pub history_max_len: u64,
+    /// Age cap of a channel's entries (`push.history_max_age`).
+    pub history_max_age: Duration,
+    /// Most channels with a history at once; the least recently appended go first.
+    pub max_channels: u64,
+    /// Most messages one resume replays per channel; more is `over_cap`.
+    pub replay_max: u64,
+    /// Messages buffered per connected client before it is cut as slow.
+    pub client_buffer: usize,
+    /// Interval of SSE heartbeat comments and WebSocket pings.
+    pub heartbeat: Duration,
+    /// The projection rules, in file order.
+    pub channels: Vec<ChannelRule>,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            listen: None,
+            group: "push".to_string(),
+            history_max_len: HISTORY_MAX_LEN.default as u64,
+            history_max_age: HISTORY_MAX_AGE.default,
+            max_channels: MAX_CHANNELS.default as u64,
+            replay_max: REPLAY_MAX.default as u64,
+            client_buffer: CLIENT_BUFFER.default as usize,
+            heartbeat: HEARTBEAT.default,
+            channels: Vec::new(),
+        }
+    }
+}
+
+impl PushConfig {
+    /// Whether events are projected at all (some `[[push.channels]]` rule exists).
+    pub fn projects(&self) -> bool {
+        !self.channels.is_empty()
+    }
+}
+
+const HISTORY_MAX_LEN: IntRule = IntRule {
+    default: 1000,
+    min: 1,
+    max: 1_000_000,
+};
+const HISTORY_MAX_AGE: DurationRule = DurationRule {
+    default: Duration::from_secs(7 * 86_400),
+    min: Duration::from_secs(1),
+};
+const MAX_CHANNELS: IntRule = IntRule {
+    default: 100_000,
+    min: 1,
+    max: 100_000_000,
+};
+const REPLAY_MAX: IntRule = IntRule {
+    default: 1000,
+    min: 1,
+    max: 100_000,
+};
+const CLIENT_BUFFER: IntRule = IntRule {
+    default: 1024,
+    min: 1,
+    max: 1_000_000,
+};
+const HEARTBEAT: DurationRule = DurationRule {
+    default: Duration::from_secs(15),
+    min: Duration::from_millis(100),
+};
 
 /// Validates `[push]`, naming each bad key (`push.history_max_len: ...`).
-pub(super) fn push(_c: &mut Checker, _raw: &RawPush) -> PushConfig {
-    PushConfig {}
+pub(super) fn push(c: &mut Checker, raw: &RawPush) -> PushConfig {
+    let listen = raw.listen.as_deref().and_then(|l| match l.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            c.push(format!(
+                "push.listen: `{l}` is not an address such as 0.0.0.0:9091"
+            ));
+            None
+        }
+    });
+    let group = raw.group.clone().unwrap_or_else(|| "push".to_string());
+    if !crate::model::keys::is_valid_name(&group) {
+        c.push(format!("push.group: `{group}` must match [A-Za-z0-9_.-]+"));
+    }
+    let age = raw.history_max_age.as_deref();
+    let hb = raw.heartbeat.as_deref();
+    PushConfig {
+        listen,
+        history_max_len: c.int("push.history_max_len", raw.history_max_len, HISTORY_MAX_LEN) as u64,
+        history_max_age: c.duration("push.history_max_age", age, HISTORY_MAX_AGE),
+        max_channels: c.int("push.max_channels", raw.max_channels, MAX_CHANNELS) as u64,
+        replay_max: c.int("push.replay_max", raw.replay_max, REPLAY_MAX) as u64,
+        client_buffer: c.int("push.client_buffer", raw.client_buffer, CLIENT_BUFFER) as usize,
+        heartbeat: c.duration("push.heartbeat", hb, HEARTBEAT),
+        channels: rules(c, &raw.channels),
+        group,
+    }
+}
+
+/// The `[[push.channels]]` rules, each type pattern and template checked.
+fn rules(c: &mut Checker, raw: &[RawChannelRule]) -> Vec<ChannelRule> {
+    let mut out = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let key = format!("push.channels[{i}]");
+        if r.types.is_empty() {
+            c.push(format!("{key}.types: must list at least one type"));
+        }
+        for t in &r.types {
+            if !crate::model::keys::is_valid_pattern(t) {
+                c.push(format!(
+                    "{key}.types: `{t}` is not a type or a glob such as booking.*"
+                ));
+            }
+        }
+        if let Err(e) = crate::push::rules::Template::parse(&r.channel) {
+            c.push(format!("{key}.channel: {e}"));
+        }
+        out.push(ChannelRule {
+            types: r.types.clone(),
+            channel: r.channel.clone(),
+        });
+    }
+    out
 }

@@ -40,6 +40,11 @@ pub(super) fn validate(
     let api = api(&mut c, &raw.api, lookup);
     let health = super::health::health(&mut c, &raw.health);
     let push = super::push::push(&mut c, &raw.push);
+    if push.projects() && push.group == group {
+        c.push(format!(
+            "push.group: `{group}` is the worker's own group; name another"
+        ));
+    }
     let apps = super::apps::apps(&mut c, &raw.apps, lookup);
     let routes = raw
         .routes

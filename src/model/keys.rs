@@ -12,6 +12,7 @@ pub const RESERVED_TYPES: &[&str] = &[
     "coordination",
     "migrations",
     "heartbeat",
+    "push",
 ];
 
 /// Key builder for one environment.
@@ -71,6 +72,34 @@ impl Keys {
     /// `events:<env>:heartbeat:<group>:<consumer>`: a live consumer's heartbeat.
     pub fn heartbeat(&self, group: &str, consumer: &str) -> String {
         format!("{}heartbeat:{group}:{consumer}", self.prefix)
+    }
+
+    /// `events:<env>:push`: the pub/sub channel of push notifications (one per env).
+    pub fn push_notify(&self) -> String {
+        format!("{}push", self.prefix)
+    }
+
+    /// `events:<env>:push:{<channel>}`: the history stream of one push channel. Its
+    /// companions ([`Keys::push_ids`], [`Keys::push_meta`]) share the `{<channel>}` hash tag,
+    /// so one script touches one Redis Cluster slot.
+    pub fn push_stream(&self, channel: &str) -> String {
+        format!("{}push:{{{channel}}}", self.prefix)
+    }
+
+    /// `events:<env>:push:{<channel>}:ids`: the event ids appended to a channel (dedup).
+    pub fn push_ids(&self, channel: &str) -> String {
+        format!("{}push:{{{channel}}}:ids", self.prefix)
+    }
+
+    /// `events:<env>:push:{<channel>}:meta`: a channel's epoch and last position.
+    pub fn push_meta(&self, channel: &str) -> String {
+        format!("{}push:{{{channel}}}:meta", self.prefix)
+    }
+
+    /// `events:<env>:push:index`: every channel with a history, scored by its last append
+    /// (ms), for the `push.max_channels` budget.
+    pub fn push_index(&self) -> String {
+        format!("{}push:index", self.prefix)
     }
 
     /// The event type of a type-stream key of this env, or `None` for any other key
@@ -161,6 +190,11 @@ mod tests {
         assert_eq!(k.dlq(), "events:staging:dlq");
         assert_eq!(k.heartbeat("g", "c-1"), "events:staging:heartbeat:g:c-1");
         assert_eq!(k.migrations(), "events:staging:migrations");
+        assert_eq!(k.push_notify(), "events:staging:push");
+        assert_eq!(k.push_stream("user:7"), "events:staging:push:{user:7}");
+        assert_eq!(k.push_ids("user:7"), "events:staging:push:{user:7}:ids");
+        assert_eq!(k.push_meta("user:7"), "events:staging:push:{user:7}:meta");
+        assert_eq!(k.push_index(), "events:staging:push:index");
     }
 
     #[test]
@@ -169,7 +203,7 @@ mod tests {
             assert!(is_valid_type(ok), "{ok}");
         }
         for bad in [
-            "dlq", "retry", "", "a..b", ".a", "a.", "A", "a:b", "{x}", "a*", "../x",
+            "dlq", "retry", "push", "", "a..b", ".a", "a.", "A", "a:b", "{x}", "a*", "../x",
         ] {
             assert!(!is_valid_type(bad), "{bad}");
         }
