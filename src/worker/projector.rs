@@ -32,6 +32,8 @@ pub(crate) fn spawn(
     let mut own = cfg.clone();
     own.group = cfg.push.group.clone();
     own.routes.clear();
+    // One event at a time: a channel gets its events in the order of their stream.
+    own.concurrency = 1;
     let projector = Projector {
         rules: rules.clone(),
         store: tokio::sync::OnceCell::new(),

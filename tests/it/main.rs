@@ -47,6 +47,8 @@ mod metrics_cardinality;
 mod mixed_batch;
 mod network_faults;
 mod prometheus;
+mod push_resume;
+mod push_util;
 mod redis_errors;
 mod redis_faults;
 mod redis_restart;

@@ -1,6 +1,6 @@
 -- Appends one event to one push channel, atomically with its position and notification.
 -- KEYS[1] history stream   KEYS[2] ids (sorted set: event id -> append ms, the dedup)
--- KEYS[3] meta (hash: epoch, last)   (all three share the channel's hash tag)
+-- KEYS[3] meta (hash: epoch, last, trimmed = newest entry removed by the caps)   (all three share the channel's hash tag)
 -- ARGV[1] event id   ARGV[2] message (JSON)   ARGV[3] history_max_len
 -- ARGV[4] history_max_age (ms)   ARGV[5] epoch to create if the channel has none
 -- ARGV[6] pub/sub channel of notifications   ARGV[7] channel name, JSON-encoded
@@ -17,12 +17,31 @@ local max_len = tonumber(ARGV[3])
 local age = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Trimming removes the oldest entries; the newest removed one is kept in meta `trimmed`
+-- (XINFO's max-deleted-entry-id does not count trimming), so a resume knows whether
+-- anything after a position is gone.
+local trimmed = nil
+local len = redis.call('XLEN', KEYS[1])
+if len >= max_len then
+  local gone = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - max_len + 1)
+  if #gone > 0 then trimmed = gone[#gone][1] end
+end
 local sid = redis.call('XADD', KEYS[1], 'MAXLEN', max_len, '*', 'id', ARGV[1], 'm', ARGV[2])
 local minid = now - age
 if minid > 0 then
-  redis.call('XTRIM', KEYS[1], 'MINID', minid)
+  local old = redis.call('XREVRANGE', KEYS[1], '(' .. minid, '-', 'COUNT', 1)
+  if #old > 0 then
+    redis.call('XTRIM', KEYS[1], 'MINID', minid)
+    if not trimmed or old[1][1] ~= trimmed then
+      local a = {string.match(old[1][1], '^(%d+)-(%d+)$')}
+      local b = {string.match(trimmed or '0-0', '^(%d+)-(%d+)$')}
+      local am, as, bm, bs = tonumber(a[1]), tonumber(a[2]), tonumber(b[1]), tonumber(b[2])
+      if am > bm or (am == bm and as > bs) then trimmed = old[1][1] end
+    end
+  end
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. minid)
 end
+if trimmed then redis.call('HSET', KEYS[3], 'trimmed', trimmed) end
 redis.call('HSET', KEYS[3], 'last', sid)
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 local n = redis.call('ZCARD', KEYS[2])

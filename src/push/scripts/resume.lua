@@ -1,6 +1,6 @@
 -- Resumes the channels of one connection in one call: per channel, whether the messages
 -- after the client's position can all be replayed, and if so those messages.
--- KEYS[2i-1] history stream of channel i   KEYS[2i] its meta hash (epoch, last)
+-- KEYS[2i-1] history stream of channel i   KEYS[2i] its meta hash (epoch, last, trimmed)
 -- ARGV[1] replay cap   ARGV[2i] the client's epoch ('' without a position, '0' when its
 -- position predates the channel)   ARGV[2i+1] the client's stream id
 -- Returns per channel {status, epoch, last id, {id, message, id, message, ...}}; status is
@@ -15,19 +15,12 @@ local function less(a, b)
   local bm, bs = parse(b)
   return am < bm or (am == bm and as < bs)
 end
-local function max_deleted(stream)
-  local info = redis.call('XINFO', 'STREAM', stream)
-  for j = 1, #info, 2 do
-    if info[j] == 'max-deleted-entry-id' then return info[j + 1] end
-  end
-  return '0-0'
-end
 local out = {}
 for i = 1, #KEYS / 2 do
   local stream, meta = KEYS[2 * i - 1], KEYS[2 * i]
   local pe, ps = ARGV[2 * i], ARGV[2 * i + 1]
-  local m = redis.call('HMGET', meta, 'epoch', 'last')
-  local epoch, last = m[1] or '', m[2] or '0-0'
+  local m = redis.call('HMGET', meta, 'epoch', 'last', 'trimmed')
+  local epoch, last, trimmed = m[1] or '', m[2] or '0-0', m[3] or '0-0'
   if epoch == '' then epoch = '0' end
   local status, entries = 'ok', {}
   if pe == '' then
@@ -41,7 +34,7 @@ for i = 1, #KEYS / 2 do
       status = 'history_lost'
     elseif not exists then
       if ps ~= last then status = 'trimmed' end
-    elseif less(ps, max_deleted(stream)) then
+    elseif less(ps, trimmed) then
       status = 'trimmed'
     else
       local found = redis.call('XRANGE', stream, '(' .. ps, '+', 'COUNT', cap + 1)
