@@ -47,6 +47,7 @@ mod metrics_cardinality;
 mod mixed_batch;
 mod network_faults;
 mod prometheus;
+mod push_checker;
 mod push_resume;
 mod push_util;
 mod redis_errors;

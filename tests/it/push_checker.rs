@@ -1,0 +1,224 @@
+//! Push over WebSocket, and the position checker: across ~20 random disconnects and a
+//! kill -9 of the daemon while it projects, a two-channel client gets every message once,
+//! in channel order (by position and by event id).
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::push_resume::connect;
+use crate::push_util::{publish, push_config, start};
+use crate::util::{RedisServer, wait_until};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket and subscribes; returns it and the resume frame.
+async fn ws_subscribe(addr: &str, channels: &[&str], since: Option<&str>) -> (Ws, Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/events/ws"))
+        .await
+        .unwrap();
+    let mut sub = json!({"type": "subscribe", "channels": channels});
+    if let Some(s) = since {
+        sub["since"] = s.into();
+    }
+    ws.send(Message::text(sub.to_string())).await.unwrap();
+    let first = ws_next(&mut ws).await;
+    (ws, first)
+}
+
+/// The next JSON text frame (pings skipped).
+async fn ws_next(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = m {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t83_push_websocket_subscribes_two_channels_and_resumes_with_since() {
+    let redis = RedisServer::start();
+    let env = "t83";
+    let w = start(push_config(&redis, env, ""));
+    let addr = w.config.api_addr();
+    let (_warm, _) = {
+        let mut tries = 0;
+        loop {
+            let (ws, first) = ws_subscribe(&addr, &["user:1"], None).await;
+            if first["type"] == "resume" || tries > 100 {
+                break (ws, first);
+            }
+            tries += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (mut ws, first) = ws_subscribe(&addr, &["user:1", "user:2"], None).await;
+    assert_eq!(first["type"], "resume");
+    assert_eq!(first["recovered"], true);
+    publish(&redis, env, "1", "a1", 0);
+    publish(&redis, env, "2", "b1", 0);
+    let mut last = String::new();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let m = ws_next(&mut ws).await;
+        assert_eq!(m["type"], "message");
+        got.push(m["event"]["id"].as_str().unwrap().to_string());
+        last = m["id"].as_str().unwrap().to_string();
+    }
+    assert_eq!(got, ["a1", "b1"]);
+    ws.send(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
+    assert_eq!(ws_next(&mut ws).await, json!({"type": "pong"}));
+    drop(ws);
+    for i in 2..=4 {
+        publish(&redis, env, "1", &format!("a{i}"), 0);
+    }
+    publish(&redis, env, "2", "b2", 0);
+    let key = format!("events:{env}:push:{{user:2}}");
+    wait_until("b2 projected", WAIT, || redis.xlen(&key) == 2);
+    let (mut ws, first) = ws_subscribe(&addr, &["user:1", "user:2"], Some(&last)).await;
+    assert_eq!(
+        first["channels"],
+        json!({"user:1": {"recovered": true, "missed": 3}, "user:2": {"recovered": true, "missed": 1}})
+    );
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(
+            ws_next(&mut ws).await["event"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(got, ["a2", "a3", "a4", "b2"], "each channel in order");
+    publish(&redis, env, "2", "b3", 0);
+    assert_eq!(ws_next(&mut ws).await["event"]["id"], "b3", "then live");
+    let (mut bad, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/events/ws"))
+        .await
+        .unwrap();
+    bad.send(Message::text(r#"{"type":"subscribe","channels":["a b"]}"#))
+        .await
+        .unwrap();
+    let e = ws_next(&mut bad).await;
+    assert_eq!(e["type"], "error");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("channel `a b` is not a valid name"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t84_push_checker_no_gap_no_duplicate_across_disconnects_and_a_kill9() {
+    let redis = RedisServer::start();
+    let env = "t84";
+    let mut w = start(push_config(&redis, env, ""));
+    let addr = w.config.api_addr();
+    let n = 300;
+    let url = redis.url();
+    let publisher = {
+        let env = env.to_string();
+        let port: u16 = url
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut conn = crate::util::resp::Conn::connect(port).unwrap();
+            for i in 0..n {
+                let user = if i % 3 == 0 { "2" } else { "1" };
+                let id = format!("e{i:04}");
+                let data = format!(r#"{{"user":"{user}","n":"{id}"}}"#);
+                let key = format!("events:{env}:booking.created");
+                conn.cmd(&[
+                    "XADD",
+                    &key,
+                    "*",
+                    "id",
+                    &id,
+                    "type",
+                    "booking.created",
+                    "data",
+                    &data,
+                ])
+                .unwrap();
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        })
+    };
+    let channels = ["user:1", "user:2"];
+    let mut last: Option<String> = None;
+    let mut got: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let started = Instant::now();
+    for cycle in 0..20 {
+        if cycle == 8 {
+            w.kill9();
+            w.restart();
+        }
+        let mut sse = connect(&addr, &channels, last.as_deref()).await;
+        let first = sse.next(WAIT).await.expect("resume");
+        assert_eq!(
+            first.json()["recovered"],
+            true,
+            "cycle {cycle}: {}",
+            first.data
+        );
+        last = Some(first.id.clone());
+        let read_for = Duration::from_millis(50 + rand::random::<u64>() % 250);
+        let until = tokio::time::Instant::now() + read_for;
+        while let Ok(Some(e)) = tokio::time::timeout_at(until, sse.next(WAIT)).await {
+            let m = e.json();
+            let c = m["channel"].as_str().unwrap().to_string();
+            let p = m["position"].as_str().unwrap().to_string();
+            got.entry(c).or_default().push((p, e.event_id()));
+            last = Some(e.id.clone());
+        }
+    }
+    publisher.join().unwrap();
+    let keys = channels.map(|c| format!("events:{env}:push:{{{c}}}"));
+    wait_until("all projected", Duration::from_secs(20), || {
+        keys.iter().map(|k| redis.xlen(k)).sum::<i64>() == n as i64
+    });
+    let total =
+        |g: &BTreeMap<String, Vec<(String, String)>>| g.values().map(Vec::len).sum::<usize>();
+    let mut sse = connect(&addr, &channels, last.as_deref()).await;
+    let first = sse.next(WAIT).await.unwrap();
+    assert_eq!(first.json()["recovered"], true);
+    while total(&got) < n {
+        let e = sse.next(WAIT).await.expect("the rest");
+        let m = e.json();
+        let c = m["channel"].as_str().unwrap().to_string();
+        got.entry(c)
+            .or_default()
+            .push((m["position"].as_str().unwrap().to_string(), e.event_id()));
+    }
+    let mut ids = HashSet::new();
+    for (c, key) in channels.iter().zip(&keys) {
+        let expected: Vec<String> = redis
+            .xrange(key)
+            .iter()
+            .map(|e| e.get("id").unwrap().to_string())
+            .collect();
+        let seen: Vec<String> = got[*c].iter().map(|(_, id)| id.clone()).collect();
+        assert_eq!(seen, expected, "{c}: every message once, in channel order");
+        let positions: HashSet<&String> = got[*c].iter().map(|(p, _)| p).collect();
+        assert_eq!(positions.len(), expected.len(), "{c}: no position twice");
+        ids.extend(seen);
+    }
+    assert_eq!(ids.len(), n, "every event id once over both channels");
+    eprintln!("checker done in {:?}", started.elapsed());
+}
