@@ -100,7 +100,7 @@ const HISTORY_MAX_AGE: DurationRule = DurationRule {
     min: Duration::from_secs(1),
 };
 const MAX_CHANNELS: IntRule = IntRule {
-    default: 100_000,
+    default: 10_000,
     min: 1,
     max: 100_000_000,
 };
