@@ -174,3 +174,50 @@ fn rules(c: &mut Checker, raw: &[RawChannelRule]) -> Vec<ChannelRule> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::Config;
+
+    #[test]
+    fn every_bad_push_key_is_named() {
+        let text = "[push]\nlisten = \"nope\"\nhistory_max_len = 0\ngroup = \"default\"\n\
+                    heartbeat = \"5\"\n[[push.channels]]\ntypes = [\"Booking\"]\n\
+                    channel = \"user:{data.}\"\n[[push.channels]]\ntypes = []\nchannel = \"a b\"\n";
+        let e = Config::from_toml_and_env(text, |_| None).unwrap_err().0;
+        assert_eq!(
+            e,
+            [
+                "push.listen: `nope` is not an address such as 0.0.0.0:9091",
+                "push.history_max_len: 0 is out of range (1..=1000000)",
+                "push.heartbeat: `5` has no unit (use ms, s, m, h or d); e.g. heartbeat = \"15s\"",
+                "push.channels[0].types: `Booking` is not a type or a glob such as booking.*",
+                "push.channels[0].channel: `{data.}` is no field; use {id}, {type}, {subject}, {source} or {data.<path>}",
+                "push.channels[1].types: must list at least one type",
+                "push.channels[1].channel: `a b`: channel names take no spaces, control characters, `*` or `}`",
+                "push.group: `default` is the worker's own group; name another",
+            ]
+        );
+    }
+
+    #[test]
+    fn push_defaults_and_variables() {
+        let text = "[[push.channels]]\ntypes = [\"booking.*\"]\nchannel = \"type:{type}\"\n";
+        let c = Config::from_toml_and_env(text, |_| None).unwrap();
+        assert!(c.push.projects());
+        assert_eq!(c.push.group, "push");
+        assert_eq!(c.push.history_max_len, 1000);
+        assert_eq!(c.push.history_max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.push.max_channels, 10_000);
+        assert_eq!(c.push.replay_max, 1000);
+        assert_eq!(c.push.listen, None);
+        let c = Config::from_toml_and_env(text, |n| {
+            (n == "EVENTS_PUSH_HISTORY_MAX_LEN").then(|| "50".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.push.history_max_len, 50);
+        assert!(!Config::from_toml_and_env("", |_| None).unwrap().push.projects());
+    }
+}
