@@ -218,6 +218,11 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.push.history_max_len, 50);
-        assert!(!Config::from_toml_and_env("", |_| None).unwrap().push.projects());
+        assert!(
+            !Config::from_toml_and_env("", |_| None)
+                .unwrap()
+                .push
+                .projects()
+        );
     }
 }

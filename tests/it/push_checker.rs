@@ -222,3 +222,127 @@ async fn t84_push_checker_no_gap_no_duplicate_across_disconnects_and_a_kill9() {
     assert_eq!(ids.len(), n, "every event id once over both channels");
     eprintln!("checker done in {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t85_push_hub_catches_up_after_its_pubsub_connection_is_killed() {
+    let redis = RedisServer::start();
+    let env = "t85";
+    let w = start(push_config(&redis, env, ""));
+    let addr = w.config.api_addr();
+    let mut sse = connect(&addr, &["user:1"], None).await;
+    sse.next(WAIT).await.expect("resume");
+    let n = 200;
+    let port: u16 = redis.url().rsplit(':').next().unwrap().parse().unwrap();
+    let env_name = env.to_string();
+    let publisher = std::thread::spawn(move || {
+        let mut conn = crate::util::resp::Conn::connect(port).unwrap();
+        for i in 0..n {
+            let id = format!("e{i:04}");
+            let data = format!(r#"{{"user":"1","n":"{id}"}}"#);
+            let key = format!("events:{env_name}:booking.created");
+            conn.cmd(&[
+                "XADD",
+                &key,
+                "*",
+                "id",
+                &id,
+                "type",
+                "booking.created",
+                "data",
+                &data,
+            ])
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            if i % 50 == 25 {
+                // The hub's pub/sub connection dies; messages published meanwhile are lost
+                // to pub/sub and must come from the history.
+                conn.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]).unwrap();
+            }
+        }
+    });
+    let got = sse.messages(n, WAIT).await;
+    publisher.join().unwrap();
+    let key = format!("events:{env}:push:{{user:1}}");
+    let expected: Vec<String> = redis
+        .xrange(&key)
+        .iter()
+        .map(|e| e.get("id").unwrap().to_string())
+        .collect();
+    let seen: Vec<String> = got.iter().map(|e| e.event_id()).collect();
+    assert_eq!(
+        seen, expected,
+        "one connection, 4 pub/sub drops: no gap, no duplicate"
+    );
+    let more = sse.next(Duration::from_millis(500)).await;
+    assert!(more.is_none(), "nothing more: {more:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t86_push_listener_serves_only_push_and_the_token_guards_it() {
+    let redis = RedisServer::start();
+    let env = "t86";
+    let push_port = crate::util::free_port();
+    let token = "push-test-token-0123456789";
+    let cfg =
+        push_config(&redis, env, &format!("listen = \"127.0.0.1:{push_port}\"")).api_token(token);
+    let w = start(cfg);
+    let push_addr = format!("127.0.0.1:{push_port}");
+    let client = reqwest::Client::new();
+    for path in ["/metrics", "/api/events/dlq", "/api/events/health"] {
+        let r = client
+            .get(format!("http://{push_addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path} is not served on push.listen");
+    }
+    let url = format!("http://{push_addr}/api/events/stream?channel=user:1");
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "missing or wrong bearer token"})
+    );
+    let r = client
+        .get(format!(
+            "http://{push_addr}/api/events/stream?channel=a%20b"
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["error"],
+        "channel `a b` is not a valid name (1-200 characters, no spaces, braces or *)"
+    );
+    let mut resp = None;
+    for _ in 0..100 {
+        let r = client.get(&url).bearer_auth(token).send().await.unwrap();
+        if r.status() == 200 {
+            resp = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut resp = resp.expect("SSE on push.listen with the token");
+    let first = tokio::time::timeout(WAIT, resp.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("event: resume"));
+    let health = client
+        .get(format!("http://{}/api/events/health", w.config.api_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        health["push"],
+        json!({"hub_connected": true, "listen": push_addr, "clients": 1, "channels": 1})
+    );
+}
