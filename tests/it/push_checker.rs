@@ -346,3 +346,48 @@ async fn t86_push_listener_serves_only_push_and_the_token_guards_it() {
         json!({"hub_connected": true, "listen": push_addr, "clients": 1, "channels": 1})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t87_push_a_resume_costs_one_redis_command_whatever_the_channels() {
+    let redis = RedisServer::start();
+    let env = "t87";
+    let w = start(push_config(&redis, env, ""));
+    let addr = w.config.api_addr();
+    let users: Vec<String> = (0..8).map(|i| i.to_string()).collect();
+    let channels: Vec<String> = users.iter().map(|u| format!("user:{u}")).collect();
+    let refs: Vec<&str> = channels.iter().map(String::as_str).collect();
+    let mut sse = connect(&addr, &refs, None).await;
+    let id = sse.next(WAIT).await.unwrap().id;
+    drop(sse);
+    for u in &users {
+        for i in 0..2 {
+            publish(&redis, env, u, &format!("{u}-{i}"), 0);
+        }
+    }
+    wait_until("projected", WAIT, || {
+        users
+            .iter()
+            .all(|u| redis.xlen(&format!("events:{env}:push:{{user:{u}}}")) == 2)
+    });
+    let list = redis.cmd(&["CLIENT", "LIST"]);
+    let list = list.as_str().unwrap_or_default().to_string();
+    let push_client = list
+        .lines()
+        .find(|l| l.contains("name=event-worker:w1:push:cmd"))
+        .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("addr=")))
+        .expect("the push connection")
+        .to_string();
+    let monitor = crate::util::Monitor::start(&redis);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut sse = connect(&addr, &refs, Some(&id)).await;
+    let first = sse.next(WAIT).await.unwrap();
+    assert_eq!(first.json()["missed"], 16, "{}", first.data);
+    sse.messages(16, WAIT).await;
+    let lines = monitor.stop();
+    let by_push: Vec<String> = lines
+        .iter()
+        .filter(|l| l.client == push_client)
+        .map(|l| l.args.first().cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(by_push, ["EVALSHA"], "one script call resumes 8 channels");
+}
