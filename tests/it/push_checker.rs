@@ -391,3 +391,53 @@ async fn t87_push_a_resume_costs_one_redis_command_whatever_the_channels() {
         .collect();
     assert_eq!(by_push, ["EVALSHA"], "one script call resumes 8 channels");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t88_push_two_instances_each_serve_every_message_and_a_client_moves_between_them() {
+    let redis = RedisServer::start();
+    let env = "t88";
+    let cfg1 = push_config(&redis, env, "");
+    let mut cfg2 = push_config(&redis, env, "");
+    cfg2.consumer = Some("w2".into());
+    let w1 = start(cfg1);
+    let w2 = crate::util::WorkerProcess::start("w2", cfg2);
+    let mut w2 = w2;
+    w2.wait_ready(WAIT);
+    let (a1, a2) = (w1.config.api_addr(), w2.config.api_addr());
+    let mut on1 = connect(&a1, &["user:1"], None).await;
+    let mut on2 = connect(&a2, &["user:1"], None).await;
+    on1.next(WAIT).await.unwrap();
+    on2.next(WAIT).await.unwrap();
+    for i in 0..20 {
+        publish(&redis, env, "1", &format!("e{i:02}"), 0);
+    }
+    let key = format!("events:{env}:push:{{user:1}}");
+    let got1 = on1.messages(20, WAIT).await;
+    let got2 = on2.messages(20, WAIT).await;
+    let expected: Vec<String> = redis
+        .xrange(&key)
+        .iter()
+        .map(|e| e.get("id").unwrap().to_string())
+        .collect();
+    assert_eq!(
+        expected.len(),
+        20,
+        "two projectors in one group: each event appended once"
+    );
+    let ids = |g: &[crate::push_util::Ev]| g.iter().map(|e| e.event_id()).collect::<Vec<_>>();
+    assert_eq!(ids(&got1), expected, "instance 1 serves every message");
+    assert_eq!(ids(&got2), expected, "instance 2 serves every message");
+    // The client on instance 1 moves to instance 2 with its id.
+    let last = got1[9].id.clone();
+    drop(on1);
+    let mut moved = connect(&a2, &["user:1"], Some(&last)).await;
+    let first = moved.next(WAIT).await.unwrap();
+    assert_eq!(
+        first.json()["channels"]["user:1"],
+        json!({"recovered": true, "missed": 10})
+    );
+    assert_eq!(
+        ids(&moved.messages(10, WAIT).await),
+        expected[10..].to_vec()
+    );
+}
