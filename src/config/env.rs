@@ -69,6 +69,7 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("push"), "replay_max", Kind::Int),
     (Some("push"), "client_buffer", Kind::Int),
     (Some("push"), "heartbeat", Kind::Str),
+    (Some("push"), "device_ttl", Kind::Str),
 ];
 
 /// `EVENTS_*` variables read outside [`ENV_KEYS`] (`--config`, the log filter, the API token).

@@ -21,6 +21,7 @@ pub(super) struct RawPush {
     pub replay_max: Option<i64>,
     pub client_buffer: Option<i64>,
     pub heartbeat: Option<String>,
+    pub device_ttl: Option<String>,
     #[serde(default)]
     pub channels: Vec<RawChannelRule>,
 }
@@ -63,6 +64,8 @@ pub struct PushConfig {
     pub client_buffer: usize,
     /// Interval of SSE heartbeat comments and WebSocket pings.
     pub heartbeat: Duration,
+    /// How long a device's acknowledged positions are kept after its last acknowledgement.
+    pub device_ttl: Duration,
     /// The projection rules, in file order.
     pub channels: Vec<ChannelRule>,
 }
@@ -78,6 +81,7 @@ impl Default for PushConfig {
             replay_max: REPLAY_MAX.default as u64,
             client_buffer: CLIENT_BUFFER.default as usize,
             heartbeat: HEARTBEAT.default,
+            device_ttl: DEVICE_TTL.default,
             channels: Vec::new(),
         }
     }
@@ -119,6 +123,11 @@ const HEARTBEAT: DurationRule = DurationRule {
     min: Duration::from_millis(100),
 };
 
+const DEVICE_TTL: DurationRule = DurationRule {
+    default: Duration::from_secs(30 * 86_400),
+    min: Duration::from_secs(1),
+};
+
 /// Validates `[push]`, naming each bad key (`push.history_max_len: ...`).
 pub(super) fn push(c: &mut Checker, raw: &RawPush) -> PushConfig {
     let listen = raw.listen.as_deref().and_then(|l| match l.parse() {
@@ -144,6 +153,7 @@ pub(super) fn push(c: &mut Checker, raw: &RawPush) -> PushConfig {
         replay_max: c.int("push.replay_max", raw.replay_max, REPLAY_MAX) as u64,
         client_buffer: c.int("push.client_buffer", raw.client_buffer, CLIENT_BUFFER) as usize,
         heartbeat: c.duration("push.heartbeat", hb, HEARTBEAT),
+        device_ttl: c.duration("push.device_ttl", raw.device_ttl.as_deref(), DEVICE_TTL),
         channels: rules(c, &raw.channels),
         group,
     }

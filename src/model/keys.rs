@@ -102,6 +102,11 @@ impl Keys {
         format!("{}push:index", self.prefix)
     }
 
+    /// `events:<env>:push:device:{<device>}`: a device's acknowledged position per channel.
+    pub fn push_device(&self, device: &str) -> String {
+        format!("{}push:device:{{{device}}}", self.prefix)
+    }
+
     /// The event type of a type-stream key of this env, or `None` for any other key
     /// (another env, a reserved key, or a name that is not a valid type).
     pub fn type_of_stream<'a>(&self, key: &'a str) -> Option<&'a str> {
@@ -195,6 +200,7 @@ mod tests {
         assert_eq!(k.push_ids("user:7"), "events:staging:push:{user:7}:ids");
         assert_eq!(k.push_meta("user:7"), "events:staging:push:{user:7}:meta");
         assert_eq!(k.push_index(), "events:staging:push:index");
+        assert_eq!(k.push_device("p-1"), "events:staging:push:device:{p-1}");
     }
 
     #[test]

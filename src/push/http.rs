@@ -28,6 +28,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/events/stream", get(stream))
         .route("/api/events/stream/position", get(position_of))
         .route("/api/events/ws", get(crate::push::ws::upgrade))
+        .route("/api/events/stream/ack", axum::routing::post(ack))
 }
 
 /// Whether the request may subscribe to `channels`: the one place the decision is made.
@@ -119,7 +120,8 @@ async fn stream(
     let since = last_id.or_else(|| query_values(query.as_deref(), "since").pop());
     let since = parse_since(since.as_deref())?;
     let heartbeat = svc.config.heartbeat;
-    let (session, reply) = Session::open(svc, channels, since, "sse").await?;
+    let device = query_values(query.as_deref(), "device").pop();
+    let (session, reply) = Session::open(svc, channels, since, device, "sse").await?;
     let first = SseEvent::default()
         .event("resume")
         .id(position::encode(&session.positions))
@@ -201,4 +203,53 @@ async fn position_of(
         .map(|(c, p)| (c.clone(), p.to_string().into()))
         .collect();
     Ok(axum::Json(json!({"positions": each, "id": position::encode(&positions)})).into_response())
+}
+
+/// The body of `POST /api/events/stream/ack`.
+#[derive(serde::Deserialize)]
+pub struct AckBody {
+    /// The device id (`[A-Za-z0-9_.-]{1,128}`).
+    device: String,
+    /// The `id` of the last message the device processed (its positions).
+    id: String,
+}
+
+impl crate::http::api::extract::Fields for AckBody {
+    const FIELDS: &'static [&'static str] = &["device", "id"];
+}
+
+/// `POST /api/events/stream/ack` `{"device", "id"}`: keeps the device's processed position
+/// of every channel in `id`. 200 `{"acknowledged": [channels]}`.
+async fn ack(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    crate::http::api::extract::JsonBody(body): crate::http::api::extract::JsonBody<AckBody>,
+) -> Result<Response, ApiError> {
+    use crate::push::device::{MAX_DEVICE_CHANNELS, is_valid_device};
+    if !is_valid_device(&body.device) {
+        return Err(ApiError::bad(format!(
+            "device `{}` is not a valid id ([A-Za-z0-9_.-], 1-128 characters)",
+            body.device
+        )));
+    }
+    let positions = parse_since(Some(&body.id))?;
+    let channels: Vec<String> = positions.keys().cloned().collect();
+    check_channels(&channels)?;
+    let svc = authorize(&state, &headers, &channels)?;
+    let Some(store) = svc.store.get() else {
+        return Err(ApiError::unavailable(
+            "push is not connected to Redis yet; retry",
+        ));
+    };
+    let kept = store
+        .ack(&body.device, &positions)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("{e}; retry")))?;
+    if !kept {
+        return Err(ApiError::bad(format!(
+            "device `{}` would hold more than {MAX_DEVICE_CHANNELS} channels; nothing kept",
+            body.device
+        )));
+    }
+    Ok(axum::Json(json!({"acknowledged": channels})).into_response())
 }

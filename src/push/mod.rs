@@ -8,6 +8,7 @@
 //! connection exactly (register, one resume script, replay, then live after the replay);
 //! [`http`] and [`ws`] are the transports; [`position`] and [`rules`] the vocabulary.
 
+pub mod device;
 pub mod http;
 pub mod hub;
 pub mod position;

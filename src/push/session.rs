@@ -98,8 +98,16 @@ impl Session {
         svc: Arc<PushService>,
         channels: Vec<String>,
         since: Positions,
+        device: Option<String>,
         transport: &'static str,
     ) -> Result<(Session, Value), ApiError> {
+        if let Some(d) = &device
+            && !crate::push::device::is_valid_device(d)
+        {
+            return Err(ApiError::bad(format!(
+                "device `{d}` is not a valid id ([A-Za-z0-9_.-], 1-128 characters)"
+            )));
+        }
         let Some(store) = svc.store.get() else {
             return Err(ApiError::unavailable(
                 "push is not connected to Redis yet; retry",
@@ -158,6 +166,11 @@ impl Session {
         let mut reply = json!({"recovered": all, "missed": missed, "channels": per_channel});
         if let Some(reason) = first_reason {
             reply["reason"] = reason.into();
+        }
+        if let Some(d) = device {
+            let report = store.device_report(&d).await;
+            reply["device"] = report
+                .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry")))?;
         }
         let session = Session {
             svc,

@@ -26,6 +26,7 @@ pub struct PushStore {
     max_len: u64,
     max_age_ms: u64,
     max_channels: u64,
+    pub(crate) device_ttl_ms: u64,
 }
 
 /// What an append did.
@@ -84,6 +85,7 @@ impl PushStore {
             max_len: config.history_max_len,
             max_age_ms: config.history_max_age.as_millis() as u64,
             max_channels: config.max_channels,
+            device_ttl_ms: config.device_ttl.as_millis() as u64,
         }
     }
 

@@ -35,6 +35,8 @@ enum ClientFrame {
         channels: Vec<String>,
         #[serde(default)]
         since: Option<String>,
+        #[serde(default)]
+        device: Option<String>,
     },
     Ping,
 }
@@ -76,7 +78,9 @@ async fn fail(mut socket: WebSocket, e: ApiError) {
 }
 
 /// Waits for the subscribe frame (answering pings).
-async fn subscribe(socket: &mut WebSocket) -> Result<(Vec<String>, Option<String>), ApiError> {
+type Subscribe = (Vec<String>, Option<String>, Option<String>);
+
+async fn subscribe(socket: &mut WebSocket) -> Result<Subscribe, ApiError> {
     loop {
         let m = match tokio::time::timeout(SUBSCRIBE_TIMEOUT, socket.recv()).await {
             Ok(Some(Ok(m))) => m,
@@ -84,7 +88,11 @@ async fn subscribe(socket: &mut WebSocket) -> Result<(Vec<String>, Option<String
         };
         let Message::Text(t) = m else { continue };
         match serde_json::from_str::<ClientFrame>(t.as_str()) {
-            Ok(ClientFrame::Subscribe { channels, since }) => return Ok((channels, since)),
+            Ok(ClientFrame::Subscribe {
+                channels,
+                since,
+                device,
+            }) => return Ok((channels, since, device)),
             Ok(ClientFrame::Ping) => {
                 let _ = send(socket, Message::Text(r#"{"type":"pong"}"#.into())).await;
             }
@@ -95,12 +103,12 @@ async fn subscribe(socket: &mut WebSocket) -> Result<(Vec<String>, Option<String
 
 async fn run(mut socket: WebSocket, state: ApiState, headers: HeaderMap) {
     let opened = async {
-        let (channels, since) = subscribe(&mut socket).await?;
+        let (channels, since, device) = subscribe(&mut socket).await?;
         check_channels(&channels)?;
         let svc = authorize(&state, &headers, &channels)?;
         let since = parse_since(since.as_deref())?;
         let heartbeat = svc.config.heartbeat;
-        Session::open(svc, channels, since, "ws")
+        Session::open(svc, channels, since, device, "ws")
             .await
             .map(|s| (s, heartbeat))
     };

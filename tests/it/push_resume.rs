@@ -234,3 +234,81 @@ async fn t82_push_slow_client_is_cut_alone_and_catches_up_exactly() {
         "cut, then resumed: every message once, in order"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t89_push_device_ack_is_kept_and_the_resume_says_which_channels_were_trimmed_past_it() {
+    let redis = RedisServer::start();
+    let env = "t89";
+    let w = start(push_config(
+        &redis,
+        env,
+        "history_max_len = 3\ndevice_ttl = \"1h\"",
+    ));
+    let addr = w.config.api_addr();
+    let url = format!("http://{addr}/api/events/stream/ack");
+    let client = reqwest::Client::new();
+    let mut sse = connect(&addr, &["user:1", "user:2"], None).await;
+    sse.next(WAIT).await.unwrap();
+    publish(&redis, env, "1", "m1", 0);
+    publish(&redis, env, "2", "n1", 0);
+    let got = sse.messages(2, WAIT).await;
+    let r = client
+        .post(&url)
+        .json(&json!({"device": "phone-1", "id": got[1].id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        json!({"acknowledged": ["user:1", "user:2"]})
+    );
+    let key = format!("events:{env}:push:device:{{phone-1}}");
+    let ttl = redis.cmd(&["PTTL", &key]).as_int().unwrap();
+    assert!(
+        (3_500_000..=3_600_000).contains(&ttl),
+        "expires after device_ttl: {ttl}"
+    );
+    for i in 2..=4 {
+        publish(&redis, env, "1", &format!("m{i}"), 0);
+    }
+    let got = sse.messages(3, WAIT).await;
+    let id = got[2].id.clone();
+    drop(sse);
+    publish(&redis, env, "1", "m5", 0);
+    wait_last(&redis, env, "1", "m5");
+    let q = format!("http://{addr}/api/events/stream?channel=user:1&channel=user:2&device=phone-1");
+    let mut r = client
+        .get(&q)
+        .header("Last-Event-ID", &id)
+        .send()
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, r.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&first).to_string();
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(
+        reply,
+        json!({"recovered": true, "missed": 1, "channels": {
+            "user:1": {"recovered": true, "missed": 1},
+            "user:2": {"recovered": true, "missed": 0},
+        }, "device": {"id": "phone-1", "trimmed": ["user:1"]}}),
+        "the connection resumes exactly; the device's m1 position on user:1 was trimmed (m2 gone)"
+    );
+    let r = client
+        .post(&url)
+        .json(&json!({"device": "a b", "id": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "device `a b` is not a valid id ([A-Za-z0-9_.-], 1-128 characters)"
+    );
+}
