@@ -91,6 +91,12 @@ pub struct Metrics {
     /// `event_worker_push_rules_skipped_total{env}`: matching rules that did not apply (a
     /// template field missing, or the name invalid).
     pub push_rules_skipped_total: IntCounterVec,
+    /// `event_worker_push_devices_behind{env}`: sampled devices with messages after their
+    /// acknowledged position.
+    pub push_devices_behind: IntGaugeVec,
+    /// `event_worker_push_oldest_unacked_age_seconds{env}`: age of the oldest message a
+    /// sampled device has not acknowledged.
+    pub push_oldest_unacked_age_seconds: prometheus::GaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -354,6 +360,21 @@ impl Metrics {
                 "Push rules that matched an event but did not apply (field missing, invalid name).",
                 &["env"],
             ),
+            push_devices_behind: gauge(
+                &r,
+                "event_worker_push_devices_behind",
+                "Sampled push devices with messages after their acknowledged position.",
+                &["env"],
+            ),
+            push_oldest_unacked_age_seconds: {
+                let opts = Opts::new(
+                    "event_worker_push_oldest_unacked_age_seconds",
+                    "Age of the oldest message a sampled push device has not acknowledged.",
+                );
+                let g = prometheus::GaugeVec::new(opts, &["env"]).expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry: r,
         }
     }

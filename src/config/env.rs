@@ -70,6 +70,7 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("push"), "client_buffer", Kind::Int),
     (Some("push"), "heartbeat", Kind::Str),
     (Some("push"), "device_ttl", Kind::Str),
+    (Some("push"), "device_scan_interval", Kind::Str),
 ];
 
 /// `EVENTS_*` variables read outside [`ENV_KEYS`] (`--config`, the log filter, the API token).

@@ -22,6 +22,7 @@ pub(super) struct RawPush {
     pub client_buffer: Option<i64>,
     pub heartbeat: Option<String>,
     pub device_ttl: Option<String>,
+    pub device_scan_interval: Option<String>,
     #[serde(default)]
     pub channels: Vec<RawChannelRule>,
 }
@@ -66,6 +67,8 @@ pub struct PushConfig {
     pub heartbeat: Duration,
     /// How long a device's acknowledged positions are kept after its last acknowledgement.
     pub device_ttl: Duration,
+    /// How often the device metrics are sampled.
+    pub device_scan_interval: Duration,
     /// The projection rules, in file order.
     pub channels: Vec<ChannelRule>,
 }
@@ -82,6 +85,7 @@ impl Default for PushConfig {
             client_buffer: CLIENT_BUFFER.default as usize,
             heartbeat: HEARTBEAT.default,
             device_ttl: DEVICE_TTL.default,
+            device_scan_interval: DEVICE_SCAN.default,
             channels: Vec::new(),
         }
     }
@@ -128,6 +132,11 @@ const DEVICE_TTL: DurationRule = DurationRule {
     min: Duration::from_secs(1),
 };
 
+const DEVICE_SCAN: DurationRule = DurationRule {
+    default: Duration::from_secs(30),
+    min: Duration::from_millis(100),
+};
+
 /// Validates `[push]`, naming each bad key (`push.history_max_len: ...`).
 pub(super) fn push(c: &mut Checker, raw: &RawPush) -> PushConfig {
     let listen = raw.listen.as_deref().and_then(|l| match l.parse() {
@@ -154,6 +163,11 @@ pub(super) fn push(c: &mut Checker, raw: &RawPush) -> PushConfig {
         client_buffer: c.int("push.client_buffer", raw.client_buffer, CLIENT_BUFFER) as usize,
         heartbeat: c.duration("push.heartbeat", hb, HEARTBEAT),
         device_ttl: c.duration("push.device_ttl", raw.device_ttl.as_deref(), DEVICE_TTL),
+        device_scan_interval: c.duration(
+            "push.device_scan_interval",
+            raw.device_scan_interval.as_deref(),
+            DEVICE_SCAN,
+        ),
         channels: rules(c, &raw.channels),
         group,
     }

@@ -107,6 +107,11 @@ impl Keys {
         format!("{}push:device:{{{device}}}", self.prefix)
     }
 
+    /// `events:<env>:push:devices`: devices by their last acknowledgement (ms).
+    pub fn push_devices(&self) -> String {
+        format!("{}push:devices", self.prefix)
+    }
+
     /// The event type of a type-stream key of this env, or `None` for any other key
     /// (another env, a reserved key, or a name that is not a valid type).
     pub fn type_of_stream<'a>(&self, key: &'a str) -> Option<&'a str> {

@@ -91,3 +91,91 @@ impl PushStore {
         Ok(json!({"id": device, "trimmed": trimmed}))
     }
 }
+
+/// Most devices one sampling pass looks at (the most recently acknowledging first).
+pub const SAMPLED_DEVICES: i64 = 1000;
+
+impl PushStore {
+    /// Records that `device` acknowledged now, in `events:<env>:push:devices`, and drops
+    /// devices silent for longer than `push.device_ttl` from it.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn index_device(&self, device: &str) -> Result<(), StoreError> {
+        let index = self.keys.push_devices();
+        let now = crate::model::time::now_ms() as i64;
+        let args = vec![index.as_str().into(), now.into(), device.into()];
+        self.store.call("ZADD", args).await?;
+        let old = format!("({}", now - self.device_ttl_ms as i64);
+        let args = vec![index.as_str().into(), "-inf".into(), old.into()];
+        self.store.call("ZREMRANGEBYSCORE", args).await?;
+        Ok(())
+    }
+
+    /// One pass over the [`SAMPLED_DEVICES`] most recent devices: how many are behind (a
+    /// channel has messages after their acknowledged position) and the age in seconds of the
+    /// oldest message one of them has not acknowledged.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn sample_devices(&self) -> Result<(i64, f64), StoreError> {
+        let index = self.keys.push_devices();
+        let args = vec![
+            index.as_str().into(),
+            0.into(),
+            (SAMPLED_DEVICES - 1).into(),
+        ];
+        let devices = self.store.call("ZREVRANGE", args).await?.into_array();
+        let now = crate::model::time::now_ms();
+        let (mut behind, mut oldest) = (0, 0u64);
+        for device in devices.iter().filter_map(text) {
+            let mut is_behind = false;
+            for (channel, acked) in self.device_positions(&device).await? {
+                if let Some(first) = self.first_after(&channel, &acked).await? {
+                    is_behind = true;
+                    oldest = oldest.max(now.saturating_sub(first));
+                }
+            }
+            behind += i64::from(is_behind);
+        }
+        Ok((behind, oldest as f64 / 1000.0))
+    }
+
+    /// The time (ms) of the oldest message of `channel` after `acked`, if any (a lost
+    /// history counts from the acknowledged position itself).
+    async fn first_after(
+        &self,
+        channel: &str,
+        acked: &Position,
+    ) -> Result<Option<u64>, StoreError> {
+        let meta = self.keys.push_meta(channel);
+        let args = vec![meta.as_str().into(), "epoch".into(), "last".into()];
+        let m = self.store.call("HMGET", args).await?.into_array();
+        let epoch = m.first().and_then(text).unwrap_or_default();
+        let last = m
+            .get(1)
+            .and_then(text)
+            .and_then(|l| Position::of(&epoch, &l));
+        let Some(last) = last else { return Ok(None) };
+        match last.after(acked) {
+            Some(false) => return Ok(None),
+            None => return Ok(Some(acked.ms)),
+            Some(true) => {}
+        }
+        let stream = self.keys.push_stream(channel);
+        let from = format!("({}", acked.stream_id());
+        let args = vec![
+            stream.as_str().into(),
+            from.into(),
+            "+".into(),
+            "COUNT".into(),
+            1.into(),
+        ];
+        let first = self.store.call("XRANGE", args).await?.into_array();
+        let ms = first
+            .first()
+            .and_then(|e| e.clone().into_array().first().and_then(text))
+            .and_then(|id| crate::model::time::entry_id_ms(&id));
+        Ok(Some(ms.unwrap_or(last.ms)))
+    }
+}

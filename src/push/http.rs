@@ -245,6 +245,9 @@ async fn ack(
         .ack(&body.device, &positions)
         .await
         .map_err(|e| ApiError::unavailable(format!("{e}; retry")))?;
+    if kept {
+        let _ = store.index_device(&body.device).await;
+    }
     if !kept {
         return Err(ApiError::bad(format!(
             "device `{}` would hold more than {MAX_DEVICE_CHANNELS} channels; nothing kept",

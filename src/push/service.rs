@@ -78,6 +78,11 @@ impl PushService {
             };
             let store = PushStore::new(store, Keys::new(&cfg.env), &cfg.push);
             let _ = svc.store.set(store.clone());
+            tokio::spawn(sample_devices(
+                svc.clone(),
+                store.clone(),
+                cfg.push.device_scan_interval,
+            ));
             svc.hub
                 .clone()
                 .run(store.clone(), cfg.push.replay_max, stop)
@@ -96,5 +101,32 @@ impl PushService {
             "clients": clients,
             "channels": channels,
         })
+    }
+}
+
+/// Samples the devices every `interval` (see [`PushStore::sample_devices`]) into the
+/// devices-behind and oldest-unacknowledged gauges, until the instance stops.
+async fn sample_devices(svc: Arc<PushService>, store: PushStore, interval: Duration) {
+    let behind = svc
+        .metrics
+        .push_devices_behind
+        .with_label_values(&[&svc.env]);
+    let oldest = svc
+        .metrics
+        .push_oldest_unacked_age_seconds
+        .with_label_values(&[&svc.env]);
+    let mut tick = crate::worker::role::delayed(interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = svc.stop.cancelled() => return,
+        }
+        match store.sample_devices().await {
+            Ok((b, age)) => {
+                behind.set(b);
+                oldest.set(age);
+            }
+            Err(e) => tracing::debug!(error = %e, "push: sampling devices"),
+        }
     }
 }

@@ -242,7 +242,7 @@ async fn t89_push_device_ack_is_kept_and_the_resume_says_which_channels_were_tri
     let w = start(push_config(
         &redis,
         env,
-        "history_max_len = 3\ndevice_ttl = \"1h\"",
+        "history_max_len = 3\ndevice_ttl = \"1h\"\ndevice_scan_interval = \"200ms\"",
     ));
     let addr = w.config.api_addr();
     let url = format!("http://{addr}/api/events/stream/ack");
@@ -300,6 +300,17 @@ async fn t89_push_device_ack_is_kept_and_the_resume_says_which_channels_were_tri
         }, "device": {"id": "phone-1", "trimmed": ["user:1"]}}),
         "the connection resumes exactly; the device's m1 position on user:1 was trimmed (m2 gone)"
     );
+    wait_until("the device counted behind", WAIT, || {
+        w.metrics()
+            .contains("event_worker_push_devices_behind{env=\"t89\"} 1")
+    });
+    let m = w.metrics();
+    let age: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("event_worker_push_oldest_unacked_age_seconds{env=\"t89\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!(age > 0.0 && age < 60.0, "{age}");
     let r = client
         .post(&url)
         .json(&json!({"device": "a b", "id": id}))
