@@ -75,6 +75,31 @@ pub struct Metrics {
     pub unconsumed_streams: IntGaugeVec,
     /// `event_worker_unconsumed_entries{env,cause}`: the entries those streams hold.
     pub unconsumed_entries: IntGaugeVec,
+    /// `event_worker_push_connections{env,transport}`: open push connections (sse|ws).
+    pub push_connections: IntGaugeVec,
+    /// `event_worker_push_subscriptions{env}`: channel subscriptions of open connections.
+    pub push_subscriptions: IntGaugeVec,
+    /// `event_worker_push_resumes_total{env,result,reason}`: per channel of a connection;
+    /// result = fresh|recovered|failed, reason = none|trimmed|history_lost|over_cap.
+    pub push_resumes_total: IntCounterVec,
+    /// `event_worker_push_replayed_total{env}`: messages replayed on resume.
+    pub push_replayed_total: IntCounterVec,
+    /// `event_worker_push_delivery_latency_seconds{env}`: append to hand-off to a client.
+    pub push_delivery_latency_seconds: HistogramVec,
+    /// `event_worker_push_slow_disconnects_total{env}`: clients cut for a full buffer.
+    pub push_slow_disconnects_total: IntCounterVec,
+    /// `event_worker_push_appended_total{env,result}`: channel appends; result =
+    /// appended|duplicate.
+    pub push_appended_total: IntCounterVec,
+    /// `event_worker_push_rules_skipped_total{env}`: matching rules that did not apply (a
+    /// template field missing, or the name invalid).
+    pub push_rules_skipped_total: IntCounterVec,
+    /// `event_worker_push_devices_behind{env}`: sampled devices with messages after their
+    /// acknowledged position.
+    pub push_devices_behind: IntGaugeVec,
+    /// `event_worker_push_oldest_unacked_age_seconds{env}`: age of the oldest message a
+    /// sampled device has not acknowledged.
+    pub push_oldest_unacked_age_seconds: prometheus::GaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -295,6 +320,70 @@ impl Metrics {
                 "Entries in the streams nobody consumes.",
                 &["env", "cause"],
             ),
+            push_connections: gauge(
+                &r,
+                "event_worker_push_connections",
+                "Open push connections by transport.",
+                &["env", "transport"],
+            ),
+            push_subscriptions: gauge(
+                &r,
+                "event_worker_push_subscriptions",
+                "Channel subscriptions of open push connections.",
+                &["env"],
+            ),
+            push_resumes_total: counter(
+                &r,
+                "event_worker_push_resumes_total",
+                "Channel resumes of push connections by result and reason.",
+                &["env", "result", "reason"],
+            ),
+            push_replayed_total: counter(
+                &r,
+                "event_worker_push_replayed_total",
+                "Messages replayed to push clients on resume.",
+                &["env"],
+            ),
+            push_delivery_latency_seconds: histogram(
+                &r,
+                "event_worker_push_delivery_latency_seconds",
+                "Time from a channel append to its hand-off to a push client.",
+                &["env"],
+                LATENCY_BUCKETS,
+            ),
+            push_slow_disconnects_total: counter(
+                &r,
+                "event_worker_push_slow_disconnects_total",
+                "Push clients disconnected because their buffer was full.",
+                &["env"],
+            ),
+            push_appended_total: counter(
+                &r,
+                "event_worker_push_appended_total",
+                "Push channel appends by result (appended, duplicate).",
+                &["env", "result"],
+            ),
+            push_rules_skipped_total: counter(
+                &r,
+                "event_worker_push_rules_skipped_total",
+                "Push rules that matched an event but did not apply (field missing, invalid name).",
+                &["env"],
+            ),
+            push_devices_behind: gauge(
+                &r,
+                "event_worker_push_devices_behind",
+                "Sampled push devices with messages after their acknowledged position.",
+                &["env"],
+            ),
+            push_oldest_unacked_age_seconds: {
+                let opts = Opts::new(
+                    "event_worker_push_oldest_unacked_age_seconds",
+                    "Age of the oldest message a sampled push device has not acknowledged.",
+                );
+                let g = prometheus::GaugeVec::new(opts, &["env"]).expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry: r,
         }
     }

@@ -41,6 +41,11 @@ pub(super) fn validate(
     let health = super::health::health(&mut c, &raw.health);
     let push = super::push::push(&mut c, &raw.push);
     let publish = super::publish::publish(&mut c, &raw.publish);
+    if push.projects() && push.group == group {
+        c.push(format!(
+            "push.group: `{group}` is the worker's own group; name another"
+        ));
+    }
     let apps = super::apps::apps(&mut c, &raw.apps, lookup);
     let routes = raw
         .routes

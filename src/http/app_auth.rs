@@ -103,7 +103,6 @@ pub enum AppAuthError {
     #[error("origin `{0}` is not in apps.allowed_origins")]
     OriginNotAllowed(String),
     /// The token's `channels` do not cover the channel.
-    #[allow(dead_code)] // the push endpoints' (README "Push to apps")
     #[error("the app token does not grant channel `{0}`")]
     ChannelNotGranted(String),
     /// The token's `publish` does not cover the type.
@@ -233,7 +232,6 @@ impl AppVerifier {
     ///
     /// # Errors
     /// 403 [`AppAuthError::OriginNotAllowed`].
-    #[allow(dead_code)] // the WebSocket endpoint's (README "Push to apps")
     pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), AppAuthError> {
         match origin(headers) {
             Some(o) if !self.origin_allowed(o) => {
@@ -345,7 +343,7 @@ fn not_a_jwt() -> AppAuthError {
     AppAuthError::Invalid("it is not a JWT (three base64url parts joined by dots)".into())
 }
 
-#[allow(dead_code)] // partly the push endpoints' (README "Push to apps")
+#[allow(dead_code)] // subject/expires_at/came_from_cookie: for closing a push connection at the token's expiry (not yet done)
 impl AppGrant {
     /// The token's `sub`.
     pub fn subject(&self) -> &str {

@@ -40,6 +40,23 @@ pub fn router(state: ApiState) -> Router {
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(crate::http::api::routes(state.apps.as_deref()))
+        .merge(crate::push::http::routes(state.apps.as_deref()))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            body_timeout,
+            body_in_time,
+        ))
+        .layer(axum::middleware::from_fn(json_errors))
+        .with_state(state)
+}
+
+/// The router of `push.listen`: the push endpoints only (no `/metrics`, no operator API).
+pub fn push_router(state: ApiState) -> Router {
+    let body_timeout = state.body_timeout;
+    Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .merge(crate::push::http::routes(state.apps.as_deref()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
@@ -239,13 +256,27 @@ pub async fn serve(
     state: ApiState,
     stop: CancellationToken,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
+    let header_timeout = state.header_timeout;
+    serve_router(addr, router(state), header_timeout, stop).await
+}
+
+/// [`serve`] with `app` (the API router, or [`push_router`] for `push.listen`). Connections
+/// may upgrade (WebSocket).
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn serve_router(
+    addr: SocketAddr,
+    app: Router,
+    header_timeout: Duration,
+    stop: CancellationToken,
+) -> std::io::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())
-        .header_read_timeout(state.header_timeout);
-    let app = router(state);
+        .header_read_timeout(header_timeout);
     let task = async move {
         let mut connections = tokio::task::JoinSet::new();
         loop {
@@ -257,7 +288,7 @@ pub async fn serve(
                         let conn = http1.serve_connection(
                             TokioIo::new(io),
                             TowerToHyperService::new(app.clone()),
-                        );
+                        ).with_upgrades();
                         let stop = stop.clone();
                         connections.spawn(async move {
                             let mut conn = std::pin::pin!(conn);

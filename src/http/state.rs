@@ -41,6 +41,8 @@ pub struct ApiState {
     pub header_timeout: Duration,
     /// Longest time a client may take to send a request body (`api.body_timeout`).
     pub body_timeout: Duration,
+    /// Push to apps, when `[push]` turns it on.
+    pub push: Option<Arc<crate::push::service::PushService>>,
 }
 
 impl ApiState {

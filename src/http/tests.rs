@@ -36,6 +36,7 @@ fn state() -> ApiState {
         limiter: Arc::new(RateLimiter::new(0)),
         header_timeout: Duration::from_secs(5),
         body_timeout: Duration::from_secs(5),
+        push: None,
     }
 }
 

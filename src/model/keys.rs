@@ -13,6 +13,7 @@ pub const RESERVED_TYPES: &[&str] = &[
     "migrations",
     "heartbeat",
     "dedup",
+    "push",
 ];
 
 /// Key builder for one environment.
@@ -80,6 +81,44 @@ impl Keys {
     /// with the XADD. `dedup` is a reserved word, so no type stream is named like it.
     pub fn dedup(&self, event_type: &str) -> String {
         format!("{}dedup:{{{}}}", self.prefix, self.stream(event_type))
+    }
+
+    /// `events:<env>:push`: the pub/sub channel of push notifications (one per env).
+    pub fn push_notify(&self) -> String {
+        format!("{}push", self.prefix)
+    }
+
+    /// `events:<env>:push:{<channel>}`: the history stream of one push channel. Its
+    /// companions ([`Keys::push_ids`], [`Keys::push_meta`]) share the `{<channel>}` hash tag,
+    /// so one script touches one Redis Cluster slot.
+    pub fn push_stream(&self, channel: &str) -> String {
+        format!("{}push:{{{channel}}}", self.prefix)
+    }
+
+    /// `events:<env>:push:{<channel>}:ids`: the event ids appended to a channel (dedup).
+    pub fn push_ids(&self, channel: &str) -> String {
+        format!("{}push:{{{channel}}}:ids", self.prefix)
+    }
+
+    /// `events:<env>:push:{<channel>}:meta`: a channel's epoch and last position.
+    pub fn push_meta(&self, channel: &str) -> String {
+        format!("{}push:{{{channel}}}:meta", self.prefix)
+    }
+
+    /// `events:<env>:push:index`: every channel with a history, scored by its last append
+    /// (ms), for the `push.max_channels` budget.
+    pub fn push_index(&self) -> String {
+        format!("{}push:index", self.prefix)
+    }
+
+    /// `events:<env>:push:device:{<device>}`: a device's acknowledged position per channel.
+    pub fn push_device(&self, device: &str) -> String {
+        format!("{}push:device:{{{device}}}", self.prefix)
+    }
+
+    /// `events:<env>:push:devices`: devices by their last acknowledgement (ms).
+    pub fn push_devices(&self) -> String {
+        format!("{}push:devices", self.prefix)
     }
 
     /// The event type of a type-stream key of this env, or `None` for any other key
@@ -174,6 +213,12 @@ mod tests {
             k.dedup("booking.created"),
             "events:staging:dedup:{events:staging:booking.created}"
         );
+        assert_eq!(k.push_notify(), "events:staging:push");
+        assert_eq!(k.push_stream("user:7"), "events:staging:push:{user:7}");
+        assert_eq!(k.push_ids("user:7"), "events:staging:push:{user:7}:ids");
+        assert_eq!(k.push_meta("user:7"), "events:staging:push:{user:7}:meta");
+        assert_eq!(k.push_index(), "events:staging:push:index");
+        assert_eq!(k.push_device("p-1"), "events:staging:push:device:{p-1}");
     }
 
     #[test]
@@ -191,7 +236,8 @@ mod tests {
             assert!(is_valid_type(ok), "{ok}");
         }
         for bad in [
-            "dlq", "retry", "dedup", "", "a..b", ".a", "a.", "A", "a:b", "{x}", "a*", "../x",
+            "dlq", "retry", "dedup", "push", "", "a..b", ".a", "a.", "A", "a:b", "{x}", "a*",
+            "../x",
         ] {
             assert!(!is_valid_type(bad), "{bad}");
         }

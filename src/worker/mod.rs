@@ -8,6 +8,7 @@ pub(crate) mod health;
 pub(crate) mod lifecycle;
 pub(crate) mod parts;
 pub(crate) mod ping;
+pub(crate) mod projector;
 pub(crate) mod role;
 pub(crate) mod routes;
 pub(crate) mod run;

@@ -34,19 +34,49 @@ use crate::worker::role;
 use crate::worker::routes::{self, CodeRoute};
 use crate::worker::sampler::Sampler;
 
-/// Runs a worker until `stop`, then stops it (see [`Lifecycle`] for the order).
+/// Runs a worker until `stop`, then stops it (see [`Lifecycle`] for the order); with
+/// `[[push.channels]]` rules, the push projector runs beside it (see
+/// [`crate::worker::projector`]) and stops with it.
 pub async fn run(
     cfg: Config,
     code_routes: Vec<CodeRoute>,
     metrics: Metrics,
     stop: CancellationToken,
 ) -> Result<(), WorkerError> {
+    let projector = crate::worker::projector::spawn(&cfg, &metrics, &stop);
+    let result = run_worker(cfg, code_routes, metrics, stop, true).await;
+    if let Some((own_stop, task)) = projector {
+        if result.is_err() {
+            own_stop.cancel();
+        }
+        match task.await {
+            Ok(Err(e)) => error!(error = %e, "the push projector stopped with an error"),
+            Err(e) => error!(error = %e, "the push projector panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    result
+}
+
+/// Runs one worker until `stop`; `serve`: whether it runs the HTTP listener (the push
+/// projector does not).
+pub(crate) async fn run_worker(
+    cfg: Config,
+    code_routes: Vec<CodeRoute>,
+    metrics: Metrics,
+    stop: CancellationToken,
+    serve: bool,
+) -> Result<(), WorkerError> {
     let notices = Notices::channel();
     let routes = routes::build(&cfg, &code_routes, &metrics, &notices.0)?;
     let life = Lifecycle::new();
     let health = Arc::new(Health::new(cfg.health.clone()));
     let view = Arc::new(OnceLock::new());
-    listen(&cfg, &metrics, &health, &view, &life).await?;
+    if serve {
+        listen(&cfg, &metrics, &health, &view, &life).await?;
+    } else {
+        info!(group = %cfg.group, "push projector starting");
+    }
     // The gauge exists (at 0) while Redis is still unreachable.
     let redis_up = metrics.redis_up.with_label_values(&[&cfg.env]);
     let Some(store) = connect_until_stopped(&cfg, &health, &stop).await? else {
@@ -122,7 +152,9 @@ async fn listen(
         limiter: Arc::new(RateLimiter::new(cfg.api.rate_limit)),
         header_timeout: cfg.api.header_timeout,
         body_timeout: cfg.api.body_timeout,
+        push: None,
     };
+    let api_state = crate::worker::projector::serve_push(cfg, metrics, api_state, life).await?;
     let (bound, api_task) = server::serve(cfg.api.listen, api_state, life.token(Stage::Http))
         .await
         .map_err(|source| WorkerError::Listen {

@@ -402,6 +402,9 @@ fn t51_acl_least_privilege_suffices() {
             .api_token(token);
         cfg.consumer = Some(name.into());
         cfg.top_level = "stream_retention = \"1m\"\ndlq_max_len = 100\n".into();
+        // Push (projector group, hub, resume script) runs under the same user.
+        cfg.extra =
+            "[push]\n[[push.channels]]\ntypes = [\"sec.*\"]\nchannel = \"type:{type}\"\n".into();
         cfg
     };
     let cfg = mk("w1");
@@ -472,10 +475,17 @@ fn t51_acl_least_privilege_suffices() {
         "/api/events/dlq",
         "/api/events/dlq/stats",
         "/api/events/health",
+        &format!("/api/events/stream/position?channel=type:{TY}"),
     ] {
         let r = api.get(path);
         assert_eq!(r.status, 200, "{path}: {}", r.body);
     }
+    let channel = format!("events:{env}:push:{{type:{TY}}}");
+    wait_until(
+        "projected onto the push channel",
+        Duration::from_secs(10),
+        || redis.xlen(&channel) >= 4,
+    );
     checker::must_conserve(
         "T51",
         &l,

@@ -48,6 +48,9 @@ pub async fn health(State(state): State<ApiState>) -> Result<Response, ApiError>
         "breakers": breakers,
         "in_flight": worker.in_flight.len(),
     });
+    if let Some(push) = &state.push {
+        body["push"] = push.health();
+    }
     let latency = match ping {
         Ok(latency) => latency,
         Err(e) => {

@@ -334,6 +334,7 @@ fn state(section: Option<&str>) -> crate::http::state::ApiState {
         worker: Arc::new(OnceLock::new()),
         token: Some(crate::model::secret::Secret::new(OPERATOR)),
         apps: section.map(|s| Arc::new(verifier(s))),
+        push: None,
         backlog: Arc::new(crate::ops::backlog::BacklogCache::default()),
         limiter: Arc::new(RateLimiter::new(0)),
         header_timeout: Duration::from_secs(5),

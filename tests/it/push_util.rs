@@ -1,0 +1,221 @@
+//! Helpers of the push tests: a daemon with `[push]` rules, an SSE reader over reqwest
+//! streaming, publishing events for a user channel.
+
+use std::time::Duration;
+
+use crate::util::{RedisServer, Route, WorkerConfig, WorkerProcess};
+
+/// The `[push]` section of the tests: `user:{data.user}` for `booking.*`, heartbeat 1 s,
+/// plus `extra` keys.
+pub fn push_config(redis: &RedisServer, env: &str, extra: &str) -> WorkerConfig {
+    let mut cfg = WorkerConfig::new(env, &redis.url()).route(Route::blackhole(&["booking.*"]));
+    cfg.extra = format!(
+        "[push]\nheartbeat = \"1s\"\n{extra}\n[[push.channels]]\ntypes = [\"booking.*\"]\n\
+         channel = \"user:{{data.user}}\"\n"
+    );
+    cfg
+}
+
+/// Starts the daemon and waits until it is ready and push is connected.
+pub fn start(cfg: WorkerConfig) -> WorkerProcess {
+    let mut w = WorkerProcess::start("w1", cfg);
+    w.wait_ready(Duration::from_secs(15));
+    w
+}
+
+/// Publishes event `id` for `user` (with `pad` bytes of padding in its data).
+pub fn publish(redis: &RedisServer, env: &str, user: &str, id: &str, pad: usize) {
+    let data = format!(
+        r#"{{"user":"{user}","n":"{id}","pad":"{}"}}"#,
+        "x".repeat(pad)
+    );
+    let key = format!("events:{env}:booking.created");
+    redis.xadd(
+        &key,
+        &[("id", id), ("type", "booking.created"), ("data", &data)],
+    );
+}
+
+/// One SSE event.
+#[derive(Debug, Clone, Default)]
+pub struct Ev {
+    pub event: String,
+    pub id: String,
+    pub data: String,
+}
+
+impl Ev {
+    /// The data as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{e}: {}", self.data))
+    }
+
+    /// The event id of a message.
+    pub fn event_id(&self) -> String {
+        self.json()["event"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// A Server-Sent Events connection.
+pub struct Sse {
+    resp: reqwest::Response,
+    buf: String,
+    /// Comments (heartbeats) seen.
+    pub comments: usize,
+    /// The `retry:` values seen.
+    pub retry: Option<String>,
+}
+
+impl Sse {
+    /// Connects to `/api/events/stream` of `addr` for `channels`, with `Last-Event-ID`.
+    pub async fn connect(
+        addr: &str,
+        channels: &[&str],
+        last_id: Option<&str>,
+    ) -> Result<Sse, String> {
+        let query: Vec<String> = channels.iter().map(|c| format!("channel={c}")).collect();
+        let url = format!("http://{addr}/api/events/stream?{}", query.join("&"));
+        let mut req = reqwest::Client::new().get(url);
+        if let Some(id) = last_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        if resp.status() != 200 {
+            let status = resp.status();
+            return Err(format!(
+                "{status}: {}",
+                resp.text().await.unwrap_or_default()
+            ));
+        }
+        Ok(Sse {
+            resp,
+            buf: String::new(),
+            comments: 0,
+            retry: None,
+        })
+    }
+
+    /// The next event (comments counted and skipped), `None` at the end or after `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Option<Ev> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut ev = Ev::default();
+                let mut comment = true;
+                for line in block.lines() {
+                    if line.is_empty() || line.starts_with(':') {
+                        continue;
+                    }
+                    comment = false;
+                    let (k, v) = line.split_once(':').unwrap_or((line, ""));
+                    let v = v.strip_prefix(' ').unwrap_or(v);
+                    match k {
+                        "event" => ev.event = v.to_string(),
+                        "id" => ev.id = v.to_string(),
+                        "data" => ev.data += v,
+                        "retry" => self.retry = Some(v.to_string()),
+                        _ => {}
+                    }
+                }
+                if comment || block.trim().is_empty() {
+                    self.comments += 1;
+                    continue;
+                }
+                if ev.event.is_empty() {
+                    ev.event = "message".into();
+                }
+                return Some(ev);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .ok()?;
+            match chunk {
+                Ok(Some(bytes)) => self.buf += &String::from_utf8_lossy(&bytes),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next `n` messages (panics naming what came instead).
+    pub async fn messages(&mut self, n: usize, wait: Duration) -> Vec<Ev> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match self.next(wait).await {
+                Some(e) if e.event == "message" => out.push(e),
+                other => panic!("expected {n} messages, got {} then {other:?}", out.len()),
+            }
+        }
+        out
+    }
+}
+
+/// GET `path` of `addr` as JSON.
+pub async fn get_json(addr: &str, path: &str) -> serde_json::Value {
+    let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    r.json().await.unwrap()
+}
+
+/// A raw SSE client with a 4 KiB receive buffer that reads nothing until asked: a stalled
+/// phone.
+pub struct Stalled {
+    stream: tokio::net::TcpStream,
+}
+
+impl Stalled {
+    /// Connects and sends the request for `channel`.
+    pub async fn connect(addr: &str, channel: &str) -> Stalled {
+        use tokio::io::AsyncWriteExt;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+        let req =
+            format!("GET /api/events/stream?channel={channel} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        Stalled { stream }
+    }
+
+    /// Reads until the server closes (bounded by `wait`), decodes the chunked body and
+    /// returns its events.
+    pub async fn read_all(mut self, wait: Duration) -> Vec<Ev> {
+        use tokio::io::AsyncReadExt;
+        let mut raw = Vec::new();
+        let _ = tokio::time::timeout(wait, self.stream.read_to_end(&mut raw)).await;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (_, mut rest) = text.split_once("\r\n\r\n").expect("a response head");
+        let mut body = String::new();
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || after.len() < n {
+                break;
+            }
+            body += &after[..n];
+            rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+        }
+        let mut events = Vec::new();
+        for block in body.split("\n\n") {
+            let mut ev = Ev::default();
+            for line in block.lines().filter(|l| !l.starts_with(':')) {
+                let (k, v) = line.split_once(':').unwrap_or((line, ""));
+                let v = v.strip_prefix(' ').unwrap_or(v);
+                match k {
+                    "event" => ev.event = v.to_string(),
+                    "id" => ev.id = v.to_string(),
+                    "data" => ev.data += v,
+                    _ => {}
+                }
+            }
+            if ev.data.is_empty() {
+                continue;
+            }
+            if ev.event.is_empty() {
+                ev.event = "message".into();
+            }
+            events.push(ev);
+        }
+        events
+    }
+}
