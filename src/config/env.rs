@@ -14,6 +14,7 @@ enum Kind {
     Str,
     Int,
     Float,
+    Bool,
 }
 
 /// Every key an `EVENTS_<SECTION>_<KEY>` variable may set.
@@ -61,6 +62,12 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("health"), "retry_depth", Kind::Int),
     (Some("health"), "lag", Kind::Int),
     (Some("health"), "scan_interval", Kind::Str),
+    (Some("outbox"), "enabled", Kind::Bool),
+    (Some("outbox"), "dir", Kind::Str),
+    (Some("outbox"), "max_bytes", Kind::Int),
+    (Some("outbox"), "fsync", Kind::Str),
+    (Some("outbox"), "segment_bytes", Kind::Int),
+    (Some("outbox"), "fallback_after", Kind::Str),
 ];
 
 /// `EVENTS_*` variables read outside [`ENV_KEYS`] (`--config`, the log filter, the API token).
@@ -93,6 +100,11 @@ fn value_of(kind: Kind, raw: String) -> Result<toml::Value, &'static str> {
             .parse()
             .map(toml::Value::Float)
             .map_err(|_| "a number such as 0.5"),
+        Kind::Bool => match raw.trim() {
+            "true" | "1" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" => Ok(toml::Value::Boolean(false)),
+            _ => Err("true or false"),
+        },
     }
 }
 
@@ -262,6 +274,7 @@ mod tests {
                 Kind::Str => "text",
                 Kind::Int => "7",
                 Kind::Float => "0.5",
+                Kind::Bool => "true",
             };
             let var = env_var_name(*section, key);
             let mut table = toml::Table::new();

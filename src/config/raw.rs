@@ -49,6 +49,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub push: super::push::RawPush,
     #[serde(default)]
+    pub outbox: super::outbox::RawOutbox,
+    #[serde(default)]
     pub apps: super::apps::RawApps,
     #[serde(default)]
     pub routes: Vec<RawRoute>,

@@ -40,6 +40,7 @@ pub(super) fn validate(
     let api = api(&mut c, &raw.api, lookup);
     let health = super::health::health(&mut c, &raw.health);
     let push = super::push::push(&mut c, &raw.push);
+    let outbox = super::outbox::outbox(&mut c, &raw.outbox, &env, lookup);
     let apps = super::apps::apps(&mut c, &raw.apps, lookup);
     let routes = raw
         .routes
@@ -80,6 +81,7 @@ pub(super) fn validate(
         api,
         health,
         push,
+        outbox,
         apps,
         routes,
     })
