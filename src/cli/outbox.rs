@@ -45,6 +45,15 @@ pub enum OutboxCommand {
         /// `always` or an interval such as `100ms`.
         #[arg(long, default_value = "always")]
         fsync: String,
+        #[arg(long, default_value_t = 256 << 20)]
+        max_bytes: u64,
+        /// Append `size` raw bytes per record instead of an event (no JSON per append).
+        #[arg(long)]
+        raw: bool,
+        /// After the appends, write half of one more record, print `torn` and wait to be
+        /// killed (a crash in the middle of an append).
+        #[arg(long)]
+        torn_tail: bool,
     },
 }
 
@@ -86,7 +95,27 @@ pub async fn run(command: OutboxCommand, config: Config, json: bool) -> anyhow::
             count,
             size,
             fsync,
-        } => fill(&dir, count, size, &fsync),
+            max_bytes,
+            raw,
+            torn_tail,
+        } => {
+            let fsync = match fsync.as_str() {
+                "always" => FsyncPolicy::Always,
+                other => FsyncPolicy::Interval(crate::config::parse_duration(other)?),
+            };
+            let options = Options {
+                fsync,
+                max_bytes,
+                segment_bytes: (16 << 20).min(max_bytes),
+            };
+            let mut log = fill(&dir, count, size, options, raw)?;
+            if torn_tail {
+                log.write_torn_for_test(&vec![b'x'; size])?;
+                println!("torn");
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -141,20 +170,19 @@ fn status(log: &Log, json: bool) {
 }
 
 /// `outbox fill` (hidden): appends test events, one line per returned append.
-fn fill(dir: &Path, count: u64, size: usize, fsync: &str) -> anyhow::Result<()> {
+fn fill(dir: &Path, count: u64, size: usize, options: Options, raw: bool) -> anyhow::Result<Log> {
     use std::io::Write;
-    let fsync = match fsync {
-        "always" => FsyncPolicy::Always,
-        other => FsyncPolicy::Interval(crate::config::parse_duration(other)?),
-    };
-    let options = Options {
-        fsync,
-        ..Options::default()
-    };
     let mut log = Log::open(dir, options)?;
     let data = format!("\"{}\"", "x".repeat(size));
     let mut out = std::io::stdout().lock();
+    let bytes = vec![b'x'; size];
     for i in 0..count {
+        if raw {
+            let seq = log.append(&bytes)?;
+            writeln!(out, "appended {seq}")?;
+            out.flush()?;
+            continue;
+        }
         let mut event = NewEvent {
             event_type: "outbox.fill".into(),
             data: data.clone(),
@@ -165,5 +193,5 @@ fn fill(dir: &Path, count: u64, size: usize, fsync: &str) -> anyhow::Result<()> 
         writeln!(out, "appended {seq}")?;
         out.flush()?;
     }
-    Ok(())
+    Ok(log)
 }

@@ -282,6 +282,21 @@ impl Log {
         Ok(())
     }
 
+    /// Test aid (`outbox fill --torn-tail`): writes the first half of the next record's
+    /// frame, as a write cut short by a crash or power cut leaves it; its append never
+    /// returns. Nothing else uses it.
+    ///
+    /// # Errors
+    /// The write failed.
+    pub fn write_torn_for_test(&mut self, payload: &[u8]) -> Result<(), OutboxError> {
+        let bytes = frame::encode(self.next_seq, crate::model::time::now_ms(), payload);
+        let at = self.segments.last().expect("active").len;
+        self.active
+            .write_all_at(&bytes[..bytes.len() / 2], at)
+            .and_then(|()| self.active.sync_data())
+            .map_err(|e| OutboxError::io(&self.dir, &self.active_path(), "write", e))
+    }
+
     /// The active segment's path.
     pub(super) fn active_path(&self) -> PathBuf {
         let first = self.segments.last().expect("active").first_seq;

@@ -47,6 +47,8 @@ mod metrics;
 mod metrics_cardinality;
 mod mixed_batch;
 mod network_faults;
+mod outbox_disk;
+mod outbox_log;
 mod prometheus;
 mod redis_errors;
 mod redis_faults;
