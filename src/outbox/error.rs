@@ -45,7 +45,7 @@ pub enum OutboxError {
     },
     /// The filesystem has no space left (ENOSPC/EDQUOT).
     #[error(
-        "outbox {}: the disk is full while writing {}: {source}; the record was not queued and \
+        "outbox {}: the disk is full while writing {}: {error}; the record was not queued and \
          nothing already queued was changed; free space on that filesystem",
         dir.display(), file.display()
     )]
@@ -54,12 +54,12 @@ pub enum OutboxError {
         dir: PathBuf,
         /// The file being written.
         file: PathBuf,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (in the message, so not a `source`: it would print twice).
+        error: io::Error,
     },
     /// The filesystem is read-only (EROFS) or the directory is not writable (EACCES/EPERM).
     #[error(
-        "outbox {}: cannot write {}: {source}; the record was not queued and nothing already \
+        "outbox {}: cannot write {}: {error}; the record was not queued and nothing already \
          queued was changed; make the directory writable (is the volume mounted read-only?)",
         dir.display(), file.display()
     )]
@@ -68,11 +68,11 @@ pub enum OutboxError {
         dir: PathBuf,
         /// The file being written.
         file: PathBuf,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (in the message, so not a `source`: it would print twice).
+        error: io::Error,
     },
     /// Any other I/O failure.
-    #[error("outbox {}: cannot {action} {}: {source}", dir.display(), file.display())]
+    #[error("outbox {}: cannot {action} {}: {error}", dir.display(), file.display())]
     Io {
         /// The directory.
         dir: PathBuf,
@@ -80,8 +80,8 @@ pub enum OutboxError {
         action: &'static str,
         /// The file.
         file: PathBuf,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (in the message, so not a `source`: it would print twice).
+        error: io::Error,
     },
     /// A file whose content is not what the outbox wrote, somewhere other than a torn tail.
     #[error(
@@ -122,20 +122,20 @@ pub enum OutboxError {
 
 impl OutboxError {
     /// Classifies an I/O error on `file` in `dir`: full disk and read-only get their own kind.
-    pub fn io(dir: &Path, file: &Path, action: &'static str, source: io::Error) -> Self {
+    pub fn io(dir: &Path, file: &Path, action: &'static str, error: io::Error) -> Self {
         let (dir, file) = (dir.to_path_buf(), file.to_path_buf());
-        match source.raw_os_error() {
+        match error.raw_os_error() {
             Some(code) if code == libc_enospc() || code == libc_edquot() => {
-                OutboxError::DiskFull { dir, file, source }
+                OutboxError::DiskFull { dir, file, error }
             }
             Some(code) if code == libc_erofs() || code == libc_eacces() || code == libc_eperm() => {
-                OutboxError::NotWritable { dir, file, source }
+                OutboxError::NotWritable { dir, file, error }
             }
             _ => OutboxError::Io {
                 dir,
                 action,
                 file,
-                source,
+                error,
             },
         }
     }

@@ -45,11 +45,13 @@ impl DirLock {
             }
             return Err(OutboxError::io(dir, &path, "lock", e.into()));
         }
+        // Best effort: the pid only improves the next opener's message, and a full disk must
+        // not keep the owner from opening its outbox to drain it.
         let pid = format!("{}\n", std::process::id());
-        file.set_len(0)
+        let _ = file
+            .set_len(0)
             .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(pid.as_bytes()))
-            .map_err(|e| OutboxError::io(dir, &path, "write", e))?;
+            .and_then(|()| file.write_all(pid.as_bytes()));
         Ok(DirLock { _file: file })
     }
 }
