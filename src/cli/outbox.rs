@@ -189,7 +189,7 @@ fn fill(dir: &Path, count: u64, size: usize, options: Options, raw: bool) -> any
             id: Some(format!("fill-{i}")),
             ..Default::default()
         };
-        let seq = log.append(&crate::outbox::event::encode(&mut event))?;
+        let seq = crate::outbox::event::append_event(&mut log, &mut event)?;
         writeln!(out, "appended {seq}")?;
         out.flush()?;
     }

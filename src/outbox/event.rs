@@ -51,6 +51,19 @@ pub fn encode(event: &mut NewEvent) -> Vec<u8> {
     serde_json::to_vec(&queued).expect("strings serialize")
 }
 
+/// Queues `event` in `log` (giving it an id first when it has none, see [`encode`]); returns
+/// its sequence once it is as durable as the log's fsync policy says. The publish fallback's
+/// one call into the outbox.
+///
+/// # Errors
+/// As [`super::Log::append`]: full, disk full, read-only, stopped; nothing queued is changed.
+pub fn append_event(
+    log: &mut super::Log,
+    event: &mut NewEvent,
+) -> Result<u64, super::error::OutboxError> {
+    log.append(&encode(event))
+}
+
 /// The event a record holds.
 ///
 /// # Errors

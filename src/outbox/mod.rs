@@ -28,7 +28,10 @@
 //!   redundant, and the next open removes segments the cursor covers. Nothing is unlinked
 //!   that the cursor does not already cover.
 //! - **Fsync failure**: the kernel may have dropped the dirty pages, so the log refuses
-//!   appends ([`OutboxError::Stopped`]) until re-opened from what is really on disk.
+//!   appends ([`OutboxError::Stopped`]) until re-opened from what is really on disk. The
+//!   failed append returns the error, yet its record may have reached the disk and be
+//!   drained later under the same id: a retry by the caller (same id) is then harmless
+//!   through the id guard, never a loss.
 //! - **Disk full / read-only**: the append fails with [`OutboxError::DiskFull`] or
 //!   [`OutboxError::NotWritable`]; a partial write is truncated away (and would be found
 //!   as a torn tail otherwise); records already there are never rewritten.

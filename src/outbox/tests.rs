@@ -269,3 +269,24 @@ fn damage_before_the_tail_is_refused_not_guessed() {
     );
     assert!(e.starts_with(&want), "{e}");
 }
+
+#[test]
+fn group_commit_appends_are_there_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        fsync: FsyncPolicy::Interval(std::time::Duration::from_secs(10)),
+        ..OPTIONS
+    };
+    let mut log = Log::open(dir.path(), options).unwrap();
+    let mut event = crate::ops::publish::NewEvent {
+        event_type: "booking.created".into(),
+        data: "{}".into(),
+        ..Default::default()
+    };
+    assert_eq!(super::event::append_event(&mut log, &mut event).unwrap(), 1);
+    log.sync_if_due().unwrap();
+    drop(log);
+    let mut log = Log::open(dir.path(), options).unwrap();
+    let back = super::event::decode(&log.read(1).unwrap()[0].payload).unwrap();
+    assert_eq!(back.id, event.id);
+}
