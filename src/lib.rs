@@ -28,6 +28,7 @@
 //! - `worker`: `builder` (the embedding API), `routes`, `run`, `parts` (start-up handles,
 //!   split into each role's own), `lifecycle` (one root token, the stop order), `role` (the
 //!   background loop shape), `ping`, `health` (readiness facts).
+//! - `outbox`: the durable local outbox (`log`, `segment`, `frame`, `drain`).
 //! - `push`: real-time push to apps (channels, history, SSE and WebSocket, app tokens).
 //! - `metrics`: the one metric catalogue. [`cli`]: the `event-worker` commands.
 //!
@@ -57,6 +58,7 @@ pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod ops;
+pub(crate) mod outbox;
 #[cfg(test)]
 mod proptests;
 pub(crate) mod push;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 mod check;
 mod dlq;
 mod log_fields;
+mod outbox;
 mod publish;
 mod terminal;
 
@@ -74,6 +75,9 @@ enum Command {
     /// Inspect, replay and purge the dead-letter queue.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Inspect and drain a local outbox directory (events queued while Redis was away).
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCommand),
 }
 
 /// The log filter when `EVENTS_LOG` is not set: `info`, with the Redis client's own lines
@@ -165,6 +169,7 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
         }
         Command::Check => check::check(config, json).await,
         Command::Dlq(command) => dlq::run(command, config, json).await,
+        Command::Outbox(command) => outbox::run(command, config, json).await,
         Command::History {
             event_type,
             correlation_id,

@@ -16,6 +16,8 @@ enum Kind {
     Float,
     /// Comma-separated strings (`a,b`), an array of strings.
     List,
+    /// `true`/`false` (or `1`/`0`).
+    Bool,
 }
 
 /// Every key an `EVENTS_<SECTION>_<KEY>` variable may set.
@@ -84,6 +86,12 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("push"), "heartbeat", Kind::Str),
     (Some("push"), "device_ttl", Kind::Str),
     (Some("push"), "device_scan_interval", Kind::Str),
+    (Some("outbox"), "enabled", Kind::Bool),
+    (Some("outbox"), "dir", Kind::Str),
+    (Some("outbox"), "max_bytes", Kind::Int),
+    (Some("outbox"), "fsync", Kind::Str),
+    (Some("outbox"), "segment_bytes", Kind::Int),
+    (Some("outbox"), "fallback_after", Kind::Str),
 ];
 
 /// `EVENTS_*` variables read outside [`ENV_KEYS`] (`--config`, the log filter, the API token).
@@ -124,6 +132,11 @@ fn value_of(kind: Kind, raw: String) -> Result<toml::Value, &'static str> {
                 .map(|s| toml::Value::String(s.to_string()))
                 .collect(),
         )),
+        Kind::Bool => match raw.trim() {
+            "true" | "1" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" => Ok(toml::Value::Boolean(false)),
+            _ => Err("true or false"),
+        },
     }
 }
 
@@ -299,6 +312,7 @@ mod tests {
                 Kind::Int => "7",
                 Kind::Float => "0.5",
                 Kind::List => "a,b",
+                Kind::Bool => "true",
             };
             let var = env_var_name(*section, key);
             let mut table = toml::Table::new();

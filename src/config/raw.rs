@@ -51,6 +51,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub publish: super::publish::RawPublish,
     #[serde(default)]
+    pub outbox: super::outbox::RawOutbox,
+    #[serde(default)]
     pub apps: super::apps::RawApps,
     #[serde(default)]
     pub routes: Vec<RawRoute>,

@@ -70,6 +70,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[health]`: the thresholds of a `degraded` health status.
     pub health: super::HealthConfig,
+    /// `[outbox]`: the durable local outbox publishes fall back to.
+    pub outbox: super::OutboxConfig,
     /// `[push]`: real-time push to apps (channels, history, listener).
     pub push: super::PushConfig,
     /// `[publish]`: the idempotent publish's id guard and the batch bounds.

@@ -46,6 +46,7 @@ pub(super) fn validate(
             "push.group: `{group}` is the worker's own group; name another"
         ));
     }
+    let outbox = super::outbox::outbox(&mut c, &raw.outbox, &env, lookup);
     let apps = super::apps::apps(&mut c, &raw.apps, lookup);
     let routes = raw
         .routes
@@ -87,6 +88,7 @@ pub(super) fn validate(
         health,
         push,
         publish,
+        outbox,
         apps,
         routes,
     })

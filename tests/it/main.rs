@@ -49,6 +49,8 @@ mod metrics;
 mod metrics_cardinality;
 mod mixed_batch;
 mod network_faults;
+mod outbox_disk;
+mod outbox_log;
 mod prometheus;
 mod publish_idempotent;
 mod push_checker;
