@@ -52,6 +52,7 @@ mod network_faults;
 mod prometheus;
 mod publish_idempotent;
 mod push_checker;
+mod push_client_js;
 mod push_resume;
 mod push_util;
 mod redis_errors;
