@@ -216,6 +216,45 @@ fn the_js_client_queues_offline_flushes_once_and_resumes_exactly() {
         wait,
     );
     assert_eq!(got, json!(["g-1"]), "live again after the reset");
+    // Refused for good: dropped from the queue and reported; the WebSocket transport.
+    eval(
+        &mut browser,
+        &page,
+        "client.publish({id: 'bad-1', type: 'booking.created'}); \
+         client.publish({id: 'pay-1', type: 'payment.made', data: {}}); true",
+    );
+    let rejected = browser.wait_for(
+        &page,
+        "2 rejected",
+        "window.rejected.length >= 2 && client.pending().length === 0 && window.rejected",
+        wait,
+    );
+    assert_eq!(
+        rejected,
+        json!([["bad-1", "invalid"], ["pay-1", "forbidden"]])
+    );
+    eval(
+        &mut browser,
+        &page,
+        &format!(
+            "window.wsgot = []; window.resumes = []; window.sub.close(); client.subscribe(['{CHANNEL}'], \
+             {{transport: 'ws', onMessage: m => window.wsgot.push(m.event.id), \
+             onResume: r => window.resumes.push(r)}}); true"
+        ),
+    );
+    browser.wait_for(&page, "the ws resume", "window.resumes.length >= 1", wait);
+    publish(&redis, env, "u1", "h-1", 0);
+    let wsgot = browser.wait_for(
+        &page,
+        "h-1 over ws",
+        "window.wsgot.length >= 1 && window.wsgot",
+        wait,
+    );
+    assert_eq!(
+        wsgot,
+        json!(["h-1"]),
+        "resumed from the stored position: only h-1"
+    );
     // The page-load sequence's first step: the position endpoint.
     let pos = eval(
         &mut browser,
