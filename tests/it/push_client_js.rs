@@ -102,6 +102,30 @@ fn the_js_client_queues_offline_flushes_once_and_resumes_exactly() {
     let mut w = WorkerProcess::start("w1", cfg);
     w.wait_ready(Duration::from_secs(20));
     let wait = Duration::from_secs(10);
+    // The module as served: its type, cache and CORS headers for the page's origin.
+    let r = crate::util::api::Api::new(&w.config.api_addr(), None).send(
+        "GET",
+        "/api/events/client.js",
+        &[("origin", &pages.origin())],
+        None,
+    );
+    let header = |name: &str| {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(header("cache-control"), Some("public, max-age=300"));
+    assert_eq!(
+        header("access-control-allow-origin"),
+        Some(pages.origin().as_str())
+    );
+    assert!(r.body.contains("export class EventClient"), "{}", r.body);
     let mut browser = Browser::launch();
 
     // Subscribe and receive.
