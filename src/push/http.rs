@@ -1,5 +1,6 @@
 //! The push endpoints: `GET /api/events/stream` (Server-Sent Events),
-//! `GET /api/events/ws` (WebSocket) and `GET /api/events/stream/position`. Who may
+//! `GET /api/events/ws` (WebSocket), `GET /api/events/stream/position` and the JavaScript
+//! client `GET /api/events/client.js` (`src/push/client.js`). Who may
 //! subscribe to what is decided in one place, [`authorize`]; the Origin check of WebSocket
 //! upgrades is [`check_origin`].
 
@@ -23,17 +24,36 @@ use crate::push::service::PushService;
 use crate::push::session::{Frame, Session, check_channels};
 
 /// The push routes (on the API listener and on `push.listen`); with `[apps]` on, SSE, the
-/// position and the ack answer CORS for its allowed origins.
+/// position, the ack and `client.js` answer CORS for its allowed origins.
 pub fn routes(apps: Option<&crate::http::app_auth::AppVerifier>) -> Router<ApiState> {
     let router = Router::new()
         .route("/api/events/stream", get(stream))
         .route("/api/events/stream/position", get(position_of))
-        .route("/api/events/stream/ack", axum::routing::post(ack));
+        .route("/api/events/stream/ack", axum::routing::post(ack))
+        .route("/api/events/client.js", get(client_js));
     let router = match apps {
         Some(apps) => router.layer(apps.cors()),
         None => router,
     };
     router.route("/api/events/ws", get(crate::push::ws::upgrade))
+}
+
+/// The JavaScript client (`src/push/client.js`), served as it is.
+pub const CLIENT_JS: &str = include_str!("client.js");
+
+/// `GET /api/events/client.js`: the dependency-free ES module of README "JavaScript client".
+/// Public (no token: it holds no secret), cached for 5 minutes.
+async fn client_js() -> Response {
+    use axum::http::header;
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        CLIENT_JS,
+    )
+        .into_response()
 }
 
 /// Whether the request may subscribe to `channels`: the one place the decision is made.

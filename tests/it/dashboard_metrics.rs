@@ -100,11 +100,28 @@ fn every_metric_used_by_grafana_is_exported() {
     let sink = HttpSink::start();
     sink.script("retry-1", vec![Action::status(503), Action::ok()]);
     sink.script("dead-1", vec![Action::status(400), Action::ok()]);
-    let cfg = WorkerConfig::new(env, &redis.url())
+    let mut cfg = WorkerConfig::new(env, &redis.url())
         .route(Route::http(&[TY], &sink.url()))
         .api_token(TOKEN);
+    // Push on, for the "Push to apps" row: every event goes to `all`; only the API-published
+    // one has `data.via` (the others skip that rule).
+    cfg.extra = format!(
+        "[push]\ndevice_scan_interval = \"200ms\"\n[[push.channels]]\ntypes = [\"{TY}\"]\n\
+         channel = \"all\"\n[[push.channels]]\ntypes = [\"{TY}\"]\nchannel = \"via:{{data.via}}\"\n"
+    );
     let mut worker = WorkerProcess::start("w1", cfg.clone());
     worker.wait_ready(Duration::from_secs(15));
+    // One SSE subscriber of `all` for the traffic below (kept open, never read).
+    let mut subscriber = std::net::TcpStream::connect(cfg.api_addr()).unwrap();
+    std::io::Write::write_all(
+        &mut subscriber,
+        format!(
+            "GET /api/events/stream?channel=all HTTP/1.1\r\nhost: x\r\n\
+             authorization: Bearer {TOKEN}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
     for id in ["ok-1", "retry-1", "dead-1"] {
         publish(&redis, env, TY, id);
     }
@@ -114,6 +131,11 @@ fn every_metric_used_by_grafana_is_exported() {
         &json!({"type": TY, "data": {"via": "api"}, "id": "api-1"}),
     );
     assert_eq!(r.status, 202, "{}", r.body);
+    let again = api.post(
+        "/api/events/publish",
+        &json!({"type": TY, "data": {"via": "api"}, "id": "api-1"}),
+    );
+    assert_eq!(again.json()["duplicate"], json!(true), "{}", again.body);
     wait_until("traffic settled", Duration::from_secs(15), || {
         sink.success_counts().len() == 3
             && redis.xlen(&dlq_key(env)) == 1
@@ -187,6 +209,7 @@ fn every_metric_used_by_grafana_is_exported() {
         0.0
     );
     worker.assert_running();
+    drop(subscriber);
 }
 
 #[test]

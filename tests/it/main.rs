@@ -54,6 +54,7 @@ mod outbox_log;
 mod prometheus;
 mod publish_idempotent;
 mod push_checker;
+mod push_client_js;
 mod push_resume;
 mod push_util;
 mod redis_errors;
