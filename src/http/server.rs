@@ -34,13 +34,19 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The router.
 pub fn router(state: ApiState) -> Router {
-    let body_timeout = state.body_timeout;
-    Router::new()
+    let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(crate::http::api::routes(state.apps.as_deref()))
-        .merge(crate::push::http::routes(state.apps.as_deref()))
+        .merge(crate::push::http::routes(state.apps.as_deref()));
+    with_common_layers(router, state)
+}
+
+/// The 404 fallback, the body limit and timeout, and JSON errors, shared by both listeners.
+fn with_common_layers(router: Router<ApiState>, state: ApiState) -> Router {
+    let body_timeout = state.body_timeout;
+    router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
@@ -53,18 +59,10 @@ pub fn router(state: ApiState) -> Router {
 
 /// The router of `push.listen`: the push endpoints only (no `/metrics`, no operator API).
 pub fn push_router(state: ApiState) -> Router {
-    let body_timeout = state.body_timeout;
-    Router::new()
+    let router = Router::new()
         .route("/livez", get(|| async { "ok\n" }))
-        .merge(crate::push::http::routes(state.apps.as_deref()))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn_with_state(
-            body_timeout,
-            body_in_time,
-        ))
-        .layer(axum::middleware::from_fn(json_errors))
-        .with_state(state)
+        .merge(crate::push::http::routes(state.apps.as_deref()));
+    with_common_layers(router, state)
 }
 
 /// Most of a refused body read and discarded after its 413 (see [`refuse_too_large`]).

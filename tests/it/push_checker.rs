@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::push_resume::connect;
-use crate::push_util::{publish, push_config, start};
+use crate::push_util::{channel_ids, publish, push_config, start, xadd_booking};
 use crate::util::{RedisServer, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -141,21 +141,7 @@ async fn t84_push_checker_no_gap_no_duplicate_across_disconnects_and_a_kill9() {
             let mut conn = crate::util::resp::Conn::connect(port).unwrap();
             for i in 0..n {
                 let user = if i % 3 == 0 { "2" } else { "1" };
-                let id = format!("e{i:04}");
-                let data = format!(r#"{{"user":"{user}","n":"{id}"}}"#);
-                let key = format!("events:{env}:booking.created");
-                conn.cmd(&[
-                    "XADD",
-                    &key,
-                    "*",
-                    "id",
-                    &id,
-                    "type",
-                    "booking.created",
-                    "data",
-                    &data,
-                ])
-                .unwrap();
+                xadd_booking(&mut conn, &env, user, &format!("e{i:04}"));
                 std::thread::sleep(Duration::from_millis(15));
             }
         })
@@ -237,21 +223,7 @@ async fn t85_push_hub_catches_up_after_its_pubsub_connection_is_killed() {
     let publisher = std::thread::spawn(move || {
         let mut conn = crate::util::resp::Conn::connect(port).unwrap();
         for i in 0..n {
-            let id = format!("e{i:04}");
-            let data = format!(r#"{{"user":"1","n":"{id}"}}"#);
-            let key = format!("events:{env_name}:booking.created");
-            conn.cmd(&[
-                "XADD",
-                &key,
-                "*",
-                "id",
-                &id,
-                "type",
-                "booking.created",
-                "data",
-                &data,
-            ])
-            .unwrap();
+            xadd_booking(&mut conn, &env_name, "1", &format!("e{i:04}"));
             std::thread::sleep(Duration::from_millis(5));
             if i % 50 == 25 {
                 // The hub's pub/sub connection dies; messages published meanwhile are lost
@@ -262,12 +234,7 @@ async fn t85_push_hub_catches_up_after_its_pubsub_connection_is_killed() {
     });
     let got = sse.messages(n, WAIT).await;
     publisher.join().unwrap();
-    let key = format!("events:{env}:push:{{user:1}}");
-    let expected: Vec<String> = redis
-        .xrange(&key)
-        .iter()
-        .map(|e| e.get("id").unwrap().to_string())
-        .collect();
+    let expected = channel_ids(&redis, env, "user:1");
     let seen: Vec<String> = got.iter().map(|e| e.event_id()).collect();
     assert_eq!(
         seen, expected,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::push_util::{Sse, Stalled, get_json, publish, push_config, start};
+use crate::push_util::{Sse, Stalled, channel_ids, get_json, publish, push_config, start};
 use crate::util::{RedisServer, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -195,11 +195,7 @@ async fn t82_push_slow_client_is_cut_alone_and_catches_up_exactly() {
     });
     let projected = started.elapsed();
     let (got, fast_took) = reader.await.unwrap();
-    let order: Vec<String> = redis
-        .xrange(&key)
-        .iter()
-        .map(|e| e.get("id").unwrap().to_string())
-        .collect();
+    let order = channel_ids(&redis, env, "user:1");
     let seen: Vec<String> = got.iter().map(|e| e.event_id()).collect();
     assert_eq!(
         seen, order,

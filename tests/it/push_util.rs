@@ -36,6 +36,33 @@ pub fn publish(redis: &RedisServer, env: &str, user: &str, id: &str, pad: usize)
     );
 }
 
+/// The same as [`publish`] on a raw connection of the test's own (for publisher threads).
+pub fn xadd_booking(conn: &mut crate::util::resp::Conn, env: &str, user: &str, id: &str) {
+    let data = format!(r#"{{"user":"{user}","n":"{id}"}}"#);
+    let key = format!("events:{env}:booking.created");
+    let fields = [
+        "XADD",
+        &key,
+        "*",
+        "id",
+        id,
+        "type",
+        "booking.created",
+        "data",
+        &data,
+    ];
+    conn.cmd(&fields).unwrap();
+}
+
+/// The event ids of a channel's history, in order.
+pub fn channel_ids(redis: &RedisServer, env: &str, channel: &str) -> Vec<String> {
+    redis
+        .xrange(&format!("events:{env}:push:{{{channel}}}"))
+        .iter()
+        .map(|e| e.get("id").unwrap().to_string())
+        .collect()
+}
+
 /// One SSE event.
 #[derive(Debug, Clone, Default)]
 pub struct Ev {
