@@ -51,6 +51,8 @@ mod mixed_batch;
 mod network_faults;
 mod prometheus;
 mod publish_idempotent;
+mod push_auth;
+mod push_browser;
 mod push_checker;
 mod push_resume;
 mod push_util;
