@@ -171,6 +171,26 @@ async fn t94_push_auth_app_token_grants_its_channels_only_and_ws_checks_origin()
             json!({"error": "the app token has expired; get a new one from the app's backend"})
         )
     );
+    // Signed with another key: 401; a valid token without this channel in its grant: 403.
+    let key = EncodingKey::from_secret(b"another-secret-of-the-same-length-0123456789").unwrap();
+    let claims = json!({"sub": "42", "exp": jsonwebtoken::get_current_timestamp() + 600,
+        "channels": ["user:42"]});
+    let forged = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+    let forged = format!("Bearer {forged}");
+    let invalid = "the app token is not valid: its signature does not match [apps]'s key";
+    assert_eq!(
+        refused(&addr, &["user:42"], &[("authorization", &forged)]).await,
+        (401, json!({"error": invalid}))
+    );
+    let none = format!("Bearer {}", token(&[], 600));
+    let (status, body) = refused(&addr, &["user:42"], &[("authorization", &none)]).await;
+    assert_eq!(
+        (status, body),
+        (
+            403,
+            json!({"error": "the app token does not grant channel `user:42`"})
+        )
+    );
     // The operator token: any channel.
     let op = format!("Bearer {OPERATOR}");
     let mut s = sse(&addr, &["user:43", "user:7"], &[("authorization", &op)])
