@@ -302,6 +302,40 @@ fn t95_browser_eventsource_and_websocket_resume_exactly_after_cut_restart_and_mo
     run.check("on the other instance");
     let opens = run.eval("opens");
     eprintln!("t95 opens {opens} manual {}", run.eval("manual"));
+    other_origin_is_refused(&mut run.browser, &w2.config.api_addr());
+}
+
+/// A page from an origin not in `apps.allowed_origins`, with the same cookie in the
+/// browser: its WebSocket upgrade is refused (403, the browser reports 1006) and its
+/// EventSource fails on CORS (readyState CLOSED, no message).
+fn other_origin_is_refused(browser: &mut Browser, addr: &str) {
+    let other = PageServer::start("<!doctype html><html><body>other</body></html>");
+    let page = browser.open(&other.url("/"));
+    let js = format!(
+        "new Promise(r => {{ const w = new WebSocket('ws://{addr}/api/events/ws'); \
+         w.onopen = () => r('open'); w.onclose = e => r('closed ' + e.code); }})"
+    );
+    let ws = browser.eval(&page, &js, WAIT);
+    assert_eq!(
+        ws,
+        Ok(json!("closed 1006")),
+        "WebSocket from {}",
+        other.origin()
+    );
+    let js = format!(
+        "new Promise(r => {{ const es = new EventSource('http://{addr}/api/events/stream?\
+         channel=user:42', {{withCredentials: true}}); es.onmessage = () => r('message'); \
+         es.addEventListener('resume', () => r('resume')); \
+         es.onerror = () => r('error ' + es.readyState); }})"
+    );
+    let sse = browser.eval(&page, &js, WAIT);
+    assert_eq!(
+        sse,
+        Ok(json!("error 2")),
+        "EventSource from {}",
+        other.origin()
+    );
+    browser.close(page);
 }
 
 impl Run<'_> {
