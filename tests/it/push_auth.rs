@@ -56,12 +56,36 @@ async fn sse(addr: &str, channels: &[&str], headers: &[(&str, &str)]) -> Result<
     Err((status, resp.json().await.unwrap_or(Value::Null)))
 }
 
-/// The refusal of an SSE request (panics when it was accepted).
+/// The refusal of an SSE request (panics when it was accepted); a 401 must carry the
+/// `WWW-Authenticate` challenge (`error="invalid_token"` when a Bearer token was sent).
 async fn refused(addr: &str, channels: &[&str], headers: &[(&str, &str)]) -> (u16, Value) {
-    match sse(addr, channels, headers).await {
-        Ok(_) => panic!("SSE {channels:?} with {headers:?} was accepted"),
-        Err(e) => e,
+    let q: Vec<String> = channels.iter().map(|c| format!("channel={c}")).collect();
+    let mut req =
+        reqwest::Client::new().get(format!("http://{addr}/api/events/stream?{}", q.join("&")));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
+    let resp = req.send().await.expect("the SSE request");
+    let status = resp.status().as_u16();
+    assert_ne!(
+        status, 200,
+        "SSE {channels:?} with {headers:?} was accepted"
+    );
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if status == 401 {
+        let bearer = headers.iter().any(|(k, _)| *k == "authorization");
+        let want = if bearer {
+            r#"Bearer realm="event-worker", error="invalid_token""#
+        } else {
+            r#"Bearer realm="event-worker""#
+        };
+        assert_eq!(challenge.as_deref(), Some(want), "the challenge of a 401");
+    }
+    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 type Ws =
