@@ -30,7 +30,8 @@ pub fn routes(apps: Option<&crate::http::app_auth::AppVerifier>) -> Router<ApiSt
         .route("/api/events/stream", get(stream))
         .route("/api/events/stream/position", get(position_of))
         .route("/api/events/stream/ack", axum::routing::post(ack))
-        .route("/api/events/client.js", get(client_js));
+        .route("/api/events/client.js", get(client_js))
+        .layer(axum::middleware::from_fn(with_challenge));
     let router = match apps {
         Some(apps) => router.layer(apps.cors()),
         None => router,
@@ -54,6 +55,20 @@ async fn client_js() -> Response {
         CLIENT_JS,
     )
         .into_response()
+}
+
+/// Adds the `WWW-Authenticate` challenge (RFC 6750, as the operator API and publish send
+/// it) to a 401 of the push routes.
+async fn with_challenge(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let challenge = crate::http::api::extract::challenge(request.headers());
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        let headers = response.headers_mut();
+        if !headers.contains_key(axum::http::header::WWW_AUTHENTICATE) {
+            headers.insert(axum::http::header::WWW_AUTHENTICATE, challenge);
+        }
+    }
+    response
 }
 
 /// Whether the request may subscribe to `channels`: the one place the decision is made.

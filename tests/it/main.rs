@@ -53,6 +53,8 @@ mod outbox_disk;
 mod outbox_log;
 mod prometheus;
 mod publish_idempotent;
+mod push_auth;
+mod push_browser;
 mod push_checker;
 mod push_client_js;
 mod push_resume;

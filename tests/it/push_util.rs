@@ -246,3 +246,15 @@ impl Stalled {
         events
     }
 }
+
+impl Sse {
+    /// An SSE connection over a response the caller already checked (status 200).
+    pub fn from_response(resp: reqwest::Response) -> Sse {
+        Sse {
+            resp,
+            buf: String::new(),
+            comments: 0,
+            retry: None,
+        }
+    }
+}
