@@ -14,6 +14,7 @@ pub const RESERVED_TYPES: &[&str] = &[
     "heartbeat",
     "dedup",
     "push",
+    "outbox",
 ];
 
 /// Key builder for one environment.
@@ -236,8 +237,8 @@ mod tests {
             assert!(is_valid_type(ok), "{ok}");
         }
         for bad in [
-            "dlq", "retry", "dedup", "push", "", "a..b", ".a", "a.", "A", "a:b", "{x}", "a*",
-            "../x",
+            "dlq", "retry", "dedup", "push", "outbox", "", "a..b", ".a", "a.", "A", "a:b", "{x}",
+            "a*", "../x",
         ] {
             assert!(!is_valid_type(bad), "{bad}");
         }

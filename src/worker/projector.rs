@@ -62,6 +62,13 @@ pub(crate) async fn serve_push(
     if !cfg.push.projects() && cfg.push.listen.is_none() {
         return Ok(state);
     }
+    if cfg.api.token.is_none() && cfg.apps.key.is_none() {
+        tracing::warn!(
+            "push is open: neither EVENTS_API_TOKEN nor [apps] app tokens are configured, so \
+             anyone who reaches the listener may subscribe to any channel; set one of them \
+             before exposing push (README \"Push to apps\")"
+        );
+    }
     let svc = PushService::start(cfg, metrics, life.token(Stage::Http));
     state.push = Some(svc.clone());
     if let Some(addr) = cfg.push.listen {

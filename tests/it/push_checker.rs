@@ -253,6 +253,10 @@ async fn t86_push_listener_serves_only_push_and_the_token_guards_it() {
     let cfg =
         push_config(&redis, env, &format!("listen = \"127.0.0.1:{push_port}\"")).api_token(token);
     let w = start(cfg);
+    assert!(
+        !w.output().contains("push is open"),
+        "with the operator token configured push is not open"
+    );
     let push_addr = format!("127.0.0.1:{push_port}");
     let client = reqwest::Client::new();
     for path in ["/metrics", "/api/events/dlq", "/api/events/health"] {

@@ -52,6 +52,11 @@ async fn t80_push_sse_resume_delivers_exactly_the_missed_then_live_and_dedups_by
         first.json(),
         json!({"recovered": true, "missed": 0, "channels": {"user:1": {"recovered": true, "missed": 0}}})
     );
+    assert!(
+        w.output()
+            .contains("push is open: neither EVENTS_API_TOKEN nor [apps] app tokens"),
+        "without a token or [apps], the start warns that push is open"
+    );
     assert_eq!(sse.retry.as_deref(), Some("2000"));
     for i in 1..=3 {
         publish(&redis, env, "1", &format!("e{i}"), 0);
