@@ -399,13 +399,7 @@ impl AppGrant {
 
 /// The token of `Authorization: Bearer <token>`, if there is a non-empty one.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .filter(|t| !t.is_empty())
+    crate::http::api::extract::bearer_token(headers).filter(|t| !t.is_empty())
 }
 
 /// The value of the cookie `name` in the `Cookie` headers, if set and not empty.

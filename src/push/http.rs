@@ -79,14 +79,15 @@ async fn with_challenge(request: axum::extract::Request, next: axum::middleware:
 /// Returns the push service.
 ///
 /// # Errors
-/// 503 when push is off, 401 for a missing, expired or invalid token, 403 for a channel
-/// outside the grant (naming it).
+/// 400 for a bad channel list, 503 when push is off, 401 for a missing, expired or invalid
+/// token, 403 for a channel outside the grant (naming it).
 pub fn authorize(
     state: &ApiState,
     method: &Method,
     headers: &HeaderMap,
     channels: &[String],
 ) -> Result<Arc<PushService>, ApiError> {
+    check_channels(channels)?;
     let Some(svc) = state.push.clone() else {
         return Err(ApiError::unavailable(
             "push is off: no [[push.channels]] rule is configured",
@@ -161,7 +162,6 @@ async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let channels = query_channels(query.as_deref());
-    check_channels(&channels)?;
     let svc = authorize(&state, &Method::GET, &headers, &channels)?;
     let last_id = headers
         .get("last-event-id")
@@ -231,13 +231,8 @@ async fn position_of(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let channels = query_channels(query.as_deref());
-    check_channels(&channels)?;
     let svc = authorize(&state, &Method::GET, &headers, &channels)?;
-    let Some(store) = svc.store.get() else {
-        return Err(ApiError::unavailable(
-            "push is not connected to Redis yet; retry",
-        ));
-    };
+    let store = svc.connected_store()?;
     let asked: Vec<_> = channels.iter().map(|c| (c.clone(), None)).collect();
     let resumed = store
         .resume(&asked, 0)
@@ -284,13 +279,8 @@ async fn ack(
     }
     let positions = parse_since(Some(&body.id))?;
     let channels: Vec<String> = positions.keys().cloned().collect();
-    check_channels(&channels)?;
     let svc = authorize(&state, &Method::POST, &headers, &channels)?;
-    let Some(store) = svc.store.get() else {
-        return Err(ApiError::unavailable(
-            "push is not connected to Redis yet; retry",
-        ));
-    };
+    let store = svc.connected_store()?;
     let kept = store
         .ack(&body.device, &positions)
         .await

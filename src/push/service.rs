@@ -33,6 +33,16 @@ pub struct PushService {
 }
 
 impl PushService {
+    /// The Redis side of push, once connected.
+    ///
+    /// # Errors
+    /// 503 (retry) until the first connection is made.
+    pub fn connected_store(&self) -> Result<&PushStore, crate::http::api::ApiError> {
+        self.store.get().ok_or_else(|| {
+            crate::http::api::ApiError::unavailable("push is not connected to Redis yet; retry")
+        })
+    }
+
     /// Starts push for `cfg`: connects in the background (retrying every 1 s until `stop`),
     /// then runs the hub's read loop.
     pub fn start(cfg: &Config, metrics: &Metrics, stop: CancellationToken) -> Arc<PushService> {

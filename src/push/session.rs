@@ -108,11 +108,7 @@ impl Session {
                 "device `{d}` is not a valid id ([A-Za-z0-9_.-], 1-128 characters)"
             )));
         }
-        let Some(store) = svc.store.get() else {
-            return Err(ApiError::unavailable(
-                "push is not connected to Redis yet; retry",
-            ));
-        };
+        let store = svc.connected_store()?;
         let reg = svc.hub.register(&channels);
         let asked: Vec<(String, Option<Position>)> = channels
             .iter()

@@ -20,7 +20,7 @@ use crate::http::api::ApiError;
 use crate::http::state::ApiState;
 use crate::push::http::{authorize, check_origin, message_json, parse_since};
 use crate::push::position;
-use crate::push::session::{Frame, Session, check_channels};
+use crate::push::session::{Frame, Session};
 
 /// Longest a frame may take to send before the client is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,7 +104,6 @@ async fn subscribe(socket: &mut WebSocket) -> Result<Subscribe, ApiError> {
 async fn run(mut socket: WebSocket, state: ApiState, headers: HeaderMap) {
     let opened = async {
         let (channels, since, device) = subscribe(&mut socket).await?;
-        check_channels(&channels)?;
         let svc = authorize(&state, &axum::http::Method::GET, &headers, &channels)?;
         let since = parse_since(since.as_deref())?;
         let heartbeat = svc.config.heartbeat;

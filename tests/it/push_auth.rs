@@ -40,15 +40,24 @@ pub fn apps_config(redis: &RedisServer, env: &str, origins: &[String]) -> Worker
     cfg
 }
 
-/// `GET /api/events/stream?channel=..` with `headers`: the SSE stream or (status, JSON).
-async fn sse(addr: &str, channels: &[&str], headers: &[(&str, &str)]) -> Result<Sse, (u16, Value)> {
+/// Sends `GET /api/events/stream?channel=..` with `headers`.
+async fn stream_request(
+    addr: &str,
+    channels: &[&str],
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let q: Vec<String> = channels.iter().map(|c| format!("channel={c}")).collect();
     let mut req =
         reqwest::Client::new().get(format!("http://{addr}/api/events/stream?{}", q.join("&")));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = req.send().await.expect("the SSE request");
+    req.send().await.expect("the SSE request")
+}
+
+/// `GET /api/events/stream?channel=..` with `headers`: the SSE stream or (status, JSON).
+async fn sse(addr: &str, channels: &[&str], headers: &[(&str, &str)]) -> Result<Sse, (u16, Value)> {
+    let resp = stream_request(addr, channels, headers).await;
     if resp.status() == 200 {
         return Ok(Sse::from_response(resp));
     }
@@ -59,13 +68,7 @@ async fn sse(addr: &str, channels: &[&str], headers: &[(&str, &str)]) -> Result<
 /// The refusal of an SSE request (panics when it was accepted); a 401 must carry the
 /// `WWW-Authenticate` challenge (`error="invalid_token"` when a Bearer token was sent).
 async fn refused(addr: &str, channels: &[&str], headers: &[(&str, &str)]) -> (u16, Value) {
-    let q: Vec<String> = channels.iter().map(|c| format!("channel={c}")).collect();
-    let mut req =
-        reqwest::Client::new().get(format!("http://{addr}/api/events/stream?{}", q.join("&")));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.expect("the SSE request");
+    let resp = stream_request(addr, channels, headers).await;
     let status = resp.status().as_u16();
     assert_ne!(
         status, 200,

@@ -72,6 +72,20 @@ pub struct Ev {
 }
 
 impl Ev {
+    /// Applies one `field: value` line of an SSE block (`event`, `id`, `data`) and returns
+    /// the field and value, so the caller can read the others (`retry`).
+    pub fn read_line<'a>(&mut self, line: &'a str) -> (&'a str, &'a str) {
+        let (k, v) = line.split_once(':').unwrap_or((line, ""));
+        let v = v.strip_prefix(' ').unwrap_or(v);
+        match k {
+            "event" => self.event = v.to_string(),
+            "id" => self.id = v.to_string(),
+            "data" => self.data += v,
+            _ => {}
+        }
+        (k, v)
+    }
+
     /// The data as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{e}: {}", self.data))
@@ -138,14 +152,8 @@ impl Sse {
                         continue;
                     }
                     comment = false;
-                    let (k, v) = line.split_once(':').unwrap_or((line, ""));
-                    let v = v.strip_prefix(' ').unwrap_or(v);
-                    match k {
-                        "event" => ev.event = v.to_string(),
-                        "id" => ev.id = v.to_string(),
-                        "data" => ev.data += v,
-                        "retry" => self.retry = Some(v.to_string()),
-                        _ => {}
+                    if let ("retry", v) = ev.read_line(line) {
+                        self.retry = Some(v.to_string());
                     }
                 }
                 if comment || block.trim().is_empty() {
@@ -226,14 +234,7 @@ impl Stalled {
         for block in body.split("\n\n") {
             let mut ev = Ev::default();
             for line in block.lines().filter(|l| !l.starts_with(':')) {
-                let (k, v) = line.split_once(':').unwrap_or((line, ""));
-                let v = v.strip_prefix(' ').unwrap_or(v);
-                match k {
-                    "event" => ev.event = v.to_string(),
-                    "id" => ev.id = v.to_string(),
-                    "data" => ev.data += v,
-                    _ => {}
-                }
+                ev.read_line(line);
             }
             if ev.data.is_empty() {
                 continue;

@@ -55,7 +55,7 @@ pub fn challenge(headers: &HeaderMap) -> header::HeaderValue {
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
