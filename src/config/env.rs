@@ -72,6 +72,7 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("apps"), "leeway", Kind::Str),
     (Some("apps"), "cookie_name", Kind::Str),
     (Some("apps"), "allowed_origins", Kind::List),
+    (Some("apps"), "rate_limit", Kind::Int),
     (Some("publish"), "dedup_window", Kind::Str),
     (Some("publish"), "dedup_max_ids", Kind::Int),
     (Some("publish"), "batch_max_events", Kind::Int),

@@ -80,7 +80,8 @@ async fn with_challenge(request: axum::extract::Request, next: axum::middleware:
 ///
 /// # Errors
 /// 400 for a bad channel list, 503 when push is off, 401 for a missing, expired or invalid
-/// token, 403 for a channel outside the grant (naming it).
+/// token, 403 for a channel outside the grant (naming it), 429 for an app token's subject
+/// past `apps.rate_limit`.
 pub fn authorize(
     state: &ApiState,
     method: &Method,
@@ -119,6 +120,7 @@ pub fn authorize_until(
             for channel in channels {
                 grant.check_subscribe(channel)?;
             }
+            apps.take(&grant)?;
             Ok((svc, Some(apps.valid_until(&grant))))
         }
         (None, Some(_)) => Err(ApiError(
