@@ -86,6 +86,7 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("push"), "client_buffer", Kind::Int),
     (Some("push"), "heartbeat", Kind::Str),
     (Some("push"), "device_ttl", Kind::Str),
+    (Some("push"), "max_devices", Kind::Int),
     (Some("push"), "device_scan_interval", Kind::Str),
     (Some("outbox"), "enabled", Kind::Bool),
     (Some("outbox"), "dir", Kind::Str),
