@@ -75,6 +75,11 @@ async fn lead(
     stop: CancellationToken,
 ) -> Result<(), WorkerError> {
     let key = Keys::new(&cfg.env).push_projector();
+    // The series exists (at 0) from the start, standing by.
+    metrics
+        .push_projector_active
+        .with_label_values(&[&cfg.env])
+        .set(0);
     let mut store: Option<Store> = None;
     let mut waiting_logged = false;
     while !stop.is_cancelled() {
@@ -91,7 +96,11 @@ async fn lead(
         if let (true, Some(s)) = (held, &store) {
             info!(lease = %key, "this instance projects push channels (it holds the lease)");
             waiting_logged = false;
-            project_while_held(&cfg, &rules, &metrics, &stop, s, &key, &holder).await?;
+            let active = metrics.push_projector_active.with_label_values(&[&cfg.env]);
+            active.set(1);
+            let result = project_while_held(&cfg, &rules, &metrics, &stop, s, &key, &holder).await;
+            active.set(0);
+            result?;
             let _ = s.release_lease(&key, &holder).await;
             continue;
         }
