@@ -81,6 +81,23 @@ fn t99_push_one_projector_per_env_keeps_channel_order_across_instances_and_takeo
     };
     let leaders: Vec<usize> = workers.iter().map(logs).collect();
     assert_eq!(leaders.iter().sum::<usize>(), 1, "one leader: {leaders:?}");
+    let states: Vec<String> = workers
+        .iter()
+        .map(|w| {
+            let (_, body) = w.get("/api/events/health").expect("health answers");
+            let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+            health["push"]["projector"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        })
+        .collect();
+    let want = if first == "p1" {
+        ["active", "standby"]
+    } else {
+        ["standby", "active"]
+    };
+    assert_eq!(states, want, "health says which instance projects");
 
     // The holder dies mid-stream (kill -9): the other takes over after the lease's 10 s and
     // projects the rest, the dead one's unacknowledged reads first.
