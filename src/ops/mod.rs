@@ -5,9 +5,7 @@ pub(crate) mod backlog;
 pub(crate) mod coordination;
 pub(crate) mod dlq;
 pub(crate) mod history;
-#[allow(dead_code)] // used by the API and CLI of the next commit
 pub(crate) mod instances;
 pub(crate) mod migrations;
 pub(crate) mod publish;
-#[allow(dead_code)] // used by the API and CLI of the next commit
 pub(crate) mod retries;
