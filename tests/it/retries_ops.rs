@@ -397,7 +397,7 @@ fn retry_now_racing_the_scheduler_and_itself_runs_the_event_once() {
 #[test]
 fn instances_list_two_live_workers_with_their_pending_entries() {
     let env = "instancesops";
-    let mut s = Scenario::new(env)
+    let s = Scenario::new(env)
         .types(&[TY])
         .token(TOKEN)
         .workers(2)
