@@ -63,6 +63,7 @@ mod push_util;
 mod redis_errors;
 mod redis_faults;
 mod redis_restart;
+mod retries_ops;
 mod retry;
 mod retry_moves;
 mod rolling_deploy;
