@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::push::position::Position;
-use crate::push::store::{PushStore, Status};
+use crate::redis::push::{PushStore, Status};
 use crate::redis::streams::text;
 
 /// One message for local clients.

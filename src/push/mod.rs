@@ -3,7 +3,7 @@
 //! WebSocket with exact resume, and authenticated by JWTs issued by the app's backend.
 //!
 //! Design (README "Push to apps"): [`project`] appends consumed events to channel
-//! histories ([`store`], one script per append) in an internal consumer group; [`hub`] holds
+//! histories (`crate::redis::push`, one script per append) in an internal consumer group; [`hub`] holds
 //! the instance's one pub/sub read loop and fans out to local clients; [`session`] resumes a
 //! connection exactly (register, one resume script, replay, then live after the replay);
 //! [`http`] and [`ws`] are the transports; [`position`] and [`rules`] the vocabulary.
@@ -16,5 +16,4 @@ pub mod project;
 pub mod rules;
 pub mod service;
 pub mod session;
-pub mod store;
 pub mod ws;

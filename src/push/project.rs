@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::model::envelope::{Event, field};
 use crate::model::keys::Keys;
 use crate::push::rules::Rules;
-use crate::push::store::PushStore;
+use crate::redis::push::PushStore;
 use crate::redis::store::{Store, StoreError};
 
 /// The projecting handler.
@@ -85,7 +85,7 @@ async fn append_retrying(
     channel: &str,
     id: &str,
     message: &str,
-) -> Result<crate::push::store::Appended, StoreError> {
+) -> Result<crate::redis::push::Appended, StoreError> {
     let give_up = tokio::time::Instant::now() + INLINE_RETRY;
     let mut pause = std::time::Duration::from_millis(100);
     loop {

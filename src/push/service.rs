@@ -11,7 +11,7 @@ use crate::config::{Config, PushConfig};
 use crate::metrics::Metrics;
 use crate::model::keys::Keys;
 use crate::push::hub::Hub;
-use crate::push::store::PushStore;
+use crate::redis::push::PushStore;
 use crate::redis::store::Store;
 
 /// Push on this instance.

@@ -15,7 +15,7 @@ use crate::push::hub::{Delivery, Live, Registration};
 use crate::push::position::{Position, Positions};
 use crate::push::rules::is_valid_channel;
 use crate::push::service::PushService;
-use crate::push::store::Status;
+use crate::redis::push::Status;
 
 /// Most channels one connection may subscribe to (they all travel in its SSE `id:`).
 pub const MAX_CHANNELS_PER_CONNECTION: usize = 16;

@@ -10,6 +10,8 @@ pub(crate) mod keyspace;
 pub(crate) mod lease;
 pub(crate) mod moves;
 pub(crate) mod pubsub;
+pub(crate) mod push;
+pub(crate) mod push_device;
 pub(crate) mod refusals;
 pub(crate) mod store;
 pub(crate) mod streams;

@@ -11,8 +11,8 @@ use crate::push::position::{NO_EPOCH, Position};
 use crate::redis::store::{Store, StoreError};
 use crate::redis::streams::text;
 
-const APPEND: &str = include_str!("scripts/append.lua");
-const RESUME: &str = include_str!("scripts/resume.lua");
+const APPEND: &str = include_str!("scripts/push_append.lua");
+const RESUME: &str = include_str!("scripts/push_resume.lua");
 
 /// Push's view of Redis.
 #[derive(Clone)]
