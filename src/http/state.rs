@@ -84,6 +84,8 @@ pub struct WorkerView {
     pub backlog: BacklogSource,
     /// Metric handles.
     pub metrics: Metrics,
+    /// The local outbox publishes fall back to, when `outbox.enabled` (README "Outbox").
+    pub outbox: Option<Arc<crate::outbox::Outbox>>,
 }
 
 impl WorkerView {

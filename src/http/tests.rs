@@ -137,6 +137,7 @@ async fn connected(redis: &Redis) -> ApiState {
         history_max_len: cfg.history.max_len,
         publish: cfg.publish.clone(),
         metrics,
+        outbox: None,
         keys,
     };
     let state = state();

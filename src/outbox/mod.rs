@@ -46,16 +46,20 @@ mod cursor;
 pub mod drain;
 pub mod error;
 pub mod event;
+pub mod fallback;
 pub mod frame;
 mod fs;
 mod lock;
 pub mod log;
 mod open;
+pub mod pump;
 mod read;
 pub mod segment;
 #[cfg(test)]
 mod tests;
 
 pub use drain::{DrainOptions, drain_into};
+pub use error::OutboxError;
+pub use fallback::{Outbox, Outcome, Queued, Reason, SubmitError};
 pub use fs::durability_warning;
 pub use log::{FsyncPolicy, Log, Options};

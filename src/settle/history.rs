@@ -33,6 +33,10 @@ pub mod kind {
     pub const REPLAYED: &str = "replayed";
     /// Purged from the DLQ.
     pub const PURGED: &str = "purged";
+    /// Queued in the local outbox because Redis did not take the publish (README "Outbox").
+    pub const QUEUED: &str = "queued";
+    /// Published from the local outbox once Redis was back.
+    pub const DRAINED: &str = "drained";
 }
 
 /// One lifecycle record.
