@@ -138,6 +138,7 @@ async fn connected(redis: &Redis) -> ApiState {
         publish: cfg.publish.clone(),
         metrics,
         outbox: None,
+        outbox_max_age: cfg.outbox.max_age,
         keys,
     };
     let state = state();

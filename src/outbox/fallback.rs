@@ -152,6 +152,8 @@ pub struct Outbox {
     pub(super) wake: tokio::sync::Notify,
     /// Set while a drain runs: one drain per outbox, never two reading at once.
     pub(super) draining: std::sync::atomic::AtomicBool,
+    /// Set while the drain's last round failed (Redis does not take the events).
+    pub(super) failing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -208,6 +210,7 @@ impl Outbox {
             listener: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
             draining: Default::default(),
+            failing: Default::default(),
         })
     }
 
@@ -398,5 +401,58 @@ pub fn retry_after(e: &OutboxError) -> u64 {
     match e {
         OutboxError::Full { .. } => 5,
         _ => 30,
+    }
+}
+
+impl Outbox {
+    /// The `outbox` object of the health report, and the `outbox_not_draining` reason when
+    /// the oldest queued event is older than `max_age` (or the `outbox_not_durable` one when
+    /// the directory is on a filesystem that does not survive a restart).
+    pub fn health(&self, max_age: Duration) -> (serde_json::Value, Vec<(&'static str, String)>) {
+        use std::sync::atomic::Ordering;
+        let (s, fsync) = {
+            let inner = self.inner.lock().expect("outbox lock");
+            (inner.log.status(), inner.log.options.fsync)
+        };
+        let age_ms = s
+            .oldest_time_ms
+            .map(|t| crate::model::time::now_ms().saturating_sub(t));
+        let warning = super::durability_warning(&self.dir);
+        let draining =
+            self.draining.load(Ordering::Relaxed) && !self.failing.load(Ordering::Relaxed);
+        let fsync = match fsync {
+            super::FsyncPolicy::Always => "always".to_string(),
+            super::FsyncPolicy::Interval(d) => crate::config::format_duration(d),
+        };
+        let body = serde_json::json!({
+            "dir": self.dir.display().to_string(),
+            "depth": s.records,
+            "bytes": s.bytes,
+            "max_bytes": s.max_bytes,
+            "oldest_age_seconds": age_ms.map(|ms| ms as f64 / 1000.0),
+            "fsync": fsync,
+            "durability_warning": warning,
+            "draining": draining && s.records > 0,
+            "torn_at_open": s.torn_at_open,
+        });
+        let mut reasons = Vec::new();
+        if let Some(ms) = age_ms.filter(|ms| *ms > max_age.as_millis() as u64) {
+            reasons.push((
+                "outbox_not_draining",
+                format!(
+                    "the local outbox {} holds {} event(s), the oldest queued {}s ago (over \
+                     outbox.max_age {}): Redis does not take them; check Redis and the \
+                     outbox drain's log lines",
+                    self.dir.display(),
+                    s.records,
+                    ms / 1000,
+                    crate::config::format_duration(max_age)
+                ),
+            ));
+        }
+        if let Some(w) = warning {
+            reasons.push(("outbox_not_durable", w));
+        }
+        (body, reasons)
     }
 }

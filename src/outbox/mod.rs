@@ -61,5 +61,5 @@ mod tests;
 pub use drain::{DrainOptions, drain_into};
 pub use error::OutboxError;
 pub use fallback::{Outbox, Outcome, Queued, Reason, SubmitError};
-pub use fs::durability_warning;
+pub use fs::{durability_warning, fs_warning_for};
 pub use log::{FsyncPolicy, Log, Options};

@@ -233,12 +233,14 @@ pub async fn run(outbox: Arc<Outbox>, pump: Pump, stop: CancellationToken) {
                     info!(dir = %outbox.dir().display(), "Redis answers again: the outbox drains");
                 }
                 failing = false;
+                outbox.failing.store(false, Ordering::Relaxed);
             }
             Err(e) => {
                 if !failing {
                     warn!(error = %e, "the outbox cannot drain now; it is tried again every second");
                 }
                 failing = true;
+                outbox.failing.store(true, Ordering::Relaxed);
                 pause = RETRY_PAUSE;
             }
         }

@@ -245,6 +245,7 @@ fn worker_view(parts: &Parts, outbox: Option<Arc<crate::outbox::Outbox>>) -> Wor
         backlog: backlog_source(parts),
         metrics: parts.metrics.clone(),
         outbox,
+        outbox_max_age: parts.cfg.outbox.max_age,
         consumer: parts.consumer().to_string(),
         env,
         group,

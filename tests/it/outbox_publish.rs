@@ -173,7 +173,7 @@ fn t160_paused_redis_queues_within_fallback_after_and_drains_once_in_order() {
 fn t161_oom_queues_a_full_outbox_answers_503_and_nothing_queued_is_lost() {
     let ty = "ob.full";
     let (_keep, dir) = outbox_dir();
-    let s = scenario("T161", ty, &dir, "max_bytes = 4096\n");
+    let s = scenario("T161", ty, &dir, "max_bytes = 4096\nmax_age = \"1s\"\n");
     let api = s.api(Some(TOKEN));
     s.redis
         .cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
@@ -228,11 +228,48 @@ fn t161_oom_queues_a_full_outbox_answers_503_and_nothing_queued_is_lost() {
         ),
         2.0
     );
+    // Health shows the outbox, and degrades once the oldest event is over max_age.
+    wait_until("health degraded", Duration::from_secs(10), || {
+        let h = api.get("/api/events/health").json();
+        h["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["code"] == "outbox_not_draining")
+    });
+    let h = api.get("/api/events/health").json();
+    let o = &h["outbox"];
+    assert_eq!(
+        (o["depth"].as_u64(), o["fsync"].as_str()),
+        (Some(2), Some("always")),
+        "{h}"
+    );
+    assert_eq!(
+        (o["draining"].as_bool(), o["max_bytes"].as_u64()),
+        (Some(false), Some(4096))
+    );
+    assert_eq!(o["dir"], dir.display().to_string());
+    assert!(o["oldest_age_seconds"].as_f64().unwrap() > 1.0, "{o}");
+    assert_eq!(h["status"], "degraded");
     s.redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
     wait_until("the outbox drained", Duration::from_secs(15), || {
         stream_ids(&s, ty).len() >= 2
     });
     assert_eq!(stream_ids(&s, ty), ["f-0", "f-1"]);
+    wait_until("health ok again", Duration::from_secs(10), || {
+        api.get("/api/events/health").json()["outbox"]["depth"] == 0
+    });
+    // `check` warns when outbox.dir is on tmpfs.
+    let mut cfg = s.workers[0].config.clone();
+    cfg.extra = "[outbox]\nenabled = true\ndir = \"/dev/shm/event-worker-t161/ob\"\n".into();
+    let out = cli(&cfg, &["check"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("warning: outbox dir /dev/shm/event-worker-t161/ob is on tmpfs (memory"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
