@@ -313,3 +313,86 @@ fn t162_kill9_after_a_202_and_a_cli_publish_while_redis_is_down_drain_after_rest
             .all(|id| s.sink.requests_for(id).len() == 1)
     });
 }
+
+/// Long tier: 10 rounds of Redis frozen while one client publishes through the API, the
+/// daemon killed with -9 in the middle of the publishes and again in the middle of the
+/// drain (`drain_rate = 200`); at the end every publish that got a 202 is in its stream
+/// exactly once, in the order of the answers, and no id is there twice.
+#[test]
+#[ignore = "long tier: scripts/test-long.sh"]
+fn t163_kill9_loop_while_publishes_fall_back_and_drain_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let ty = "ob.loop";
+    let (_keep, dir) = outbox_dir();
+    let mut s = scenario("T163", ty, &dir, "drain_rate = 200\n");
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (acked, stop, addr) = (acked.clone(), stop.clone(), s.cfg.api_addr());
+        std::thread::spawn(move || {
+            let api = Api::new(&addr, Some(TOKEN));
+            for n in 0..100_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let id = format!("l-{n}");
+                let body = json!({"type": ty, "data": {"n": n}, "id": id});
+                match api.try_send(
+                    "POST",
+                    "/api/events/publish",
+                    &[
+                        ("content-type", "application/json"),
+                        ("authorization", &format!("Bearer {TOKEN}")),
+                    ],
+                    Some(body.to_string().into_bytes()),
+                ) {
+                    Ok(r) if r.status == 202 => acked.lock().unwrap().push(id),
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })
+    };
+    for round in 0..10u64 {
+        let redis_pid = s.redis.pid();
+        send_signal(redis_pid, "STOP");
+        std::thread::sleep(Duration::from_millis(1500 + 97 * round));
+        s.workers[0].kill9();
+        send_signal(redis_pid, "CONT");
+        s.workers[0].restart();
+        s.workers[0].wait_ready(Duration::from_secs(20));
+        // Kill it again part way through the drain.
+        std::thread::sleep(Duration::from_millis(200 + 53 * round));
+        s.workers[0].kill9();
+        s.workers[0].restart();
+        s.workers[0].wait_ready(Duration::from_secs(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 100, "only {} publishes answered", acked.len());
+    wait_until(
+        "every acknowledged publish drained",
+        Duration::from_secs(120),
+        || {
+            let ids = stream_ids(&s, ty);
+            acked.iter().all(|id| ids.contains(id))
+        },
+    );
+    let ids = stream_ids(&s, ty);
+    let mut seen = std::collections::HashMap::new();
+    for (at, id) in ids.iter().enumerate() {
+        assert!(
+            seen.insert(id.clone(), at).is_none(),
+            "{id} is in the stream twice"
+        );
+    }
+    let positions: Vec<usize> = acked.iter().map(|id| seen[id]).collect();
+    let out_of_order = positions.windows(2).filter(|w| w[0] > w[1]).count();
+    eprintln!(
+        "T163: {} acknowledged, {} in the stream, lost 0, dups 0, out of order {out_of_order}",
+        acked.len(),
+        ids.len()
+    );
+    assert_eq!(out_of_order, 0, "per-type order of the answers is kept");
+}
