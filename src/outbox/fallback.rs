@@ -267,7 +267,7 @@ impl Outbox {
     }
 
     /// Whether the outbox holds events of `event_type`.
-    fn holds(&self, event_type: &str) -> bool {
+    pub(super) fn holds(&self, event_type: &str) -> bool {
         let inner = self.inner.lock().expect("outbox lock");
         inner.types.get(event_type).is_some_and(|n| *n > 0)
     }

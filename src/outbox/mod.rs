@@ -47,6 +47,8 @@ pub mod drain;
 pub mod error;
 pub mod event;
 pub mod fallback;
+#[cfg(test)]
+mod fallback_tests;
 pub mod frame;
 mod fs;
 mod lock;
