@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -26,6 +27,8 @@ pub const CLI_DIR: &str = "cli";
 
 /// How long the drain waits for Redis to confirm one event before it leaves it queued.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an empty `<dir>/cli` is looked at.
+const CLI_PERIOD: Duration = Duration::from_secs(1);
 /// The pause after a failed drain before it tries again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -197,14 +200,19 @@ async fn drain_cli(outbox: &Arc<Outbox>, pump: &Pump) -> Result<usize, DrainErro
     drain_batch(&cli, pump).await
 }
 
-/// One round: a batch of the outbox, then of `<dir>/cli` when the first left room.
-async fn round(outbox: &Arc<Outbox>, pump: &Pump) -> Result<usize, DrainError> {
+/// One round: a batch of the outbox, then of `<dir>/cli` when the first left room and
+/// `cli` says it is time (the CLI directory is opened at most once a second while empty).
+async fn round(outbox: &Arc<Outbox>, pump: &Pump, cli: &mut Instant) -> Result<usize, DrainError> {
     let mut drained = 0;
     if outbox.status().records > 0 {
         drained = drain_batch(outbox, pump).await?;
     }
-    if drained < pump.batch() {
-        drained += drain_cli(outbox, pump).await?;
+    if drained < pump.batch() && Instant::now() >= *cli {
+        let from_cli = drain_cli(outbox, pump).await?;
+        if from_cli == 0 {
+            *cli = Instant::now() + CLI_PERIOD;
+        }
+        drained += from_cli;
     }
     Ok(drained)
 }
@@ -218,15 +226,16 @@ pub async fn run(outbox: Arc<Outbox>, pump: Pump, stop: CancellationToken) {
         return; // Another drain of this process runs on it.
     }
     let mut failing = false;
+    let mut cli = Instant::now();
     let tick = match pump.options.fsync {
         super::FsyncPolicy::Interval(d) => d.min(Duration::from_millis(200)),
         super::FsyncPolicy::Always => Duration::from_millis(200),
     };
     loop {
         sync_if_due(&outbox).await;
-        let started = tokio::time::Instant::now();
+        let started = Instant::now();
         let (mut drained, mut pause) = (0, tick);
-        match round(&outbox, &pump).await {
+        match round(&outbox, &pump, &mut cli).await {
             Ok(n) => {
                 drained = n;
                 if failing {
