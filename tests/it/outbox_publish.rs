@@ -396,3 +396,55 @@ fn t163_kill9_loop_while_publishes_fall_back_and_drain_loses_nothing() {
     );
     assert_eq!(out_of_order, 0, "per-type order of the answers is kept");
 }
+
+#[test]
+fn t164_library_submit_queues_when_redis_is_frozen_and_the_publisher_drains() {
+    use event_worker::{Config, NewEvent, PublishOutcome, Publisher, QueueReason};
+    let ty = "ob.lib";
+    let (_keep, dir) = outbox_dir();
+    let redis = RedisServer::start();
+    let toml = format!(
+        "env = \"t164\"\nredis_url = {:?}\n[outbox]\nenabled = true\ndir = {:?}\n",
+        redis.url(),
+        dir.display().to_string()
+    );
+    let config = Config::from_toml_and_env(&toml, |_| None).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let event = |id: &str| NewEvent {
+        event_type: ty.into(),
+        data: "{}".into(),
+        id: Some(id.into()),
+        ..Default::default()
+    };
+    let publisher = rt.block_on(Publisher::connect(&config)).unwrap();
+    match rt.block_on(publisher.submit(event("lib-1"))).unwrap() {
+        PublishOutcome::Published(p) => assert!(!p.duplicate),
+        other => panic!("{other:?}"),
+    }
+    send_signal(redis.pid(), "STOP");
+    let t = Instant::now();
+    let outcome = rt.block_on(publisher.submit(event("lib-2")));
+    let secs = t.elapsed().as_secs_f64();
+    send_signal(redis.pid(), "CONT");
+    match outcome.unwrap() {
+        PublishOutcome::Queued(q) => {
+            assert_eq!((q.id.as_str(), q.reason), ("lib-2", QueueReason::Timeout));
+            assert_eq!(q.dir, dir);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!((0.9..1.8).contains(&secs), "{secs:.2}s");
+    wait_until("the publisher drained", Duration::from_secs(10), || {
+        redis.xlen(&stream_key("t164", ty)) >= 2
+    });
+    let ids: Vec<String> = redis
+        .xrange(&stream_key("t164", ty))
+        .iter()
+        .map(|e| e.get("id").unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids, ["lib-1", "lib-2"]);
+    rt.block_on(publisher.close());
+}
