@@ -1,5 +1,7 @@
 //! The durable local outbox (README "Outbox"): events a publish could not hand to Redis wait
-//! here, on local disk, until a drain publishes them.
+//! here, on local disk, until a drain publishes them. [`fallback`] decides, per publish,
+//! between Redis and the log (and keeps a type's order); [`pump`] is the running process's
+//! drain; [`drain_into`] the one-shot drain of `event-worker outbox drain`.
 //!
 //! # Format
 //! One directory per process, locked ([`lock`]). Records go to segment files

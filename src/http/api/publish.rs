@@ -10,6 +10,11 @@
 //! An event with its own `id` is published once per (type, id) within `[publish]
 //! dedup_window`: a repeat answers `"duplicate": true` with the original entry id and writes
 //! nothing (see `ops::publish`).
+//!
+//! With `outbox.enabled` both go through [`crate::outbox::Outbox`]: an event Redis does not
+//! take within `outbox.fallback_after` is queued locally and answered 202 `{"queued":
+//! "outbox"}` (a batch element `"status": "queued"`); when the outbox refuses it too, 503 with
+//! `Retry-After` and a message naming the directory.
 
 use axum::Json;
 use axum::body::Bytes;
