@@ -173,7 +173,7 @@ fn t160_paused_redis_queues_within_fallback_after_and_drains_once_in_order() {
 fn t161_oom_queues_a_full_outbox_answers_503_and_nothing_queued_is_lost() {
     let ty = "ob.full";
     let (_keep, dir) = outbox_dir();
-    let s = scenario("T161", ty, &dir, "max_bytes = 4096\nmax_age = \"1s\"\n");
+    let mut s = scenario("T161", ty, &dir, "max_bytes = 4096\nmax_age = \"1s\"\n");
     let api = s.api(Some(TOKEN));
     s.redis
         .cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
@@ -259,6 +259,18 @@ fn t161_oom_queues_a_full_outbox_answers_503_and_nothing_queued_is_lost() {
     wait_until("health ok again", Duration::from_secs(10), || {
         api.get("/api/events/health").json()["outbox"]["depth"] == 0
     });
+    // A second daemon on the same directory refuses to start, naming the first one's pid.
+    let first_pid = s.workers[0].pid();
+    let i = s.add_worker();
+    let status = s.workers[i].wait_exit(Duration::from_secs(15));
+    assert!(status.is_some_and(|st| !st.success()), "{status:?}");
+    let stderr = s.workers[i].stderr();
+    let refusal = format!(
+        "outbox directory {} is in use by another process (pid {first_pid}); one directory \
+         serves one process",
+        dir.display()
+    );
+    assert!(stderr.contains(&refusal), "{stderr}");
     // `check` warns when outbox.dir is on tmpfs.
     let mut cfg = s.workers[0].config.clone();
     cfg.extra = "[outbox]\nenabled = true\ndir = \"/dev/shm/event-worker-t161/ob\"\n".into();
