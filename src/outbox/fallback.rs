@@ -136,15 +136,22 @@ pub enum Notice {
 /// A listener of [`Notice`]s.
 pub type Listener = Arc<dyn Fn(&Notice) + Send + Sync>;
 
-/// The log and the number of queued records of each type.
+/// The log (locked for appends, reads and acknowledgements, on the blocking pool).
 pub(super) struct Inner {
     pub log: Log,
-    pub types: HashMap<String, u64>,
 }
+
+/// Queued records per type (for the ordering rule), in a lock of its own so the async
+/// publish path never waits for an fsync.
+pub(super) type Types = Arc<Mutex<HashMap<String, u64>>>;
 
 /// One process's outbox: the log of one directory, opened once, behind a mutex.
 pub struct Outbox {
     pub(super) inner: Arc<Mutex<Inner>>,
+    pub(super) types: Types,
+    /// The log's status after the last change (read without the log's lock).
+    pub(super) snapshot: Arc<Mutex<Status>>,
+    fsync: super::FsyncPolicy,
     dir: PathBuf,
     fallback_after: Duration,
     keys: Keys,
@@ -203,7 +210,10 @@ impl Outbox {
         }
         log.rewind();
         Ok(Outbox {
-            inner: Arc::new(Mutex::new(Inner { log, types })),
+            snapshot: Arc::new(Mutex::new(log.status())),
+            fsync: options.fsync,
+            inner: Arc::new(Mutex::new(Inner { log })),
+            types: Arc::new(Mutex::new(types)),
             dir: dir.to_path_buf(),
             fallback_after,
             keys,
@@ -263,13 +273,13 @@ impl Outbox {
 
     /// Depth, bytes, oldest append time and torn counts.
     pub fn status(&self) -> Status {
-        self.inner.lock().expect("outbox lock").log.status()
+        self.snapshot.lock().expect("outbox status lock").clone()
     }
 
     /// Whether the outbox holds events of `event_type`.
     pub(super) fn holds(&self, event_type: &str) -> bool {
-        let inner = self.inner.lock().expect("outbox lock");
-        inner.types.get(event_type).is_some_and(|n| *n > 0)
+        let types = self.types.lock().expect("outbox types lock");
+        types.get(event_type).is_some_and(|n| *n > 0)
     }
 
     /// Publishes `event` to Redis within `fallback_after`, else queues it (see the module
@@ -364,12 +374,18 @@ impl Outbox {
     /// # Errors
     /// The log refused it (full, disk full, not writable, stopped).
     pub async fn append(&self, mut event: NewEvent, reason: Reason) -> Result<Queued, OutboxError> {
-        let inner = self.inner.clone();
+        let (inner, types, snapshot) = (
+            self.inner.clone(),
+            self.types.clone(),
+            self.snapshot.clone(),
+        );
         let event_type = event.event_type.clone();
         let appended = tokio::task::spawn_blocking(move || {
             let mut inner = inner.lock().expect("outbox lock");
             super::event::append_event(&mut inner.log, &mut event)?;
-            *inner.types.entry(event.event_type.clone()).or_default() += 1;
+            *snapshot.lock().expect("outbox status lock") = inner.log.status();
+            let mut types = types.lock().expect("outbox types lock");
+            *types.entry(event.event_type.clone()).or_default() += 1;
             Ok::<_, OutboxError>(event)
         })
         .await
@@ -410,10 +426,7 @@ impl Outbox {
     /// the directory is on a filesystem that does not survive a restart).
     pub fn health(&self, max_age: Duration) -> (serde_json::Value, Vec<(&'static str, String)>) {
         use std::sync::atomic::Ordering;
-        let (s, fsync) = {
-            let inner = self.inner.lock().expect("outbox lock");
-            (inner.log.status(), inner.log.options.fsync)
-        };
+        let (s, fsync) = (self.status(), self.fsync);
         let age_ms = s
             .oldest_time_ms
             .map(|t| crate::model::time::now_ms().saturating_sub(t));

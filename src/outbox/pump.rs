@@ -74,19 +74,27 @@ async fn settle(
     types: Vec<String>,
     rewind: bool,
 ) -> Result<(), OutboxError> {
-    let inner = outbox.inner.clone();
+    let (inner, counts, snapshot) = (
+        outbox.inner.clone(),
+        outbox.types.clone(),
+        outbox.snapshot.clone(),
+    );
     tokio::task::spawn_blocking(move || {
         let mut inner = inner.lock().expect("outbox lock");
         let result = match seq {
             Some(seq) => inner.log.ack(seq),
             None => Ok(()),
         };
-        if result.is_ok() {
+        *snapshot.lock().expect("outbox status lock") = inner.log.status();
+        let mut counts = counts.lock().expect("outbox types lock");
+        if inner.log.depth() == 0 {
+            counts.clear(); // Whatever happened before, nothing is queued now.
+        } else if result.is_ok() {
             for t in types {
-                if let Some(n) = inner.types.get_mut(&t) {
+                if let Some(n) = counts.get_mut(&t) {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
-                        inner.types.remove(&t);
+                        counts.remove(&t);
                     }
                 }
             }
