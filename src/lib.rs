@@ -72,5 +72,8 @@ pub use config::{Config, ConfigError};
 pub use deliver::handler::{BoxFuture, Handler, Outcome, handler_fn};
 pub use model::envelope::Event;
 pub use ops::publish::{NewEvent, PublishError, Published, Publisher};
+pub use outbox::{
+    OutboxError, Outcome as PublishOutcome, Queued, Reason as QueueReason, SubmitError,
+};
 pub use redis::error::{RedisErrorKind, StoreError};
 pub use worker::builder::{WorkerBuilder, WorkerError};

@@ -103,6 +103,20 @@ pub struct Metrics {
     /// `event_worker_push_oldest_unacked_age_seconds{env}`: age of the oldest message a
     /// sampled device has not acknowledged.
     pub push_oldest_unacked_age_seconds: prometheus::GaugeVec,
+    /// `event_worker_outbox_depth{env}`: events queued in the local outbox.
+    pub outbox_depth: IntGaugeVec,
+    /// `event_worker_outbox_bytes{env}`: bytes its segments take.
+    pub outbox_bytes: IntGaugeVec,
+    /// `event_worker_outbox_oldest_age_seconds{env}`: age of the oldest queued event (0 when empty).
+    pub outbox_oldest_age_seconds: prometheus::GaugeVec,
+    /// `event_worker_outbox_appended_total{env,reason}`: publishes queued locally; reason =
+    /// timeout|unreachable|oom|readonly|misconf|behind.
+    pub outbox_appended_total: IntCounterVec,
+    /// `event_worker_outbox_drained_total{env}`: queued events Redis confirmed.
+    pub outbox_drained_total: IntCounterVec,
+    /// `event_worker_outbox_refused_total{env,reason}`: publishes neither Redis nor the
+    /// outbox took; reason = full|disk_full|not_writable|error.
+    pub outbox_refused_total: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -383,6 +397,48 @@ impl Metrics {
                 "event_worker_push_devices_behind",
                 "Sampled push devices with messages after their acknowledged position.",
                 &["env"],
+            ),
+            outbox_depth: gauge(
+                &r,
+                "event_worker_outbox_depth",
+                "Events queued in the local outbox, waiting for Redis.",
+                &["env"],
+            ),
+            outbox_bytes: gauge(
+                &r,
+                "event_worker_outbox_bytes",
+                "Bytes the local outbox's segment files take (bounded by outbox.max_bytes).",
+                &["env"],
+            ),
+            outbox_oldest_age_seconds: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "event_worker_outbox_oldest_age_seconds",
+                        "Age of the oldest event queued in the local outbox (0 when empty).",
+                    ),
+                    &["env"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            outbox_appended_total: counter(
+                &r,
+                "event_worker_outbox_appended_total",
+                "Publishes queued in the local outbox instead of Redis, by reason.",
+                &["env", "reason"],
+            ),
+            outbox_drained_total: counter(
+                &r,
+                "event_worker_outbox_drained_total",
+                "Queued events the drain published and Redis confirmed.",
+                &["env"],
+            ),
+            outbox_refused_total: counter(
+                &r,
+                "event_worker_outbox_refused_total",
+                "Publishes neither Redis nor the outbox took (answered 503), by reason.",
+                &["env", "reason"],
             ),
             push_oldest_unacked_age_seconds: {
                 let opts = Opts::new(

@@ -34,6 +34,9 @@ pub async fn check(config: Config, json: bool) -> anyhow::Result<()> {
             .map(|p| format!("{p}; `run` will refuse to start")),
     );
     warnings.extend(memory_policy_warning(policy.as_deref()));
+    if config.outbox.enabled {
+        warnings.extend(crate::outbox::fs_warning_for(&config.outbox.dir));
+    }
     let found = Found {
         latency,
         streams,

@@ -222,10 +222,18 @@ async fn migrate(config: Config, json: bool) -> anyhow::Result<()> {
 /// With `--id`, a repeat within `[publish] dedup_window` writes nothing, says so on stderr
 /// and prints the original entry id (exit 0).
 async fn publish_one(event: NewEvent, config: Config, json: bool) -> anyhow::Result<()> {
-    let store = Store::connect(&config, "publish").await?;
-    let keys = Keys::new(&config.env);
     let correlation = event.correlation_id.clone();
-    let result = publish(&store, &keys, &config.publish, event).await;
+    let (store, result) = if config.outbox.enabled {
+        match publish::publish_or_queue(&config, event).await? {
+            Err(queued) => return publish::print_queued(&queued, json),
+            Ok((p, store)) => (store, Ok(p)),
+        }
+    } else {
+        let store = Store::connect(&config, "publish").await?;
+        let result = publish(&store, &Keys::new(&config.env), &config.publish, event).await;
+        (store, result)
+    };
+    let keys = Keys::new(&config.env);
     if let Ok(p) = &result
         && !p.duplicate
     {

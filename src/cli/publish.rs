@@ -8,9 +8,14 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::cli::terminal::escape_text;
+use crate::config::Config;
 use crate::config::format_duration;
 use crate::model::envelope::MAX_DATA_BYTES;
+use crate::model::keys::Keys;
 use crate::ops::publish::{NewEvent, Published};
+use crate::outbox::pump::CLI_DIR;
+use crate::outbox::{Outbox, OutboxError, Outcome, Queued, Reason};
+use crate::redis::store::Store;
 
 /// Arguments of `publish`.
 #[derive(Args)]
@@ -127,4 +132,101 @@ pub(super) fn duplicate_note(p: &Published, window: std::time::Duration) -> Stri
         format_duration(window)
     ))
     .into_owned()
+}
+
+/// How long a CLI publish waits for `<dir>/cli` while the daemon's drain holds it.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens `<outbox.dir>/cli`, waiting up to [`LOCK_WAIT`] while another process (the
+/// daemon's drain, another CLI) holds it.
+async fn open_cli_outbox(config: &Config) -> anyhow::Result<Outbox> {
+    let dir = config.outbox.dir.join(CLI_DIR);
+    let until = tokio::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let (d, options, after) = (
+            dir.clone(),
+            config.outbox.options(),
+            config.outbox.fallback_after,
+        );
+        let keys = Keys::new(&config.env);
+        let opened =
+            tokio::task::spawn_blocking(move || Outbox::open(&d, options, after, keys)).await?;
+        match opened {
+            Err(OutboxError::Locked { .. }) if tokio::time::Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// `publish` with `outbox.enabled`: the event goes to Redis within `outbox.fallback_after`
+/// (connecting included), else it is queued in `<outbox.dir>/cli`, which the daemon
+/// drains (or `event-worker outbox drain --dir <outbox.dir>/cli`). Returns what Redis took
+/// with the store (for the history record), or what was queued.
+///
+/// # Errors
+/// The event is invalid, Redis refused it for a reason queueing cannot help, or the outbox
+/// refused it too.
+pub(super) async fn publish_or_queue(
+    config: &Config,
+    event: NewEvent,
+) -> anyhow::Result<Result<(Published, Store), Queued>> {
+    let outbox = open_cli_outbox(config).await?;
+    let deadline = tokio::time::Instant::now() + config.outbox.fallback_after;
+    let connect = Store::connect(config, "publish");
+    let store = match tokio::time::timeout_at(deadline, connect).await {
+        Ok(Ok(store)) => store,
+        Ok(Err(e)) => {
+            let reason = Reason::of(e.kind).ok_or(e)?;
+            return Ok(Err(outbox.queue(event, reason).await?));
+        }
+        Err(_) => return Ok(Err(outbox.queue(event, Reason::Timeout).await?)),
+    };
+    let outcome = outbox
+        .publish_by(&store, &config.publish, event, deadline)
+        .await;
+    match outcome {
+        Ok(Outcome::Published(p)) => Ok(Ok((p, store))),
+        Ok(Outcome::Queued(q)) => {
+            store.quit().await;
+            Ok(Err(q))
+        }
+        Err(e) => {
+            store.quit().await;
+            Err(e.into())
+        }
+    }
+}
+
+/// The stderr line of a publish queued in the outbox: where, why, and who publishes it.
+pub(super) fn queued_note(q: &Queued) -> String {
+    let parent = q.dir.parent().unwrap_or(&q.dir);
+    escape_text(&format!(
+        "queued: Redis did not take event {} ({}), so it waits in the local outbox {}; a running \
+         event-worker with outbox.dir {} publishes it to {} when Redis answers (or run \
+         `event-worker outbox drain --dir {}`)",
+        q.id,
+        q.reason.label(),
+        q.dir.display(),
+        parent.display(),
+        q.stream,
+        q.dir.display()
+    ))
+    .into_owned()
+}
+
+/// Prints a publish queued in the outbox: the note on stderr; with `--json`, `{"queued":
+/// "outbox", "id", "stream", "dir"}` on stdout (plain mode prints nothing on stdout: there
+/// is no entry id yet).
+pub(super) fn print_queued(q: &Queued, json: bool) -> anyhow::Result<()> {
+    eprintln!("{}", queued_note(q));
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"queued": "outbox", "id": q.id, "stream": q.stream,
+                "dir": q.dir.display().to_string()})
+        );
+    }
+    Ok(())
 }

@@ -94,6 +94,8 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("outbox"), "fsync", Kind::Str),
     (Some("outbox"), "segment_bytes", Kind::Int),
     (Some("outbox"), "fallback_after", Kind::Str),
+    (Some("outbox"), "drain_rate", Kind::Int),
+    (Some("outbox"), "max_age", Kind::Str),
 ];
 
 /// `EVENTS_*` variables read outside [`ENV_KEYS`] (`--config`, the log filter, the API token).

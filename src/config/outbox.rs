@@ -24,6 +24,8 @@ pub(super) struct RawOutbox {
     pub fsync: Option<String>,
     pub segment_bytes: Option<i64>,
     pub fallback_after: Option<String>,
+    pub drain_rate: Option<i64>,
+    pub max_age: Option<String>,
 }
 
 /// `[outbox]`: the local log publishes fall back to when Redis does not answer.
@@ -43,6 +45,10 @@ pub struct OutboxConfig {
     pub segment_bytes: u64,
     /// How long a publish waits for Redis before it queues in the outbox (default 1 s).
     pub fallback_after: Duration,
+    /// Events a second the daemon's drain publishes at most (default 1000).
+    pub drain_rate: u32,
+    /// Health is `degraded` when the oldest queued event is older than this (default 1m).
+    pub max_age: Duration,
 }
 
 impl OutboxConfig {
@@ -72,6 +78,18 @@ const SEGMENT_BYTES: IntRule = IntRule {
 const FALLBACK_AFTER: DurationRule = DurationRule {
     default: Duration::from_secs(1),
     min: Duration::from_millis(10),
+};
+
+/// `outbox.drain_rate`.
+const DRAIN_RATE: IntRule = IntRule {
+    default: 1000,
+    min: 1,
+    max: 1_000_000,
+};
+/// `outbox.max_age`.
+const MAX_AGE: DurationRule = DurationRule {
+    default: Duration::from_secs(60),
+    min: Duration::from_secs(1),
 };
 
 /// The default directory for `env`, from the first state directory `lookup` gives.
@@ -144,6 +162,8 @@ pub(super) fn outbox(
             raw.fallback_after.as_deref(),
             FALLBACK_AFTER,
         ),
+        drain_rate: c.int("outbox.drain_rate", raw.drain_rate, DRAIN_RATE) as u32,
+        max_age: c.duration("outbox.max_age", raw.max_age.as_deref(), MAX_AGE),
     }
 }
 
@@ -170,6 +190,7 @@ mod tests {
         assert_eq!((o.max_bytes, o.segment_bytes), (256 << 20, 16 << 20));
         assert_eq!(o.fsync, FsyncPolicy::Always);
         assert_eq!(o.fallback_after, Duration::from_secs(1));
+        assert_eq!((o.drain_rate, o.max_age), (1000, Duration::from_secs(60)));
         let c = Config::from_toml_and_env(BASE, |_| None).unwrap();
         assert_eq!(
             c.outbox.dir,

@@ -84,6 +84,10 @@ pub struct WorkerView {
     pub backlog: BacklogSource,
     /// Metric handles.
     pub metrics: Metrics,
+    /// The local outbox publishes fall back to, when `outbox.enabled` (README "Outbox").
+    pub outbox: Option<Arc<crate::outbox::Outbox>>,
+    /// `outbox.max_age`: health is `degraded` past it.
+    pub outbox_max_age: Duration,
 }
 
 impl WorkerView {

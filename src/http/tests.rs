@@ -137,6 +137,8 @@ async fn connected(redis: &Redis) -> ApiState {
         history_max_len: cfg.history.max_len,
         publish: cfg.publish.clone(),
         metrics,
+        outbox: None,
+        outbox_max_age: cfg.outbox.max_age,
         keys,
     };
     let state = state();

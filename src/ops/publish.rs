@@ -41,6 +41,9 @@ pub enum PublishError {
     /// Redis refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `outbox.enabled` and its directory cannot be opened (the message names it).
+    #[error("{0}")]
+    Outbox(String),
 }
 
 /// One event to publish.
@@ -104,10 +107,18 @@ pub struct Published {
 /// publisher.close().await;
 /// # Ok(()) }
 /// ```
+///
+/// With `outbox.enabled`, [`Publisher::submit`] falls back to the local outbox (README
+/// "Outbox") and the publisher drains it while it is open; [`Publisher::publish`] never
+/// queues.
 pub struct Publisher {
     store: Store,
     keys: Keys,
     guard: PublishConfig,
+    outbox: Option<(
+        std::sync::Arc<crate::outbox::Outbox>,
+        tokio_util::sync::CancellationToken,
+    )>,
 }
 
 impl Publisher {
@@ -115,12 +126,40 @@ impl Publisher {
     ///
     /// # Errors
     /// Redis unreachable or refusing the connection.
+    /// With `outbox.enabled`, its directory cannot be opened (another process holds it, or
+    /// it is damaged): [`PublishError::Outbox`] names it and what to do.
     pub async fn connect(config: &Config) -> Result<Self, PublishError> {
+        let store = Store::connect(config, "publisher").await?;
+        let keys = Keys::new(&config.env);
+        let outbox = match config.outbox.enabled {
+            true => Some(open_outbox(config, &store, &keys).await?),
+            false => None,
+        };
         Ok(Publisher {
-            store: Store::connect(config, "publisher").await?,
-            keys: Keys::new(&config.env),
+            store,
+            keys,
             guard: config.publish.clone(),
+            outbox,
         })
+    }
+
+    /// Publishes `event` as [`Publisher::publish`] does, but with `outbox.enabled` answers
+    /// within `outbox.fallback_after`: when Redis does not take it in time, is unreachable
+    /// or refuses writes, the event is queued in the local outbox and
+    /// [`crate::PublishOutcome::Queued`] says so (the publisher drains it once Redis answers).
+    ///
+    /// # Errors
+    /// Invalid event, a Redis refusal queueing cannot help (NOPERM), or the outbox refused it.
+    pub async fn submit(
+        &self,
+        event: NewEvent,
+    ) -> Result<crate::outbox::Outcome, crate::outbox::SubmitError> {
+        match &self.outbox {
+            Some((outbox, _)) => outbox.publish(&self.store, &self.guard, event).await,
+            None => Ok(crate::outbox::Outcome::Published(
+                self.publish(event).await?,
+            )),
+        }
     }
 
     /// Validates `event` and appends it to its type stream; with an `id`, once per
@@ -142,10 +181,44 @@ impl Publisher {
         publish_batch(&self.store, &self.keys, &self.guard, events).await
     }
 
-    /// Closes the connection.
+    /// Stops the outbox drain and closes the connection.
     pub async fn close(self) {
+        if let Some((_, stop)) = &self.outbox {
+            stop.cancel();
+        }
         self.store.quit().await;
     }
+}
+
+/// Opens the outbox of `config` (shared with a worker of this process) and starts its drain.
+async fn open_outbox(
+    config: &Config,
+    store: &Store,
+    keys: &Keys,
+) -> Result<
+    (
+        std::sync::Arc<crate::outbox::Outbox>,
+        tokio_util::sync::CancellationToken,
+    ),
+    PublishError,
+> {
+    let o = &config.outbox;
+    let (dir, options, after, k) = (o.dir.clone(), o.options(), o.fallback_after, keys.clone());
+    let outbox =
+        tokio::task::spawn_blocking(move || crate::outbox::Outbox::shared(&dir, options, after, k))
+            .await
+            .expect("outbox open task")
+            .map_err(|e| PublishError::Outbox(e.to_string()))?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let pump = crate::outbox::pump::Pump {
+        store: store.clone(),
+        guard: config.publish.clone(),
+        keys: keys.clone(),
+        rate: o.drain_rate,
+        options,
+    };
+    tokio::spawn(crate::outbox::pump::run(outbox.clone(), pump, stop.clone()));
+    Ok((outbox, stop))
 }
 
 /// Validates `event` and XADDs it to `events:<env>:<type>`; an event with its own `id`
@@ -214,6 +287,15 @@ pub async fn publish_batch(
         results.push(result);
     }
     results
+}
+
+/// Checks `event` as [`publish`] does before any Redis call (the outbox validates an event
+/// before queueing it, so a drain never meets an event Redis would refuse).
+///
+/// # Errors
+/// Invalid type, id, data or attribute.
+pub fn validate(event: &NewEvent) -> Result<(), PublishError> {
+    fields_of(event.clone()).map(|_| ())
 }
 
 /// Validates `event` and returns its stream fields: `id`, `type`, `data` first.

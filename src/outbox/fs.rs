@@ -46,6 +46,18 @@ pub fn durability_warning(dir: &Path) -> Option<String> {
         })
 }
 
+/// [`durability_warning`] for a directory that may not exist yet: its nearest existing
+/// ancestor's filesystem is the one it will be created on (`check` before the first run).
+pub fn fs_warning_for(dir: &Path) -> Option<String> {
+    let existing = dir.ancestors().find(|a| a.is_dir())?;
+    let w = durability_warning(existing)?;
+    Some(w.replacen(
+        &existing.display().to_string(),
+        &dir.display().to_string(),
+        1,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,5 +1,7 @@
 //! The durable local outbox (README "Outbox"): events a publish could not hand to Redis wait
-//! here, on local disk, until a drain publishes them.
+//! here, on local disk, until a drain publishes them. [`fallback`] decides, per publish,
+//! between Redis and the log (and keeps a type's order); [`pump`] is the running process's
+//! drain; [`drain_into`] the one-shot drain of `event-worker outbox drain`.
 //!
 //! # Format
 //! One directory per process, locked ([`lock`]). Records go to segment files
@@ -46,16 +48,22 @@ mod cursor;
 pub mod drain;
 pub mod error;
 pub mod event;
+pub mod fallback;
+#[cfg(test)]
+mod fallback_tests;
 pub mod frame;
 mod fs;
 mod lock;
 pub mod log;
 mod open;
+pub mod pump;
 mod read;
 pub mod segment;
 #[cfg(test)]
 mod tests;
 
 pub use drain::{DrainOptions, drain_into};
-pub use fs::durability_warning;
+pub use error::OutboxError;
+pub use fallback::{Outbox, Outcome, Queued, Reason, SubmitError};
+pub use fs::{durability_warning, fs_warning_for};
 pub use log::{FsyncPolicy, Log, Options};

@@ -35,6 +35,10 @@ pub mod kind {
     pub const PURGED: &str = "purged";
     /// Made due now from the retry set by an operator (`retries retry-now`).
     pub const RETRIED_NOW: &str = "retried_now";
+    /// Queued in the local outbox because Redis did not take the publish (README "Outbox").
+    pub const QUEUED: &str = "queued";
+    /// Published from the local outbox once Redis was back.
+    pub const DRAINED: &str = "drained";
 }
 
 /// One lifecycle record.

@@ -22,6 +22,9 @@ pub enum WorkerError {
     /// Redis refused us in a way retrying cannot fix (TLS, permissions), or a migration failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The outbox directory could not be opened (another process holds it, damage).
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
     /// The HTTP listener could not bind.
     #[error("api.listen {addr}: {source}")]
     Listen {

@@ -6,6 +6,7 @@
 pub(crate) mod builder;
 pub(crate) mod health;
 pub(crate) mod lifecycle;
+pub(crate) mod outbox;
 pub(crate) mod parts;
 pub(crate) mod ping;
 pub(crate) mod projector;

@@ -72,6 +72,11 @@ pub(crate) async fn run_worker(
     let life = Lifecycle::new();
     let health = Arc::new(Health::new(cfg.health.clone()));
     let view = Arc::new(OnceLock::new());
+    // Before listening: a second process on the same outbox directory refuses to start.
+    let outbox = match serve {
+        true => crate::worker::outbox::open(&cfg).await?,
+        false => None,
+    };
     if serve {
         listen(&cfg, &metrics, &health, &view, &life).await?;
     } else {
@@ -96,7 +101,10 @@ pub(crate) async fn run_worker(
     health.redis_up.store(true, Ordering::Relaxed);
     prepare(&store, &Keys::new(&cfg.env)).await?;
     let parts = Parts::start(cfg, store.clone(), routes, metrics, notices, &health, &life);
-    let _ = view.set(Arc::new(worker_view(&parts)));
+    let _ = view.set(Arc::new(worker_view(&parts, outbox.clone())));
+    if let Some(outbox) = outbox {
+        crate::worker::outbox::start(outbox, &parts, stop.clone());
+    }
     let discovery = Arc::new(discovery(&parts));
     let heartbeat = heartbeat(&parts);
     startup(&parts, &discovery, &heartbeat, &stop).await;
@@ -222,7 +230,7 @@ async fn prepare(store: &Store, keys: &Keys) -> Result<(), WorkerError> {
 }
 
 /// What the HTTP endpoints see of the worker.
-fn worker_view(parts: &Parts) -> WorkerView {
+fn worker_view(parts: &Parts, outbox: Option<Arc<crate::outbox::Outbox>>) -> WorkerView {
     let (env, group) = (parts.env().to_string(), parts.group().to_string());
     WorkerView {
         store: parts.store.clone(),
@@ -236,6 +244,8 @@ fn worker_view(parts: &Parts) -> WorkerView {
         publish: parts.cfg.publish.clone(),
         backlog: backlog_source(parts),
         metrics: parts.metrics.clone(),
+        outbox,
+        outbox_max_age: parts.cfg.outbox.max_age,
         consumer: parts.consumer().to_string(),
         env,
         group,

@@ -109,6 +109,12 @@ fn every_metric_used_by_grafana_is_exported() {
         "[push]\ndevice_scan_interval = \"200ms\"\n[[push.channels]]\ntypes = [\"{TY}\"]\n\
          channel = \"all\"\n[[push.channels]]\ntypes = [\"{TY}\"]\nchannel = \"via:{{data.via}}\"\n"
     );
+    // The outbox on, for the "Outbox" row (its series start at 0).
+    let outbox = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    cfg.extra += &format!(
+        "[outbox]\nenabled = true\ndir = {:?}\n",
+        outbox.path().join("ob").display().to_string()
+    );
     let mut worker = WorkerProcess::start("w1", cfg.clone());
     worker.wait_ready(Duration::from_secs(15));
     // One SSE subscriber of `all` for the traffic below (kept open, never read).

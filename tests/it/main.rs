@@ -51,6 +51,7 @@ mod mixed_batch;
 mod network_faults;
 mod outbox_disk;
 mod outbox_log;
+mod outbox_publish;
 mod prometheus;
 mod publish_idempotent;
 mod push_auth;

@@ -51,6 +51,13 @@ pub async fn health(State(state): State<ApiState>) -> Result<Response, ApiError>
     if let Some(push) = &state.push {
         body["push"] = push.health();
     }
+    let outbox = worker
+        .outbox
+        .as_ref()
+        .map(|o| o.health(worker.outbox_max_age));
+    if let Some((report, _)) = &outbox {
+        body["outbox"] = report.clone();
+    }
     let latency = match ping {
         Ok(latency) => latency,
         Err(e) => {
@@ -91,6 +98,7 @@ pub async fn health(State(state): State<ApiState>) -> Result<Response, ApiError>
         ));
     }
     reasons.extend(breaker_reasons(&worker));
+    reasons.extend(outbox.into_iter().flat_map(|(_, r)| r));
     if let Some(b) = &backlog {
         reasons.extend(backlog_reasons(&state.health, b));
     }

@@ -10,10 +10,15 @@
 //! An event with its own `id` is published once per (type, id) within `[publish]
 //! dedup_window`: a repeat answers `"duplicate": true` with the original entry id and writes
 //! nothing (see `ops::publish`).
+//!
+//! With `outbox.enabled` both go through [`crate::outbox::Outbox`]: an event Redis does not
+//! take within `outbox.fallback_after` is queued locally and answered 202 `{"queued":
+//! "outbox"}` (a batch element `"status": "queued"`); when the outbox refuses it too, 503 with
+//! `Retry-After` and a message naming the directory.
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::json;
@@ -26,6 +31,8 @@ use crate::model::attributes::{self, FieldKind};
 use crate::model::envelope::truncate;
 use crate::ops::dlq::DlqError;
 use crate::ops::publish::{self, NewEvent, PublishError, Published};
+use crate::outbox::fallback;
+use crate::outbox::{OutboxError, Outcome, SubmitError};
 use crate::settle::history::{Record, kind};
 
 /// The optional attributes a publish body may set: the known ones besides `type` and `data`.
@@ -209,8 +216,15 @@ pub async fn publish_event(
     auth.check_publish(&event.event_type)?;
     let correlation = event.correlation_id.clone();
     bounded(async {
-        match publish::publish(&worker.store, &worker.keys, &worker.publish, event).await {
-            Ok(p) => {
+        let result = match &worker.outbox {
+            Some(outbox) => outbox.publish(&worker.store, &worker.publish, event).await,
+            None => publish::publish(&worker.store, &worker.keys, &worker.publish, event)
+                .await
+                .map(Outcome::Published)
+                .map_err(SubmitError::from),
+        };
+        match result {
+            Ok(Outcome::Published(p)) => {
                 record(&worker, &p, correlation.as_deref());
                 Ok((
                     StatusCode::ACCEPTED,
@@ -221,11 +235,33 @@ pub async fn publish_event(
                 )
                     .into_response())
             }
-            Err(PublishError::Store(e)) => Err(DlqError::Store(e).into()),
-            Err(e) => Err(ApiError::bad(e.to_string())),
+            Ok(Outcome::Queued(q)) => Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"queued": "outbox", "id": q.id, "stream": q.stream})),
+            )
+                .into_response()),
+            Err(SubmitError::Publish(PublishError::Store(e))) => Err(DlqError::Store(e).into()),
+            Err(SubmitError::Publish(e)) => Err(ApiError::bad(e.to_string())),
+            Err(SubmitError::Outbox(e)) => Ok(outbox_refused(&e)),
         }
     })
     .await
+}
+
+/// The message of a publish neither Redis nor the outbox took.
+fn refused_message(e: &OutboxError) -> String {
+    format!("Redis did not take the event and the local outbox refused it too: {e}")
+}
+
+/// 503 with `Retry-After` for a publish neither Redis nor the outbox took (nothing queued
+/// was dropped; the message names the directory and the cause).
+fn outbox_refused(e: &OutboxError) -> Response {
+    tracing::warn!(error = %e, "a publish was refused: Redis did not take it and the outbox refused it");
+    let mut response = ApiError::unavailable(refused_message(e)).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, fallback::retry_after(e).into());
+    response
 }
 
 /// The batch body: `{"events": [event, ...]}`, each event as `POST /api/events/publish`
@@ -330,26 +366,40 @@ pub async fn publish_batch(
         valid.push(event.clone());
     }
     bounded(async {
-        let outcomes =
-            publish::publish_batch(&worker.store, &worker.keys, &worker.publish, valid).await;
+        let outcomes = match &worker.outbox {
+            Some(outbox) => outbox.publish_batch(&worker.store, &worker.publish, valid).await,
+            None => publish::publish_batch(&worker.store, &worker.keys, &worker.publish, valid)
+                .await
+                .into_iter()
+                .map(|r| r.map(Outcome::Published).map_err(SubmitError::from))
+                .collect(),
+        };
         let mut outcomes = outcomes.into_iter().zip(correlations);
-        let mut failed = false;
+        let (mut failed, mut retry_after) = (false, None);
         let mut results = Vec::with_capacity(parsed.len());
         for item in parsed {
             let result = match item {
                 Err(invalid) => invalid,
                 Ok(event) => match outcomes.next() {
-                    Some((Ok(p), correlation)) => {
+                    Some((Ok(Outcome::Published(p)), correlation)) => {
                         record(&worker, &p, correlation.as_deref());
                         let status = if p.duplicate { "duplicate" } else { "published" };
                         json!({"id": p.id, "status": status, "entry_id": entry_json(&p),
                             "stream": p.stream})
                     }
-                    Some((Err(PublishError::Store(e)), _)) => {
+                    Some((Ok(Outcome::Queued(q)), _)) => {
+                        json!({"id": q.id, "status": "queued", "queued": "outbox", "stream": q.stream})
+                    }
+                    Some((Err(SubmitError::Publish(PublishError::Store(e))), _)) => {
                         failed = true;
                         json!({"id": event.id, "status": "failed", "error": format!("{e}; resend it with the same id")})
                     }
-                    Some((Err(e), _)) => {
+                    Some((Err(SubmitError::Outbox(e)), _)) => {
+                        failed = true;
+                        retry_after = Some(fallback::retry_after(&e));
+                        json!({"id": event.id, "status": "failed", "error": format!("{}; resend it with the same id", refused_message(&e))})
+                    }
+                    Some((Err(SubmitError::Publish(e)), _)) => {
                         json!({"id": event.id, "status": "invalid", "error": e.to_string()})
                     }
                     None => json!({"id": event.id, "status": "failed", "error": "not attempted"}),
@@ -364,7 +414,11 @@ pub async fn publish_batch(
             true => StatusCode::SERVICE_UNAVAILABLE,
             false => StatusCode::OK,
         };
-        Ok((status, Json(json!({ "results": results }))).into_response())
+        let mut response = (status, Json(json!({ "results": results }))).into_response();
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        Ok(response)
     })
     .await
 }

@@ -204,6 +204,11 @@ impl RedisServer {
         self.password.as_deref()
     }
 
+    /// The server's pid (for SIGSTOP/SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis-server running").id()
+    }
+
     /// Kills the server with SIGKILL (no shutdown, no final fsync).
     pub fn kill9(&mut self) {
         *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
