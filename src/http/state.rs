@@ -43,6 +43,18 @@ pub struct ApiState {
     pub body_timeout: Duration,
     /// Push to apps, when `[push]` turns it on.
     pub push: Option<Arc<crate::push::service::PushService>>,
+    /// With `outbox.enabled`: where publishes go before the first connection to Redis.
+    pub offline: Option<Arc<Offline>>,
+}
+
+/// What publishing needs before the worker has connected to Redis: the outbox (every
+/// publish is queued, reason `unreachable`, and drained once connected) and `[publish]`'s
+/// batch bounds.
+pub struct Offline {
+    /// The local outbox.
+    pub outbox: Arc<crate::outbox::Outbox>,
+    /// `[publish]`.
+    pub publish: crate::config::PublishConfig,
 }
 
 impl ApiState {

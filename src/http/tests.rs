@@ -37,6 +37,7 @@ fn state() -> ApiState {
         header_timeout: Duration::from_secs(5),
         body_timeout: Duration::from_secs(5),
         push: None,
+        offline: None,
     }
 }
 

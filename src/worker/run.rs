@@ -78,7 +78,13 @@ pub(crate) async fn run_worker(
         false => None,
     };
     if serve {
-        listen(&cfg, &metrics, &health, &view, &life).await?;
+        let offline = outbox.clone().map(|outbox| {
+            Arc::new(crate::http::state::Offline {
+                outbox,
+                publish: cfg.publish.clone(),
+            })
+        });
+        listen(&cfg, &metrics, &health, &view, &life, offline).await?;
     } else {
         info!(group = %cfg.group, "push projector starting");
     }
@@ -148,6 +154,7 @@ async fn listen(
     health: &Arc<Health>,
     view: &Arc<OnceLock<Arc<WorkerView>>>,
     life: &Lifecycle,
+    offline: Option<Arc<crate::http::state::Offline>>,
 ) -> Result<(), WorkerError> {
     let api_state = ApiState {
         metrics: metrics.clone(),
@@ -161,6 +168,7 @@ async fn listen(
         header_timeout: cfg.api.header_timeout,
         body_timeout: cfg.api.body_timeout,
         push: None,
+        offline,
     };
     let api_state = crate::worker::projector::serve_push(cfg, metrics, api_state, life).await?;
     let (bound, api_task) = server::serve(cfg.api.listen, api_state, life.token(Stage::Http))

@@ -326,6 +326,74 @@ fn t162_kill9_after_a_202_and_a_cli_publish_while_redis_is_down_drain_after_rest
     });
 }
 
+/// A daemon started while Redis is down takes publishes at once: single and batch are
+/// queued in the outbox (`unreachable`) before its first connection, and drained in order,
+/// each once, when Redis comes up.
+#[test]
+fn t165_a_daemon_started_while_redis_is_down_queues_publishes_and_drains_them() {
+    let ty = "ob.early";
+    let (_keep, dir) = outbox_dir();
+    let mut s = scenario("T165", ty, &dir, "");
+    s.redis.stop();
+    s.workers[0].kill9();
+    s.workers[0].restart();
+    let api = s.api(Some(TOKEN));
+    wait_until("the API listens", Duration::from_secs(15), || {
+        s.workers[0]
+            .get("/livez")
+            .is_some_and(|(code, _)| code == 200)
+    });
+    let (status, body, secs) = post(&api, &json!({"type": ty, "data": {"n": 1}, "id": "o-1"}));
+    assert_eq!(
+        (status, &body),
+        (
+            202,
+            &json!({"queued": "outbox", "id": "o-1", "stream": stream_key(&s.env, ty)})
+        ),
+        "before any connection to Redis"
+    );
+    assert!(secs < 0.5, "answered without waiting for Redis: {secs:.2}s");
+    let batch = json!({"events": [
+        {"type": ty, "data": {"n": 2}, "id": "o-2"},
+        {"type": ty, "id": "o-bad"},
+        {"type": ty, "data": {"n": 3}, "id": "o-3"},
+    ]});
+    let r = api.post("/api/events/publish/batch", &batch);
+    let results = r.json()["results"].clone();
+    let statuses: Vec<String> = results
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", r.body))
+        .iter()
+        .map(|x| x["status"].as_str().unwrap_or("?").to_string())
+        .collect();
+    assert_eq!(
+        (r.status, statuses),
+        (
+            200,
+            vec!["queued".to_string(), "invalid".into(), "queued".into()]
+        ),
+        "{}",
+        r.body
+    );
+    let wrong = Api::new(&s.cfg.api_addr(), Some("wrong-token"));
+    let r = wrong.post(
+        "/api/events/publish",
+        &json!({"type": ty, "data": {}, "id": "o-x"}),
+    );
+    assert_eq!(r.status, 401, "the token is still checked: {}", r.body);
+    s.redis.start_again();
+    wait_until("drained", Duration::from_secs(20), || {
+        stream_ids(&s, ty).len() >= 3
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(stream_ids(&s, ty), ["o-1", "o-2", "o-3"]);
+    wait_until("each handled once", Duration::from_secs(10), || {
+        ["o-1", "o-2", "o-3"]
+            .iter()
+            .all(|id| s.sink.requests_for(id).len() == 1)
+    });
+}
+
 /// Long tier: 10 rounds of Redis frozen while one client publishes through the API, the
 /// daemon killed with -9 in the middle of the publishes and again in the middle of the
 /// drain (`drain_rate = 200`); at the end every publish that got a 202 is in its stream

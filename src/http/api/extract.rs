@@ -28,19 +28,45 @@ impl FromRequestParts<ApiState> for Authorized {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Response> {
-        authorize(state, &parts.headers)
+        Authorized::check_token(state, &parts.headers)
+            .and_then(|()| connected_worker(state))
             .map(Authorized)
-            .map_err(|e| {
-                let unauthorized = e.0 == StatusCode::UNAUTHORIZED;
-                let mut response = e.into_response();
-                if unauthorized {
-                    response
-                        .headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, challenge(&parts.headers));
-                }
-                response
-            })
+            .map_err(|e| refusal(e, &parts.headers))
     }
+}
+
+impl Authorized {
+    /// Checks the operator Bearer token only (not Redis): 503 when no token is configured,
+    /// 401 when it is missing or wrong.
+    ///
+    /// # Errors
+    /// As above.
+    pub fn check_token(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = &state.token else {
+            return Err(ApiError::unavailable(
+                "this endpoint is off: no API token is configured (set EVENTS_API_TOKEN)",
+            ));
+        };
+        if !is_operator(token, headers) {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The response of a refused request; a 401 carries the `WWW-Authenticate` challenge.
+pub fn refusal(e: ApiError, headers: &HeaderMap) -> Response {
+    let unauthorized = e.0 == StatusCode::UNAUTHORIZED;
+    let mut response = e.into_response();
+    if unauthorized {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge(headers));
+    }
+    response
 }
 
 /// The `WWW-Authenticate` value of a 401 (RFC 6750): `Bearer realm="event-worker"`, plus
@@ -62,22 +88,6 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim())
-}
-
-/// Checks the Bearer token, then returns the worker view.
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<Arc<WorkerView>, ApiError> {
-    let Some(token) = &state.token else {
-        return Err(ApiError::unavailable(
-            "this endpoint is off: no API token is configured (set EVENTS_API_TOKEN)",
-        ));
-    };
-    if !is_operator(token, headers) {
-        return Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token".into(),
-        ));
-    }
-    connected_worker(state)
 }
 
 /// Whether the Bearer token of `headers` is the operator token (compared in constant time).

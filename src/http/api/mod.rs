@@ -25,6 +25,7 @@ pub(crate) mod extract;
 pub(crate) mod health;
 pub(crate) mod history;
 pub(crate) mod publish;
+pub(crate) mod publish_offline;
 pub(crate) mod retries;
 
 /// The `/api/events/*` routes; with `[apps]` on, publish answers CORS for the allowed

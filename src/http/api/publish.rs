@@ -24,8 +24,11 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use crate::config::PublishConfig;
 use crate::http::api::extract::{Fields, JsonBody, RateLimited, json_body_with};
+use crate::http::api::publish_offline;
 use crate::http::api::{ApiError, bounded};
+use crate::http::app_auth::publish::Target;
 use crate::http::state::WorkerView;
 use crate::model::attributes::{self, FieldKind};
 use crate::model::envelope::truncate;
@@ -211,9 +214,14 @@ pub async fn publish_event(
     _: RateLimited,
     JsonBody(b): JsonBody<PublishBody>,
 ) -> Result<Response, ApiError> {
-    let worker = auth.worker.clone();
     let event = new_event(b)?;
     auth.check_publish(&event.event_type)?;
+    let worker = match &auth.target {
+        Target::Connected(worker) => worker.clone(),
+        Target::Offline(offline) => {
+            return Ok(publish_offline::queue_event(offline, event, outbox_refused).await);
+        }
+    };
     let correlation = event.correlation_id.clone();
     bounded(async {
         let result = match &worker.outbox {
@@ -310,8 +318,8 @@ fn batch_events(
 }
 
 /// Refuses a batch body over `[publish] batch_max_bytes` (413), naming the bound.
-fn check_batch_bytes(worker: &WorkerView, bytes: usize) -> Result<(), ApiError> {
-    let max = worker.publish.batch_max_bytes;
+fn check_batch_bytes(limits: &PublishConfig, bytes: usize) -> Result<(), ApiError> {
+    let max = limits.batch_max_bytes;
     if bytes > max {
         return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -324,8 +332,7 @@ fn check_batch_bytes(worker: &WorkerView, bytes: usize) -> Result<(), ApiError> 
 }
 
 /// Refuses a batch over `[publish] batch_max_events` (413) or empty (400), naming the bound.
-fn check_batch_events(worker: &WorkerView, events: usize) -> Result<(), ApiError> {
-    let limits = &worker.publish;
+fn check_batch_events(limits: &PublishConfig, events: usize) -> Result<(), ApiError> {
     if events > limits.batch_max_events {
         return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -355,11 +362,20 @@ pub async fn publish_batch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let worker = auth.worker.clone();
-    check_batch_bytes(&worker, body.len())?;
+    let limits = match &auth.target {
+        Target::Connected(worker) => &worker.publish,
+        Target::Offline(offline) => &offline.publish,
+    };
+    check_batch_bytes(limits, body.len())?;
     let b: BatchBody = json_body_with(&headers, &body, BatchBody::FIELDS)?;
-    check_batch_events(&worker, b.events.len())?;
+    check_batch_events(limits, b.events.len())?;
     let parsed = batch_events(b, &auth);
+    let worker = match &auth.target {
+        Target::Connected(worker) => worker.clone(),
+        Target::Offline(offline) => {
+            return Ok(publish_offline::queue_batch(offline, parsed, refused_message).await);
+        }
+    };
     let (mut valid, mut correlations) = (Vec::new(), Vec::new());
     for event in parsed.iter().filter_map(|p| p.as_ref().ok()) {
         correlations.push(event.correlation_id.clone());

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::{AppAuthError, AppGrant};
 use crate::http::api::ApiError;
-use crate::http::api::extract::{Authorized, connected_worker, is_operator};
-use crate::http::state::{ApiState, WorkerView};
+use crate::http::api::extract::{Authorized, connected_worker, is_operator, refusal};
+use crate::http::state::{ApiState, Offline, WorkerView};
 
 /// Who is publishing.
 #[derive(Debug, Clone)]
@@ -29,10 +29,30 @@ pub enum Publisher {
 /// for a cookie): 401 (JSON, `WWW-Authenticate`) when neither holds; an app token's
 /// subject past `apps.rate_limit` is 429 (its own bucket, not the operator's).
 pub struct PublishAuth {
-    /// The worker view.
-    pub worker: Arc<WorkerView>,
+    /// The worker view; with `outbox.enabled`, [`Target::Offline`] before the first
+    /// connection to Redis.
+    pub target: Target,
     /// Who is publishing.
     pub publisher: Publisher,
+}
+
+/// Where a publish goes.
+#[derive(Clone)]
+pub enum Target {
+    /// Redis, through the connected worker (and its outbox, when enabled).
+    Connected(Arc<WorkerView>),
+    /// Not connected yet: straight to the outbox.
+    Offline(Arc<Offline>),
+}
+
+/// The worker view, or the outbox before the first connection (else the 503 saying why
+/// Redis is not connected yet).
+fn target(state: &ApiState) -> Result<Target, ApiError> {
+    match (connected_worker(state), &state.offline) {
+        (Ok(worker), _) => Ok(Target::Connected(worker)),
+        (Err(_), Some(offline)) => Ok(Target::Offline(offline.clone())),
+        (Err(e), None) => Err(e),
+    }
 }
 
 impl PublishAuth {
@@ -53,9 +73,17 @@ impl FromRequestParts<ApiState> for PublishAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Response> {
         let Some(apps) = &state.apps else {
+            if state.offline.is_some() && state.worker().is_none() {
+                // The token is checked exactly as Authorized does; Redis is not needed.
+                Authorized::check_token(state, &parts.headers)
+                    .map_err(|e| refusal(e, &parts.headers))?;
+                let target = target(state).map_err(IntoResponse::into_response)?;
+                let publisher = Publisher::Operator;
+                return Ok(PublishAuth { target, publisher });
+            }
             let Authorized(worker) = Authorized::from_request_parts(parts, state).await?;
             return Ok(PublishAuth {
-                worker,
+                target: Target::Connected(worker),
                 publisher: Publisher::Operator,
             });
         };
@@ -69,7 +97,7 @@ impl FromRequestParts<ApiState> for PublishAuth {
                 Publisher::App(grant)
             }
         };
-        let worker = connected_worker(state).map_err(IntoResponse::into_response)?;
-        Ok(PublishAuth { worker, publisher })
+        let target = target(state).map_err(IntoResponse::into_response)?;
+        Ok(PublishAuth { target, publisher })
     }
 }

@@ -335,6 +335,7 @@ fn state(section: Option<&str>) -> crate::http::state::ApiState {
         token: Some(crate::model::secret::Secret::new(OPERATOR)),
         apps: section.map(|s| Arc::new(verifier(s))),
         push: None,
+        offline: None,
         backlog: Arc::new(crate::ops::backlog::BacklogCache::default()),
         limiter: Arc::new(RateLimiter::new(0)),
         header_timeout: Duration::from_secs(5),
