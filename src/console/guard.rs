@@ -139,10 +139,10 @@ impl FromRequest<ApiState> for PostForm {
 
     async fn from_request(request: Request, state: &ApiState) -> Result<Self, Response> {
         let (mut parts, body) = request.into_parts();
-        let console = Console::from_request_parts(&mut parts, state).await?;
         if !session::same_origin(&parts.headers) {
             return Err(forged());
         }
+        let console = Console::from_request_parts(&mut parts, state).await?;
         let body = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
             .await
             .map_err(IntoResponse::into_response)?;

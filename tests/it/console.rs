@@ -103,7 +103,7 @@ fn console_in_a_real_browser() {
         .types(&[ORDERS, MAIL])
         .token(TOKEN)
         .start();
-    let failing = ["o-1", "o-2", "o-3", "m-1", "m-2", "x-1", "x-2"];
+    let failing = ["o-1", "o-2", "o-3", "m-1", "m-2", "x-1", "x-2", "big-1"];
     for id in failing {
         s.sink.script(id, vec![Action::status(400), Action::ok()]);
     }
@@ -122,8 +122,10 @@ fn console_in_a_real_browser() {
     add(MAIL, "m-2", r#"{"to":"b@example.com"}"#, "");
     add(ORDERS, "x-1", &json!(XSS_SCRIPT).to_string(), "");
     add(ORDERS, "x-2", &json!(XSS_IMG).to_string(), "");
+    let blob = format!("{}END", "b".repeat(2_500));
+    add(ORDERS, "big-1", &json!({ "blob": blob }).to_string(), "");
     let dlq = dlq_key(env);
-    wait_until("7 dead letters", WAIT, || s.redis.xlen(&dlq) == 7);
+    wait_until("8 dead letters", WAIT, || s.redis.xlen(&dlq) == 8);
     let by_id = dlq_by_id(&s.redis, env);
     let entry = |id: &str| by_id[id][0].entry_id.clone();
     let addr = s.workers[0].config.api_addr();
@@ -192,7 +194,7 @@ fn console_in_a_real_browser() {
         "{at}"
     );
     let n = ui.eval("document.querySelectorAll('#entries tbody tr').length");
-    assert_eq!(n, json!(5));
+    assert_eq!(n, json!(6));
     ui.shot("dlq");
 
     // Overview: the same figures as the API's health report, refreshed live.
@@ -218,7 +220,7 @@ fn console_in_a_real_browser() {
         }
     }
     assert_eq!(ui.text(&format!("[data-k=\"handled:{ORDERS}\"]")), "1");
-    assert_eq!(ui.text(&format!("[data-k=\"failed:{ORDERS}\"]")), "5");
+    assert_eq!(ui.text(&format!("[data-k=\"failed:{ORDERS}\"]")), "6");
     ui.shot("overview");
 
     // Hostile data: shown as text in <pre>, no script ran (checked on every page by nav).
@@ -252,12 +254,19 @@ fn console_in_a_real_browser() {
         );
     }
     ui.shot("entry");
+    // A long value is cut, with a link to the whole of it.
+    ui.go(&format!("/ui/dlq/entry/{}", entry("big-1")));
+    let shown = ui.text("#data");
+    assert_eq!(shown.chars().count(), 2_000, "cut at 2000 characters");
+    assert!(!shown.contains("END"));
+    ui.nav("document.getElementById('show-all').click()");
+    assert!(ui.text("#data").ends_with("bbbEND\"\n}"), "the whole value");
 
     // Replay by filter: the dry-run count first, then the replay with a canary of 1.
     ui.go("/ui/dlq?type=mail.sent");
     ui.nav("document.getElementById('replay-filter').click()");
     assert_eq!(ui.text("#matched"), "2");
-    assert_eq!(s.redis.xlen(&dlq), 7, "a dry run changes nothing");
+    assert_eq!(s.redis.xlen(&dlq), 8, "a dry run changes nothing");
     ui.nav("document.getElementById('canary').value = '1'; document.getElementById('run').click()");
     assert_eq!(ui.text("#done"), "Replay done");
     assert_eq!(ui.text("[data-r=\"replayed\"]"), "2");
@@ -266,7 +275,7 @@ fn console_in_a_real_browser() {
         let ok = s.sink.success_counts();
         ok.get("m-1") == Some(&1) && ok.get("m-2") == Some(&1)
     });
-    assert_eq!(s.redis.xlen(&dlq), 5);
+    assert_eq!(s.redis.xlen(&dlq), 6);
 
     // Purge selected entries: count, a wrong confirmation refused, the typed one done.
     ui.go("/ui/dlq?type=orders.created");
@@ -284,11 +293,11 @@ fn console_in_a_real_browser() {
          body: new URLSearchParams(f)}); return [r.status, (await r.text()).includes('type exactly `purge 2`')]; })()",
     );
     assert_eq!(wrong, json!([400, true]));
-    assert_eq!(s.redis.xlen(&dlq), 5);
+    assert_eq!(s.redis.xlen(&dlq), 6);
     ui.nav("document.getElementById('confirm-text').value = 'purge 2'; document.getElementById('run').click()");
     assert_eq!(ui.text("#done"), "Purge done");
     assert_eq!(ui.text("[data-r=\"purged\"]"), "2");
-    assert_eq!(s.redis.xlen(&dlq), 3);
+    assert_eq!(s.redis.xlen(&dlq), 4);
     let history = api.get("/api/events/history?limit=1000").json();
     let actions: Vec<(String, String)> = history["records"]
         .as_array()
@@ -341,17 +350,31 @@ fn console_in_a_real_browser() {
         ui.text("#message")
             .starts_with("Refused: this form did not come from this console")
     );
-    assert_eq!(s.redis.xlen(&dlq), 3, "the forged purge deleted nothing");
-    // The same without a browser: a foreign Origin, no Origin, or a wrong CSRF token.
-    let body = "mode=filter&step=run&count=3&confirm=purge+3&csrf=00";
-    let foreign = post(&raw, "/ui/dlq/purge", &cookie, "http://127.0.0.1:1", body);
-    let none = post(&raw, "/ui/dlq/purge", &cookie, "", body);
-    let bad_csrf = post(&raw, "/ui/dlq/purge", &cookie, &base, body);
+    assert_eq!(s.redis.xlen(&dlq), 4, "the forged purge deleted nothing");
+    // The same without a browser, each check on its own: with the session's real CSRF
+    // token but a foreign Origin, or none; from the same origin with a wrong token; and
+    // the control (same origin, real token) that is let through.
+    ui.go("/ui/dlq");
+    let csrf = ui.eval("document.querySelector('input[name=csrf]').value");
+    let csrf = csrf.as_str().unwrap().to_string();
+    let run = format!("mode=filter&step=run&count=4&confirm=purge+4&csrf={csrf}");
+    let foreign = post(&raw, "/ui/dlq/purge", &cookie, "http://127.0.0.1:1", &run);
+    let none = post(&raw, "/ui/dlq/purge", &cookie, "", &run);
+    let wrong = "mode=filter&step=run&count=4&confirm=purge+4&csrf=00";
+    let bad_csrf = post(&raw, "/ui/dlq/purge", &cookie, &base, wrong);
     assert_eq!(
         (foreign.status, none.status, bad_csrf.status),
         (403, 403, 403)
     );
-    assert_eq!(s.redis.xlen(&dlq), 3);
+    assert_eq!(s.redis.xlen(&dlq), 4);
+    let dry = format!("mode=filter&step=dry_run&csrf={csrf}");
+    let control = post(&raw, "/ui/dlq/purge", &cookie, &base, &dry);
+    assert_eq!(control.status, 200, "{}", control.body);
+    assert!(
+        control
+            .body
+            .contains("<span id=\"matched\">4</span> entries match")
+    );
 
     // Headers of every console answer.
     let r = raw.send("GET", "/ui/login", &[], None);
