@@ -1,6 +1,7 @@
 //! The console's request checks, as extractors: [`Console`] (the console is on, a valid
 //! session cookie, else a redirect to the login form; the worker connected) and
-//! [`PostForm`] (a same-origin form POST carrying the session's CSRF token, else 403).
+//! [`PostForm`] (a same-origin form POST carrying the session's CSRF token, else 403;
+//! within `api.rate_limit` like the API's actions, else 429).
 
 use std::sync::Arc;
 
@@ -155,6 +156,13 @@ impl FromRequest<ApiState> for PostForm {
         if !key.csrf_ok(&value, &token) {
             return Err(forged());
         }
+        if !state.limiter.try_take() {
+            return Err(message(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Slow down",
+                "too many actions at once (api.rate_limit); wait a second and try again",
+            ));
+        }
         Ok(PostForm { console, fields })
     }
 }
@@ -172,4 +180,35 @@ pub fn safe_next(next: &str) -> bool {
 /// `true` when the request headers name a form POST (for the login form's own check).
 pub fn is_same_origin(headers: &HeaderMap) -> bool {
     session::same_origin(headers) && headers.contains_key(header::HOST)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_returns_only_to_console_paths() {
+        assert!(safe_next("/ui/dlq?type=a.b"));
+        for bad in [
+            "//evil.example/ui",
+            "https://evil.example/ui",
+            "/api/events/dlq",
+            "/ui\\x",
+        ] {
+            assert!(!safe_next(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn forms_keep_repeated_fields_and_decode_them() {
+        let f = parse_form(b"ids=1-0&ids=2-0&grep=a+b%26c&csrf=");
+        let form_ids: Vec<&str> = f
+            .iter()
+            .filter(|(k, _)| k == "ids")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(form_ids, ["1-0", "2-0"]);
+        assert_eq!(field(&f, "grep").as_deref(), Some("a b&c"));
+        assert_eq!(field(&f, "csrf"), None, "an empty value is no value");
+    }
 }
