@@ -20,10 +20,11 @@
 //! - `settle`: the one owner of outcomes: `acks` and `acker` (batched XACK), `moves` (retry
 //!   and DLQ moves), `dlq_record` (the DLQ fields and `Reason`), `history` (the audit writer).
 //! - `recover`: `reclaim`, `heartbeat`, `forwarder` (due retries), `discovery`, `retention`.
-//! - `ops`: operator operations: `dlq` (list, stats, replay, purge), `history` (queries),
-//!   `publish`, `backlog`, `coordination` (notices), `migrations`.
+//! - `ops`: operator operations: `dlq` (list, stats, replay, purge), `retries` (list,
+//!   retry-now, dead-letter), `instances`, `history` (queries), `publish`, `backlog`,
+//!   `coordination` (notices), `migrations`.
 //! - `http`: `server` (listener, /metrics, probes), `state` (the read-only view), `api`
-//!   (health, history, publish, dlq; the `Authorized` and `JsonBody` extractors),
+//!   (health, history, publish, dlq, retries; the `Authorized` and `JsonBody` extractors),
 //!   `app_auth` (app tokens: JWT grants, allowed origins, CORS, the publish extractor).
 //! - `console`: the operator console in the browser at `/ui` (session cookie, CSRF, pages).
 //! - `worker`: `builder` (the embedding API), `routes`, `run`, `parts` (start-up handles,

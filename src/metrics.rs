@@ -97,6 +97,9 @@ pub struct Metrics {
     /// `event_worker_push_devices_behind{env}`: sampled devices with messages after their
     /// acknowledged position.
     pub push_devices_behind: IntGaugeVec,
+    /// `event_worker_push_projector_active{env}`: 1 while this instance holds the projector
+    /// lease and projects, 0 while it stands by.
+    pub push_projector_active: IntGaugeVec,
     /// `event_worker_push_oldest_unacked_age_seconds{env}`: age of the oldest message a
     /// sampled device has not acknowledged.
     pub push_oldest_unacked_age_seconds: prometheus::GaugeVec,
@@ -367,6 +370,12 @@ impl Metrics {
                 &r,
                 "event_worker_push_rules_skipped_total",
                 "Push rules that matched an event but did not apply (field missing, invalid name).",
+                &["env"],
+            ),
+            push_projector_active: gauge(
+                &r,
+                "event_worker_push_projector_active",
+                "1 while this instance holds the push projector lease and projects.",
                 &["env"],
             ),
             push_devices_behind: gauge(

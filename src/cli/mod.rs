@@ -10,6 +10,7 @@ mod dlq;
 mod log_fields;
 mod outbox;
 mod publish;
+mod retries;
 mod terminal;
 
 use crate::WorkerBuilder;
@@ -57,7 +58,7 @@ enum Command {
     Migrate,
     /// Append one event to its stream and print the entry id.
     Publish(publish::PublishArgs),
-    /// Lifecycle records (published, processed, retried, dead_lettered, replayed, purged), newest first.
+    /// Lifecycle records (published, processed, retried, dead_lettered, replayed, purged, retried_now), newest first.
     History {
         /// Only this event type.
         #[arg(long = "type")]
@@ -75,6 +76,11 @@ enum Command {
     /// Inspect, replay and purge the dead-letter queue.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// List the retry sets by due time; retry entries now or dead-letter them.
+    #[command(subcommand)]
+    Retries(retries::RetriesCommand),
+    /// Live instances (heartbeats) and every consumer of the env's groups, with pending entries.
+    Instances,
     /// Inspect and drain a local outbox directory (events queued while Redis was away).
     #[command(subcommand)]
     Outbox(outbox::OutboxCommand),
@@ -170,6 +176,8 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
         Command::Check => check::check(config, json).await,
         Command::Dlq(command) => dlq::run(command, config, json).await,
         Command::Outbox(command) => outbox::run(command, config, json).await,
+        Command::Retries(command) => retries::run(command, config, json).await,
+        Command::Instances => retries::instances(config, json).await,
         Command::History {
             event_type,
             correlation_id,

@@ -28,6 +28,7 @@ pub(super) struct RawApps {
     pub leeway: Option<String>,
     pub cookie_name: Option<String>,
     pub allowed_origins: Option<Vec<String>>,
+    pub rate_limit: Option<i64>,
 }
 
 /// `[apps]`: the verified form. [`AppsConfig::key`] is `None` when the section is off.
@@ -47,6 +48,9 @@ pub struct AppsConfig {
     pub allowed_origins: Vec<String>,
     /// `allowed_origins = ["*"]`: every origin (refused with a cookie).
     pub any_origin: bool,
+    /// Requests per second (publish, batch, device ack) of one token subject (`sub`),
+    /// apart from the operator's `api.rate_limit` (default 20; 0 = off).
+    pub rate_limit: u32,
 }
 
 impl Default for AppsConfig {
@@ -59,6 +63,7 @@ impl Default for AppsConfig {
             cookie_name: None,
             allowed_origins: Vec::new(),
             any_origin: false,
+            rate_limit: super::defaults::APPS_RATE_LIMIT.default as u32,
         }
     }
 }
@@ -156,6 +161,11 @@ pub(super) fn apps(
         cookie_name,
         allowed_origins,
         any_origin,
+        rate_limit: c.int(
+            "apps.rate_limit",
+            raw.rate_limit,
+            super::defaults::APPS_RATE_LIMIT,
+        ) as u32,
     }
 }
 

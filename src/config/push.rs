@@ -22,6 +22,7 @@ pub(super) struct RawPush {
     pub client_buffer: Option<i64>,
     pub heartbeat: Option<String>,
     pub device_ttl: Option<String>,
+    pub max_devices: Option<i64>,
     pub device_scan_interval: Option<String>,
     #[serde(default)]
     pub channels: Vec<RawChannelRule>,
@@ -67,6 +68,9 @@ pub struct PushConfig {
     pub heartbeat: Duration,
     /// How long a device's acknowledged positions are kept after its last acknowledgement.
     pub device_ttl: Duration,
+    /// Most devices with kept positions; past it, the least recently acknowledging are
+    /// dropped.
+    pub max_devices: u64,
     /// How often the device metrics are sampled.
     pub device_scan_interval: Duration,
     /// The projection rules, in file order.
@@ -85,6 +89,7 @@ impl Default for PushConfig {
             client_buffer: CLIENT_BUFFER.default as usize,
             heartbeat: HEARTBEAT.default,
             device_ttl: DEVICE_TTL.default,
+            max_devices: MAX_DEVICES.default as u64,
             device_scan_interval: DEVICE_SCAN.default,
             channels: Vec::new(),
         }
@@ -107,6 +112,13 @@ const HISTORY_MAX_AGE: DurationRule = DurationRule {
     default: Duration::from_secs(7 * 86_400),
     min: Duration::from_secs(1),
 };
+/// `push.max_devices`: devices with kept positions (about 200 B each with one channel).
+const MAX_DEVICES: IntRule = IntRule {
+    default: 100_000,
+    min: 1,
+    max: 1_000_000_000,
+};
+
 const MAX_CHANNELS: IntRule = IntRule {
     default: 10_000,
     min: 1,
@@ -163,6 +175,7 @@ pub(super) fn push(c: &mut Checker, raw: &RawPush) -> PushConfig {
         client_buffer: c.int("push.client_buffer", raw.client_buffer, CLIENT_BUFFER) as usize,
         heartbeat: c.duration("push.heartbeat", hb, HEARTBEAT),
         device_ttl: c.duration("push.device_ttl", raw.device_ttl.as_deref(), DEVICE_TTL),
+        max_devices: c.int("push.max_devices", raw.max_devices, MAX_DEVICES) as u64,
         device_scan_interval: c.duration(
             "push.device_scan_interval",
             raw.device_scan_interval.as_deref(),

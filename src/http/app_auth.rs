@@ -41,6 +41,8 @@ mod tests;
 
 pub use publish::PublishAuth;
 
+mod limit;
+
 /// Longest token accepted, in bytes.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
@@ -55,6 +57,7 @@ pub struct AppVerifier {
     cookie_name: Option<String>,
     origins: Vec<String>,
     any_origin: bool,
+    limiter: limit::SubjectLimiter,
 }
 
 /// What a verified token grants.
@@ -108,6 +111,9 @@ pub enum AppAuthError {
     /// The token's `publish` does not cover the type.
     #[error("the app token does not grant publishing type `{0}`")]
     TypeNotGranted(String),
+    /// The subject sent more than `apps.rate_limit` requests in a second.
+    #[error("too many requests for this app user (apps.rate_limit per second); retry in a second")]
+    RateLimited,
 }
 
 fn cookie_hint(cookie: &Option<String>) -> String {
@@ -118,10 +124,12 @@ fn cookie_hint(cookie: &Option<String>) -> String {
 }
 
 impl AppAuthError {
-    /// 401 for a missing, expired or invalid token; 403 otherwise.
+    /// 401 for a missing, expired or invalid token; 429 past `apps.rate_limit`; 403
+    /// otherwise.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Missing(_) | Self::Expired | Self::Invalid(_) => StatusCode::UNAUTHORIZED,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -136,7 +144,9 @@ impl AppAuthError {
             Self::ChannelNotGranted(_) | Self::TypeNotGranted(_) => {
                 r#"Bearer realm="event-worker", error="insufficient_scope""#
             }
-            Self::CookieWithoutOrigin(_) | Self::OriginNotAllowed(_) => return None,
+            Self::CookieWithoutOrigin(_) | Self::OriginNotAllowed(_) | Self::RateLimited => {
+                return None;
+            }
         };
         Some(HeaderValue::from_static(v))
     }
@@ -151,6 +161,9 @@ impl From<AppAuthError> for ApiError {
 impl IntoResponse for AppAuthError {
     /// The API's JSON error (`{"error": "..."}`), with `WWW-Authenticate` where it applies.
     fn into_response(self) -> Response {
+        if self == Self::RateLimited {
+            return ApiError::from(self).into_response();
+        }
         let mut r = (self.status(), Json(json!({"error": self.to_string()}))).into_response();
         if let Some(c) = self.challenge() {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, c);
@@ -185,6 +198,7 @@ impl AppVerifier {
             cookie_name: c.cookie_name.clone(),
             origins: c.allowed_origins.clone(),
             any_origin: c.any_origin,
+            limiter: limit::SubjectLimiter::new(c.rate_limit),
         })
     }
 
@@ -198,6 +212,24 @@ impl AppVerifier {
             .token(headers)
             .ok_or_else(|| AppAuthError::Missing(self.cookie_name.clone()))?;
         self.verify_token(token, from_cookie)
+    }
+
+    /// Counts one request of `grant`'s subject against `apps.rate_limit`.
+    ///
+    /// # Errors
+    /// [`AppAuthError::RateLimited`] (429) when its bucket is empty.
+    pub fn take(&self, grant: &AppGrant) -> Result<(), AppAuthError> {
+        if self.limiter.try_take(&grant.subject) {
+            Ok(())
+        } else {
+            Err(AppAuthError::RateLimited)
+        }
+    }
+
+    /// When a grant stops being accepted: its `exp` plus `apps.leeway` (a push connection
+    /// opened with it is closed then, with `token_expired`).
+    pub fn valid_until(&self, grant: &AppGrant) -> SystemTime {
+        grant.expires_at() + Duration::from_secs(self.validation.leeway)
     }
 
     /// Verifies the token of a request of `method`; when the token came from the cookie and
@@ -343,9 +375,9 @@ fn not_a_jwt() -> AppAuthError {
     AppAuthError::Invalid("it is not a JWT (three base64url parts joined by dots)".into())
 }
 
-#[allow(dead_code)] // subject/expires_at/came_from_cookie: for closing a push connection at the token's expiry (not yet done)
 impl AppGrant {
     /// The token's `sub`.
+    #[allow(dead_code)] // kept for logs and audits of app requests; not read yet
     pub fn subject(&self) -> &str {
         &self.subject
     }
@@ -356,6 +388,7 @@ impl AppGrant {
     }
 
     /// Whether the token came from the cookie (not the header).
+    #[allow(dead_code)] // the CSRF rule is applied when the token is read; kept for audits
     pub fn came_from_cookie(&self) -> bool {
         self.from_cookie
     }

@@ -117,6 +117,12 @@ impl Keys {
         format!("{}push:device:{{{device}}}", self.prefix)
     }
 
+    /// `events:<env>:push:projector`: the lease of the one instance that projects (its
+    /// holder id; see README "Push to apps").
+    pub fn push_projector(&self) -> String {
+        format!("{}push:projector", self.prefix)
+    }
+
     /// `events:<env>:push:devices`: devices by their last acknowledgement (ms).
     pub fn push_devices(&self) -> String {
         format!("{}push:devices", self.prefix)

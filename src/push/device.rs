@@ -97,7 +97,9 @@ pub const SAMPLED_DEVICES: i64 = 1000;
 
 impl PushStore {
     /// Records that `device` acknowledged now, in `events:<env>:push:devices`, and drops
-    /// devices silent for longer than `push.device_ttl` from it.
+    /// devices silent for longer than `push.device_ttl` from it, and beyond
+    /// `push.max_devices` drops the least recently acknowledging ones (index entry and
+    /// positions).
     ///
     /// # Errors
     /// Redis errors.
@@ -109,6 +111,20 @@ impl PushStore {
         let old = format!("({}", now - self.device_ttl_ms as i64);
         let args = vec![index.as_str().into(), "-inf".into(), old.into()];
         self.store.call("ZREMRANGEBYSCORE", args).await?;
+        let count = self
+            .store
+            .call("ZCARD", vec![index.as_str().into()])
+            .await?;
+        let over = count.as_i64().unwrap_or(0) - self.max_devices as i64;
+        if over > 0 {
+            // The least recently acknowledging devices go, at most 100 per ack.
+            let args = vec![index.as_str().into(), over.min(100).into()];
+            let popped = self.store.call("ZPOPMIN", args).await?.into_array();
+            for device in popped.iter().step_by(2).filter_map(text) {
+                let key = self.keys.push_device(&device);
+                self.store.call("DEL", vec![key.into()]).await?;
+            }
+        }
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 //! upgrades is [`check_origin`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::{RawQuery, State};
@@ -80,13 +80,29 @@ async fn with_challenge(request: axum::extract::Request, next: axum::middleware:
 ///
 /// # Errors
 /// 400 for a bad channel list, 503 when push is off, 401 for a missing, expired or invalid
-/// token, 403 for a channel outside the grant (naming it).
+/// token, 403 for a channel outside the grant (naming it), 429 for an app token's subject
+/// past `apps.rate_limit`.
 pub fn authorize(
     state: &ApiState,
     method: &Method,
     headers: &HeaderMap,
     channels: &[String],
 ) -> Result<Arc<PushService>, ApiError> {
+    authorize_until(state, method, headers, channels).map(|(svc, _)| svc)
+}
+
+/// [`authorize`], and when the grant stops being accepted: an app token's `exp` (plus
+/// `apps.leeway`), at which a connection opened with it is closed (`token_expired`); `None`
+/// for the operator token and for open push.
+///
+/// # Errors
+/// As [`authorize`].
+pub fn authorize_until(
+    state: &ApiState,
+    method: &Method,
+    headers: &HeaderMap,
+    channels: &[String],
+) -> Result<(Arc<PushService>, Option<SystemTime>), ApiError> {
     check_channels(channels)?;
     let Some(svc) = state.push.clone() else {
         return Err(ApiError::unavailable(
@@ -96,7 +112,7 @@ pub fn authorize(
     if let Some(token) = &state.token
         && is_operator(token, headers)
     {
-        return Ok(svc);
+        return Ok((svc, None));
     }
     match (&state.apps, &state.token) {
         (Some(apps), _) => {
@@ -104,13 +120,14 @@ pub fn authorize(
             for channel in channels {
                 grant.check_subscribe(channel)?;
             }
-            Ok(svc)
+            apps.take(&grant)?;
+            Ok((svc, Some(apps.valid_until(&grant))))
         }
         (None, Some(_)) => Err(ApiError(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token".into(),
         )),
-        (None, None) => Ok(svc),
+        (None, None) => Ok((svc, None)),
     }
 }
 
@@ -162,7 +179,7 @@ async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let channels = query_channels(query.as_deref());
-    let svc = authorize(&state, &Method::GET, &headers, &channels)?;
+    let (svc, until) = authorize_until(&state, &Method::GET, &headers, &channels)?;
     let last_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -172,6 +189,7 @@ async fn stream(
     let heartbeat = svc.config.heartbeat;
     let device = query_values(query.as_deref(), "device").pop();
     let (session, reply) = Session::open(svc, channels, since, device, "sse").await?;
+    let session = session.until(until);
     let first = SseEvent::default()
         .event("resume")
         .id(position::encode(&session.positions))

@@ -4,7 +4,9 @@
 //! projected when that group reads it, independently of the apps' handlers: projection
 //! neither waits for them nor repeats when a second app group consumes the same type. The
 //! worker machinery gives it retries (a Redis error is retried), the DLQ, reclaim and
-//! heartbeats; the append script's dedup makes every redelivery append nothing.
+//! heartbeats; the append script's dedup makes every redelivery append nothing. A failed
+//! append is retried in place for up to [`INLINE_RETRY`] before the event goes to the retry
+//! set, so a short Redis error does not let a later event overtake it on its channel.
 
 use crate::config::Config;
 use crate::deliver::handler::{BoxFuture, Handler, Outcome};
@@ -55,7 +57,7 @@ impl Projector {
         }
         let message = message(event);
         for channel in &channels {
-            match store.append(channel, &event.id, &message).await {
+            match append_retrying(store, channel, &event.id, &message).await {
                 Ok(a) if a.appended => self
                     .metrics
                     .push_appended_total
@@ -70,6 +72,31 @@ impl Projector {
             }
         }
         Outcome::Success
+    }
+}
+
+/// How long a failed append is retried in place (the event holds up the ones after it, so
+/// its channel keeps stream order); past it, the worker's retry takes over.
+pub const INLINE_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Appends, retrying Redis errors in place (100 ms doubling to 2 s) for [`INLINE_RETRY`].
+async fn append_retrying(
+    store: &PushStore,
+    channel: &str,
+    id: &str,
+    message: &str,
+) -> Result<crate::push::store::Appended, StoreError> {
+    let give_up = tokio::time::Instant::now() + INLINE_RETRY;
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match store.append(channel, id, message).await {
+            Err(e) if tokio::time::Instant::now() + pause < give_up => {
+                tracing::warn!(channel, error = %e, "push: appending to a channel failed; retrying in place");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -102,11 +102,18 @@ impl PushService {
         service
     }
 
-    /// Push's part of health: the listener and whether the hub is subscribed.
+    /// Push's part of health: the listener, whether the hub is subscribed, and whether this
+    /// instance projects (`active`) or stands by (another holds the projector lease, or no
+    /// rule projects).
     pub fn health(&self) -> serde_json::Value {
         let (clients, channels) = self.hub.counts();
         serde_json::json!({
             "hub_connected": self.hub.connected.load(Ordering::Relaxed),
+            "projector": if self.metrics.push_projector_active.with_label_values(&[&self.env]).get() == 1 {
+                "active"
+            } else {
+                "standby"
+            },
             "listen": self.listener.get().map(|a| a.to_string()),
             "clients": clients,
             "channels": channels,

@@ -32,9 +32,10 @@ pub enum Frame {
         /// The message JSON.
         message: Arc<str>,
     },
-    /// The connection ends: the client was too slow, or a channel's history was lost.
+    /// The connection ends: the client was too slow, a channel's history was lost, or the
+    /// app token expired.
     End {
-        /// `slow_client` or `history_lost`.
+        /// `slow_client`, `history_lost` or `token_expired`.
         reason: &'static str,
     },
 }
@@ -47,6 +48,8 @@ pub struct Session {
     pub positions: Positions,
     replay: VecDeque<Frame>,
     transport: &'static str,
+    /// When the app token expires: the connection ends then (`token_expired`).
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl Drop for Session {
@@ -174,21 +177,54 @@ impl Session {
             positions,
             replay,
             transport,
+            deadline: None,
         };
         Ok((session, reply))
+    }
+
+    /// Ends the connection with `token_expired` at `until` (an app token's expiry); `None`
+    /// keeps it open.
+    #[must_use]
+    pub fn until(mut self, until: Option<std::time::SystemTime>) -> Session {
+        self.deadline = until.map(|t| {
+            let left = t
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        self
+    }
+
+    /// Whether the app token has expired.
+    fn expired(&self) -> bool {
+        self.deadline
+            .is_some_and(|d| d <= tokio::time::Instant::now())
     }
 
     /// The next frame: the replay first, then live messages after the connection's position;
     /// `None` when the instance stops.
     pub async fn next(&mut self) -> Option<Frame> {
+        if self.expired() {
+            return Some(Frame::End {
+                reason: "token_expired",
+            });
+        }
         if let Some(f) = self.replay.pop_front() {
             self.advance(&f);
             return Some(f);
         }
         loop {
+            let deadline = self.deadline;
+            let expiry = async move {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             let d = tokio::select! {
                 d = self.reg.rx.recv() => d,
                 () = self.svc.stop.cancelled() => return None,
+                () = expiry => return Some(Frame::End { reason: "token_expired" }),
             };
             let live = match d {
                 Some(Delivery::Message(live)) => live,

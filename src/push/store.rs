@@ -27,6 +27,7 @@ pub struct PushStore {
     max_age_ms: u64,
     max_channels: u64,
     pub(crate) device_ttl_ms: u64,
+    pub(crate) max_devices: u64,
 }
 
 /// What an append did.
@@ -86,6 +87,7 @@ impl PushStore {
             max_age_ms: config.history_max_age.as_millis() as u64,
             max_channels: config.max_channels,
             device_ttl_ms: config.device_ttl.as_millis() as u64,
+            max_devices: config.max_devices,
         }
     }
 

@@ -4,7 +4,8 @@
 //! reply and `id`), then `{"type":"message","channel","position","id","event"}` frames.
 //! `{"type":"ping"}` is answered `{"type":"pong"}`; the server also sends WebSocket pings
 //! every `push.heartbeat`. A slow client gets `{"type":"end","reason":"slow_client","id"}`
-//! and a close frame (code 4000); errors are `{"type":"error","error"}` and a close (4400,
+//! and a close frame (code 4000); at the app token's expiry, `"reason":"token_expired"` and
+//! code 4401 (reconnect with a new token); errors are `{"type":"error","error"}` and a close (4400,
 //! 4401, 4403 or 4503).
 
 use std::time::Duration;
@@ -18,7 +19,7 @@ use serde_json::json;
 
 use crate::http::api::ApiError;
 use crate::http::state::ApiState;
-use crate::push::http::{authorize, check_origin, message_json, parse_since};
+use crate::push::http::{authorize_until, check_origin, message_json, parse_since};
 use crate::push::position;
 use crate::push::session::{Frame, Session};
 
@@ -104,12 +105,12 @@ async fn subscribe(socket: &mut WebSocket) -> Result<Subscribe, ApiError> {
 async fn run(mut socket: WebSocket, state: ApiState, headers: HeaderMap) {
     let opened = async {
         let (channels, since, device) = subscribe(&mut socket).await?;
-        let svc = authorize(&state, &axum::http::Method::GET, &headers, &channels)?;
+        let (svc, until) = authorize_until(&state, &axum::http::Method::GET, &headers, &channels)?;
         let since = parse_since(since.as_deref())?;
         let heartbeat = svc.config.heartbeat;
         Session::open(svc, channels, since, device, "ws")
             .await
-            .map(|s| (s, heartbeat))
+            .map(|(s, reply)| ((s.until(until), reply), heartbeat))
     };
     let ((mut session, reply), heartbeat) = match opened.await {
         Ok(x) => x,
@@ -133,7 +134,8 @@ async fn run(mut socket: WebSocket, state: ApiState, headers: HeaderMap) {
                     return;
                 }
                 if let Some(reason) = end {
-                    let close = CloseFrame { code: 4000, reason: reason.into() };
+                    let code = if reason == "token_expired" { 4401 } else { 4000 };
+                    let close = CloseFrame { code, reason: reason.into() };
                     let _ = send(&mut socket, Message::Close(Some(close))).await;
                     return;
                 }

@@ -17,6 +17,9 @@ use crate::model::time::{now_ms, rfc3339};
 use crate::redis::store::{Store, StoreError};
 use crate::worker::role::{self, Role};
 
+/// When this process first beat (epoch ms): the `started` of its heartbeats.
+static STARTED_MS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(now_ms);
+
 /// Shortest period between two refreshes (heartbeat key and entries in flight).
 pub const MIN_REFRESH: Duration = Duration::from_millis(100);
 
@@ -61,12 +64,14 @@ impl Heartbeat {
     /// # Errors
     /// Redis errors.
     pub async fn beat(&self) -> Result<(), StoreError> {
-        let value = format!(
-            "{{\"pid\":{},\"version\":\"{}\",\"at\":\"{}\"}}",
-            std::process::id(),
-            env!("CARGO_PKG_VERSION"),
-            rfc3339(now_ms())
-        );
+        let value = serde_json::json!({
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "at": rfc3339(now_ms()),
+            "host": hostname::get().ok().and_then(|h| h.into_string().ok()),
+            "started": rfc3339(*STARTED_MS),
+        })
+        .to_string();
         self.store.set_heartbeat(&self.key, &value, self.ttl).await
     }
 

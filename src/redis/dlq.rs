@@ -20,6 +20,7 @@ macro_rules! with_counts {
     };
 }
 pub(crate) const MOVE_TO_STREAM: &str = with_counts!("move_to_stream.lua");
+pub(crate) const RETRY_TO_DLQ: &str = with_counts!("retry_to_dlq.lua");
 const REPLAY: &str = with_counts!("replay.lua");
 const PURGE: &str = with_counts!("dlq_purge.lua");
 const TRIM: &str = with_counts!("dlq_trim.lua");

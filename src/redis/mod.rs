@@ -7,6 +7,7 @@ pub(crate) mod admin;
 pub(crate) mod dlq;
 pub(crate) mod error;
 pub(crate) mod keyspace;
+pub(crate) mod lease;
 pub(crate) mod moves;
 pub(crate) mod pubsub;
 pub(crate) mod refusals;

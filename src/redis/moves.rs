@@ -182,6 +182,121 @@ impl Store {
         Ok(moved)
     }
 
+    /// Forwards the one member of `retry_key` at score `due_ms` whose SHA-1 is `sha1` to
+    /// `redeliver_key` now, whatever its due time, with the body of [`Store::forward_due`]
+    /// (see `scripts/forward_due.lua`): the member is added and removed in one script, so a
+    /// scheduler pass running at the same time never forwards it too. Returns whether it
+    /// moved (false: no longer in the set).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn forward_one(
+        &self,
+        retry_key: &str,
+        redeliver_key: &str,
+        due_ms: u64,
+        sha1: &str,
+    ) -> Result<bool, StoreError> {
+        let reply: Value = self
+            .forward_due
+            .evalsha_with_reload(
+                &self.cmd,
+                vec![retry_key, redeliver_key, &forward_guard_prefix(retry_key)],
+                vec![
+                    Value::from(1_i64),
+                    GUARD_TTL_MS.into(),
+                    (crate::model::time::now_ms() as i64).into(),
+                    due_ms.to_string().into(),
+                    sha1.into(),
+                ],
+            )
+            .await
+            .map_err(|e| self.error(format!("forward {retry_key} now"), e))?;
+        let moved = match reply {
+            Value::Array(v) => v.first().and_then(Value::as_u64).unwrap_or(0),
+            other => other.as_u64().unwrap_or(0),
+        };
+        Ok(moved > 0)
+    }
+
+    /// Dead-letters `member` of `retry_key`: appends `fields` to `dlq` (counted in its
+    /// counts hash) and removes the member, in one script (`scripts/retry_to_dlq.lua`).
+    /// Returns the new DLQ entry id, or `None` when the member is no longer in the set. A
+    /// retried call whose ZREM was refused adds nothing (guard in the DLQ's slot).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn retry_to_dlq(
+        &self,
+        retry_key: &str,
+        dlq: &str,
+        member: &str,
+        fields: &[(String, String)],
+    ) -> Result<Option<String>, StoreError> {
+        let mut args: Vec<Value> = Vec::with_capacity(2 + fields.len() * 2);
+        args.push(member.into());
+        args.push(GUARD_TTL_MS.into());
+        for (k, v) in fields {
+            args.push(k.as_str().into());
+            args.push(v.as_str().into());
+        }
+        let guard = format!("{dlq}:dead-lettered:{{{dlq}}}:");
+        let counts = crate::redis::dlq::counts_key(dlq);
+        let reply: Value = fred::types::scripts::Script::from_lua(crate::redis::dlq::RETRY_TO_DLQ)
+            .evalsha_with_reload(&self.cmd, vec![retry_key, dlq, &guard, &counts], args)
+            .await
+            .map_err(|e| self.error(format!("dead-letter from {retry_key}"), e))?;
+        Ok(reply.as_str().map(|s| s.into_owned()))
+    }
+
+    /// Members of the sorted set `key` with scores in `min..=max` (`(` for exclusive,
+    /// `+inf`), in set order (score, then member bytes), at most `limit`: `(member, score)`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn zrange_by_score(
+        &self,
+        key: &str,
+        min: &str,
+        max: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.zrange_by_score_from(key, min, max, 0, limit).await
+    }
+
+    /// [`Store::zrange_by_score`] skipping the first `offset` members of the range.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn zrange_by_score_from(
+        &self,
+        key: &str,
+        min: &str,
+        max: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let args: Vec<Value> = vec![
+            key.into(),
+            min.into(),
+            max.into(),
+            "WITHSCORES".into(),
+            "LIMIT".into(),
+            (offset as i64).into(),
+            (limit as i64).into(),
+        ];
+        let flat = self.call("ZRANGEBYSCORE", args).await?.into_array();
+        Ok(flat
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .filter_map(|c| {
+                let member = crate::redis::store::text(&c[0])?;
+                let score = c[1].as_f64()?;
+                Some((member, score.max(0.0) as u64))
+            })
+            .collect())
+    }
+
     /// Warns, once per process, that the ACL user is refused `TIME`, so retries are
     /// scheduled and forwarded on each worker's own clock (skewed clocks then forward early
     /// or late) until it is granted.

@@ -43,18 +43,31 @@ pub enum Reason {
     /// No consumer of the group that read it had a route for its type for `no_route_grace`
     /// (each one without a route handed it on, see `consume::decide`).
     NoRoute,
+    /// An operator dead-lettered it from the retry set (`retries dead-letter`).
+    Operator,
 }
 
 impl Reason {
-    /// Every reason, in the order the help lists them; the one list the per-type
-    /// `dead_lettered_total` series are started at 0 from (discovery), so a reason added
-    /// here is exported at 0 too.
+    /// Every reason a worker dead-letters with, in the order the help lists them; the one
+    /// list the per-type `dead_lettered_total` series are started at 0 from (discovery), so
+    /// a reason added here is exported at 0 too. [`Reason::Operator`] is not one: operators
+    /// dead-letter through the API or the CLI, which count no worker metric.
     pub const ALL: [Reason; 5] = [
         Reason::PermanentError,
         Reason::MaxAttemptsExceeded,
         Reason::Malformed,
         Reason::MaxDeliveriesExceeded,
         Reason::NoRoute,
+    ];
+
+    /// Every reason a DLQ entry may hold: [`Reason::ALL`] and [`Reason::Operator`].
+    pub const STORED: [Reason; 6] = [
+        Reason::PermanentError,
+        Reason::MaxAttemptsExceeded,
+        Reason::Malformed,
+        Reason::MaxDeliveriesExceeded,
+        Reason::NoRoute,
+        Reason::Operator,
     ];
 
     /// The stored word.
@@ -65,6 +78,7 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::MaxDeliveriesExceeded => "max_deliveries_exceeded",
             Reason::NoRoute => "no_route",
+            Reason::Operator => "operator",
         }
     }
 
@@ -72,7 +86,7 @@ impl Reason {
     /// unknown ones included, so only the tests call it today.)
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn parse(word: &str) -> Option<Reason> {
-        Reason::ALL.into_iter().find(|r| r.as_str() == word)
+        Reason::STORED.into_iter().find(|r| r.as_str() == word)
     }
 }
 
@@ -82,9 +96,9 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// The CLI help of `--reason` (kept equal to [`Reason::ALL`] by a test).
+/// The CLI help of `--reason` (kept equal to [`Reason::STORED`] by a test).
 pub const REASON_HELP: &str = "DLQ reason: permanent_error, max_attempts_exceeded, malformed, \
-                               max_deliveries_exceeded, no_route.";
+                               max_deliveries_exceeded, no_route, operator.";
 
 /// Longest `dlq_error` kept.
 pub const MAX_ERROR_LEN: usize = 1000;
@@ -145,7 +159,7 @@ mod tests {
 
     #[test]
     fn reasons_round_trip_and_match_the_help() {
-        for r in Reason::ALL {
+        for r in Reason::STORED {
             assert_eq!(Reason::parse(r.as_str()), Some(r));
             assert!(REASON_HELP.contains(r.as_str()), "{r}");
         }

@@ -1,5 +1,5 @@
 //! The history writer: an audit trail of lifecycle records in `events:<env>:history` (published,
-//! processed, retried, dead_lettered, replayed, purged), capped by `[history].max_len`
+//! processed, retried, dead_lettered, replayed, purged, retried_now), capped by `[history].max_len`
 //! (MAXLEN ~ on every append) and `max_age` (MINID ~ trims every minute).
 //!
 //! Records from the hot path go through a bounded channel to one writer task that appends
@@ -33,6 +33,8 @@ pub mod kind {
     pub const REPLAYED: &str = "replayed";
     /// Purged from the DLQ.
     pub const PURGED: &str = "purged";
+    /// Made due now from the retry set by an operator (`retries retry-now`).
+    pub const RETRIED_NOW: &str = "retried_now";
 }
 
 /// One lifecycle record.

@@ -297,3 +297,71 @@ fn a_browser_publishes_from_an_allowed_origin_and_is_blocked_from_another() {
         (1, 1)
     );
 }
+
+/// `apps.rate_limit`: each app user (token `sub`) has a bucket of its own, apart from the
+/// operator's `api.rate_limit`; past it, 429 with `Retry-After: 1` and the JSON message.
+#[test]
+fn app_users_are_rate_limited_each_in_their_own_bucket() {
+    let (env, origin) = ("apps3", "http://127.0.0.1:3000");
+    let redis = RedisServer::start();
+    let _dump = redis.dump_on_panic(env);
+    let sink = HttpSink::start();
+    let mut cfg = WorkerConfig::new(env, &redis.url())
+        .route(Route::http(&["booking.*"], &sink.url()))
+        .api_token(OPERATOR);
+    cfg.api_extra += "rate_limit = 3\n";
+    cfg.extra = format!(
+        "[apps]\njwt_secret_env = \"APP_JWT_SECRET\"\nallowed_origins = [{origin:?}]\n\
+         rate_limit = 5\n"
+    );
+    cfg.env_vars.push(("APP_JWT_SECRET".into(), SECRET.into()));
+    let mut w = WorkerProcess::start("w1", cfg);
+    w.wait_ready(Duration::from_secs(20));
+    let api = Api::new(&w.config.api_addr(), None);
+    let user = |sub: &str| {
+        let claims = json!({"sub": sub, "exp": now() + 600, "publish": ["booking.*"]});
+        format!("Bearer {}", token_with(SECRET, &claims))
+    };
+    let (u42, u43) = (user("42"), user("43"));
+    let statuses: Vec<u16> = (0..8)
+        .map(|i| {
+            publish(
+                &api,
+                &[("authorization", &u42)],
+                BOOKING,
+                &format!("r42-{i}"),
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [202, 202, 202, 202, 202, 429, 429, 429],
+        "user 42: 5 per second, not the operator's 3 nor its 500 default"
+    );
+    let r = publish(&api, &[("authorization", &u42)], BOOKING, "r42-x");
+    assert_eq!(
+        (r.status, r.header("retry-after"), r.json()),
+        (
+            429,
+            Some("1"),
+            json!({"error": "too many requests for this app user (apps.rate_limit per second); retry in a second"})
+        )
+    );
+    let r = publish(&api, &[("authorization", &u43)], BOOKING, "r43-0");
+    assert_eq!(r.status, 202, "user 43 has its own bucket: {}", r.body);
+    let op = format!("Bearer {OPERATOR}");
+    let ops: Vec<u16> = (0..3)
+        .map(|i| publish(&api, &[("authorization", &op)], BOOKING, &format!("op-{i}")).status)
+        .collect();
+    assert_eq!(
+        ops,
+        [202, 202, 202],
+        "the operator's bucket was not used by the apps"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = publish(&api, &[("authorization", &u42)], BOOKING, "r42-later");
+    assert_eq!(r.status, 202, "refilled after a second: {}", r.body);
+    let published = redis.xlen(&format!("events:{env}:{BOOKING}"));
+    assert_eq!(published, 5 + 1 + 3 + 1, "refused publishes wrote nothing");
+}

@@ -325,3 +325,79 @@ async fn ws_cases(addr: &str, redis: &RedisServer, env: &str, good: &str) {
     );
     assert_eq!(close_code(&mut s).await, 4401);
 }
+
+/// The app token of a connection expires while it is open: SSE gets `event: end`
+/// `{"reason":"token_expired","id"}` and the stream ends, WebSocket gets the `end` frame and
+/// close 4401; resuming from that `id` with a new token misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t98_push_connection_closed_at_app_token_expiry_and_resumes_with_new_token() {
+    let redis = RedisServer::start();
+    let env = "t98";
+    let mut cfg = apps_config(&redis, env, &[ALLOWED.to_string()]);
+    cfg.extra = cfg.extra.replace("[apps]\n", "[apps]\nleeway = \"0s\"\n");
+    let w = start(cfg);
+    let addr = w.config.api_addr();
+
+    let short = format!("Bearer {}", token(&["user:42"], 3));
+    let opened = std::time::Instant::now();
+    let mut s = sse(addr.as_str(), &["user:42"], &[("authorization", &short)])
+        .await
+        .expect("a valid token connects");
+    assert_eq!(
+        s.next(WAIT).await.map(|e| e.event).as_deref(),
+        Some("resume")
+    );
+    publish(&redis, env, "42", "x1", 0);
+    let m = s.messages(1, WAIT).await.remove(0);
+    assert_eq!(m.event_id(), "x1");
+    let end = s
+        .next(WAIT)
+        .await
+        .expect("an end event at the token's expiry");
+    let waited = opened.elapsed();
+    assert_eq!(end.event, "end", "{end:?}");
+    assert_eq!(
+        end.json(),
+        json!({"reason": "token_expired", "id": m.id}),
+        "the end names the reason and the position to resume from"
+    );
+    assert!(
+        waited >= Duration::from_secs(1) && waited <= Duration::from_secs(5),
+        "closed {waited:?} after opening, with a token valid for 2-3 s"
+    );
+    assert!(s.next(WAIT).await.is_none(), "the stream ends after `end`");
+
+    // Missed while reconnecting; a new token resumes exactly after the end's id.
+    publish(&redis, env, "42", "x2", 0);
+    let fresh = format!("Bearer {}", token(&["user:42"], 600));
+    let resp = stream_request(
+        addr.as_str(),
+        &["user:42"],
+        &[("authorization", &fresh), ("last-event-id", &m.id)],
+    )
+    .await;
+    let mut s = Sse::from_response(resp);
+    let resume = s.next(WAIT).await.expect("resume");
+    assert_eq!(resume.json()["recovered"], true, "{resume:?}");
+    assert_eq!(resume.json()["missed"], 1, "{resume:?}");
+    assert_eq!(s.messages(1, WAIT).await[0].event_id(), "x2");
+
+    // WebSocket: the end frame, then close 4401.
+    let short = format!("Bearer {}", token(&["user:42"], 3));
+    let mut ws_conn = ws(
+        addr.as_str(),
+        &[("origin", ALLOWED), ("authorization", &short)],
+    )
+    .await
+    .expect("upgrade");
+    subscribe(&mut ws_conn, &["user:42"]).await;
+    let first = next_text(&mut ws_conn).await;
+    assert_eq!(first["type"], "resume", "{first}");
+    let end = next_text(&mut ws_conn).await;
+    assert_eq!(
+        (end["type"].as_str(), end["reason"].as_str(), &end["id"]),
+        (Some("end"), Some("token_expired"), &first["id"]),
+        "{end}"
+    );
+    assert_eq!(close_code(&mut ws_conn).await, 4401);
+}

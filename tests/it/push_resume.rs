@@ -324,3 +324,49 @@ async fn t89_push_device_ack_is_kept_and_the_resume_says_which_channels_were_tri
         "device `a b` is not a valid id ([A-Za-z0-9_.-], 1-128 characters)"
     );
 }
+
+/// `push.max_devices`: past it, the least recently acknowledging devices are dropped (their
+/// index entry and their positions), so device keys stay bounded whatever ids clients send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t100_push_devices_beyond_max_devices_are_dropped_oldest_first() {
+    let redis = RedisServer::start();
+    let env = "t100";
+    let w = start(push_config(&redis, env, "max_devices = 3"));
+    let addr = w.config.api_addr();
+    let mut sse = connect(&addr, &["user:1"], None).await;
+    sse.next(WAIT).await.unwrap();
+    publish(&redis, env, "1", "m1", 0);
+    let id = sse.messages(1, WAIT).await[0].id.clone();
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/api/events/stream/ack");
+    for i in 0..5 {
+        let r = client
+            .post(&url)
+            .json(&json!({"device": format!("phone-{i}"), "id": id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let index: Vec<String> = redis
+        .zrange_withscores(&format!("events:{env}:push:devices"))
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    assert_eq!(
+        index,
+        ["phone-2", "phone-3", "phone-4"],
+        "the 3 most recent"
+    );
+    for i in 0..5 {
+        let key = format!("events:{env}:push:device:{{phone-{i}}}");
+        assert_eq!(redis.exists(&key), i >= 2, "{key}");
+    }
+    let key = format!("events:{env}:push:device:{{phone-4}}");
+    let bytes = redis
+        .cmd(&["MEMORY", "USAGE", key.as_str()])
+        .as_int()
+        .unwrap();
+    eprintln!("t100: one device with one channel: {bytes} bytes");
+}

@@ -466,6 +466,8 @@ fn t51_acl_least_privilege_suffices() {
         &["dlq", "stats"],
         &["check"],
         &["migrate"],
+        &["retries", "list"],
+        &["--json", "instances"],
     ] {
         let out = cli(&cfg, args);
         assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);

@@ -97,13 +97,24 @@ pub(crate) fn connected_worker(state: &ApiState) -> Result<Arc<WorkerView>, ApiE
     })
 }
 
-/// A mutating request within `api.rate_limit`; 429 (with `Retry-After: 1`) otherwise.
+/// A mutating request within `api.rate_limit`; 429 (with `Retry-After: 1`) otherwise. Put
+/// it after the extractor that authenticates: with `[apps]` on, a request without the
+/// operator token was authenticated as an app and is limited per subject there.
 pub struct RateLimited;
 
 impl FromRequestParts<ApiState> for RateLimited {
     type Rejection = ApiError;
 
-    async fn from_request_parts(_: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        // An app token's request (authenticated before this runs) counts against its
+        // subject's own `apps.rate_limit` bucket instead.
+        let operator = state
+            .token
+            .as_ref()
+            .is_some_and(|t| is_operator(t, &parts.headers));
+        if state.apps.is_some() && !operator {
+            return Ok(RateLimited);
+        }
         if state.limiter.try_take() {
             Ok(RateLimited)
         } else {

@@ -1,5 +1,5 @@
-//! The operator API under `/api/events/`: health (open), history, publish and the DLQ
-//! endpoints (Bearer token from `EVENTS_API_TOKEN`, compared in constant time; without a
+//! The operator API under `/api/events/`: health (open), history, publish, the DLQ,
+//! retry-set and instances endpoints (Bearer token from `EVENTS_API_TOKEN`, compared in constant time; without a
 //! token configured they answer 503 and say why). Inputs are validated before any Redis
 //! call; errors are JSON `{"error": "..."}` with a 4xx/5xx status and never echo secrets.
 //!
@@ -25,6 +25,7 @@ pub(crate) mod extract;
 pub(crate) mod health;
 pub(crate) mod history;
 pub(crate) mod publish;
+pub(crate) mod retries;
 
 /// The `/api/events/*` routes; with `[apps]` on, publish answers CORS for the allowed
 /// origins ([`crate::http::app_auth::AppVerifier::cors`]).
@@ -45,6 +46,13 @@ pub fn routes(apps: Option<&crate::http::app_auth::AppVerifier>) -> Router<ApiSt
         .route("/api/events/dlq/replay", post(dlq::replay))
         .route("/api/events/dlq/purge", post(dlq::purge))
         .route("/api/events/dlq/{id}", get(dlq::show))
+        .route("/api/events/retries", get(retries::list))
+        .route("/api/events/retries/retry-now", post(retries::retry_now))
+        .route(
+            "/api/events/retries/dead-letter",
+            post(retries::dead_letter),
+        )
+        .route("/api/events/instances", get(retries::instances))
 }
 
 /// An API error: a status and a message safe to show.

@@ -26,7 +26,8 @@ pub enum Publisher {
 ///
 /// Without `[apps]` this is exactly [`Authorized`]. With it, the operator token is tried
 /// first, then an app token ([`super::AppVerifier::verify_request`], with the CSRF check
-/// for a cookie): 401 (JSON, `WWW-Authenticate`) when neither holds.
+/// for a cookie): 401 (JSON, `WWW-Authenticate`) when neither holds; an app token's
+/// subject past `apps.rate_limit` is 429 (its own bucket, not the operator's).
 pub struct PublishAuth {
     /// The worker view.
     pub worker: Arc<WorkerView>,
@@ -60,10 +61,13 @@ impl FromRequestParts<ApiState> for PublishAuth {
         };
         let publisher = match &state.token {
             Some(token) if is_operator(token, &parts.headers) => Publisher::Operator,
-            _ => Publisher::App(
-                apps.verify_request(&parts.method, &parts.headers)
-                    .map_err(AppAuthError::into_response)?,
-            ),
+            _ => {
+                let grant = apps
+                    .verify_request(&parts.method, &parts.headers)
+                    .map_err(AppAuthError::into_response)?;
+                apps.take(&grant).map_err(AppAuthError::into_response)?;
+                Publisher::App(grant)
+            }
         };
         let worker = connected_worker(state).map_err(IntoResponse::into_response)?;
         Ok(PublishAuth { worker, publisher })

@@ -9,6 +9,7 @@
 -- common path adds one GET per member.
 -- KEYS[1] retry sorted set   KEYS[2] redeliver stream   KEYS[3] guard key prefix (its slot)
 -- ARGV[1] most members to move   ARGV[2] guard TTL (ms)   ARGV[3] the worker's clock (ms)
+-- ARGV[4], ARGV[5] (optional) the due time (ms) and SHA-1 of the one member to move now
 -- A member is a JSON array [field, value, ...]. A member that is not one is forwarded as
 -- {retry_member = <text>} so that the consumer dead-letters it as malformed.
 -- Returns {members moved, 1 when TIME was refused and the worker's clock used}, or the
@@ -18,8 +19,23 @@ local now, fallback = tonumber(ARGV[3]), 1
 if not t.err then
   now, fallback = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 0
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0,
-  tonumber(ARGV[1]))
+local due
+if ARGV[4] then
+  -- One member now, whatever its due time (`retries retry-now`): the member at score
+  -- ARGV[4] whose SHA-1 is ARGV[5], if it is still there. The same body below moves it, so
+  -- it and a concurrent pass of the scheduler never both forward it: whichever script runs
+  -- second no longer finds it in the set.
+  due = {}
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[4], ARGV[4])) do
+    if redis.sha1hex(m) == ARGV[5] then
+      due = {m, redis.call('ZSCORE', KEYS[1], m)}
+      break
+    end
+  end
+else
+  due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0,
+    tonumber(ARGV[1]))
+end
 for i = 1, #due, 2 do
   local m, score = due[i], due[i + 1]
   local guard = KEYS[3] .. redis.sha1hex(m)
