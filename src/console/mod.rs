@@ -7,15 +7,18 @@
 //! session's CSRF token and must be same-origin; every answer carries a strict CSP. The
 //! pages call the same operations as the HTTP API ([`crate::ops`]), never the API over the
 //! network. Parts: `session` (cookie, CSRF), `guard` (the request checks), `login`,
-//! `overview`, `dlq` (list, entry), `dlq_actions` (replay, purge), `history`, `assets`.
+//! `overview`, `dlq` (list, entry), `dlq_actions` (replay, purge), `history`, `retries` (retry now, dead-letter now),
+//! `instances`, `assets`.
 
 mod assets;
 mod dlq;
 mod dlq_actions;
 mod guard;
 mod history;
+mod instances;
 mod login;
 mod overview;
+mod retries;
 pub(crate) mod session;
 
 use axum::Router;
@@ -42,6 +45,10 @@ pub fn routes() -> Router<ApiState> {
         .route("/ui/dlq/replay", post(dlq_actions::replay))
         .route("/ui/dlq/purge", post(dlq_actions::purge))
         .route("/ui/history", get(history::page))
+        .route("/ui/retries", get(retries::page))
+        .route("/ui/retries/retry-now", post(retries::retry_now))
+        .route("/ui/retries/dead-letter", post(retries::dead_letter))
+        .route("/ui/instances", get(instances::page))
         .route("/ui/static/console.css", get(assets::css))
         .route("/ui/static/console.js", get(assets::js))
         .layer(axum::middleware::from_fn(security_headers))

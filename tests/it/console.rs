@@ -2,7 +2,8 @@
 //! driven over DevTools against a real daemon and Redis (with a password). Logs in, checks
 //! the overview against `GET /api/events/health`, filters the DLQ, opens entries (hostile
 //! data rendered as text, no script ran), replays after a dry run with a canary, purges with
-//! a typed confirmation, searches the history by correlation id; a forged cross-origin form
+//! a typed confirmation, searches the history by correlation id, retries one waiting event
+//! now and dead-letters another, lists the instances; a forged cross-origin form
 //! POST is refused with 403; no session redirects to login; no page shows the Redis URL,
 //! its password or the token. Screenshots of each page go to `target/console-screenshots/`.
 
@@ -102,10 +103,17 @@ fn console_in_a_real_browser() {
         .redis(redis)
         .types(&[ORDERS, MAIL])
         .token(TOKEN)
+        .config(|c| {
+            c.initial_backoff = "1h".into();
+            c.max_backoff = "1h".into();
+        })
         .start();
     let failing = ["o-1", "o-2", "o-3", "m-1", "m-2", "x-1", "x-2", "big-1"];
     for id in failing {
         s.sink.script(id, vec![Action::status(400), Action::ok()]);
+    }
+    for id in ["r-1", "r-2"] {
+        s.sink.script(id, vec![Action::status(503), Action::ok()]);
     }
     let add = |ty: &str, id: &str, data: &str, corr: &str| {
         let mut f = vec![("id", id), ("type", ty), ("data", data)];
@@ -124,8 +132,12 @@ fn console_in_a_real_browser() {
     add(ORDERS, "x-2", &json!(XSS_IMG).to_string(), "");
     let blob = format!("{}END", "b".repeat(2_500));
     add(ORDERS, "big-1", &json!({ "blob": blob }).to_string(), "");
+    add(MAIL, "r-1", r#"{"to":"c@example.com"}"#, "corr-r");
+    add(MAIL, "r-2", r#"{"to":"d@example.com"}"#, "");
     let dlq = dlq_key(env);
-    wait_until("8 dead letters", WAIT, || s.redis.xlen(&dlq) == 8);
+    wait_until("8 dead letters, 2 waiting retries", WAIT, || {
+        s.redis.xlen(&dlq) == 8 && s.redis.zcard(&retry_key(env, "group")) == 2
+    });
     let by_id = dlq_by_id(&s.redis, env);
     let entry = |id: &str| by_id[id][0].entry_id.clone();
     let addr = s.workers[0].config.api_addr();
@@ -375,6 +387,44 @@ fn console_in_a_real_browser() {
             .body
             .contains("<span id=\"matched\">4</span> entries match")
     );
+
+    // Retries: two events wait in the retry set (1 h backoff); one is retried now, the
+    // other dead-lettered now (reason operator, the note as its error).
+    ui.go("/ui/retries");
+    let ids = ui
+        .eval("[...document.querySelectorAll('#retries tbody tr')].map(r => r.dataset.id).sort()");
+    assert_eq!(ids, json!(["r-1", "r-2"]));
+    assert_eq!(ui.text("[data-group=\"group\"]"), "2");
+    ui.shot("retries");
+    ui.eval("document.getElementById('pick-r-1').checked = true");
+    ui.nav("document.getElementById('retry-now').click()");
+    assert_eq!(ui.text("#done-count"), "1");
+    wait_until("r-1 handled after retry-now", WAIT, || {
+        s.sink.success_counts().get("r-1") == Some(&1)
+    });
+    ui.go("/ui/retries");
+    ui.eval("document.getElementById('pick-r-2').checked = true");
+    ui.nav(
+        "document.getElementById('note').value = 'bad address'; \
+         document.getElementById('dead-letter').click()",
+    );
+    assert_eq!(ui.text("#done-count"), "1");
+    assert_eq!(s.redis.zcard(&retry_key(env, "group")), 0);
+    let r2 = dlq_by_id(&s.redis, env)["r-2"][0].clone();
+    assert_eq!(
+        (r2.get("dlq_reason"), r2.get("dlq_error")),
+        (
+            Some("operator"),
+            Some("dead-lettered from the retry set by console: bad address")
+        )
+    );
+    // Instances: this worker, live, with its pending count.
+    ui.go("/ui/instances");
+    assert_eq!(
+        ui.eval("document.querySelectorAll('#instances-table tr[data-consumer=\"w1\"]').length"),
+        json!(1)
+    );
+    ui.shot("instances");
 
     // Headers of every console answer.
     let r = raw.send("GET", "/ui/login", &[], None);
