@@ -314,7 +314,7 @@ async fn t86_push_listener_serves_only_push_and_the_token_guards_it() {
         .unwrap();
     assert_eq!(
         health["push"],
-        json!({"hub_connected": true, "listen": push_addr, "clients": 1, "channels": 1})
+        json!({"hub_connected": true, "projector": "active", "listen": push_addr, "clients": 1, "channels": 1})
     );
 }
 
