@@ -7,8 +7,8 @@
 //! session's CSRF token and must be same-origin; every answer carries a strict CSP. The
 //! pages call the same operations as the HTTP API ([`crate::ops`]), never the API over the
 //! network. Parts: `session` (cookie, CSRF), `guard` (the request checks), `login`,
-//! `overview`, `dlq` (list, entry), `dlq_actions` (replay, purge), `history`, `retries` (retry now, dead-letter now),
-//! `instances`, `assets`.
+//! `overview`, `dlq` (list, entry), `dlq_actions` (replay, purge), `history`, `retries`
+//! (retry now, dead-letter now), `instances`, `assets`.
 
 mod assets;
 mod dlq;

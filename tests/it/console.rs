@@ -101,6 +101,26 @@ fn post(api: &Api, path: &str, cookie: &str, origin: &str, body: &str) -> Resp {
     api.send("POST", path, &headers, Some(body.as_bytes().to_vec()))
 }
 
+/// What the steps share: the scenario, the DLQ entry id of each event, the API clients,
+/// the session cookie.
+struct Ctx {
+    s: Scenario,
+    env: &'static str,
+    dlq: String,
+    entries: std::collections::HashMap<String, String>,
+    base: String,
+    api: Api,
+    raw: Api,
+    cookie: String,
+}
+
+impl Ctx {
+    /// The DLQ entry id of event `id`.
+    fn entry(&self, id: &str) -> String {
+        self.entries[id].clone()
+    }
+}
+
 #[test]
 fn console_in_a_real_browser() {
     let env = "consoleui";
@@ -144,8 +164,10 @@ fn console_in_a_real_browser() {
     wait_until("8 dead letters, 2 waiting retries", WAIT, || {
         s.redis.xlen(&dlq) == 8 && s.redis.zcard(&retry_key(env, "group")) == 2
     });
-    let by_id = dlq_by_id(&s.redis, env);
-    let entry = |id: &str| by_id[id][0].entry_id.clone();
+    let entries = dlq_by_id(&s.redis, env)
+        .iter()
+        .map(|(id, e)| (id.clone(), e[0].entry_id.clone()))
+        .collect();
     let addr = s.workers[0].config.api_addr();
     let base = format!("http://{addr}");
     let api = Api::new(&addr, Some(TOKEN));
@@ -164,6 +186,31 @@ fn console_in_a_real_browser() {
         }
     };
 
+    let cookie = login(&mut ui);
+    let t = Ctx {
+        s,
+        env,
+        dlq,
+        entries,
+        base,
+        api,
+        raw,
+        cookie,
+    };
+    dlq_filters(&mut ui, &t);
+    overview(&mut ui, &t);
+    entry_pages(&mut ui, &t);
+    replay_and_purge(&mut ui, &t);
+    history(&mut ui);
+    csrf(&mut ui, &t);
+    retries_and_instances(&mut ui, &t);
+    headers_and_leaks(&mut ui, &t);
+}
+
+/// No session: the login form; a wrong token refused; the right one gives an HttpOnly,
+/// SameSite=Strict cookie for /ui and returns to the page first asked for. Returns the
+/// cookie header.
+fn login(ui: &mut Ui) -> String {
     // No session: redirected to the login form, which keeps where to go back to.
     let at = ui.go("/ui/dlq?type=mail.sent");
     assert_eq!(at, "/ui/login?next=%2Fui%2Fdlq%3Ftype%3Dmail.sent");
@@ -196,11 +243,15 @@ fn console_in_a_real_browser() {
     let session = c["value"].as_str().unwrap().to_string();
     assert!(!session.contains(TOKEN));
     let cookie = format!("ew_console={session}");
+    cookie
+}
 
+/// The DLQ list: filtered by type from the URL, then by the filter form.
+fn dlq_filters(ui: &mut Ui, t: &Ctx) {
     // The DLQ filtered by type (the URL is the view): the two mail entries only.
     let rows =
         ui.eval("[...document.querySelectorAll('#entries tbody tr')].map(r => r.dataset.entry)");
-    let mut want = [entry("m-1"), entry("m-2")];
+    let mut want = [t.entry("m-1"), t.entry("m-2")];
     want.sort_by_key(|e| std::cmp::Reverse(entry_ms(e)));
     assert_eq!(rows, json!(want), "newest first");
     // The filter form: reason and type, read back from the URL.
@@ -216,7 +267,10 @@ fn console_in_a_real_browser() {
     let n = ui.eval("document.querySelectorAll('#entries tbody tr').length");
     assert_eq!(n, json!(6));
     ui.shot("dlq");
+}
 
+/// The overview shows the API's figures, refreshed live.
+fn overview(ui: &mut Ui, t: &Ctx) {
     // Overview: the same figures as the API's health report, refreshed live.
     ui.go("/ui");
     ui.browser.wait_for(
@@ -225,7 +279,7 @@ fn console_in_a_real_browser() {
         "window.__consoleRefreshes >= 1",
         WAIT,
     );
-    let health = api.get("/api/events/health").json();
+    let health = t.api.get("/api/events/health").json();
     assert_eq!(ui.text("#dlq-depth"), health["dlq_depth"].to_string());
     assert_eq!(ui.text("#retry-depth"), health["retry_depth"].to_string());
     assert_eq!(
@@ -242,10 +296,13 @@ fn console_in_a_real_browser() {
     assert_eq!(ui.text(&format!("[data-k=\"handled:{ORDERS}\"]")), "1");
     assert_eq!(ui.text(&format!("[data-k=\"failed:{ORDERS}\"]")), "6");
     ui.shot("overview");
+}
 
+/// Entry pages: hostile data inert, every field, data pretty-printed, long values cut.
+fn entry_pages(ui: &mut Ui, t: &Ctx) {
     // Hostile data: shown as text in <pre>, no script ran (checked on every page by nav).
     for (id, text) in [("x-1", XSS_SCRIPT), ("x-2", XSS_IMG)] {
-        ui.go(&format!("/ui/dlq/entry/{}", entry(id)));
+        ui.go(&format!("/ui/dlq/entry/{}", t.entry(id)));
         assert_eq!(ui.text("#data"), json!(text).to_string());
         assert_eq!(
             ui.eval("document.querySelectorAll('#main script, #main img').length"),
@@ -253,7 +310,7 @@ fn console_in_a_real_browser() {
         );
     }
     // An entry with all its fields, data pretty-printed, ids copyable.
-    ui.go(&format!("/ui/dlq/entry/{}", entry("o-1")));
+    ui.go(&format!("/ui/dlq/entry/{}", t.entry("o-1")));
     assert_eq!(
         ui.text("#data"),
         "{\n  \"lines\": [\n    1,\n    2\n  ],\n  \"order\": \"A-1\"\n}"
@@ -275,34 +332,37 @@ fn console_in_a_real_browser() {
     }
     ui.shot("entry");
     // A long value is cut, with a link to the whole of it.
-    ui.go(&format!("/ui/dlq/entry/{}", entry("big-1")));
+    ui.go(&format!("/ui/dlq/entry/{}", t.entry("big-1")));
     let shown = ui.text("#data");
     assert_eq!(shown.chars().count(), 2_000, "cut at 2000 characters");
     assert!(!shown.contains("END"));
     ui.nav("document.getElementById('show-all').click()");
     assert!(ui.text("#data").ends_with("bbbEND\"\n}"), "the whole value");
+}
 
+/// Replay after a dry run with a canary; purge with a typed confirmation; both in the history.
+fn replay_and_purge(ui: &mut Ui, t: &Ctx) {
     // Replay by filter: the dry-run count first, then the replay with a canary of 1.
     ui.go("/ui/dlq?type=mail.sent");
     ui.nav("document.getElementById('replay-filter').click()");
     assert_eq!(ui.text("#matched"), "2");
-    assert_eq!(s.redis.xlen(&dlq), 8, "a dry run changes nothing");
+    assert_eq!(t.s.redis.xlen(&t.dlq), 8, "a dry run changes nothing");
     ui.nav("document.getElementById('canary').value = '1'; document.getElementById('run').click()");
     assert_eq!(ui.text("#done"), "Replay done");
     assert_eq!(ui.text("[data-r=\"replayed\"]"), "2");
     ui.shot("replay");
     wait_until("m-1, m-2 handled after the replay", WAIT, || {
-        let ok = s.sink.success_counts();
+        let ok = t.s.sink.success_counts();
         ok.get("m-1") == Some(&1) && ok.get("m-2") == Some(&1)
     });
-    assert_eq!(s.redis.xlen(&dlq), 6);
+    assert_eq!(t.s.redis.xlen(&t.dlq), 6);
 
     // Purge selected entries: count, a wrong confirmation refused, the typed one done.
     ui.go("/ui/dlq?type=orders.created");
     for id in ["o-2", "o-3"] {
         ui.eval(&format!(
             "document.getElementById('sel-{}').checked = true",
-            entry(id)
+            t.entry(id)
         ));
     }
     ui.nav("document.getElementById('purge-selected').click()");
@@ -313,12 +373,12 @@ fn console_in_a_real_browser() {
          body: new URLSearchParams(f)}); return [r.status, (await r.text()).includes('type exactly `purge 2`')]; })()",
     );
     assert_eq!(wrong, json!([400, true]));
-    assert_eq!(s.redis.xlen(&dlq), 6);
+    assert_eq!(t.s.redis.xlen(&t.dlq), 6);
     ui.nav("document.getElementById('confirm-text').value = 'purge 2'; document.getElementById('run').click()");
     assert_eq!(ui.text("#done"), "Purge done");
     assert_eq!(ui.text("[data-r=\"purged\"]"), "2");
-    assert_eq!(s.redis.xlen(&dlq), 4);
-    let history = api.get("/api/events/history?limit=1000").json();
+    assert_eq!(t.s.redis.xlen(&t.dlq), 4);
+    let history = t.api.get("/api/events/history?limit=1000").json();
     let actions: Vec<(String, String)> = history["records"]
         .as_array()
         .unwrap()
@@ -342,7 +402,10 @@ fn console_in_a_real_browser() {
             "{id} {kind}: {actions:?}"
         );
     }
+}
 
+/// History search by correlation id.
+fn history(ui: &mut Ui) {
     // History by correlation id: the timeline of o-1, oldest first.
     ui.go("/ui/history");
     ui.nav("document.getElementById('h-corr').value = 'corr-42'; document.getElementById('search').submit()");
@@ -354,7 +417,11 @@ fn console_in_a_real_browser() {
         "{kinds}"
     );
     ui.shot("history");
+}
 
+/// Forged and cross-origin POSTs are refused; the same-origin control is let through.
+fn csrf(ui: &mut Ui, t: &Ctx) {
+    let base = &t.base;
     // CSRF: a form on another origin posting to the console (the browser sends the
     // cookie: both are 127.0.0.1, same site) is refused with 403 and purges nothing.
     let evil = PageServer::start(&format!(
@@ -370,7 +437,11 @@ fn console_in_a_real_browser() {
         ui.text("#message")
             .starts_with("Refused: this form did not come from this console")
     );
-    assert_eq!(s.redis.xlen(&dlq), 4, "the forged purge deleted nothing");
+    assert_eq!(
+        t.s.redis.xlen(&t.dlq),
+        4,
+        "the forged purge deleted nothing"
+    );
     // The same without a browser, each check on its own: with the session's real CSRF
     // token but a foreign Origin, or none; from the same origin with a wrong token; and
     // the control (same origin, real token) that is let through.
@@ -378,24 +449,33 @@ fn console_in_a_real_browser() {
     let csrf = ui.eval("document.querySelector('input[name=csrf]').value");
     let csrf = csrf.as_str().unwrap().to_string();
     let run = format!("mode=filter&step=run&count=4&confirm=purge+4&csrf={csrf}");
-    let foreign = post(&raw, "/ui/dlq/purge", &cookie, "http://127.0.0.1:1", &run);
-    let none = post(&raw, "/ui/dlq/purge", &cookie, "", &run);
+    let foreign = post(
+        &t.raw,
+        "/ui/dlq/purge",
+        &t.cookie,
+        "http://127.0.0.1:1",
+        &run,
+    );
+    let none = post(&t.raw, "/ui/dlq/purge", &t.cookie, "", &run);
     let wrong = "mode=filter&step=run&count=4&confirm=purge+4&csrf=00";
-    let bad_csrf = post(&raw, "/ui/dlq/purge", &cookie, &base, wrong);
+    let bad_csrf = post(&t.raw, "/ui/dlq/purge", &t.cookie, &t.base, wrong);
     assert_eq!(
         (foreign.status, none.status, bad_csrf.status),
         (403, 403, 403)
     );
-    assert_eq!(s.redis.xlen(&dlq), 4);
+    assert_eq!(t.s.redis.xlen(&t.dlq), 4);
     let dry = format!("mode=filter&step=dry_run&csrf={csrf}");
-    let control = post(&raw, "/ui/dlq/purge", &cookie, &base, &dry);
+    let control = post(&t.raw, "/ui/dlq/purge", &t.cookie, &t.base, &dry);
     assert_eq!(control.status, 200, "{}", control.body);
     assert!(
         control
             .body
             .contains("<span id=\"matched\">4</span> entries match")
     );
+}
 
+/// Retry now, dead-letter now, and the instances page.
+fn retries_and_instances(ui: &mut Ui, t: &Ctx) {
     // Retries: two events wait in the retry set (1 h backoff); one is retried now, the
     // other dead-lettered now (reason operator, the note as its error).
     ui.go("/ui/retries");
@@ -408,7 +488,7 @@ fn console_in_a_real_browser() {
     ui.nav("document.getElementById('retry-now').click()");
     assert_eq!(ui.text("#done-count"), "1");
     wait_until("r-1 handled after retry-now", WAIT, || {
-        s.sink.success_counts().get("r-1") == Some(&1)
+        t.s.sink.success_counts().get("r-1") == Some(&1)
     });
     ui.go("/ui/retries");
     ui.eval("document.getElementById('pick-r-2').checked = true");
@@ -417,8 +497,8 @@ fn console_in_a_real_browser() {
          document.getElementById('dead-letter').click()",
     );
     assert_eq!(ui.text("#done-count"), "1");
-    assert_eq!(s.redis.zcard(&retry_key(env, "group")), 0);
-    let r2 = dlq_by_id(&s.redis, env)["r-2"][0].clone();
+    assert_eq!(t.s.redis.zcard(&retry_key(t.env, "group")), 0);
+    let r2 = dlq_by_id(&t.s.redis, t.env)["r-2"][0].clone();
     assert_eq!(
         (r2.get("dlq_reason"), r2.get("dlq_error")),
         (
@@ -433,9 +513,12 @@ fn console_in_a_real_browser() {
         json!(1)
     );
     ui.shot("instances");
+}
 
+/// Security headers, no secret in any page, phone width.
+fn headers_and_leaks(ui: &mut Ui, t: &Ctx) {
     // Headers of every console answer.
-    let r = raw.send("GET", "/ui/login", &[], None);
+    let r = t.raw.send("GET", "/ui/login", &[], None);
     assert_eq!(
         r.header("content-security-policy"),
         Some(
@@ -448,7 +531,7 @@ fn console_in_a_real_browser() {
 
     // Nothing shows the Redis URL, its password or the operator token.
     for (at, html) in &ui.seen {
-        for secret in [s.redis.url().as_str(), PASSWORD, TOKEN] {
+        for secret in [t.s.redis.url().as_str(), PASSWORD, TOKEN] {
             assert!(!html.contains(secret), "{at} shows {secret}");
         }
     }
