@@ -316,6 +316,22 @@ fn entry_pages(ui: &mut Ui, t: &Ctx) {
         "{\n  \"lines\": [\n    1,\n    2\n  ],\n  \"order\": \"A-1\"\n}"
     );
     assert_eq!(ui.text("#event-id"), "o-1");
+    // The copy button (console.js) puts the id on the clipboard.
+    let grant =
+        json!({"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"], "origin": t.base});
+    ui.browser
+        .call(None, "Browser.grantPermissions", grant, WAIT)
+        .expect("clipboard permission");
+    ui.eval("document.querySelector('button.copy[data-copy=\"o-1\"]').click()");
+    let copied = "document.querySelector('button.copy[data-copy=\"o-1\"]').textContent";
+    ui.browser.wait_for(
+        &ui.page,
+        "the copy button",
+        &format!("{copied} !== 'Copy' && {copied}"),
+        WAIT,
+    );
+    assert_eq!(ui.eval(copied), json!("Copied"));
+    assert_eq!(ui.eval("navigator.clipboard.readText()"), json!("o-1"));
     let fields = ui.eval("[...document.querySelectorAll('#fields dt')].map(d => d.textContent)");
     for f in [
         "id",
