@@ -26,6 +26,7 @@
 //! - `http`: `server` (listener, /metrics, probes), `state` (the read-only view), `api`
 //!   (health, history, publish, dlq, retries; the `Authorized` and `JsonBody` extractors),
 //!   `app_auth` (app tokens: JWT grants, allowed origins, CORS, the publish extractor).
+//! - `console`: the operator console in the browser at `/ui` (session cookie, CSRF, pages).
 //! - `worker`: `builder` (the embedding API), `routes`, `run`, `parts` (start-up handles,
 //!   split into each role's own), `lifecycle` (one root token, the stop order), `role` (the
 //!   background loop shape), `ping`, `health` (readiness facts).
@@ -53,6 +54,7 @@
 
 pub mod cli;
 pub(crate) mod config;
+pub(crate) mod console;
 pub(crate) mod consume;
 pub(crate) mod deliver;
 pub(crate) mod http;

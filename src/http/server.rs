@@ -39,7 +39,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(crate::http::api::routes(state.apps.as_deref()))
-        .merge(crate::push::http::routes(state.apps.as_deref()));
+        .merge(crate::push::http::routes(state.apps.as_deref()))
+        .merge(crate::console::routes());
     with_common_layers(router, state)
 }
 

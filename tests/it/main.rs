@@ -32,6 +32,7 @@ mod breaker;
 mod clock_skew;
 mod config;
 mod config_messages;
+mod console;
 mod coordination;
 mod crash;
 mod dashboard_metrics;

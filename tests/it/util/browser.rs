@@ -243,6 +243,38 @@ impl Browser {
         }
     }
 
+    /// Saves a PNG screenshot of `page`'s viewport to `path` (DevTools
+    /// `Page.captureScreenshot`), creating its folder.
+    pub fn screenshot(&mut self, page: &Page, path: &Path) {
+        let params = json!({"format": "png"});
+        let r = self
+            .call(
+                Some(&page.session),
+                "Page.captureScreenshot",
+                params,
+                START_TIMEOUT,
+            )
+            .unwrap_or_else(|e| panic!("screenshot {}: {e}", path.display()));
+        let png = base64_decode(r["data"].as_str().unwrap_or_default());
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("the screenshot folder");
+        }
+        std::fs::write(path, png).expect("the screenshot written");
+    }
+
+    /// Sets `page`'s viewport to `width` x `height` CSS pixels (DevTools
+    /// `Emulation.setDeviceMetricsOverride`), e.g. a phone's 390 x 844.
+    pub fn viewport(&mut self, page: &Page, width: u32, height: u32) {
+        let params = json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600});
+        self.call(
+            Some(&page.session),
+            "Emulation.setDeviceMetricsOverride",
+            params,
+            START_TIMEOUT,
+        )
+        .expect("viewport set");
+    }
+
     /// Closes `page`'s tab.
     pub fn close(&mut self, page: Page) {
         let _ = self.call(
@@ -337,4 +369,24 @@ fn serve_one(stream: TcpStream, html: &str) {
          cache-control: no-store\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
+}
+
+/// Decodes standard base64 (DevTools binary answers); invalid characters are skipped.
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let Some(v) = ALPHABET.iter().position(|&a| a == c) else {
+            continue;
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
 }
