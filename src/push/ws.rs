@@ -26,6 +26,13 @@ use crate::push::session::{Frame, Session};
 /// Longest a frame may take to send before the client is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Read buffer of a connection: clients send only small subscribe and ping frames (the
+/// default, 128 KiB per connection, was most of an idle connection's memory).
+const READ_BUFFER: usize = 4 * 1024;
+
+/// Largest message or frame a client may send (a subscribe frame is far smaller).
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
 /// How long a client has to send its subscribe frame.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -50,6 +57,10 @@ pub async fn upgrade(
 ) -> Result<Response, ApiError> {
     check_origin(&state, &headers)?;
     Ok(ws
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| run(socket, state, headers))
         .into_response())
 }
