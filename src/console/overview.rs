@@ -1,6 +1,7 @@
 //! The overview page and its live JSON (`/ui/overview.json`, polled by the page): the same
 //! figures as `GET /api/events/health` (read by calling its handler, not over the network)
-//! plus the handled and failed counts per type from the metric registry (the page turns
+//! (with each type's `read`: entries given to the group by all instances) plus this
+//! instance's handled and failed counts per type from the metric registry (the page turns
 //! two polls into rates).
 
 use std::collections::BTreeMap;
@@ -26,6 +27,8 @@ pub struct TypeRow {
     pub lag: String,
     /// Delivered, not acknowledged.
     pub pending: u64,
+    /// Entries given to the group by all its instances ("?" when Redis cannot tell).
+    pub read: String,
     /// Events handled with success by this instance since it started.
     pub handled: u64,
     /// Events that failed (retried or dead-lettered) on this instance since it started.
@@ -81,6 +84,7 @@ impl Overview {
             let t = &s.event_type;
             m.insert(format!("lag:{t}"), s.lag.clone());
             m.insert(format!("pending:{t}"), s.pending.to_string());
+            m.insert(format!("read:{t}"), s.read.clone());
             m.insert(format!("handled:{t}"), s.handled.to_string());
             m.insert(format!("failed:{t}"), s.failed.to_string());
         }
@@ -150,6 +154,7 @@ async fn read(state: &ApiState, worker: &WorkerView) -> Result<Overview, Console
             TypeRow {
                 lag: text(&s["lag"]),
                 pending: s["pending"].as_u64().unwrap_or(0),
+                read: text(&s["read"]),
                 handled,
                 failed,
                 event_type: t,

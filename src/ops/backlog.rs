@@ -37,6 +37,9 @@ pub struct StreamBacklog {
     pub lag: Option<u64>,
     /// Delivered, not acknowledged.
     pub pending: u64,
+    /// Entries delivered to the group so far by all its consumers (`entries-read`; two
+    /// readings make the group's rate across instances; `null` when Redis cannot tell).
+    pub read: Option<u64>,
 }
 
 /// The backlog of this worker's group.
@@ -94,6 +97,7 @@ impl BacklogSource {
                 event_type: s.event_type.clone(),
                 lag: info.lag,
                 pending: info.pending,
+                read: info.entries_read,
             });
         }
         out.redeliver_pending = self

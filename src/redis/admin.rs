@@ -17,6 +17,9 @@ pub struct GroupInfo {
     pub pending: u64,
     /// Id of the last entry delivered to the group.
     pub last_delivered_id: String,
+    /// Entries delivered to the group so far, by every consumer (`entries-read`; `None`
+    /// when Redis cannot tell).
+    pub entries_read: Option<u64>,
 }
 
 impl Store {
@@ -180,6 +183,7 @@ impl Store {
                     Some("name") => name = text(&pair[1]).unwrap_or_default(),
                     Some("pending") => info.pending = pair[1].as_u64().unwrap_or(0),
                     Some("lag") => info.lag = pair[1].as_u64(),
+                    Some("entries-read") => info.entries_read = pair[1].as_u64(),
                     Some("last-delivered-id") => {
                         info.last_delivered_id = text(&pair[1]).unwrap_or_default()
                     }

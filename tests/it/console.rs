@@ -288,7 +288,7 @@ fn overview(ui: &mut Ui, t: &Ctx) {
     );
     for st in health["streams"].as_array().unwrap() {
         let t = st["type"].as_str().unwrap();
-        for k in ["lag", "pending"] {
+        for k in ["lag", "pending", "read"] {
             let sel = format!("[data-k=\"{k}:{t}\"]");
             assert_eq!(ui.text(&sel), st[k].to_string(), "{k} of {t}");
         }

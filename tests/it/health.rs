@@ -153,7 +153,7 @@ fn t48_health_has_no_secrets_or_event_data_lists_instances_and_503_without_redis
     assert_eq!(h["redis"]["maxmemory_policy"], json!("noeviction"), "{h}");
     assert_eq!(
         h["streams"],
-        json!([{"type": TY, "lag": 0, "pending": 0}]),
+        json!([{"type": TY, "lag": 0, "pending": 0, "read": 2}]),
         "{h}"
     );
     assert_eq!(h["retry_depth"], json!(0), "{h}");
