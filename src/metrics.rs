@@ -117,6 +117,14 @@ pub struct Metrics {
     /// `event_worker_outbox_refused_total{env,reason}`: publishes neither Redis nor the
     /// outbox took; reason = full|disk_full|not_writable|error.
     pub outbox_refused_total: IntCounterVec,
+    /// `event_worker_outbox_torn_records_total{env}`: torn last records (a crash mid-write,
+    /// never acknowledged) discarded when the outbox was opened.
+    pub outbox_torn_records_total: IntCounterVec,
+    /// `event_worker_outbox_fsyncs_total{env}`: fsyncs of the outbox's active segment.
+    pub outbox_fsyncs_total: IntCounterVec,
+    /// `event_worker_outbox_fsync_seconds_total{env}`: time those fsyncs took (the rate of
+    /// this over the rate of `fsyncs_total` is the mean fsync latency).
+    pub outbox_fsync_seconds_total: prometheus::CounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -434,6 +442,30 @@ impl Metrics {
                 "Queued events the drain published and Redis confirmed.",
                 &["env"],
             ),
+            outbox_torn_records_total: counter(
+                &r,
+                "event_worker_outbox_torn_records_total",
+                "Torn last records of the local outbox (a crash mid-write, never acknowledged) discarded at open.",
+                &["env"],
+            ),
+            outbox_fsyncs_total: counter(
+                &r,
+                "event_worker_outbox_fsyncs_total",
+                "fsyncs of the local outbox's active segment.",
+                &["env"],
+            ),
+            outbox_fsync_seconds_total: {
+                let c = prometheus::CounterVec::new(
+                    Opts::new(
+                        "event_worker_outbox_fsync_seconds_total",
+                        "Seconds the local outbox's fsyncs took in all.",
+                    ),
+                    &["env"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             outbox_refused_total: counter(
                 &r,
                 "event_worker_outbox_refused_total",

@@ -421,8 +421,8 @@ pub fn retry_after(e: &OutboxError) -> u64 {
 }
 
 impl Outbox {
-    /// The `outbox` object of the health report, and the `outbox_not_draining` reason when
-    /// the oldest queued event is older than `max_age` (or the `outbox_not_durable` one when
+    /// The `outbox` object of the health report; the `outbox_holding` reason while it holds
+    /// events, `outbox_not_draining` instead once the oldest is older than `max_age` (or the `outbox_not_durable` one when
     /// the directory is on a filesystem that does not survive a restart).
     pub fn health(&self, max_age: Duration) -> (serde_json::Value, Vec<(&'static str, String)>) {
         use std::sync::atomic::Ordering;
@@ -449,6 +449,18 @@ impl Outbox {
             "torn_at_open": s.torn_at_open,
         });
         let mut reasons = Vec::new();
+        let late = age_ms.is_some_and(|ms| ms > max_age.as_millis() as u64);
+        if s.records > 0 && !late {
+            reasons.push((
+                "outbox_holding",
+                format!(
+                    "the local outbox {} holds {} event(s) Redis did not take (the oldest                      queued {}s ago); they are published when Redis takes writes again",
+                    self.dir.display(),
+                    s.records,
+                    age_ms.unwrap_or(0) / 1000
+                ),
+            ));
+        }
         if let Some(ms) = age_ms.filter(|ms| *ms > max_age.as_millis() as u64) {
             reasons.push((
                 "outbox_not_draining",

@@ -92,6 +92,10 @@ pub struct Status {
     pub torn_total: u64,
     /// Segment files.
     pub segments: usize,
+    /// fsyncs of this process so far.
+    pub fsyncs: u64,
+    /// Microseconds those fsyncs took in all (with `fsyncs`: the mean fsync latency).
+    pub fsync_micros: u64,
 }
 
 /// A durable, bounded, append-only log of records in one directory (see the module docs of
@@ -115,6 +119,8 @@ pub struct Log {
     pub(super) oldest_time: Option<u64>,
     dirty_since: Option<Instant>,
     stopped: Option<String>,
+    fsyncs: u64,
+    fsync_micros: u64,
 }
 
 impl Log {
@@ -157,6 +163,8 @@ impl Log {
             oldest_time: opened.oldest_time,
             dirty_since: None,
             stopped: None,
+            fsyncs: 0,
+            fsync_micros: 0,
         })
     }
 
@@ -180,6 +188,8 @@ impl Log {
             torn_at_open: self.torn_at_open,
             torn_total: self.cursor.torn_total,
             segments: self.segments.len(),
+            fsyncs: self.fsyncs,
+            fsync_micros: self.fsync_micros,
         }
     }
 
@@ -273,7 +283,11 @@ impl Log {
     /// The fsync failed: the kernel may have dropped the pages, so the log stops accepting
     /// appends until it is opened again.
     pub fn sync_active(&mut self) -> Result<(), OutboxError> {
-        if let Err(e) = self.active.sync_data() {
+        let started = Instant::now();
+        let synced = self.active.sync_data();
+        self.fsyncs += 1;
+        self.fsync_micros += started.elapsed().as_micros() as u64;
+        if let Err(e) = synced {
             let err = OutboxError::io(&self.dir, &self.active_path(), "fsync", e);
             self.stopped = Some(err.to_string());
             return Err(err);

@@ -119,10 +119,20 @@ fn listen(outbox: &Outbox, parts: &Parts) {
     }));
 }
 
-/// Sets the outbox gauges from its status.
-fn gauges(outbox: &Outbox, metrics: &Metrics, env: &str) {
+/// Sets the outbox gauges from its status, and adds the fsyncs since the last call
+/// (`synced`: the fsync count and microseconds counted so far).
+fn gauges(outbox: &Outbox, metrics: &Metrics, env: &str, synced: &mut (u64, u64)) {
     let s = outbox.status();
     let labels = [env];
+    metrics
+        .outbox_fsyncs_total
+        .with_label_values(&labels)
+        .inc_by(s.fsyncs.saturating_sub(synced.0));
+    metrics
+        .outbox_fsync_seconds_total
+        .with_label_values(&labels)
+        .inc_by(s.fsync_micros.saturating_sub(synced.1) as f64 / 1e6);
+    *synced = (s.fsyncs.max(synced.0), s.fsync_micros.max(synced.1));
     metrics
         .outbox_depth
         .with_label_values(&labels)
@@ -150,12 +160,20 @@ pub(crate) fn start(outbox: Arc<Outbox>, parts: &Parts, stop: CancellationToken)
     };
     tokio::spawn(pump::run(outbox.clone(), pump, stop.clone()));
     let (metrics, env) = (parts.metrics.clone(), parts.env().to_string());
-    gauges(&outbox, &metrics, &env);
+    let opened = outbox.status();
+    metrics
+        .outbox_torn_records_total
+        .with_label_values(&[&env])
+        .inc_by(opened.torn_at_open);
+    let mut synced = (0, 0);
+    gauges(&outbox, &metrics, &env, &mut synced);
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = tokio::time::sleep(Duration::from_secs(1)) => gauges(&outbox, &metrics, &env),
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    gauges(&outbox, &metrics, &env, &mut synced);
+                }
             }
         }
     });

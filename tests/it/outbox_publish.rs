@@ -132,6 +132,24 @@ fn t160_paused_redis_queues_within_fallback_after_and_drains_once_in_order() {
         metric(&s, "event_worker_outbox_drained_total", &[("env", env)]),
         5.0
     );
+    // fsync = always: at least one fsync per queued event, and their time is counted.
+    wait_until("the fsync counters", Duration::from_secs(3), || {
+        metric(&s, "event_worker_outbox_fsyncs_total", &[("env", env)]) >= 5.0
+    });
+    let secs = metric(
+        &s,
+        "event_worker_outbox_fsync_seconds_total",
+        &[("env", env)],
+    );
+    assert!(secs > 0.0 && secs < 5.0, "fsync seconds {secs}");
+    assert_eq!(
+        metric(
+            &s,
+            "event_worker_outbox_torn_records_total",
+            &[("env", env)]
+        ),
+        0.0
+    );
     // History: p-2 was queued and drained; p-1's XADD landed late when Redis thawed, so
     // its drain found it already there and wrote nothing (the id guard).
     let records = |id: &str| -> Vec<(String, String)> {
@@ -228,7 +246,24 @@ fn t161_oom_queues_a_full_outbox_answers_503_and_nothing_queued_is_lost() {
         ),
         2.0
     );
-    // Health shows the outbox, and degrades once the oldest event is over max_age.
+    // Health shows the outbox: degraded while it holds events, `outbox_holding` until the
+    // oldest is over max_age, then `outbox_not_draining` instead.
+    let codes = |h: &Value| -> Vec<String> {
+        h["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["code"].as_str().map(str::to_string))
+            .filter(|c| c.starts_with("outbox"))
+            .collect()
+    };
+    let h = api.get("/api/events/health").json();
+    let early = codes(&h);
+    assert!(
+        early == ["outbox_holding"] || early == ["outbox_not_draining"],
+        "{h}"
+    );
+    assert_eq!(h["status"], "degraded", "{h}");
     wait_until("health degraded", Duration::from_secs(10), || {
         let h = api.get("/api/events/health").json();
         h["reasons"]
