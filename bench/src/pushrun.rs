@@ -154,6 +154,40 @@ async fn phases(run: &Arc<Run>, res: &mut Results, warm: f64, secs: f64) -> Resu
     eprintln!("   {}", crate::util::latency_line(base.lat.clone()));
     res.base = Some(base);
 
+    stalled_run(run, res, warm, secs).await?;
+    push::wait_connected(&stats, n as u64, "after the stalled run").await?;
+
+    storm(run, res, &gen_tx, handles).await?;
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    run.publishing.store(false, Ordering::Relaxed);
+    publisher.await.map_err(|e| format!("publisher: {e}"))??;
+    let t0 = Instant::now();
+    while stats.received.load(Ordering::Relaxed) < run.expected.load(Ordering::Relaxed)
+        && t0.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    res.received = stats.received.load(Ordering::Relaxed);
+    res.expected = run.expected.load(Ordering::Relaxed);
+    res.dups = stats.dups.load(Ordering::Relaxed);
+    res.reordered = stats.reordered.load(Ordering::Relaxed);
+    res.ends = stats.ends.load(Ordering::Relaxed);
+    let _ = gen_tx.send(3);
+    Ok(())
+}
+
+/// The steady window again with [`STALLED`] more clients that stop reading, then a burst on
+/// their channel until every one is cut as slow.
+async fn stalled_run(
+    run: &Arc<Run>,
+    res: &mut Results,
+    warm: f64,
+    secs: f64,
+) -> Result<(), String> {
+    let n = res.clients;
+    let stats = run.stats.clone();
     eprintln!("== push: the same with {STALLED} clients that stop reading");
     let (stall_tx, stall_rx) = watch::channel(0u64);
     let mut stalled = Vec::new();
@@ -197,26 +231,32 @@ async fn phases(run: &Arc<Run>, res: &mut Results, warm: f64, secs: f64) -> Resu
             res.errors.push(format!("stalled client: {e}"));
         }
     }
-    push::wait_connected(&stats, n as u64, "after the stalled run").await?;
+    Ok(())
+}
 
-    storm(run, res, &gen_tx, handles).await?;
-
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    run.publishing.store(false, Ordering::Relaxed);
-    publisher.await.map_err(|e| format!("publisher: {e}"))??;
-    let t0 = Instant::now();
-    while stats.received.load(Ordering::Relaxed) < run.expected.load(Ordering::Relaxed)
-        && t0.elapsed() < Duration::from_secs(30)
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// While the clients are down: one event per user and per room (each client has something to
+/// replay); marks the first of them as the catch-up mark and waits until all are projected.
+async fn publish_while_down(run: &Arc<Run>, n: usize) -> Result<(), String> {
+    let stats = run.stats.clone();
+    let from = run.seq.load(Ordering::Relaxed);
+    stats.catch_from.store(from, Ordering::Relaxed);
+    let users: Vec<(bool, String)> = (0..n).map(|i| (true, i.to_string())).collect();
+    let mut last_user = 0;
+    for chunk in users.chunks(500) {
+        last_user = run.publish(chunk).await?;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    res.received = stats.received.load(Ordering::Relaxed);
-    res.expected = run.expected.load(Ordering::Relaxed);
-    res.dups = stats.dups.load(Ordering::Relaxed);
-    res.reordered = stats.reordered.load(Ordering::Relaxed);
-    res.ends = stats.ends.load(Ordering::Relaxed);
-    let _ = gen_tx.send(3);
+    let rooms: Vec<(bool, String)> = (0..ROOMS).map(|r| (false, r.to_string())).collect();
+    let last_room = run.publish(&rooms).await?;
+    let burst: u64 = users
+        .iter()
+        .chain(rooms.iter())
+        .map(|(u, to)| run.recipients(*u, to))
+        .sum();
+    run.expected.fetch_add(burst, Ordering::Relaxed);
+    run.wait_appended(&format!("user:{}", n - 1), last_user)
+        .await?;
+    run.wait_appended(&format!("shared:{}", ROOMS - 1), last_room)
+        .await?;
     Ok(())
 }
 
@@ -244,25 +284,7 @@ async fn storm(
     for h in handles {
         clients.push(h.await.map_err(|e| format!("client task: {e}"))?);
     }
-    let from = run.seq.load(Ordering::Relaxed);
-    stats.catch_from.store(from, Ordering::Relaxed);
-    let users: Vec<(bool, String)> = (0..n).map(|i| (true, i.to_string())).collect();
-    let mut last_user = 0;
-    for chunk in users.chunks(500) {
-        last_user = run.publish(chunk).await?;
-    }
-    let rooms: Vec<(bool, String)> = (0..ROOMS).map(|r| (false, r.to_string())).collect();
-    let last_room = run.publish(&rooms).await?;
-    let burst: u64 = users
-        .iter()
-        .chain(rooms.iter())
-        .map(|(u, to)| run.recipients(*u, to))
-        .sum();
-    run.expected.fetch_add(burst, Ordering::Relaxed);
-    run.wait_appended(&format!("user:{}", n - 1), last_user)
-        .await?;
-    run.wait_appended(&format!("shared:{}", ROOMS - 1), last_room)
-        .await?;
+    publish_while_down(run, n).await?;
     res.storm_replay_events = (n as u64) + ROOMS;
 
     let resumes0 = push::metric(run.api, "event_worker_push_resumes_total")?;
@@ -341,11 +363,7 @@ fn cpu_cells(w: &Window) -> String {
 
 /// The markdown table of the results.
 fn table(r: &Results) -> String {
-    let (p99_t, kb_t, cmd_t) = (
-        push::TARGET_P99_MS,
-        push::TARGET_KB_PER_CONN,
-        push::TARGET_CMDS_PER_RESUME,
-    );
+    let (p99_t, kb_t) = (push::TARGET_P99_MS, push::TARGET_KB_PER_CONN);
     let mut md = String::new();
     let sse = r.clients - r.ws;
     let _ = writeln!(
@@ -396,6 +414,19 @@ fn table(r: &Results) -> String {
         );
         let _ = writeln!(md, "| CPU, stalled run | {} | | |", cpu_cells(s));
     }
+    storm_rows(&mut md, r);
+    if !r.errors.is_empty() {
+        md.push_str("\nErrors:\n");
+        for e in &r.errors {
+            let _ = writeln!(md, "- {e}");
+        }
+    }
+    md
+}
+
+/// The rows of the reconnect storm and of the exactness check, and the command lists.
+fn storm_rows(md: &mut String, r: &Results) {
+    let cmd_t = push::TARGET_CMDS_PER_RESUME;
     let n = r.clients as f64;
     let resume_sha = r
         .storm_calls
@@ -441,11 +472,4 @@ fn table(r: &Results) -> String {
         r.flow_secs,
         list(&r.flow_calls)
     );
-    if !r.errors.is_empty() {
-        md.push_str("\nErrors:\n");
-        for e in &r.errors {
-            let _ = writeln!(md, "- {e}");
-        }
-    }
-    md
 }
