@@ -42,6 +42,8 @@ pub struct Window {
     pub redis_cpu_s: f64,
     pub self_cpu_s: f64,
     pub foreign_cpu_s: f64,
+    /// Entries of `user.updated` the push group had not read yet, at the window's start and end.
+    pub push_lag: (u64, u64),
 }
 
 impl Window {
@@ -224,6 +226,7 @@ impl Run {
         let self0 = proc_cpu_s(std::process::id()).unwrap_or(0.0);
         let busy0 = machine_busy_s();
         let r0 = redis_snap(&self.ctl).await?;
+        let lag0 = self.push_lag().await?;
         self.stats.lat.lock().unwrap().clear();
         self.stats.win_from.store(now_ns(), Ordering::Relaxed);
         self.stats.win_to.store(u64::MAX, Ordering::Relaxed);
@@ -235,6 +238,7 @@ impl Run {
         let self1 = proc_cpu_s(std::process::id()).unwrap_or(0.0);
         let busy1 = machine_busy_s();
         let r1 = redis_snap(&self.ctl).await?;
+        let lag1 = self.push_lag().await?;
         // Messages published at the end of the window are still on their way.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let mut lat = std::mem::take(&mut *self.stats.lat.lock().unwrap());
@@ -247,13 +251,44 @@ impl Run {
             redis_cpu_s: r1.cpu_s - r0.cpu_s,
             self_cpu_s: self1 - self0,
             foreign_cpu_s: ((busy1 - busy0) - ours).max(0.0),
+            push_lag: (lag0, lag1),
         })
+    }
+
+    /// The `lag` of the push group on the `user.updated` stream (`XINFO GROUPS`).
+    pub async fn push_lag(&self) -> Result<u64, String> {
+        let v: Value = self
+            .ctl
+            .custom(
+                cmd("XINFO"),
+                vec!["GROUPS", "events:pushbench:user.updated"],
+            )
+            .await
+            .map_err(|e| format!("XINFO GROUPS: {e}"))?;
+        let groups: Vec<Value> = v.into_array();
+        for g in groups {
+            let fields: Vec<String> = g
+                .into_array()
+                .into_iter()
+                .map(|f| f.as_str_lossy().map(|s| s.into_owned()).unwrap_or_default())
+                .collect();
+            let get = |k: &str| {
+                fields
+                    .iter()
+                    .position(|f| f == k)
+                    .and_then(|i| fields.get(i + 1))
+            };
+            if get("name").map(String::as_str) == Some("push") {
+                return Ok(get("lag").and_then(|l| l.parse().ok()).unwrap_or(0));
+            }
+        }
+        Ok(0)
     }
 
     /// Waits (bounded) until the event `e-<seq>` is in the channel's history.
     pub async fn wait_appended(&self, channel: &str, seq: u64) -> Result<(), String> {
         let key = format!("events:{ENV}:push:{{{channel}}}:ids");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let v: Value = self
                 .ctl
@@ -264,7 +299,9 @@ impl Run {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!("event e-{seq} not in {key} after 60s"));
+                return Err(format!(
+                    "event e-{seq} not in {key} after 180s (the push group is behind)"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

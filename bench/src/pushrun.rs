@@ -208,16 +208,20 @@ async fn stalled_run(
     eprintln!("   {}", crate::util::latency_line(sw.lat.clone()));
     res.stalled = Some(sw);
     // A burst on their channel fills their buffers: 500 events at a time, each after the
-    // previous ones are projected, until all are cut (at most 20 steps).
+    // previous ones are projected, until all are cut (at most 20 steps and 180 s).
     let cut0 = push::metric(run.api, "event_worker_push_slow_disconnects_total")?;
+    let t0 = Instant::now();
     for _ in 0..20 {
         let batch: Vec<(bool, String)> = (0..500).map(|_| (true, "stall".to_string())).collect();
         let last = run.publish(&batch).await?;
         res.stall_burst += 500;
-        run.wait_appended("user:stall", last).await?;
+        if let Err(e) = run.wait_appended("user:stall", last).await {
+            res.errors.push(format!("stalled clients' burst: {e}"));
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         res.cut = push::metric(run.api, "event_worker_push_slow_disconnects_total")? - cut0;
-        if res.cut >= STALLED as f64 {
+        if res.cut >= STALLED as f64 || t0.elapsed() > Duration::from_secs(180) {
             break;
         }
     }
@@ -353,11 +357,13 @@ fn lat_cells(w: &Window) -> String {
 
 fn cpu_cells(w: &Window) -> String {
     format!(
-        "worker {:.0}%, Redis {:.0}%, bench clients+publisher {:.0}%, others {:.0}% of a core",
+        "worker {:.0}%, Redis {:.0}%, bench clients+publisher {:.0}%, others {:.0}% of a core; push group lag {} -> {} events",
         w.worker_cpu_s / w.secs * 100.0,
         w.redis_cpu_s / w.secs * 100.0,
         w.self_cpu_s / w.secs * 100.0,
-        w.foreign_cpu_s / w.secs * 100.0
+        w.foreign_cpu_s / w.secs * 100.0,
+        w.push_lag.0,
+        w.push_lag.1
     )
 }
 
