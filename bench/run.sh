@@ -70,7 +70,7 @@ while [ $# -gt 0 ]; do
     --base-rev) base_rev="$2"; shift 2 ;;
     --push-clients) push_clients="$2"; shift 2 ;;
     --push-secs) push_secs="$2"; shift 2 ;;
-    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
