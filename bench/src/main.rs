@@ -14,6 +14,7 @@
 mod orch;
 mod push;
 mod pushclient;
+mod pushmon;
 mod pushrun;
 mod raw;
 mod report;

@@ -276,9 +276,9 @@ async fn storm(
     let n = res.clients;
     let stats = run.stats.clone();
     eprintln!("== push: reconnect storm");
-    let scripts = push::script_shas(&res.scripts_dir);
-    let own = push::own_addr(&run.ctl).await?;
-    let mon = push::Monitor::start(run.port, own.clone(), scripts.clone()).await?;
+    let scripts = crate::pushmon::script_shas(&res.scripts_dir);
+    let own = crate::pushmon::own_addr(&run.ctl).await?;
+    let mon = crate::pushmon::Monitor::start(run.port, own.clone(), scripts.clone()).await?;
     let t = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     res.flow_calls = mon.stop();
@@ -292,7 +292,7 @@ async fn storm(
     res.storm_replay_events = (n as u64) + ROOMS;
 
     let resumes0 = push::metric(run.api, "event_worker_push_resumes_total")?;
-    let mon = push::Monitor::start(run.port, own, scripts).await?;
+    let mon = crate::pushmon::Monitor::start(run.port, own, scripts).await?;
     stats.caught.lock().unwrap().clear();
     let t0 = now_ns();
     let counted = Instant::now();
