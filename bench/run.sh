@@ -4,6 +4,7 @@
 #   bench/run.sh [--backlog N] [--reps N] [--quick] [--latency-secs S] [--sections LIST]
 #                [--no-wait] [--wait-quiet SECS] [--no-build] [--profile] [--rev REV]
 #                [--worker-bin PATH] [--base-rev REV]
+#                [--push-clients N] [--push-secs S]
 #
 # Builds the release binaries (event-worker at the repo root, or of commit REV exported with
 # `git archive` into /tmp/ew-bench-rev with --rev; ew-bench in bench/), waits for a quiet
@@ -17,6 +18,16 @@
 #   backlog  event-worker blackhole at 10k, 100k and 1M backlogs (drain rate, peak RSS)
 #   scale    1, 2 and 4 event-worker processes on one stream
 #   latency  1k and 10k events/s for --latency-secs (20) s: publish to handler start
+#   push     opt-in only (`--sections push`, not in the default sections): one event-worker
+#            with [[push.channels]] rules (user.* -> user:{data.userId}, shared.* ->
+#            shared:{data.room}, 10 rooms) and --push-clients (6000: 5/6 SSE, 1/6 WebSocket)
+#            clients in ew-bench, each on its own user channel and one shared channel; 990 user
+#            + 10 shared events/s: publish-to-client latency over --push-secs (20) s after a 5 s
+#            warm-up, CPU, memory per idle connection, the same with 100 stalled clients, a
+#            reconnect storm (time until all caught up, Redis commands per resume), and every
+#            message checked received exactly once. Raises the open-file limit to the hard one.
+#            Its table goes to BENCHMARKS.md "Push to apps" and bench/results/push-latest.md;
+#            with --quick (600 clients, 5 s windows) only to bench/target/push-quick.md.
 # --base-rev REV builds commit REV too (into /tmp/ew-bench-base) and adds its blackhole and http
 # drains to the drain section as "event-worker @base, ..." rows, interleaved with the others in
 # every repetition: two commits compared in one run (e.g. before and after a refactor).
@@ -41,6 +52,8 @@ base_rev=""
 worker_bin=""
 latency_secs=""
 sections=""
+push_clients=""
+push_secs=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --backlog) backlog="$2"; shift 2 ;;
@@ -55,7 +68,9 @@ while [ $# -gt 0 ]; do
     --rev) rev="$2"; shift 2 ;;
     --worker-bin) worker_bin="$2"; shift 2 ;;
     --base-rev) base_rev="$2"; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    --push-clients) push_clients="$2"; shift 2 ;;
+    --push-secs) push_secs="$2"; shift 2 ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -158,6 +173,64 @@ redis_pid=$!
 echo "== redis-server pid $redis_pid on 127.0.0.1:$port"
 
 mkdir -p "$here/target"
+# The push section (opt-in) runs on its own, before the others named with it.
+case ",$sections," in *,push,*) run_push=1 ;; *) run_push=0 ;; esac
+sections="$(echo ",$sections," | sed 's/,push,/,/g; s/^,//; s/,$//')"
+if [ "$run_push" = 1 ]; then
+  if [ "$quick" = 1 ]; then
+    pout="$here/target/push-quick.md"
+    [ -z "$push_clients" ] && push_clients=600
+    [ -z "$push_secs" ] && push_secs=5
+    pargs=(--push-warmup 2)
+  else
+    pout="$here/target/push.md"
+    pargs=(--push-warmup 5)
+  fi
+  [ -n "$push_clients" ] && pargs+=(--push-clients "$push_clients")
+  [ -n "$push_secs" ] && pargs+=(--push-secs "$push_secs")
+  pstart="$(date -u +%Y-%m-%dT%H:%MZ)"
+  busy_note="$(others_busy | wc -l)"
+  "$ewbench" push --port "$port" --worker "$worker" --logdir "$work/logs" --scripts-dir "$root/src" --out "$work/push.md" "${pargs[@]}" &
+  orch_pid=$!
+  if ! wait "$orch_pid"; then
+    orch_pid=""
+    echo "bench/run.sh: the push run failed; last lines of the process logs:" >&2
+    for f in "$work"/logs/*.log; do [ -s "$f" ] && { echo "--- $f" >&2; tail -5 "$f" >&2; }; done
+    exit 1
+  fi
+  orch_pid=""
+  {
+    echo "Run of $pstart: \`$cmdline\`"
+    echo
+    echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr); clients, publisher, worker and Redis share it"
+    echo "- $(redis-server --version | cut -d' ' -f1-3) (--save '' --appendonly no, 127.0.0.1)"
+    echo "- $(rustc --version), release builds; event-worker commit $commit$dirty, push defaults"
+    echo "- others' build/test processes running at the start: $busy_note (the CPU row says how much others used)"
+    echo
+    cat "$work/push.md"
+  } > "$pout"
+  if [ "$quick" = 0 ]; then
+    mkdir -p "$here/results"
+    cp "$pout" "$here/results/push-latest.md"
+    bm="$root/BENCHMARKS.md"
+    pbegin='<!-- push-results:begin (written by bench/run.sh --sections push) -->'
+    pend='<!-- push-results:end -->'
+    if grep -qF "$pbegin" "$bm"; then
+      awk -v begin="$pbegin" -v end="$pend" -v file="$pout" '
+        $0 == begin { print; while ((getline line < file) > 0) print line; skip = 1; next }
+        $0 == end { skip = 0 }
+        !skip { print }' "$bm" > "$work/bm.new"
+      cp "$work/bm.new" "$bm"
+      echo "== push results written to BENCHMARKS.md (Push to apps) and bench/results/push-latest.md"
+    else
+      echo "== push results in bench/results/push-latest.md (BENCHMARKS.md has no push markers)"
+    fi
+  else
+    echo "== push quick results (not written to BENCHMARKS.md): $pout"
+  fi
+  cat "$pout"
+  [ -z "$sections" ] && exit 0
+fi
 if [ "$quick" = 1 ]; then out="$here/target/quick.md"; else out="$here/target/results.md"; fi
 args=(orchestrate --port "$port" --worker "$worker" --self "$ewbench" --logdir "$work/logs"
       --backlog "$backlog" --reps "$reps" --out "$out")

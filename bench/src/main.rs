@@ -7,9 +7,15 @@
 //!   latency from the `sent_ns` the publisher put in the event's data (`GET /stats`).
 //! - `orchestrate`: preloads backlogs, starts the measured processes, detects the end of a
 //!   drain from the consumer group's state, and writes the markdown results.
+//! - `push`: the push-to-apps scenario (SSE and WebSocket clients against one event-worker with
+//!   `[[push.channels]]` rules; `bench/run.sh --sections push`).
 //! - `free-port`: prints a free loopback TCP port.
 
 mod orch;
+mod push;
+mod pushclient;
+mod pushmon;
+mod pushrun;
 mod raw;
 mod report;
 mod sink;
@@ -18,7 +24,7 @@ mod util;
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(cmd) = args.next() else {
-        eprintln!("usage: ew-bench raw|sink|orchestrate|free-port [--key value ...]");
+        eprintln!("usage: ew-bench raw|sink|orchestrate|push|free-port [--key value ...]");
         std::process::exit(2);
     };
     let opts = match util::Opts::parse(args) {
@@ -32,6 +38,7 @@ fn main() {
         "raw" => raw::main(&opts),
         "sink" => sink::main(&opts),
         "orchestrate" => orch::main(&opts),
+        "push" => push::main(&opts),
         "free-port" => util::free_port().map(|p| println!("{p}")),
         other => Err(format!("unknown subcommand `{other}`")),
     };
