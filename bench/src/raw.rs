@@ -11,6 +11,8 @@ use fred::types::streams::XID;
 
 use crate::util::{Opts, find_sent_ns, latency_line, now_ns};
 
+mod next;
+
 pub fn main(opts: &Opts) -> Result<(), String> {
     let port = opts.num("port", 0)?;
     let stream = opts.str("stream")?.to_string();
@@ -19,9 +21,11 @@ pub fn main(opts: &Opts) -> Result<(), String> {
     let count = opts.num("count", 512)?;
     let batch_ack = match opts.str_or("ack", "pipelined") {
         "pipelined" => false,
-        "batch" => true,
-        other => return Err(format!("--ack: `{other}` is not pipelined|batch")),
+        "batch" | "next" => true,
+        other => return Err(format!("--ack: `{other}` is not pipelined|batch|next")),
     };
+    // `next`: the batch's XACK goes in one pipeline with the next read (raw/next.rs).
+    let with_next_read = opts.str_or("ack", "pipelined") == "next";
     let latency = opts.flag("latency");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -40,16 +44,21 @@ pub fn main(opts: &Opts) -> Result<(), String> {
             let consumer = format!("raw-{}-{i}", std::process::id());
             let (stream, group, lat) = (stream.clone(), group.clone(), lat.clone());
             tasks.push(tokio::spawn(async move {
-                let r = consume(
-                    &client,
-                    &stream,
-                    &group,
-                    &consumer,
-                    count,
-                    batch_ack,
-                    latency.then_some(&lat),
-                )
-                .await;
+                let r = if with_next_read {
+                    let lat = latency.then_some(&lat);
+                    next::consume(&client, &stream, &group, &consumer, count, lat).await
+                } else {
+                    consume(
+                        &client,
+                        &stream,
+                        &group,
+                        &consumer,
+                        count,
+                        batch_ack,
+                        latency.then_some(&lat),
+                    )
+                    .await
+                };
                 if let Err(e) = r {
                     eprintln!("raw consumer {consumer}: {e}");
                     std::process::exit(1);
