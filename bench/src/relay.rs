@@ -107,7 +107,8 @@ pub fn cloudevent(id: &[u8], typ: &[u8], data: &[u8]) -> Vec<u8> {
     b
 }
 
-/// One POST on `sender`; gives the connection back with the entry id once the answer's body
+/// One POST on `sender`, its head as event-worker's (reqwest) sends it: the same headers in
+/// the same order (checked against a capture of both); gives the connection back with the entry id once the answer's body
 /// has been read.
 async fn post(
     mut sender: Sender,
@@ -119,10 +120,10 @@ async fn post(
     let req = Request::builder()
         .method(Method::POST)
         .uri("/hook")
-        .header(HOST, host)
         .header(CONTENT_TYPE, "application/cloudevents+json")
-        .header(USER_AGENT, UA)
         .header(ACCEPT, "*/*")
+        .header(USER_AGENT, UA)
+        .header(HOST, host)
         .header(CONTENT_LENGTH, body.len())
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
