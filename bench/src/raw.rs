@@ -1,8 +1,10 @@
-//! The reference: the least a consumer of a Redis Stream can do. Each connection loops
+//! The raw loops: the least a consumer of a Redis Stream can do. Each connection loops
 //! `XREADGROUP GROUP g c COUNT 512 BLOCK 1000 STREAMS key >`, then acknowledges what it read:
-//! one XACK per entry sent as one pipeline (`--ack pipelined`, the default) or one XACK
-//! naming every id of the batch (`--ack batch`). Runs until SIGTERM; in `--latency` mode it
-//! records, per entry, now minus the `sent_ns` in the event's data and prints the figures.
+//! one XACK per entry sent as one pipeline (`--ack pipelined`, the default), one XACK naming
+//! every id of the batch (`--ack batch`), or that one XACK sent in the same pipeline as the
+//! next read (`--ack next`, the drain reference, `raw/next.rs`). Runs until SIGTERM; in
+//! `--latency` mode it records, per entry, now minus the `sent_ns` in the event's data and
+//! prints the figures.
 
 use std::sync::{Arc, Mutex};
 
