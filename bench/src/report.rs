@@ -408,10 +408,13 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
                 }
                 let _ = writeln!(
                     o,
-                    "| {r} | {label} | {:.0} | {:.2} | {p99:.2} | {:.2}x | {lo:.2}–{hi:.2} | {:.2} | {:.2} | {:.3} |",
+                    "| {r} | {label} | {:.0} | {:.2} | {p99:.2} | {} | {lo:.2}–{hi:.2} | {:.2} | {:.2} | {:.3} |",
                     med(&ss, |s| s.achieved_rate),
                     med(&ss, ms("p50_us")),
-                    p99 / p99_of(r, &reference),
+                    match p99 / p99_of(r, &reference) {
+                        x if x.is_nan() => "-".to_string(),
+                        x => format!("{x:.2}x"),
+                    },
                     ss.iter().map(|s| ms("max_us")(s)).fold(0.0, f64::max),
                     med(&ss, |s| s.per_event(s.cpu_s) * 1e6),
                     med(&ss, |s| s.per_event(s.cmds as f64)),
