@@ -14,7 +14,11 @@
 # redis-server (--save '' --appendonly no) on a free 127.0.0.1 port, and runs every scenario
 # interleaved and repeated:
 #   drain    raw XREADGROUP+XACK loop (1 conn, 2 conns, batch XACK), event-worker blackhole,
-#            event-worker http to a local keep-alive sink; a preloaded --backlog (200000)
+#            event-worker http to a local keep-alive sink; a preloaded --backlog (200000);
+#            the references: raw loop with the batch XACK pipelined with the next read, raw
+#            HTTP relay (1 thread, 64 hyper connections) to the same sink
+#   bullmq   opt-in (needs node and npm): the drain section plus BullMQ 6 (Worker
+#            concurrency 50; bench/bullmq/, `npm ci` there on first use)
 #   backlog  event-worker blackhole at 10k, 100k and 1M backlogs (drain rate, peak RSS)
 #   scale    1, 2 and 4 event-worker processes on one stream
 #   latency  1k and 10k events/s for --latency-secs (20) s: publish to handler start
@@ -70,7 +74,7 @@ while [ $# -gt 0 ]; do
     --base-rev) base_rev="$2"; shift 2 ;;
     --push-clients) push_clients="$2"; shift 2 ;;
     --push-secs) push_secs="$2"; shift 2 ;;
-    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -124,6 +128,14 @@ if [ -n "$base_rev" ]; then
     git -C "$root" archive --format=tar "$base_commit" | tar -x -C "$basedir/src"
     (cd "$basedir/src" && CARGO_TARGET_DIR="$basedir/target" cargo build --release --quiet --bin event-worker)
     echo "$base_commit" > "$basedir/target/BUILT"
+  fi
+fi
+if [[ ",$sections," == *,bullmq,* ]]; then
+  command -v node >/dev/null && command -v npm >/dev/null \
+    || { echo "bench/run.sh: the bullmq section needs node and npm (apt-get install nodejs npm)" >&2; exit 1; }
+  if [ ! -d "$here/bullmq/node_modules" ] || [ "$here/bullmq/package-lock.json" -nt "$here/bullmq/node_modules" ]; then
+    echo "== npm ci in bench/bullmq"
+    (cd "$here/bullmq" && npm ci --no-audit --no-fund --silent && touch node_modules)
   fi
 fi
 ewbench="$here/target/release/ew-bench"

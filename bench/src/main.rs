@@ -5,6 +5,7 @@
 //!   connections; runs until killed (SIGTERM prints latency figures in `--latency` mode).
 //! - `sink`: a minimal keep-alive HTTP sink answering 200 at once; records publish-to-arrival
 //!   latency from the `sent_ns` the publisher put in the event's data (`GET /stats`).
+//! - `relay`: the http reference, a one-thread XREADGROUP to HTTP/1.1 relay (bench/src/relay.rs).
 //! - `orchestrate`: preloads backlogs, starts the measured processes, detects the end of a
 //!   drain from the consumer group's state, and writes the markdown results.
 //! - `push`: the push-to-apps scenario (SSE and WebSocket clients against one event-worker with
@@ -17,6 +18,7 @@ mod pushclient;
 mod pushmon;
 mod pushrun;
 mod raw;
+mod relay;
 mod report;
 mod sink;
 mod util;
@@ -37,6 +39,7 @@ fn main() {
     let result = match cmd.as_str() {
         "raw" => raw::main(&opts),
         "sink" => sink::main(&opts),
+        "relay" => relay::main(&opts),
         "orchestrate" => orch::main(&opts),
         "push" => push::main(&opts),
         "free-port" => util::free_port().map(|p| println!("{p}")),

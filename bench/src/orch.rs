@@ -17,6 +17,8 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 
 use crate::report;
+
+mod refs;
 use crate::util::{
     Opts, Proc, free_port, http, kv, machine_busy_s, now_ns, proc_cpu_s, proc_hwm_kb,
 };
@@ -40,6 +42,13 @@ pub enum Kind {
     /// The `--base-worker` binary (an earlier commit, `--base-rev`): blackhole, or http to the
     /// local sink. Measured in the same run, interleaved, to compare two commits.
     EwBase { http: bool },
+    /// The drain reference: 1 connection, COUNT 512, the batch's XACK pipelined with the next
+    /// read (bench/src/raw/next.rs).
+    RawNext,
+    /// The http reference: the one-thread raw HTTP relay, 64 connections (bench/src/relay.rs).
+    Relay,
+    /// The peer: BullMQ, Worker concurrency 50 (bench/bullmq/drain.js; section `bullmq`).
+    BullMq,
 }
 
 impl Kind {
@@ -61,14 +70,23 @@ impl Kind {
             }
             Kind::EwBase { http: false } => "event-worker @base, blackhole".into(),
             Kind::EwBase { http: true } => "event-worker @base, http to local sink".into(),
+            Kind::RawNext => "raw loop, 1 conn (batch XACK pipelined with the next read)".into(),
+            Kind::Relay => "raw HTTP relay, 1 thread, 64 conns, to local sink".into(),
+            Kind::BullMq => "BullMQ 6, Worker concurrency 50".into(),
         }
     }
     /// Whether the scenario delivers to the local HTTP sink.
     pub fn uses_sink(self) -> bool {
-        matches!(self, Kind::EwHttp | Kind::EwBase { http: true })
+        matches!(
+            self,
+            Kind::EwHttp | Kind::EwBase { http: true } | Kind::Relay
+        )
     }
     pub fn is_ew(self) -> bool {
-        !matches!(self, Kind::Raw { .. })
+        !matches!(
+            self,
+            Kind::Raw { .. } | Kind::RawNext | Kind::Relay | Kind::BullMq
+        )
     }
 }
 
@@ -412,6 +430,9 @@ impl Bench {
         let mut apis = Vec::new();
         match kind {
             Kind::Raw { conns, batch_ack } => ps.push(self.start_raw(conns, batch_ack, latency)?),
+            Kind::RawNext => ps.push(self.start_raw_next(latency)?),
+            Kind::Relay => ps.push(self.start_relay(sink)?),
+            Kind::BullMq => return Err("BullMQ runs through Bench::bullmq".into()),
             Kind::EwBlackhole | Kind::EwHttp | Kind::EwBlackholeBlock10 | Kind::EwBase { .. } => {
                 let extra = if kind == Kind::EwBlackholeBlock10 {
                     "read_block = \"10ms\""
@@ -586,6 +607,9 @@ impl Bench {
         rep: usize,
         profile: Option<&Path>,
     ) -> Result<Sample, String> {
+        if kind == Kind::BullMq {
+            return self.bullmq(backlog, rep).await;
+        }
         self.reset().await?;
         let last_id = self.preload(backlog).await?;
         self.create_group("0").await?;
@@ -1010,7 +1034,12 @@ async fn run(opts: &Opts) -> Result<(), String> {
             batch_ack: true,
         },
         Kind::EwBlackholeBlock10,
+        Kind::RawNext,
+        Kind::Relay,
     ];
+    if sections.iter().any(|s| s == "bullmq") {
+        drain_kinds.push(Kind::BullMq);
+    }
     if b.base_bin.is_some() {
         drain_kinds.push(Kind::EwBase { http: false });
         drain_kinds.push(Kind::EwBase { http: true });
@@ -1019,7 +1048,7 @@ async fn run(opts: &Opts) -> Result<(), String> {
     let mut jobs: Vec<Vec<Job>> = Vec::new();
     for rep in 0..reps {
         let mut js = Vec::new();
-        if sections.iter().any(|s| s == "drain") {
+        if sections.iter().any(|s| s == "drain" || s == "bullmq") {
             for i in 0..drain_kinds.len() {
                 let kind = drain_kinds[(i + rep) % drain_kinds.len()];
                 js.push(Job::Drain("drain", kind, 1, backlog));
@@ -1054,6 +1083,7 @@ async fn run(opts: &Opts) -> Result<(), String> {
                         batch_ack: false,
                     },
                     Kind::EwHttp,
+                    Kind::RawNext,
                 ] {
                     js.push(Job::Latency(kind, rate));
                 }

@@ -51,7 +51,7 @@ struct Results {
 fn non_append(calls: &BTreeMap<String, u64>) -> u64 {
     calls
         .iter()
-        .filter(|(k, _)| k.as_str() != "evalsha append.lua")
+        .filter(|(k, _)| k.as_str() != "evalsha push_append.lua")
         .map(|(_, v)| v)
         .sum()
 }
@@ -436,7 +436,7 @@ fn storm_rows(md: &mut String, r: &Results) {
     let n = r.clients as f64;
     let resume_sha = r
         .storm_calls
-        .get("evalsha resume.lua")
+        .get("evalsha push_resume.lua")
         .copied()
         .unwrap_or(0) as f64;
     let flow = non_append(&r.flow_calls) as f64 / r.flow_secs.max(1e-9) * r.storm_secs_counted;
@@ -449,7 +449,7 @@ fn storm_rows(md: &mut String, r: &Results) {
     let extra = per_resume - resume_sha / n;
     let _ = writeln!(
         md,
-        "| Redis commands per resume (top-level, from MONITOR) | {:.2} `resume.lua` EVALSHA per resume; the worker's other commands during the storm: {extra:+.2} per resume beyond the flow's rate (the 3 s before) | <= {cmd_t} | {} |",
+        "| Redis commands per resume (top-level, from MONITOR) | {:.2} `push_resume.lua` EVALSHA per resume; the worker's other commands during the storm: {extra:+.2} per resume beyond the flow's rate (the 3 s before) | <= {cmd_t} | {} |",
         resume_sha / n,
         pass(resume_sha / n + extra.max(0.0) <= cmd_t)
     );

@@ -1,8 +1,10 @@
-//! The reference: the least a consumer of a Redis Stream can do. Each connection loops
+//! The raw loops: the least a consumer of a Redis Stream can do. Each connection loops
 //! `XREADGROUP GROUP g c COUNT 512 BLOCK 1000 STREAMS key >`, then acknowledges what it read:
-//! one XACK per entry sent as one pipeline (`--ack pipelined`, the default) or one XACK
-//! naming every id of the batch (`--ack batch`). Runs until SIGTERM; in `--latency` mode it
-//! records, per entry, now minus the `sent_ns` in the event's data and prints the figures.
+//! one XACK per entry sent as one pipeline (`--ack pipelined`, the default), one XACK naming
+//! every id of the batch (`--ack batch`), or that one XACK sent in the same pipeline as the
+//! next read (`--ack next`, the drain reference, `raw/next.rs`). Runs until SIGTERM; in
+//! `--latency` mode it records, per entry, now minus the `sent_ns` in the event's data and
+//! prints the figures.
 
 use std::sync::{Arc, Mutex};
 
@@ -10,6 +12,8 @@ use fred::prelude::*;
 use fred::types::streams::XID;
 
 use crate::util::{Opts, find_sent_ns, latency_line, now_ns};
+
+mod next;
 
 pub fn main(opts: &Opts) -> Result<(), String> {
     let port = opts.num("port", 0)?;
@@ -19,9 +23,11 @@ pub fn main(opts: &Opts) -> Result<(), String> {
     let count = opts.num("count", 512)?;
     let batch_ack = match opts.str_or("ack", "pipelined") {
         "pipelined" => false,
-        "batch" => true,
-        other => return Err(format!("--ack: `{other}` is not pipelined|batch")),
+        "batch" | "next" => true,
+        other => return Err(format!("--ack: `{other}` is not pipelined|batch|next")),
     };
+    // `next`: the batch's XACK goes in one pipeline with the next read (raw/next.rs).
+    let with_next_read = opts.str_or("ack", "pipelined") == "next";
     let latency = opts.flag("latency");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -40,16 +46,21 @@ pub fn main(opts: &Opts) -> Result<(), String> {
             let consumer = format!("raw-{}-{i}", std::process::id());
             let (stream, group, lat) = (stream.clone(), group.clone(), lat.clone());
             tasks.push(tokio::spawn(async move {
-                let r = consume(
-                    &client,
-                    &stream,
-                    &group,
-                    &consumer,
-                    count,
-                    batch_ack,
-                    latency.then_some(&lat),
-                )
-                .await;
+                let r = if with_next_read {
+                    let lat = latency.then_some(&lat);
+                    next::consume(&client, &stream, &group, &consumer, count, lat).await
+                } else {
+                    consume(
+                        &client,
+                        &stream,
+                        &group,
+                        &consumer,
+                        count,
+                        batch_ack,
+                        latency.then_some(&lat),
+                    )
+                    .await
+                };
                 if let Err(e) = r {
                     eprintln!("raw consumer {consumer}: {e}");
                     std::process::exit(1);

@@ -73,6 +73,27 @@ fn ratio_to_raw(samples: &[Sample], section: &str, label: &str) -> f64 {
     median(v)
 }
 
+/// Median over repetitions of (sample rate / the reference's rate in the same repetition and
+/// section): the reference is the pipelined batch-ack raw loop ([`Kind::RawNext`]).
+fn ratio_to_ref(samples: &[Sample], section: &str, label: &str) -> f64 {
+    let reference = Kind::RawNext.label();
+    let v: Vec<f64> = of(samples, section, label)
+        .iter()
+        .filter_map(|s| {
+            of(samples, section, &reference)
+                .into_iter()
+                .find(|r| r.rep == s.rep)
+                .map(|r| s.rate() / r.rate())
+        })
+        .collect();
+    median(v)
+}
+
+/// The reference's median drain rate in the drain section (NaN when it was not measured).
+fn ref_rate(samples: &[Sample]) -> f64 {
+    med(&of(samples, "drain", &Kind::RawNext.label()), Sample::rate)
+}
+
 fn foreign_line(ss: &[&Sample]) -> String {
     let worst = ss
         .iter()
@@ -111,6 +132,7 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
     let mut raw_redis_us = f64::NAN;
     let mut ew_redis_us = f64::NAN;
     let mut ew_ratio = f64::NAN;
+    let mut ref_redis_us = f64::NAN;
     if !drain.is_empty() {
         let _ = writeln!(
             o,
@@ -118,11 +140,11 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
         );
         let _ = writeln!(
             o,
-            "| consumer | events/s | spread | ratio to raw 1-conn | worker CPU s per 1M events | peak RSS MB | Redis commands per event | Redis CPU µs per event | process start to first read ms |"
+            "| consumer | events/s | spread | x the reference | ratio to raw 1-conn | worker CPU s per 1M events | peak RSS MB | Redis commands per event | Redis CPU µs per event | process start to first read ms |"
         );
         let _ = writeln!(
             o,
-            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
         let mut labels: Vec<String> = Vec::new();
         for s in &drain {
@@ -150,9 +172,13 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
                 ew_redis_us = redis_us;
                 ew_ratio = ratio;
             }
+            if *label == Kind::RawNext.label() {
+                ref_redis_us = redis_us;
+            }
             let _ = writeln!(
                 o,
-                "| {label} | {m} | {sp} | {:.2}x | {:.2} | {:.1} | {:.3} | {:.2} | {:.0} |",
+                "| {label} | {m} | {sp} | {:.2}x | {:.2}x | {:.2} | {:.1} | {:.3} | {:.2} | {:.0} |",
+                ratio_to_ref(samples, "drain", label),
                 ratio,
                 med(&ss, |s| s.per_event(s.cpu_s) * 1e6),
                 med(&ss, |s| s.rss_kb as f64 / 1024.0),
@@ -169,6 +195,31 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
                 med(&hs, |s| s.per_event(s.sink_cpu_s) * 1e6)
             );
         }
+        let relay = Kind::Relay.label();
+        let rs = of(samples, "drain", &relay);
+        if !hs.is_empty() && !rs.is_empty() {
+            let v: Vec<f64> = hs
+                .iter()
+                .filter_map(|h| {
+                    rs.iter()
+                        .find(|r| r.rep == h.rep)
+                        .map(|r| h.rate() / r.rate())
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "The http route drained {:.2}x the raw HTTP relay's rate (median of the per-repetition ratios) at {:.2} µs of worker CPU per event; the relay used {:.2} µs of its own CPU per event (one thread), its sink {:.2} µs.",
+                median(v),
+                med(&hs, |s| s.per_event(s.cpu_s) * 1e6),
+                med(&rs, |s| s.per_event(s.cpu_s) * 1e6),
+                med(&rs, |s| s.per_event(s.sink_cpu_s) * 1e6),
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\n\"x the reference\": events/s over the rate of the {} in the same repetition (median of the ratios).",
+            Kind::RawNext.label()
+        );
         let _ = writeln!(o, "{}", foreign_line(&drain));
         notes(&mut o, &drain);
 
@@ -230,9 +281,9 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
         );
         let _ = writeln!(
             o,
-            "| backlog | events/s, process start to last XACK | spread | events/s, first read to last XACK | peak RSS MB | worker CPU s per 1M events |"
+            "| backlog | events/s, process start to last XACK | spread | x the reference | events/s, first read to last XACK | peak RSS MB | worker CPU s per 1M events |"
         );
-        let _ = writeln!(o, "| ---: | ---: | --- | ---: | ---: | ---: |");
+        let _ = writeln!(o, "| ---: | ---: | --- | ---: | ---: | ---: | ---: |");
         let sizes: BTreeSet<u64> = bl.iter().map(|s| s.backlog).collect();
         let mut steady = Vec::new();
         for &n in &sizes {
@@ -248,14 +299,20 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
             big = n;
             let _ = writeln!(
                 o,
-                "| {n} | {m} | {sp} | {} | {rss:.1} | {:.2} |",
+                "| {n} | {m} | {sp} | {:.2}x | {} | {rss:.1} | {:.2} |",
+                med(&ss, Sample::rate) / ref_rate(samples),
                 k(st),
                 med(&ss, |s| s.per_event(s.cpu_s) * 1e6)
             );
         }
         let (lo, hi) = spread(&steady);
         flat_pct = (hi - lo) / hi * 100.0;
-        let _ = writeln!(o, "\n{}", foreign_line(&bl));
+        let _ = writeln!(
+            o,
+            "\n\"x the reference\": over the median rate of the {} in the drain section of this run (its backlog), \"-\" when that section did not run.",
+            Kind::RawNext.label()
+        );
+        let _ = writeln!(o, "{}", foreign_line(&bl));
         notes(&mut o, &bl);
     }
 
@@ -268,11 +325,11 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
         );
         let _ = writeln!(
             o,
-            "| processes | events/s | spread | x of 1 process | Redis busy, % of its one core | Redis CPU µs per event | worker CPU s per 1M events (all processes) | peak RSS MB (largest process) |"
+            "| processes | events/s | spread | x of 1 process | x the reference | Redis busy, % of its one core | Redis CPU µs per event | worker CPU s per 1M events (all processes) | peak RSS MB (largest process) |"
         );
         let _ = writeln!(
             o,
-            "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+            "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
         let counts: BTreeSet<usize> = sc.iter().map(|s| s.procs).collect();
         let one = median(
@@ -286,15 +343,21 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
             let (m, sp) = rate_cells(&ss, Sample::rate);
             let _ = writeln!(
                 o,
-                "| {n} | {m} | {sp} | {:.2}x | {:.0}% | {:.2} | {:.2} | {:.1} |",
+                "| {n} | {m} | {sp} | {:.2}x | {:.2}x | {:.0}% | {:.2} | {:.2} | {:.1} |",
                 med(&ss, Sample::rate) / one,
+                med(&ss, Sample::rate) / ref_rate(samples),
                 med(&ss, |s| s.redis_cpu_s / s.wall_s * 100.0),
                 med(&ss, |s| s.per_event(s.redis_cpu_s) * 1e6),
                 med(&ss, |s| s.per_event(s.cpu_s) * 1e6),
                 med(&ss, |s| s.rss_kb as f64 / 1024.0),
             );
         }
-        let _ = writeln!(o, "\n{}", foreign_line(&sc));
+        let _ = writeln!(
+            o,
+            "\n\"x the reference\": over the median rate of the {} in the drain section of this run.",
+            Kind::RawNext.label()
+        );
+        let _ = writeln!(o, "{}", foreign_line(&sc));
         notes(&mut o, &sc);
     }
 
@@ -308,15 +371,24 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
         );
         let _ = writeln!(
             o,
-            "| rate /s | consumer | achieved rate /s | p50 ms | p99 ms | p99 spread ms | max ms | worker CPU s per 1M events | Redis commands per event (publisher's XADD excluded) |"
+            "| rate /s | consumer | achieved rate /s | p50 ms | p99 ms | p99 / the reference's p99 | p99 spread ms | max ms | worker CPU s per 1M events | Redis commands per event (publisher's XADD excluded) |"
         );
         let _ = writeln!(
             o,
-            "| ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
+            "| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
         );
         let rates: BTreeSet<u64> = la.iter().map(|s| s.rate_target).collect();
+        let reference = Kind::RawNext.label();
+        let p99_of = |r: u64, label: &str| {
+            let v: Vec<f64> = la
+                .iter()
+                .filter(|s| s.rate_target == r && s.label == label)
+                .map(|s| *s.lat.get("p99_us").unwrap_or(&0) as f64 / 1000.0)
+                .collect();
+            median(v)
+        };
         for &r in &rates {
-            for label in [&raw1, &http] {
+            for label in [&reference, &raw1, &http] {
                 let ss: Vec<&Sample> = la
                     .iter()
                     .copied()
@@ -336,9 +408,13 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
                 }
                 let _ = writeln!(
                     o,
-                    "| {r} | {label} | {:.0} | {:.2} | {p99:.2} | {lo:.2}–{hi:.2} | {:.2} | {:.2} | {:.3} |",
+                    "| {r} | {label} | {:.0} | {:.2} | {p99:.2} | {} | {lo:.2}–{hi:.2} | {:.2} | {:.2} | {:.3} |",
                     med(&ss, |s| s.achieved_rate),
                     med(&ss, ms("p50_us")),
+                    match p99 / p99_of(r, &reference) {
+                        x if x.is_nan() => "-".to_string(),
+                        x => format!("{x:.2}x"),
+                    },
                     ss.iter().map(|s| ms("max_us")(s)).fold(0.0, f64::max),
                     med(&ss, |s| s.per_event(s.cpu_s) * 1e6),
                     med(&ss, |s| s.per_event(s.cmds as f64)),
@@ -347,7 +423,7 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
         }
         let _ = writeln!(
             o,
-            "\nraw loop: the time it parses the entry; event-worker: the time the HTTP sink has the request's head (handler start plus one loopback request)."
+            "\nraw loops: the time they parse the entry; event-worker: the time the HTTP sink has the request's head (handler start plus one loopback request)."
         );
         let _ = writeln!(o, "{}", foreign_line(&la));
         notes(&mut o, &la);
@@ -384,6 +460,35 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
             o,
             "| Redis CPU per event <= 2x the raw loop's | {ew_redis_us:.2} µs vs {raw_redis_us:.2} µs = {r:.2}x | {} |",
             yes(r <= 2.0)
+        );
+    }
+    let ref_ratio = ratio_to_ref(samples, "drain", &ew);
+    if !ref_ratio.is_nan() {
+        let _ = writeln!(
+            o,
+            "| blackhole drain >= 0.7x the reference (batch XACK pipelined with the next read) | {ref_ratio:.2}x | {} |",
+            yes(ref_ratio >= 0.7)
+        );
+    }
+    if !ew_redis_us.is_nan() && !ref_redis_us.is_nan() {
+        let r = ew_redis_us / ref_redis_us;
+        let _ = writeln!(
+            o,
+            "| Redis CPU per event <= 2x the reference's | {ew_redis_us:.2} µs vs {ref_redis_us:.2} µs = {r:.2}x | {} |",
+            yes(r <= 2.0)
+        );
+    }
+    let (hs, rs) = (
+        of(samples, "drain", &http),
+        of(samples, "drain", &Kind::Relay.label()),
+    );
+    if !hs.is_empty() && !rs.is_empty() {
+        let r = med(&hs, Sample::rate) / med(&rs, Sample::rate);
+        let cpu = med(&hs, |s| s.per_event(s.cpu_s) * 1e6);
+        let _ = writeln!(
+            o,
+            "| http route >= 1.0x the raw HTTP relay, <= 15 µs of worker CPU per event | {r:.2}x (medians), {cpu:.2} µs | {} |",
+            yes(r >= 1.0 && cpu <= 15.0)
         );
     }
     if !p99_10k.is_nan() {
