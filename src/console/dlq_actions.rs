@@ -7,14 +7,11 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::json;
 
 use crate::console::dlq::{FILTER_FIELDS, filter_pairs, query_of};
 use crate::console::guard::PostForm;
 use crate::console::{ConsoleError, render};
 use crate::http::api::{REQUEST_TIMEOUT, bounded};
-use crate::http::state::WorkerView;
-use crate::ops::coordination::{self, notice};
 use crate::ops::dlq::{self, DlqFilter, PurgeOptions, ReplayOptions, Selection};
 
 /// Who the history records name for console actions.
@@ -161,21 +158,7 @@ pub async fn replay(form: PostForm) -> Result<Response, ConsoleError> {
             "the replay took too long; it may have partly run (see the history)".into(),
         )
     })??;
-    if !report.dry_run && report.replayed > 0 {
-        for (gt, n) in &report.by_group_type {
-            let (g, t) = gt.split_once('/').unwrap_or((gt, ""));
-            worker
-                .metrics
-                .dlq_replayed_total
-                .with_label_values(&[&worker.env, g, worker.type_label(t)])
-                .inc_by(*n);
-        }
-        announce(
-            worker,
-            coordination::kind::DLQ_REPLAYED,
-            json!({"count": report.replayed, "by": ACTOR}),
-        );
-    }
+    crate::http::api::dlq::replayed(worker, &report, ACTOR);
     let status = if report.stopped.is_some() {
         StatusCode::CONFLICT
     } else {
@@ -223,18 +206,7 @@ pub async fn purge(form: PostForm) -> Result<Response, ConsoleError> {
         Ok(dlq::purge(&worker.store, &worker.keys, &ch.selection, &opts).await?)
     })
     .await?;
-    if report.purged > 0 {
-        worker
-            .metrics
-            .dlq_purged_total
-            .with_label_values(&[&worker.env])
-            .inc_by(report.purged);
-        announce(
-            worker,
-            coordination::kind::DLQ_PURGED,
-            json!({"count": report.purged, "by": ACTOR}),
-        );
-    }
+    crate::http::api::dlq::purged(worker, &report, ACTOR);
     let page = ActionPage {
         nav: "dlq",
         csrf: form.console.csrf.clone(),
@@ -247,15 +219,4 @@ pub async fn purge(form: PostForm) -> Result<Response, ConsoleError> {
         back: ch.back,
     };
     Ok(render(StatusCode::OK, &page))
-}
-
-/// Sends a coordination notice of a console action.
-fn announce(worker: &WorkerView, kind: &str, extra: serde_json::Value) {
-    worker.notices.send(notice(
-        kind,
-        &worker.env,
-        &worker.group,
-        &worker.consumer,
-        extra,
-    ));
 }

@@ -112,7 +112,7 @@ impl WorkerView {
 /// A token bucket: `rate` requests per second, bursts up to `rate`.
 pub struct RateLimiter {
     rate: f64,
-    state: std::sync::Mutex<(f64, std::time::Instant)>,
+    state: std::sync::Mutex<Bucket>,
 }
 
 impl RateLimiter {
@@ -120,7 +120,7 @@ impl RateLimiter {
     pub fn new(rate: u32) -> Self {
         RateLimiter {
             rate: f64::from(rate),
-            state: std::sync::Mutex::new((f64::from(rate), std::time::Instant::now())),
+            state: std::sync::Mutex::new(Bucket::full(f64::from(rate))),
         }
     }
 
@@ -129,14 +129,40 @@ impl RateLimiter {
         if self.rate <= 0.0 {
             return true;
         }
-        let Ok(mut s) = self.state.lock() else {
+        let Ok(mut bucket) = self.state.lock() else {
             return true;
         };
-        let now = std::time::Instant::now();
-        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.rate);
-        s.1 = now;
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
+        bucket.take(self.rate, std::time::Instant::now())
+    }
+}
+
+/// A token bucket of burst `rate`, refilled at `rate` per second.
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    /// A full bucket of `rate` tokens.
+    pub fn full(rate: f64) -> Bucket {
+        Bucket {
+            tokens: rate,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Its tokens at `now` (refilled, at most `rate`).
+    pub fn tokens(&self, rate: f64, now: std::time::Instant) -> f64 {
+        (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate)
+    }
+
+    /// Takes one token at `now`; false when none is left.
+    pub fn take(&mut self, rate: f64, now: std::time::Instant) -> bool {
+        self.tokens = self.tokens(rate, now);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
             true
         } else {
             false

@@ -194,21 +194,7 @@ pub async fn replay(
     .map_err(|_| {
         ApiError::unavailable("the replay took too long; it may have partly run (see the history)")
     })??;
-    if !report.dry_run && report.replayed > 0 {
-        for (gt, n) in &report.by_group_type {
-            let (g, t) = gt.split_once('/').unwrap_or((gt, ""));
-            worker
-                .metrics
-                .dlq_replayed_total
-                .with_label_values(&[&worker.env, g, worker.type_label(t)])
-                .inc_by(*n);
-        }
-        announce(
-            &worker,
-            coordination::kind::DLQ_REPLAYED,
-            json!({"count": report.replayed, "by": "api"}),
-        );
-    }
+    replayed(&worker, &report, "api");
     // A replay that stopped (a canary failed again, or its outcome is unknown) is a
     // conflict with what the operator asked for: 409, with the same report.
     let status = if report.stopped.is_some() {
@@ -239,21 +225,48 @@ pub async fn purge(
             history_max_len: worker.history_max_len,
         };
         let report = dlq::purge(&worker.store, &worker.keys, &sel, &opts).await?;
-        if report.purged > 0 {
-            worker
-                .metrics
-                .dlq_purged_total
-                .with_label_values(&[&worker.env])
-                .inc_by(report.purged);
-            announce(
-                &worker,
-                coordination::kind::DLQ_PURGED,
-                json!({"count": report.purged, "by": "api"}),
-            );
-        }
+        purged(&worker, &report, "api");
         Ok(Json(report).into_response())
     })
     .await
+}
+
+/// What follows a replay done by `actor` (`api`, `console`): the replayed counters by group
+/// and type, and the coordination notice. Nothing for a dry run or when nothing moved.
+pub(crate) fn replayed(worker: &WorkerView, report: &dlq::ReplayReport, actor: &str) {
+    if report.dry_run || report.replayed == 0 {
+        return;
+    }
+    for (gt, n) in &report.by_group_type {
+        let (g, t) = gt.split_once('/').unwrap_or((gt, ""));
+        worker
+            .metrics
+            .dlq_replayed_total
+            .with_label_values(&[&worker.env, g, worker.type_label(t)])
+            .inc_by(*n);
+    }
+    announce(
+        worker,
+        coordination::kind::DLQ_REPLAYED,
+        json!({"count": report.replayed, "by": actor}),
+    );
+}
+
+/// What follows a purge done by `actor`: the purged counter and the coordination notice.
+pub(crate) fn purged(worker: &WorkerView, report: &dlq::PurgeReport, actor: &str) {
+    if report.purged == 0 {
+        return;
+    }
+    worker
+        .metrics
+        .dlq_purged_total
+        .with_label_values(&[&worker.env])
+        .inc_by(report.purged);
+    announce(
+        worker,
+        coordination::kind::DLQ_PURGED,
+        json!({"count": report.purged, "by": actor}),
+    );
 }
 
 /// Sends a coordination notice of an operator action.

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::http::state::Bucket;
+
 /// Most subjects tracked at once; past it, the buckets that are full again (their subject
 /// idle for a second or more, so forgetting them changes nothing) are dropped.
 const MAX_SUBJECTS: usize = 100_000;
@@ -12,7 +14,7 @@ const MAX_SUBJECTS: usize = 100_000;
 /// Token buckets of `rate` per second (burst `rate`) keyed by subject.
 pub struct SubjectLimiter {
     rate: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl SubjectLimiter {
@@ -32,25 +34,14 @@ impl SubjectLimiter {
         let Ok(mut buckets) = self.buckets.lock() else {
             return true;
         };
-        let now = Instant::now();
+        let (now, rate) = (Instant::now(), self.rate);
         if buckets.len() >= MAX_SUBJECTS && !buckets.contains_key(subject) {
-            let rate = self.rate;
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * rate < rate
-            });
+            buckets.retain(|_, b| b.tokens(rate, now) < rate);
         }
-        let bucket = buckets
+        buckets
             .entry(subject.to_string())
-            .or_insert((self.rate, now));
-        bucket.0 =
-            (bucket.0 + now.duration_since(bucket.1).as_secs_f64() * self.rate).min(self.rate);
-        bucket.1 = now;
-        if bucket.0 >= 1.0 {
-            bucket.0 -= 1.0;
-            true
-        } else {
-            false
-        }
+            .or_insert_with(|| Bucket::full(rate))
+            .take(rate, now)
     }
 }
 

@@ -18,9 +18,9 @@ use crate::settle::dlq_record::field as dlq;
 
 pub use counts::{build, build_in_background, recount, stats};
 pub use filter::{DlqFilter, is_entry_id};
-pub use purge::{PurgeOptions, purge};
+pub use purge::{PurgeOptions, PurgeReport, purge};
 pub use read::{MAX_SELECTED, Selection, count_selected, list, select, show};
-pub use replay::{ReplayOptions, replay};
+pub use replay::{ReplayOptions, ReplayReport, replay};
 
 /// Why an operation was refused before touching Redis, or failed in it.
 #[derive(Debug, thiserror::Error)]
