@@ -2,7 +2,8 @@
 # The long test tier (docs/reliability-matrix.md): every #[ignore]d integration test
 # (T01 at 30,000 events, T08 with 10 kills, T12 consumer hygiene, T21 half-open
 # blackhole, T47 with 10,000 random types, the periodic DLQ retention pass, T163 outbox
-# kill -9 loop (10 rounds, publishes falling back and draining), T68 with a DLQ
+# kill -9 loop (10 rounds, publishes falling back and draining), T166 (1,000 publishes from
+# 4 threads while Redis is down, two kill -9s, then each drained once), T68 with a DLQ
 # of 1,000,000 entries), one at a time, then the T53 soak.
 #
 # T53 soak (docs/reliability-matrix.md row J): one daemon under steady load for SOAK_ROUNDS rounds of
