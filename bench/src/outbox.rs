@@ -323,9 +323,8 @@ async fn publish_all(api: u16, tag: &str, events: u64) -> Result<(Vec<Sample>, u
             let mut out = Vec::with_capacity(n as usize);
             let mut errors = 0;
             for i in 0..n {
-                let body = format!(
-                    r#"{{"type":"{TYPE}","id":"{tag}-{c}-{i}","data":{{"pad":"{pad}"}}}}"#
-                );
+                let body =
+                    format!(r#"{{"type":"{TYPE}","id":"{tag}-{c}-{i}","data":{{"pad":"{pad}"}}}}"#);
                 let req = Request::builder()
                     .method(Method::POST)
                     .uri("/api/events/publish")
@@ -337,7 +336,10 @@ async fn publish_all(api: u16, tag: &str, events: u64) -> Result<(Vec<Sample>, u
                     .map_err(|e| e.to_string())?;
                 let start = Instant::now();
                 s.ready().await.map_err(|e| format!("http: {e}"))?;
-                let resp = s.send_request(req).await.map_err(|e| format!("http: {e}"))?;
+                let resp = s
+                    .send_request(req)
+                    .await
+                    .map_err(|e| format!("http: {e}"))?;
                 let status = resp.status().as_u16();
                 let body = resp
                     .into_body()
@@ -400,7 +402,10 @@ async fn drain_run(ctx: &Ctx, rate: u64, events: u64) -> Result<DrainRun, String
         .stdout(std::process::Stdio::null());
     let st = fill.status().map_err(|e| format!("outbox fill: {e}"))?;
     if !st.success() {
-        return Err(format!("event-worker outbox fill --dir {} failed: {st}", dir.display()));
+        return Err(format!(
+            "event-worker outbox fill --dir {} failed: {st}",
+            dir.display()
+        ));
     }
     let fill_s = t.elapsed().as_secs_f64();
     let key = format!("events:{ENV}:outbox.fill");

@@ -13,11 +13,7 @@ pub const TARGET_P99_OVERHEAD: f64 = 0.05;
 /// the throughput from the moment every first publish was answered.
 pub fn figures(r: &RowRun) -> (f64, f64, f64, f64, usize, usize) {
     let frozen = r.row.frozen();
-    let counted: Vec<_> = r
-        .samples
-        .iter()
-        .filter(|s| !(frozen && s.first))
-        .collect();
+    let counted: Vec<_> = r.samples.iter().filter(|s| !(frozen && s.first)).collect();
     let mut lat: Vec<u64> = counted.iter().map(|s| s.lat_ns).collect();
     lat.sort_unstable();
     let queued = counted.iter().filter(|s| s.queued).count();
@@ -85,7 +81,9 @@ pub fn table(rows: &[Row], runs: &[RowRun], drains: &[DrainRun], events: u64) ->
          repetitions; medians over the repetitions (each repetition's p50 / p99 in brackets). \
          Queued rows leave out each connection's first publish (it waits `fallback_after`, 1 s).\n"
     );
-    md.push_str("| row | p50 / p99 (ms) | publishes/s | answered | each repetition p50 / p99 (ms) |\n");
+    md.push_str(
+        "| row | p50 / p99 (ms) | publishes/s | answered | each repetition p50 / p99 (ms) |\n",
+    );
     md.push_str("| --- | --- | --- | --- | --- |\n");
     for &row in rows {
         let Some((p50, p99, tput)) = medians(runs, row) else {
@@ -138,7 +136,9 @@ pub fn table(rows: &[Row], runs: &[RowRun], drains: &[DrainRun], events: u64) ->
                 pass(over <= TARGET_P99_OVERHEAD)
             );
         }
-        _ => md.push_str("| over the commit before the outbox | not measured (run with --base-rev) | - |\n"),
+        _ => md.push_str(
+            "| over the commit before the outbox | not measured (run with --base-rev) | - |\n",
+        ),
     }
     md.push_str("\n| drain | events | `outbox fill` (fsync 100ms) | worker start to first entry | first entry to all in the stream | drain rate |\n");
     md.push_str("| --- | --- | --- | --- | --- | --- |\n");
