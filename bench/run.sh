@@ -4,7 +4,7 @@
 #   bench/run.sh [--backlog N] [--reps N] [--quick] [--latency-secs S] [--sections LIST]
 #                [--no-wait] [--wait-quiet SECS] [--no-build] [--profile] [--rev REV]
 #                [--worker-bin PATH] [--base-rev REV]
-#                [--push-clients N] [--push-secs S]
+#                [--push-clients N] [--push-secs S] [--outbox-events N]
 #
 # Builds the release binaries (event-worker at the repo root, or of commit REV exported with
 # `git archive` into /tmp/ew-bench-rev with --rev; ew-bench in bench/), waits for a quiet
@@ -32,9 +32,20 @@
 #            message checked received exactly once. Raises the open-file limit to the hard one.
 #            Its table goes to BENCHMARKS.md "Push to apps" and bench/results/push-latest.md;
 #            with --quick (600 clients, 5 s windows) only to bench/target/push-quick.md.
+#   outbox   opt-in only (`--sections outbox`): the durable outbox. One release event-worker per
+#            row (HTTP API token, a blackhole route), --outbox-events (20000) publishes through
+#            POST /api/events/publish from 8 keep-alive connections in ew-bench: (a) outbox off
+#            (and on the --base-rev build), (b) outbox on, fsync always, Redis up, (c) Redis
+#            frozen (SIGSTOP) so every publish is queued, fsync always, (d) the same with fsync
+#            100ms; p50/p99 and publishes/s, rows interleaved, --reps times. Then the drain:
+#            100000 events queued (`outbox fill`), time until the stream holds them all with
+#            the default drain_rate (1000/s: about 100 s) and with 100000. Its table goes to
+#            BENCHMARKS.md "Durable outbox" and bench/results/outbox-latest.md; with --quick
+#            (2000 publishes, 10000 drained) only to bench/target/outbox-quick.md.
 # --base-rev REV builds commit REV too (into /tmp/ew-bench-base) and adds its blackhole and http
 # drains to the drain section as "event-worker @base, ..." rows, interleaved with the others in
-# every repetition: two commits compared in one run (e.g. before and after a refactor).
+# every repetition: two commits compared in one run (e.g. before and after a refactor); in the
+# outbox section it adds row (a) on that build.
 # A full run writes its tables into BENCHMARKS.md (between the results markers) and every
 # sample to bench/results/latest.tsv. --quick (1 repetition, small backlogs, 3 s latency runs,
 # no waiting) writes only bench/target/quick.md. --profile runs one blackhole drain of the
@@ -58,6 +69,7 @@ latency_secs=""
 sections=""
 push_clients=""
 push_secs=""
+outbox_events=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --backlog) backlog="$2"; shift 2 ;;
@@ -74,7 +86,8 @@ while [ $# -gt 0 ]; do
     --base-rev) base_rev="$2"; shift 2 ;;
     --push-clients) push_clients="$2"; shift 2 ;;
     --push-secs) push_secs="$2"; shift 2 ;;
-    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
+    --outbox-events) outbox_events="$2"; shift 2 ;;
+    -h|--help) sed -n '2,53p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -169,6 +182,7 @@ cleanup() {
   [ -n "$orch_pid" ] && kill "$orch_pid" 2>/dev/null || true
   [ -n "$orch_pid" ] && wait "$orch_pid" 2>/dev/null || true
   if [ -n "$redis_pid" ]; then
+    kill -CONT "$redis_pid" 2>/dev/null || true
     kill "$redis_pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$redis_pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$redis_pid" 2>/dev/null || true
@@ -241,6 +255,65 @@ if [ "$run_push" = 1 ]; then
     echo "== push quick results (not written to BENCHMARKS.md): $pout"
   fi
   cat "$pout"
+  [ -z "$sections" ] && exit 0
+fi
+# The outbox section (opt-in) runs on its own too, after push.
+case ",$sections," in *,outbox,*) run_outbox=1 ;; *) run_outbox=0 ;; esac
+sections="$(echo ",$sections," | sed 's/,outbox,/,/g; s/^,//; s/,$//')"
+if [ "$run_outbox" = 1 ]; then
+  if [ "$quick" = 1 ]; then oout="$here/target/outbox-quick.md"; else oout="$here/target/outbox.md"; fi
+  oargs=(--reps "$reps")
+  [ "$quick" = 1 ] && oargs+=(--quick)
+  [ -n "$outbox_events" ] && oargs+=(--events "$outbox_events")
+  [ -n "$base_worker" ] && oargs+=(--base-worker "$base_worker")
+  # The outbox directories: not under /tmp (the worker refuses it), on this disk.
+  owork="$here/target/outbox-work"
+  rm -rf "$owork"
+  ostart="$(date -u +%Y-%m-%dT%H:%MZ)"
+  busy_note="$(others_busy | wc -l)"
+  "$ewbench" outbox --port "$port" --redis-pid "$redis_pid" --worker "$worker" --logdir "$work/logs" \
+    --workdir "$owork" --out "$work/outbox.md" "${oargs[@]}" &
+  orch_pid=$!
+  if ! wait "$orch_pid"; then
+    orch_pid=""
+    kill -CONT "$redis_pid" 2>/dev/null || true
+    echo "bench/run.sh: the outbox run failed; last lines of the process logs:" >&2
+    for f in "$work"/logs/*.log; do [ -s "$f" ] && { echo "--- $f" >&2; tail -5 "$f" >&2; }; done
+    exit 1
+  fi
+  orch_pid=""
+  rm -rf "$owork"
+  {
+    echo "Run of $ostart: \`$cmdline\`"
+    echo
+    echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr); publisher, worker and Redis share it"
+    echo "- $(redis-server --version | cut -d' ' -f1-3) (--save '' --appendonly no, 127.0.0.1); outbox directories on $(df -T "$here/target" | awk 'NR==2 {print $2}') ($here/target)"
+    echo "- $(rustc --version), release builds; event-worker commit $commit$dirty"
+    [ -n "$base_rev" ] && echo "- \"@base\" row: event-worker commit $base_commit (--base-rev), same configuration, interleaved with the others"
+    echo "- others' build/test processes running at the start: $busy_note$([ "$wait_quiet" = 0 ] && echo ' (run with --no-wait: not waited for)')"
+    echo
+    cat "$work/outbox.md"
+  } > "$oout"
+  if [ "$quick" = 0 ]; then
+    mkdir -p "$here/results"
+    cp "$oout" "$here/results/outbox-latest.md"
+    bm="$root/BENCHMARKS.md"
+    obegin='<!-- outbox-results:begin (written by bench/run.sh --sections outbox) -->'
+    oend='<!-- outbox-results:end -->'
+    if grep -qF "$obegin" "$bm"; then
+      awk -v begin="$obegin" -v end="$oend" -v file="$oout" '
+        $0 == begin { print; while ((getline line < file) > 0) print line; skip = 1; next }
+        $0 == end { skip = 0 }
+        !skip { print }' "$bm" > "$work/bm.new"
+      cp "$work/bm.new" "$bm"
+      echo "== outbox results written to BENCHMARKS.md (Durable outbox) and bench/results/outbox-latest.md"
+    else
+      echo "== outbox results in bench/results/outbox-latest.md (BENCHMARKS.md has no outbox markers)"
+    fi
+  else
+    echo "== outbox quick results (not written to BENCHMARKS.md): $oout"
+  fi
+  cat "$oout"
   [ -z "$sections" ] && exit 0
 fi
 if [ "$quick" = 1 ]; then out="$here/target/quick.md"; else out="$here/target/results.md"; fi

@@ -10,9 +10,13 @@
 //!   drain from the consumer group's state, and writes the markdown results.
 //! - `push`: the push-to-apps scenario (SSE and WebSocket clients against one event-worker with
 //!   `[[push.channels]]` rules; `bench/run.sh --sections push`).
+//! - `outbox`: the durable outbox's cost on the publish path and its drain rate
+//!   (`bench/run.sh --sections outbox`; bench/src/outbox.rs).
 //! - `free-port`: prints a free loopback TCP port.
 
 mod orch;
+mod outbox;
+mod outboxrep;
 mod push;
 mod pushclient;
 mod pushmon;
@@ -26,7 +30,7 @@ mod util;
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(cmd) = args.next() else {
-        eprintln!("usage: ew-bench raw|sink|orchestrate|push|free-port [--key value ...]");
+        eprintln!("usage: ew-bench raw|sink|orchestrate|push|outbox|free-port [--key value ...]");
         std::process::exit(2);
     };
     let opts = match util::Opts::parse(args) {
@@ -42,6 +46,7 @@ fn main() {
         "relay" => relay::main(&opts),
         "orchestrate" => orch::main(&opts),
         "push" => push::main(&opts),
+        "outbox" => outbox::main(&opts),
         "free-port" => util::free_port().map(|p| println!("{p}")),
         other => Err(format!("unknown subcommand `{other}`")),
     };
