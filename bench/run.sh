@@ -287,7 +287,7 @@ if [ "$run_outbox" = 1 ]; then
     echo "Run of $ostart: \`$cmdline\`"
     echo
     echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr); publisher, worker and Redis share it"
-    echo "- $(redis-server --version | cut -d' ' -f1-3) (--save '' --appendonly no, 127.0.0.1); outbox directories on $(df -T "$here/target" | awk 'NR==2 {print $2}') ($here/target)"
+    echo "- $(redis-server --version | cut -d' ' -f1-3) (--save '' --appendonly no, 127.0.0.1); outbox directories on $(df -T "$here/target" | awk 'NR==2 {print $2}') (under bench/target)"
     echo "- $(rustc --version), release builds; event-worker commit $commit$dirty"
     [ -n "$base_rev" ] && echo "- \"@base\" row: event-worker commit $base_commit (--base-rev), same configuration, interleaved with the others"
     echo "- others' build/test processes running at the start: $busy_note$([ "$wait_quiet" = 0 ] && echo ' (run with --no-wait: not waited for)')"
