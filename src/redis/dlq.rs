@@ -38,8 +38,8 @@ fn replay_guard_key(dlq: &str, dlq_id: &str) -> String {
     format!("{dlq}:replayed:{{{dlq}}}:{dlq_id}")
 }
 
-/// How long a replay guard outlives a refused XDEL (7 days), like the move guards.
-const GUARD_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+/// How long a replay guard outlives a refused XDEL: the move guards' 7 days.
+use crate::redis::moves::GUARD_TTL_MS;
 
 /// Which way a scan reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -60,7 +60,7 @@ pub struct RetryMove<'a> {
 
 /// How long a move's guard outlives a refused acknowledgement (7 days): the retried move
 /// (by this consumer or one that claimed the entry) finds it and adds nothing.
-const GUARD_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+pub(super) const GUARD_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// The guard of a move to `dest` (the DLQ or a retry set): `<dest>:moved:{<dest>}:<group>:<stream>:<entry id>`, under
 /// the env prefix and in the destination's hash slot. It is written only when a move's XACK
@@ -156,30 +156,8 @@ impl Store {
         redeliver_key: &str,
         limit: usize,
     ) -> Result<u64, StoreError> {
-        let reply: Value = self
-            .forward_due
-            .evalsha_with_reload(
-                &self.cmd,
-                vec![retry_key, redeliver_key, &forward_guard_prefix(retry_key)],
-                vec![
-                    (limit as i64),
-                    GUARD_TTL_MS,
-                    crate::model::time::now_ms() as i64,
-                ],
-            )
+        self.forward(retry_key, redeliver_key, limit as i64, None, "forward")
             .await
-            .map_err(|e| self.error(format!("forward {retry_key}"), e))?;
-        let (moved, fallback) = match reply {
-            Value::Array(v) => (
-                v.first().and_then(Value::as_u64).unwrap_or(0),
-                v.get(1).and_then(Value::as_i64) == Some(1),
-            ),
-            other => (other.as_u64().unwrap_or(0), false),
-        };
-        if fallback {
-            self.warn_time_refused();
-        }
-        Ok(moved)
     }
 
     /// Forwards the one member of `retry_key` at score `due_ms` whose SHA-1 is `sha1` to
@@ -197,26 +175,50 @@ impl Store {
         due_ms: u64,
         sha1: &str,
     ) -> Result<bool, StoreError> {
+        let one = Some((due_ms, sha1));
+        let moved = self
+            .forward(retry_key, redeliver_key, 1, one, "forward now")
+            .await?;
+        Ok(moved > 0)
+    }
+
+    /// Runs `scripts/forward_due.lua`: up to `limit` due members, or with `one` (score,
+    /// SHA-1) that member whatever its due time; returns how many moved and warns once when
+    /// the script had to use the worker's clock (TIME refused).
+    async fn forward(
+        &self,
+        retry_key: &str,
+        redeliver_key: &str,
+        limit: i64,
+        one: Option<(u64, &str)>,
+        op: &str,
+    ) -> Result<u64, StoreError> {
+        let now = crate::model::time::now_ms() as i64;
+        let mut args: Vec<Value> = vec![limit.into(), GUARD_TTL_MS.into(), now.into()];
+        if let Some((due_ms, sha1)) = one {
+            args.push(due_ms.to_string().into());
+            args.push(sha1.into());
+        }
         let reply: Value = self
             .forward_due
             .evalsha_with_reload(
                 &self.cmd,
                 vec![retry_key, redeliver_key, &forward_guard_prefix(retry_key)],
-                vec![
-                    Value::from(1_i64),
-                    GUARD_TTL_MS.into(),
-                    (crate::model::time::now_ms() as i64).into(),
-                    due_ms.to_string().into(),
-                    sha1.into(),
-                ],
+                args,
             )
             .await
-            .map_err(|e| self.error(format!("forward {retry_key} now"), e))?;
-        let moved = match reply {
-            Value::Array(v) => v.first().and_then(Value::as_u64).unwrap_or(0),
-            other => other.as_u64().unwrap_or(0),
+            .map_err(|e| self.error(format!("{op} {retry_key}"), e))?;
+        let (moved, fallback) = match reply {
+            Value::Array(v) => (
+                v.first().and_then(Value::as_u64).unwrap_or(0),
+                v.get(1).and_then(Value::as_i64) == Some(1),
+            ),
+            other => (other.as_u64().unwrap_or(0), false),
         };
-        Ok(moved > 0)
+        if fallback {
+            self.warn_time_refused();
+        }
+        Ok(moved)
     }
 
     /// Dead-letters `member` of `retry_key`: appends `fields` to `dlq` (counted in its

@@ -103,6 +103,29 @@ fn report(group: &str, done: u64, not_found: u64) -> Response {
     Json(json!({"done": done, "not_found": not_found})).into_response()
 }
 
+/// Runs `act` on each handle in turn and answers with [`report`] of the outcomes.
+async fn each_handle<F, Fut>(
+    group: &str,
+    handles: &[String],
+    mut act: F,
+) -> Result<Response, ApiError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Outcome, RetryError>>,
+{
+    bounded(async {
+        let (mut done, mut not_found) = (0, 0);
+        for h in handles {
+            match act(h.clone()).await? {
+                Outcome::Done => done += 1,
+                Outcome::NotFound => not_found += 1,
+            }
+        }
+        Ok(report(group, done, not_found))
+    })
+    .await
+}
+
 /// Makes the entries due now: forwarded to the group's redeliver stream, run at its next
 /// read.
 pub async fn retry_now(
@@ -115,15 +138,9 @@ pub async fn retry_now(
         actor: "api",
         history_max_len: worker.history_max_len,
     };
-    bounded(async {
-        let (mut done, mut not_found) = (0, 0);
-        for h in &handles {
-            match retries::retry_now(&worker.store, &worker.keys, &group, h, &opts).await? {
-                Outcome::Done => done += 1,
-                Outcome::NotFound => not_found += 1,
-            }
-        }
-        Ok(report(&group, done, not_found))
+    let (w, g, o) = (&worker, group.as_str(), &opts);
+    each_handle(g, &handles, |h| async move {
+        retries::retry_now(&w.store, &w.keys, g, &h, o).await
     })
     .await
 }
@@ -139,18 +156,9 @@ pub async fn dead_letter(
         actor: "api",
         history_max_len: worker.history_max_len,
     };
-    bounded(async {
-        let (mut done, mut not_found) = (0, 0);
-        for h in &handles {
-            let outcome =
-                retries::dead_letter_now(&worker.store, &worker.keys, &group, h, &note, &opts)
-                    .await?;
-            match outcome {
-                Outcome::Done => done += 1,
-                Outcome::NotFound => not_found += 1,
-            }
-        }
-        Ok(report(&group, done, not_found))
+    let (w, g, n, o) = (&worker, group.as_str(), note.as_str(), &opts);
+    each_handle(g, &handles, |h| async move {
+        retries::dead_letter_now(&w.store, &w.keys, g, &h, n, o).await
     })
     .await
 }
