@@ -14,7 +14,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
-use super::parse::{Checker, DurationRule};
+use super::parse::{Checker, DurationRule, IntRule};
 
 /// `[apps]` as the file holds it.
 #[derive(Debug, Deserialize, Default)]
@@ -63,7 +63,7 @@ impl Default for AppsConfig {
             cookie_name: None,
             allowed_origins: Vec::new(),
             any_origin: false,
-            rate_limit: super::defaults::APPS_RATE_LIMIT.default as u32,
+            rate_limit: RATE_LIMIT.default as u32,
         }
     }
 }
@@ -89,11 +89,11 @@ impl fmt::Debug for AppKey {
 /// Shortest HS256 secret accepted, in bytes (RFC 7518 3.2: at least the hash's 256 bits).
 pub const MIN_SECRET_LEN: usize = 32;
 
+/// `apps.rate_limit`: requests per second of one app token subject (`sub`).
+const RATE_LIMIT: IntRule = IntRule::new(20, 0, 1_000_000);
+
 /// `apps.leeway`.
-const LEEWAY: DurationRule = DurationRule {
-    default: Duration::from_secs(30),
-    min: Duration::ZERO,
-};
+const LEEWAY: DurationRule = DurationRule::new(Duration::from_secs(30), Duration::ZERO);
 
 /// Validates `[apps]`, naming each bad key (`apps.jwt_secret_env: ...`).
 pub(super) fn apps(
@@ -161,11 +161,7 @@ pub(super) fn apps(
         cookie_name,
         allowed_origins,
         any_origin,
-        rate_limit: c.int(
-            "apps.rate_limit",
-            raw.rate_limit,
-            super::defaults::APPS_RATE_LIMIT,
-        ) as u32,
+        rate_limit: c.int("apps.rate_limit", raw.rate_limit, RATE_LIMIT) as u32,
     }
 }
 

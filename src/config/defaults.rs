@@ -88,8 +88,6 @@ pub(super) const RETENTION_INTERVAL: DurationRule = duration(secs(30), secs(1));
 pub(super) const API_LISTEN: &str = "127.0.0.1:9464";
 /// `api.rate_limit`.
 pub(super) const API_RATE_LIMIT: IntRule = int(500, 0, 1_000_000);
-/// `apps.rate_limit`: requests per second of one app token subject (`sub`).
-pub(super) const APPS_RATE_LIMIT: IntRule = int(20, 0, 1_000_000);
 /// `api.header_timeout`.
 pub(super) const API_HEADER_TIMEOUT: DurationRule = duration(secs(10), ms(100));
 /// `api.body_timeout`.

@@ -63,34 +63,17 @@ impl OutboxConfig {
 }
 
 /// `outbox.max_bytes`.
-const MAX_BYTES: IntRule = IntRule {
-    default: 256 << 20,
-    min: 4096,
-    max: i64::MAX,
-};
+const MAX_BYTES: IntRule = IntRule::new(256 << 20, 4096, i64::MAX);
 /// `outbox.segment_bytes`.
-const SEGMENT_BYTES: IntRule = IntRule {
-    default: 16 << 20,
-    min: 4096,
-    max: 1 << 30,
-};
+const SEGMENT_BYTES: IntRule = IntRule::new(16 << 20, 4096, 1 << 30);
 /// `outbox.fallback_after`.
-const FALLBACK_AFTER: DurationRule = DurationRule {
-    default: Duration::from_secs(1),
-    min: Duration::from_millis(10),
-};
+const FALLBACK_AFTER: DurationRule =
+    DurationRule::new(Duration::from_secs(1), Duration::from_millis(10));
 
 /// `outbox.drain_rate`.
-const DRAIN_RATE: IntRule = IntRule {
-    default: 1000,
-    min: 1,
-    max: 1_000_000,
-};
+const DRAIN_RATE: IntRule = IntRule::new(1000, 1, 1_000_000);
 /// `outbox.max_age`.
-const MAX_AGE: DurationRule = DurationRule {
-    default: Duration::from_secs(60),
-    min: Duration::from_secs(1),
-};
+const MAX_AGE: DurationRule = DurationRule::new(Duration::from_secs(60), Duration::from_secs(1));
 
 /// The default directory for `env`, from the first state directory `lookup` gives.
 fn default_dir(env: &str, lookup: &impl Fn(&str) -> Option<String>) -> PathBuf {

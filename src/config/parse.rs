@@ -67,6 +67,13 @@ pub(super) struct IntRule {
     pub max: i64,
 }
 
+impl IntRule {
+    /// The rule of a key defaulting to `default` within `min..=max`.
+    pub(super) const fn new(default: i64, min: i64, max: i64) -> IntRule {
+        IntRule { default, min, max }
+    }
+}
+
 /// Default and lower bound of a duration key.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct DurationRule {
@@ -74,6 +81,13 @@ pub(super) struct DurationRule {
     pub default: Duration,
     /// Shortest allowed value.
     pub min: Duration,
+}
+
+impl DurationRule {
+    /// The rule of a key defaulting to `default`, at least `min`.
+    pub(super) const fn new(default: Duration, min: Duration) -> DurationRule {
+        DurationRule { default, min }
+    }
 }
 
 /// Collects validation errors; every check returns a usable value (the default when the

@@ -47,28 +47,14 @@ impl Default for PublishConfig {
 }
 
 /// `publish.dedup_window`.
-const DEDUP_WINDOW: DurationRule = DurationRule {
-    default: Duration::from_secs(24 * 3600),
-    min: Duration::from_millis(100),
-};
+const DEDUP_WINDOW: DurationRule =
+    DurationRule::new(Duration::from_secs(24 * 3600), Duration::from_millis(100));
 /// `publish.dedup_max_ids`.
-const DEDUP_MAX_IDS: IntRule = IntRule {
-    default: 100_000,
-    min: 1,
-    max: 100_000_000,
-};
+const DEDUP_MAX_IDS: IntRule = IntRule::new(100_000, 1, 100_000_000);
 /// `publish.batch_max_events`.
-const BATCH_MAX_EVENTS: IntRule = IntRule {
-    default: 100,
-    min: 1,
-    max: 10_000,
-};
+const BATCH_MAX_EVENTS: IntRule = IntRule::new(100, 1, 10_000);
 /// `publish.batch_max_bytes` (the API refuses any body over 1 MiB before this applies).
-const BATCH_MAX_BYTES: IntRule = IntRule {
-    default: 1024 * 1024,
-    min: 1024,
-    max: 1024 * 1024,
-};
+const BATCH_MAX_BYTES: IntRule = IntRule::new(1024 * 1024, 1024, 1024 * 1024);
 
 /// Validates `[publish]`, naming each bad key (`publish.dedup_max_ids: 0 is out of range`).
 pub(super) fn publish(c: &mut Checker, raw: &RawPublish) -> PublishConfig {

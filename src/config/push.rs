@@ -103,51 +103,23 @@ impl PushConfig {
     }
 }
 
-const HISTORY_MAX_LEN: IntRule = IntRule {
-    default: 1000,
-    min: 1,
-    max: 1_000_000,
-};
-const HISTORY_MAX_AGE: DurationRule = DurationRule {
-    default: Duration::from_secs(7 * 86_400),
-    min: Duration::from_secs(1),
-};
+const HISTORY_MAX_LEN: IntRule = IntRule::new(1000, 1, 1_000_000);
+const HISTORY_MAX_AGE: DurationRule =
+    DurationRule::new(Duration::from_secs(7 * 86_400), Duration::from_secs(1));
 /// `push.max_devices`: devices with kept positions (about 200 B each with one channel).
-const MAX_DEVICES: IntRule = IntRule {
-    default: 100_000,
-    min: 1,
-    max: 1_000_000_000,
-};
+const MAX_DEVICES: IntRule = IntRule::new(100_000, 1, 1_000_000_000);
 
-const MAX_CHANNELS: IntRule = IntRule {
-    default: 10_000,
-    min: 1,
-    max: 100_000_000,
-};
-const REPLAY_MAX: IntRule = IntRule {
-    default: 1000,
-    min: 1,
-    max: 100_000,
-};
-const CLIENT_BUFFER: IntRule = IntRule {
-    default: 1024,
-    min: 1,
-    max: 1_000_000,
-};
-const HEARTBEAT: DurationRule = DurationRule {
-    default: Duration::from_secs(15),
-    min: Duration::from_millis(100),
-};
+const MAX_CHANNELS: IntRule = IntRule::new(10_000, 1, 100_000_000);
+const REPLAY_MAX: IntRule = IntRule::new(1000, 1, 100_000);
+const CLIENT_BUFFER: IntRule = IntRule::new(1024, 1, 1_000_000);
+const HEARTBEAT: DurationRule =
+    DurationRule::new(Duration::from_secs(15), Duration::from_millis(100));
 
-const DEVICE_TTL: DurationRule = DurationRule {
-    default: Duration::from_secs(30 * 86_400),
-    min: Duration::from_secs(1),
-};
+const DEVICE_TTL: DurationRule =
+    DurationRule::new(Duration::from_secs(30 * 86_400), Duration::from_secs(1));
 
-const DEVICE_SCAN: DurationRule = DurationRule {
-    default: Duration::from_secs(30),
-    min: Duration::from_millis(100),
-};
+const DEVICE_SCAN: DurationRule =
+    DurationRule::new(Duration::from_secs(30), Duration::from_millis(100));
 
 /// Validates `[push]`, naming each bad key (`push.history_max_len: ...`).
 pub(super) fn push(c: &mut Checker, raw: &RawPush) -> PushConfig {
