@@ -219,7 +219,7 @@ pub async fn publish_event(
     let worker = match &auth.target {
         Target::Connected(worker) => worker.clone(),
         Target::Offline(offline) => {
-            return Ok(publish_offline::queue_event(offline, event, outbox_refused).await);
+            return Ok(publish_offline::queue_event(offline, event).await);
         }
     };
     let correlation = event.correlation_id.clone();
@@ -257,13 +257,13 @@ pub async fn publish_event(
 }
 
 /// The message of a publish neither Redis nor the outbox took.
-fn refused_message(e: &OutboxError) -> String {
+pub(super) fn refused_message(e: &OutboxError) -> String {
     format!("Redis did not take the event and the local outbox refused it too: {e}")
 }
 
 /// 503 with `Retry-After` for a publish neither Redis nor the outbox took (nothing queued
 /// was dropped; the message names the directory and the cause).
-fn outbox_refused(e: &OutboxError) -> Response {
+pub(super) fn outbox_refused(e: &OutboxError) -> Response {
     tracing::warn!(error = %e, "a publish was refused: Redis did not take it and the outbox refused it");
     let mut response = ApiError::unavailable(refused_message(e)).into_response();
     response
@@ -373,7 +373,7 @@ pub async fn publish_batch(
     let worker = match &auth.target {
         Target::Connected(worker) => worker.clone(),
         Target::Offline(offline) => {
-            return Ok(publish_offline::queue_batch(offline, parsed, refused_message).await);
+            return Ok(publish_offline::queue_batch(offline, parsed).await);
         }
     };
     let (mut valid, mut correlations) = (Vec::new(), Vec::new());

@@ -8,30 +8,24 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::http::api::ApiError;
+use crate::http::api::publish::{outbox_refused, refused_message};
 use crate::http::state::Offline;
 use crate::ops::publish::NewEvent;
+use crate::outbox::SubmitError;
 use crate::outbox::fallback::{self, Reason};
-use crate::outbox::{OutboxError, SubmitError};
 
 /// Queues one event: 202 queued, 400 when it is invalid, 503 with `Retry-After` when the
-/// outbox refuses it (`refused`: the response of that refusal).
-pub async fn queue_event(
-    offline: &Offline,
-    event: NewEvent,
-    refused: fn(&OutboxError) -> Response,
-) -> Response {
+/// outbox refuses it (the same answer as a connected publish the outbox refused).
+pub async fn queue_event(offline: &Offline, event: NewEvent) -> Response {
     match offline.outbox.queue(event, Reason::Unreachable).await {
         Ok(q) => (
             StatusCode::ACCEPTED,
             Json(json!({"queued": "outbox", "id": q.id, "stream": q.stream})),
         )
             .into_response(),
-        Err(SubmitError::Publish(e)) => (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": e.to_string()})),
-        )
-            .into_response(),
-        Err(SubmitError::Outbox(e)) => refused(&e),
+        Err(SubmitError::Publish(e)) => ApiError::bad(e.to_string()).into_response(),
+        Err(SubmitError::Outbox(e)) => outbox_refused(&e),
     }
 }
 
@@ -41,7 +35,6 @@ pub async fn queue_event(
 pub async fn queue_batch(
     offline: &Offline,
     parsed: Vec<Result<NewEvent, serde_json::Value>>,
-    refused_message: fn(&OutboxError) -> String,
 ) -> Response {
     let mut results = Vec::with_capacity(parsed.len());
     let mut retry_after = None;
