@@ -73,7 +73,8 @@ pub(crate) mod worker;
 pub use config::{Config, ConfigError};
 pub use deliver::handler::{BoxFuture, Handler, Outcome, handler_fn};
 pub use model::envelope::Event;
-pub use ops::publish::{NewEvent, PublishError, Published, Publisher};
+pub use ops::publish::{NewEvent, PublishError, Published};
+pub use ops::publisher::Publisher;
 pub use outbox::{
     OutboxError, Outcome as PublishOutcome, Queued, Reason as QueueReason, SubmitError,
 };

@@ -8,4 +8,5 @@ pub(crate) mod history;
 pub(crate) mod instances;
 pub(crate) mod migrations;
 pub(crate) mod publish;
+pub(crate) mod publisher;
 pub(crate) mod retries;

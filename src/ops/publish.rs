@@ -1,5 +1,6 @@
 //! Appending one event to its type stream, with the fields of the wire format. Used by
-//! `event-worker publish`, the HTTP publish endpoints, and embedding apps through [`Publisher`].
+//! `event-worker publish`, the HTTP publish endpoints, and embedding apps through
+//! [`crate::Publisher`].
 //!
 //! A publish that carries its own `id` is idempotent: it goes through the id guard of its
 //! type (`Keys::dedup`, `scripts/publish_once.lua`), so a repeat of the same (type, id)
@@ -9,7 +10,7 @@
 
 use rand::Rng;
 
-use crate::config::{Config, PublishConfig};
+use crate::config::PublishConfig;
 use crate::model::attributes::{self, FieldKind};
 use crate::model::envelope::{MAX_DATA_BYTES, MAX_FIELDS, field, lookup, truncate};
 use crate::model::keys::{self, Keys};
@@ -87,138 +88,6 @@ pub struct Published {
     /// True when the (type, id) had been published within the dedup window: nothing was
     /// written this time.
     pub duplicate: bool,
-}
-
-/// The library's publisher: appends events to `events:<env>:<type>` of the configured env,
-/// with the wire format's fields, on its own Redis connection.
-///
-/// ```no_run
-/// # async fn demo(config: event_worker::Config) -> Result<(), event_worker::PublishError> {
-/// use event_worker::{NewEvent, Publisher};
-/// let publisher = Publisher::connect(&config).await?;
-/// let published = publisher
-///     .publish(NewEvent {
-///         event_type: "invoice.paid".into(),
-///         data: r#"{"invoiceId":"i-1"}"#.into(),
-///         ..Default::default()
-///     })
-///     .await?;
-/// println!("{} is entry {}", published.id, published.entry_id);
-/// publisher.close().await;
-/// # Ok(()) }
-/// ```
-///
-/// With `outbox.enabled`, [`Publisher::submit`] falls back to the local outbox (README
-/// "Outbox") and the publisher drains it while it is open; [`Publisher::publish`] never
-/// queues.
-pub struct Publisher {
-    store: Store,
-    keys: Keys,
-    guard: PublishConfig,
-    outbox: Option<(
-        std::sync::Arc<crate::outbox::Outbox>,
-        tokio_util::sync::CancellationToken,
-    )>,
-}
-
-impl Publisher {
-    /// Connects to the configured Redis.
-    ///
-    /// # Errors
-    /// Redis unreachable or refusing the connection.
-    /// With `outbox.enabled`, its directory cannot be opened (another process holds it, or
-    /// it is damaged): [`PublishError::Outbox`] names it and what to do.
-    pub async fn connect(config: &Config) -> Result<Self, PublishError> {
-        let store = Store::connect(config, "publisher").await?;
-        let keys = Keys::new(&config.env);
-        let outbox = match config.outbox.enabled {
-            true => Some(open_outbox(config, &store, &keys).await?),
-            false => None,
-        };
-        Ok(Publisher {
-            store,
-            keys,
-            guard: config.publish.clone(),
-            outbox,
-        })
-    }
-
-    /// Publishes `event` as [`Publisher::publish`] does, but with `outbox.enabled` answers
-    /// within `outbox.fallback_after`: when Redis does not take it in time, is unreachable
-    /// or refuses writes, the event is queued in the local outbox and
-    /// [`crate::PublishOutcome::Queued`] says so (the publisher drains it once Redis answers).
-    ///
-    /// # Errors
-    /// Invalid event, a Redis refusal queueing cannot help (NOPERM), or the outbox refused it.
-    pub async fn submit(
-        &self,
-        event: NewEvent,
-    ) -> Result<crate::outbox::Outcome, crate::outbox::SubmitError> {
-        match &self.outbox {
-            Some((outbox, _)) => outbox.publish(&self.store, &self.guard, event).await,
-            None => Ok(crate::outbox::Outcome::Published(
-                self.publish(event).await?,
-            )),
-        }
-    }
-
-    /// Validates `event` and appends it to its type stream; with an `id`, once per
-    /// (type, id) within `[publish] dedup_window` (a repeat returns `duplicate: true`).
-    ///
-    /// # Errors
-    /// Invalid type, id or data (before any Redis call), or a Redis failure.
-    pub async fn publish(&self, event: NewEvent) -> Result<Published, PublishError> {
-        publish(&self.store, &self.keys, &self.guard, event).await
-    }
-
-    /// Publishes `events` in order, each as [`Publisher::publish`] does; one result per
-    /// event. Invalid events are refused alone; after a Redis failure the remaining events
-    /// are not attempted and get that error too (resend them with the same ids).
-    pub async fn publish_batch(
-        &self,
-        events: Vec<NewEvent>,
-    ) -> Vec<Result<Published, PublishError>> {
-        publish_batch(&self.store, &self.keys, &self.guard, events).await
-    }
-
-    /// Stops the outbox drain and closes the connection.
-    pub async fn close(self) {
-        if let Some((_, stop)) = &self.outbox {
-            stop.cancel();
-        }
-        self.store.quit().await;
-    }
-}
-
-/// Opens the outbox of `config` (shared with a worker of this process) and starts its drain.
-async fn open_outbox(
-    config: &Config,
-    store: &Store,
-    keys: &Keys,
-) -> Result<
-    (
-        std::sync::Arc<crate::outbox::Outbox>,
-        tokio_util::sync::CancellationToken,
-    ),
-    PublishError,
-> {
-    let o = &config.outbox;
-    let (dir, options, after, k) = (o.dir.clone(), o.options(), o.fallback_after, keys.clone());
-    let outbox =
-        tokio::task::spawn_blocking(move || crate::outbox::Outbox::shared(&dir, options, after, k))
-            .await
-            .expect("outbox open task")
-            .map_err(|e| PublishError::Outbox(e.to_string()))?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let pump = crate::outbox::pump::Pump {
-        store: store.clone(),
-        guard: config.publish.clone(),
-        keys: keys.clone(),
-        rate: o.drain_rate,
-        options,
-    };
-    tokio::spawn(crate::outbox::pump::run(outbox.clone(), pump, stop.clone()));
-    Ok((outbox, stop))
 }
 
 /// Validates `event` and XADDs it to `events:<env>:<type>`; an event with its own `id`

@@ -193,6 +193,22 @@ impl StoreError {
         }
     }
 
+    /// Connecting to `url` did not finish within `after` (the caller stopped waiting).
+    pub fn timed_out(url: &RedisUrl, op: impl Into<String>, after: std::time::Duration) -> Self {
+        let (op, at) = (op.into(), At::of(url));
+        StoreError {
+            text: format!(
+                "Redis at {} did not answer within {} ms (down, paused, or the network is down?)",
+                at.server,
+                after.as_millis()
+            ),
+            op,
+            message: "timed out".into(),
+            kind: RedisErrorKind::Timeout,
+            server: at.server,
+        }
+    }
+
     /// Whether Redis said the consumer group (or its stream) does not exist.
     pub fn is_nogroup(&self) -> bool {
         self.kind == RedisErrorKind::NoGroup

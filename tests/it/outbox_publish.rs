@@ -670,3 +670,91 @@ fn t164_library_submit_queues_when_redis_is_frozen_and_the_publisher_drains() {
     assert_eq!(ids, ["lib-1", "lib-2"]);
     rt.block_on(publisher.close());
 }
+
+#[test]
+fn t167_library_publisher_started_while_redis_is_down_queues_then_connects_and_drains() {
+    use event_worker::{Config, NewEvent, PublishOutcome, Publisher, QueueReason, RedisErrorKind};
+    let ty = "ob.early";
+    let (_keep, dir) = outbox_dir();
+    let port = free_port();
+    let toml = |outbox: bool| {
+        format!(
+            "env = \"t167\"\nredis_url = \"redis://127.0.0.1:{port}\"\n[outbox]\nenabled = {outbox}\ndir = {:?}\n",
+            dir.display().to_string()
+        )
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Without the outbox a publisher still needs Redis to start.
+    let plain = Config::from_toml_and_env(&toml(false), |_| None).unwrap();
+    let refused = rt
+        .block_on(Publisher::connect(&plain))
+        .err()
+        .expect("no Redis, no outbox");
+    assert!(
+        refused.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{refused}"
+    );
+
+    let config = Config::from_toml_and_env(&toml(true), |_| None).unwrap();
+    let t = Instant::now();
+    let publisher = rt.block_on(Publisher::connect(&config)).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(!publisher.is_connected());
+    let event = |id: &str| NewEvent {
+        event_type: ty.into(),
+        data: "{}".into(),
+        id: Some(id.into()),
+        ..Default::default()
+    };
+    for id in ["early-1", "early-2", "early-3"] {
+        let t = Instant::now();
+        match rt.block_on(publisher.submit(event(id))).unwrap() {
+            PublishOutcome::Queued(q) => {
+                assert_eq!((q.id.as_str(), q.reason), (id, QueueReason::Unreachable));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+    // `publish` never queues: it says why it cannot publish yet.
+    match rt.block_on(publisher.publish(event("direct"))) {
+        Err(event_worker::PublishError::Store(e)) => {
+            assert_eq!(e.kind, RedisErrorKind::Connection, "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let redis = RedisServer::start_on(port, Aof::Always);
+    wait_until("the publisher connected", Duration::from_secs(15), || {
+        publisher.is_connected()
+    });
+    wait_until("the queued events drained", Duration::from_secs(10), || {
+        redis.xlen(&stream_key("t167", ty)) >= 3
+    });
+    // Published at once, or queued behind the drain's last batch while it is acknowledged
+    // (the order rule): either way once, after the others.
+    match rt.block_on(publisher.submit(event("early-4"))).unwrap() {
+        PublishOutcome::Published(p) => assert!(!p.duplicate),
+        PublishOutcome::Queued(q) => assert_eq!(q.reason, QueueReason::Behind),
+    }
+    wait_until("early-4 is in the stream", Duration::from_secs(10), || {
+        redis.xlen(&stream_key("t167", ty)) >= 4
+    });
+    let ids: Vec<String> = redis
+        .xrange(&stream_key("t167", ty))
+        .iter()
+        .map(|e| e.get("id").unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids, ["early-1", "early-2", "early-3", "early-4"]);
+    rt.block_on(publisher.close());
+}
