@@ -44,6 +44,30 @@ pub fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
+/// The Unix time of the first line of a worker's human-format log that contains `needle`
+/// (its leading RFC 3339 UTC timestamp, e.g. `2026-12-05T03:54:43.218376Z`).
+pub fn log_time_of(log: &str, needle: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains(needle))?;
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut ymd = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (ymd.next()??, ymd.next()??, ymd.next()??);
+    let mut hms = time.split(':');
+    let (h, min) = (
+        hms.next()?.parse::<i64>().ok()?,
+        hms.next()?.parse::<i64>().ok()?,
+    );
+    let sec: f64 = hms.next()?.parse().ok()?;
+    // Days from 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3_600 + min * 60) as f64 + sec)
+}
+
 /// Sends a signal with the `kill` utility (`sig` is `TERM`, `KILL`, ...).
 pub fn send_signal(pid: u32, sig: &str) {
     let _ = std::process::Command::new("kill")
