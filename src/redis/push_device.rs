@@ -5,7 +5,11 @@
 //! per-field expiry, so the whole hash expires), and a resume that names the device reports
 //! which of its channels were trimmed past that position (or lost their history).
 
-use serde_json::{Value, json};
+use std::sync::LazyLock;
+
+use fred::types::Value;
+use fred::types::scripts::Script;
+use serde_json::json;
 
 use crate::push::device::MAX_DEVICE_CHANNELS;
 use crate::push::position::{Position, Positions};
@@ -13,33 +17,34 @@ use crate::redis::push::{PushStore, Status};
 use crate::redis::store::StoreError;
 use crate::redis::streams::text;
 
+/// `scripts/push_device_ack.lua`: the device hash's part of an acknowledgement, one call.
+static ACK: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(include_str!("scripts/push_device_ack.lua")));
+
+/// `scripts/push_device_index.lua`: the device index's part of an acknowledgement, one call.
+static INDEX: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(include_str!("scripts/push_device_index.lua")));
+
 impl PushStore {
-    /// Records `positions` as acknowledged by `device` and refreshes its expiry. Returns
-    /// `Ok(false)` (nothing kept) when the device would hold more than
-    /// [`MAX_DEVICE_CHANNELS`] channels.
+    /// Records `positions` as acknowledged by `device` and refreshes its expiry, in one
+    /// script call. Returns `Ok(false)` (nothing written) when the device would then hold
+    /// more than [`MAX_DEVICE_CHANNELS`] channels.
     ///
     /// # Errors
     /// Redis errors.
     pub async fn ack(&self, device: &str, positions: &Positions) -> Result<bool, StoreError> {
         let key = self.keys.push_device(device);
-        let mut args = vec![key.as_str().into()];
+        let ttl = self.device_ttl_ms as i64;
+        let mut args: Vec<Value> = vec![MAX_DEVICE_CHANNELS.into(), ttl.into()];
         for (c, p) in positions {
             args.push(c.as_str().into());
             args.push(p.to_string().into());
         }
-        self.store.call("HSET", args).await?;
-        let len = self.store.call("HLEN", vec![key.as_str().into()]).await?;
-        if len.as_i64().unwrap_or(0) > MAX_DEVICE_CHANNELS {
-            let mut args = vec![key.as_str().into()];
-            args.extend(positions.keys().map(|c| c.as_str().into()));
-            self.store.call("HDEL", args).await?;
-            return Ok(false);
-        }
-        let ttl = self.device_ttl_ms as i64;
-        self.store
-            .call("PEXPIRE", vec![key.as_str().into(), ttl.into()])
-            .await?;
-        Ok(true)
+        let kept: i64 = ACK
+            .evalsha_with_reload(&self.store.cmd, vec![key.as_str()], args)
+            .await
+            .map_err(|e| self.store.error(format!("push device ack {key}"), e))?;
+        Ok(kept == 1)
     }
 
     /// The positions `device` acknowledged.
@@ -68,7 +73,7 @@ impl PushStore {
     ///
     /// # Errors
     /// Redis errors.
-    pub async fn device_report(&self, device: &str) -> Result<Value, StoreError> {
+    pub async fn device_report(&self, device: &str) -> Result<serde_json::Value, StoreError> {
         let acked = self.device_positions(device).await?;
         let asked: Vec<(String, Option<Position>)> =
             acked.into_iter().map(|(c, p)| (c, Some(p))).collect();
@@ -89,7 +94,8 @@ impl PushStore {
 pub const SAMPLED_DEVICES: i64 = 1000;
 
 impl PushStore {
-    /// Records that `device` acknowledged now, in `events:<env>:push:devices`, and drops
+    /// Records that `device` acknowledged now, in `events:<env>:push:devices` (one script
+    /// call, plus a DEL per dropped device), and drops
     /// devices silent for longer than `push.device_ttl` from it, and beyond
     /// `push.max_devices` drops the least recently acknowledging ones (index entry and
     /// positions).
@@ -99,24 +105,20 @@ impl PushStore {
     pub async fn index_device(&self, device: &str) -> Result<(), StoreError> {
         let index = self.keys.push_devices();
         let now = crate::model::time::now_ms() as i64;
-        let args = vec![index.as_str().into(), now.into(), device.into()];
-        self.store.call("ZADD", args).await?;
-        let old = format!("({}", now - self.device_ttl_ms as i64);
-        let args = vec![index.as_str().into(), "-inf".into(), old.into()];
-        self.store.call("ZREMRANGEBYSCORE", args).await?;
-        let count = self
-            .store
-            .call("ZCARD", vec![index.as_str().into()])
-            .await?;
-        let over = count.as_i64().unwrap_or(0) - self.max_devices as i64;
-        if over > 0 {
-            // The least recently acknowledging devices go, at most 100 per ack.
-            let args = vec![index.as_str().into(), over.min(100).into()];
-            let popped = self.store.call("ZPOPMIN", args).await?.into_array();
-            for device in popped.iter().step_by(2).filter_map(text) {
-                let key = self.keys.push_device(&device);
-                self.store.call("DEL", vec![key.into()]).await?;
-            }
+        let silent_since = now - self.device_ttl_ms as i64;
+        let args: Vec<Value> = vec![
+            now.into(),
+            device.into(),
+            silent_since.into(),
+            (self.max_devices as i64).into(),
+        ];
+        let popped: Value = INDEX
+            .evalsha_with_reload(&self.store.cmd, vec![index.as_str()], args)
+            .await
+            .map_err(|e| self.store.error(format!("push device index {index}"), e))?;
+        for device in popped.into_array().iter().step_by(2).filter_map(text) {
+            let key = self.keys.push_device(&device);
+            self.store.call("DEL", vec![key.into()]).await?;
         }
         Ok(())
     }

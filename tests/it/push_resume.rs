@@ -363,6 +363,28 @@ async fn t100_push_devices_beyond_max_devices_are_dropped_oldest_first() {
         let key = format!("events:{env}:push:device:{{phone-{i}}}");
         assert_eq!(redis.exists(&key), i >= 2, "{key}");
     }
+    // One acknowledgement is two Redis commands: the device hash's script and the index's.
+    let monitor = crate::util::Monitor::start(&redis);
+    let r = client
+        .post(&url)
+        .json(&json!({"device": "phone-4", "id": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await; // MONITOR's lines arrive late
+    let commands: Vec<String> = monitor
+        .stop()
+        .into_iter()
+        .filter(|l| l.client != "lua" && !crate::util::resp::is_test_client(&l.client))
+        .filter(|l| l.raw.contains("push:device"))
+        .map(|l| l.raw)
+        .collect();
+    assert_eq!(commands.len(), 2, "{commands:#?}");
+    assert!(
+        commands.iter().all(|c| c.contains("\"EVALSHA\"")),
+        "{commands:#?}"
+    );
     let key = format!("events:{env}:push:device:{{phone-4}}");
     let bytes = redis
         .cmd(&["MEMORY", "USAGE", key.as_str()])
