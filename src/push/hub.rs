@@ -37,8 +37,9 @@ pub struct Live {
 /// What the hub sends a client.
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    /// A message.
-    Message(Live),
+    /// A message (shared by every local subscriber of its channel; boxed, so a client's
+    /// buffer preallocates 8 bytes per slot, not the whole message head).
+    Message(Arc<Live>),
     /// The channel's history was lost or cannot be caught up: the client must reconnect.
     Lost,
 }
@@ -209,7 +210,7 @@ impl Hub {
             position,
             message: n.m.get().into(),
         };
-        self.deliver(&n.c, Delivery::Message(live));
+        self.deliver(&n.c, Delivery::Message(Arc::new(live)));
     }
 
     /// Catches every local channel up from its history after the last position the hub
@@ -239,7 +240,7 @@ impl Hub {
                         position,
                         message: message.into(),
                     };
-                    self.deliver(channel, Delivery::Message(live));
+                    self.deliver(channel, Delivery::Message(Arc::new(live)));
                 }
             }
         }
