@@ -97,12 +97,13 @@ impl Handler for Projector {
             message: message(event),
             done,
         };
-        let queued = self.queue.send(request).is_ok();
+        // A send fails only when the appender is gone: the reply then fails as well.
+        let _ = self.queue.send(request);
         Box::pin(async move {
             match result.await {
-                Ok(Ok(())) if queued => Outcome::Success,
+                Ok(Ok(())) => Outcome::Success,
                 Ok(Err(e)) => Outcome::retry(e),
-                _ => Outcome::retry("push: the projector stopped before appending the event"),
+                Err(_) => Outcome::retry("push: the projector stopped before appending the event"),
             }
         })
     }
