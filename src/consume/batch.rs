@@ -82,11 +82,15 @@ async fn handle(pipeline: &Pipeline, mut entry: Entry) -> Handled {
 }
 
 /// Handles `entries`, one permit each (the caller took them and registered the entries in
-/// `in_flight`); returns when every entry is settled or given up.
+/// `in_flight`); returns when every entry is settled or given up. `turn` (ordered dispatch)
+/// is released once every entry is handled. The entries' futures are first polled in entry
+/// order (`FuturesUnordered` runs newly pushed futures in push order), so their handlers
+/// are called in that order.
 pub async fn run(
     pipeline: Arc<Pipeline>,
     entries: Vec<Entry>,
     mut permits: Vec<OwnedSemaphorePermit>,
+    mut turn: Option<OwnedSemaphorePermit>,
 ) {
     let (settler, in_flight) = (&pipeline.settler, &pipeline.gauge);
     in_flight.add(entries.len() as i64);
@@ -139,6 +143,9 @@ pub async fn run(
             }
             Some(n) = acking.next(), if !acking.is_empty() => release(n),
             else => break,
+        }
+        if handling.is_empty() {
+            turn.take();
         }
     }
 }

@@ -22,6 +22,11 @@ pub(crate) struct Dispatcher {
     pub in_flight: Arc<InFlight>,
     /// What each batch task runs.
     pub pipeline: Arc<Pipeline>,
+    /// Set for a handler that needs its calls in stream order (the push projector): one
+    /// permit, taken here before a batch task is spawned and released once every handler
+    /// call of the batch has returned, so batches are handled one after the other (a batch's
+    /// handlers are called in entry order within its task).
+    pub ordered: Option<Arc<Semaphore>>,
 }
 
 impl Dispatcher {
@@ -49,11 +54,19 @@ impl Dispatcher {
                 _ = stop.cancelled() => return false,
             }
         }
+        let turn = match &self.ordered {
+            Some(order) => tokio::select! {
+                p = order.clone().acquire_owned() => match p { Ok(p) => Some(p), Err(_) => return false },
+                _ = stop.cancelled() => return false,
+            },
+            None => None,
+        };
         // Boxed: the future is large, and spawn would otherwise move it several times.
         tracker.spawn(Box::pin(batch::run(
             self.pipeline.clone(),
             entries,
             permits,
+            turn,
         )));
         true
     }

@@ -20,6 +20,9 @@ use crate::push::position::Position;
 use crate::redis::push::{PushStore, Status};
 use crate::redis::streams::text;
 
+/// Notifications the pub/sub connection holds for the read loop (fred's default is 32).
+const NOTIFY_ROOM: usize = 8192;
+
 /// One message for local clients.
 #[derive(Debug, Clone)]
 pub struct Live {
@@ -34,8 +37,9 @@ pub struct Live {
 /// What the hub sends a client.
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    /// A message.
-    Message(Live),
+    /// A message (shared by every local subscriber of its channel; boxed, so a client's
+    /// buffer preallocates 8 bytes per slot, not the whole message head).
+    Message(Arc<Live>),
     /// The channel's history was lost or cannot be caught up: the client must reconnect.
     Lost,
 }
@@ -206,7 +210,7 @@ impl Hub {
             position,
             message: n.m.get().into(),
         };
-        self.deliver(&n.c, Delivery::Message(live));
+        self.deliver(&n.c, Delivery::Message(Arc::new(live)));
     }
 
     /// Catches every local channel up from its history after the last position the hub
@@ -236,7 +240,7 @@ impl Hub {
                         position,
                         message: message.into(),
                     };
-                    self.deliver(channel, Delivery::Message(live));
+                    self.deliver(channel, Delivery::Message(Arc::new(live)));
                 }
             }
         }
@@ -246,7 +250,18 @@ impl Hub {
     /// The read loop: subscribes on a connection of its own, catches up after every
     /// (re)subscription, and fans out notifications until `stop`.
     pub async fn run(self: Arc<Self>, store: PushStore, cap: u64, stop: CancellationToken) {
-        let client = store.store.cmd.clone_new();
+        // Its own connection, with room for bursts: the projector appends a batch at a time,
+        // so a few thousand notifications can arrive at once; past the room the hub would
+        // fall behind and catch every channel up from Redis.
+        let base = &store.store.cmd;
+        let mut perf = base.perf_config();
+        perf.broadcast_channel_capacity = NOTIFY_ROOM;
+        let client = fred::clients::Client::new(
+            base.client_config(),
+            Some(perf),
+            Some(base.connection_config().clone()),
+            base.client_reconnect_policy(),
+        );
         let mut rx = client.message_rx();
         let (again_tx, mut again) = mpsc::channel::<()>(1);
         let signal = again_tx.clone();

@@ -244,7 +244,7 @@ impl Session {
                 channel,
                 position,
                 message,
-            } = live;
+            } = Arc::unwrap_or_clone(live);
             let Some(mine) = self.positions.get(channel.as_ref()) else {
                 continue;
             };

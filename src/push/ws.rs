@@ -27,8 +27,9 @@ use crate::push::session::{Frame, Session};
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Read buffer of a connection: clients send only small subscribe and ping frames (the
-/// default, 128 KiB per connection, was most of an idle connection's memory).
-const READ_BUFFER: usize = 4 * 1024;
+/// default, 128 KiB per connection, was most of an idle connection's memory; 1 KiB keeps
+/// it in a shared page).
+const READ_BUFFER: usize = 1024;
 
 /// Largest message or frame a client may send (a subscribe frame is far smaller).
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
@@ -61,8 +62,24 @@ pub async fn upgrade(
         .write_buffer_size(0)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| run(socket, state, headers))
+        .on_upgrade(move |socket| run(socket, state, auth_headers(&headers)))
         .into_response())
+}
+
+/// Copies of the headers the subscribe's authorization reads (`Authorization`, `Cookie`,
+/// `Origin`): the request's own header values share the connection's 8 KiB read buffer,
+/// which holding them would keep alive for the connection's life.
+fn auth_headers(headers: &HeaderMap) -> HeaderMap {
+    use axum::http::{HeaderValue, header};
+    let mut kept = HeaderMap::new();
+    for name in [header::AUTHORIZATION, header::COOKIE, header::ORIGIN] {
+        for value in headers.get_all(&name) {
+            if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+                kept.append(name.clone(), v);
+            }
+        }
+    }
+    kept
 }
 
 async fn send(socket: &mut WebSocket, m: Message) -> bool {

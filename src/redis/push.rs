@@ -1,6 +1,6 @@
-//! The Redis side of push: [`PushStore::append`] (one script: dedup by event id, XADD with
-//! the caps, the epoch, the notification), the `push.max_channels` budget, and
-//! [`PushStore::resume`] (one script for every channel of a connection).
+//! The Redis side of push: [`PushStore::append_many`] (one script per channel and batch:
+//! dedup by event id, XADD with the caps, the epoch, the notifications), the
+//! `push.max_channels` budget, and [`PushStore::resume`] (one script for every channel of a connection).
 
 use fred::types::Value;
 use fred::types::scripts::Script;
@@ -91,29 +91,31 @@ impl PushStore {
         }
     }
 
-    /// Appends `message` (JSON) of event `id` to `channel` unless that id is there already;
-    /// then keeps the channel budget.
+    /// Appends `events` (event id, message JSON), in their order, to `channel` in one script
+    /// call: each unless its id is there already. Does not touch the channel budget (see
+    /// [`PushStore::keep_budget`]). One result per event.
     ///
     /// # Errors
-    /// Redis errors; nothing was appended then (or the append is retried and deduplicated).
-    pub async fn append(
+    /// Redis errors; then the events from the failing one on were not appended (the earlier
+    /// ones may have been: a retry deduplicates them).
+    pub async fn append_many(
         &self,
         channel: &str,
-        id: &str,
-        message: &str,
-    ) -> Result<Appended, StoreError> {
+        events: &[(&str, &str)],
+    ) -> Result<Vec<Appended>, StoreError> {
         let k = &self.keys;
         let epoch = format!("{:08x}", rand::random::<u32>() | 0x1000_0000);
         let name = serde_json::to_string(channel).unwrap_or_default();
-        let args: Vec<Value> = vec![
-            id.into(),
-            message.into(),
-            (self.max_len as i64).into(),
-            (self.max_age_ms as i64).into(),
-            epoch.into(),
-            k.push_notify().into(),
-            name.into(),
-        ];
+        let mut args: Vec<Value> = Vec::with_capacity(5 + events.len() * 2);
+        args.push((self.max_len as i64).into());
+        args.push((self.max_age_ms as i64).into());
+        args.push(epoch.into());
+        args.push(k.push_notify().into());
+        args.push(name.into());
+        for (id, message) in events {
+            args.push((*id).into());
+            args.push((*message).into());
+        }
         let keys = vec![
             k.push_stream(channel),
             k.push_ids(channel),
@@ -124,34 +126,44 @@ impl PushStore {
             .evalsha_with_reload(&self.store.cmd, keys, args)
             .await
             .map_err(|e| self.store.error(format!("push append {channel}"), e))?;
-        let parts = reply.into_array();
-        let appended = parts.first().and_then(Value::as_i64) == Some(1);
-        let epoch = parts.get(1).and_then(text).unwrap_or_default();
-        let sid = parts.get(2).and_then(text).unwrap_or_default();
-        let position = Position::of(&epoch, &sid).unwrap_or(Position {
-            epoch,
-            ms: 0,
-            seq: 0,
-        });
-        if appended {
-            self.keep_budget(channel).await?;
-        }
-        Ok(Appended { appended, position })
+        let mut parts = reply.into_array().into_iter();
+        let epoch = parts.next().and_then(|v| text(&v)).unwrap_or_default();
+        let flat: Vec<Value> = parts.collect();
+        Ok(flat
+            .chunks(2)
+            .map(|pair| {
+                let appended = pair.first().and_then(Value::as_i64) == Some(1);
+                let sid = pair.get(1).and_then(text).unwrap_or_default();
+                let position = Position::of(&epoch, &sid).unwrap_or(Position {
+                    epoch: epoch.clone(),
+                    ms: 0,
+                    seq: 0,
+                });
+                Appended { appended, position }
+            })
+            .collect())
     }
 
-    /// Records `channel` in the index; when a new channel takes the count over
-    /// `push.max_channels`, deletes the histories of the least recently appended ones.
-    async fn keep_budget(&self, channel: &str) -> Result<(), StoreError> {
+    /// Records `channels` (just appended to) in the index with one ZADD; when new channels
+    /// take the count over `push.max_channels`, deletes the histories of the least recently
+    /// appended ones.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn keep_budget(&self, channels: &[String]) -> Result<(), StoreError> {
+        if channels.is_empty() {
+            return Ok(());
+        }
         let index = self.keys.push_index();
         let now = crate::model::time::now_ms() as i64;
-        let added = self
-            .store
-            .call(
-                "ZADD",
-                vec![index.as_str().into(), now.into(), channel.into()],
-            )
-            .await?;
-        if added.as_i64() != Some(1) {
+        let mut args: Vec<Value> = Vec::with_capacity(1 + channels.len() * 2);
+        args.push(index.as_str().into());
+        for channel in channels {
+            args.push(now.into());
+            args.push(channel.as_str().into());
+        }
+        let added = self.store.call("ZADD", args).await?;
+        if added.as_i64().unwrap_or(0) < 1 {
             return Ok(());
         }
         let count = self

@@ -138,6 +138,9 @@ impl Parts {
             permits: Arc::new(Semaphore::new(concurrency)),
             in_flight: self.in_flight.clone(),
             pipeline: Arc::new(self.pipeline()),
+            // The push projector's handler needs its calls in stream order, batch after batch.
+            ordered: (self.consumer() == crate::worker::projector::PROJECTOR_CONSUMER)
+                .then(|| Arc::new(Semaphore::new(1))),
         });
         let reclaimer = Arc::new(Reclaimer {
             store: self.store.clone(),

@@ -58,8 +58,10 @@ pub(crate) fn spawn(
     own.group = cfg.push.group.clone();
     own.consumer = PROJECTOR_CONSUMER.to_string();
     own.routes.clear();
-    // One event at a time: a channel gets its events in the order of their stream.
-    own.concurrency = 1;
+    // Read batches of up to BATCH events, handled one batch after the other in stream order
+    // (the worker's ordered dispatch, on for this consumer name): a channel gets its events
+    // in the order of their stream.
+    own.concurrency = crate::push::project::BATCH;
     let token = stop.child_token();
     let task = tokio::spawn(lead(own, holder, rules, metrics.clone(), token.clone()));
     Some((token, task))
@@ -127,13 +129,7 @@ async fn project_while_held(
     key: &str,
     holder: &str,
 ) -> Result<(), WorkerError> {
-    let projector = Projector {
-        rules: rules.clone(),
-        store: tokio::sync::OnceCell::new(),
-        config: cfg.clone(),
-        metrics: metrics.clone(),
-        env: cfg.env.clone(),
-    };
+    let projector = Projector::start(rules.clone(), cfg.clone(), metrics.clone());
     let route: crate::worker::routes::CodeRoute = (rules.patterns(), Arc::new(projector));
     let held = stop.child_token();
     let run = crate::worker::run::run_worker(
