@@ -8,8 +8,8 @@
 use super::defaults;
 use super::error::ConfigError;
 use super::parse::Checker;
-use super::raw::RawRoute;
-use super::types::{Config, HandlerKind, RouteConfig};
+use super::raw::{RawBatch, RawRoute};
+use super::types::{BatchConfig, Config, HandlerKind, RouteConfig};
 use crate::model::keys;
 use crate::model::secret::Secret;
 
@@ -35,6 +35,9 @@ pub(super) fn validate_route(c: &mut Checker, i: usize, r: RawRoute) -> RouteCon
     if let Some(n) = &r.name {
         check_name(c, &key("name"), n);
     }
+    let batch = r
+        .batch
+        .map(|b| batch(c, &key("batch"), handler, timeout, b));
     RouteConfig {
         name: r.name,
         types: r.types,
@@ -44,6 +47,40 @@ pub(super) fn validate_route(c: &mut Checker, i: usize, r: RawRoute) -> RouteCon
         headers: r.headers.into_iter().collect(),
         signing_secret: None,
         signing_secret_env: r.signing_secret_env,
+        batch,
+    }
+}
+
+/// The `batch` table: http routes only; `max_wait` shorter than the route's `timeout`.
+fn batch(
+    c: &mut Checker,
+    key: &str,
+    handler: HandlerKind,
+    timeout: std::time::Duration,
+    b: RawBatch,
+) -> BatchConfig {
+    if handler != HandlerKind::Http {
+        c.push(format!(
+            "{key}: only the http handler delivers in batches (remove `batch` or use handler = \"http\")"
+        ));
+    }
+    let max_events = c.int(
+        &format!("{key}.max_events"),
+        b.max_events,
+        defaults::BATCH_MAX_EVENTS,
+    );
+    let wait_key = format!("{key}.max_wait");
+    let max_wait = c.duration(&wait_key, b.max_wait.as_deref(), defaults::BATCH_MAX_WAIT);
+    if max_wait >= timeout {
+        c.push(format!(
+            "{wait_key}: {} must be shorter than the route's timeout ({})",
+            super::parse::format_duration(max_wait),
+            super::parse::format_duration(timeout)
+        ));
+    }
+    BatchConfig {
+        max_events: usize::try_from(max_events).unwrap_or(1),
+        max_wait,
     }
 }
 
