@@ -213,3 +213,61 @@ fn check_name(c: &mut Checker, key: &str, name: &str) {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::{BatchConfig, Config};
+
+    fn load(route: &str) -> Result<Config, String> {
+        let text = format!("[[routes]]\ntypes = [\"a.b\"]\n{route}\n");
+        Config::from_toml_and_env(&text, |_| None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn batch_keys_default_check_and_name_themselves() {
+        let c = load("handler = \"http\"\nurl = \"http://h/x\"\nbatch = {}").unwrap();
+        let defaults = BatchConfig {
+            max_events: 100,
+            max_wait: Duration::ZERO,
+        };
+        assert_eq!(c.routes[0].batch, Some(defaults));
+        let c = load(
+            "handler = \"http\"\nurl = \"http://h/x\"\nbatch = { max_events = 7, max_wait = \"5ms\" }",
+        )
+        .unwrap();
+        let set = BatchConfig {
+            max_events: 7,
+            max_wait: Duration::from_millis(5),
+        };
+        assert_eq!(c.routes[0].batch, Some(set));
+        assert_eq!(
+            load("handler = \"blackhole\"").unwrap().routes[0].batch,
+            None
+        );
+        let e = load("handler = \"blackhole\"\nbatch = {}").unwrap_err();
+        assert!(
+            e.contains(
+                "routes[0].batch: only the http handler delivers in batches \
+                 (remove `batch` or use handler = \"http\")"
+            ),
+            "{e}"
+        );
+        let e = load(
+            "handler = \"http\"\nurl = \"http://h/x\"\ntimeout = \"1s\"\n\
+             batch = { max_events = 0, max_wait = \"2s\" }",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("routes[0].batch.max_events: 0 is out of range (1..=1000)"),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                "routes[0].batch.max_wait: 2s must be shorter than the route's timeout (1s)"
+            ),
+            "{e}"
+        );
+    }
+}

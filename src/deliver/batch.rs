@@ -70,6 +70,16 @@ struct Batch {
 }
 
 impl Pending {
+    /// Adds `event` (its CloudEvent straight into the body) whose result goes to `tx`;
+    /// true when it is the first of its batch.
+    fn add(&mut self, event: &Event, tx: oneshot::Sender<Outcome>) -> bool {
+        let first = self.waiters.is_empty();
+        self.body.push(if first { b'[' } else { b',' });
+        event.write_cloudevent_json(&mut self.body);
+        self.waiters.push((event.id.clone(), tx));
+        first
+    }
+
     /// Takes the batch collected so far (closing its JSON array).
     fn take(&mut self) -> Batch {
         self.generation += 1;
@@ -259,11 +269,7 @@ impl BatchHandler {
         let (tx, mut rx) = oneshot::channel();
         let (lead, full) = {
             let mut p = shared.lock();
-            let lead = p.waiters.is_empty();
-            p.body.push(if lead { b'[' } else { b',' });
-            event.write_cloudevent_json(&mut p.body);
-            p.waiters.push((event.id.clone(), tx));
-            let lead = lead.then_some(p.generation);
+            let lead = p.add(event, tx).then_some(p.generation);
             let full = (p.waiters.len() >= shared.config.max_events).then(|| p.take());
             (lead, full)
         };
@@ -341,6 +347,36 @@ mod tests {
                  (expected value at line 1 column 1); every event of the batch is retried"
             )
         );
+    }
+
+    #[test]
+    fn a_batch_body_is_the_per_event_bodies_in_a_json_array() {
+        let event = |id: &str, data: &str| Event {
+            id: id.into(),
+            event_type: "a.b".into(),
+            data: data.into(),
+            attempt: 1,
+            fields: vec![
+                ("id".into(), id.into()),
+                ("tenant".into(), "acme".into()),
+                ("data".into(), data.into()),
+            ],
+        };
+        let (a, b) = (event("e-1", r#"{"x": [1, 2]}"#), event("e\\u{1}2", "7"));
+        let mut p = Pending::default();
+        assert!(p.add(&a, oneshot::channel().0));
+        assert!(!p.add(&b, oneshot::channel().0));
+        let batch = p.take();
+        let mut expect = b"[".to_vec();
+        expect.extend(a.to_cloudevent_json());
+        expect.push(b',');
+        expect.extend(b.to_cloudevent_json());
+        expect.push(b']');
+        assert_eq!(
+            String::from_utf8(batch.body).unwrap(),
+            String::from_utf8(expect).unwrap()
+        );
+        assert_eq!((p.generation, p.body.len(), p.waiters.len()), (1, 0, 0));
     }
 
     #[test]

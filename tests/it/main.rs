@@ -27,6 +27,7 @@ mod api_oversized;
 mod app_auth;
 mod backoff;
 mod backpressure;
+mod batch_delivery;
 mod black_holes;
 mod breaker;
 mod clock_skew;
