@@ -370,7 +370,7 @@ async fn handle_batch(
     header_map: HashMap<String, String>,
     body: &[u8],
 ) -> Response {
-    let events: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap_or_default();
+    let events: Vec<serde_json::Value> = serde_json::from_slice(body).unwrap_or_default();
     let mut taken = Vec::new();
     for e in events {
         let raw = serde_json::to_vec(&e).unwrap();
