@@ -15,7 +15,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{
-    ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
+    USER_AGENT,
 };
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -117,17 +118,23 @@ impl Endpoint {
     /// [`HeaderError`] when a header name or value is invalid.
     pub(crate) fn new(
         client: Client,
-        uri: Uri,
+        target: Target,
         headers: &[(String, String)],
         signing_secret: Option<&str>,
         content_type: &'static str,
     ) -> Result<Self, HeaderError> {
-        let mut map = HeaderMap::with_capacity(headers.len() + 3);
+        let mut map = HeaderMap::with_capacity(headers.len() + 4);
         for (k, v) in headers {
             let name =
                 HeaderName::from_bytes(k.as_bytes()).map_err(|_| HeaderError::Name(k.clone()))?;
             let value = HeaderValue::from_str(v).map_err(|_| HeaderError::Value(k.clone()))?;
             map.insert(name, value);
+        }
+        // The route's own Authorization header wins over the URL's credentials.
+        if let Some(auth) = target.basic_auth
+            && !map.contains_key(AUTHORIZATION)
+        {
+            map.insert(AUTHORIZATION, auth);
         }
         map.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         if !map.contains_key(ACCEPT) {
@@ -140,7 +147,7 @@ impl Endpoint {
             .map(|s| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, s.as_bytes()));
         Ok(Endpoint {
             client,
-            uri,
+            uri: target.uri,
             headers: map,
             signer,
         })
@@ -176,13 +183,43 @@ impl Endpoint {
     }
 }
 
-/// The URI of `url` for hyper.
+/// A route's target for hyper: the URI of `url` without its user and password, and the
+/// `Authorization: Basic` value they make (percent-decoded, as reqwest sent them before).
+pub(crate) struct Target {
+    /// The URI requests go to.
+    pub uri: Uri,
+    /// `Basic base64(user:password)` when the URL carries credentials (marked sensitive).
+    pub basic_auth: Option<HeaderValue>,
+}
+
+/// The [`Target`] of `url`.
 ///
 /// # Errors
 /// hyper's reason, when it cannot read the URL (the URL itself is not repeated: it may
 /// carry a token).
-pub(crate) fn uri(url: &url::Url) -> Result<Uri, String> {
-    url.as_str().parse::<Uri>().map_err(|e| e.to_string())
+pub(crate) fn target(url: &url::Url) -> Result<Target, String> {
+    use base64::Engine;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut url = url.clone();
+    let mut basic_auth = None;
+    if !url.username().is_empty() || url.password().is_some() {
+        let user = decode(url.username());
+        let password = url.password().map(decode).unwrap_or_default();
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
+            .map_err(|_| "its user or password cannot be sent".to_string())?;
+        value.set_sensitive(true);
+        basic_auth = Some(value);
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+    }
+    let uri = url.as_str().parse::<Uri>().map_err(|e| e.to_string())?;
+    Ok(Target { uri, basic_auth })
 }
 
 /// The retryable outcome of a transport error, without the URL (it may carry credentials
@@ -263,6 +300,22 @@ mod tests {
         assert_eq!(
             signature(&key, 1_700_000_000, b"{\"a\":1}"),
             format!("t=1700000000,v1={hex}")
+        );
+    }
+
+    #[test]
+    fn url_credentials_become_a_basic_authorization_header() {
+        let url = url::Url::parse("https://us%40er:p%3Ass@hooks.example:8443/in?k=1").unwrap();
+        let t = target(&url).unwrap();
+        assert_eq!(t.uri.to_string(), "https://hooks.example:8443/in?k=1");
+        let auth = t.basic_auth.unwrap();
+        // base64("us@er:p:ss")
+        assert_eq!(auth.to_str().unwrap(), "Basic dXNAZXI6cDpzcw==");
+        assert!(auth.is_sensitive());
+        let plain = target(&url::Url::parse("http://127.0.0.1:9/x").unwrap()).unwrap();
+        assert_eq!(
+            (plain.uri.to_string().as_str(), plain.basic_auth),
+            ("http://127.0.0.1:9/x", None)
         );
     }
 

@@ -74,14 +74,14 @@ impl HandlerFactory {
                 let secret = route
                     .resolve_signing_secret(index, &|var| std::env::var(var).ok())
                     .map_err(HandlerBuildError::SigningSecret)?;
-                let uri = client::uri(&url)
+                let target = client::target(&url)
                     .map_err(|reason| HandlerBuildError::BadUrl { index, reason })?;
                 let secret = secret.as_ref().map(|s| s.expose());
                 let headers_error = |source| HandlerBuildError::Headers { index, source };
                 if let Some(batch) = route.batch {
                     let endpoint = Endpoint::new(
                         self.client()?,
-                        uri,
+                        target,
                         &route.headers,
                         secret,
                         BATCH_CONTENT_TYPE,
@@ -89,7 +89,7 @@ impl HandlerFactory {
                     .map_err(headers_error)?;
                     return Ok(Arc::new(BatchHandler::new(endpoint, batch, route.timeout)));
                 }
-                let handler = HttpHandler::new(self.client()?, uri, &route.headers, secret)
+                let handler = HttpHandler::new(self.client()?, target, &route.headers, secret)
                     .map_err(headers_error)?;
                 Ok(Arc::new(handler))
             }

@@ -17,19 +17,19 @@ pub struct HttpHandler {
 }
 
 impl HttpHandler {
-    /// A handler posting to `uri` with extra `headers`, sharing `client` (its pool).
+    /// A handler posting to `target` with extra `headers`, sharing `client` (its pool).
     ///
     /// # Errors
     /// [`HeaderError`] when a header name or value is invalid.
     pub(crate) fn new(
         client: client::Client,
-        uri: hyper::Uri,
+        target: client::Target,
         headers: &[(String, String)],
         signing_secret: Option<&str>,
     ) -> Result<Self, HeaderError> {
         let endpoint = Endpoint::new(
             client,
-            uri,
+            target,
             headers,
             signing_secret,
             "application/cloudevents+json",
