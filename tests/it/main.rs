@@ -44,6 +44,7 @@ mod dlq_retention;
 mod dlq_scale;
 mod first_run;
 mod health;
+mod http_delivery;
 mod input;
 mod isolation;
 mod long;
