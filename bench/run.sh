@@ -48,7 +48,8 @@
 # outbox section it adds row (a) on that build.
 # A full run writes its tables into BENCHMARKS.md (between the results markers) and every
 # sample to bench/results/latest.tsv. --quick (1 repetition, small backlogs, 3 s latency runs,
-# no waiting) writes only bench/target/quick.md. --profile runs one blackhole drain of the
+# no waiting) writes only bench/target/quick.md. --profile runs one blackhole drain (the http
+# route's with EW_BENCH_PROFILE=http) of the
 # backlog under `perf record` and prints the hottest symbols instead.
 # Everything it starts (redis-server, workers, sinks) is stopped on exit, failure included.
 set -euo pipefail

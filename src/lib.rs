@@ -15,7 +15,8 @@
 //!   `batch` (one task per read batch), `decide` (an entry's verdict), `in_flight`,
 //!   `streams` (the consumed set, type labels), `type_facts` (per-type label and metric
 //!   handles), `backoff` (retry delays).
-//! - `deliver`: `handler` (the `Handler` trait, `Outcome`), `http`, `blackhole`, `factory`
+//! - `deliver`: `handler` (the `Handler` trait, `Outcome`), `http` (per event), `batch` (batched
+//!   http delivery), `client` (their shared hyper client), `blackhole`, `factory`
 //!   (a configured route's handler, exhaustively), `breaker`.
 //! - `settle`: the one owner of outcomes: `acks` and `acker` (batched XACK), `moves` (retry
 //!   and DLQ moves), `dlq_record` (the DLQ fields and `Reason`), `history` (the audit writer).

@@ -28,6 +28,10 @@ pub const TYPE: &str = "bench.drain";
 pub const GROUP: &str = "bench";
 const POLL: Duration = Duration::from_millis(2);
 
+/// The `batch` key of the batched http route: up to 64 events (the default `concurrency`,
+/// so one read's events) per request, no waiting for more.
+pub const BATCH_ROUTE: &str = "batch = { max_events = 64 }";
+
 /// What is measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -37,6 +41,9 @@ pub enum Kind {
     EwBlackhole,
     /// event-worker with an http route to the local sink.
     EwHttp,
+    /// event-worker with an http route to the local sink in batched delivery
+    /// ([`BATCH_ROUTE`]).
+    EwHttpBatch,
     /// Diagnostic: blackhole with `read_block = "10ms"` (the smallest allowed), not the default.
     EwBlackholeBlock10,
     /// The `--base-worker` binary (an earlier commit, `--base-rev`): blackhole, or http to the
@@ -65,6 +72,7 @@ impl Kind {
             Kind::Raw { conns, .. } => format!("raw loop, {conns} conns (pipelined XACK)"),
             Kind::EwBlackhole => "event-worker, blackhole".into(),
             Kind::EwHttp => "event-worker, http to local sink".into(),
+            Kind::EwHttpBatch => "event-worker, http batch (max_events 64) to local sink".into(),
             Kind::EwBlackholeBlock10 => {
                 "diagnostic: event-worker, blackhole, read_block=10ms".into()
             }
@@ -79,7 +87,7 @@ impl Kind {
     pub fn uses_sink(self) -> bool {
         matches!(
             self,
-            Kind::EwHttp | Kind::EwBase { http: true } | Kind::Relay
+            Kind::EwHttp | Kind::EwHttpBatch | Kind::EwBase { http: true } | Kind::Relay
         )
     }
     pub fn is_ew(self) -> bool {
@@ -388,11 +396,17 @@ impl Bench {
         i: usize,
         extra: &str,
         base: bool,
+        batch: bool,
     ) -> Result<(Proc, u16), String> {
         let api = free_port()?;
         let route = match sink_port {
             None => "handler = \"blackhole\"".to_string(),
             Some(p) => format!("handler = \"http\"\nurl = \"http://127.0.0.1:{p}/hook\""),
+        };
+        let route = if batch {
+            format!("{route}\n{BATCH_ROUTE}")
+        } else {
+            route
         };
         let config = format!(
             "# event-worker defaults, plus what a benchmark must set.\n\
@@ -433,7 +447,11 @@ impl Bench {
             Kind::RawNext => ps.push(self.start_raw_next(latency)?),
             Kind::Relay => ps.push(self.start_relay(sink)?),
             Kind::BullMq => return Err("BullMQ runs through Bench::bullmq".into()),
-            Kind::EwBlackhole | Kind::EwHttp | Kind::EwBlackholeBlock10 | Kind::EwBase { .. } => {
+            Kind::EwBlackhole
+            | Kind::EwHttp
+            | Kind::EwHttpBatch
+            | Kind::EwBlackholeBlock10
+            | Kind::EwBase { .. } => {
                 let extra = if kind == Kind::EwBlackholeBlock10 {
                     "read_block = \"10ms\""
                 } else {
@@ -441,7 +459,8 @@ impl Bench {
                 };
                 for i in 0..procs {
                     let base = matches!(kind, Kind::EwBase { .. });
-                    let (p, api) = self.start_worker(sink, i, extra, base)?;
+                    let batch = kind == Kind::EwHttpBatch;
+                    let (p, api) = self.start_worker(sink, i, extra, base, batch)?;
                     ps.push(p);
                     apis.push(api);
                 }
@@ -1003,11 +1022,16 @@ async fn run(opts: &Opts) -> Result<(), String> {
     }
 
     if let Some(p) = opts.get("profile") {
-        eprintln!("profile: one event-worker blackhole drain of {backlog} under perf");
+        // EW_BENCH_PROFILE=http profiles the http route (to the local sink) instead.
+        let kind = match std::env::var("EW_BENCH_PROFILE").as_deref() {
+            Ok("http") => Kind::EwHttp,
+            _ => Kind::EwBlackhole,
+        };
+        eprintln!("profile: one {} drain of {backlog} under perf", kind.label());
         let s = b
             .drain(
                 "profile",
-                Kind::EwBlackhole,
+                kind,
                 1,
                 backlog,
                 0,
@@ -1029,6 +1053,7 @@ async fn run(opts: &Opts) -> Result<(), String> {
             batch_ack: false,
         },
         Kind::EwHttp,
+        Kind::EwHttpBatch,
         Kind::Raw {
             conns: 1,
             batch_ack: true,

@@ -107,7 +107,7 @@ pub fn cloudevent(id: &[u8], typ: &[u8], data: &[u8]) -> Vec<u8> {
     b
 }
 
-/// One POST on `sender`, its head as event-worker's (reqwest) sends it: the same headers in
+/// One POST on `sender`, its head as event-worker's http route sends it: the same headers in
 /// the same order (checked against a capture of both); gives the connection back with the entry id once the answer's body
 /// has been read.
 async fn post(

@@ -215,6 +215,27 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
                 med(&rs, |s| s.per_event(s.sink_cpu_s) * 1e6),
             );
         }
+        let bs = of(samples, "drain", &Kind::EwHttpBatch.label());
+        for (what, against) in [("per-event http route", &hs), ("raw HTTP relay", &rs)] {
+            if bs.is_empty() || against.is_empty() {
+                continue;
+            }
+            let v: Vec<f64> = bs
+                .iter()
+                .filter_map(|b| {
+                    against
+                        .iter()
+                        .find(|h| h.rep == b.rep)
+                        .map(|h| b.rate() / h.rate())
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "The batched http route drained {:.2}x the {what}'s rate (median of the per-repetition ratios) at {:.2} µs of worker CPU per event.",
+                median(v),
+                med(&bs, |s| s.per_event(s.cpu_s) * 1e6),
+            );
+        }
         let _ = writeln!(
             o,
             "\n\"x the reference\": events/s over the rate of the {} in the same repetition (median of the ratios).",

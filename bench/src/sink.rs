@@ -2,7 +2,9 @@
 //! empty body at once. It notes the arrival time of each request (when its head is parsed,
 //! i.e. when the worker's handler has started sending it) and, when the body carries
 //! `"sent_ns":N`, the publish-to-arrival latency. `GET /stats` answers
-//! `count=.. n=.. p50_us=.. p99_us=.. max_us=..`; `POST /reset` clears.
+//! `count=.. n=.. p50_us=.. p99_us=.. max_us=..`; `POST /reset` clears. A batch request
+//! (`application/cloudevents-batch+json`, event-worker's batched delivery) counts each of its
+//! events and is answered `{"results":[{"id":..,"status":"ok"},...]}`.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +64,10 @@ async fn handle(
     let arrived = now_ns();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let batch = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/cloudevents-batch+json"));
     let body = req
         .into_body()
         .collect()
@@ -81,6 +87,7 @@ async fn handle(
             }
             String::new()
         }
+        _ if batch => batch_results(&state, arrived, &body),
         _ => {
             state.count.fetch_add(1, Ordering::Relaxed);
             if let Some(sent) = find_sent_ns(&body)
@@ -92,4 +99,27 @@ async fn handle(
         }
     };
     Ok(Response::new(Full::new(Bytes::from(reply))))
+}
+
+/// Counts the events of a batch request (and their latency) and answers each one `ok`.
+fn batch_results(state: &State, arrived: u64, body: &[u8]) -> String {
+    let events: Vec<serde_json::Value> = serde_json::from_slice(body).unwrap_or_default();
+    state
+        .count
+        .fetch_add(events.len() as u64, Ordering::Relaxed);
+    let mut out = String::from("{\"results\":[");
+    for (i, e) in events.iter().enumerate() {
+        let id = e.get("id").cloned().unwrap_or_default();
+        if let Some(sent) = e.get("data").and_then(|d| d.get("sent_ns")).and_then(|v| v.as_u64())
+            && let Ok(mut v) = state.lat.lock()
+        {
+            v.push(arrived.saturating_sub(sent));
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!("{{\"id\":{id},\"status\":\"ok\"}}"));
+    }
+    out.push_str("]}");
+    out
 }

@@ -95,3 +95,7 @@ pub(super) const API_BODY_TIMEOUT: DurationRule = duration(secs(30), ms(100));
 
 /// `routes[].timeout`.
 pub(super) const ROUTE_TIMEOUT: DurationRule = duration(secs(10), ms(1));
+/// `routes[].batch.max_events`.
+pub(super) const BATCH_MAX_EVENTS: IntRule = int(100, 1, 1000);
+/// `routes[].batch.max_wait`.
+pub(super) const BATCH_MAX_WAIT: DurationRule = duration(ms(0), ms(0));

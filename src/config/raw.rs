@@ -115,6 +115,16 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub signing_secret_env: Option<String>,
+    pub batch: Option<RawBatch>,
+}
+
+/// A route's `batch = { max_events, max_wait }` (batched delivery of an `http` route).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBatch {
+    pub max_events: Option<i64>,
+    pub max_wait: Option<String>,
 }
 
 /// A key serde refused: where (as `retry.max_attempts`, `routes[0].url`; empty at the top)

@@ -8,8 +8,8 @@
 use super::defaults;
 use super::error::ConfigError;
 use super::parse::Checker;
-use super::raw::RawRoute;
-use super::types::{Config, HandlerKind, RouteConfig};
+use super::raw::{RawBatch, RawRoute};
+use super::types::{BatchConfig, Config, HandlerKind, RouteConfig};
 use crate::model::keys;
 use crate::model::secret::Secret;
 
@@ -35,6 +35,9 @@ pub(super) fn validate_route(c: &mut Checker, i: usize, r: RawRoute) -> RouteCon
     if let Some(n) = &r.name {
         check_name(c, &key("name"), n);
     }
+    let batch = r
+        .batch
+        .map(|b| batch(c, &key("batch"), handler, timeout, b));
     RouteConfig {
         name: r.name,
         types: r.types,
@@ -44,6 +47,40 @@ pub(super) fn validate_route(c: &mut Checker, i: usize, r: RawRoute) -> RouteCon
         headers: r.headers.into_iter().collect(),
         signing_secret: None,
         signing_secret_env: r.signing_secret_env,
+        batch,
+    }
+}
+
+/// The `batch` table: http routes only; `max_wait` shorter than the route's `timeout`.
+fn batch(
+    c: &mut Checker,
+    key: &str,
+    handler: HandlerKind,
+    timeout: std::time::Duration,
+    b: RawBatch,
+) -> BatchConfig {
+    if handler != HandlerKind::Http {
+        c.push(format!(
+            "{key}: only the http handler delivers in batches (remove `batch` or use handler = \"http\")"
+        ));
+    }
+    let max_events = c.int(
+        &format!("{key}.max_events"),
+        b.max_events,
+        defaults::BATCH_MAX_EVENTS,
+    );
+    let wait_key = format!("{key}.max_wait");
+    let max_wait = c.duration(&wait_key, b.max_wait.as_deref(), defaults::BATCH_MAX_WAIT);
+    if max_wait >= timeout {
+        c.push(format!(
+            "{wait_key}: {} must be shorter than the route's timeout ({})",
+            super::parse::format_duration(max_wait),
+            super::parse::format_duration(timeout)
+        ));
+    }
+    BatchConfig {
+        max_events: usize::try_from(max_events).unwrap_or(1),
+        max_wait,
     }
 }
 
@@ -174,5 +211,63 @@ fn check_name(c: &mut Checker, key: &str, name: &str) {
             "{key}: `{}` must be 1-64 of [A-Za-z0-9_.:-]",
             crate::model::envelope::truncate(name, 80)
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::{BatchConfig, Config};
+
+    fn load(route: &str) -> Result<Config, String> {
+        let text = format!("[[routes]]\ntypes = [\"a.b\"]\n{route}\n");
+        Config::from_toml_and_env(&text, |_| None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn batch_keys_default_check_and_name_themselves() {
+        let c = load("handler = \"http\"\nurl = \"http://h/x\"\nbatch = {}").unwrap();
+        let defaults = BatchConfig {
+            max_events: 100,
+            max_wait: Duration::ZERO,
+        };
+        assert_eq!(c.routes[0].batch, Some(defaults));
+        let c = load(
+            "handler = \"http\"\nurl = \"http://h/x\"\nbatch = { max_events = 7, max_wait = \"5ms\" }",
+        )
+        .unwrap();
+        let set = BatchConfig {
+            max_events: 7,
+            max_wait: Duration::from_millis(5),
+        };
+        assert_eq!(c.routes[0].batch, Some(set));
+        assert_eq!(
+            load("handler = \"blackhole\"").unwrap().routes[0].batch,
+            None
+        );
+        let e = load("handler = \"blackhole\"\nbatch = {}").unwrap_err();
+        assert!(
+            e.contains(
+                "routes[0].batch: only the http handler delivers in batches \
+                 (remove `batch` or use handler = \"http\")"
+            ),
+            "{e}"
+        );
+        let e = load(
+            "handler = \"http\"\nurl = \"http://h/x\"\ntimeout = \"1s\"\n\
+             batch = { max_events = 0, max_wait = \"2s\" }",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("routes[0].batch.max_events: 0 is out of range (1..=1000)"),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                "routes[0].batch.max_wait: 2s must be shorter than the route's timeout (1s)"
+            ),
+            "{e}"
+        );
     }
 }

@@ -189,6 +189,20 @@ pub struct RouteConfig {
     /// secrets stay out of the file). Read only where the route's handler is built (`run`),
     /// so commands that deliver nothing do not need it.
     pub signing_secret_env: Option<String>,
+    /// Batched delivery of an `http` route (`batch = { ... }`); `None` posts each event alone.
+    pub batch: Option<BatchConfig>,
+}
+
+/// Batched delivery of an `http` route: one POST of `application/cloudevents-batch+json`
+/// carries up to `max_events` events, and the answer gives a result per event (README,
+/// "Batched delivery").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Most events in one request (1..=1000, default 100).
+    pub max_events: usize,
+    /// How long the first event of a batch may wait for more (default 0: a batch is what is
+    /// ready together, e.g. one read's events).
+    pub max_wait: Duration,
 }
 
 impl RouteConfig {

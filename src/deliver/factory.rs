@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
+use super::batch::{BATCH_CONTENT_TYPE, BatchHandler};
 use super::blackhole::BlackholeHandler;
+use super::client::{self, Client, Endpoint};
 use super::handler::Handler;
 use super::http::{HeaderError, HttpHandler};
 use crate::config::{HandlerKind, RouteConfig};
@@ -14,7 +16,7 @@ use crate::config::{HandlerKind, RouteConfig};
 pub(crate) enum HandlerBuildError {
     /// The shared HTTP client could not be built (TLS backend); no route can use it.
     #[error("http client: {0}")]
-    Client(reqwest::Error),
+    Client(String),
     /// A header of route `index` cannot be sent.
     #[error("routes[{index}].headers: {source}")]
     Headers {
@@ -33,6 +35,15 @@ pub(crate) enum HandlerBuildError {
         /// Index of the route in `[[routes]]`.
         index: usize,
     },
+    /// The URL of route `index` cannot be used by the HTTP client (hyper's reason; the URL
+    /// itself is not repeated: it may carry a token).
+    #[error("routes[{index}].url: cannot be used for requests ({reason})")]
+    BadUrl {
+        /// Index of the route in `[[routes]]`.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Builds route handlers, sharing one HTTP client (its connection pool) among `http`
@@ -40,7 +51,7 @@ pub(crate) enum HandlerBuildError {
 /// roots takes a few milliseconds of every start otherwise).
 #[derive(Default)]
 pub(crate) struct HandlerFactory {
-    client: Option<reqwest::Client>,
+    client: Option<Client>,
 }
 
 impl HandlerFactory {
@@ -63,13 +74,23 @@ impl HandlerFactory {
                 let secret = route
                     .resolve_signing_secret(index, &|var| std::env::var(var).ok())
                     .map_err(HandlerBuildError::SigningSecret)?;
-                let handler = HttpHandler::new(
-                    self.client()?,
-                    url,
-                    &route.headers,
-                    secret.as_ref().map(|s| s.expose()),
-                )
-                .map_err(|source| HandlerBuildError::Headers { index, source })?;
+                let target = client::target(&url)
+                    .map_err(|reason| HandlerBuildError::BadUrl { index, reason })?;
+                let secret = secret.as_ref().map(|s| s.expose());
+                let headers_error = |source| HandlerBuildError::Headers { index, source };
+                if let Some(batch) = route.batch {
+                    let endpoint = Endpoint::new(
+                        self.client()?,
+                        target,
+                        &route.headers,
+                        secret,
+                        BATCH_CONTENT_TYPE,
+                    )
+                    .map_err(headers_error)?;
+                    return Ok(Arc::new(BatchHandler::new(endpoint, batch, route.timeout)));
+                }
+                let handler = HttpHandler::new(self.client()?, target, &route.headers, secret)
+                    .map_err(headers_error)?;
                 Ok(Arc::new(handler))
             }
             HandlerKind::Blackhole => Ok(Arc::new(BlackholeHandler)),
@@ -77,11 +98,11 @@ impl HandlerFactory {
     }
 
     /// The shared client, built on first use.
-    fn client(&mut self) -> Result<reqwest::Client, HandlerBuildError> {
+    fn client(&mut self) -> Result<Client, HandlerBuildError> {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let c = HttpHandler::default_client().map_err(HandlerBuildError::Client)?;
+        let c = client::build_client().map_err(HandlerBuildError::Client)?;
         self.client = Some(c.clone());
         Ok(c)
     }
@@ -106,6 +127,7 @@ mod tests {
                 .collect(),
             signing_secret: None,
             signing_secret_env: None,
+            batch: None,
         }
     }
 

@@ -123,7 +123,20 @@ impl Event {
     /// CloudEvents 1.0 structured-mode JSON of this event, as POSTed to HTTP handlers: the
     /// attributes, the extensions, the worker's `attempt`, then `data`.
     pub fn to_cloudevent_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&CloudEvent(self)).unwrap_or_default()
+        let mut out = Vec::new();
+        self.write_cloudevent_json(&mut out);
+        out
+    }
+
+    /// Appends [`Event::to_cloudevent_json`]'s bytes to `out` (reserving room for them
+    /// first), so a body or a batch of bodies is built in one buffer.
+    pub fn write_cloudevent_json(&self, out: &mut Vec<u8>) {
+        let fields: usize = self.fields.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+        out.reserve(fields.max(self.data.len()) + 160);
+        let start = out.len();
+        if serde_json::to_writer(&mut *out, &CloudEvent(self)).is_err() {
+            out.truncate(start);
+        }
     }
 }
 

@@ -2,6 +2,13 @@
 //! webhook. Each event id has a behaviour script (one action per request for
 //! that id, the last one repeating), and every request lands in a ledger that
 //! outlives the worker processes (so crash tests can count deliveries).
+//!
+//! A batch request (`application/cloudevents-batch+json`, a JSON array of CloudEvents) is
+//! taken apart: each event gets its own ledger entry and action, and the answer is `200`
+//! with `{"results":[...]}` (`ok` for a 2xx action, `retry` for 408/429/5xx with its
+//! `retry_after`, `permanent` with error `sink` otherwise), unless
+//! [`HttpSink::set_batch_answer`] says what to answer instead. [`HttpSink::batch_sizes`]
+//! lists the number of events of each batch request.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -65,6 +72,8 @@ pub enum Outcome {
     Answered(u16),
     /// The sink killed the worker process.
     KilledWorker,
+    /// Part of a batch answered with the body set by [`HttpSink::set_batch_answer`].
+    BatchAnswer(u16),
 }
 
 /// One request as the sink saw it.
@@ -102,6 +111,10 @@ struct Inner {
     default: Option<Action>,
     ledger: Vec<Request>,
     per_id: HashMap<String, usize>,
+    /// Status and body answered to every batch request instead of the per-event results.
+    batch_answer: Option<(u16, String)>,
+    /// Events per batch request, in arrival order.
+    batch_sizes: Vec<usize>,
 }
 
 struct Shared {
@@ -175,6 +188,21 @@ impl HttpSink {
     /// The action for ids without a script.
     pub fn set_default(&self, action: Action) {
         self.shared.inner.lock().unwrap().default = Some(action);
+    }
+
+    /// Answers every batch request with `status` and `body` instead of the per-event results.
+    pub fn set_batch_answer(&self, status: u16, body: &str) {
+        self.shared.inner.lock().unwrap().batch_answer = Some((status, body.to_string()));
+    }
+
+    /// Answers batch requests with the per-event results again.
+    pub fn clear_batch_answer(&self) {
+        self.shared.inner.lock().unwrap().batch_answer = None;
+    }
+
+    /// The number of events of each batch request so far, in arrival order.
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        self.shared.inner.lock().unwrap().batch_sizes.clone()
     }
 
     /// The pid that a `kill_worker` action sends SIGKILL to.
@@ -294,19 +322,103 @@ impl Drop for HttpSink {
     }
 }
 
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+/// Records one event of a request in the ledger; its ledger index and action.
+fn record(
+    shared: &Shared,
+    path: &str,
+    header_map: &HashMap<String, String>,
+    json: serde_json::Value,
+    raw: Vec<u8>,
+) -> (usize, Action) {
     let id = json
         .get("id")
         .and_then(|v| v.as_str())
         .unwrap_or("<unparsable>")
         .to_string();
     let attempt = json.get("attempt").and_then(|v| v.as_u64());
+    let mut inner = shared.inner.lock().unwrap();
+    let nth = {
+        let n = inner.per_id.entry(id.clone()).or_insert(0);
+        *n += 1;
+        *n - 1
+    };
+    let action = match inner.scripts.get(&id) {
+        Some(actions) => actions[nth.min(actions.len() - 1)].clone(),
+        None => inner.default.clone().unwrap_or_else(Action::ok),
+    };
+    inner.ledger.push(Request {
+        id,
+        attempt,
+        nth,
+        received: shared.start.elapsed(),
+        answered: None,
+        outcome: Outcome::InProgress,
+        path: path.to_string(),
+        content_type: header_map.get("content-type").cloned().unwrap_or_default(),
+        headers: header_map.clone(),
+        body: json,
+        raw,
+    });
+    (inner.ledger.len() - 1, action)
+}
+
+/// A batch request: one ledger entry per event, then the per-event results (or the answer
+/// set by [`HttpSink::set_batch_answer`]) after the longest delay of its actions.
+async fn handle_batch(
+    shared: Arc<Shared>,
+    path: &str,
+    header_map: HashMap<String, String>,
+    body: &[u8],
+) -> Response {
+    let events: Vec<serde_json::Value> = serde_json::from_slice(body).unwrap_or_default();
+    let mut taken = Vec::new();
+    for e in events {
+        let raw = serde_json::to_vec(&e).unwrap();
+        taken.push(record(&shared, path, &header_map, e, raw));
+    }
+    let answer = {
+        let mut inner = shared.inner.lock().unwrap();
+        inner.batch_sizes.push(taken.len());
+        inner.batch_answer.clone()
+    };
+    if let Some(delay) = taken.iter().map(|(_, a)| a.delay).max() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut results = Vec::new();
+    {
+        let mut inner = shared.inner.lock().unwrap();
+        for (index, action) in &taken {
+            let r = &mut inner.ledger[*index];
+            r.answered = Some(shared.start.elapsed());
+            r.outcome = match &answer {
+                Some((status, _)) => Outcome::BatchAnswer(*status),
+                None => Outcome::Answered(action.status),
+            };
+            let result = match action.status {
+                200..=299 => serde_json::json!({"id": r.id, "status": "ok"}),
+                408 | 429 | 500..=599 => {
+                    serde_json::json!({"id": r.id, "status": "retry", "error": "sink", "retry_after": action.retry_after})
+                }
+                _ => serde_json::json!({"id": r.id, "status": "permanent", "error": "sink"}),
+            };
+            results.push(result);
+        }
+    }
+    match answer {
+        Some((status, body)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            (status, body).into_response()
+        }
+        None => axum::Json(serde_json::json!({ "results": results })).into_response(),
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let header_map: HashMap<String, String> = headers
         .iter()
         .map(|(k, v)| {
@@ -316,32 +428,12 @@ async fn handle(
             )
         })
         .collect();
-    let (index, action) = {
-        let mut inner = shared.inner.lock().unwrap();
-        let nth = {
-            let n = inner.per_id.entry(id.clone()).or_insert(0);
-            *n += 1;
-            *n - 1
-        };
-        let action = match inner.scripts.get(&id) {
-            Some(actions) => actions[nth.min(actions.len() - 1)].clone(),
-            None => inner.default.clone().unwrap_or_else(Action::ok),
-        };
-        inner.ledger.push(Request {
-            id: id.clone(),
-            attempt,
-            nth,
-            received: shared.start.elapsed(),
-            answered: None,
-            outcome: Outcome::InProgress,
-            path: uri.path().to_string(),
-            content_type: header_map.get("content-type").cloned().unwrap_or_default(),
-            headers: header_map,
-            body: json,
-            raw: body.to_vec(),
-        });
-        (inner.ledger.len() - 1, action)
-    };
+    let content_type = header_map.get("content-type").map(String::as_str);
+    if content_type.is_some_and(|t| t.starts_with("application/cloudevents-batch+json")) {
+        return handle_batch(shared, uri.path(), header_map, &body).await;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    let (index, action) = record(&shared, uri.path(), &header_map, json, body.to_vec());
     if action.kill_worker {
         let pid = shared.kill_pid.load(Ordering::SeqCst);
         if pid != 0 {

@@ -26,6 +26,8 @@ pub struct Route {
     pub name: Option<String>,
     /// `signing_secret_env` of the route.
     pub signing_secret_env: Option<String>,
+    /// The route's `batch` inline table, as TOML (`{ max_events = 10 }`).
+    pub batch: Option<String>,
 }
 
 impl Route {
@@ -38,6 +40,7 @@ impl Route {
             headers: Vec::new(),
             name: None,
             signing_secret_env: None,
+            batch: None,
         }
     }
     pub fn blackhole(types: &[&str]) -> Route {
@@ -49,6 +52,7 @@ impl Route {
             headers: Vec::new(),
             name: None,
             signing_secret_env: None,
+            batch: None,
         }
     }
 }
@@ -178,6 +182,9 @@ impl WorkerConfig {
             }
             if let Some(to) = &r.timeout {
                 t += &format!("timeout = {}\n", q(to));
+            }
+            if let Some(b) = &r.batch {
+                t += &format!("batch = {b}\n");
             }
             if !r.headers.is_empty() {
                 let kv: Vec<String> = r
