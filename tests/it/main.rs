@@ -30,6 +30,7 @@ mod backpressure;
 mod black_holes;
 mod breaker;
 mod clock_skew;
+mod cluster;
 mod config;
 mod config_messages;
 mod console;
