@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use fred::prelude::*;
+use fred::types::config::Server;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
 use crate::redis::error::{RedisErrorKind, StoreError};
@@ -79,7 +80,9 @@ impl Store {
     }
 
     /// Keys matching `pattern` (and of type `kind`, if given) for which `keep` holds,
-    /// sorted, at most `limit` (keys `keep` refuses do not count towards it).
+    /// sorted, at most `limit` (keys `keep` refuses do not count towards it). On a cluster
+    /// every master is scanned (the topology is read again for each scan, so a resharding
+    /// or failover is followed).
     pub(crate) async fn scan(
         &self,
         pattern: &str,
@@ -87,8 +90,40 @@ impl Store {
         limit: usize,
         keep: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Vec<String>, StoreError> {
-        let mut cursor = "0".to_string();
         let mut out = Vec::new();
+        match self.scan_targets().await? {
+            None => {
+                self.scan_node(None, pattern, kind, limit, keep, &mut out)
+                    .await?
+            }
+            Some(servers) => {
+                for server in servers {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let node = Some(&server);
+                    self.scan_node(node, pattern, kind, limit, keep, &mut out)
+                        .await?;
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// SCAN of one node (`None`: the single node) into `out`, until `out` holds `limit`.
+    async fn scan_node(
+        &self,
+        node: Option<&Server>,
+        pattern: &str,
+        kind: Option<&str>,
+        limit: usize,
+        keep: &(dyn Fn(&str) -> bool + Sync),
+        out: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        let mut cursor = "0".to_string();
         for _ in 0..10_000 {
             let mut args: Vec<Value> = vec![
                 cursor.as_str().into(),
@@ -101,14 +136,18 @@ impl Store {
                 args.push("TYPE".into());
                 args.push(k.into());
             }
-            let reply: Value = self
-                .cmd
-                .custom(
-                    CustomCommand::new_static("SCAN", ClusterHash::Random, false),
-                    args,
-                )
-                .await
-                .map_err(|e| self.error("SCAN", e))?;
+            let command = CustomCommand::new_static("SCAN", ClusterHash::Random, false);
+            let reply: Value = match node {
+                None => self.cmd.custom(command, args).await,
+                Some(server) => {
+                    let client = self.cmd.with_cluster_node(server.clone());
+                    client.custom(command, args).await
+                }
+            }
+            .map_err(|e| match node {
+                Some(server) => self.error(format!("SCAN on {server}"), e),
+                None => self.error("SCAN", e),
+            })?;
             let mut parts = reply.into_array().into_iter();
             cursor = parts
                 .next()
@@ -128,10 +167,7 @@ impl Store {
                 break;
             }
         }
-        out.sort();
-        out.dedup();
-        out.truncate(limit);
-        Ok(out)
+        Ok(())
     }
     /// The server's `maxmemory-policy`, or `None` when CONFIG is not allowed (managed Redis).
     pub async fn maxmemory_policy(&self) -> Option<String> {

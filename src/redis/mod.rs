@@ -4,11 +4,13 @@
 //! record of refused writes (`refusals`).
 
 pub(crate) mod admin;
+pub(crate) mod cluster;
 pub(crate) mod dlq;
 pub(crate) mod error;
 pub(crate) mod keyspace;
 pub(crate) mod lease;
 pub(crate) mod moves;
+pub(crate) mod moves_split;
 pub(crate) mod pubsub;
 pub(crate) mod push;
 pub(crate) mod push_device;
