@@ -16,18 +16,23 @@ fn publish_on(c: &Cluster, env: &str, ty: &str, id: &str) -> String {
     )
 }
 
-/// `n` type names whose streams spread over every master of `c` (asserted).
+/// `n` type names (`n` >= masters) whose streams spread over every master of `c`: the
+/// first pick lands on each master in turn, the rest in name order (asserted).
 fn spread_types(c: &Cluster, env: &str, n: usize) -> Vec<String> {
-    let types: Vec<String> = (0..n).map(|i| format!("t{i:02}.ev")).collect();
-    let on: BTreeSet<u16> = types
-        .iter()
-        .map(|t| c.port_of(&stream_key(env, t)))
-        .collect();
-    assert_eq!(
-        on.len(),
-        c.masters,
-        "types {types:?} do not cover every master"
-    );
+    let (mut types, mut on) = (Vec::new(), BTreeSet::new());
+    for i in 0..1000 {
+        let t = format!("t{i:02}.ev");
+        let port = c.port_of(&stream_key(env, &t));
+        if on.len() < c.masters && on.contains(&port) {
+            continue;
+        }
+        on.insert(port);
+        types.push(t);
+        if types.len() == n {
+            break;
+        }
+    }
+    assert_eq!(on.len(), c.masters, "types {types:?} do not cover every master");
     types
 }
 
@@ -286,5 +291,107 @@ fn t32_cluster_conservation_with_kill9_and_replay() {
         dead.len(),
         orphans.len(),
         dups.len()
+    );
+}
+
+/// The operator commands on a cluster: 6 dead events on types spread over all 3 masters;
+/// `dlq list`, `stats`, `replay --type` (DLQ and redeliver stream in different slots) and
+/// `purge --all --yes` read and change every master's streams with exact counts; `check`
+/// lists the masters, slot coverage and the node of each type stream.
+#[test]
+fn t32_cluster_operator_commands_and_check() {
+    let c = Cluster::start(3);
+    let env = "ops";
+    let types = spread_types(&c, env, 3);
+    let sink = HttpSink::start();
+    sink.set_default(Action::status(400));
+    let cfg = WorkerConfig::new(env, &c.url()).route(Route::http(&["*"], &sink.url()));
+    let mut w = WorkerProcess::start("w1", cfg.clone());
+    w.wait_ready(Duration::from_secs(20));
+    for i in 0..6 {
+        publish_on(&c, env, &types[i % 3], &format!("d{i}"));
+    }
+    wait_until("6 events dead-lettered", Duration::from_secs(20), || {
+        c.xlen(&dlq_key(env)) == 6
+    });
+    let list = cli_json(&cfg, &["dlq", "list"]);
+    let entries = list["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 6, "{list}");
+    let stats = cli_json(&cfg, &["dlq", "stats"]);
+    assert_eq!(stats["total"], serde_json::json!(6), "{stats}");
+    let by_type: serde_json::Value = types
+        .iter()
+        .map(|t| (t.clone(), serde_json::json!(2)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    assert_eq!(stats["by_type"], by_type, "{stats}");
+    assert_eq!(
+        stats["by_reason"],
+        serde_json::json!({"permanent_error": 6}),
+        "{stats}"
+    );
+    // Replay one type: its 2 events succeed now.
+    sink.set_default(Action::ok());
+    let r = cli_json(&cfg, &["dlq", "replay", "--type", &types[0]]);
+    assert_eq!(
+        (r["matched"].clone(), r["replayed"].clone()),
+        (serde_json::json!(2), serde_json::json!(2)),
+        "{r}"
+    );
+    wait_until(
+        "2 replayed events delivered",
+        Duration::from_secs(20),
+        || sink.success_counts().len() == 2,
+    );
+    let stats = cli_json(&cfg, &["dlq", "stats"]);
+    assert_eq!(stats["total"], serde_json::json!(4), "{stats}");
+    assert_eq!(c.xlen(&dlq_key(env)), 4);
+    let r = cli_json(&cfg, &["dlq", "purge", "--all", "--yes"]);
+    assert_eq!(r["purged"], serde_json::json!(4), "{r}");
+    assert_eq!(c.xlen(&dlq_key(env)), 0);
+    let stats = cli_json(&cfg, &["dlq", "stats"]);
+    assert_eq!(stats["total"], serde_json::json!(0), "{stats}");
+    // check: masters, coverage, the node of each stream.
+    let out = cli(&cfg, &["check"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "redis cluster: state ok, 3 master(s), 0 replica(s), 16384 of 16384 slots covered"
+        ),
+        "{}",
+        out.stdout
+    );
+    for p in c.master_ports() {
+        assert!(
+            out.stdout.contains(&format!("  master 127.0.0.1:{p} (")),
+            "{}",
+            out.stdout
+        );
+    }
+    for t in &types {
+        let k = stream_key(env, t);
+        let line = format!("  {k} (route 0) on 127.0.0.1:{}", c.port_of(&k));
+        assert!(out.stdout.contains(&line), "no {line:?} in\n{}", out.stdout);
+    }
+    let j = cli_json(&cfg, &["check"]);
+    assert_eq!(j["cluster"]["state"], serde_json::json!("ok"), "{j}");
+    assert_eq!(
+        j["cluster"]["slots_covered"],
+        serde_json::json!(16384),
+        "{j}"
+    );
+    assert_eq!(
+        j["cluster"]["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{j}"
+    );
+    // Health reports the cluster.
+    let (code, body) = w.get("/api/events/health").expect("health answers");
+    assert_eq!(code, 200, "{body}");
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        h["redis"]["cluster"],
+        serde_json::json!({"state": "ok", "masters": 3, "replicas": 0, "slots_covered": 16384}),
+        "{h}"
     );
 }
