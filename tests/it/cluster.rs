@@ -32,7 +32,11 @@ fn spread_types(c: &Cluster, env: &str, n: usize) -> Vec<String> {
             break;
         }
     }
-    assert_eq!(on.len(), c.masters, "types {types:?} do not cover every master");
+    assert_eq!(
+        on.len(),
+        c.masters,
+        "types {types:?} do not cover every master"
+    );
     types
 }
 
@@ -394,4 +398,91 @@ fn t32_cluster_operator_commands_and_check() {
         serde_json::json!({"state": "ok", "masters": 3, "replicas": 0, "slots_covered": 16384}),
         "{h}"
     );
+}
+
+/// The handle of event `id` on a `retries list --json` page.
+fn retry_handle(page: &serde_json::Value, id: &str) -> String {
+    page["entries"]
+        .as_array()
+        .and_then(|es| es.iter().find(|e| e["id"] == id))
+        .and_then(|e| e["handle"].as_str())
+        .unwrap_or_else(|| panic!("{id} not on {page}"))
+        .to_string()
+}
+
+/// The retry set's operator commands on a cluster (retry set, redeliver stream and DLQ in
+/// three slots): two events failing once wait out a 60 s backoff; `retries retry-now`
+/// forwards one at once (delivered, once), `retries dead-letter` moves the other to the DLQ
+/// (counted once, reason `operator`); both leave the retry set empty and no claim or guard.
+#[test]
+fn t32_cluster_retries_retry_now_and_dead_letter() {
+    let c = Cluster::start(3);
+    let env = "rops";
+    let group = "group";
+    let types = spread_types(&c, env, 3);
+    let sink = HttpSink::start();
+    sink.script("r1", vec![Action::status(500), Action::ok()]);
+    sink.script("r2", vec![Action::status(500), Action::ok()]);
+    let mut cfg = WorkerConfig::new(env, &c.url()).route(Route::http(&["*"], &sink.url()));
+    cfg.initial_backoff = "60s".into();
+    cfg.max_backoff = "60s".into();
+    let mut w = WorkerProcess::start("w1", cfg.clone());
+    w.wait_ready(Duration::from_secs(20));
+    publish_on(&c, env, &types[0], "r1");
+    publish_on(&c, env, &types[1], "r2");
+    let retry = retry_key(env, group);
+    wait_until("2 retries waiting", Duration::from_secs(20), || {
+        c.zcard(&retry) == 2
+    });
+    let page = cli_json(&cfg, &["retries", "list", "--group", group]);
+    let out = cli(
+        &cfg,
+        &[
+            "retries",
+            "retry-now",
+            "--group",
+            group,
+            &retry_handle(&page, "r1"),
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    wait_until("r1 delivered", Duration::from_secs(10), || {
+        sink.success_counts().get("r1") == Some(&1)
+    });
+    let out = cli(
+        &cfg,
+        &[
+            "retries",
+            "dead-letter",
+            "--group",
+            group,
+            &retry_handle(&page, "r2"),
+        ],
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "dead-lettered: 1, not found: 0\n"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(c.zcard(&retry), 0);
+    assert_eq!(dlq_ids(&c, env), BTreeMap::from([("r2".to_string(), 1)]));
+    let stats = cli_json(&cfg, &["dlq", "stats"]);
+    assert_eq!(
+        stats["by_reason"],
+        serde_json::json!({"operator": 1}),
+        "{stats}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.success_counts().get("r1"), Some(&1));
+    assert_eq!(sink.success_counts().get("r2"), None);
+    let leftovers: Vec<String> = c
+        .scan_keys(&format!("events:{env}:*"))
+        .into_iter()
+        .filter(|k| {
+            k.contains(":forwarding:") || k.contains(":moved:") || k.contains(":dead-lettered:")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "claims or guards left: {leftovers:?}");
+    w.sigterm();
 }
