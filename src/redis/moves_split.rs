@@ -202,15 +202,30 @@ impl Store {
         if pairs.is_empty() {
             return Ok(0);
         }
+        // The members added so far are removed even when a later XADD fails, so only the
+        // failed one (still claimed) waits for its claim to expire.
+        let mut added = 0;
+        let mut failed = None;
         for (member, _) in &pairs {
             let mut xadd: Vec<Value> = vec![redeliver_key.into(), "*".into()];
             xadd.extend(member_fields(member).into_iter().map(Value::from));
-            self.call("XADD", xadd).await?;
+            match self.call("XADD", xadd).await {
+                Ok(_) => added += 1,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
         let mut done: Vec<Value> = vec![GUARD_TTL_MS.into()];
-        done.extend(values(&pairs));
-        self.script(SPLIT_FORWARD_DONE, keys, done, name).await?;
-        Ok(pairs.len() as u64)
+        done.extend(values(&pairs[..added]));
+        if added > 0 {
+            self.script(SPLIT_FORWARD_DONE, keys, done, name).await?;
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(added as u64),
+        }
     }
 
     /// [`Store::retry_to_dlq`] across slots: the member still in the set, then the DLQ entry

@@ -53,6 +53,29 @@ fn cluster_harness_starts_three_masters() {
     assert!(c.url().starts_with("redis-cluster://127.0.0.1:"));
 }
 
+/// With replicas: 3 masters and 3 replicas; `check` counts the replicas; a master killed
+/// with -9 and started again (its nodes.conf kept) rejoins and the cluster is ok again.
+#[test]
+fn cluster_harness_replicas_kill_and_restart() {
+    let mut c = Cluster::start_full(3, true, crate::util::Aof::None);
+    let env = "rep";
+    let cfg = WorkerConfig::new(env, &c.url()).route(Route::blackhole(&["x"]));
+    let j = cli_json(&cfg, &["check"]);
+    assert_eq!(
+        (
+            j["cluster"]["masters"].clone(),
+            j["cluster"]["replicas"].clone()
+        ),
+        (serde_json::json!(3), serde_json::json!(3)),
+        "{j}"
+    );
+    let last = c.nodes.len() - 1;
+    c.kill9(last);
+    c.restart(last);
+    c.wait_ok(Duration::from_secs(30));
+    assert_eq!(c.master_ports().len(), 3);
+}
+
 /// 20 events over 5 types on 3 masters, one worker: every event delivered once, nothing
 /// pending, no error in the log. Before the cluster support, `run` consumed nothing
 /// (`XREADGROUP: ... Too many failed write attempts`).

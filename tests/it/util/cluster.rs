@@ -102,6 +102,7 @@ impl Cluster {
                 .map(|(a, b, _)| b - a + 1)
                 .sum::<u32>()
                 == 16384
+                && self.replicas_listed() >= self.nodes.len() - self.masters
         });
         if !ok {
             let infos: Vec<String> = self
@@ -150,6 +151,24 @@ impl Cluster {
             .collect();
         out.sort();
         out
+    }
+
+    /// Distinct replicas CLUSTER SLOTS lists (a replica appears once it synced).
+    pub fn replicas_listed(&self) -> usize {
+        let Some(node) = self.nodes.iter().find(|n| n.try_cmd(&["PING"]).is_ok()) else {
+            return 0;
+        };
+        let mut ports: Vec<i64> = node
+            .try_cmd(&["CLUSTER", "SLOTS"])
+            .map(|v| v.items())
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|range| range.items().into_iter().skip(3))
+            .filter_map(|n| n.items().get(1).and_then(Value::as_int))
+            .collect();
+        ports.sort();
+        ports.dedup();
+        ports.len()
     }
 
     /// The hash slot of `key` (CLUSTER KEYSLOT).
