@@ -2,6 +2,7 @@
 //! cluster on loopback (`util/cluster.rs`), the worker on `redis-cluster://`.
 
 use crate::util::cluster::Cluster;
+use crate::util::resp::Subscriber;
 use crate::util::worker::cli;
 use crate::util::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -332,9 +333,24 @@ fn t32_cluster_operator_commands_and_check() {
     let types = spread_types(&c, env, 3);
     let sink = HttpSink::start();
     sink.set_default(Action::status(400));
+    // Coordination notices reach a subscriber on every master (PUBLISH is cluster-wide).
+    let channel = format!("events:{env}:coordination");
+    let subs: Vec<Subscriber> = c
+        .master_ports()
+        .into_iter()
+        .map(|p| Subscriber::start(p, None, &channel))
+        .collect();
     let cfg = WorkerConfig::new(env, &c.url()).route(Route::http(&["*"], &sink.url()));
     let mut w = WorkerProcess::start("w1", cfg.clone());
     w.wait_ready(Duration::from_secs(20));
+    for sub in &subs {
+        let seen = try_wait_until(Duration::from_secs(10), || {
+            sub.messages()
+                .iter()
+                .any(|m| m.contains("\"instance_started\""))
+        });
+        assert!(seen, "no instance_started notice: {:?}", sub.messages());
+    }
     for i in 0..6 {
         publish_on(&c, env, &types[i % 3], &format!("d{i}"));
     }
