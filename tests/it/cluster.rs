@@ -394,6 +394,24 @@ fn t32_cluster_operator_commands_and_check() {
     assert_eq!(c.xlen(&dlq_key(env)), 0);
     let stats = cli_json(&cfg, &["dlq", "stats"]);
     assert_eq!(stats["total"], serde_json::json!(0), "{stats}");
+    // publish (the idempotent script on the type stream's master), twice with one id:
+    // one entry, on every master.
+    for t in &types {
+        for _ in 0..2 {
+            let out = cli(
+                &cfg,
+                &["publish", t, r#"{"a":1}"#, "--id", &format!("p-{t}")],
+            );
+            assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+        }
+        let ids: Vec<String> = c
+            .xrange(&stream_key(env, t))
+            .iter()
+            .filter_map(|e| e.get("id").map(str::to_string))
+            .filter(|i| i.starts_with("p-"))
+            .collect();
+        assert_eq!(ids, [format!("p-{t}")], "{t}");
+    }
     // check: masters, coverage, the node of each stream.
     let out = cli(&cfg, &["check"]);
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
