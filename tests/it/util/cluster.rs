@@ -4,7 +4,7 @@
 //! that holds a key (CLUSTER KEYSLOT + the slots map) and run commands there.
 
 use super::redis::{Aof, Entry, RedisServer, parse_entries};
-use super::resp::Value;
+use super::resp::{Conn, Value};
 use super::try_wait_until;
 use std::process::Command;
 use std::time::Duration;
@@ -247,6 +247,86 @@ impl Cluster {
             .collect();
         out.sort();
         out
+    }
+
+    /// The node id of the node on `port` (CLUSTER MYID).
+    pub fn node_id(&self, port: u16) -> String {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster");
+        node.cmd(&["CLUSTER", "MYID"])
+            .as_str()
+            .expect("CLUSTER MYID")
+    }
+
+    /// Starts `redis-cli --cluster reshard` moving `slots` slots from the master on `from` to
+    /// the master on `to`; its output goes to `log`. The caller waits for the child.
+    pub fn start_reshard(
+        &self,
+        from: u16,
+        to: u16,
+        slots: u32,
+        log: &std::path::Path,
+    ) -> std::process::Child {
+        let out = std::fs::File::create(log).expect("reshard log");
+        Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("reshard")
+            .arg(format!("127.0.0.1:{from}"))
+            .args(["--cluster-from", &self.node_id(from)])
+            .args(["--cluster-to", &self.node_id(to)])
+            .args(["--cluster-slots", &slots.to_string()])
+            .arg("--cluster-yes")
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("start redis-cli --cluster reshard")
+    }
+
+    /// Runs one command for `key` as a cluster client does: on the node the slot map names,
+    /// following `MOVED` (to the named node) and `ASK` (`ASKING` first) redirections and
+    /// waiting out `TRYAGAIN`, at most 20 times; `conns` caches a connection per port.
+    pub fn cmd_follow(
+        &self,
+        conns: &mut std::collections::HashMap<u16, Conn>,
+        args: &[&str],
+    ) -> Value {
+        let mut port = self.port_of(args[1]);
+        let mut asking = false;
+        for _ in 0..20 {
+            let conn = conns
+                .entry(port)
+                .or_insert_with(|| Conn::connect(port).expect("connect to a cluster node"));
+            if asking {
+                conn.cmd(&["ASKING"]).expect("ASKING");
+            }
+            let reply = conn.cmd(args).expect("cluster command");
+            let Value::Err(e) = &reply else { return reply };
+            let mut parts = e.split_whitespace();
+            match (parts.next(), parts.nth(1)) {
+                (Some("MOVED"), Some(addr)) => {
+                    port = addr
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .expect("MOVED port");
+                    asking = false;
+                }
+                (Some("ASK"), Some(addr)) => {
+                    port = addr
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .expect("ASK port");
+                    asking = true;
+                }
+                (Some("TRYAGAIN"), _) => std::thread::sleep(Duration::from_millis(20)),
+                _ => return reply,
+            }
+        }
+        panic!("{args:?}: more than 20 redirections");
     }
 
     /// Kills node `i` with SIGKILL.
