@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fred::prelude::*;
-use fred::types::config::Server;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
 use crate::redis::error::StoreError;
@@ -215,21 +214,20 @@ impl Store {
         }
     }
 
-    /// The servers to SCAN: every master on a cluster, `None` on a single node.
-    pub(super) async fn scan_targets(&self) -> Result<Option<Vec<Server>>, StoreError> {
+    /// What to SCAN: on a cluster one slot of each master (SCAN is routed by that slot, so
+    /// a master that gave its slots away meanwhile is never addressed by name: the slot's
+    /// new owner answers); `None` on a single node.
+    pub(super) async fn scan_targets(&self) -> Result<Option<Vec<u16>>, StoreError> {
         if !self.cluster {
             return Ok(None);
         }
         let topology = self.topology().await?;
-        let servers = topology
+        let slots = topology
             .masters
             .iter()
-            .filter_map(|m| {
-                let (host, port) = m.addr.rsplit_once(':')?;
-                Some(Server::new(host, port.parse::<u16>().ok()?))
-            })
+            .filter_map(|m| m.ranges.first().map(|(a, _)| *a))
             .collect();
-        Ok(Some(servers))
+        Ok(Some(slots))
     }
 
     /// XREADGROUP on a cluster: one read per slot group. All groups are first read without

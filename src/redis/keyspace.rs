@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use fred::prelude::*;
-use fred::types::config::Server;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
 use crate::redis::error::{RedisErrorKind, StoreError};
@@ -96,13 +95,12 @@ impl Store {
                 self.scan_node(None, pattern, kind, limit, keep, &mut out)
                     .await?
             }
-            Some(servers) => {
-                for server in servers {
+            Some(slots) => {
+                for slot in slots {
                     if out.len() >= limit {
                         break;
                     }
-                    let node = Some(&server);
-                    self.scan_node(node, pattern, kind, limit, keep, &mut out)
+                    self.scan_node(Some(slot), pattern, kind, limit, keep, &mut out)
                         .await?;
                 }
             }
@@ -113,10 +111,11 @@ impl Store {
         Ok(out)
     }
 
-    /// SCAN of one node (`None`: the single node) into `out`, until `out` holds `limit`.
+    /// SCAN of one node into `out` (on a cluster the master of `slot`; `None`: the single
+    /// node), until `out` holds `limit`.
     async fn scan_node(
         &self,
-        node: Option<&Server>,
+        slot: Option<u16>,
         pattern: &str,
         kind: Option<&str>,
         limit: usize,
@@ -136,18 +135,16 @@ impl Store {
                 args.push("TYPE".into());
                 args.push(k.into());
             }
-            let command = CustomCommand::new_static("SCAN", ClusterHash::Random, false);
-            let reply: Value = match node {
-                None => self.cmd.custom(command, args).await,
-                Some(server) => {
-                    let client = self.cmd.with_cluster_node(server.clone());
-                    client.custom(command, args).await
-                }
-            }
-            .map_err(|e| match node {
-                Some(server) => self.error(format!("SCAN on {server}"), e),
-                None => self.error("SCAN", e),
-            })?;
+            let hash = slot.map_or(ClusterHash::Random, ClusterHash::Custom);
+            let command = CustomCommand::new("SCAN", hash, false);
+            let reply: Value = self
+                .cmd
+                .custom(command, args)
+                .await
+                .map_err(|e| match slot {
+                    Some(slot) => self.error(format!("SCAN on the master of slot {slot}"), e),
+                    None => self.error("SCAN", e),
+                })?;
             let mut parts = reply.into_array().into_iter();
             cursor = parts
                 .next()
