@@ -84,9 +84,11 @@ impl Store {
         // Sent once: replayed after a connection cut, a read would deliver new entries while
         // those of the lost reply sit pending on this consumer unseen; an error instead lets
         // the consumer take those back at once (`reclaim::claim_own_leftovers`).
+        // On a cluster a read may meet MOVED/ASK (resharding, failover), which fred follows
+        // by sending again: up to 3 attempts there.
         let options = Options {
             timeout: Some(block.unwrap_or_default() + Duration::from_secs(15)),
-            max_attempts: Some(1),
+            max_attempts: Some(if self.cluster { 3 } else { 1 }),
             ..Default::default()
         };
         // fred 10.1 routes a custom command by `ClusterHash::Custom` only (an `Offset` falls
