@@ -1,5 +1,6 @@
 //! The only Redis caller: the connection (`store`), stream commands (`streams`), plain keys
-//! (`keyspace`), the Lua moves loaded once (`moves`), operator reads (`admin`), the DLQ scripts and counts (`dlq`), channel
+//! (`keyspace`), the Lua moves loaded once (`moves`; across Redis Cluster slots `moves_split`),
+//! the cluster's slots, topology and slot-grouped reads (`cluster`), operator reads (`admin`), the DLQ scripts and counts (`dlq`), channel
 //! subscriptions (`pubsub`), the TLS setup (`tls`), the typed error (`error`) and the
 //! record of refused writes (`refusals`).
 
