@@ -18,6 +18,10 @@ pub async fn check(config: Config, json: bool) -> anyhow::Result<()> {
     let keys = Keys::new(&config.env);
     let policy = store.maxmemory_policy().await;
     let streams = streams_to_consume(&store, &keys, &config).await;
+    let cluster = match store.is_cluster() {
+        true => Some(ClusterView::read(&store).await),
+        false => None,
+    };
     let unconsumed = match &streams {
         Ok(s) => unconsumed_streams(&store, &keys, s).await,
         Err(_) => Ok(Vec::new()),
@@ -34,6 +38,9 @@ pub async fn check(config: Config, json: bool) -> anyhow::Result<()> {
             .map(|p| format!("{p}; `run` will refuse to start")),
     );
     warnings.extend(memory_policy_warning(policy.as_deref()));
+    if let Some(c) = &cluster {
+        warnings.extend(crate::redis::cluster::health_reason(&c.facts).map(|(_, m)| m));
+    }
     if config.outbox.enabled {
         warnings.extend(crate::outbox::fs_warning_for(&config.outbox.dir));
     }
@@ -42,6 +49,7 @@ pub async fn check(config: Config, json: bool) -> anyhow::Result<()> {
         streams,
         policy,
         warnings,
+        cluster,
     };
     if json {
         print_json(&config, &keys, &found, &unconsumed);
@@ -94,6 +102,66 @@ struct Found {
     policy: Option<String>,
     /// The configuration's warnings plus Redis'.
     warnings: Vec<String>,
+    /// On a Redis Cluster: its state and topology.
+    cluster: Option<ClusterView>,
+}
+
+/// What `check` shows of a Redis Cluster.
+struct ClusterView {
+    /// State, masters, replicas, slots covered (as health reports them).
+    facts: serde_json::Value,
+    /// The masters (empty when CLUSTER SLOTS failed).
+    topology: crate::redis::cluster::Topology,
+}
+
+impl ClusterView {
+    async fn read(store: &Store) -> ClusterView {
+        ClusterView {
+            facts: store.cluster_facts().await,
+            topology: store.topology().await.unwrap_or_default(),
+        }
+    }
+
+    /// `host:port` of the master holding `key`, or `no master` (uncovered slot).
+    fn node_of(&self, key: &str) -> String {
+        self.topology
+            .master_of(key)
+            .map_or_else(|| "no master".to_string(), |m| m.addr.clone())
+    }
+
+    fn to_json(&self, streams: &[(String, usize)]) -> serde_json::Value {
+        let masters: Vec<_> = self
+            .topology
+            .masters
+            .iter()
+            .map(|m| serde_json::json!({"addr": m.addr, "replicas": m.replicas, "slots": m.slot_count()}))
+            .collect();
+        let mut out = self.facts.clone();
+        out["nodes"] = masters.into();
+        out["streams"] = streams
+            .iter()
+            .map(|(k, _)| serde_json::json!({"stream": k, "node": self.node_of(k)}))
+            .collect();
+        out
+    }
+
+    fn print(&self) {
+        let f = &self.facts;
+        outln!(
+            "redis cluster: state {}, {} master(s), {} replica(s), {} of 16384 slots covered",
+            f["state"].as_str().unwrap_or("unknown"),
+            self.topology.masters.len(),
+            f["replicas"].as_u64().unwrap_or(0),
+            f["slots_covered"].as_u64().unwrap_or(0)
+        );
+        for m in &self.topology.masters {
+            let replicas = match m.replicas.is_empty() {
+                true => "no replica".to_string(),
+                false => format!("replicas {}", m.replicas.join(", ")),
+            };
+            outln!("  master {} ({} slots, {replicas})", m.addr, m.slot_count());
+        }
+    }
 }
 
 /// The streams `run` would consume now, with the index of the route serving each: exact route
@@ -153,6 +221,7 @@ fn print_json(config: &Config, keys: &Keys, found: &Found, unconsumed: &[Unconsu
         streams,
         policy,
         warnings,
+        cluster,
     } = found;
     let routes: Vec<_> = config
         .routes
@@ -174,6 +243,10 @@ fn print_json(config: &Config, keys: &Keys, found: &Found, unconsumed: &[Unconsu
         "warnings": warnings,
         "unconsumed": unconsumed::report(unconsumed),
     });
+    let mut out = out;
+    if let Some(c) = cluster {
+        out["cluster"] = c.to_json(streams);
+    }
     println!("{out}");
 }
 
@@ -182,6 +255,7 @@ fn print_human(config: &Config, keys: &Keys, found: &Found) {
         latency,
         streams,
         warnings,
+        cluster,
         ..
     } = found;
     outln!(
@@ -195,6 +269,9 @@ fn print_human(config: &Config, keys: &Keys, found: &Found) {
         config.redis_url,
         latency.as_secs_f64() * 1000.0
     );
+    if let Some(c) = cluster {
+        c.print();
+    }
     for (i, r) in config.routes.iter().enumerate() {
         outln!("route {i}: {} -> {}", r.types.join(", "), r.handler_name(i));
     }
@@ -204,7 +281,10 @@ fn print_human(config: &Config, keys: &Keys, found: &Found) {
         keys.redeliver(&config.group)
     );
     for (k, i) in streams {
-        outln!("  {k} (route {i})");
+        match cluster {
+            Some(c) => outln!("  {k} (route {i}) on {}", c.node_of(k)),
+            None => outln!("  {k} (route {i})"),
+        }
     }
     for w in warnings {
         outln!("warning: {w}");

@@ -1,8 +1,8 @@
 //! Store operations of the operator surface: ranges over streams, history appends, coordination notices and the backlog figures read at scrape time.
 
 use fred::prelude::*;
+use fred::types::Value;
 use fred::types::scripts::Script;
-use fred::types::{ClusterHash, CustomCommand, Value};
 
 use crate::redis::store::{Entry, RedisErrorKind, Store, StoreError, parse_entries, text};
 
@@ -158,10 +158,7 @@ impl Store {
     pub async fn groups(&self, stream: &str) -> Result<Vec<(String, GroupInfo)>, StoreError> {
         let reply = match self
             .cmd
-            .custom::<Value, _>(
-                CustomCommand::new_static("XINFO", ClusterHash::Offset(1), false),
-                vec!["GROUPS", stream],
-            )
+            .custom::<Value, _>(super::store::keyed("XINFO", stream), vec!["GROUPS", stream])
             .await
         {
             Ok(v) => v,
@@ -207,7 +204,7 @@ impl Store {
         let reply = self
             .cmd
             .custom::<Value, _>(
-                CustomCommand::new_static("XINFO", ClusterHash::Offset(1), false),
+                super::store::keyed("XINFO", stream),
                 vec!["CONSUMERS", stream, group],
             )
             .await
@@ -251,10 +248,7 @@ impl Store {
         ];
         let reply: Value = self
             .cmd
-            .custom(
-                CustomCommand::new_static("XGROUP", ClusterHash::Offset(1), false),
-                args,
-            )
+            .custom(super::store::keyed("XGROUP", stream), args)
             .await
             .map_err(|e| self.error(format!("XGROUP DELCONSUMER {stream}"), e))?;
         Ok(reply.as_u64().unwrap_or(0))

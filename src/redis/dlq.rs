@@ -21,6 +21,7 @@ macro_rules! with_counts {
 }
 pub(crate) const MOVE_TO_STREAM: &str = with_counts!("move_to_stream.lua");
 pub(crate) const RETRY_TO_DLQ: &str = with_counts!("retry_to_dlq.lua");
+pub(crate) const SPLIT_DEST_STREAM: &str = with_counts!("split_dest_stream.lua");
 const REPLAY: &str = with_counts!("replay.lua");
 const PURGE: &str = with_counts!("dlq_purge.lua");
 const TRIM: &str = with_counts!("dlq_trim.lua");
@@ -34,7 +35,7 @@ pub fn counts_key(dlq: &str) -> String {
 }
 
 /// The guard of a replay whose XDEL was refused: `<dlq>:replayed:{<dlq>}:<entry id>`.
-fn replay_guard_key(dlq: &str, dlq_id: &str) -> String {
+pub(super) fn replay_guard_key(dlq: &str, dlq_id: &str) -> String {
     format!("{dlq}:replayed:{{{dlq}}}:{dlq_id}")
 }
 
@@ -130,6 +131,9 @@ impl Store {
         for (k, v) in fields {
             a.push(k.as_str().into());
             a.push(v.as_str().into());
+        }
+        if !self.same_slot(dlq, redeliver) {
+            return self.replay_split(dlq, redeliver, dlq_id, fields).await;
         }
         let (guard, counts) = (replay_guard_key(dlq, dlq_id), counts_key(dlq));
         let keys = vec![dlq, redeliver, guard.as_str(), counts.as_str()];

@@ -79,7 +79,9 @@ impl Store {
     }
 
     /// Keys matching `pattern` (and of type `kind`, if given) for which `keep` holds,
-    /// sorted, at most `limit` (keys `keep` refuses do not count towards it).
+    /// sorted, at most `limit` (keys `keep` refuses do not count towards it). On a cluster
+    /// every master is scanned (the topology is read again for each scan, so a resharding
+    /// or failover is followed).
     pub(crate) async fn scan(
         &self,
         pattern: &str,
@@ -87,8 +89,40 @@ impl Store {
         limit: usize,
         keep: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Vec<String>, StoreError> {
-        let mut cursor = "0".to_string();
         let mut out = Vec::new();
+        match self.scan_targets().await? {
+            None => {
+                self.scan_node(None, pattern, kind, limit, keep, &mut out)
+                    .await?
+            }
+            Some(slots) => {
+                for slot in slots {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    self.scan_node(Some(slot), pattern, kind, limit, keep, &mut out)
+                        .await?;
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// SCAN of one node into `out` (on a cluster the master of `slot`; `None`: the single
+    /// node), until `out` holds `limit`.
+    async fn scan_node(
+        &self,
+        slot: Option<u16>,
+        pattern: &str,
+        kind: Option<&str>,
+        limit: usize,
+        keep: &(dyn Fn(&str) -> bool + Sync),
+        out: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        let mut cursor = "0".to_string();
         for _ in 0..10_000 {
             let mut args: Vec<Value> = vec![
                 cursor.as_str().into(),
@@ -101,14 +135,16 @@ impl Store {
                 args.push("TYPE".into());
                 args.push(k.into());
             }
+            let hash = slot.map_or(ClusterHash::Random, ClusterHash::Custom);
+            let command = CustomCommand::new("SCAN", hash, false);
             let reply: Value = self
                 .cmd
-                .custom(
-                    CustomCommand::new_static("SCAN", ClusterHash::Random, false),
-                    args,
-                )
+                .custom(command, args)
                 .await
-                .map_err(|e| self.error("SCAN", e))?;
+                .map_err(|e| match slot {
+                    Some(slot) => self.error(format!("SCAN on the master of slot {slot}"), e),
+                    None => self.error("SCAN", e),
+                })?;
             let mut parts = reply.into_array().into_iter();
             cursor = parts
                 .next()
@@ -128,10 +164,7 @@ impl Store {
                 break;
             }
         }
-        out.sort();
-        out.dedup();
-        out.truncate(limit);
-        Ok(out)
+        Ok(())
     }
     /// The server's `maxmemory-policy`, or `None` when CONFIG is not allowed (managed Redis).
     pub async fn maxmemory_policy(&self) -> Option<String> {

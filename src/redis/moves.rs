@@ -65,7 +65,7 @@ pub(super) const GUARD_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 /// The guard of a move to `dest` (the DLQ or a retry set): `<dest>:moved:{<dest>}:<group>:<stream>:<entry id>`, under
 /// the env prefix and in the destination's hash slot. It is written only when a move's XACK
 /// was refused, and deleted by the retry that completes the move.
-fn guard_key(dest: &str, from: &PendingSource<'_>) -> String {
+pub(super) fn guard_key(dest: &str, from: &PendingSource<'_>) -> String {
     format!(
         "{dest}:moved:{{{dest}}}:{}:{}:{}",
         from.group, from.stream, from.entry_id
@@ -87,6 +87,9 @@ impl Store {
     /// Redis errors; nothing moved then.
     pub async fn move_to_stream(&self, m: &StreamMove<'_>) -> Result<Option<String>, StoreError> {
         let from = &m.from;
+        if !self.same_slot(m.dest, from.stream) {
+            return self.move_to_stream_split(m).await;
+        }
         let mut args: Vec<Value> = Vec::with_capacity(5 + m.fields.len() * 2);
         from.push_args(&mut args);
         args.push(GUARD_TTL_MS.into());
@@ -123,6 +126,9 @@ impl Store {
     /// Redis errors; nothing moved then, or the member was added and the guard written.
     pub async fn move_to_retry(&self, m: &RetryMove<'_>) -> Result<bool, StoreError> {
         let from = &m.from;
+        if !self.same_slot(m.retry_key, from.stream) {
+            return self.move_to_retry_split(m).await;
+        }
         let mut args: Vec<Value> = Vec::with_capacity(7);
         from.push_args(&mut args);
         args.push((m.delay_ms as i64).into());
@@ -193,6 +199,11 @@ impl Store {
         one: Option<(u64, &str)>,
         op: &str,
     ) -> Result<u64, StoreError> {
+        if !self.same_slot(retry_key, redeliver_key) {
+            return self
+                .forward_split(retry_key, redeliver_key, limit, one, op)
+                .await;
+        }
         let now = crate::model::time::now_ms() as i64;
         let mut args: Vec<Value> = vec![limit.into(), GUARD_TTL_MS.into(), now.into()];
         if let Some((due_ms, sha1)) = one {
@@ -235,6 +246,11 @@ impl Store {
         member: &str,
         fields: &[(String, String)],
     ) -> Result<Option<String>, StoreError> {
+        if !self.same_slot(retry_key, dlq) {
+            return self
+                .retry_to_dlq_split(retry_key, dlq, member, fields)
+                .await;
+        }
         let mut args: Vec<Value> = Vec::with_capacity(2 + fields.len() * 2);
         args.push(member.into());
         args.push(GUARD_TTL_MS.into());
@@ -302,7 +318,7 @@ impl Store {
     /// Warns, once per process, that the ACL user is refused `TIME`, so retries are
     /// scheduled and forwarded on each worker's own clock (skewed clocks then forward early
     /// or late) until it is granted.
-    fn warn_time_refused(&self) {
+    pub(super) fn warn_time_refused(&self) {
         static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             return;

@@ -56,6 +56,11 @@ pub struct Store {
     pub(super) forward_due: Script,
     pub(super) publish_once: Script,
     pub(super) apply_migration_template: &'static str,
+    /// Whether the URL names a Redis Cluster (`redis-cluster://`, `rediss-cluster://`): moves
+    /// across slots then run destination first, source second (see `redis::cluster`).
+    pub(crate) cluster: bool,
+    /// The turn of the slot group a clustered read blocks on (round-robin).
+    pub(super) block_turn: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 use crate::redis::dlq::MOVE_TO_STREAM;
@@ -63,6 +68,12 @@ const MOVE_TO_RETRY: &str = include_str!("scripts/move_to_retry.lua");
 const FORWARD_DUE: &str = include_str!("scripts/forward_due.lua");
 const PUBLISH_ONCE: &str = include_str!("scripts/publish_once.lua");
 const APPLY_MIGRATION: &str = include_str!("scripts/apply_migration.lua");
+
+/// A command routed on a cluster to `key`'s slot (fred 10.1 routes custom commands by
+/// `ClusterHash::Custom` only; any other hash reads the first string argument).
+pub(super) fn keyed(name: &'static str, key: &str) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::Custom(super::cluster::slot(key)), false)
+}
 
 pub(super) fn cmd(name: &'static str) -> CustomCommand {
     CustomCommand::new_static(name, ClusterHash::Offset(1), false)
@@ -128,7 +139,7 @@ impl Store {
         Ok(Store {
             cmd: cmd_client,
             reader,
-            url,
+            url: url.clone(),
             last_error,
             refusals: Arc::default(),
             move_to_stream: Script::from_lua(MOVE_TO_STREAM),
@@ -136,6 +147,8 @@ impl Store {
             forward_due: Script::from_lua(FORWARD_DUE),
             publish_once: Script::from_lua(PUBLISH_ONCE),
             apply_migration_template: APPLY_MIGRATION,
+            cluster: url.is_cluster(),
+            block_turn: Arc::default(),
         })
     }
 

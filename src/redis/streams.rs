@@ -7,7 +7,7 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
 use crate::redis::error::{RedisErrorKind, StoreError};
-use crate::redis::store::{Entry, PendingEntry, Store, cmd};
+use crate::redis::store::{Entry, PendingEntry, Store, cmd, keyed};
 
 impl Store {
     /// Creates `group` on `stream` at `0` (MKSTREAM); an existing group is success.
@@ -22,7 +22,11 @@ impl Store {
             "0".into(),
             "MKSTREAM".into(),
         ];
-        match self.cmd.custom::<Value, _>(cmd("XGROUP"), args).await {
+        match self
+            .cmd
+            .custom::<Value, _>(keyed("XGROUP", stream), args)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => match self.error(format!("XGROUP CREATE {stream}"), e) {
                 e if e.kind == RedisErrorKind::BusyGroup => Ok(()),
@@ -44,6 +48,25 @@ impl Store {
         count: usize,
         block: Option<Duration>,
     ) -> Result<Vec<Entry>, StoreError> {
+        if self.cluster {
+            return self
+                .read_group_by_slot(group, consumer, streams, count, block)
+                .await;
+        }
+        self.read_group_one(&self.reader, group, consumer, streams, count, block)
+            .await
+    }
+
+    /// One XREADGROUP of `streams` (all in one slot on a cluster); see [`Store::read_group`].
+    pub(super) async fn read_group_one(
+        &self,
+        client: &Client,
+        group: &str,
+        consumer: &str,
+        streams: &[String],
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Entry>, StoreError> {
         let mut args: Vec<Value> = vec![
             "GROUP".into(),
             group.into(),
@@ -56,24 +79,24 @@ impl Store {
             args.push((b.as_millis().max(1) as i64).into());
         }
         args.push("STREAMS".into());
-        let first_key = args.len();
         args.extend(streams.iter().map(|s| Value::from(s.as_str())));
         args.extend(streams.iter().map(|_| Value::from(">")));
         // Sent once: replayed after a connection cut, a read would deliver new entries while
         // those of the lost reply sit pending on this consumer unseen; an error instead lets
         // the consumer take those back at once (`reclaim::claim_own_leftovers`).
+        // On a cluster a read may meet MOVED/ASK (resharding, failover), which fred follows
+        // by sending again: up to 3 attempts there.
         let options = Options {
             timeout: Some(block.unwrap_or_default() + Duration::from_secs(15)),
-            max_attempts: Some(1),
+            max_attempts: Some(if self.cluster { 3 } else { 1 }),
             ..Default::default()
         };
-        let command = CustomCommand::new_static(
-            "XREADGROUP",
-            ClusterHash::Offset(first_key),
-            block.is_some(),
-        );
-        let reply: Value = self
-            .reader
+        // fred 10.1 routes a custom command by `ClusterHash::Custom` only (an `Offset` falls
+        // back to the first string argument, `GROUP`, and costs a MOVED): name the slot.
+        let slot = streams.first().map_or(0, |s| super::cluster::slot(s));
+        let command =
+            CustomCommand::new_static("XREADGROUP", ClusterHash::Custom(slot), block.is_some());
+        let reply: Value = client
             .with_options(&options)
             .custom(command, args)
             .await
@@ -271,8 +294,10 @@ impl Store {
             max_attempts: Some(1),
             ..Default::default()
         });
-        // EVALSHA sha 2 stream guard ...: the keys from offset 2 pick the Cluster node.
-        let evalsha = || CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
+        // EVALSHA sha 2 stream guard ...: the stream's slot picks the Cluster node (fred 10.1
+        // routes custom commands by `ClusterHash::Custom` only).
+        let slot = super::cluster::slot(x.stream);
+        let evalsha = || CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
         let reply: Result<Value, _> = match once.custom(evalsha(), args.clone()).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => match script.load(&self.cmd).await {
                 Ok(()) => once.custom(evalsha(), args).await,

@@ -26,6 +26,9 @@ pub struct Health {
     pub discovery: std::sync::Mutex<crate::recover::discovery::Issues>,
     /// The last Redis connection error in plain words; `None` once Redis answers.
     pub redis_error: std::sync::Mutex<Option<String>>,
+    /// On a Redis Cluster, the last `redis.cluster` facts (state, masters, replicas, slots
+    /// covered) the pinger read; `None` on a single node.
+    pub cluster: std::sync::Mutex<Option<serde_json::Value>>,
     /// Writes Redis refused (OOM, READONLY, ...), recorded by the worker's `Store`.
     pub refusals: std::sync::Arc<crate::redis::refusals::Refusals>,
 }

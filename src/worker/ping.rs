@@ -33,6 +33,14 @@ impl Role for Pinger {
 
     async fn tick(&mut self) {
         let result = self.store.ping(Duration::from_secs(2)).await;
+        if self.store.is_cluster() {
+            let facts = self.store.cluster_facts().await;
+            *self
+                .health
+                .cluster
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(facts);
+        }
         let up = result.is_ok();
         self.gauge.set(i64::from(up));
         self.health.redis_up.store(up, Ordering::Relaxed);

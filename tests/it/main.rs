@@ -31,6 +31,8 @@ mod batch_delivery;
 mod black_holes;
 mod breaker;
 mod clock_skew;
+mod cluster;
+mod cluster_ops;
 mod config;
 mod config_messages;
 mod console;

@@ -8,6 +8,7 @@ pub mod api;
 pub mod browser;
 pub mod checker;
 pub mod clients;
+pub mod cluster;
 pub mod faults;
 pub mod redis;
 pub mod resp;

@@ -71,6 +71,26 @@ impl RedisServer {
         server
     }
 
+    /// Starts a server on `port` with extra `redis-server` arguments (a cluster node);
+    /// `Err` with the log when it does not come up (the caller picks another port).
+    pub fn try_start_on_with_args(
+        port: u16,
+        aof: Aof,
+        extra_args: Vec<String>,
+    ) -> Result<RedisServer, String> {
+        let mut server = RedisServer {
+            port,
+            aof,
+            dir: tempfile::tempdir().expect("tempdir for redis"),
+            child: None,
+            starts: 0,
+            password: None,
+            cached: std::sync::Mutex::new(None),
+            extra_args,
+        };
+        server.spawn().map(|()| server)
+    }
+
     /// Starts a server with the given persistence.
     pub fn start_with(aof: Aof) -> RedisServer {
         RedisServer::start_full(aof, None)

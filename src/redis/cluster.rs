@@ -1,0 +1,313 @@
+//! Redis Cluster support of the [`Store`] (README "Redis Cluster"): the hash slot of a key,
+//! reads grouped by slot, the topology (masters, replicas, slot coverage) and SCAN on every
+//! master. The moves across slots are in `redis::moves_split`.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand, Value};
+
+use crate::redis::error::StoreError;
+use crate::redis::store::{Entry, Store};
+use crate::redis::streams::text;
+
+/// The longest a clustered read blocks on one slot group while the others wait: entries
+/// arriving on another slot group when every stream was empty are read at most this late.
+pub const CLUSTER_BLOCK: Duration = Duration::from_millis(100);
+
+/// The Redis Cluster hash slot of `key` (hash tags included).
+pub fn slot(key: &str) -> u16 {
+    fred::util::redis_keyslot(key.as_bytes())
+}
+
+/// `streams` grouped by hash slot, each group in the order of its first stream.
+pub fn group_by_slot(streams: &[String]) -> Vec<Vec<String>> {
+    let mut groups: Vec<(u16, Vec<String>)> = Vec::new();
+    for s in streams {
+        let sl = slot(s);
+        match groups.iter_mut().find(|(g, _)| *g == sl) {
+            Some((_, v)) => v.push(s.clone()),
+            None => groups.push((sl, vec![s.clone()])),
+        }
+    }
+    groups.into_iter().map(|(_, v)| v).collect()
+}
+
+/// One master of the cluster: its address, its replicas and its slot ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Master {
+    /// `host:port`.
+    pub addr: String,
+    /// `host:port` of each replica.
+    pub replicas: Vec<String>,
+    /// Slot ranges it serves, inclusive.
+    pub ranges: Vec<(u16, u16)>,
+}
+
+impl Master {
+    /// Whether this master serves `slot`.
+    pub fn serves(&self, slot: u16) -> bool {
+        self.ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+    }
+
+    /// How many slots it serves.
+    pub fn slot_count(&self) -> u32 {
+        self.ranges.iter().map(|(a, b)| u32::from(b - a) + 1).sum()
+    }
+}
+
+/// The cluster as `CLUSTER SLOTS` describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topology {
+    /// Masters sorted by address.
+    pub masters: Vec<Master>,
+}
+
+impl Topology {
+    /// Slots served by some master (16384 when the cluster covers every slot).
+    pub fn slots_covered(&self) -> u32 {
+        self.masters.iter().map(Master::slot_count).sum()
+    }
+
+    /// The master serving `key`'s slot.
+    pub fn master_of(&self, key: &str) -> Option<&Master> {
+        let s = slot(key);
+        self.masters.iter().find(|m| m.serves(s))
+    }
+}
+
+/// `host:port` of one `CLUSTER SLOTS` node entry `[host, port, id, ...]`.
+fn node_addr(node: &Value) -> Option<String> {
+    let parts = node.clone().into_array();
+    let host = text(parts.first()?)?;
+    let port = parts.get(1)?.as_u64()?;
+    Some(format!("{host}:{port}"))
+}
+
+/// Parses a `CLUSTER SLOTS` reply.
+pub fn parse_slots(reply: Value) -> Topology {
+    let mut masters: Vec<Master> = Vec::new();
+    for range in reply.into_array() {
+        let parts = range.into_array();
+        let (Some(a), Some(b)) = (
+            parts.first().and_then(Value::as_u64),
+            parts.get(1).and_then(Value::as_u64),
+        ) else {
+            continue;
+        };
+        let Some(addr) = parts.get(2).and_then(node_addr) else {
+            continue;
+        };
+        let replicas: Vec<String> = parts.iter().skip(3).filter_map(node_addr).collect();
+        let range = (a as u16, b as u16);
+        match masters.iter_mut().find(|m| m.addr == addr) {
+            Some(m) => {
+                m.ranges.push(range);
+                for r in replicas {
+                    if !m.replicas.contains(&r) {
+                        m.replicas.push(r);
+                    }
+                }
+            }
+            None => masters.push(Master {
+                addr,
+                replicas,
+                ranges: vec![range],
+            }),
+        }
+    }
+    for m in &mut masters {
+        m.ranges.sort();
+        m.replicas.sort();
+    }
+    masters.sort_by(|a, b| a.addr.cmp(&b.addr));
+    Topology { masters }
+}
+
+/// The health reason for cluster facts ([`Store::cluster_facts`]) that are not ok: a state
+/// other than `ok`, or slots no master serves.
+pub fn health_reason(facts: &serde_json::Value) -> Option<(&'static str, String)> {
+    let state = facts["state"].as_str().unwrap_or("unknown");
+    let covered = facts["slots_covered"].as_u64().unwrap_or(0);
+    if state == "ok" && covered == 16384 {
+        return None;
+    }
+    let why = facts["error"]
+        .as_str()
+        .map(|e| format!(" ({e})"))
+        .unwrap_or_default();
+    Some((
+        "redis_cluster",
+        format!(
+            "Redis Cluster state is {state}{why}, {covered} of 16384 slots served: streams in \
+             the other slots are not consumed until the cluster is repaired (CLUSTER INFO)"
+        ),
+    ))
+}
+
+impl Store {
+    /// Whether this store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// Whether `a` and `b` can be touched by one script: always on a single node, on a
+    /// cluster when they hash to one slot.
+    pub fn same_slot(&self, a: &str, b: &str) -> bool {
+        !self.cluster || slot(a) == slot(b)
+    }
+
+    /// The cluster's masters, replicas and slot ranges (`CLUSTER SLOTS`).
+    ///
+    /// # Errors
+    /// Redis errors (on a single node: the command is refused).
+    pub async fn topology(&self) -> Result<Topology, StoreError> {
+        let reply: Value = self
+            .cmd
+            .custom(
+                CustomCommand::new_static("CLUSTER", ClusterHash::Random, false),
+                vec!["SLOTS"],
+            )
+            .await
+            .map_err(|e| self.error("CLUSTER SLOTS", e))?;
+        Ok(parse_slots(reply))
+    }
+
+    /// `CLUSTER INFO`'s `cluster_state` (`ok` or `fail`) as the node fred picks sees it.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn cluster_state(&self) -> Result<String, StoreError> {
+        let reply: Value = self
+            .cmd
+            .custom(
+                CustomCommand::new_static("CLUSTER", ClusterHash::Random, false),
+                vec!["INFO"],
+            )
+            .await
+            .map_err(|e| self.error("CLUSTER INFO", e))?;
+        let info = text(&reply).unwrap_or_default();
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster_state:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_string())
+    }
+
+    /// What health reports as `redis.cluster`: `state` (`ok`, `fail`, or `unknown` with the
+    /// `error`), `masters`, `replicas` and `slots_covered` (of 16384).
+    pub async fn cluster_facts(&self) -> serde_json::Value {
+        let state = self.cluster_state().await;
+        let topology = self.topology().await;
+        match (state, topology) {
+            (Ok(state), Ok(t)) => serde_json::json!({
+                "state": state,
+                "masters": t.masters.len(),
+                "replicas": t.masters.iter().map(|m| m.replicas.len()).sum::<usize>(),
+                "slots_covered": t.slots_covered(),
+            }),
+            (Err(e), _) | (_, Err(e)) => {
+                serde_json::json!({"state": "unknown", "error": e.to_string()})
+            }
+        }
+    }
+
+    /// What to SCAN: on a cluster one slot of each master (SCAN is routed by that slot, so
+    /// a master that gave its slots away meanwhile is never addressed by name: the slot's
+    /// new owner answers); `None` on a single node.
+    pub(super) async fn scan_targets(&self) -> Result<Option<Vec<u16>>, StoreError> {
+        if !self.cluster {
+            return Ok(None);
+        }
+        let topology = self.topology().await?;
+        let slots = topology
+            .masters
+            .iter()
+            .filter_map(|m| m.ranges.first().map(|(a, _)| *a))
+            .collect();
+        Ok(Some(slots))
+    }
+
+    /// XREADGROUP on a cluster: one read per slot group. All groups are first read without
+    /// blocking, concurrently on the command connection (fred pipelines them per node);
+    /// the reader connection only ever carries the one blocking read. When all were empty and
+    /// `block` is set, one group, in turn, is read with a BLOCK of at most
+    /// [`CLUSTER_BLOCK`], so entries of any other group wait at most that long. Any error
+    /// fails the whole read (entries read by the others are pending on this consumer; the
+    /// reader takes them back at once, as after a read cut off in flight).
+    pub(super) async fn read_group_by_slot(
+        &self,
+        group: &str,
+        consumer: &str,
+        streams: &[String],
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let groups = group_by_slot(streams);
+        if groups.len() <= 1 {
+            return self
+                .read_group_one(&self.reader, group, consumer, streams, count, block)
+                .await;
+        }
+        let reads = groups
+            .iter()
+            .map(|g| self.read_group_one(&self.cmd, group, consumer, g, count, None));
+        let mut entries = Vec::new();
+        for r in futures::future::join_all(reads).await {
+            entries.extend(r?);
+        }
+        let Some(block) = block else {
+            return Ok(entries);
+        };
+        if !entries.is_empty() {
+            return Ok(entries);
+        }
+        let turn = self.block_turn.fetch_add(1, Ordering::Relaxed) % groups.len();
+        let block = block.min(CLUSTER_BLOCK);
+        let blocking = &groups[turn];
+        self.read_group_one(&self.reader, group, consumer, blocking, count, Some(block))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_hash_tags() {
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("a:{events:e:x}"), slot("events:e:x"));
+        let g = group_by_slot(&["a{1}".into(), "b{2}".into(), "c{1}".into()]);
+        assert_eq!(g, vec![vec!["a{1}", "c{1}"], vec!["b{2}"]]);
+    }
+
+    #[test]
+    fn cluster_slots_reply_is_parsed_per_master() {
+        let node = |h: &str, p: i64| Value::Array(vec![h.into(), p.into(), "id".into()]);
+        let range = |a: i64, b: i64, m: Value, r: Vec<Value>| {
+            let mut v = vec![a.into(), b.into(), m];
+            v.extend(r);
+            Value::Array(v)
+        };
+        let reply = Value::Array(vec![
+            range(
+                0,
+                5460,
+                node("127.0.0.1", 7000),
+                vec![node("127.0.0.1", 7003)],
+            ),
+            range(5461, 10922, node("127.0.0.1", 7001), vec![]),
+            range(10923, 16383, node("127.0.0.1", 7000), vec![]),
+        ]);
+        let t = parse_slots(reply);
+        assert_eq!(t.masters.len(), 2);
+        assert_eq!(t.masters[0].addr, "127.0.0.1:7000");
+        assert_eq!(t.masters[0].replicas, vec!["127.0.0.1:7003"]);
+        assert_eq!(t.masters[0].slot_count(), 5461 + 5461);
+        assert_eq!(t.slots_covered(), 16384);
+        assert_eq!(t.master_of("foo").unwrap().addr, "127.0.0.1:7000");
+    }
+}

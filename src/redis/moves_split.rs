@@ -1,0 +1,321 @@
+//! The moves of `redis::moves` when source and destination are in different Redis Cluster
+//! slots (README "Redis Cluster"): destination first, source second, each half one script
+//! in one slot, idempotent through a guard in the destination's slot. A crash (or a refused
+//! write) between the halves leaves the guard: the retried or reclaimed move finds it and
+//! completes the source half without adding again; the only duplicate a crash can cause is
+//! one more delivery of the entry (it stays pending and is reclaimed). Single-node stores
+//! and same-slot moves never come here.
+
+use fred::types::Value;
+use fred::types::scripts::Script;
+
+use crate::redis::dlq::{SPLIT_DEST_STREAM, counts_key, replay_guard_key};
+use crate::redis::error::StoreError;
+use crate::redis::moves::{
+    GUARD_TTL_MS, PendingSource, RetryMove, StreamMove, forward_guard_prefix, guard_key,
+};
+use crate::redis::store::Store;
+
+const SPLIT_DEST_RETRY: &str = include_str!("scripts/split_dest_retry.lua");
+const SPLIT_SOURCE_ACK: &str = include_str!("scripts/split_source_ack.lua");
+const SPLIT_FORWARD_TAKE: &str = include_str!("scripts/split_forward_take.lua");
+const SPLIT_FORWARD_DONE: &str = include_str!("scripts/split_forward_done.lua");
+
+/// How long a forwarding claim holds a due retry (ms): a claim of an instance that crashed
+/// before finishing expires after it and the member is forwarded again.
+pub const FORWARD_CLAIM_MS: i64 = 10_000;
+
+/// The claim-key prefix of forwards in progress: `<retry key>:forwarding:{<retry key>}:`.
+fn claim_prefix(retry_key: &str) -> String {
+    format!("{retry_key}:forwarding:{{{retry_key}}}:")
+}
+
+/// The fields a retry member (a JSON array of strings) forwards as; anything else is
+/// forwarded as `retry_member = <text>`, as `scripts/forward_due.lua` does.
+fn member_fields(member: &str) -> Vec<String> {
+    if let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(member)
+        && list.len() >= 2
+        && list.len() % 2 == 0
+        && list.iter().all(serde_json::Value::is_string)
+    {
+        return list
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+    }
+    vec!["retry_member".into(), member.into()]
+}
+
+fn values(items: &[(String, String)]) -> Vec<Value> {
+    items
+        .iter()
+        .flat_map(|(k, v)| [Value::from(k.as_str()), Value::from(v.as_str())])
+        .collect()
+}
+
+impl Store {
+    async fn script(
+        &self,
+        lua: &'static str,
+        keys: Vec<&str>,
+        args: Vec<Value>,
+        op: impl FnOnce() -> String,
+    ) -> Result<Value, StoreError> {
+        Script::from_lua(lua)
+            .evalsha_with_reload(&self.cmd, keys, args)
+            .await
+            .map_err(|e| self.error(op(), e))
+    }
+
+    /// Whether the source entry is still pending on the move's consumer (XPENDING).
+    async fn still_ours(&self, from: &PendingSource<'_>) -> Result<bool, StoreError> {
+        let args: Vec<Value> = vec![
+            from.stream.into(),
+            from.group.into(),
+            from.entry_id.into(),
+            from.entry_id.into(),
+            1.into(),
+        ];
+        let rows = self.call("XPENDING", args).await?.into_array();
+        let owner = rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_array().into_iter().nth(1))
+            .and_then(|c| crate::redis::store::text(&c));
+        Ok(owner.as_deref() == Some(from.consumer))
+    }
+
+    /// The source half: XACK (and XDEL) if still ours, then the guard is deleted. Returns
+    /// whether it acknowledged (false: another consumer claimed it; the guard stays so its
+    /// move adds nothing).
+    async fn ack_source(&self, from: &PendingSource<'_>, guard: &str) -> Result<bool, StoreError> {
+        let args: Vec<Value> = vec![
+            from.group.into(),
+            from.entry_id.into(),
+            from.consumer.into(),
+            if from.delete { "1" } else { "0" }.into(),
+        ];
+        let acked = self
+            .script(SPLIT_SOURCE_ACK, vec![from.stream], args, || {
+                format!("acknowledge {} {}", from.stream, from.entry_id)
+            })
+            .await?;
+        if acked.as_i64() != Some(1) {
+            return Ok(false);
+        }
+        self.delete(guard).await?;
+        Ok(true)
+    }
+
+    /// [`Store::move_to_stream`] across slots.
+    pub(super) async fn move_to_stream_split(
+        &self,
+        m: &StreamMove<'_>,
+    ) -> Result<Option<String>, StoreError> {
+        let from = &m.from;
+        if !self.still_ours(from).await? {
+            return Ok(None);
+        }
+        let guard = guard_key(m.dest, from);
+        let counts = counts_key(m.dest);
+        let mut args: Vec<Value> = vec![GUARD_TTL_MS.into()];
+        args.extend(values(m.fields));
+        let keys = vec![m.dest, guard.as_str(), counts.as_str()];
+        let id = self
+            .script(SPLIT_DEST_STREAM, keys, args, || {
+                format!("move {} {} -> {}", from.stream, from.entry_id, m.dest)
+            })
+            .await?;
+        let id = id.as_str().map(|s| s.into_owned());
+        Ok(if self.ack_source(from, &guard).await? {
+            id
+        } else {
+            None
+        })
+    }
+
+    /// [`Store::move_to_retry`] across slots.
+    pub(super) async fn move_to_retry_split(&self, m: &RetryMove<'_>) -> Result<bool, StoreError> {
+        let from = &m.from;
+        if !self.still_ours(from).await? {
+            return Ok(false);
+        }
+        let guard = guard_key(m.retry_key, from);
+        let args: Vec<Value> = vec![
+            (m.delay_ms as i64).into(),
+            m.member.into(),
+            GUARD_TTL_MS.into(),
+            (crate::model::time::now_ms() as i64).into(),
+        ];
+        let done = self
+            .script(
+                SPLIT_DEST_RETRY,
+                vec![m.retry_key, guard.as_str()],
+                args,
+                || format!("retry {} {}", from.stream, from.entry_id),
+            )
+            .await?;
+        if done.as_i64() == Some(2) {
+            self.warn_time_refused();
+        }
+        self.ack_source(from, &guard).await
+    }
+
+    /// [`Store::forward_due`] / [`Store::forward_one`] across slots: claim due members in
+    /// the retry set's slot, XADD each to the redeliver stream, then remove them.
+    pub(super) async fn forward_split(
+        &self,
+        retry_key: &str,
+        redeliver_key: &str,
+        limit: i64,
+        one: Option<(u64, &str)>,
+        op: &str,
+    ) -> Result<u64, StoreError> {
+        let (guards, claims) = (forward_guard_prefix(retry_key), claim_prefix(retry_key));
+        let now = crate::model::time::now_ms() as i64;
+        let mut args: Vec<Value> = vec![
+            limit.into(),
+            GUARD_TTL_MS.into(),
+            now.into(),
+            FORWARD_CLAIM_MS.into(),
+        ];
+        if let Some((due_ms, sha1)) = one {
+            args.push(due_ms.to_string().into());
+            args.push(sha1.into());
+        }
+        let keys = vec![retry_key, guards.as_str(), claims.as_str()];
+        let name = || format!("{op} {retry_key}");
+        let taken = self
+            .script(SPLIT_FORWARD_TAKE, keys.clone(), args, name)
+            .await?
+            .into_array();
+        if taken.first().and_then(Value::as_i64) == Some(1) {
+            self.warn_time_refused();
+        }
+        let pairs: Vec<(String, String)> = taken[1.min(taken.len())..]
+            .chunks(2)
+            .filter_map(|c| {
+                let m = crate::redis::store::text(c.first()?)?;
+                Some((m, crate::redis::store::text(c.get(1)?)?))
+            })
+            .collect();
+        if pairs.is_empty() {
+            return Ok(0);
+        }
+        // The members added so far are removed even when a later XADD fails, so only the
+        // failed one (still claimed) waits for its claim to expire.
+        let mut added = 0;
+        let mut failed = None;
+        for (member, _) in &pairs {
+            let mut xadd: Vec<Value> = vec![redeliver_key.into(), "*".into()];
+            xadd.extend(member_fields(member).into_iter().map(Value::from));
+            match self.call("XADD", xadd).await {
+                Ok(_) => added += 1,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut done: Vec<Value> = vec![GUARD_TTL_MS.into()];
+        done.extend(values(&pairs[..added]));
+        if added > 0 {
+            self.script(SPLIT_FORWARD_DONE, keys, done, name).await?;
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(added as u64),
+        }
+    }
+
+    /// [`Store::retry_to_dlq`] across slots: the member still in the set, then the DLQ entry
+    /// (guarded, counted), then the ZREM, then the guard deleted.
+    pub(super) async fn retry_to_dlq_split(
+        &self,
+        retry_key: &str,
+        dlq: &str,
+        member: &str,
+        fields: &[(String, String)],
+    ) -> Result<Option<String>, StoreError> {
+        let score = self
+            .call("ZSCORE", vec![retry_key.into(), member.into()])
+            .await?;
+        if score.is_null() {
+            return Ok(None);
+        }
+        let guard = format!(
+            "{dlq}:dead-lettered:{{{dlq}}}:{}",
+            fred::util::sha1_hash(member)
+        );
+        let counts = counts_key(dlq);
+        let mut args: Vec<Value> = vec![GUARD_TTL_MS.into()];
+        args.extend(values(fields));
+        let keys = vec![dlq, guard.as_str(), counts.as_str()];
+        let id = self
+            .script(SPLIT_DEST_STREAM, keys, args, || {
+                format!("dead-letter from {retry_key}")
+            })
+            .await?;
+        self.call("ZREM", vec![retry_key.into(), member.into()])
+            .await?;
+        self.delete(&guard).await?;
+        Ok(id.as_str().map(|s| s.into_owned()))
+    }
+
+    /// [`Store::replay_entry`] across slots: the DLQ entry still there, then the XADD to
+    /// `redeliver` (skipped when a guard holds an earlier one), then the DLQ entry deleted
+    /// and uncounted (the purge script); a refused delete leaves the guard.
+    pub(super) async fn replay_split(
+        &self,
+        dlq: &str,
+        redeliver: &str,
+        dlq_id: &str,
+        fields: &[(String, String)],
+    ) -> Result<Option<String>, StoreError> {
+        let found = self
+            .call("XRANGE", vec![dlq.into(), dlq_id.into(), dlq_id.into()])
+            .await?;
+        if found.into_array().is_empty() {
+            return Ok(None);
+        }
+        let guard = replay_guard_key(dlq, dlq_id);
+        let guarded = self.get_string(&guard).await?;
+        let id = match guarded.clone() {
+            Some(id) => id,
+            None => {
+                let mut xadd: Vec<Value> = vec![redeliver.into(), "*".into()];
+                xadd.extend(values(fields));
+                let id = self.call("XADD", xadd).await?;
+                crate::redis::store::text(&id).unwrap_or_default()
+            }
+        };
+        if let Err(e) = self.dlq_purge(dlq, &[dlq_id.to_string()]).await {
+            if guarded.is_none() {
+                let ttl = Value::from(GUARD_TTL_MS);
+                let set = vec![guard.as_str().into(), id.as_str().into(), "PX".into(), ttl];
+                let _ = self.call("SET", set).await;
+            }
+            return Err(e);
+        }
+        if guarded.is_some() {
+            self.delete(&guard).await?;
+        }
+        Ok(Some(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_forward_as_their_fields_or_as_malformed() {
+        assert_eq!(
+            member_fields(r#"["id","a","type","t"]"#),
+            ["id", "a", "type", "t"]
+        );
+        assert_eq!(member_fields("[1,2]"), ["retry_member", "[1,2]"]);
+        assert_eq!(member_fields(r#"["x"]"#), ["retry_member", r#"["x"]"#]);
+        assert_eq!(member_fields("nope"), ["retry_member", "nope"]);
+    }
+}
