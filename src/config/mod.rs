@@ -41,7 +41,9 @@ pub use outbox::OutboxConfig;
 pub use parse::{format_duration, parse_duration};
 pub use publish::PublishConfig;
 pub use push::PushConfig;
-pub use types::{BreakerConfig, Config, HandlerKind, HistoryConfig, RetryConfig, RouteConfig};
+pub use types::{
+    BreakerConfig, Config, HandlerKind, HistoryConfig, ProcessedRecords, RetryConfig, RouteConfig,
+};
 
 impl Config {
     /// Checks that at least one route exists (the daemon needs one; a library user may add

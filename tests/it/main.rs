@@ -43,6 +43,7 @@ mod dlq_retention;
 mod dlq_scale;
 mod first_run;
 mod health;
+mod history_modes;
 mod input;
 mod isolation;
 mod long;
