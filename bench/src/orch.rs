@@ -39,6 +39,12 @@ pub enum Kind {
     EwHttp,
     /// Diagnostic: blackhole with `read_block = "10ms"` (the smallest allowed), not the default.
     EwBlackholeBlock10,
+    /// Diagnostic: blackhole with one `processed` history record per event
+    /// (`[history] processed = "per_event"`), the rest default.
+    EwBlackholePerEvent,
+    /// Diagnostic: blackhole with the defaults before reads prefetched and successes were
+    /// aggregated (`prefetch = 64`, `[history] processed = "per_event"`).
+    EwBlackholePrev,
     /// The `--base-worker` binary (an earlier commit, `--base-rev`): blackhole, or http to the
     /// local sink. Measured in the same run, interleaved, to compare two commits.
     EwBase { http: bool },
@@ -67,6 +73,12 @@ impl Kind {
             Kind::EwHttp => "event-worker, http to local sink".into(),
             Kind::EwBlackholeBlock10 => {
                 "diagnostic: event-worker, blackhole, read_block=10ms".into()
+            }
+            Kind::EwBlackholePerEvent => {
+                "diagnostic: event-worker, blackhole, history.processed=per_event".into()
+            }
+            Kind::EwBlackholePrev => {
+                "diagnostic: event-worker, blackhole, prefetch=64, history.processed=per_event (the previous defaults)".into()
             }
             Kind::EwBase { http: false } => "event-worker @base, blackhole".into(),
             Kind::EwBase { http: true } => "event-worker @base, http to local sink".into(),
@@ -433,11 +445,17 @@ impl Bench {
             Kind::RawNext => ps.push(self.start_raw_next(latency)?),
             Kind::Relay => ps.push(self.start_relay(sink)?),
             Kind::BullMq => return Err("BullMQ runs through Bench::bullmq".into()),
-            Kind::EwBlackhole | Kind::EwHttp | Kind::EwBlackholeBlock10 | Kind::EwBase { .. } => {
-                let extra = if kind == Kind::EwBlackholeBlock10 {
-                    "read_block = \"10ms\""
-                } else {
-                    ""
+            Kind::EwBlackhole
+            | Kind::EwHttp
+            | Kind::EwBlackholeBlock10
+            | Kind::EwBlackholePerEvent
+            | Kind::EwBlackholePrev
+            | Kind::EwBase { .. } => {
+                let extra = match kind {
+                    Kind::EwBlackholeBlock10 => "read_block = \"10ms\"",
+                    Kind::EwBlackholePerEvent => "[history]\nprocessed = \"per_event\"",
+                    Kind::EwBlackholePrev => "prefetch = 64\n[history]\nprocessed = \"per_event\"",
+                    _ => "",
                 };
                 for i in 0..procs {
                     let base = matches!(kind, Kind::EwBase { .. });
@@ -1035,6 +1053,8 @@ async fn run(opts: &Opts) -> Result<(), String> {
         },
         Kind::EwBlackholeBlock10,
         Kind::RawNext,
+        Kind::EwBlackholePerEvent,
+        Kind::EwBlackholePrev,
         Kind::Relay,
     ];
     if sections.iter().any(|s| s == "bullmq") {
