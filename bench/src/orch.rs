@@ -45,6 +45,8 @@ pub enum Kind {
     /// Diagnostic: blackhole with the defaults before reads prefetched and successes were
     /// aggregated (`prefetch = 64`, `[history] processed = "per_event"`).
     EwBlackholePrev,
+    /// Diagnostic: blackhole with `prefetch = 512` (twice the default at `concurrency = 64`).
+    EwBlackholePrefetch512,
     /// The `--base-worker` binary (an earlier commit, `--base-rev`): blackhole, or http to the
     /// local sink. Measured in the same run, interleaved, to compare two commits.
     EwBase { http: bool },
@@ -76,6 +78,9 @@ impl Kind {
             }
             Kind::EwBlackholePerEvent => {
                 "diagnostic: event-worker, blackhole, history.processed=per_event".into()
+            }
+            Kind::EwBlackholePrefetch512 => {
+                "diagnostic: event-worker, blackhole, prefetch=512".into()
             }
             Kind::EwBlackholePrev => {
                 "diagnostic: event-worker, blackhole, prefetch=64, history.processed=per_event (the previous defaults)".into()
@@ -450,11 +455,13 @@ impl Bench {
             | Kind::EwBlackholeBlock10
             | Kind::EwBlackholePerEvent
             | Kind::EwBlackholePrev
+            | Kind::EwBlackholePrefetch512
             | Kind::EwBase { .. } => {
                 let extra = match kind {
                     Kind::EwBlackholeBlock10 => "read_block = \"10ms\"",
                     Kind::EwBlackholePerEvent => "[history]\nprocessed = \"per_event\"",
                     Kind::EwBlackholePrev => "prefetch = 64\n[history]\nprocessed = \"per_event\"",
+                    Kind::EwBlackholePrefetch512 => "prefetch = 512",
                     _ => "",
                 };
                 for i in 0..procs {
@@ -1056,6 +1063,7 @@ async fn run(opts: &Opts) -> Result<(), String> {
         Kind::EwBlackholePerEvent,
         Kind::EwBlackholePrev,
         Kind::Relay,
+        Kind::EwBlackholePrefetch512,
     ];
     if sections.iter().any(|s| s == "bullmq") {
         drain_kinds.push(Kind::BullMq);
