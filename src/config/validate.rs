@@ -245,9 +245,15 @@ fn breaker(c: &mut Checker, raw: &RawBreaker) -> BreakerConfig {
 }
 
 /// `prefetch`: entries held (in flight plus read and waiting), at least `concurrency`;
-/// default [`d::PREFETCH_PER_SLOT`] x `concurrency`.
+/// default [`d::PREFETCH_PER_SLOT`] x `concurrency`, except 1 with `concurrency = 1`, which
+/// keeps entry order (entries of two read batches waiting for the one slot could interleave).
 fn prefetch(c: &mut Checker, raw: Option<i64>, concurrency: usize) -> usize {
-    let default = concurrency.saturating_mul(d::PREFETCH_PER_SLOT) as i64;
+    let per_slot = if concurrency == 1 {
+        1
+    } else {
+        d::PREFETCH_PER_SLOT
+    };
+    let default = concurrency.saturating_mul(per_slot) as i64;
     let Some(v) = raw else {
         return default.min(d::PREFETCH_MAX) as usize;
     };

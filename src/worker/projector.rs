@@ -60,6 +60,7 @@ pub(crate) fn spawn(
     own.routes.clear();
     // One event at a time: a channel gets its events in the order of their stream.
     own.concurrency = 1;
+    own.prefetch = 1;
     let token = stop.child_token();
     let task = tokio::spawn(lead(own, holder, rules, metrics.clone(), token.clone()));
     Some((token, task))
