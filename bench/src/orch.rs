@@ -46,6 +46,14 @@ pub enum Kind {
     EwHttpBatch,
     /// Diagnostic: blackhole with `read_block = "10ms"` (the smallest allowed), not the default.
     EwBlackholeBlock10,
+    /// Diagnostic: blackhole with one `processed` history record per event
+    /// (`[history] processed = "per_event"`), the rest default.
+    EwBlackholePerEvent,
+    /// Diagnostic: blackhole with the defaults before reads prefetched and successes were
+    /// aggregated (`prefetch = 64`, `[history] processed = "per_event"`).
+    EwBlackholePrev,
+    /// Diagnostic: blackhole with `prefetch = 512` (twice the default at `concurrency = 64`).
+    EwBlackholePrefetch512,
     /// The `--base-worker` binary (an earlier commit, `--base-rev`): blackhole, or http to the
     /// local sink. Measured in the same run, interleaved, to compare two commits.
     EwBase { http: bool },
@@ -75,6 +83,15 @@ impl Kind {
             Kind::EwHttpBatch => "event-worker, http batch (max_events 64) to local sink".into(),
             Kind::EwBlackholeBlock10 => {
                 "diagnostic: event-worker, blackhole, read_block=10ms".into()
+            }
+            Kind::EwBlackholePerEvent => {
+                "diagnostic: event-worker, blackhole, history.processed=per_event".into()
+            }
+            Kind::EwBlackholePrefetch512 => {
+                "diagnostic: event-worker, blackhole, prefetch=512".into()
+            }
+            Kind::EwBlackholePrev => {
+                "diagnostic: event-worker, blackhole, prefetch=64, history.processed=per_event (the previous defaults)".into()
             }
             Kind::EwBase { http: false } => "event-worker @base, blackhole".into(),
             Kind::EwBase { http: true } => "event-worker @base, http to local sink".into(),
@@ -451,11 +468,16 @@ impl Bench {
             | Kind::EwHttp
             | Kind::EwHttpBatch
             | Kind::EwBlackholeBlock10
+            | Kind::EwBlackholePerEvent
+            | Kind::EwBlackholePrev
+            | Kind::EwBlackholePrefetch512
             | Kind::EwBase { .. } => {
-                let extra = if kind == Kind::EwBlackholeBlock10 {
-                    "read_block = \"10ms\""
-                } else {
-                    ""
+                let extra = match kind {
+                    Kind::EwBlackholeBlock10 => "read_block = \"10ms\"",
+                    Kind::EwBlackholePerEvent => "[history]\nprocessed = \"per_event\"",
+                    Kind::EwBlackholePrev => "prefetch = 64\n[history]\nprocessed = \"per_event\"",
+                    Kind::EwBlackholePrefetch512 => "prefetch = 512",
+                    _ => "",
                 };
                 for i in 0..procs {
                     let base = matches!(kind, Kind::EwBase { .. });
@@ -1060,7 +1082,10 @@ async fn run(opts: &Opts) -> Result<(), String> {
         },
         Kind::EwBlackholeBlock10,
         Kind::RawNext,
+        Kind::EwBlackholePerEvent,
+        Kind::EwBlackholePrev,
         Kind::Relay,
+        Kind::EwBlackholePrefetch512,
     ];
     if sections.iter().any(|s| s == "bullmq") {
         drain_kinds.push(Kind::BullMq);

@@ -26,6 +26,11 @@ const WEEK: Duration = secs(7 * 86400);
 
 /// `concurrency`.
 pub(super) const CONCURRENCY: IntRule = int(64, 1, 100_000);
+/// `prefetch` when absent: this many entries held per handler slot (256 at the default
+/// `concurrency`).
+pub(super) const PREFETCH_PER_SLOT: usize = 4;
+/// Largest `prefetch`.
+pub(super) const PREFETCH_MAX: i64 = 1_000_000;
 /// `visibility_timeout` (its 1 s minimum is checked with `heartbeat_ttl`, for a better message).
 pub(super) const VISIBILITY_TIMEOUT: DurationRule = duration(secs(60), ms(0));
 /// Shortest `visibility_timeout`: live consumers refresh their entries in flight every

@@ -42,7 +42,8 @@ pub use parse::{format_duration, parse_duration};
 pub use publish::PublishConfig;
 pub use push::PushConfig;
 pub use types::{
-    BatchConfig, BreakerConfig, Config, HandlerKind, HistoryConfig, RetryConfig, RouteConfig,
+    BatchConfig, BreakerConfig, Config, HandlerKind, HistoryConfig, ProcessedRecords, RetryConfig,
+    RouteConfig,
 };
 
 impl Config {

@@ -23,6 +23,7 @@ pub(super) struct RawConfig {
     pub group: Option<String>,
     pub consumer: Option<String>,
     pub concurrency: Option<i64>,
+    pub prefetch: Option<i64>,
     pub visibility_timeout: Option<String>,
     pub max_deliveries: Option<i64>,
     pub shutdown_timeout: Option<String>,
@@ -89,6 +90,7 @@ pub(super) struct RawBreaker {
 pub(super) struct RawHistory {
     pub max_len: Option<i64>,
     pub max_age: Option<String>,
+    pub processed: Option<String>,
 }
 
 /// `[api]` (the token comes from `EVENTS_API_TOKEN` only, never from the file).

@@ -267,7 +267,7 @@ fn unknown_keys_suggest_the_closest_valid_key() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("unknown key `colour` in [history]; valid keys: max_len, max_age"),
+        e.contains("unknown key `colour` in [history]; valid keys: max_len, max_age, processed\n"),
         "{e}"
     );
 }
@@ -443,5 +443,48 @@ fn no_route_grace_defaults_to_ten_minutes_has_its_variable_and_accepts_zero() {
         e.to_string()
             .contains("no_route_grace: `5x` has an unknown unit `x` (use ms, s, m, h or d); e.g. no_route_grace = \"10m\""),
         "{e}"
+    );
+}
+
+#[test]
+fn history_processed_and_prefetch_have_defaults_overrides_and_checks() {
+    let c = load(MINIMAL, &[]).unwrap();
+    assert_eq!(
+        (c.history.processed, c.prefetch),
+        (ProcessedRecords::Aggregate, 256)
+    );
+    let c = load(
+        &format!("concurrency = 8\n[history]\nprocessed = \"per_event\"\n{MINIMAL}"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        (c.history.processed, c.prefetch),
+        (ProcessedRecords::PerEvent, 32)
+    );
+    let c = load(
+        MINIMAL,
+        &[
+            ("EVENTS_PREFETCH", "64"),
+            ("EVENTS_HISTORY_PROCESSED", "per_event"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        (c.history.processed, c.prefetch),
+        (ProcessedRecords::PerEvent, 64)
+    );
+    let e = load(
+        &format!("prefetch = 10\n[history]\nprocessed = \"sampled\"\n{MINIMAL}"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "invalid configuration: prefetch: 10 is below concurrency (64); it counts the events in \
+         flight too, so set it to at least 64 (or leave it out: 256); history.processed: \
+         `sampled` is neither `aggregate` (one record per batch of successes) nor `per_event` \
+         (one record per success)"
     );
 }

@@ -28,6 +28,9 @@ pub struct Config {
     pub consumer: String,
     /// Events in flight per instance (default 64).
     pub concurrency: usize,
+    /// Entries held per instance, in flight plus read and waiting for a handler slot
+    /// (default 4 x `concurrency`, at least `concurrency`).
+    pub prefetch: usize,
     /// Entries pending this long are reclaimed by another consumer (default 60 s).
     pub visibility_timeout: Duration,
     /// Deliveries after which an entry goes to the DLQ without running the handler (default 10).
@@ -119,6 +122,19 @@ pub struct HistoryConfig {
     pub max_len: u64,
     /// Oldest record kept (default 7 days).
     pub max_age: Duration,
+    /// How successes are recorded (default [`ProcessedRecords::Aggregate`]).
+    pub processed: ProcessedRecords,
+}
+
+/// `history.processed`: how handler successes are recorded in the history. Failures,
+/// retries, dead letters and operator actions are always one record per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessedRecords {
+    /// One `processed` record per event (one `XADD` each).
+    PerEvent,
+    /// One record per append batch listing every success in it (id, type, handler runs,
+    /// time, correlation id); the history queries expand it into per-event records.
+    Aggregate,
 }
 
 /// `[api]`: the HTTP listener.

@@ -10,7 +10,9 @@ use super::error::ConfigError;
 use super::parse::Checker;
 use super::raw::{RawApi, RawBreaker, RawConfig, RawHistory, RawRetry};
 use super::route::validate_route;
-use super::types::{ApiConfig, BreakerConfig, Config, HistoryConfig, RetryConfig};
+use super::types::{
+    ApiConfig, BreakerConfig, Config, HistoryConfig, ProcessedRecords, RetryConfig,
+};
 use crate::model::secret::Secret;
 
 /// Validates `raw`; `lookup` reads the environment (fallbacks, secrets).
@@ -68,6 +70,7 @@ pub(super) fn validate(
         group,
         consumer,
         concurrency: t.concurrency,
+        prefetch: t.prefetch,
         visibility_timeout: t.visibility_timeout,
         max_deliveries: t.max_deliveries,
         shutdown_timeout: t.shutdown_timeout,
@@ -97,6 +100,7 @@ pub(super) fn validate(
 /// The top-level sizing and timing keys.
 struct Timings {
     concurrency: usize,
+    prefetch: usize,
     visibility_timeout: Duration,
     max_deliveries: u64,
     shutdown_timeout: Duration,
@@ -110,6 +114,7 @@ struct Timings {
 /// `concurrency`, `max_deliveries` and the top-level timeouts and intervals.
 fn timings(c: &mut Checker, raw: &RawConfig) -> Timings {
     let concurrency = c.int("concurrency", raw.concurrency, d::CONCURRENCY) as usize;
+    let prefetch = prefetch(c, raw.prefetch, concurrency);
     let visibility_timeout = c.duration(
         "visibility_timeout",
         raw.visibility_timeout.as_deref(),
@@ -145,6 +150,7 @@ fn timings(c: &mut Checker, raw: &RawConfig) -> Timings {
     check_visibility(c, raw, visibility_timeout);
     Timings {
         concurrency,
+        prefetch,
         visibility_timeout,
         max_deliveries,
         shutdown_timeout,
@@ -238,8 +244,46 @@ fn breaker(c: &mut Checker, raw: &RawBreaker) -> BreakerConfig {
     }
 }
 
+/// `prefetch`: entries held (in flight plus read and waiting), at least `concurrency`;
+/// default [`d::PREFETCH_PER_SLOT`] x `concurrency`, except 1 with `concurrency = 1`, which
+/// keeps entry order (entries of two read batches waiting for the one slot could interleave).
+fn prefetch(c: &mut Checker, raw: Option<i64>, concurrency: usize) -> usize {
+    let per_slot = if concurrency == 1 {
+        1
+    } else {
+        d::PREFETCH_PER_SLOT
+    };
+    let default = concurrency.saturating_mul(per_slot) as i64;
+    let Some(v) = raw else {
+        return default.min(d::PREFETCH_MAX) as usize;
+    };
+    if !(1..=d::PREFETCH_MAX).contains(&v) {
+        c.push(format!(
+            "prefetch: {v} is out of range (1..={})",
+            d::PREFETCH_MAX
+        ));
+    } else if (v as usize) < concurrency {
+        c.push(format!(
+            "prefetch: {v} is below concurrency ({concurrency}); it counts the events in \
+             flight too, so set it to at least {concurrency} (or leave it out: {default})"
+        ));
+    }
+    v.max(concurrency as i64) as usize
+}
+
 /// `[history]`.
 fn history(c: &mut Checker, raw: &RawHistory) -> HistoryConfig {
+    let processed = match raw.processed.as_deref() {
+        None | Some("aggregate") => ProcessedRecords::Aggregate,
+        Some("per_event") => ProcessedRecords::PerEvent,
+        Some(other) => {
+            c.push(format!(
+                "history.processed: `{other}` is neither `aggregate` (one record per batch of \
+                 successes) nor `per_event` (one record per success)"
+            ));
+            ProcessedRecords::Aggregate
+        }
+    };
     HistoryConfig {
         max_len: c.int("history.max_len", raw.max_len, d::HISTORY_MAX_LEN) as u64,
         max_age: c.duration(
@@ -247,6 +291,7 @@ fn history(c: &mut Checker, raw: &RawHistory) -> HistoryConfig {
             raw.max_age.as_deref(),
             d::HISTORY_MAX_AGE,
         ),
+        processed,
     }
 }
 

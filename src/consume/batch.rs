@@ -1,5 +1,7 @@
 //! One read batch is processed by one task. Its entries are decided concurrently inside it
-//! (one future each, `consume::decide`); whatever succeeded by the time the task looks is
+//! (one future each, `consume::decide`), each once it holds one of the `concurrency` handler
+//! slots ([`Pipeline::runs`]; a read may hold up to `prefetch` entries, so some wait here, in
+//! read order); whatever succeeded by the time the task looks is
 //! handed to `settle::acks` in one request to the acker, while the rest keep running;
 //! retries and dead letters are settled by `settle::moves`. Each entry's permit is released once its outcome is durable,
 //! except that successes waiting only for their XACK move to a second pool of `concurrency`
@@ -11,12 +13,14 @@
 //! traffic per batch rather than per event. Handler futures of one batch share that task:
 //! CPU-heavy handler work belongs in `tokio::task::spawn_blocking`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::consume::decide::{self, Decider};
 use crate::redis::store::Entry;
@@ -32,6 +36,9 @@ pub(crate) struct Pipeline {
     pub decider: Decider,
     /// Settles each verdict.
     pub settler: Settler,
+    /// `concurrency` handler slots: an entry's handler runs (and its retry or dead letter is
+    /// settled) while it holds one.
+    pub runs: Arc<Semaphore>,
     /// `concurrency` more permits for successes whose XACK is in flight.
     pub unacked: Arc<Semaphore>,
     /// `in_flight{env,group}`.
@@ -81,21 +88,45 @@ async fn handle(pipeline: &Pipeline, mut entry: Entry) -> Handled {
     }
 }
 
+/// [`handle`] holding a handler slot, released when the entry is decided and any retry
+/// or dead letter settled.
+async fn handle_in_slot(pipeline: &Pipeline, entry: Entry, slot: OwnedSemaphorePermit) -> Handled {
+    let handled = handle(pipeline, entry).await;
+    drop(slot);
+    handled
+}
+
 /// Handles `entries`, one permit each (the caller took them and registered the entries in
-/// `in_flight`); returns when every entry is settled or given up. `turn` (ordered dispatch)
-/// is released once every entry is handled. The entries' futures are first polled in entry
-/// order (`FuturesUnordered` runs newly pushed futures in push order), so their handlers
-/// are called in that order.
+/// `in_flight`), each once it gets a handler slot; returns when every entry is settled or
+/// given up. Once `stop` fires, entries still waiting for a slot are not started: they are
+/// forgotten from `in_flight` and stay pending (claimed at once by another consumer after
+/// this one's heartbeat is gone). `turn` (ordered dispatch) is released once every entry is
+/// handled. Entries start in entry order and their futures are first polled in that order
+/// (`FuturesUnordered` runs newly pushed futures in push order), so their handlers are
+/// called in that order.
 pub async fn run(
     pipeline: Arc<Pipeline>,
     entries: Vec<Entry>,
     mut permits: Vec<OwnedSemaphorePermit>,
     mut turn: Option<OwnedSemaphorePermit>,
+    stop: CancellationToken,
 ) {
     let (settler, in_flight) = (&pipeline.settler, &pipeline.gauge);
     in_flight.add(entries.len() as i64);
-    let mut handling: FuturesUnordered<_> =
-        entries.into_iter().map(|e| handle(&pipeline, e)).collect();
+    let mut waiting: VecDeque<Entry> = entries.into();
+    let mut handling = FuturesUnordered::new();
+    // Starts the waiting entries for which a handler slot is free now, in read order.
+    let start_free = |waiting: &mut VecDeque<Entry>, handling: &mut FuturesUnordered<_>| {
+        while !waiting.is_empty() {
+            let Ok(slot) = pipeline.runs.clone().try_acquire_owned() else {
+                return;
+            };
+            if let Some(entry) = waiting.pop_front() {
+                handling.push(handle_in_slot(&pipeline, entry, slot));
+            }
+        }
+    };
+    start_free(&mut waiting, &mut handling);
 
     let mut acking = FuturesUnordered::new();
     let mut succeeded: Vec<Success> = Vec::new();
@@ -142,9 +173,21 @@ pub async fn run(
                 release(settled);
             }
             Some(n) = acking.next(), if !acking.is_empty() => release(n),
+            slot = pipeline.runs.clone().acquire_owned(), if !waiting.is_empty() && !stop.is_cancelled() => {
+                let (Ok(slot), Some(entry)) = (slot, waiting.pop_front()) else { continue };
+                handling.push(handle_in_slot(&pipeline, entry, slot));
+                start_free(&mut waiting, &mut handling);
+            }
+            _ = stop.cancelled(), if !waiting.is_empty() => {
+                let n = waiting.len();
+                for e in waiting.drain(..) {
+                    settler.in_flight.remove(&e.stream, &e.id);
+                }
+                release(n);
+            }
             else => break,
         }
-        if handling.is_empty() {
+        if handling.is_empty() && waiting.is_empty() {
             turn.take();
         }
     }

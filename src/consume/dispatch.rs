@@ -15,8 +15,9 @@ use crate::redis::store::Entry;
 /// The handling permits, the in-flight registry and the pipeline batches run. One per
 /// worker, shared by the reader and the reclaimer.
 pub(crate) struct Dispatcher {
-    /// `concurrency` permits; one is held per event from read until it is handled and its
-    /// outcome settled (or handed over to [`Pipeline::unacked`]).
+    /// `prefetch` permits; one is held per event from read until it is handled and its
+    /// outcome settled (or handed over to [`Pipeline::unacked`]). Handler runs are bounded
+    /// separately, by [`Pipeline::runs`] (`concurrency`).
     pub permits: Arc<Semaphore>,
     /// Entries this consumer is handling now, with their start time (for idle refresh).
     pub in_flight: Arc<InFlight>,
@@ -30,6 +31,21 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// Waits until a handler slot is free and returns how many are free now (at least 1),
+    /// or `None` when `stop` fires. The reclaimer claims only that many at a time, so an
+    /// entry it claims (one more delivery counted against `max_deliveries`) can start at
+    /// once instead of waiting behind a poison event that may crash the process again.
+    pub async fn free_runs(&self, stop: &CancellationToken) -> Option<usize> {
+        let runs = &self.pipeline.runs;
+        let slot = tokio::select! {
+            p = runs.clone().acquire_owned() => p.ok()?,
+            _ = stop.cancelled() => return None,
+        };
+        let free = 1 + runs.available_permits();
+        drop(slot);
+        Some(free)
+    }
+
     /// Spawns one task for the batch, with a permit per entry. Entries beyond the permits
     /// taken (a read of several streams can return `COUNT` from each) wait for permits first.
     /// Returns false when `stop` fired while waiting; the entries not spawned stay pending and
@@ -67,6 +83,7 @@ impl Dispatcher {
             entries,
             permits,
             turn,
+            stop.clone(),
         )));
         true
     }

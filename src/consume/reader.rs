@@ -54,7 +54,7 @@ pub(crate) struct Reader {
     pub group: String,
     /// This consumer's name.
     pub consumer: String,
-    /// `concurrency`.
+    /// The read slots: `prefetch` (entries held, in flight plus waiting for a handler slot).
     pub concurrency: usize,
     /// Longest block of a read.
     pub read_block: Duration,

@@ -239,7 +239,8 @@ async fn reclaim_once(
     Ok(())
 }
 
-/// Takes permits, XCLAIMs the candidates in batches of free permits, and dispatches them.
+/// Takes permits, XCLAIMs the candidates in batches of free permits (no more than the free
+/// handler slots), and dispatches them.
 async fn claim_and_dispatch(
     reclaimer: &Reclaimer,
     tracker: &TaskTracker,
@@ -250,12 +251,15 @@ async fn claim_and_dispatch(
 ) -> Result<(), StoreError> {
     let mut rest = candidates.as_slice();
     while !rest.is_empty() {
+        let Some(startable) = reclaimer.dispatcher.free_runs(stop).await else {
+            return Ok(());
+        };
         let first = tokio::select! {
             p = reclaimer.dispatcher.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return Ok(()) },
             _ = stop.cancelled() => return Ok(()),
         };
         let mut permits = vec![first];
-        while permits.len() < rest.len() {
+        while permits.len() < rest.len().min(startable) {
             match reclaimer.dispatcher.permits.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),
                 Err(_) => break,

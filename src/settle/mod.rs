@@ -6,6 +6,7 @@
 
 pub(crate) mod acker;
 pub(crate) mod acks;
+pub(crate) mod aggregate;
 pub(crate) mod dlq_record;
 pub(crate) mod history;
 pub(crate) mod moves;

@@ -133,9 +133,10 @@ impl Parts {
     /// in-flight registry, batch pipeline). The reader drops non-stream keys through
     /// `discovery`.
     pub fn consume_path(&self, discovery: Arc<Discovery>) -> (Reader, Arc<Reclaimer>) {
-        let concurrency = self.cfg.concurrency;
+        // Reads fill up to `prefetch` held entries; `concurrency` of them run at once.
+        let prefetch = self.cfg.prefetch;
         let dispatcher = Arc::new(Dispatcher {
-            permits: Arc::new(Semaphore::new(concurrency)),
+            permits: Arc::new(Semaphore::new(prefetch)),
             in_flight: self.in_flight.clone(),
             pipeline: Arc::new(self.pipeline()),
             // The push projector's handler needs its calls in stream order, batch after batch.
@@ -168,7 +169,7 @@ impl Parts {
             health: self.health.clone(),
             group: self.group().to_string(),
             consumer: self.consumer().to_string(),
-            concurrency,
+            concurrency: prefetch,
             read_block: self.cfg.read_block,
             errors: self.redis_errors("read"),
             groups_recreated: self
@@ -184,6 +185,7 @@ impl Parts {
         Pipeline {
             decider: self.decider(),
             settler: self.settler(),
+            runs: Arc::new(Semaphore::new(self.cfg.concurrency)),
             unacked: Arc::new(Semaphore::new(self.cfg.concurrency)),
             gauge: self
                 .metrics

@@ -60,8 +60,10 @@ pub(crate) fn spawn(
     own.routes.clear();
     // Read batches of up to BATCH events, handled one batch after the other in stream order
     // (the worker's ordered dispatch, on for this consumer name): a channel gets its events
-    // in the order of their stream.
+    // in the order of their stream. No prefetch beyond the batch: a read asks for what the
+    // free slots can start.
     own.concurrency = crate::push::project::BATCH;
+    own.prefetch = crate::push::project::BATCH;
     let token = stop.child_token();
     let task = tokio::spawn(lead(own, holder, rules, metrics.clone(), token.clone()));
     Some((token, task))

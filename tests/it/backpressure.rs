@@ -1,7 +1,8 @@
-//! Backpressure: at most `concurrency` events in flight, and a read asks only
-//! for free slots (nothing is held delivered-but-idle beyond them). Successes
-//! waiting for their XACK use a second pool of `concurrency` slots (README,
-//! Backpressure), so at most `2 x concurrency` entries are pending at once.
+//! Backpressure: at most `concurrency` handler runs at once, and a read asks only
+//! for free `prefetch` slots (entries held: in flight plus read and waiting for a
+//! handler slot). Successes waiting for their XACK use a second pool of
+//! `concurrency` slots (README, Backpressure), so at most `prefetch + concurrency`
+//! entries are pending at once.
 
 use crate::util::*;
 use std::time::Duration;
@@ -10,11 +11,14 @@ use std::time::Duration;
 fn in_flight_and_delivered_never_exceed_concurrency() {
     let env = "backpressure";
     let types = ["a.one", "a.two", "a.three"];
-    let concurrency = 2;
+    let (concurrency, prefetch) = (2, 6);
     let mut s = Scenario::new(env)
         .types(&["a.*"])
         .sink(Action::delayed(200, Duration::from_millis(150)))
-        .config(move |c| c.concurrency = concurrency)
+        .config(move |c| {
+            c.concurrency = concurrency;
+            c.top_level = format!("prefetch = {prefetch}\n");
+        })
         .workers(0)
         .start();
     for ty in types {
@@ -39,8 +43,66 @@ fn in_flight_and_delivered_never_exceed_concurrency() {
         "{max_in_flight} handler calls at once with concurrency {concurrency}"
     );
     assert!(
-        max_pending <= 2 * concurrency as i64,
-        "{max_pending} entries delivered to the consumer and unacknowledged at once, with concurrency {concurrency}: reads must ask only for free slots (plus at most {concurrency} successes awaiting their XACK)"
+        max_pending <= (prefetch + concurrency) as i64,
+        "{max_pending} entries delivered to the consumer and unacknowledged at once, with prefetch {prefetch}: reads must ask only for free prefetch slots (plus at most {concurrency} successes awaiting their XACK)"
     );
     worker.assert_running();
+}
+
+/// A read asks for the free `prefetch` slots, not only the free handler slots:
+/// with `concurrency = 2` and `prefetch = 6`, the first read of one type stream
+/// and the redeliver stream asks `COUNT 3` of each (6 over 2 streams; it was
+/// `COUNT 1`, 2 free handler slots over 2 streams, before reads prefetched), and
+/// still at most 2 handler runs happen at once.
+#[test]
+fn reads_prefetch_beyond_the_free_handler_slots() {
+    let env = "prefetch";
+    let mut s = Scenario::new(env)
+        .types(&["p.one"])
+        .sink(Action::delayed(200, Duration::from_millis(100)))
+        .config(|c| {
+            c.concurrency = 2;
+            c.top_level = "prefetch = 6\n".into();
+        })
+        .workers(0)
+        .start();
+    for i in 0..12 {
+        publish(&s.redis, env, "p.one", &format!("p-{i}"));
+    }
+    let monitor = Monitor::start(&s.redis);
+    s.add_worker();
+    let (redis, sink) = (&s.redis, &s.sink);
+    let keys = [stream_key(env, "p.one")];
+    let mut max_pending = 0;
+    let done = try_wait_until(Duration::from_secs(15), || {
+        max_pending = max_pending.max(pending_total(redis, &keys, "group"));
+        sink.success_counts().len() == 12
+    });
+    let reads: Vec<String> = monitor
+        .stop()
+        .iter()
+        .filter(|m| !crate::util::resp::is_test_client(&m.client))
+        .filter(|m| {
+            m.args
+                .first()
+                .is_some_and(|c| c.eq_ignore_ascii_case("XREADGROUP"))
+        })
+        .map(|m| m.args.join(" "))
+        .collect();
+    assert!(done, "not all delivered\n{}", sink.ledger_dump());
+    let first = reads.first().cloned().unwrap_or_default();
+    assert!(
+        first.contains(" COUNT 3 "),
+        "the first read should ask COUNT 3 of each of its 2 streams: {reads:#?}"
+    );
+    assert!(
+        sink.max_concurrent() <= 2,
+        "{} handler calls at once with concurrency 2",
+        sink.max_concurrent()
+    );
+    assert!(
+        max_pending > 2,
+        "pending never exceeded the 2 handler slots: {max_pending}"
+    );
+    s.w().assert_running();
 }

@@ -221,12 +221,14 @@ fn every_metric_used_by_grafana_is_exported() {
 #[test]
 fn backlog_gauges_are_read_at_scrape_time() {
     let env = "backlog";
-    // Slow handler: 2 in flight hold the rest back; one event waits in retry.
+    // Slow handler: 2 in flight hold the rest back (`prefetch = 2`: nothing read
+    // beyond the handler slots); one event waits in retry.
     let mut sc = Scenario::new(env)
         .types(&[TY])
         .sink(Action::delayed(200, Duration::from_secs(4)))
         .config(|c| {
             c.concurrency = 2;
+            c.top_level = "prefetch = 2\n".into();
             c.initial_backoff = "10s".into();
             c.max_backoff = "10s".into();
         })

@@ -44,6 +44,11 @@ struct Seed {
 const REAL: [&str; 5] = ["p-1", "p-2", "t-1", "u-1", "m-1"];
 
 fn seed(env: &str) -> Seed {
+    seed_with(env, "")
+}
+
+/// [`seed`] with `extra` TOML appended to both workers' configs.
+fn seed_with(env: &str, extra: &str) -> Seed {
     let redis = RedisServer::start();
     let now_ms = (unix_now() * 1000.0) as u64;
     let old = |id: &str, ty: &str, group: &str, reason: &str, error: &str, ago_h: u64| {
@@ -111,6 +116,7 @@ fn seed(env: &str) -> Seed {
         cfg.group = group.into();
         cfg.consumer = Some(format!("{group}-1"));
         cfg.max_attempts = 3;
+        cfg.extra = extra.to_string();
         cfg
     };
     let cfg = mk("billing", &billing_sink);
@@ -693,23 +699,54 @@ fn history_of(s: &Seed, id: &str) -> Vec<Value> {
 /// Waits until the history stream holds `n` records of `kind` for event `id`
 /// in `group` (the workers write theirs asynchronously).
 fn wait_history(s: &Seed, id: &str, kind: &str, group: &str, n: usize) {
-    let key = format!("events:{}:history", s.env);
     wait_until(
         &format!("{n} {kind} history record(s) of {id} in {group}"),
         Duration::from_secs(10),
         || {
-            s.redis
-                .xrange(&key)
+            history_rows(&s.redis, &s.env)
                 .iter()
-                .filter(|e| {
-                    e.get("id") == Some(id)
-                        && e.get("kind") == Some(kind)
-                        && e.get("group") == Some(group)
-                })
+                .filter(|r| r.id == id && r.kind == kind && r.group == group)
                 .count()
                 >= n
         },
     );
+}
+
+/// One record of the raw history stream, as its fields name it.
+struct Row {
+    id: String,
+    kind: String,
+    group: String,
+    correlation_id: String,
+}
+
+/// Every record of the history stream, read straight from Redis, whichever
+/// `history.processed` mode wrote it: an aggregate of successes (`events`, a
+/// JSON list of `[id, type, runs, at_ms, correlation id]`) is one row per event.
+fn history_rows(redis: &RedisServer, env: &str) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for e in redis.xrange(&format!("events:{env}:history")) {
+        let field = |k: &str| e.get(k).unwrap_or_default().to_string();
+        let Some(events) = e.get("events") else {
+            rows.push(Row {
+                id: field("id"),
+                kind: field("kind"),
+                group: field("group"),
+                correlation_id: field("correlationid"),
+            });
+            continue;
+        };
+        let list: Vec<Value> = serde_json::from_str(events).expect("events is a JSON list");
+        for item in list {
+            rows.push(Row {
+                id: item[0].as_str().unwrap().to_string(),
+                kind: field("kind"),
+                group: field("group"),
+                correlation_id: item[4].as_str().unwrap().to_string(),
+            });
+        }
+    }
+    rows
 }
 
 fn kinds(recs: &[Value]) -> Vec<String> {
@@ -720,7 +757,30 @@ fn kinds(recs: &[Value]) -> Vec<String> {
 
 #[test]
 fn t29_dlq_replay_canary_purge_and_their_history() {
-    let s = seed("dlqmut");
+    let redis = replay_canary_purge_and_their_history(seed("dlqmut"));
+    let (per_event, aggregates) = processed_entries(&redis, "dlqmut");
+    assert!(
+        per_event == 0 && aggregates > 0,
+        "the default history.processed is aggregate: {per_event} per-event and {aggregates} aggregate processed entries"
+    );
+}
+
+/// T29 with one `processed` record per success (`history.processed = "per_event"`;
+/// the default aggregates them): the same answers from the history.
+#[test]
+fn t29_with_per_event_processed_records() {
+    let s = seed_with("dlqmutpe", "[history]\nprocessed = \"per_event\"\n");
+    let redis = replay_canary_purge_and_their_history(s);
+    let (per_event, aggregates) = processed_entries(&redis, "dlqmutpe");
+    assert!(
+        per_event > 0 && aggregates == 0,
+        "per_event mode: {per_event} per-event and {aggregates} aggregate processed entries"
+    );
+}
+
+/// Replays, a canary stop, purges and the history they leave, on a seeded DLQ;
+/// returns the Redis server for checks of the raw history.
+fn replay_canary_purge_and_their_history(s: Seed) -> RedisServer {
     let _dump = s.redis.dump_on_panic(&s.env);
     let env = s.env.clone();
 
@@ -952,10 +1012,9 @@ fn t29_dlq_replay_canary_purge_and_their_history() {
     assert_eq!(s.redis.xlen(&dlq_key(&env)), 0);
     // Records are written asynchronously by three processes: wait for all 8.
     wait_until("8 corr-z history records", Duration::from_secs(10), || {
-        s.redis
-            .xrange(&format!("events:{env}:history"))
+        history_rows(&s.redis, &env)
             .iter()
-            .filter(|e| e.get("correlationid") == Some("corr-z"))
+            .filter(|r| r.correlation_id == "corr-z")
             .count()
             == 8
     });
@@ -1054,6 +1113,19 @@ fn t29_dlq_replay_canary_purge_and_their_history() {
     let mut mail = s.mail;
     billing.assert_running();
     mail.assert_running();
+    drop(_dump);
+    s.redis
+}
+
+/// The `processed` entries of the raw history stream: (per-event ones, aggregates).
+fn processed_entries(redis: &RedisServer, env: &str) -> (usize, usize) {
+    let all = redis.xrange(&format!("events:{env}:history"));
+    let processed = all.iter().filter(|e| e.get("kind") == Some("processed"));
+    let aggregates = processed
+        .clone()
+        .filter(|e| e.get("events").is_some())
+        .count();
+    (processed.count() - aggregates, aggregates)
 }
 
 #[test]

@@ -46,6 +46,7 @@ mod dlq_retention;
 mod dlq_scale;
 mod first_run;
 mod health;
+mod history_modes;
 mod http_delivery;
 mod input;
 mod isolation;

@@ -185,6 +185,8 @@ fn t09_dead_worker_takeover_three_daemons() {
         .workers(3)
         .config(|c| {
             c.concurrency = 3;
+            // Orphans are w1's entries in flight: nothing read ahead of its handler slots.
+            c.top_level = "prefetch = 3\n".into();
             c.visibility_timeout = "120s".into();
             c.heartbeat_ttl = "2s".into();
             c.reclaim_interval = "200ms".into();

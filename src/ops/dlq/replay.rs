@@ -207,12 +207,14 @@ async fn watch_canaries(
             }
         }
         let mut done = HashSet::new();
-        for r in store.xrange(&keys.history(), &from, "+", 10_000).await? {
-            if lookup(&r.fields, "kind") == Some(kind::PROCESSED)
-                && let Some(id) = lookup(&r.fields, "id")
-                && ids.contains(id)
-            {
-                done.insert(id.to_string());
+        let mut records = Vec::new();
+        for e in store.xrange(&keys.history(), &from, "+", 10_000).await? {
+            // Per-event records and aggregates of successes alike (`history.processed`).
+            crate::settle::aggregate::expand(&e, &[], &mut records);
+        }
+        for r in records {
+            if r.kind == kind::PROCESSED && ids.contains(&r.id) {
+                done.insert(r.id);
             }
         }
         if done.len() == ids.len() {
