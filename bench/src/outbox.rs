@@ -218,9 +218,9 @@ fn write_config(
             dir.display()
         ));
     }
-    config.push_str(&format!(
-        "[[routes]]\ntypes = [\"{TYPE}\", \"outbox.fill\"]\nhandler = \"blackhole\"\n"
-    ));
+    // The route consumes another type: the rows measure the publish path alone, not a
+    // consumer of the published events competing for the same 2 cores.
+    config.push_str("[[routes]]\ntypes = [\"outbox.fill\"]\nhandler = \"blackhole\"\n");
     let path = ctx.logdir.join(format!("outbox-{name}.toml"));
     std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((path, dir))
