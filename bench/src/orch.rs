@@ -1049,16 +1049,12 @@ async fn run(opts: &Opts) -> Result<(), String> {
             Ok("http") => Kind::EwHttp,
             _ => Kind::EwBlackhole,
         };
-        eprintln!("profile: one {} drain of {backlog} under perf", kind.label());
+        eprintln!(
+            "profile: one {} drain of {backlog} under perf",
+            kind.label()
+        );
         let s = b
-            .drain(
-                "profile",
-                kind,
-                1,
-                backlog,
-                0,
-                Some(Path::new(p)),
-            )
+            .drain("profile", kind, 1, backlog, 0, Some(Path::new(p)))
             .await?;
         say(&s);
         return Ok(());

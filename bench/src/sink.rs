@@ -67,7 +67,10 @@ async fn handle(
     let batch = req
         .headers()
         .get(hyper::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/cloudevents-batch+json"));
+        .is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(b"application/cloudevents-batch+json")
+        });
     let body = req
         .into_body()
         .collect()
@@ -110,7 +113,10 @@ fn batch_results(state: &State, arrived: u64, body: &[u8]) -> String {
     let mut out = String::from("{\"results\":[");
     for (i, e) in events.iter().enumerate() {
         let id = e.get("id").cloned().unwrap_or_default();
-        if let Some(sent) = e.get("data").and_then(|d| d.get("sent_ns")).and_then(|v| v.as_u64())
+        if let Some(sent) = e
+            .get("data")
+            .and_then(|d| d.get("sent_ns"))
+            .and_then(|v| v.as_u64())
             && let Ok(mut v) = state.lat.lock()
         {
             v.push(arrived.saturating_sub(sent));
