@@ -83,6 +83,10 @@ impl RedisErrorKind {
             // IO error (`From<io::Error>` formats it), so the certificate case is read here.
             K::IO if is_tls_text(e.details()) => Self::Tls,
             K::IO | K::Canceled => Self::Connection,
+            // fred found no connection to send the command on (Redis down, reconnecting):
+            // `Routing`, or `Unknown` with this text on a centralized client.
+            K::Routing => Self::Connection,
+            K::Unknown if e.details().starts_with("Failed to route command") => Self::Connection,
             K::Timeout => Self::Timeout,
             K::Config | K::Url => Self::Config,
             _ => Self::Other,
@@ -564,6 +568,14 @@ mod tests {
         assert_eq!(kind(ErrorKind::Timeout, "x"), RedisErrorKind::Timeout);
         assert_eq!(kind(ErrorKind::Tls, "x"), RedisErrorKind::Tls);
         assert!(RedisErrorKind::Tls.is_final() && !RedisErrorKind::Connection.is_final());
+        // No connection to send on: a connection failure (the outbox queues it).
+        let unrouted = kind(ErrorKind::Unknown, "Failed to route command.");
+        assert_eq!(unrouted, RedisErrorKind::Connection);
+        assert_eq!(kind(ErrorKind::Routing, "x"), RedisErrorKind::Connection);
+        assert_eq!(
+            kind(ErrorKind::Unknown, "something else"),
+            RedisErrorKind::Other
+        );
         assert!(!RedisErrorKind::Auth.is_final());
     }
 }

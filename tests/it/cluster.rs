@@ -306,17 +306,26 @@ fn t32_cluster_conservation_with_kill9_and_replay() {
     let lost: Vec<&String> = ids.iter().filter(|i| !got.contains_key(*i)).collect();
     assert!(lost.is_empty(), "lost {lost:?}");
     let dups: BTreeMap<&String, &usize> = got.iter().filter(|(_, n)| **n > 1).collect();
+    // The documented bound: what the killed worker held, plus one delivery per move cut
+    // between its halves. The only move whose cut is not visible as a pending entry is the
+    // forwarder's (retry set -> redeliver stream: the XADD done, the removal not): the
+    // members w1 was forwarding at the kill (at most one forward batch, 500) are forwarded
+    // again once its claim expires. Those are events that went through the retry set.
+    let forward_cut: Vec<&&String> = dups.keys().filter(|id| !orphans.contains(**id)).collect();
     assert!(
-        dups.keys().all(|id| orphans.contains(*id) && got[*id] == 2),
-        "duplicates beyond the bound (w1 held {} events: {orphans:?}): {dups:?}",
+        dups.values().all(|n| **n == 2)
+            && forward_cut.iter().all(|id| transient.contains(**id))
+            && forward_cut.len() <= 500,
+        "duplicates beyond the bound (w1 held {} events: {orphans:?}; transient events may be \
+         forwarded twice after a cut forward): {dups:?}",
         orphans.len()
     );
-    assert!(dups.len() <= orphans.len());
     eprintln!(
-        "T32: {total} events, {} transient, {} dead, w1 held {} at the kill, {} duplicated",
+        "T32: {total} events, {} transient, {} dead, w1 held {} at the kill, {} duplicated ({} by a cut forward)",
         transient.len(),
         dead.len(),
         orphans.len(),
-        dups.len()
+        dups.len(),
+        forward_cut.len()
     );
 }
