@@ -243,18 +243,19 @@ fn t102_push_a_failing_channel_holds_its_later_events_while_the_others_go_on() {
     let want = burst(&redis, env, 300, &users);
     let w = projector_only(&redis, env);
     let deadline = Instant::now() + WAIT;
-    while channel_ids(&redis, env, "user:b").len() < 40 && Instant::now() < deadline {
+    while channel_ids(&redis, env, "user:b").len() < 5 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     // The other channels of the batch (a read of up to 256, split over the type stream and
     // the redeliver stream) were appended; nothing of the failing one, whose events are
-    // retried in place. (One event at a time, a and b would hold 1 each.)
+    // retried in place. (One event at a time, a and b would hold 1 each; how many a batch
+    // holds depends on how much the first read returns, so at least 5.)
     let (a, b) = (
         channel_ids(&redis, env, "user:a"),
         channel_ids(&redis, env, "user:b"),
     );
     assert!(
-        a.len() >= 40 && b.len() >= 40,
+        a.len() >= 5 && b.len() >= 5,
         "a {} b {}\n{}",
         a.len(),
         b.len(),
