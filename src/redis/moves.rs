@@ -72,6 +72,12 @@ pub(super) fn guard_key(dest: &str, from: &PendingSource<'_>) -> String {
     )
 }
 
+/// The prefix of the guards of retries dead-lettered from a retry set:
+/// `<dlq>:dead-lettered:{<dlq>}:`, followed by the SHA-1 of the member; in the DLQ's slot.
+pub(super) fn dead_letter_guard_prefix(dlq: &str) -> String {
+    format!("{dlq}:dead-lettered:{{{dlq}}}:")
+}
+
 /// The prefix of the guards of forwarded retries: `<retry key>:forwarded:{<retry key>}:`,
 /// followed in the script by the SHA-1 of the member; in the retry set's hash slot.
 pub fn forward_guard_prefix(retry_key: &str) -> String {
@@ -258,7 +264,7 @@ impl Store {
             args.push(k.as_str().into());
             args.push(v.as_str().into());
         }
-        let guard = format!("{dlq}:dead-lettered:{{{dlq}}}:");
+        let guard = dead_letter_guard_prefix(dlq);
         let counts = crate::redis::dlq::counts_key(dlq);
         let reply: Value = fred::types::scripts::Script::from_lua(crate::redis::dlq::RETRY_TO_DLQ)
             .evalsha_with_reload(&self.cmd, vec![retry_key, dlq, &guard, &counts], args)

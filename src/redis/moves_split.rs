@@ -244,7 +244,8 @@ impl Store {
             return Ok(None);
         }
         let guard = format!(
-            "{dlq}:dead-lettered:{{{dlq}}}:{}",
+            "{}{}",
+            super::moves::dead_letter_guard_prefix(dlq),
             fred::util::sha1_hash(member)
         );
         let counts = counts_key(dlq);

@@ -55,20 +55,8 @@ impl RedisServer {
 
     /// Starts a server on a given port (e.g. one a worker already points at).
     pub fn start_on(port: u16, aof: Aof) -> RedisServer {
-        let mut server = RedisServer {
-            port,
-            aof,
-            dir: tempfile::tempdir().expect("tempdir for redis"),
-            child: None,
-            starts: 0,
-            password: None,
-            cached: std::sync::Mutex::new(None),
-            extra_args: Vec::new(),
-        };
-        if let Err(e) = server.spawn() {
-            panic!("could not start redis-server on port {port}: {e}");
-        }
-        server
+        RedisServer::try_start_on_with_args(port, aof, Vec::new())
+            .unwrap_or_else(|e| panic!("could not start redis-server on port {port}: {e}"))
     }
 
     /// Starts a server on `port` with extra `redis-server` arguments (a cluster node);
