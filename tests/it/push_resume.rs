@@ -185,13 +185,28 @@ async fn t82_push_slow_client_is_cut_alone_and_catches_up_exactly() {
             .contains("event_worker_push_connections{env=\"t82\",transport=\"sse\"} 2")
     });
     let n = 600;
+    // The reading client reports its progress, and the publisher stays at most `AHEAD`
+    // messages in front of it (well within `client_buffer`): however slow the machine, the
+    // reading client is never the one that falls behind, and the stalled one always is.
+    const AHEAD: usize = 40;
+    let (progress, mut received) = tokio::sync::watch::channel(0usize);
     let reader = tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let got = fast.messages(n, Duration::from_secs(10)).await;
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            got.extend(fast.messages(1, Duration::from_secs(10)).await);
+            progress.send_replace(got.len());
+        }
         (got, started.elapsed())
     });
     let started = std::time::Instant::now();
     for i in 0..n {
+        if i >= AHEAD {
+            tokio::time::timeout(WAIT, received.wait_for(|&r| r + AHEAD >= i))
+                .await
+                .expect("the reading client keeps up when paced")
+                .expect("the reader runs");
+        }
         publish(&redis, env, "1", &format!("e{i:04}"), 16 * 1024);
     }
     let key = format!("events:{env}:push:{{user:1}}");
