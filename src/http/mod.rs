@@ -2,6 +2,7 @@
 
 pub(crate) mod api;
 pub(crate) mod app_auth;
+pub(crate) mod event_stream;
 pub(crate) mod server;
 pub(crate) mod state;
 #[cfg(test)]

@@ -8,7 +8,9 @@
 //! HTTP/1.1 only: a client that does not finish a request's header within
 //! `api.header_timeout` is disconnected, one that does not finish its body within
 //! `api.body_timeout` gets 408 and is disconnected (slowloris), and on stop the listener
-//! waits at most [`SHUTDOWN_GRACE`] for open requests.
+//! waits at most [`SHUTDOWN_GRACE`] for open requests. A connection whose first request is
+//! an SSE stream or a WebSocket upgrade is served without hyper's per-connection buffers
+//! (see [`crate::http::event_stream`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,6 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 
+use crate::http::event_stream::{self, First, Rewind};
 use crate::http::state::ApiState;
 
 /// Largest request body accepted.
@@ -284,19 +287,17 @@ pub async fn serve_router(
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((io, _)) => {
-                        let conn = http1.serve_connection(
-                            TokioIo::new(io),
-                            TowerToHyperService::new(app.clone()),
-                        ).with_upgrades();
-                        let stop = stop.clone();
+                        let (app, http1, stop) = (app.clone(), http1.clone(), stop.clone());
                         connections.spawn(async move {
-                            let mut conn = std::pin::pin!(conn);
-                            tokio::select! {
-                                _ = conn.as_mut() => return,
-                                () = stop.cancelled() => {}
+                            // Both boxed: the task keeps the size of its largest state for
+                            // the connection's life (an idle SSE client holds it for hours).
+                            match event_stream::read_first(io, header_timeout).await {
+                                First::Lean(lean) => {
+                                    Box::pin(event_stream::serve(lean, app, stop)).await;
+                                }
+                                First::Other(io) => Box::pin(serve_hyper(&http1, io, app, stop)).await,
+                                First::Gone => {}
                             }
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
                         });
                     }
                     Err(e) => accept_failed(&e).await,
@@ -308,6 +309,26 @@ pub async fn serve_router(
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
     };
     Ok((bound, task))
+}
+
+/// Serves a connection with hyper (every request but a first SSE one), until it closes or
+/// `stop` (then its current request may finish).
+async fn serve_hyper(
+    http1: &hyper::server::conn::http1::Builder,
+    io: Rewind,
+    app: Router,
+    stop: CancellationToken,
+) {
+    let conn = http1
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = stop.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }
 
 /// A failed `accept`: the peer's own trouble is skipped; anything else (e.g. out of file

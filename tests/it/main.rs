@@ -64,6 +64,7 @@ mod push_auth;
 mod push_browser;
 mod push_checker;
 mod push_client_js;
+mod push_connections;
 mod push_projector;
 mod push_resume;
 mod push_util;
