@@ -94,11 +94,11 @@ pub async fn read_first(mut io: TcpStream, timeout: Duration) -> First {
     })
     .await;
     match read {
-        Ok(false) => First::Gone,
-        Err(_) if head.is_empty() => First::Gone,
-        // A complete head, one too long, or one cut by the timeout: hyper answers the last
-        // two as it always did (431, or its own header timeout).
-        _ => match lean_request(&head) {
+        // Closed, or no whole head within the header timeout: dropped, as hyper drops a
+        // client past its header timeout (slowloris).
+        Ok(false) | Err(_) => First::Gone,
+        // A complete head, or one too long (hyper answers that one 431).
+        Ok(true) => match lean_request(&head) {
             Some((request, used, upgrade)) => First::Lean(Box::new(Lean {
                 io,
                 request,
