@@ -354,6 +354,13 @@ async fn t87_push_a_resume_costs_one_redis_command_whatever_the_channels() {
     let first = sse.next(WAIT).await.unwrap();
     assert_eq!(first.json()["missed"], 16, "{}", first.data);
     sse.messages(16, WAIT).await;
+    // The monitor's reader may lag on a busy machine: wait until it has the resume's command,
+    // then a moment for anything the resume sent after it.
+    assert!(
+        monitor.wait_seen(&format!("{push_client}]"), WAIT),
+        "no command of the push connection recorded"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let lines = monitor.stop();
     let by_push: Vec<String> = lines
         .iter()

@@ -618,6 +618,26 @@ impl Monitor {
         }
     }
 
+    /// Waits until a recorded line contains `needle` (bounded by `wait`); whether it did.
+    pub fn wait_seen(&self, needle: &str, wait: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Stops recording and returns the parsed transcript.
     pub fn stop(mut self) -> Vec<MonitorLine> {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
