@@ -205,7 +205,7 @@ pub async fn serve(lean: Box<Lean>, app: Router, stop: CancellationToken) {
             frame = body.frame() => match frame {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else { continue };
-                    if !data.is_empty() && io.write_all(&chunk(data)).await.is_err() {
+                    if !data.is_empty() && io.write_all(&chunk(&data)).await.is_err() {
                         return;
                     }
                 }
@@ -278,16 +278,11 @@ fn response_head(parts: &axum::http::response::Parts, framing: Framing) -> Vec<u
 }
 
 /// `data` framed as one HTTP/1.1 chunk.
-fn chunk(mut data: Bytes) -> Vec<u8> {
+fn chunk(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut out = Vec::with_capacity(data.len() + 12);
     let _ = write!(out, "{:x}\r\n", data.len());
-    while data.has_remaining() {
-        let c = data.chunk();
-        out.extend_from_slice(c);
-        let n = c.len();
-        data.advance(n);
-    }
+    out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
     out
 }

@@ -70,34 +70,21 @@ pub async fn upgrade(
     let accept = accept_key(request.headers())?;
     check_origin(&state, request.headers())?;
     let headers = auth_headers(request.headers());
+    // The lean listener's socket when it read this request, else hyper's upgrade.
     let lean = request.extensions_mut().remove::<LeanUpgrade>();
-    let hyper_upgrade = lean.is_none().then(|| hyper::upgrade::on(&mut request));
+    let hyper_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
-        match (lean, hyper_upgrade) {
-            (Some(lean), _) => {
-                if let Some((io, read)) = lean.socket().await {
-                    let socket = WebSocketStream::from_partially_read(
-                        io,
-                        read,
-                        Role::Server,
-                        Some(config()),
-                    )
-                    .await;
-                    run(socket, state, headers).await;
-                }
+        if let Some(lean) = lean {
+            if let Some((io, read)) = lean.socket().await {
+                let socket =
+                    WebSocketStream::from_partially_read(io, read, Role::Server, Some(config()))
+                        .await;
+                run(socket, state, headers).await;
             }
-            (None, Some(on)) => {
-                if let Ok(upgraded) = on.await {
-                    let socket = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(config()),
-                    )
-                    .await;
-                    run(socket, state, headers).await;
-                }
-            }
-            (None, None) => {}
+        } else if let Ok(upgraded) = hyper_upgrade.await {
+            let io = TokioIo::new(upgraded);
+            let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
+            run(socket, state, headers).await;
         }
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();

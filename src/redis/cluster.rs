@@ -163,15 +163,18 @@ impl Store {
     /// # Errors
     /// Redis errors (on a single node: the command is refused).
     pub async fn topology(&self) -> Result<Topology, StoreError> {
-        let reply: Value = self
-            .cmd
+        Ok(parse_slots(self.cluster_command("SLOTS").await?))
+    }
+
+    /// `CLUSTER <sub>` on the node fred picks.
+    async fn cluster_command(&self, sub: &'static str) -> Result<Value, StoreError> {
+        self.cmd
             .custom(
                 CustomCommand::new_static("CLUSTER", ClusterHash::Random, false),
-                vec!["SLOTS"],
+                vec![sub],
             )
             .await
-            .map_err(|e| self.error("CLUSTER SLOTS", e))?;
-        Ok(parse_slots(reply))
+            .map_err(|e| self.error(format!("CLUSTER {sub}"), e))
     }
 
     /// `CLUSTER INFO`'s `cluster_state` (`ok` or `fail`) as the node fred picks sees it.
@@ -179,14 +182,7 @@ impl Store {
     /// # Errors
     /// Redis errors.
     pub async fn cluster_state(&self) -> Result<String, StoreError> {
-        let reply: Value = self
-            .cmd
-            .custom(
-                CustomCommand::new_static("CLUSTER", ClusterHash::Random, false),
-                vec!["INFO"],
-            )
-            .await
-            .map_err(|e| self.error("CLUSTER INFO", e))?;
+        let reply = self.cluster_command("INFO").await?;
         let info = text(&reply).unwrap_or_default();
         Ok(info
             .lines()

@@ -127,14 +127,11 @@ impl Store {
         dlq_id: &str,
         fields: &[(String, String)],
     ) -> Result<Option<String>, StoreError> {
-        let mut a: Vec<Value> = vec![dlq_id.into(), GUARD_TTL_MS.into()];
-        for (k, v) in fields {
-            a.push(k.as_str().into());
-            a.push(v.as_str().into());
-        }
         if !self.same_slot(dlq, redeliver) {
             return self.replay_split(dlq, redeliver, dlq_id, fields).await;
         }
+        let mut a: Vec<Value> = vec![dlq_id.into(), GUARD_TTL_MS.into()];
+        a.extend(super::moves_split::values(fields));
         let (guard, counts) = (replay_guard_key(dlq, dlq_id), counts_key(dlq));
         let keys = vec![dlq, redeliver, guard.as_str(), counts.as_str()];
         let reply = self

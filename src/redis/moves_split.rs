@@ -46,7 +46,8 @@ fn member_fields(member: &str) -> Vec<String> {
     vec!["retry_member".into(), member.into()]
 }
 
-fn values(items: &[(String, String)]) -> Vec<Value> {
+/// The `field value ...` arguments of `items`.
+pub(super) fn values(items: &[(String, String)]) -> Vec<Value> {
     items
         .iter()
         .flat_map(|(k, v)| [Value::from(k.as_str()), Value::from(v.as_str())])
