@@ -344,7 +344,7 @@ orch_pid=""
 if [ "$profile" = 1 ]; then
   perf report -i "$here/target/perf.data" --no-children --sort dso,symbol --stdio --percent-limit 0.5 -g none \
     2>/dev/null | grep -v '^$' | sed 's/ *$//' > "$here/target/profile-self.txt" || true
-  if [ "${PERF_CALL_GRAPH:-}" = fp ]; then
+  if [ -n "${PERF_CALL_GRAPH:-}" ]; then
     perf report -i "$here/target/perf.data" --children --sort symbol --stdio --percent-limit 3 -g none \
       2>/dev/null | grep -v '^$' | sed 's/ *$//' > "$here/target/profile-children.txt" || true
   fi

@@ -885,8 +885,29 @@ fn tables(
 enum Job {
     /// section, kind, processes, backlog
     Drain(&'static str, Kind, usize, u64),
-    /// kind, rate
+    /// kind, rate ([`HALF_RELAY`]: half the raw HTTP relay's drain rate in this run)
     Latency(Kind, u64),
+}
+
+/// The latency rate that stands for "half the raw HTTP relay's drain rate, measured in the
+/// drain section of the same run" (resolved when the job runs: see [`half_relay_rate`]).
+const HALF_RELAY: u64 = 0;
+
+/// Half the median drain rate of the raw HTTP relay among `samples`, rounded down to 500
+/// events/s (so every repetition runs the rate the first one fixed), or `None` before the
+/// relay was measured.
+fn half_relay_rate(samples: &[Sample]) -> Option<u64> {
+    let mut rates: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.section == "drain" && s.label == Kind::Relay.label())
+        .map(Sample::rate)
+        .collect();
+    if rates.is_empty() {
+        return None;
+    }
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    Some(((median / 2.0 / 500.0).floor() as u64 * 500).max(500))
 }
 
 impl Job {
@@ -894,6 +915,9 @@ impl Job {
         match self {
             Job::Drain(section, kind, procs, n) => {
                 format!("{section} {} x{procs} backlog {n}", kind.label())
+            }
+            Job::Latency(kind, HALF_RELAY) => {
+                format!("latency {} at half the relay's rate", kind.label())
             }
             Job::Latency(kind, rate) => format!("latency {} {rate}/s", kind.label()),
         }
@@ -926,12 +950,22 @@ async fn wait_quiet(max_s: u64) {
 fn start_perf(pid: u32, out: &Path, logdir: &Path) -> Result<Proc, String> {
     let mut c = Command::new("perf");
     // Flat (no call graph): DWARF unwinding costs more CPU than the worker itself on 2 cores.
-    // PERF_CALL_GRAPH=fp adds `-g` (useful with a build made with -C force-frame-pointers=yes).
-    c.args(["record", "-F", "1999", "-o"])
+    // PERF_CALL_GRAPH=fp adds `-g` (useful with a build made with -C force-frame-pointers=yes);
+    // PERF_CALL_GRAPH=dwarf unwinds with DWARF at a tenth of the rate (finds the callers of
+    // libc's malloc and memmove, which have no frame pointers).
+    let graph = std::env::var("PERF_CALL_GRAPH").unwrap_or_default();
+    let freq = if graph == "dwarf" { "199" } else { "1999" };
+    c.args(["record", "-F", freq, "-o"])
         .arg(out)
         .args(["-p", &pid.to_string()]);
-    if std::env::var("PERF_CALL_GRAPH").as_deref() == Ok("fp") {
-        c.arg("-g");
+    match graph.as_str() {
+        "fp" => {
+            c.arg("-g");
+        }
+        "dwarf" => {
+            c.args(["--call-graph", "dwarf,16384"]);
+        }
+        _ => {}
     }
     Proc::spawn("perf", &mut c, &logdir.join("perf.log"), false)
 }
@@ -1002,6 +1036,8 @@ async fn run(opts: &Opts) -> Result<(), String> {
         .unwrap_or(0);
 
     let mut samples: Vec<Sample> = Vec::new();
+    // Fixed by the first latency run at half the relay's rate (see [`half_relay_rate`]).
+    let mut half_relay: Option<u64> = None;
     let mut failures: Vec<String> = Vec::new();
     let t_start = Instant::now();
     let keep = |r: Result<Sample, String>,
@@ -1134,6 +1170,12 @@ async fn run(opts: &Opts) -> Result<(), String> {
                     js.push(Job::Latency(kind, rate));
                 }
             }
+            // p99 at half the relay's drain rate: needs the drain section in the same run.
+            if sections.iter().any(|s| s == "drain") {
+                for kind in [Kind::EwHttp, Kind::RawNext] {
+                    js.push(Job::Latency(kind, HALF_RELAY));
+                }
+            }
         }
         jobs.push(js);
     }
@@ -1154,6 +1196,15 @@ async fn run(opts: &Opts) -> Result<(), String> {
                 let r = match job {
                     Job::Drain(section, kind, procs, n) => {
                         b.drain(section, kind, procs, n, rep, None).await
+                    }
+                    Job::Latency(kind, HALF_RELAY) => {
+                        if half_relay.is_none() {
+                            half_relay = half_relay_rate(&samples);
+                        }
+                        match half_relay {
+                            Some(rate) => b.latency(kind, rate, lat_secs, rep).await,
+                            None => Err("no raw HTTP relay drain measured yet".to_string()),
+                        }
                     }
                     Job::Latency(kind, rate) => b.latency(kind, rate, lat_secs, rep).await,
                 };

@@ -121,7 +121,18 @@ pub fn json_depth(json: &str) -> usize {
 pub fn check_depth(data: &str) -> Result<(), String> {
     // The depth is at most the number of opening brackets: a count the compiler vectorises,
     // so the usual event skips the byte-by-byte walk of `json_depth` (a hot path per event).
-    let opening = data.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
+    // `[` (0x5B) and `{` (0x7B) are the only bytes that are `{` with bit 0x20 set; a sum of
+    // 0/1 bytes in chunks of 255 vectorises, where a filter-count did not.
+    let opening: usize = data
+        .as_bytes()
+        .chunks(255)
+        .map(|chunk| {
+            let n: u8 = chunk
+                .iter()
+                .fold(0u8, |n, &b| n + u8::from(b | 0x20 == b'{'));
+            usize::from(n)
+        })
+        .sum();
     if opening <= MAX_DATA_DEPTH {
         return Ok(());
     }
