@@ -46,13 +46,14 @@ pub struct Metrics {
     /// `event_worker_redis_refused_writes_total{env,cause}`: commands Redis refused;
     /// cause = oom|readonly|misconf (see `redis::refusals`).
     pub redis_refused_writes_total: IntCounterVec,
-    /// `event_worker_redis_node_errors_total{env,node,kind}`: connection errors per Redis node
-    /// (`host:port` as the client addresses it; kind = connection).
+    /// `event_worker_redis_node_errors_total{env,node,kind}`: connection errors per Redis
+    /// Cluster node (`host:port` as `CLUSTER SLOTS` names it; kind = connection; none on a
+    /// single node).
     pub redis_node_errors_total: IntCounterVec,
     /// `event_worker_redis_cluster_masters{env}`: masters serving slots (Redis Cluster only).
     pub redis_cluster_masters: IntGaugeVec,
     /// `event_worker_redis_cluster_topology_changes_total{env}`: failovers, slot moves and
-    /// replica changes seen (Redis Cluster only).
+    /// replica changes seen (always 0 on a single node).
     pub redis_cluster_topology_changes_total: IntCounterVec,
     /// `event_worker_history_dropped_total{env}`: history records not written.
     pub history_dropped_total: IntCounterVec,
@@ -278,7 +279,7 @@ impl Metrics {
             redis_node_errors_total: counter(
                 &r,
                 "event_worker_redis_node_errors_total",
-                "Connection errors per Redis node (on a cluster, per node of the cluster).",
+                "Connection errors per Redis Cluster node (none on a single node).",
                 &["env", "node", "kind"],
             ),
             redis_cluster_masters: gauge(

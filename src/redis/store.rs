@@ -138,8 +138,10 @@ impl Store {
         }
         keep_last_error(&cmd_client, &url, &last_error);
         let node_errors = NodeErrors::default();
-        for client in [&cmd_client, &reader] {
-            count_node_errors(client, &node_errors);
+        if url.is_cluster() {
+            for client in [&cmd_client, &reader] {
+                count_node_errors(client, &node_errors);
+            }
         }
         Ok(Store {
             cmd: cmd_client,
@@ -167,10 +169,25 @@ impl Store {
             .clone()
     }
 
-    /// Connection errors so far per node (`host:port`), both connections together.
+    /// On a cluster, connection errors so far per node (`host:port`), both connections
+    /// together; the nodes connected now without an error count 0 (so their series start at
+    /// 0). Empty on a single node (its errors are in `redis_errors_total` and `redis_up`).
     pub fn node_errors(&self) -> Vec<(String, u64)> {
-        let counts = self.node_errors.lock().unwrap_or_else(|e| e.into_inner());
-        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        if !self.cluster {
+            return Vec::new();
+        }
+        let mut counts = self
+            .node_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for server in self.cmd.active_connections() {
+            if counts.len() >= MAX_NODES {
+                break;
+            }
+            counts.entry(server.to_string()).or_insert(0);
+        }
+        counts.into_iter().collect()
     }
 
     /// This store recording its refused writes into `refusals` (a worker's `Health` holds it).

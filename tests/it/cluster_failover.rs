@@ -382,7 +382,7 @@ fn t34_cluster_failover_under_load() {
     let acks = std::mem::take(&mut *acks.lock().unwrap());
     let new = acks
         .iter()
-        .find(|a| a.at > killed_at && per_master.get(&a.port).is_none())
+        .find(|a| a.at > killed_at && !per_master.contains_key(&a.port))
         .map(|a| a.port)
         .expect("a publish acknowledged by the promoted master");
     // Settled: every acknowledged id handled or dead-lettered (or lost: checked below).
