@@ -101,7 +101,8 @@ impl Pinger {
                     .with_label_values(&[env])
                     .inc();
                 warn!(
-                    "Redis Cluster topology changed: {what} (change {} since start;                      /api/events/health shows redis.cluster)",
+                    "Redis Cluster topology changed: {what} (change {} since start; \
+                     /api/events/health shows redis.cluster)",
                     self.watch.changes()
                 );
             }
