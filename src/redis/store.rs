@@ -100,9 +100,13 @@ impl Store {
         fred_config.fail_fast = true;
         let unresponsive =
             (config.read_block + Duration::from_secs(5)).max(Duration::from_secs(10));
+        // fred reconnects a cluster client as a whole (every node's commands wait): while a dead
+        // master awaits its replica's promotion, a short cap lets the client pick up the new
+        // master within a second of the promotion instead of up to 5 s later.
+        let max_delay = if url.is_cluster() { 1_000 } else { 5_000 };
         let mut builder = Builder::from_config(fred_config);
         builder
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, max_delay, 2))
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(5);
                 c.internal_command_timeout = Duration::from_secs(5);

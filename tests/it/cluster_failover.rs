@@ -135,6 +135,12 @@ fn t34_cluster_failover_recovers_and_health_says_so() {
         w.output()
     );
     let recovered_after = killed_at.elapsed();
+    // The promotion is seen by polling the slot map, so this includes up to a poll's delay.
+    assert!(
+        recovered_after - promoted_after <= Duration::from_secs(3),
+        "consumed again {:?} after the promotion",
+        recovered_after - promoted_after
+    );
     let what = format!("master 127.0.0.1:{old} replaced by 127.0.0.1:{new} ({slots} slots)");
     let mut h = serde_json::Value::Null;
     let said = try_wait_until(Duration::from_secs(10), || {
