@@ -4,7 +4,8 @@
 # blackhole, T47 with 10,000 random types, the periodic DLQ retention pass, T163 outbox
 # kill -9 loop (10 rounds, publishes falling back and draining), T166 (1,000 publishes from
 # 4 threads while Redis is down, two kill -9s, then each drained once), T68 with a DLQ
-# of 1,000,000 entries, T33 Redis Cluster resharding under load), one at a time, then the T53 soak.
+# of 1,000,000 entries, T33 Redis Cluster resharding under load, T34 Redis Cluster failover under
+# load), one at a time, then the T53 soak.
 #
 # T53 soak (docs/reliability-matrix.md row J): one daemon under steady load for SOAK_ROUNDS rounds of
 # ~15 s (default 8, at most 300), one fault of groups B-D per round; samples RSS, FDs,

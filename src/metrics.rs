@@ -46,6 +46,15 @@ pub struct Metrics {
     /// `event_worker_redis_refused_writes_total{env,cause}`: commands Redis refused;
     /// cause = oom|readonly|misconf (see `redis::refusals`).
     pub redis_refused_writes_total: IntCounterVec,
+    /// `event_worker_redis_node_errors_total{env,node,kind}`: connection errors per Redis
+    /// Cluster node (`host:port` as `CLUSTER SLOTS` names it; kind = connection; none on a
+    /// single node).
+    pub redis_node_errors_total: IntCounterVec,
+    /// `event_worker_redis_cluster_masters{env}`: masters serving slots (Redis Cluster only).
+    pub redis_cluster_masters: IntGaugeVec,
+    /// `event_worker_redis_cluster_topology_changes_total{env}`: failovers, slot moves and
+    /// replica changes seen (always 0 on a single node).
+    pub redis_cluster_topology_changes_total: IntCounterVec,
     /// `event_worker_history_dropped_total{env}`: history records not written.
     pub history_dropped_total: IntCounterVec,
     /// `event_worker_fields_dropped_total{env,type}`: producer fields not passed on to HTTP
@@ -266,6 +275,24 @@ impl Metrics {
                 "event_worker_redis_refused_writes_total",
                 "Writes Redis refused: out of memory, read-only replica, failed RDB save.",
                 &["env", "cause"],
+            ),
+            redis_node_errors_total: counter(
+                &r,
+                "event_worker_redis_node_errors_total",
+                "Connection errors per Redis Cluster node (none on a single node).",
+                &["env", "node", "kind"],
+            ),
+            redis_cluster_masters: gauge(
+                &r,
+                "event_worker_redis_cluster_masters",
+                "Redis Cluster masters serving slots, as the last topology read saw them.",
+                &["env"],
+            ),
+            redis_cluster_topology_changes_total: counter(
+                &r,
+                "event_worker_redis_cluster_topology_changes_total",
+                "Redis Cluster topology changes seen: failovers, slot moves, replicas added or gone.",
+                &["env"],
             ),
             history_dropped_total: counter(
                 &r,

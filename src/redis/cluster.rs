@@ -146,6 +146,50 @@ pub fn health_reason(facts: &serde_json::Value) -> Option<(&'static str, String)
     ))
 }
 
+/// Names the connections of `client` `name` (`CLIENT SETNAME`, visible in `CLIENT LIST`). On a
+/// single node: its one connection. On a cluster fred keeps one connection per master and
+/// routes a plain `CLIENT SETNAME` to one of them, so the name is sent to `server` (the node
+/// fred just (re)connected to) or, without one, to every master `CLUSTER SLOTS` lists.
+/// Best effort: a failure leaves the connection unnamed.
+pub(super) async fn name_connections(
+    client: &Client,
+    name: &str,
+    server: Option<fred::types::config::Server>,
+    cluster: bool,
+) {
+    let setname = || CustomCommand::new_static("CLIENT", ClusterHash::Random, false);
+    let args = vec!["SETNAME".to_string(), name.to_string()];
+    if !cluster {
+        let _: Result<Value, _> = client.custom(setname(), args).await;
+        return;
+    }
+    let servers = match server {
+        Some(s) => vec![s],
+        None => {
+            let slots: Result<Value, _> = client
+                .custom(
+                    CustomCommand::new_static("CLUSTER", ClusterHash::Random, false),
+                    vec!["SLOTS"],
+                )
+                .await;
+            let masters = slots.map(|r| parse_slots(r).masters).unwrap_or_default();
+            masters
+                .iter()
+                .filter_map(|m| {
+                    let (host, port) = m.addr.rsplit_once(':')?;
+                    Some((host, port.parse::<u16>().ok()?).into())
+                })
+                .collect()
+        }
+    };
+    for s in servers {
+        let _: Result<Value, _> = client
+            .with_cluster_node(s)
+            .custom(setname(), args.clone())
+            .await;
+    }
+}
+
 impl Store {
     /// Whether this store talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
@@ -193,20 +237,37 @@ impl Store {
     }
 
     /// What health reports as `redis.cluster`: `state` (`ok`, `fail`, or `unknown` with the
-    /// `error`), `masters`, `replicas` and `slots_covered` (of 16384).
+    /// `error`), `masters`, `replicas`, `slots_covered` (of 16384) and `failed_nodes` (see
+    /// `cluster_watch::failed_nodes`; left out when `CLUSTER NODES` is refused).
     pub async fn cluster_facts(&self) -> serde_json::Value {
-        let state = self.cluster_state().await;
-        let topology = self.topology().await;
+        self.cluster_snapshot().await.0
+    }
+
+    /// [`Store::cluster_facts`] and the topology they were read from (`None` when it could
+    /// not be read).
+    pub async fn cluster_snapshot(&self) -> (serde_json::Value, Option<Topology>) {
+        let (state, topology, nodes) = tokio::join!(
+            self.cluster_state(),
+            self.topology(),
+            self.cluster_command("NODES")
+        );
         match (state, topology) {
-            (Ok(state), Ok(t)) => serde_json::json!({
-                "state": state,
-                "masters": t.masters.len(),
-                "replicas": t.masters.iter().map(|m| m.replicas.len()).sum::<usize>(),
-                "slots_covered": t.slots_covered(),
-            }),
-            (Err(e), _) | (_, Err(e)) => {
-                serde_json::json!({"state": "unknown", "error": e.to_string()})
+            (Ok(state), Ok(t)) => {
+                let mut facts = serde_json::json!({
+                    "state": state,
+                    "masters": t.masters.len(),
+                    "replicas": t.masters.iter().map(|m| m.replicas.len()).sum::<usize>(),
+                    "slots_covered": t.slots_covered(),
+                });
+                if let Some(nodes) = nodes.ok().as_ref().and_then(text) {
+                    facts["failed_nodes"] = super::cluster_watch::failed_nodes(&nodes).into();
+                }
+                (facts, Some(t))
             }
+            (Err(e), _) | (_, Err(e)) => (
+                serde_json::json!({"state": "unknown", "error": e.to_string()}),
+                None,
+            ),
         }
     }
 

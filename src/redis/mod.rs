@@ -1,11 +1,12 @@
 //! The only Redis caller: the connection (`store`), stream commands (`streams`), plain keys
 //! (`keyspace`), the Lua moves loaded once (`moves`; across Redis Cluster slots `moves_split`),
-//! the cluster's slots, topology and slot-grouped reads (`cluster`), operator reads (`admin`), the DLQ scripts and counts (`dlq`), channel
+//! the cluster's slots, topology and slot-grouped reads (`cluster`), its changes and failed nodes (`cluster_watch`), operator reads (`admin`), the DLQ scripts and counts (`dlq`), channel
 //! subscriptions (`pubsub`), the TLS setup (`tls`), the typed error (`error`) and the
 //! record of refused writes (`refusals`).
 
 pub(crate) mod admin;
 pub(crate) mod cluster;
+pub(crate) mod cluster_watch;
 pub(crate) mod dlq;
 pub(crate) mod error;
 pub(crate) mod keyspace;

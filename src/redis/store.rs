@@ -49,6 +49,9 @@ pub struct Store {
     url: RedisUrl,
     /// The last connection error fred reported, until it reconnects.
     last_error: Arc<Mutex<Option<StoreError>>>,
+    /// Connection errors fred reported per node (`host:port`), for
+    /// `event_worker_redis_node_errors_total`.
+    node_errors: NodeErrors,
     /// Where refused writes (OOM, READONLY, ...) are recorded (see `redis::refusals`).
     refusals: Arc<Refusals>,
     pub(super) move_to_stream: Script,
@@ -97,9 +100,13 @@ impl Store {
         fred_config.fail_fast = true;
         let unresponsive =
             (config.read_block + Duration::from_secs(5)).max(Duration::from_secs(10));
+        // fred reconnects a cluster client as a whole (every node's commands wait): while a dead
+        // master awaits its replica's promotion, a short cap lets the client pick up the new
+        // master within a second of the promotion instead of up to 5 s later.
+        let max_delay = if url.is_cluster() { 1_000 } else { 5_000 };
         let mut builder = Builder::from_config(fred_config);
         builder
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, max_delay, 2))
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(5);
                 c.internal_command_timeout = Duration::from_secs(5);
@@ -120,27 +127,32 @@ impl Store {
             init(client, &url).await?;
             // The client name is visible in CLIENT LIST: it carries no secret, only the role.
             // It is set again after every reconnect.
+            // On a cluster every master's connection carries it (see `name_connections`).
             let name = format!("event-worker:{client_name}:{role}");
-            let _: Result<Value, _> = client
-                .custom(cmd("CLIENT"), vec!["SETNAME".to_string(), name.clone()])
-                .await;
+            let cluster = url.is_cluster();
+            super::cluster::name_connections(client, &name, None, cluster).await;
             let again = client.clone();
-            client.on_reconnect(move |_| {
+            client.on_reconnect(move |server| {
                 let (client, name) = (again.clone(), name.clone());
                 async move {
-                    let _: Result<Value, _> = client
-                        .custom(cmd("CLIENT"), vec!["SETNAME".to_string(), name])
-                        .await;
+                    super::cluster::name_connections(&client, &name, Some(server), cluster).await;
                     Ok(())
                 }
             });
         }
         keep_last_error(&cmd_client, &url, &last_error);
+        let node_errors = NodeErrors::default();
+        if url.is_cluster() {
+            for client in [&cmd_client, &reader] {
+                count_node_errors(client, &node_errors);
+            }
+        }
         Ok(Store {
             cmd: cmd_client,
             reader,
             url: url.clone(),
             last_error,
+            node_errors,
             refusals: Arc::default(),
             move_to_stream: Script::from_lua(MOVE_TO_STREAM),
             move_to_retry: Script::from_lua(MOVE_TO_RETRY),
@@ -159,6 +171,27 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// On a cluster, connection errors so far per node (`host:port`), both connections
+    /// together; the nodes connected now without an error count 0 (so their series start at
+    /// 0). Empty on a single node (its errors are in `redis_errors_total` and `redis_up`).
+    pub fn node_errors(&self) -> Vec<(String, u64)> {
+        if !self.cluster {
+            return Vec::new();
+        }
+        let mut counts = self
+            .node_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for server in self.cmd.active_connections() {
+            if counts.len() >= MAX_NODES {
+                break;
+            }
+            counts.entry(server.to_string()).or_insert(0);
+        }
+        counts.into_iter().collect()
     }
 
     /// This store recording its refused writes into `refusals` (a worker's `Health` holds it).
@@ -251,6 +284,29 @@ async fn init(client: &Client, url: &RedisUrl) -> Result<(), StoreError> {
             Err(StoreError::plaintext_server(url))
         }
     }
+}
+
+/// Connection errors per node (see [`Store::node_errors`]).
+type NodeErrors = Arc<Mutex<std::collections::BTreeMap<String, u64>>>;
+
+/// The most nodes counted by name; errors of further nodes count as `other` (the label set
+/// of `event_worker_redis_node_errors_total` stays bounded across many failovers).
+const MAX_NODES: usize = 64;
+
+/// Counts the connection errors fred reports on `client` per node in `counts`.
+fn count_node_errors(client: &Client, counts: &NodeErrors) {
+    let counts = counts.clone();
+    client.on_error(move |(_, server)| {
+        let node = server.map_or_else(|| "unknown".to_string(), |s| s.to_string());
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let key = if map.contains_key(&node) || map.len() < MAX_NODES {
+            node
+        } else {
+            "other".to_string()
+        };
+        *map.entry(key).or_insert(0) += 1;
+        async { Ok(()) }
+    });
 }
 
 /// Keeps the last connection error fred reports on `client` in `slot` (cleared on reconnect),

@@ -7,8 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prometheus::IntGauge;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use crate::metrics::Metrics;
+use crate::redis::cluster_watch::TopologyWatch;
 use crate::redis::store::{RedisErrorKind, Store};
 use crate::worker::health::Health;
 use crate::worker::role::Role;
@@ -24,6 +26,11 @@ pub struct Pinger {
     pub health: Arc<Health>,
     /// When the current failure was last logged.
     pub said: RepeatedError,
+    /// On a cluster: the topology changes seen since start (health's `topology_changes`).
+    pub watch: TopologyWatch,
+    /// The per-node and cluster metrics (`event_worker_redis_node_errors_total`,
+    /// `event_worker_redis_cluster_*`) and the env label.
+    pub metrics: (Metrics, String),
 }
 
 impl Role for Pinger {
@@ -33,8 +40,14 @@ impl Role for Pinger {
 
     async fn tick(&mut self) {
         let result = self.store.ping(Duration::from_secs(2)).await;
+        self.count_node_errors();
+        // Starts at 0 (and stays 0 on a single node), for the dashboard.
+        let (metrics, env) = &self.metrics;
+        metrics
+            .redis_cluster_topology_changes_total
+            .with_label_values(&[env]);
         if self.store.is_cluster() {
-            let facts = self.store.cluster_facts().await;
+            let facts = self.cluster_facts().await;
             *self
                 .health
                 .cluster
@@ -67,6 +80,46 @@ impl Role for Pinger {
                 }
                 set_redis_error(&self.health, Some(text));
             }
+        }
+    }
+}
+
+impl Pinger {
+    /// `redis.cluster` for health: the facts, the changes seen, the cluster gauges updated; a
+    /// warning logged once per topology change.
+    async fn cluster_facts(&mut self) -> serde_json::Value {
+        let (mut facts, topology) = self.store.cluster_snapshot().await;
+        let (metrics, env) = &self.metrics;
+        if let Some(t) = topology {
+            metrics
+                .redis_cluster_masters
+                .with_label_values(&[env])
+                .set(t.masters.len() as i64);
+            if let Some(what) = self.watch.observe(t) {
+                metrics
+                    .redis_cluster_topology_changes_total
+                    .with_label_values(&[env])
+                    .inc();
+                warn!(
+                    "Redis Cluster topology changed: {what} (change {} since start; \
+                     /api/events/health shows redis.cluster)",
+                    self.watch.changes()
+                );
+            }
+        }
+        self.watch.annotate(&mut facts);
+        facts
+    }
+
+    /// Brings `event_worker_redis_node_errors_total` up to the connection errors the store
+    /// counted per node.
+    fn count_node_errors(&self) {
+        let (metrics, env) = &self.metrics;
+        for (node, n) in self.store.node_errors() {
+            let c = metrics
+                .redis_node_errors_total
+                .with_label_values(&[env, &node, "connection"]);
+            c.inc_by(n.saturating_sub(c.get()));
         }
     }
 }

@@ -359,6 +359,8 @@ async fn consume(life: &Lifecycle, parts: &Parts, discovery: Arc<Discovery>, hea
         gauge: parts.metrics.redis_up.with_label_values(&[parts.env()]),
         health: parts.health.clone(),
         said: RepeatedError::default(),
+        watch: Default::default(),
+        metrics: (parts.metrics.clone(), parts.env().to_string()),
     };
     life.spawn(Stage::Roles, role::run(pinger, roles.clone()));
     let retention = Retention::new(

@@ -139,7 +139,8 @@ fn t32_cluster_operator_commands_and_check() {
     let h: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         h["redis"]["cluster"],
-        serde_json::json!({"state": "ok", "masters": 3, "replicas": 0, "slots_covered": 16384}),
+        serde_json::json!({"state": "ok", "masters": 3, "replicas": 0, "slots_covered": 16384,
+            "failed_nodes": [], "topology_changes": 0, "last_topology_change": null}),
         "{h}"
     );
 }

@@ -32,6 +32,7 @@ mod black_holes;
 mod breaker;
 mod clock_skew;
 mod cluster;
+mod cluster_failover;
 mod cluster_ops;
 mod config;
 mod config_messages;

@@ -105,6 +105,7 @@ pub async fn health(State(state): State<ApiState>) -> Result<Response, ApiError>
     body["redis"] = json!({"reachable": true, "latency_ms": latency.as_secs_f64() * 1000.0, "maxmemory_policy": policy});
     if let Some(c) = state.health.cluster.lock().ok().and_then(|c| c.clone()) {
         reasons.extend(crate::redis::cluster::health_reason(&c));
+        reasons.extend(crate::redis::cluster_watch::failed_reason(&c));
         body["redis"]["cluster"] = c;
     }
     body["instances"] = json!(instances);
