@@ -33,6 +33,7 @@ mod breaker;
 mod clock_skew;
 mod cluster;
 mod cluster_ops;
+mod cluster_push;
 mod config;
 mod config_messages;
 mod console;
