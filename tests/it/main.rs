@@ -32,6 +32,7 @@ mod black_holes;
 mod breaker;
 mod clock_skew;
 mod cluster;
+mod cluster_drain;
 mod cluster_ops;
 mod cluster_push;
 mod config;
