@@ -136,7 +136,7 @@ impl Store {
             });
         }
         keep_last_error(&cmd_client, &url, &last_error);
-        Ok(Store {
+        let store = Store {
             cmd: cmd_client,
             reader,
             url: url.clone(),
@@ -149,7 +149,9 @@ impl Store {
             apply_migration_template: APPLY_MIGRATION,
             cluster: url.is_cluster(),
             block_turn: Arc::default(),
-        })
+        };
+        store.preload_scripts().await;
+        Ok(store)
     }
 
     /// The error of the last failed (re)connection attempt, in plain words, while the client

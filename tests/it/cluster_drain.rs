@@ -102,3 +102,127 @@ fn cluster_forwarder_2000_members_timing() {
     assert_eq!(c.zcard(&retry_key(env, "group")), 0);
     w.sigterm();
 }
+
+const TOKEN: &str = "cluster-outbox-token-0123456789";
+
+/// Two types of `env`: the first on a master that does not hold the history stream, the
+/// second on another master than the first.
+fn outbox_types(c: &Cluster, env: &str) -> (String, String) {
+    let history = c.port_of(&format!("events:{env}:history"));
+    let mut first: Option<(String, u16)> = None;
+    for i in 0..200 {
+        let ty = format!("ob{i}.ev");
+        let port = c.port_of(&stream_key(env, &ty));
+        match &first {
+            None if port != history => first = Some((ty, port)),
+            Some((a, p)) if port != *p => return (a.clone(), ty),
+            _ => {}
+        }
+    }
+    panic!("no two types on different masters");
+}
+
+/// POSTs one event to the single publish; (status, JSON).
+fn post(api: &crate::util::api::Api, ty: &str, id: &str) -> (u16, serde_json::Value) {
+    let r = api.post(
+        "/api/events/publish",
+        &serde_json::json!({"type": ty, "data": {"n": id}, "id": id}),
+    );
+    (r.status, r.json())
+}
+
+/// The `id` fields of a stream's entries, in stream order.
+fn ids_of(c: &Cluster, key: &str) -> Vec<String> {
+    c.xrange(key)
+        .iter()
+        .map(|e| e.get("id").unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The outbox on a cluster: the master of type A's stream is frozen (SIGSTOP, shorter than
+/// the cluster's node timeout); publishes of A wait `fallback_after` (300 ms), then are
+/// queued (202 `"queued": "outbox"`, the next ones behind the first) while type B, on
+/// another master, is published directly. Once the master thaws, the drain puts each queued
+/// event into A's stream exactly once, in publish order, and each is handled once. Before
+/// the scripts were preloaded on every master, `b-1` fell back too (reason `timeout`): the
+/// first use of a script during the freeze made fred load it on every master after draining
+/// every connection, which waited for the frozen one.
+#[test]
+fn cluster_outbox_queues_while_a_master_is_frozen_and_drains_each_once_in_order() {
+    let c = Cluster::start(3);
+    let env = "cob";
+    let (a, b) = outbox_types(&c, env);
+    let keep = tempfile::Builder::new()
+        .prefix("outbox-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let dir = keep.path().join("ob");
+    let sink = HttpSink::start();
+    let mut cfg = WorkerConfig::new(env, &c.url())
+        .route(Route::http(&["*"], &sink.url()))
+        .api_token(TOKEN);
+    cfg.extra = format!(
+        "[outbox]\nenabled = true\ndir = {:?}\nfallback_after = \"300ms\"\n",
+        dir.display().to_string()
+    );
+    let mut w = WorkerProcess::start("w1", cfg.clone());
+    w.wait_ready(Duration::from_secs(20));
+    let api = crate::util::api::Api::new(&cfg.api_addr(), Some(TOKEN));
+    let (status, body) = post(&api, &a, "a-0");
+    assert_eq!(
+        (status, body["queued"].clone()),
+        (202, serde_json::Value::Null),
+        "{body}"
+    );
+    let frozen = c.node_of(&stream_key(env, &a)).pid();
+    send_signal(frozen, "STOP");
+    let queued: Vec<_> = (1..=3).map(|i| post(&api, &a, &format!("a-{i}"))).collect();
+    let direct = post(&api, &b, "b-1");
+
+    send_signal(frozen, "CONT");
+
+    for (i, (status, body)) in queued.iter().enumerate() {
+        assert_eq!(
+            (*status, body["queued"].as_str()),
+            (202, Some("outbox")),
+            "{body}"
+        );
+        assert_eq!(body["id"], format!("a-{}", i + 1));
+    }
+    assert_eq!(
+        (direct.0, direct.1["queued"].clone()),
+        (202, serde_json::Value::Null),
+        "{}",
+        direct.1
+    );
+    let want = ["a-0", "a-1", "a-2", "a-3"];
+    let key = stream_key(env, &a);
+    wait_until("the outbox drained", Duration::from_secs(15), || {
+        ids_of(&c, &key).len() >= want.len()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        ids_of(&c, &key),
+        want,
+        "each once, in publish order\n{}",
+        w.output()
+    );
+    assert_eq!(ids_of(&c, &stream_key(env, &b)), ["b-1"]);
+    wait_until("each handled", Duration::from_secs(10), || {
+        sink.success_counts().len() == 5
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let counts: BTreeMap<String, usize> = sink.success_counts().into_iter().collect();
+    let mut all: Vec<&str> = want.to_vec();
+    all.push("b-1");
+    let expect: BTreeMap<String, usize> = all.iter().map(|id| (id.to_string(), 1)).collect();
+    assert_eq!(counts, expect);
+    let depth = sum(
+        &parse_metrics(&w.metrics()),
+        "event_worker_outbox_depth",
+        &[],
+    );
+    assert_eq!(depth, 0.0);
+    assert!(!w.output().contains("CROSSSLOT"), "{}", w.output());
+    w.sigterm();
+}
