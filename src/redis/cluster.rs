@@ -341,6 +341,34 @@ mod tests {
     }
 
     #[test]
+    fn every_script_file_is_preloaded_as_its_callers_send_it() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/redis/scripts");
+        let head = include_str!("scripts/dlq_counts.lua");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f != "dlq_counts.lua" && f != "apply_migration.lua")
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), SCRIPTS.len(), "{files:?}");
+        for f in files {
+            let text = std::fs::read_to_string(format!("{dir}/{f}")).unwrap();
+            let counted = format!("{head}{text}");
+            assert!(
+                SCRIPTS.iter().any(|s| *s == text || *s == counted),
+                "{f} is not preloaded"
+            );
+        }
+        for sent in [
+            crate::redis::dlq::MOVE_TO_STREAM,
+            crate::redis::dlq::RETRY_TO_DLQ,
+            crate::redis::dlq::SPLIT_DEST_STREAM,
+        ] {
+            assert!(SCRIPTS.contains(&sent));
+        }
+    }
+
+    #[test]
     fn cluster_slots_reply_is_parsed_per_master() {
         let node = |h: &str, p: i64| Value::Array(vec![h.into(), p.into(), "id".into()]);
         let range = |a: i64, b: i64, m: Value, r: Vec<Value>| {
