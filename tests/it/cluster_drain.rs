@@ -226,3 +226,67 @@ fn cluster_outbox_queues_while_a_master_is_frozen_and_drains_each_once_in_order(
     assert!(!w.output().contains("CROSSSLOT"), "{}", w.output());
     w.sigterm();
 }
+
+/// Dead-letters 1,000 events of `env` (the sink refuses them with 400) through a worker on
+/// `url`, stops it, then times `dlq replay --all` (the CLI process, start to exit).
+fn replay_1000(
+    url: &str,
+    env: &str,
+    publish: &dyn Fn(&str),
+    dlq_len: &dyn Fn() -> i64,
+) -> Duration {
+    let sink = HttpSink::start();
+    sink.set_default(Action::status(400));
+    let cfg = WorkerConfig::new(env, url).route(Route::http(&["*"], &sink.url()));
+    let mut w = WorkerProcess::start("w1", cfg.clone());
+    w.wait_ready(Duration::from_secs(20));
+    for i in 0..1000 {
+        publish(&format!("r{i:04}"));
+    }
+    wait_until("1,000 dead-lettered", Duration::from_secs(120), || {
+        dlq_len() == 1000
+    });
+    w.sigterm();
+    w.wait_exit(Duration::from_secs(10));
+    let start = Instant::now();
+    let out = crate::util::worker::cli(&cfg, &["dlq", "replay", "--all"]);
+    let took = start.elapsed();
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("replayed 1000 of 1000"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(dlq_len(), 0);
+    took
+}
+
+/// Measurement (long tier): `dlq replay --all` of 1,000 entries on a 3-master cluster (DLQ
+/// and redeliver stream in different slots: 4 round trips per entry) and on a single node
+/// (one script per entry); printed, README "Redis Cluster" gives the figures.
+#[test]
+#[ignore]
+fn cluster_dlq_replay_1000_entries_timing() {
+    let c = Cluster::start(3);
+    let ty = "rp.ev";
+    let cluster = replay_1000(
+        &c.url(),
+        "crp",
+        &|id| {
+            crate::cluster::publish_on(&c, "crp", ty, id);
+        },
+        &|| c.xlen(&dlq_key("crp")),
+    );
+    let redis = RedisServer::start();
+    let key = stream_key("srp", ty);
+    let single = replay_1000(
+        &redis.url(),
+        "srp",
+        &|id| {
+            let data = format!(r#"{{"n":"{id}"}}"#);
+            redis.xadd(&key, &[("id", id), ("type", ty), ("data", &data)]);
+        },
+        &|| redis.xlen(&dlq_key("srp")),
+    );
+    println!("dlq replay of 1000 entries: cluster {cluster:?}, single node {single:?}");
+}
