@@ -227,5 +227,33 @@ async fn cluster_push_resumes_channels_on_three_masters_over_sse_and_websocket()
     drop(ws);
     let (_ws, first) = ws_subscribe(&addr, &chans, Some(&last)).await;
     assert_eq!(first["channels"], resumed(&chans, 1), "{first}");
+
+    // A device acknowledges the three channels (one hash, one index), then resumes with it:
+    // its report (one resume per slot group too) finds nothing trimmed.
+    let ack = reqwest::Client::new()
+        .post(format!("http://{addr}/api/events/stream/ack"))
+        .json(&json!({"device": "phone-1", "id": last}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ack.status(), 200);
+    let mut acked: Vec<String> =
+        serde_json::from_value(ack.json::<Value>().await.unwrap()["acknowledged"].clone()).unwrap();
+    acked.sort();
+    let mut want = chans.clone();
+    want.sort();
+    assert_eq!(acked, want);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/events/ws"))
+        .await
+        .unwrap();
+    let sub = json!({"type": "subscribe", "channels": chans, "since": last, "device": "phone-1"});
+    ws.send(Message::text(sub.to_string())).await.unwrap();
+    let first = ws_next(&mut ws).await;
+    assert_eq!(
+        first["device"],
+        json!({"id": "phone-1", "trimmed": []}),
+        "{first}"
+    );
+    assert_eq!(first["channels"], resumed(&chans, 1), "{first}");
     assert!(!w.output().contains("CROSSSLOT"), "{}", w.output());
 }
