@@ -90,6 +90,52 @@ fn cluster_forwarder_forwards_200_due_members_each_once() {
     w.sigterm();
 }
 
+/// The largest query buffer (`qbuf`, bytes received and not yet run) of a client of `node`.
+fn max_qbuf(node: &RedisServer) -> i64 {
+    let list = node.cmd(&["CLIENT", "LIST"]).as_str().unwrap_or_default();
+    list.split_whitespace()
+        .filter_map(|f| f.strip_prefix("qbuf="))
+        .filter_map(|v| v.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The forwarder's XADDs of a batch are one pipeline: while the redeliver stream's master
+/// holds writes (`CLIENT PAUSE ... WRITE`), the forwarder has sent all 200 XADDs of its
+/// batch without waiting for a reply (they wait in its query buffer: over 10,000 bytes), where
+/// one round trip per XADD sent one (about 100 bytes). Once writes resume, the retry set
+/// empties (each member reaching the stream once: the 200-member test above).
+#[test]
+fn cluster_forwarder_sends_a_batch_of_xadds_without_waiting_for_replies() {
+    let c = Cluster::start(3);
+    let group = "group";
+    let env = (0..100)
+        .map(|i| format!("cfp{i}"))
+        .find(|e| c.port_of(&retry_key(e, group)) != c.port_of(&redeliver_key(e, group)))
+        .expect("an env whose retry set and redeliver stream are on two masters");
+    let (retry, redeliver) = (retry_key(&env, group), redeliver_key(&env, group));
+    let cfg = WorkerConfig::new(&env, &c.url()).route(Route::blackhole(&["*"]));
+    let mut w = WorkerProcess::start("w1", cfg);
+    w.wait_ready(Duration::from_secs(20));
+    let node = c.node_of(&redeliver);
+    node.cmd(&["CLIENT", "PAUSE", "3000", "WRITE"]);
+    add_due_members(&c, &env, group, "f.ev", 200);
+    let mut held = 0;
+    for _ in 0..100 {
+        held = max_qbuf(node);
+        if held > 10_000 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    node.cmd(&["CLIENT", "UNPAUSE"]);
+    assert!(held > 10_000, "the largest query buffer held {held} bytes");
+    wait_until("the retry set emptied", Duration::from_secs(20), || {
+        c.zcard(&retry) == 0
+    });
+    w.kill9();
+}
+
 /// Measurement (long tier): how long the forwarder takes to empty a retry set of 2,000 due
 /// members on a cluster (printed; README "Redis Cluster" gives the figures).
 #[test]
