@@ -1,6 +1,6 @@
 //! One client connection, whatever its transport: register with the hub first (live
-//! messages are buffered from then on), resume every channel in one script call, hand out the
-//! resume reply and the replay, then the buffered and later live messages whose position is
+//! messages are buffered from then on), resume every channel in one script call (on a Redis
+//! Cluster one per slot group of the channels), hand out the resume reply and the replay, then the buffered and later live messages whose position is
 //! after the connection's (no gap, no duplicate).
 
 use std::collections::VecDeque;

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fred::prelude::*;
+use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
 use crate::redis::error::StoreError;
@@ -33,6 +34,45 @@ pub fn group_by_slot(streams: &[String]) -> Vec<Vec<String>> {
     }
     groups.into_iter().map(|(_, v)| v).collect()
 }
+
+/// The DLQ scripts as `redis::dlq` builds them: the shared counts head, then the script.
+macro_rules! counted {
+    ($file:literal) => {
+        concat!(
+            include_str!("scripts/dlq_counts.lua"),
+            include_str!(concat!("scripts/", $file))
+        )
+    };
+}
+
+/// Every script sent with EVALSHA (all but the migration template, which is built per
+/// migration), as its callers send it (same text, same SHA-1).
+const SCRIPTS: [&str; 21] = [
+    include_str!("scripts/append_history.lua"),
+    include_str!("scripts/dlq_stats.lua"),
+    include_str!("scripts/forward_due.lua"),
+    include_str!("scripts/move_to_retry.lua"),
+    include_str!("scripts/publish_once.lua"),
+    include_str!("scripts/push_append.lua"),
+    include_str!("scripts/push_device_ack.lua"),
+    include_str!("scripts/push_device_index.lua"),
+    include_str!("scripts/push_resume.lua"),
+    include_str!("scripts/split_dest_retry.lua"),
+    include_str!("scripts/split_forward_done.lua"),
+    include_str!("scripts/split_forward_take.lua"),
+    include_str!("scripts/split_source_ack.lua"),
+    counted!("move_to_stream.lua"),
+    counted!("retry_to_dlq.lua"),
+    counted!("split_dest_stream.lua"),
+    counted!("replay.lua"),
+    counted!("dlq_purge.lua"),
+    counted!("dlq_trim.lua"),
+    counted!("dlq_count_step.lua"),
+    counted!("dlq_scan.lua"),
+];
+
+/// The longest [`Store::preload_scripts`] waits for the masters.
+const PRELOAD_WAIT: Duration = Duration::from_secs(5);
 
 /// One master of the cluster: its address, its replicas and its slot ranges.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +231,26 @@ pub(super) async fn name_connections(
 }
 
 impl Store {
+    /// On a cluster, loads every script on every master once (`SCRIPT LOAD`, at most
+    /// [`PRELOAD_WAIT`]; a failure only leaves the script to be loaded on first use). fred
+    /// loads a script on first use (`NOSCRIPT`) on every master at once, after waiting for
+    /// every in-flight reply of the client: while one master does not answer (frozen, failing
+    /// over), that load held up every command of the worker, for every master, until it
+    /// answered (e.g. a publish to a healthy master fell back to the outbox).
+    pub(super) async fn preload_scripts(&self) {
+        if !self.cluster {
+            return;
+        }
+        let load = async {
+            for lua in SCRIPTS {
+                if let Err(e) = Script::from_lua(lua).load(&self.cmd).await {
+                    tracing::debug!(error = %e, "script not preloaded; loaded on first use");
+                }
+            }
+        };
+        let _ = tokio::time::timeout(PRELOAD_WAIT, load).await;
+    }
+
     /// Whether this store talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         self.cluster
@@ -339,6 +399,34 @@ mod tests {
         assert_eq!(slot("a:{events:e:x}"), slot("events:e:x"));
         let g = group_by_slot(&["a{1}".into(), "b{2}".into(), "c{1}".into()]);
         assert_eq!(g, vec![vec!["a{1}", "c{1}"], vec!["b{2}"]]);
+    }
+
+    #[test]
+    fn every_script_file_is_preloaded_as_its_callers_send_it() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/redis/scripts");
+        let head = include_str!("scripts/dlq_counts.lua");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f != "dlq_counts.lua" && f != "apply_migration.lua")
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), SCRIPTS.len(), "{files:?}");
+        for f in files {
+            let text = std::fs::read_to_string(format!("{dir}/{f}")).unwrap();
+            let counted = format!("{head}{text}");
+            assert!(
+                SCRIPTS.iter().any(|s| *s == text || *s == counted),
+                "{f} is not preloaded"
+            );
+        }
+        for sent in [
+            crate::redis::dlq::MOVE_TO_STREAM,
+            crate::redis::dlq::RETRY_TO_DLQ,
+            crate::redis::dlq::SPLIT_DEST_STREAM,
+        ] {
+            assert!(SCRIPTS.contains(&sent));
+        }
     }
 
     #[test]

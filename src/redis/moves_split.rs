@@ -6,11 +6,12 @@
 //! one more delivery of the entry (it stays pending and is reclaimed). Single-node stores
 //! and same-slot moves never come here.
 
+use fred::prelude::*;
 use fred::types::Value;
 use fred::types::scripts::Script;
 
 use crate::redis::dlq::{SPLIT_DEST_STREAM, counts_key, replay_guard_key};
-use crate::redis::error::StoreError;
+use crate::redis::error::{RedisErrorKind, StoreError};
 use crate::redis::moves::{
     GUARD_TTL_MS, PendingSource, RetryMove, StreamMove, forward_guard_prefix, guard_key,
 };
@@ -163,7 +164,7 @@ impl Store {
     }
 
     /// [`Store::forward_due`] / [`Store::forward_one`] across slots: claim due members in
-    /// the retry set's slot, XADD each to the redeliver stream, then remove them.
+    /// the retry set's slot, XADD them to the redeliver stream (one pipeline), then remove them.
     pub(super) async fn forward_split(
         &self,
         retry_key: &str,
@@ -203,30 +204,62 @@ impl Store {
         if pairs.is_empty() {
             return Ok(0);
         }
-        // The members added so far are removed even when a later XADD fails, so only the
-        // failed one (still claimed) waits for its claim to expire.
-        let mut added = 0;
+        // The members added are removed even when another XADD of the batch failed, so only
+        // the failed ones (still claimed) wait for their claims to expire.
+        let results = self.xadd_members(redeliver_key, &pairs).await;
+        let mut added: Vec<(String, String)> = Vec::with_capacity(pairs.len());
         let mut failed = None;
-        for (member, _) in &pairs {
-            let mut xadd: Vec<Value> = vec![redeliver_key.into(), "*".into()];
-            xadd.extend(member_fields(member).into_iter().map(Value::from));
-            match self.call("XADD", xadd).await {
-                Ok(_) => added += 1,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+        for (pair, r) in pairs.into_iter().zip(results) {
+            match r {
+                Ok(()) => added.push(pair),
+                Err(e) => failed = failed.or(Some(e)),
             }
         }
         let mut done: Vec<Value> = vec![GUARD_TTL_MS.into()];
-        done.extend(values(&pairs[..added]));
-        if added > 0 {
+        done.extend(values(&added));
+        if !added.is_empty() {
             self.script(SPLIT_FORWARD_DONE, keys, done, name).await?;
         }
         match failed {
             Some(e) => Err(e),
-            None => Ok(added as u64),
+            None => Ok(added.len() as u64),
         }
+    }
+
+    /// One XADD to `redeliver_key` per claimed member, in their order, sent as one pipeline
+    /// (one round trip for the batch, to the stream's master). One result per member; when
+    /// the pipeline as a whole fails (a cut connection), every member counts as failed (its
+    /// claim expires and it is forwarded again: at most one duplicate).
+    async fn xadd_members(
+        &self,
+        redeliver_key: &str,
+        pairs: &[(String, String)],
+    ) -> Vec<Result<(), StoreError>> {
+        let op = || format!("XADD {redeliver_key}");
+        let pipeline = self.cmd.pipeline();
+        for (member, _) in pairs {
+            let mut xadd: Vec<Value> = vec![redeliver_key.into(), "*".into()];
+            xadd.extend(member_fields(member).into_iter().map(Value::from));
+            let queued: Result<(), _> = pipeline
+                .custom(crate::redis::store::cmd("XADD"), xadd)
+                .await;
+            if let Err(e) = queued {
+                let e = self.error(op(), e);
+                return vec![Err(e); pairs.len()];
+            }
+        }
+        let results = pipeline.try_all::<Value>().await;
+        if results.len() != pairs.len() {
+            let e = match results.into_iter().find_map(Result::err) {
+                Some(e) => self.error(op(), e),
+                None => StoreError::new(op(), RedisErrorKind::Other, "pipeline reply cut short"),
+            };
+            return vec![Err(e); pairs.len()];
+        }
+        results
+            .into_iter()
+            .map(|r| r.map(|_| ()).map_err(|e| self.error(op(), e)))
+            .collect()
     }
 
     /// [`Store::retry_to_dlq`] across slots: the member still in the set, then the DLQ entry

@@ -1,6 +1,7 @@
 //! The Redis side of push: [`PushStore::append_many`] (one script per channel and batch:
 //! dedup by event id, XADD with the caps, the epoch, the notifications), the
-//! `push.max_channels` budget, and [`PushStore::resume`] (one script for every channel of a connection).
+//! `push.max_channels` budget, and [`PushStore::resume`] (one script for every channel of a
+//! connection; on a Redis Cluster one per slot group of its channels).
 
 use fred::types::Value;
 use fred::types::scripts::Script;
@@ -196,12 +197,61 @@ impl PushStore {
         Ok(())
     }
 
-    /// Resumes `channels` (each with the client's position, if any) in one script call,
-    /// replaying at most `cap` messages per channel.
+    /// Resumes `channels` (each with the client's position, if any), replaying at most `cap`
+    /// messages per channel: one script call on a single node; on a Redis Cluster one call
+    /// per slot group of the channels (a channel's keys share the hash tag `{<channel>}`),
+    /// the calls sent concurrently. One result per channel, in the order of `channels`.
     ///
     /// # Errors
-    /// Redis errors.
+    /// Redis errors (any group's: the whole resume fails).
     pub async fn resume(
+        &self,
+        channels: &[(String, Option<Position>)],
+        cap: u64,
+    ) -> Result<Vec<Resumed>, StoreError> {
+        let groups = self.slot_groups(channels);
+        if groups.len() <= 1 {
+            return self.resume_one_slot(channels, cap).await;
+        }
+        let calls = groups.iter().map(|idx| {
+            let part: Vec<(String, Option<Position>)> =
+                idx.iter().map(|&i| channels[i].clone()).collect();
+            async move { self.resume_one_slot(&part, cap).await }
+        });
+        let mut out: Vec<Option<Resumed>> = vec![None; channels.len()];
+        for (idx, done) in groups.iter().zip(futures::future::join_all(calls).await) {
+            for (&i, r) in idx.iter().zip(done?) {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| {
+            StoreError::new(
+                "push resume",
+                crate::redis::error::RedisErrorKind::Other,
+                "a resume script answered fewer channels than asked",
+            )
+        })
+    }
+
+    /// The indexes of `channels` grouped by the hash slot of their keys (one group on a
+    /// single node), each group in the order of `channels`.
+    fn slot_groups(&self, channels: &[(String, Option<Position>)]) -> Vec<Vec<usize>> {
+        if !self.store.is_cluster() {
+            return vec![(0..channels.len()).collect()];
+        }
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (i, (c, _)) in channels.iter().enumerate() {
+            let sl = crate::redis::cluster::slot(&self.keys.push_stream(c));
+            match groups.iter_mut().find(|(g, _)| *g == sl) {
+                Some((_, v)) => v.push(i),
+                None => groups.push((sl, vec![i])),
+            }
+        }
+        groups.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// [`PushStore::resume`] of channels whose keys are in one slot: one script call.
+    async fn resume_one_slot(
         &self,
         channels: &[(String, Option<Position>)],
         cap: u64,

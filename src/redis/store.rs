@@ -147,7 +147,7 @@ impl Store {
                 count_node_errors(client, &node_errors);
             }
         }
-        Ok(Store {
+        let store = Store {
             cmd: cmd_client,
             reader,
             url: url.clone(),
@@ -161,7 +161,9 @@ impl Store {
             apply_migration_template: APPLY_MIGRATION,
             cluster: url.is_cluster(),
             block_turn: Arc::default(),
-        })
+        };
+        store.preload_scripts().await;
+        Ok(store)
     }
 
     /// The error of the last failed (re)connection attempt, in plain words, while the client
