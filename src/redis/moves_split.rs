@@ -128,6 +128,13 @@ impl Store {
             })
             .await?;
         let id = id.as_str().map(|s| s.into_owned());
+        self.wait_for_destination(&guard, GUARD_TTL_MS, || {
+            format!(
+                "the move of {} {} to {}",
+                from.stream, from.entry_id, m.dest
+            )
+        })
+        .await?;
         Ok(if self.ack_source(from, &guard).await? {
             id
         } else {
@@ -159,6 +166,13 @@ impl Store {
         if done.as_i64() == Some(2) {
             self.warn_time_refused();
         }
+        self.wait_for_destination(&guard, GUARD_TTL_MS, || {
+            format!(
+                "the retry of {} {} in {}",
+                from.stream, from.entry_id, m.retry_key
+            )
+        })
+        .await?;
         self.ack_source(from, &guard).await
     }
 
@@ -205,18 +219,16 @@ impl Store {
         }
         // The members added so far are removed even when a later XADD fails, so only the
         // failed one (still claimed) waits for its claim to expire.
-        let mut added = 0;
-        let mut failed = None;
-        for (member, _) in &pairs {
-            let mut xadd: Vec<Value> = vec![redeliver_key.into(), "*".into()];
-            xadd.extend(member_fields(member).into_iter().map(Value::from));
-            match self.call("XADD", xadd).await {
-                Ok(_) => added += 1,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
+        let client = self.waited_client();
+        let (added, failed) = self.forward_adds(client, redeliver_key, &pairs).await;
+        if added > 0 && failed.is_none() {
+            // Waited (`[redis] wait_replicas`): members whose entries no replica has yet stay
+            // claimed, so they are forwarded again after the claim (a duplicate, not a loss).
+            let r = self.wait_on(client, redeliver_key).await;
+            let what = || format!("the forward of {added} due retries to {redeliver_key}");
+            let kept = "the due retries stay claimed and are forwarded again after the claim \
+                        expires (a duplicate at worst)";
+            r.and_then(|r| self.check_destination(r, what, kept))?;
         }
         let mut done: Vec<Value> = vec![GUARD_TTL_MS.into()];
         done.extend(values(&pairs[..added]));
@@ -227,6 +239,36 @@ impl Store {
             Some(e) => Err(e),
             None => Ok(added as u64),
         }
+    }
+
+    /// The XADDs of a forward (on the waited connection when `[redis] wait_replicas` > 0):
+    /// how many were added before the first failure, and that failure.
+    async fn forward_adds(
+        &self,
+        client: &fred::clients::Client,
+        redeliver_key: &str,
+        pairs: &[(String, String)],
+    ) -> (usize, Option<StoreError>) {
+        let mut added = 0;
+        for (member, _) in pairs {
+            let fields: Vec<String> = member_fields(member);
+            let r = if self.waits_for_replicas() {
+                let pairs: Vec<(String, String)> = fields
+                    .chunks(2)
+                    .map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or_default()))
+                    .collect();
+                self.xadd_on(client, redeliver_key, &pairs).await.map(drop)
+            } else {
+                let mut xadd: Vec<Value> = vec![redeliver_key.into(), "*".into()];
+                xadd.extend(fields.into_iter().map(Value::from));
+                self.call("XADD", xadd).await.map(drop)
+            };
+            match r {
+                Ok(()) => added += 1,
+                Err(e) => return (added, Some(e)),
+            }
+        }
+        (added, None)
     }
 
     /// [`Store::retry_to_dlq`] across slots: the member still in the set, then the DLQ entry
@@ -258,6 +300,10 @@ impl Store {
                 format!("dead-letter from {retry_key}")
             })
             .await?;
+        self.wait_for_destination(&guard, GUARD_TTL_MS, || {
+            format!("the dead-lettering of a retry of {retry_key} to {dlq}")
+        })
+        .await?;
         self.call("ZREM", vec![retry_key.into(), member.into()])
             .await?;
         self.delete(&guard).await?;
@@ -284,6 +330,16 @@ impl Store {
         let guarded = self.get_string(&guard).await?;
         let id = match guarded.clone() {
             Some(id) => id,
+            None if self.waits_for_replicas() => {
+                // Waited: a replay no replica has yet keeps its DLQ entry (replay it again).
+                let client = self.waited_client();
+                let id = self.xadd_on(client, redeliver, fields).await?;
+                let r = self.wait_on(client, redeliver).await?;
+                let what = || format!("the replay of {dlq} {dlq_id} to {redeliver}");
+                let kept = "the DLQ entry is kept; replay it again (a duplicate at worst)";
+                self.check_destination(r, what, kept)?;
+                id
+            }
             None => {
                 let mut xadd: Vec<Value> = vec![redeliver.into(), "*".into()];
                 xadd.extend(values(fields));

@@ -61,6 +61,8 @@ pub struct Store {
     pub(crate) cluster: bool,
     /// The turn of the slot group a clustered read blocks on (round-robin).
     pub(super) block_turn: Arc<std::sync::atomic::AtomicUsize>,
+    /// `[redis] wait_replicas` > 0: the WAIT policy and its connections (`redis::replicas`).
+    pub(crate) waiting: Option<crate::redis::replicas::Waiting>,
 }
 
 use crate::redis::dlq::MOVE_TO_STREAM;
@@ -136,6 +138,14 @@ impl Store {
             });
         }
         keep_last_error(&cmd_client, &url, &last_error);
+        let mut waiters = Vec::new();
+        if config.redis.wait_replicas > 0 {
+            for _ in 0..crate::redis::replicas::WAITERS {
+                let client = builder.build().map_err(|e| err("client", &e))?;
+                init(&client, &url).await?;
+                waiters.push(client);
+            }
+        }
         Ok(Store {
             cmd: cmd_client,
             reader,
@@ -149,6 +159,7 @@ impl Store {
             apply_migration_template: APPLY_MIGRATION,
             cluster: url.is_cluster(),
             block_turn: Arc::default(),
+            waiting: crate::redis::replicas::Waiting::new(&config.redis, waiters),
         })
     }
 
@@ -197,6 +208,9 @@ impl Store {
 
     /// Closes both connections.
     pub async fn quit(&self) {
+        for client in self.waiting.iter().flat_map(|w| w.clients.iter()) {
+            let _ = client.quit().await;
+        }
         let _ = self.reader.quit().await;
         let _ = self.cmd.quit().await;
     }
