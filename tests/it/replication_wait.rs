@@ -1,11 +1,12 @@
 //! The opt-in WAIT for replicas (`[redis] wait_replicas`, `wait_timeout`; README "Redis
 //! Cluster", "Replication window"): a publish answers how many replicas have the event
 //! (`"replicas"`, `"replicated"`) and counts the unreplicated ones; a move across cluster slots
-//! keeps its source until the destination is replicated.
+//! (and a DLQ replay across slots) keeps its source until the destination is replicated.
 
 use crate::cluster::cli_json;
 use crate::util::api::Api;
 use crate::util::cluster::Cluster;
+use crate::util::worker::cli;
 use crate::util::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -185,7 +186,7 @@ fn wait_cluster_publish_and_dlq_move_keep_the_source_until_replicated() {
     );
     assert!(took < Duration::from_secs(5), "CLI publish took {took:?}");
 
-    sink.script("dead-1", vec![Action::status(400)]);
+    sink.script("dead-1", vec![Action::status(400), Action::ok()]);
     let dlq_replica = replica_in(&c, c.port_of(&dlq_key(env))).pid();
     let mut w = WorkerProcess::start("w1", cfg.clone());
     w.wait_ready(Duration::from_secs(20));
@@ -217,4 +218,28 @@ fn wait_cluster_publish_and_dlq_move_keep_the_source_until_replicated() {
     });
     assert_eq!(c.xlen(&dlq_key(env)), 1, "one DLQ entry");
     assert_eq!(sink.requests_for("dead-1").len(), 1, "handled once");
+
+    // A replay while the redeliver stream's replica is frozen: written, not replicated, so
+    // the DLQ entry is kept and the replay fails; the one written is delivered (a duplicate
+    // at worst), and a second replay completes.
+    let rd_replica = replica_in(&c, c.port_of(&redeliver_key(env, &cfg.group))).pid();
+    send_signal(rd_replica, "STOP");
+    let out = cli(&cfg, &["dlq", "replay", "--all"]);
+    send_signal(rd_replica, "CONT");
+    assert_ne!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("was written, but 0 of 1 replica(s) acknowledged it within 100ms (redis.wait_replicas, redis.wait_timeout); the DLQ entry is kept; replay it again (a duplicate at worst)"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(c.xlen(&dlq_key(env)), 1, "the DLQ entry is kept");
+    let out = cli(&cfg, &["dlq", "replay", "--all"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(c.xlen(&dlq_key(env)), 0);
+    wait_until(
+        "dead-1 delivered after both replays",
+        Duration::from_secs(10),
+        || sink.success_counts().get("dead-1") == Some(&2),
+    );
 }
