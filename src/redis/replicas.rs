@@ -147,7 +147,8 @@ impl Store {
 
     /// After the destination half of a move across slots (written on any connection): a
     /// write to `guard` (a key in the destination's slot, refreshed with `PEXPIRE ttl_ms`) and
-    /// a WAIT on a dedicated connection. `Ok` when waiting is off or enough replicas have
+    /// a WAIT on a dedicated connection; a guard that is gone (no write to wait for) is an
+    /// error too. `Ok` when waiting is off or enough replicas have
     /// it; else an error naming `what`, so the caller keeps the source (the move is retried,
     /// and the entry stays pending until it succeeds).
     ///
@@ -164,11 +165,23 @@ impl Store {
         };
         let client = w.next();
         let args: Vec<Value> = vec![guard.into(), ttl_ms.into()];
-        let _: Value = client
+        let refreshed: Value = client
             .with_options(&once())
             .custom(keyed("PEXPIRE", guard), args)
             .await
             .map_err(|e| self.error(format!("PEXPIRE {guard}"), e))?;
+        if refreshed.as_i64() != Some(1) {
+            // No write, so the WAIT would cover nothing; the guard written with the
+            // destination is gone (a failover lost both?): keep the source, write it again.
+            return Err(StoreError::new(
+                "WAIT",
+                crate::redis::error::RedisErrorKind::Other,
+                format!(
+                    "the guard {guard} of {} is gone (was the destination lost by a failover?); {KEPT}",
+                    what()
+                ),
+            ));
+        }
         let r = self.wait_on(client, guard).await?;
         self.check_destination(r, what, KEPT)
     }
