@@ -242,4 +242,28 @@ fn wait_cluster_publish_and_dlq_move_keep_the_source_until_replicated() {
         Duration::from_secs(10),
         || sink.success_counts().get("dead-1") == Some(&2),
     );
+
+    // A retry while the retry set's replica is frozen: kept pending until replicated, then
+    // retried, forwarded (waited too) and delivered once.
+    sink.script("retry-1", vec![Action::status(500), Action::ok()]);
+    let retry_replica = replica_in(&c, c.port_of(&retry_key(env, &cfg.group))).pid();
+    let counted = moves(&w);
+    send_signal(retry_replica, "STOP");
+    cli_json(&cfg, &["publish", &ty, "{}", "--id", "retry-1"]);
+    let held = try_wait_until(Duration::from_secs(10), || moves(&w) >= counted + 2.0);
+    let pending = c.pending(&stream, &cfg.group);
+    send_signal(retry_replica, "CONT");
+    assert!(
+        held && pending == 1,
+        "retry move not held ({pending} pending)\n{}",
+        w.output()
+    );
+    wait_until("retry-1 delivered", Duration::from_secs(15), || {
+        sink.success_counts().get("retry-1") == Some(&1)
+    });
+    wait_until(
+        "nothing pending or waiting",
+        Duration::from_secs(10),
+        || crate::cluster::cluster_drained(&c, env, &cfg.group, std::slice::from_ref(&stream)),
+    );
 }
