@@ -1,7 +1,8 @@
 //! The markdown of the `cluster` scenario (`crate::cluster`): medians over the repetitions,
 //! per-master shares, and the projection (said to be one).
 
-use crate::cluster::{Run, WaitRun};
+use crate::cluster::Run;
+use crate::clusterwait::WaitRun;
 use crate::util::percentile;
 
 fn median(mut v: Vec<f64>) -> f64 {

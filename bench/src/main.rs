@@ -19,6 +19,8 @@
 
 mod cluster;
 mod clusterrep;
+mod clustertopo;
+mod clusterwait;
 mod orch;
 mod outbox;
 mod outboxrep;
