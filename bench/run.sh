@@ -42,6 +42,17 @@
 #            the default drain_rate (1000/s: about 100 s) and with 100000. Its table goes to
 #            BENCHMARKS.md "Durable outbox" and bench/results/outbox-latest.md; with --quick
 #            (2000 publishes, 10000 drained) only to bench/target/outbox-quick.md.
+#   cluster  opt-in only (`--sections cluster`): 1 Redis node against a 3-master Redis Cluster
+#            on this machine, both started by ew-bench under bench/target/cluster-work (the
+#            cluster like the test harness: --cluster-enabled yes, redis-cli --cluster create).
+#            Drain of --backlog (200000) events over 50 type streams (256-byte data), one
+#            event-worker (blackhole) from its start to the last ack; latency at 2000 events/s
+#            for --latency-secs (20) s to an http route; Redis CPU and commands per node from
+#            INFO before/after, the share per master and the projected scaling; then the cost of
+#            [redis] wait_replicas (a master and one replica, --outbox-events publishes through
+#            the API, wait off and on). Interleaved, --reps times. Its table goes to BENCHMARKS.md
+#            "Redis Cluster" and bench/results/cluster-latest.md; with --quick (50000 events, 5 s,
+#            2000 publishes, 1 repetition) only to bench/target/cluster-quick.md.
 # --base-rev REV builds commit REV too (into /tmp/ew-bench-base) and adds its blackhole and http
 # drains to the drain section as "event-worker @base, ..." rows, interleaved with the others in
 # every repetition: two commits compared in one run (e.g. before and after a refactor); in the
@@ -88,7 +99,7 @@ while [ $# -gt 0 ]; do
     --push-clients) push_clients="$2"; shift 2 ;;
     --push-secs) push_secs="$2"; shift 2 ;;
     --outbox-events) outbox_events="$2"; shift 2 ;;
-    -h|--help) sed -n '2,53p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,64p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -315,6 +326,64 @@ if [ "$run_outbox" = 1 ]; then
     echo "== outbox quick results (not written to BENCHMARKS.md): $oout"
   fi
   cat "$oout"
+  [ -z "$sections" ] && exit 0
+fi
+# The cluster section (opt-in) runs on its own too, after outbox; it starts its own Redis nodes.
+case ",$sections," in *,cluster,*) run_cluster=1 ;; *) run_cluster=0 ;; esac
+sections="$(echo ",$sections," | sed 's/,cluster,/,/g; s/^,//; s/,$//')"
+if [ "$run_cluster" = 1 ]; then
+  command -v redis-cli >/dev/null || { echo "bench/run.sh: the cluster section needs redis-cli (apt-get install redis-tools)" >&2; exit 1; }
+  if [ "$quick" = 1 ]; then cout="$here/target/cluster-quick.md"; else cout="$here/target/cluster.md"; fi
+  cargs=(--reps "$reps")
+  [ "$quick" = 1 ] && cargs+=(--quick)
+  cargs+=(--events "$backlog")
+  [ -n "$latency_secs" ] && cargs+=(--secs "$latency_secs")
+  [ -n "$outbox_events" ] && cargs+=(--publishes "$outbox_events")
+  cwork="$here/target/cluster-work"
+  rm -rf "$cwork"
+  cstart="$(date -u +%Y-%m-%dT%H:%MZ)"
+  busy_note="$(others_busy | wc -l)"
+  "$ewbench" cluster --worker "$worker" --self "$ewbench" --logdir "$work/logs" --workdir "$cwork" \
+    --out "$work/cluster.md" "${cargs[@]}" &
+  orch_pid=$!
+  if ! wait "$orch_pid"; then
+    orch_pid=""
+    echo "bench/run.sh: the cluster run failed; last lines of the process logs:" >&2
+    for f in "$work"/logs/*.log; do [ -s "$f" ] && { echo "--- $f" >&2; tail -5 "$f" >&2; }; done
+    exit 1
+  fi
+  orch_pid=""
+  rm -rf "$cwork"
+  {
+    echo "Run of $cstart: \`$cmdline\`"
+    echo
+    echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr); publisher, worker, sink and every Redis node share it"
+    echo "- $(redis-server --version | cut -d' ' -f1-3) (--save '' --appendonly no, 127.0.0.1); the cluster: 3 masters, no replicas, slots as \`redis-cli --cluster create\` spreads them"
+    echo "- $(rustc --version), release builds; event-worker commit $commit$dirty, default configuration plus env, redis_url, group, api.listen and one route (\`cb.*\`)"
+    echo "- others' build/test processes running at the start: $busy_note$([ "$wait_quiet" = 0 ] && echo ' (run with --no-wait: not waited for)')"
+    echo
+    cat "$work/cluster.md"
+  } > "$cout"
+  if [ "$quick" = 0 ]; then
+    mkdir -p "$here/results"
+    cp "$cout" "$here/results/cluster-latest.md"
+    bm="$root/BENCHMARKS.md"
+    cbegin='<!-- cluster-results:begin (written by bench/run.sh --sections cluster) -->'
+    cend='<!-- cluster-results:end -->'
+    if grep -qF "$cbegin" "$bm"; then
+      awk -v begin="$cbegin" -v end="$cend" -v file="$cout" '
+        $0 == begin { print; while ((getline line < file) > 0) print line; skip = 1; next }
+        $0 == end { skip = 0 }
+        !skip { print }' "$bm" > "$work/bm.new"
+      cp "$work/bm.new" "$bm"
+      echo "== cluster results written to BENCHMARKS.md (Redis Cluster) and bench/results/cluster-latest.md"
+    else
+      echo "== cluster results in bench/results/cluster-latest.md (BENCHMARKS.md has no cluster markers)"
+    fi
+  else
+    echo "== cluster quick results (not written to BENCHMARKS.md): $cout"
+  fi
+  cat "$cout"
   [ -z "$sections" ] && exit 0
 fi
 if [ "$quick" = 1 ]; then out="$here/target/quick.md"; else out="$here/target/results.md"; fi

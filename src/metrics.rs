@@ -36,6 +36,12 @@ pub struct Metrics {
     /// `event_worker_publish_duplicates_total{env,type}`: publishes through the API refused
     /// as repeats of a (type, id) within the dedup window (nothing written).
     pub publish_duplicates_total: IntCounterVec,
+    /// `event_worker_publish_unreplicated_total{env,type}` and
+    /// `event_worker_moves_unreplicated_total{env}`: waited writes (`[redis] wait_replicas`)
+    /// fewer replicas acknowledged than asked within `wait_timeout`.
+    pub publish_unreplicated_total: IntCounterVec,
+    /// See `publish_unreplicated_total`.
+    pub moves_unreplicated_total: IntCounterVec,
     /// `event_worker_retries_forwarded_total{env,group}`: moves from the retry set to redeliver.
     pub retries_forwarded_total: IntCounterVec,
     /// `event_worker_handed_on_total{env,group}`: events read by a consumer without a route
@@ -251,6 +257,18 @@ impl Metrics {
                 "event_worker_publish_duplicates_total",
                 "Publishes refused as repeats of a (type, id) within the dedup window; nothing written.",
                 &["env", "type"],
+            ),
+            publish_unreplicated_total: counter(
+                &r,
+                "event_worker_publish_unreplicated_total",
+                "Publishes through the API written on the master but acknowledged by fewer than redis.wait_replicas replicas within redis.wait_timeout.",
+                &["env", "type"],
+            ),
+            moves_unreplicated_total: counter(
+                &r,
+                "event_worker_moves_unreplicated_total",
+                "Moves across cluster slots whose destination fewer than redis.wait_replicas replicas acknowledged in time; the source was kept and the move tried again.",
+                &["env"],
             ),
             retries_forwarded_total: counter(
                 &r,

@@ -12,8 +12,15 @@
 //!   `[[push.channels]]` rules; `bench/run.sh --sections push`).
 //! - `outbox`: the durable outbox's cost on the publish path and its drain rate
 //!   (`bench/run.sh --sections outbox`; bench/src/outbox.rs).
+//! - `cluster`: 1 Redis node against a 3-master Redis Cluster (drain, latency, Redis CPU per
+//!   master) and the cost of `[redis] wait_replicas` (`bench/run.sh --sections cluster`;
+//!   bench/src/cluster.rs).
 //! - `free-port`: prints a free loopback TCP port.
 
+mod cluster;
+mod clusterrep;
+mod clustertopo;
+mod clusterwait;
 mod orch;
 mod outbox;
 mod outboxrep;
@@ -30,7 +37,9 @@ mod util;
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(cmd) = args.next() else {
-        eprintln!("usage: ew-bench raw|sink|orchestrate|push|outbox|free-port [--key value ...]");
+        eprintln!(
+            "usage: ew-bench raw|sink|orchestrate|push|outbox|cluster|free-port [--key value ...]"
+        );
         std::process::exit(2);
     };
     let opts = match util::Opts::parse(args) {
@@ -47,6 +56,7 @@ fn main() {
         "orchestrate" => orch::main(&opts),
         "push" => push::main(&opts),
         "outbox" => outbox::main(&opts),
+        "cluster" => cluster::main(&opts),
         "free-port" => util::free_port().map(|p| println!("{p}")),
         other => Err(format!("unknown subcommand `{other}`")),
     };

@@ -189,7 +189,7 @@ fn text(v: &Value) -> String {
 }
 
 /// The drain events' `data`: 256 bytes of JSON; `%08d`/`%04d`/`%06d` filled in by the Lua preload.
-fn drain_data_template() -> String {
+pub fn drain_data_template() -> String {
     let head =
         r#"{"bookingId":"b-%08d","userId":"u-%04d","amount":"%06d","currency":"EUR","pad":""#;
     // Length once formatted: each %0Nd becomes N chars.
@@ -202,13 +202,13 @@ fn drain_data_template() -> String {
 }
 
 /// A latency event's `data`: 256 bytes of JSON carrying the publisher's send time.
-fn latency_data(sent_ns: u64, i: u64) -> String {
+pub fn latency_data(sent_ns: u64, i: u64) -> String {
     let head = format!(r#"{{"sent_ns":{sent_ns:019},"bookingId":"b-{i:08}","pad":""#);
     let pad = 256usize.saturating_sub(head.len() + 2);
     format!("{head}{}\"}}", "x".repeat(pad))
 }
 
-const PRELOAD: &str = r#"
+pub const PRELOAD: &str = r#"
 local key, typ, start, n, tmpl = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local last
 for i = start, start + n - 1 do

@@ -27,7 +27,7 @@ use crate::util::{Opts, Proc, free_port, http};
 pub const ENV: &str = "obbench";
 pub const TYPE: &str = "ob.bench";
 pub const CONNS: usize = 8;
-const TOKEN: &str = "outbox-bench-token-0123456789";
+pub const TOKEN: &str = "outbox-bench-token-0123456789";
 
 /// One measured configuration.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -310,7 +310,7 @@ async fn conn(api: u16) -> Result<Sender, String> {
 }
 
 /// `events` publishes from [`CONNS`] connections, each serially; (samples, non-202 answers).
-async fn publish_all(api: u16, tag: &str, events: u64) -> Result<(Vec<Sample>, u64), String> {
+pub async fn publish_all(api: u16, tag: &str, events: u64) -> Result<(Vec<Sample>, u64), String> {
     let t0 = Instant::now();
     let per = events.div_ceil(CONNS as u64);
     let mut tasks = Vec::new();

@@ -260,10 +260,18 @@ async fn publish_one(event: NewEvent, config: Config, json: bool) -> anyhow::Res
     if json {
         println!(
             "{}",
-            serde_json::json!({"entry_id": Some(&published.entry_id).filter(|e| !e.is_empty()), "id": published.id,
-                "stream": published.stream, "duplicate": published.duplicate})
+            publish::with_replication(
+                serde_json::json!({"entry_id": Some(&published.entry_id).filter(|e| !e.is_empty()), "id": published.id,
+                "stream": published.stream, "duplicate": published.duplicate}),
+                &published
+            )
         );
-    } else if published.duplicate {
+        return Ok(());
+    }
+    if let Some(note) = publish::unreplicated_note(&published, &config.redis) {
+        eprintln!("{note}");
+    }
+    if published.duplicate {
         eprintln!(
             "{}",
             publish::duplicate_note(&published, config.publish.dedup_window)

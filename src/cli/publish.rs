@@ -120,6 +120,32 @@ fn read_bounded(input: impl Read, what: &str) -> anyhow::Result<String> {
 }
 
 /// The stderr line of a repeated `publish --id`: what was not written and where the original is.
+/// `answer` plus `"replicas"` and `"replicated"` when the publish waited for replicas.
+pub(super) fn with_replication(mut answer: serde_json::Value, p: &Published) -> serde_json::Value {
+    if let (Some(r), Some(map)) = (p.replication, answer.as_object_mut()) {
+        map.insert("replicas".into(), r.acked.into());
+        map.insert("replicated".into(), r.ok().into());
+    }
+    answer
+}
+
+/// The warning of a publish fewer replicas acknowledged than `[redis] wait_replicas` asks.
+pub(super) fn unreplicated_note(
+    p: &Published,
+    redis: &crate::config::RedisConfig,
+) -> Option<String> {
+    let r = p.replication.filter(|r| !r.ok())?;
+    Some(format!(
+        "warning: {} {} was written on the master, but {} of {} replica(s) acknowledged it within {} \
+         (redis.wait_replicas, redis.wait_timeout); a failover now could lose it",
+        p.stream,
+        p.entry_id,
+        r.acked,
+        r.wanted,
+        format_duration(redis.wait_timeout)
+    ))
+}
+
 pub(super) fn duplicate_note(p: &Published, window: std::time::Duration) -> String {
     let original = match p.entry_id.as_str() {
         "" => "an entry the stream no longer holds".to_string(),

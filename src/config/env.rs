@@ -79,6 +79,8 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (Some("publish"), "dedup_max_ids", Kind::Int),
     (Some("publish"), "batch_max_events", Kind::Int),
     (Some("publish"), "batch_max_bytes", Kind::Int),
+    (Some("redis"), "wait_replicas", Kind::Int),
+    (Some("redis"), "wait_timeout", Kind::Str),
     (Some("push"), "listen", Kind::Str),
     (Some("push"), "group", Kind::Str),
     (Some("push"), "history_max_len", Kind::Int),

@@ -26,6 +26,7 @@ mod parse;
 mod publish;
 mod push;
 mod raw;
+mod replication;
 mod route;
 #[cfg(test)]
 mod tests;
@@ -41,6 +42,7 @@ pub use outbox::OutboxConfig;
 pub use parse::{format_duration, parse_duration};
 pub use publish::PublishConfig;
 pub use push::PushConfig;
+pub use replication::RedisConfig;
 pub use types::{
     BatchConfig, BreakerConfig, Config, HandlerKind, HistoryConfig, ProcessedRecords, RetryConfig,
     RouteConfig,

@@ -52,6 +52,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub publish: super::publish::RawPublish,
     #[serde(default)]
+    pub redis: super::replication::RawRedis,
+    #[serde(default)]
     pub outbox: super::outbox::RawOutbox,
     #[serde(default)]
     pub apps: super::apps::RawApps,

@@ -79,6 +79,8 @@ pub struct Config {
     pub push: super::PushConfig,
     /// `[publish]`: the idempotent publish's id guard and the batch bounds.
     pub publish: super::PublishConfig,
+    /// `[redis]`: the opt-in WAIT for replicas after publishes and moves across slots.
+    pub redis: super::RedisConfig,
     /// `[apps]`: app tokens (JWT grants) and allowed browser origins.
     pub apps: super::AppsConfig,
     /// `[[routes]]`, in file order; the first route whose pattern matches a type serves it.

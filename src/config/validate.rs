@@ -43,6 +43,7 @@ pub(super) fn validate(
     let health = super::health::health(&mut c, &raw.health);
     let push = super::push::push(&mut c, &raw.push);
     let publish = super::publish::publish(&mut c, &raw.publish);
+    let redis = super::replication::redis(&mut c, &raw.redis);
     if push.projects() && push.group == group {
         c.push(format!(
             "push.group: `{group}` is the worker's own group; name another"
@@ -91,6 +92,7 @@ pub(super) fn validate(
         health,
         push,
         publish,
+        redis,
         outbox,
         apps,
         routes,

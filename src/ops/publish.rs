@@ -15,6 +15,7 @@ use crate::model::attributes::{self, FieldKind};
 use crate::model::envelope::{MAX_DATA_BYTES, MAX_FIELDS, field, lookup, truncate};
 use crate::model::keys::{self, Keys};
 use crate::model::time::{now_ms, rfc3339};
+pub use crate::redis::replicas::Replication;
 use crate::redis::store::{Store, StoreError};
 use crate::redis::streams::{Appended, XaddOnce};
 
@@ -88,6 +89,11 @@ pub struct Published {
     /// True when the (type, id) had been published within the dedup window: nothing was
     /// written this time.
     pub duplicate: bool,
+    /// With `[redis] wait_replicas` > 0, how many replicas acknowledged the new entry within
+    /// `wait_timeout` (README "Redis Cluster"); `None` when waiting is off or for a duplicate.
+    /// The entry is on the master either way; fewer than wanted means a failover now could
+    /// lose it.
+    pub replication: Option<Replication>,
 }
 
 /// Validates `event` and XADDs it to `events:<env>:<type>`; an event with its own `id`
@@ -105,7 +111,7 @@ pub async fn publish(
     let fields = fields_of(event)?;
     let (id, event_type) = (fields[0].1.clone(), fields[1].1.clone());
     let stream = keys.stream(&event_type);
-    let appended = if own_id {
+    let (appended, replication) = if own_id {
         let once = XaddOnce {
             stream: &stream,
             guard: &keys.dedup(&event_type),
@@ -114,9 +120,10 @@ pub async fn publish(
             max_ids: guard.dedup_max_ids,
             fields: &fields,
         };
-        store.xadd_once(&once).await?
+        store.xadd_once_waited(&once).await?
     } else {
-        Appended::New(store.xadd(&stream, &fields).await?)
+        let (id, replication) = store.xadd_waited(&stream, &fields).await?;
+        (Appended::New(id), replication)
     };
     let (entry_id, duplicate) = match appended {
         Appended::New(entry_id) => (entry_id, false),
@@ -130,6 +137,7 @@ pub async fn publish(
         id,
         stream,
         duplicate,
+        replication,
     })
 }
 

@@ -1,8 +1,8 @@
 //! The only Redis caller: the connection (`store`), stream commands (`streams`), plain keys
 //! (`keyspace`), the Lua moves loaded once (`moves`; across Redis Cluster slots `moves_split`),
 //! the cluster's slots, topology and slot-grouped reads (`cluster`), its changes and failed nodes (`cluster_watch`), operator reads (`admin`), the DLQ scripts and counts (`dlq`), channel
-//! subscriptions (`pubsub`), the TLS setup (`tls`), the typed error (`error`) and the
-//! record of refused writes (`refusals`).
+//! subscriptions (`pubsub`), the TLS setup (`tls`), the typed error (`error`), the
+//! record of refused writes (`refusals`) and the opt-in WAIT for replicas (`replicas`).
 
 pub(crate) mod admin;
 pub(crate) mod cluster;
@@ -17,6 +17,7 @@ pub(crate) mod pubsub;
 pub(crate) mod push;
 pub(crate) mod push_device;
 pub(crate) mod refusals;
+pub(crate) mod replicas;
 pub(crate) mod store;
 pub(crate) mod streams;
 pub(crate) mod tls;

@@ -129,6 +129,13 @@ impl Store {
             })
             .await?;
         let id = id.as_str().map(|s| s.into_owned());
+        self.wait_for_destination(&guard, GUARD_TTL_MS, || {
+            format!(
+                "the move of {} {} to {}",
+                from.stream, from.entry_id, m.dest
+            )
+        })
+        .await?;
         Ok(if self.ack_source(from, &guard).await? {
             id
         } else {
@@ -160,6 +167,13 @@ impl Store {
         if done.as_i64() == Some(2) {
             self.warn_time_refused();
         }
+        self.wait_for_destination(&guard, GUARD_TTL_MS, || {
+            format!(
+                "the retry of {} {} in {}",
+                from.stream, from.entry_id, m.retry_key
+            )
+        })
+        .await?;
         self.ack_source(from, &guard).await
     }
 
@@ -206,7 +220,8 @@ impl Store {
         }
         // The members added are removed even when another XADD of the batch failed, so only
         // the failed ones (still claimed) wait for their claims to expire.
-        let results = self.xadd_members(redeliver_key, &pairs).await;
+        let client = self.waited_client();
+        let results = self.xadd_members(client, redeliver_key, &pairs).await;
         let mut added: Vec<(String, String)> = Vec::with_capacity(pairs.len());
         let mut failed = None;
         for (pair, r) in pairs.into_iter().zip(results) {
@@ -214,6 +229,16 @@ impl Store {
                 Ok(()) => added.push(pair),
                 Err(e) => failed = failed.or(Some(e)),
             }
+        }
+        if !added.is_empty() {
+            // Waited (`[redis] wait_replicas`): members whose entries no replica has yet stay
+            // claimed, so they are forwarded again after the claim (a duplicate, not a loss).
+            let r = self.wait_on(client, redeliver_key).await;
+            let n = added.len();
+            let what = || format!("the forward of {n} due retries to {redeliver_key}");
+            let kept = "the due retries stay claimed and are forwarded again after the claim \
+                        expires (a duplicate at worst)";
+            r.and_then(|r| self.check_destination(r, what, kept))?;
         }
         let mut done: Vec<Value> = vec![GUARD_TTL_MS.into()];
         done.extend(values(&added));
@@ -227,16 +252,18 @@ impl Store {
     }
 
     /// One XADD to `redeliver_key` per claimed member, in their order, sent as one pipeline
-    /// (one round trip for the batch, to the stream's master). One result per member; when
+    /// on `client` (the waited connection when `[redis] wait_replicas` > 0; one round trip for
+    /// the batch, to the stream's master). One result per member; when
     /// the pipeline as a whole fails (a cut connection), every member counts as failed (its
     /// claim expires and it is forwarded again: at most one duplicate).
     async fn xadd_members(
         &self,
+        client: &fred::clients::Client,
         redeliver_key: &str,
         pairs: &[(String, String)],
     ) -> Vec<Result<(), StoreError>> {
         let op = || format!("XADD {redeliver_key}");
-        let pipeline = self.cmd.pipeline();
+        let pipeline = client.pipeline();
         for (member, _) in pairs {
             let mut xadd: Vec<Value> = vec![redeliver_key.into(), "*".into()];
             xadd.extend(member_fields(member).into_iter().map(Value::from));
@@ -291,6 +318,10 @@ impl Store {
                 format!("dead-letter from {retry_key}")
             })
             .await?;
+        self.wait_for_destination(&guard, GUARD_TTL_MS, || {
+            format!("the dead-lettering of a retry of {retry_key} to {dlq}")
+        })
+        .await?;
         self.call("ZREM", vec![retry_key.into(), member.into()])
             .await?;
         self.delete(&guard).await?;
@@ -317,6 +348,16 @@ impl Store {
         let guarded = self.get_string(&guard).await?;
         let id = match guarded.clone() {
             Some(id) => id,
+            None if self.waits_for_replicas() => {
+                // Waited: a replay no replica has yet keeps its DLQ entry (replay it again).
+                let client = self.waited_client();
+                let id = self.xadd_on(client, redeliver, fields).await?;
+                let r = self.wait_on(client, redeliver).await?;
+                let what = || format!("the replay of {dlq} {dlq_id} to {redeliver}");
+                let kept = "the DLQ entry is kept; replay it again (a duplicate at worst)";
+                self.check_destination(r, what, kept)?;
+                id
+            }
             None => {
                 let mut xadd: Vec<Value> = vec![redeliver.into(), "*".into()];
                 xadd.extend(values(fields));

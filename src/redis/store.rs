@@ -64,6 +64,8 @@ pub struct Store {
     pub(crate) cluster: bool,
     /// The turn of the slot group a clustered read blocks on (round-robin).
     pub(super) block_turn: Arc<std::sync::atomic::AtomicUsize>,
+    /// `[redis] wait_replicas` > 0: the WAIT policy and its connections (`redis::replicas`).
+    pub(crate) waiting: Option<crate::redis::replicas::Waiting>,
 }
 
 use crate::redis::dlq::MOVE_TO_STREAM;
@@ -141,6 +143,14 @@ impl Store {
             });
         }
         keep_last_error(&cmd_client, &url, &last_error);
+        let mut waiters = Vec::new();
+        if config.redis.wait_replicas > 0 {
+            for _ in 0..crate::redis::replicas::WAITERS {
+                let client = builder.build().map_err(|e| err("client", &e))?;
+                init(&client, &url).await?;
+                waiters.push(client);
+            }
+        }
         let node_errors = NodeErrors::default();
         if url.is_cluster() {
             for client in [&cmd_client, &reader] {
@@ -161,6 +171,7 @@ impl Store {
             apply_migration_template: APPLY_MIGRATION,
             cluster: url.is_cluster(),
             block_turn: Arc::default(),
+            waiting: crate::redis::replicas::Waiting::new(&config.redis, waiters),
         };
         store.preload_scripts().await;
         Ok(store)
@@ -232,6 +243,9 @@ impl Store {
 
     /// Closes both connections.
     pub async fn quit(&self) {
+        for client in self.waiting.iter().flat_map(|w| w.clients.iter()) {
+            let _ = client.quit().await;
+        }
         let _ = self.reader.quit().await;
         let _ = self.cmd.quit().await;
     }

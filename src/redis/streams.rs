@@ -7,6 +7,7 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
 use crate::redis::error::{RedisErrorKind, StoreError};
+use crate::redis::replicas::Replication;
 use crate::redis::store::{Entry, PendingEntry, Store, cmd, keyed};
 
 impl Store {
@@ -237,12 +238,25 @@ impl Store {
         self.call("XCLAIM", args).await.map(|_| ())
     }
 
-    /// XADD of `fields` to `stream`; returns the entry id.
+    /// XADD of `fields` to `stream` (sent once), then `WAIT` on the same connection when
+    /// `[redis] wait_replicas` > 0 (`redis::replicas`): the entry id and how many replicas
+    /// have it.
     ///
     /// # Errors
-    /// Redis errors.
-    pub async fn xadd(
+    /// Redis errors (of the XADD, or of the WAIT after it: the entry may then exist).
+    pub async fn xadd_waited(
         &self,
+        stream: &str,
+        fields: &[(String, String)],
+    ) -> Result<(String, Option<Replication>), StoreError> {
+        let client = self.waited_client();
+        let id = self.xadd_on(client, stream, fields).await?;
+        Ok((id, self.wait_on(client, stream).await?))
+    }
+
+    pub(crate) async fn xadd_on(
+        &self,
+        client: &Client,
         stream: &str,
         fields: &[(String, String)],
     ) -> Result<String, StoreError> {
@@ -257,8 +271,7 @@ impl Store {
             max_attempts: Some(1),
             ..Default::default()
         };
-        let reply: Value = self
-            .cmd
+        let reply: Value = client
             .with_options(&once)
             .custom(cmd("XADD"), args)
             .await
@@ -271,12 +284,31 @@ impl Store {
 
     /// XADD of `fields` to `stream` once per event id within the guard's bounds (see
     /// `scripts/publish_once.lua`): the id guard `guard` is checked, added to and trimmed
-    /// atomically with the XADD. Sent once, like [`Store::xadd`]: after a cut the caller
-    /// gets an error and retries with the same id, which the guard makes harmless.
+    /// atomically with the XADD. Sent once: after a cut the caller gets an error and retries
+    /// with the same id, which the guard makes harmless. Then (for a new entry) `WAIT` on the
+    /// same connection when `[redis] wait_replicas` > 0 (`redis::replicas`); a duplicate wrote
+    /// nothing: no WAIT.
     ///
     /// # Errors
-    /// Redis errors; nothing was added then, or the event was added once (a cut reply).
-    pub async fn xadd_once(&self, x: &XaddOnce<'_>) -> Result<Appended, StoreError> {
+    /// Redis errors (of the script, or of the WAIT after it: the entry exists then).
+    pub async fn xadd_once_waited(
+        &self,
+        x: &XaddOnce<'_>,
+    ) -> Result<(Appended, Option<Replication>), StoreError> {
+        let client = self.waited_client();
+        let appended = self.xadd_once_on(client, x).await?;
+        let replication = match appended {
+            Appended::New(_) => self.wait_on(client, x.stream).await?,
+            Appended::Duplicate(_) => None,
+        };
+        Ok((appended, replication))
+    }
+
+    async fn xadd_once_on(
+        &self,
+        client: &Client,
+        x: &XaddOnce<'_>,
+    ) -> Result<Appended, StoreError> {
         let script = &self.publish_once;
         let mut args: Vec<Value> = Vec::with_capacity(7 + x.fields.len() * 2);
         args.push(script.sha1().to_string().into());
@@ -290,7 +322,7 @@ impl Store {
             args.push(k.as_str().into());
             args.push(v.as_str().into());
         }
-        let once = self.cmd.with_options(&Options {
+        let once = client.with_options(&Options {
             max_attempts: Some(1),
             ..Default::default()
         });
@@ -299,7 +331,7 @@ impl Store {
         let slot = super::cluster::slot(x.stream);
         let evalsha = || CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
         let reply: Result<Value, _> = match once.custom(evalsha(), args.clone()).await {
-            Err(e) if e.details().starts_with("NOSCRIPT") => match script.load(&self.cmd).await {
+            Err(e) if e.details().starts_with("NOSCRIPT") => match script.load(client).await {
                 Ok(()) => once.custom(evalsha(), args).await,
                 Err(e) => Err(e),
             },
@@ -323,7 +355,7 @@ impl Store {
     }
 }
 
-/// One event for [`Store::xadd_once`].
+/// One event for [`Store::xadd_once_waited`].
 #[derive(Debug, Clone, Copy)]
 pub struct XaddOnce<'a> {
     /// The type stream.
@@ -340,7 +372,7 @@ pub struct XaddOnce<'a> {
     pub fields: &'a [(String, String)],
 }
 
-/// What [`Store::xadd_once`] did.
+/// What [`Store::xadd_once_waited`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Appended {
     /// Appended as this new entry id.

@@ -101,6 +101,11 @@ pub(crate) async fn run_worker(
     redis_up.set(1);
     start_series(&cfg, &metrics);
     let store = store.recording_refusals(health.refusals.clone());
+    store.count_unreplicated_moves(
+        metrics
+            .moves_unreplicated_total
+            .with_label_values(&[&cfg.env]),
+    );
     health
         .refusals
         .bind(&metrics.redis_refused_writes_total, &cfg.env);

@@ -74,6 +74,7 @@ mod push_util;
 mod redis_errors;
 mod redis_faults;
 mod redis_restart;
+mod replication_wait;
 mod retries_ops;
 mod retry;
 mod retry_moves;

@@ -188,6 +188,10 @@ fn record(worker: &WorkerView, p: &Published, correlation: Option<&str>) {
         .published_total
         .with_label_values(&labels)
         .inc();
+    if p.replication.is_some_and(|r| !r.ok()) {
+        let m = &worker.metrics.publish_unreplicated_total;
+        m.with_label_values(&labels).inc();
+    }
     worker.history.record(Record::new(
         kind::PUBLISHED,
         &p.id,
@@ -197,6 +201,17 @@ fn record(worker: &WorkerView, p: &Published, correlation: Option<&str>) {
         0,
         "via API",
     ));
+}
+
+/// `answer` plus, with `[redis] wait_replicas` > 0 and a new entry, `"replicas"` (how many
+/// acknowledged it within `wait_timeout`) and `"replicated"` (at least `wait_replicas` did).
+/// The answer stays 2xx either way: the entry is on the master.
+fn with_replication(mut answer: serde_json::Value, p: &Published) -> serde_json::Value {
+    if let (Some(r), Some(map)) = (p.replication, answer.as_object_mut()) {
+        map.insert("replicas".into(), r.acked.into());
+        map.insert("replicated".into(), r.ok().into());
+    }
+    answer
 }
 
 /// The entry id of `p` as JSON: null for a duplicate whose original entry is gone.
@@ -236,10 +251,11 @@ pub async fn publish_event(
                 record(&worker, &p, correlation.as_deref());
                 Ok((
                     StatusCode::ACCEPTED,
-                    Json(
+                    Json(with_replication(
                         json!({"entry_id": entry_json(&p), "id": p.id, "stream": p.stream,
                         "duplicate": p.duplicate}),
-                    ),
+                        &p,
+                    )),
                 )
                     .into_response())
             }
@@ -400,8 +416,8 @@ pub async fn publish_batch(
                     Some((Ok(Outcome::Published(p)), correlation)) => {
                         record(&worker, &p, correlation.as_deref());
                         let status = if p.duplicate { "duplicate" } else { "published" };
-                        json!({"id": p.id, "status": status, "entry_id": entry_json(&p),
-                            "stream": p.stream})
+                        with_replication(json!({"id": p.id, "status": status, "entry_id": entry_json(&p),
+                            "stream": p.stream}), &p)
                     }
                     Some((Ok(Outcome::Queued(q)), _)) => {
                         json!({"id": q.id, "status": "queued", "queued": "outbox", "stream": q.stream})

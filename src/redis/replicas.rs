@@ -1,0 +1,219 @@
+//! The opt-in `WAIT` (`[redis] wait_replicas`, README "Redis Cluster", "Replication window"):
+//! after a write whose loss on a failover would lose an event, the writer asks the master how
+//! many replicas have it.
+//!
+//! How the WAIT covers the write: Redis's `WAIT n ms` waits for the writes made **on the
+//! connection that sends it**. A fred `Client` holds one connection per node, and the write
+//! and its WAIT are sent on the same `Client`, one after the other, both routed to the written
+//! key's slot (`ClusterHash::Custom`, so on a cluster to that slot's master; the WAIT is sent
+//! only after the write's reply, so a MOVED the write followed has already updated fred's slot
+//! map). They go through dedicated clients ([`WAITERS`] of them, taken in turn), not the shared
+//! command connection: Redis blocks a connection during a WAIT, and the consume path's commands
+//! must not queue behind it. A write made on another connection (a move's destination
+//! script) is covered by a later write on the waiter's connection in the same slot (the
+//! move's guard is refreshed with `PEXPIRE`): a replica applies a master's writes in order, so
+//! acknowledging the later one acknowledges the earlier.
+//!
+//! The one gap: a connection cut and remade between the write and its WAIT makes the WAIT
+//! cover nothing of the new connection (it answers at once with the connected replicas).
+//! Both are sent once (`max_attempts` 1), so a cut during either is an error instead.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::Value;
+
+use crate::config::RedisConfig;
+use crate::redis::store::{Store, StoreError, keyed};
+
+/// How many dedicated connections (per node) carry waited writes: one WAIT in flight per
+/// connection, so at most this many waited publishes of one process wait at once.
+pub const WAITERS: usize = 4;
+
+/// The WAIT policy of a store and its connections.
+#[derive(Clone)]
+pub(crate) struct Waiting {
+    /// `redis.wait_replicas` (at least 1 here).
+    pub replicas: u32,
+    /// `redis.wait_timeout`.
+    pub timeout: Duration,
+    /// The dedicated clients (see the module docs).
+    pub clients: Arc<Vec<Client>>,
+    /// The next client's turn.
+    pub turn: Arc<AtomicUsize>,
+    /// `event_worker_moves_unreplicated_total{env}` once a worker binds it.
+    pub unreplicated_moves: Arc<OnceLock<prometheus::IntCounter>>,
+}
+
+/// How many replicas acknowledged a waited write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// Replicas that acknowledged it within `wait_timeout` (WAIT's answer).
+    pub acked: u32,
+    /// `redis.wait_replicas`.
+    pub wanted: u32,
+}
+
+impl Replication {
+    /// Whether at least `wanted` replicas acknowledged the write.
+    pub fn ok(&self) -> bool {
+        self.acked >= self.wanted
+    }
+}
+
+impl Waiting {
+    /// The policy of `config`, or `None` when `wait_replicas` is 0; `clients` are built by
+    /// the caller (the store's builder) and connected.
+    pub fn new(config: &RedisConfig, clients: Vec<Client>) -> Option<Waiting> {
+        (config.wait_replicas > 0 && !clients.is_empty()).then(|| Waiting {
+            replicas: config.wait_replicas,
+            timeout: config.wait_timeout,
+            clients: Arc::new(clients),
+            turn: Arc::default(),
+            unreplicated_moves: Arc::default(),
+        })
+    }
+
+    /// The next dedicated client.
+    fn next(&self) -> &Client {
+        let i = self.turn.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        &self.clients[i]
+    }
+}
+
+/// Sent once: a WAIT (or a waited write) replayed on another connection would cover nothing.
+fn once() -> Options {
+    Options {
+        max_attempts: Some(1),
+        ..Default::default()
+    }
+}
+
+/// What happens after an unreplicated move half: the source stays.
+pub(crate) const KEPT: &str = "the source is kept and the move is tried again";
+
+impl Store {
+    /// The client a write that will be waited for goes through: a dedicated one when
+    /// `wait_replicas` > 0, else the command connection.
+    pub(crate) fn waited_client(&self) -> &Client {
+        match &self.waiting {
+            Some(w) => w.next(),
+            None => &self.cmd,
+        }
+    }
+
+    /// Whether writes are waited for (`redis.wait_replicas` > 0).
+    pub fn waits_for_replicas(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Counts unreplicated move halves in `counter` (a worker binds its metric once; clones
+    /// of this store share it).
+    pub fn count_unreplicated_moves(&self, counter: prometheus::IntCounter) {
+        if let Some(w) = &self.waiting {
+            let _ = w.unreplicated_moves.set(counter);
+        }
+    }
+
+    /// `WAIT replicas timeout` on `client`'s connection to `key`'s master (the client the
+    /// write went through); `None` when waiting is off.
+    ///
+    /// # Errors
+    /// Redis errors (a cut connection included: nothing is known about the write then).
+    pub(crate) async fn wait_on(
+        &self,
+        client: &Client,
+        key: &str,
+    ) -> Result<Option<Replication>, StoreError> {
+        let Some(w) = &self.waiting else {
+            return Ok(None);
+        };
+        let args: Vec<Value> = vec![
+            (w.replicas as i64).into(),
+            (w.timeout.as_millis().max(1) as i64).into(),
+        ];
+        let reply: Value = client
+            .with_options(&once())
+            .custom(keyed("WAIT", key), args)
+            .await
+            .map_err(|e| self.error(format!("WAIT after a write to {key}"), e))?;
+        Ok(Some(Replication {
+            acked: reply.as_i64().unwrap_or(0).max(0) as u32,
+            wanted: w.replicas,
+        }))
+    }
+
+    /// After the destination half of a move across slots (written on any connection): a
+    /// write to `guard` (a key in the destination's slot, refreshed with `PEXPIRE ttl_ms`) and
+    /// a WAIT on a dedicated connection; a guard that is gone (no write to wait for) is an
+    /// error too. `Ok` when waiting is off or enough replicas have
+    /// it; else an error naming `what`, so the caller keeps the source (the move is retried,
+    /// and the entry stays pending until it succeeds).
+    ///
+    /// # Errors
+    /// Not replicated within `wait_timeout`, or a Redis error.
+    pub(crate) async fn wait_for_destination(
+        &self,
+        guard: &str,
+        ttl_ms: i64,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), StoreError> {
+        let Some(w) = &self.waiting else {
+            return Ok(());
+        };
+        let client = w.next();
+        let args: Vec<Value> = vec![guard.into(), ttl_ms.into()];
+        let refreshed: Value = client
+            .with_options(&once())
+            .custom(keyed("PEXPIRE", guard), args)
+            .await
+            .map_err(|e| self.error(format!("PEXPIRE {guard}"), e))?;
+        if refreshed.as_i64() != Some(1) {
+            // No write, so the WAIT would cover nothing; the guard written with the
+            // destination is gone (a failover lost both?): keep the source, write it again.
+            return Err(StoreError::new(
+                "WAIT",
+                crate::redis::error::RedisErrorKind::Other,
+                format!(
+                    "the guard {guard} of {} is gone (was the destination lost by a failover?); {KEPT}",
+                    what()
+                ),
+            ));
+        }
+        let r = self.wait_on(client, guard).await?;
+        self.check_destination(r, what, KEPT)
+    }
+
+    /// `Ok` when `r` is replicated (or waiting is off); else counts it and names `what`.
+    pub(crate) fn check_destination(
+        &self,
+        r: Option<Replication>,
+        what: impl FnOnce() -> String,
+        then: &str,
+    ) -> Result<(), StoreError> {
+        let (Some(r), Some(w)) = (r, &self.waiting) else {
+            return Ok(());
+        };
+        if r.ok() {
+            return Ok(());
+        }
+        if let Some(c) = w.unreplicated_moves.get() {
+            c.inc();
+        }
+        Err(StoreError::new(
+            "WAIT",
+            crate::redis::error::RedisErrorKind::Other,
+            format!(
+                "{} was written, but {} of {} replica(s) acknowledged it within {:?} \
+                 (redis.wait_replicas, redis.wait_timeout); {}",
+                what(),
+                r.acked,
+                r.wanted,
+                w.timeout,
+                then
+            ),
+        ))
+    }
+}
