@@ -54,6 +54,10 @@ pub enum Kind {
     EwBlackholePrev,
     /// Diagnostic: blackhole with `prefetch = 512` (twice the default at `concurrency = 64`).
     EwBlackholePrefetch512,
+    /// Diagnostic: blackhole with `worker_threads = 1` (one runtime thread, not one per core).
+    EwBlackhole1Thread,
+    /// Diagnostic: http to the local sink with `worker_threads = 1`.
+    EwHttp1Thread,
     /// The `--base-worker` binary (an earlier commit, `--base-rev`): blackhole, or http to the
     /// local sink. Measured in the same run, interleaved, to compare two commits.
     EwBase { http: bool },
@@ -93,6 +97,12 @@ impl Kind {
             Kind::EwBlackholePrev => {
                 "diagnostic: event-worker, blackhole, prefetch=64, history.processed=per_event (the previous defaults)".into()
             }
+            Kind::EwBlackhole1Thread => {
+                "diagnostic: event-worker, blackhole, worker_threads=1".into()
+            }
+            Kind::EwHttp1Thread => {
+                "diagnostic: event-worker, http to local sink, worker_threads=1".into()
+            }
             Kind::EwBase { http: false } => "event-worker @base, blackhole".into(),
             Kind::EwBase { http: true } => "event-worker @base, http to local sink".into(),
             Kind::RawNext => "raw loop, 1 conn (batch XACK pipelined with the next read)".into(),
@@ -104,7 +114,11 @@ impl Kind {
     pub fn uses_sink(self) -> bool {
         matches!(
             self,
-            Kind::EwHttp | Kind::EwHttpBatch | Kind::EwBase { http: true } | Kind::Relay
+            Kind::EwHttp
+                | Kind::EwHttpBatch
+                | Kind::EwHttp1Thread
+                | Kind::EwBase { http: true }
+                | Kind::Relay
         )
     }
     pub fn is_ew(self) -> bool {
@@ -471,12 +485,15 @@ impl Bench {
             | Kind::EwBlackholePerEvent
             | Kind::EwBlackholePrev
             | Kind::EwBlackholePrefetch512
+            | Kind::EwBlackhole1Thread
+            | Kind::EwHttp1Thread
             | Kind::EwBase { .. } => {
                 let extra = match kind {
                     Kind::EwBlackholeBlock10 => "read_block = \"10ms\"",
                     Kind::EwBlackholePerEvent => "[history]\nprocessed = \"per_event\"",
                     Kind::EwBlackholePrev => "prefetch = 64\n[history]\nprocessed = \"per_event\"",
                     Kind::EwBlackholePrefetch512 => "prefetch = 512",
+                    Kind::EwBlackhole1Thread | Kind::EwHttp1Thread => "worker_threads = 1",
                     _ => "",
                 };
                 for i in 0..procs {
@@ -1118,6 +1135,8 @@ async fn run(opts: &Opts) -> Result<(), String> {
         Kind::EwBlackholePrev,
         Kind::Relay,
         Kind::EwBlackholePrefetch512,
+        Kind::EwBlackhole1Thread,
+        Kind::EwHttp1Thread,
     ];
     if sections.iter().any(|s| s == "bullmq") {
         drain_kinds.push(Kind::BullMq);

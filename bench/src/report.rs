@@ -95,7 +95,11 @@ fn ratio_per_rep(samples: &[Sample], section: &str, a: &str, b: &str) -> f64 {
     let bs = of(samples, section, b);
     let v: Vec<f64> = of(samples, section, a)
         .iter()
-        .filter_map(|s| bs.iter().find(|r| r.rep == s.rep).map(|r| s.rate() / r.rate()))
+        .filter_map(|s| {
+            bs.iter()
+                .find(|r| r.rep == s.rep)
+                .map(|r| s.rate() / r.rate())
+        })
         .collect();
     median(v)
 }
@@ -448,7 +452,11 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
                     o,
                     "| {}{} | {label} | {:.0} | {:.2} | {p99:.2} | {} | {lo:.2}–{hi:.2} | {:.2} | {:.2} | {:.3} |",
                     r,
-                    if r == 1_000 || r == 10_000 { "" } else { " (half the relay's drain rate)" },
+                    if r == 1_000 || r == 10_000 {
+                        ""
+                    } else {
+                        " (half the relay's drain rate)"
+                    },
                     med(&ss, |s| s.achieved_rate),
                     med(&ss, ms("p50_us")),
                     match p99 / p99_of(r, &reference) {

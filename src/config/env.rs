@@ -32,6 +32,7 @@ const ENV_KEYS: &[(Option<&str>, &str, Kind)] = &[
     (None, "consumer", Kind::Str),
     (None, "concurrency", Kind::Int),
     (None, "prefetch", Kind::Int),
+    (None, "worker_threads", Kind::Int),
     (None, "visibility_timeout", Kind::Str),
     (None, "max_deliveries", Kind::Int),
     (None, "shutdown_timeout", Kind::Str),

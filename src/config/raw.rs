@@ -24,6 +24,7 @@ pub(super) struct RawConfig {
     pub consumer: Option<String>,
     pub concurrency: Option<i64>,
     pub prefetch: Option<i64>,
+    pub worker_threads: Option<i64>,
     pub visibility_timeout: Option<String>,
     pub max_deliveries: Option<i64>,
     pub shutdown_timeout: Option<String>,

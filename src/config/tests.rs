@@ -488,3 +488,19 @@ fn history_processed_and_prefetch_have_defaults_overrides_and_checks() {
          (one record per success)"
     );
 }
+
+#[test]
+fn worker_threads_defaults_to_one_per_core_and_is_bounded() {
+    assert_eq!(load(MINIMAL, &[]).unwrap().worker_threads, 0);
+    let c = load(&format!("worker_threads = 1\n{MINIMAL}"), &[]).unwrap();
+    assert_eq!(c.worker_threads, 1);
+    let c = load(MINIMAL, &[("EVENTS_WORKER_THREADS", "4")]).unwrap();
+    assert_eq!(c.worker_threads, 4);
+    let e = load(&format!("worker_threads = 300\n{MINIMAL}"), &[])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "invalid configuration: worker_threads: 300 is out of range (0..=256)"
+    );
+}

@@ -31,6 +31,10 @@ pub struct Config {
     /// Entries held per instance, in flight plus read and waiting for a handler slot
     /// (default 4 x `concurrency`, at least `concurrency`).
     pub prefetch: usize,
+    /// Threads of the daemon's async runtime (`event-worker run` and the other commands);
+    /// 0, the default, is one per CPU core the process may use. Not used by an embedding
+    /// application, whose runtime runs the worker.
+    pub worker_threads: usize,
     /// Entries pending this long are reclaimed by another consumer (default 60 s).
     pub visibility_timeout: Duration,
     /// Deliveries after which an entry goes to the DLQ without running the handler (default 10).

@@ -72,6 +72,7 @@ pub(super) fn validate(
         consumer,
         concurrency: t.concurrency,
         prefetch: t.prefetch,
+        worker_threads: t.worker_threads,
         visibility_timeout: t.visibility_timeout,
         max_deliveries: t.max_deliveries,
         shutdown_timeout: t.shutdown_timeout,
@@ -103,6 +104,7 @@ pub(super) fn validate(
 struct Timings {
     concurrency: usize,
     prefetch: usize,
+    worker_threads: usize,
     visibility_timeout: Duration,
     max_deliveries: u64,
     shutdown_timeout: Duration,
@@ -117,6 +119,7 @@ struct Timings {
 fn timings(c: &mut Checker, raw: &RawConfig) -> Timings {
     let concurrency = c.int("concurrency", raw.concurrency, d::CONCURRENCY) as usize;
     let prefetch = prefetch(c, raw.prefetch, concurrency);
+    let worker_threads = c.int("worker_threads", raw.worker_threads, d::WORKER_THREADS) as usize;
     let visibility_timeout = c.duration(
         "visibility_timeout",
         raw.visibility_timeout.as_deref(),
@@ -153,6 +156,7 @@ fn timings(c: &mut Checker, raw: &RawConfig) -> Timings {
     Timings {
         concurrency,
         prefetch,
+        worker_threads,
         visibility_timeout,
         max_deliveries,
         shutdown_timeout,

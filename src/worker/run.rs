@@ -183,7 +183,9 @@ async fn listen(
             source,
         })?;
     life.spawn(Stage::Http, api_task);
-    info!(listen = %bound, env = %cfg.env, group = %cfg.group, consumer = %cfg.consumer, redis = %cfg.redis_url, "event-worker starting");
+    // The runtime's worker threads (`worker_threads`; an embedding application's own).
+    let runtime_threads = tokio::runtime::Handle::current().metrics().num_workers();
+    info!(listen = %bound, env = %cfg.env, group = %cfg.group, consumer = %cfg.consumer, redis = %cfg.redis_url, runtime_threads, "event-worker starting");
     for w in &cfg.warnings {
         warn!("{w}");
     }

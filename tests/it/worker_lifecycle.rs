@@ -391,3 +391,36 @@ fn t12_consumer_name_hygiene() {
     let rep = s.check(&CheckOpts::default());
     rep.assert_ok("T12", 5 * 4 * 5, "");
 }
+
+/// The `runtime_threads` of the daemon's "event-worker starting" log line.
+fn runtime_threads(logs: &str) -> Option<usize> {
+    let line = logs.lines().find(|l| l.contains("event-worker starting"))?;
+    let at = line.find("runtime_threads")? + "runtime_threads".len();
+    let digits: String = line[at..]
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn worker_threads_sets_the_daemons_runtime_threads() {
+    let mut s = Scenario::new("wthreads")
+        .types(&[TY])
+        .config(|c| c.top_level.push_str("worker_threads = 1\n"))
+        .start();
+    assert!(s.publish("wt-1"));
+    s.conserve(Duration::from_secs(15));
+    assert_eq!(runtime_threads(&s.w().logs()), Some(1), "{}", s.w().logs());
+    let mut s = Scenario::new("wthreads-env")
+        .types(&[TY])
+        .config(|c| {
+            c.env_vars
+                .push(("EVENTS_WORKER_THREADS".into(), "3".into()))
+        })
+        .start();
+    assert!(s.publish("wt-2"));
+    s.conserve(Duration::from_secs(15));
+    assert_eq!(runtime_threads(&s.w().logs()), Some(3), "{}", s.w().logs());
+}
