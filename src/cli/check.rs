@@ -18,6 +18,10 @@ pub async fn check(config: Config, json: bool) -> anyhow::Result<()> {
     let keys = Keys::new(&config.env);
     let policy = store.maxmemory_policy().await;
     let streams = streams_to_consume(&store, &keys, &config).await;
+    let replicas = match config.redis.wait_replicas {
+        0 => Vec::new(),
+        _ => store.replicas_per_master().await,
+    };
     let cluster = match store.is_cluster() {
         true => Some(ClusterView::read(&store).await),
         false => None,
@@ -38,6 +42,10 @@ pub async fn check(config: Config, json: bool) -> anyhow::Result<()> {
             .map(|p| format!("{p}; `run` will refuse to start")),
     );
     warnings.extend(memory_policy_warning(policy.as_deref()));
+    warnings.extend(crate::redis::replicas::wait_replicas_warning(
+        &config.redis,
+        &replicas,
+    ));
     if let Some(c) = &cluster {
         warnings.extend(crate::redis::cluster::health_reason(&c.facts).map(|(_, m)| m));
     }

@@ -217,3 +217,82 @@ impl Store {
         ))
     }
 }
+
+impl Store {
+    /// The replicas each master has now, by `host:port` (on a cluster from `CLUSTER SLOTS`; on
+    /// a single node its `INFO replication` `connected_slaves`, under the name `this node`).
+    /// Empty when Redis does not say.
+    pub async fn replicas_per_master(&self) -> Vec<(String, usize)> {
+        if self.is_cluster() {
+            return self
+                .topology()
+                .await
+                .map(|t| {
+                    t.masters
+                        .into_iter()
+                        .map(|m| (m.addr, m.replicas.len()))
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+        let Ok(reply) = self.call("INFO", vec!["replication".into()]).await else {
+            return Vec::new();
+        };
+        let info = crate::redis::store::text(&reply).unwrap_or_default();
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
+            .and_then(|n| n.parse().ok())
+            .map(|n| vec![("this node".to_string(), n)])
+            .unwrap_or_default()
+    }
+}
+
+/// The warning `check` gives when `redis.wait_replicas` asks more replicas than a master has:
+/// every waited write to it waits `redis.wait_timeout` and counts as not replicated.
+pub fn wait_replicas_warning(config: &RedisConfig, masters: &[(String, usize)]) -> Option<String> {
+    let wanted = config.wait_replicas as usize;
+    let short: Vec<String> = masters
+        .iter()
+        .filter(|(_, n)| *n < wanted)
+        .map(|(addr, n)| format!("{addr} has {n}"))
+        .collect();
+    if wanted == 0 || short.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "redis.wait_replicas = {wanted}, but fewer replicas are connected ({}): every publish \
+         there waits redis.wait_timeout ({}) and answers \"replicated\": false, and moves across \
+         slots are retried until a replica has them; add replicas or lower redis.wait_replicas",
+        short.join(", "),
+        crate::config::format_duration(config.wait_timeout)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_warns_about_masters_short_of_the_asked_replicas() {
+        let config = RedisConfig {
+            wait_replicas: 1,
+            wait_timeout: Duration::from_millis(100),
+        };
+        let masters = [("a:1".to_string(), 1), ("b:2".to_string(), 0)];
+        assert_eq!(
+            wait_replicas_warning(&config, &masters).as_deref(),
+            Some(
+                "redis.wait_replicas = 1, but fewer replicas are connected (b:2 has 0): every \
+                 publish there waits redis.wait_timeout (100ms) and answers \"replicated\": \
+                 false, and moves across slots are retried until a replica has them; add \
+                 replicas or lower redis.wait_replicas"
+            )
+        );
+        assert_eq!(wait_replicas_warning(&config, &masters[..1]), None);
+        let off = RedisConfig {
+            wait_replicas: 0,
+            ..config
+        };
+        assert_eq!(wait_replicas_warning(&off, &masters), None);
+    }
+}

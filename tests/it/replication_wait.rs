@@ -72,10 +72,25 @@ fn wait_publish_single_node_answers_replication() {
     // The event is on the master all the same.
     assert_eq!(s.redis.xlen(&stream_key(&s.env, ty)), 1);
 
+    // `check` says the asked replicas are missing, and stops saying so once one is there.
+    let warning = "warning: redis.wait_replicas = 1, but fewer replicas are connected (this \
+                   node has 0): every publish there waits redis.wait_timeout (100ms) and \
+                   answers \"replicated\": false, and moves across slots are retried until a \
+                   replica has them; add replicas or lower redis.wait_replicas";
+    let out = cli(&s.cfg, &["check"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.lines().any(|l| l == warning), "{}", out.stdout);
+
     let replica = replica_of(s.redis.port);
     wait_until("replica online", Duration::from_secs(10), || {
         online_replicas(&s.redis, 1)
     });
+    let out = cli(&s.cfg, &["check"]);
+    assert!(
+        !out.stdout.contains("redis.wait_replicas"),
+        "{}",
+        out.stdout
+    );
     let (status, body, _) = post(&api, ty, "r-1");
     assert_eq!(status, 202, "{body}");
     assert_eq!(
