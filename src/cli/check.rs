@@ -18,13 +18,24 @@ pub async fn check(config: Config, json: bool) -> anyhow::Result<()> {
     let keys = Keys::new(&config.env);
     let policy = store.maxmemory_policy().await;
     let streams = streams_to_consume(&store, &keys, &config).await;
-    let replicas = match config.redis.wait_replicas {
-        0 => Vec::new(),
-        _ => store.replicas_per_master().await,
-    };
     let cluster = match store.is_cluster() {
         true => Some(ClusterView::read(&store).await),
         false => None,
+    };
+    // The replicas of each master, for the `redis.wait_replicas` warning.
+    let replicas: Vec<(String, usize)> = match (config.redis.wait_replicas, &cluster) {
+        (0, _) => Vec::new(),
+        (_, Some(c)) => c
+            .topology
+            .masters
+            .iter()
+            .map(|m| (m.addr.clone(), m.replicas.len()))
+            .collect(),
+        (_, None) => store
+            .connected_replicas()
+            .await
+            .map(|n| vec![("this node".to_string(), n)])
+            .unwrap_or_default(),
     };
     let unconsumed = match &streams {
         Ok(s) => unconsumed_streams(&store, &keys, s).await,

@@ -219,31 +219,15 @@ impl Store {
 }
 
 impl Store {
-    /// The replicas each master has now, by `host:port` (on a cluster from `CLUSTER SLOTS`; on
-    /// a single node its `INFO replication` `connected_slaves`, under the name `this node`).
-    /// Empty when Redis does not say.
-    pub async fn replicas_per_master(&self) -> Vec<(String, usize)> {
-        if self.is_cluster() {
-            return self
-                .topology()
-                .await
-                .map(|t| {
-                    t.masters
-                        .into_iter()
-                        .map(|m| (m.addr, m.replicas.len()))
-                        .collect()
-                })
-                .unwrap_or_default();
-        }
-        let Ok(reply) = self.call("INFO", vec!["replication".into()]).await else {
-            return Vec::new();
-        };
-        let info = crate::redis::store::text(&reply).unwrap_or_default();
-        info.lines()
+    /// The replicas connected to this (single) node, from `INFO replication`
+    /// (`connected_slaves`); `None` when Redis does not say. On a cluster the topology has
+    /// them per master (`CLUSTER SLOTS`).
+    pub async fn connected_replicas(&self) -> Option<usize> {
+        let reply = self.call("INFO", vec!["replication".into()]).await.ok()?;
+        crate::redis::store::text(&reply)?
+            .lines()
             .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
             .and_then(|n| n.parse().ok())
-            .map(|n| vec![("this node".to_string(), n)])
-            .unwrap_or_default()
     }
 }
 
