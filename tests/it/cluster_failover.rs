@@ -257,15 +257,7 @@ impl Producer {
             let Ok(reply) = conn.cmd(&["CLUSTER", "SLOTS"]) else {
                 continue;
             };
-            let map: Vec<(u32, u32, u16)> = reply
-                .items()
-                .iter()
-                .filter_map(|range| {
-                    let r = range.items();
-                    let port = r.get(2)?.items().get(1)?.as_int()? as u16;
-                    Some((r[0].as_int()? as u32, r[1].as_int()? as u32, port))
-                })
-                .collect();
+            let map = crate::util::cluster::slot_ranges(&reply);
             if !map.is_empty() {
                 self.map = map;
                 return;

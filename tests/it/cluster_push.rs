@@ -6,19 +6,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::push_resume::connect;
-use crate::push_util::Ev;
+use crate::push_util::{Ev, Ws, ws_next, ws_subscribe};
 use crate::util::cluster::Cluster;
 use crate::util::{Route, WorkerConfig, WorkerProcess, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The history stream of `channel`.
 fn history(env: &str, channel: &str) -> String {
@@ -110,32 +107,6 @@ fn resumed(chans: &[String], missed: u64) -> Value {
         .map(|c| (c.clone(), json!({"recovered": true, "missed": missed})))
         .collect();
     Value::Object(per)
-}
-
-/// Opens a WebSocket and subscribes; returns it and the resume frame.
-async fn ws_subscribe(addr: &str, chans: &[String], since: Option<&str>) -> (Ws, Value) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/events/ws"))
-        .await
-        .unwrap();
-    let mut sub = json!({"type": "subscribe", "channels": chans});
-    if let Some(s) = since {
-        sub["since"] = s.into();
-    }
-    ws.send(Message::text(sub.to_string())).await.unwrap();
-    let first = ws_next(&mut ws).await;
-    (ws, first)
-}
-
-/// The next JSON text frame (pings skipped).
-async fn ws_next(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next()).await;
-        match m {
-            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(t.as_str()).unwrap(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
 }
 
 /// `n` WebSocket messages as (channel, event id), and the last frame's `id`.

@@ -5,46 +5,17 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::push_resume::connect;
-use crate::push_util::{channel_ids, publish, push_config, start, xadd_booking};
+use crate::push_util::{
+    channel_ids, publish, push_config, start, ws_next, ws_subscribe, xadd_booking,
+};
 use crate::util::{RedisServer, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Opens a WebSocket and subscribes; returns it and the resume frame.
-async fn ws_subscribe(addr: &str, channels: &[&str], since: Option<&str>) -> (Ws, Value) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/events/ws"))
-        .await
-        .unwrap();
-    let mut sub = json!({"type": "subscribe", "channels": channels});
-    if let Some(s) = since {
-        sub["since"] = s.into();
-    }
-    ws.send(Message::text(sub.to_string())).await.unwrap();
-    let first = ws_next(&mut ws).await;
-    (ws, first)
-}
-
-/// The next JSON text frame (pings skipped).
-async fn ws_next(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = m {
-            return serde_json::from_str(t.as_str()).unwrap();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t83_push_websocket_subscribes_two_channels_and_resumes_with_since() {

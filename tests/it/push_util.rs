@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
 use crate::util::{RedisServer, Route, WorkerConfig, WorkerProcess};
 
 /// The `[push]` section of the tests: `user:{data.user}` for `booking.*`, heartbeat 1 s,
@@ -256,6 +260,44 @@ impl Sse {
             buf: String::new(),
             comments: 0,
             retry: None,
+        }
+    }
+}
+
+/// A test's WebSocket client connection.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How long a WebSocket test waits for the next frame.
+const WS_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens a WebSocket and subscribes; returns it and the resume frame.
+pub async fn ws_subscribe<S: AsRef<str>>(
+    addr: &str,
+    channels: &[S],
+    since: Option<&str>,
+) -> (Ws, Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/events/ws"))
+        .await
+        .unwrap();
+    let channels: Vec<&str> = channels.iter().map(AsRef::as_ref).collect();
+    let mut sub = json!({"type": "subscribe", "channels": channels});
+    if let Some(s) = since {
+        sub["since"] = s.into();
+    }
+    ws.send(Message::text(sub.to_string())).await.unwrap();
+    let first = ws_next(&mut ws).await;
+    (ws, first)
+}
+
+/// The next JSON text frame (pings skipped).
+pub async fn ws_next(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(WS_WAIT, ws.next()).await;
+        match m {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            other => panic!("expected a text frame, got {other:?}"),
         }
     }
 }

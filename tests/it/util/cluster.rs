@@ -138,17 +138,10 @@ impl Cluster {
         let Some(node) = self.nodes.iter().find(|n| n.try_cmd(&["PING"]).is_ok()) else {
             return Vec::new();
         };
-        let mut out: Vec<(u32, u32, u16)> = node
+        let mut out = node
             .try_cmd(&["CLUSTER", "SLOTS"])
-            .map(|v| v.items())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|range| {
-                let r = range.items();
-                let port = r.get(2)?.items().get(1)?.as_int()? as u16;
-                Some((r[0].as_int()? as u32, r[1].as_int()? as u32, port))
-            })
-            .collect();
+            .map(|v| slot_ranges(&v))
+            .unwrap_or_default();
         out.sort();
         out
     }
@@ -349,4 +342,17 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// `CLUSTER SLOTS` as (first slot, last slot, master port), in reply order.
+pub fn slot_ranges(reply: &Value) -> Vec<(u32, u32, u16)> {
+    reply
+        .items()
+        .iter()
+        .filter_map(|range| {
+            let r = range.items();
+            let port = r.get(2)?.items().get(1)?.as_int()? as u16;
+            Some((r[0].as_int()? as u32, r[1].as_int()? as u32, port))
+        })
+        .collect()
 }
