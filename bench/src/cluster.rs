@@ -221,20 +221,16 @@ async fn drain(ctx: &Ctx, topo: &Topo, events: u64, types: u64, rep: u64) -> Res
         secs,
         events: per * types,
         worker_cpu_s,
-        node_cpu_s: delta_f(&before.cpu_s, &after.cpu_s),
-        node_cmds: after
-            .cmds
-            .iter()
-            .zip(&before.cmds)
-            .map(|(a, b)| a - b)
-            .collect(),
+        node_cpu_s: delta(&before.cpu_s, &after.cpu_s),
+        node_cmds: delta(&before.cmds, &after.cmds),
         node_events,
         lat: None,
     })
 }
 
-fn delta_f(a: &[f64], b: &[f64]) -> Vec<f64> {
-    b.iter().zip(a).map(|(b, a)| b - a).collect()
+/// Per node, `after - before` (CPU seconds or command counts).
+fn delta<T: Copy + std::ops::Sub<Output = T>>(before: &[T], after: &[T]) -> Vec<T> {
+    after.iter().zip(before).map(|(&a, &b)| a - b).collect()
 }
 
 fn start_sink(ctx: &Ctx) -> Result<(Proc, u16), String> {
@@ -333,13 +329,8 @@ async fn latency(
         secs: secs_run,
         events: total,
         worker_cpu_s,
-        node_cpu_s: delta_f(&before.cpu_s, &after.cpu_s),
-        node_cmds: after
-            .cmds
-            .iter()
-            .zip(&before.cmds)
-            .map(|(a, b)| a - b)
-            .collect(),
+        node_cpu_s: delta(&before.cpu_s, &after.cpu_s),
+        node_cmds: delta(&before.cmds, &after.cmds),
         node_events,
         lat: Some((g("p50_us"), g("p99_us"), g("max_us"), g("n"))),
     })

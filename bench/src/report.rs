@@ -76,17 +76,7 @@ fn ratio_to_raw(samples: &[Sample], section: &str, label: &str) -> f64 {
 /// Median over repetitions of (sample rate / the reference's rate in the same repetition and
 /// section): the reference is the pipelined batch-ack raw loop ([`Kind::RawNext`]).
 fn ratio_to_ref(samples: &[Sample], section: &str, label: &str) -> f64 {
-    let reference = Kind::RawNext.label();
-    let v: Vec<f64> = of(samples, section, label)
-        .iter()
-        .filter_map(|s| {
-            of(samples, section, &reference)
-                .into_iter()
-                .find(|r| r.rep == s.rep)
-                .map(|r| s.rate() / r.rate())
-        })
-        .collect();
-    median(v)
+    ratio_per_rep(samples, section, label, &Kind::RawNext.label())
 }
 
 /// The median over repetitions of `a`'s drain rate over `b`'s in the same repetition (NaN
@@ -215,41 +205,26 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
         let relay = Kind::Relay.label();
         let rs = of(samples, "drain", &relay);
         if !hs.is_empty() && !rs.is_empty() {
-            let v: Vec<f64> = hs
-                .iter()
-                .filter_map(|h| {
-                    rs.iter()
-                        .find(|r| r.rep == h.rep)
-                        .map(|r| h.rate() / r.rate())
-                })
-                .collect();
             let _ = writeln!(
                 o,
                 "The http route drained {:.2}x the raw HTTP relay's rate (median of the per-repetition ratios) at {:.2} µs of worker CPU per event; the relay used {:.2} µs of its own CPU per event (one thread), its sink {:.2} µs.",
-                median(v),
+                ratio_per_rep(samples, "drain", &http, &relay),
                 med(&hs, |s| s.per_event(s.cpu_s) * 1e6),
                 med(&rs, |s| s.per_event(s.cpu_s) * 1e6),
                 med(&rs, |s| s.per_event(s.sink_cpu_s) * 1e6),
             );
         }
-        let bs = of(samples, "drain", &Kind::EwHttpBatch.label());
-        for (what, against) in [("per-event http route", &hs), ("raw HTTP relay", &rs)] {
-            if bs.is_empty() || against.is_empty() {
+        let batch = Kind::EwHttpBatch.label();
+        let bs = of(samples, "drain", &batch);
+        for (what, against) in [("per-event http route", &http), ("raw HTTP relay", &relay)] {
+            let ratio = ratio_per_rep(samples, "drain", &batch, against);
+            if bs.is_empty() || ratio.is_nan() {
                 continue;
             }
-            let v: Vec<f64> = bs
-                .iter()
-                .filter_map(|b| {
-                    against
-                        .iter()
-                        .find(|h| h.rep == b.rep)
-                        .map(|h| b.rate() / h.rate())
-                })
-                .collect();
             let _ = writeln!(
                 o,
                 "The batched http route drained {:.2}x the {what}'s rate (median of the per-repetition ratios) at {:.2} µs of worker CPU per event.",
-                median(v),
+                ratio,
                 med(&bs, |s| s.per_event(s.cpu_s) * 1e6),
             );
         }
