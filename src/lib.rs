@@ -69,6 +69,8 @@ pub(crate) mod push;
 pub(crate) mod recover;
 pub(crate) mod redis;
 pub(crate) mod settle;
+#[cfg(test)]
+mod test_redis;
 pub(crate) mod worker;
 
 pub use config::{Config, ConfigError};

@@ -2,7 +2,6 @@
 //! Requests refused before any Redis call run without Redis; the others get a real
 //! `redis-server` on a free loopback port (no mocks).
 
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use crate::model::secret::Secret;
 use crate::ops::backlog::{BacklogCache, BacklogSource};
 use crate::ops::coordination::Notices;
 use crate::redis::store::Store;
+use crate::test_redis::Redis;
 use crate::worker::health::Health;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -38,58 +38,6 @@ fn state() -> ApiState {
         body_timeout: Duration::from_secs(5),
         push: None,
         offline: None,
-    }
-}
-
-/// A real redis-server on a free loopback port, killed on drop.
-struct Redis {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis {
-            port,
-            child,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -221,7 +221,7 @@ impl Store {
         // The members added are removed even when another XADD of the batch failed, so only
         // the failed ones (still claimed) wait for their claims to expire.
         let client = self.waited_client();
-        let results = self.xadd_members(client, redeliver_key, &pairs).await;
+        let results = self.xadd_members(&client, redeliver_key, &pairs).await;
         let mut added: Vec<(String, String)> = Vec::with_capacity(pairs.len());
         let mut failed = None;
         for (pair, r) in pairs.into_iter().zip(results) {
@@ -233,7 +233,7 @@ impl Store {
         if !added.is_empty() {
             // Waited (`[redis] wait_replicas`): members whose entries no replica has yet stay
             // claimed, so they are forwarded again after the claim (a duplicate, not a loss).
-            let r = self.wait_on(client, redeliver_key).await;
+            let r = self.wait_on(&client, redeliver_key).await;
             let n = added.len();
             let what = || format!("the forward of {n} due retries to {redeliver_key}");
             let kept = "the due retries stay claimed and are forwarded again after the claim \
@@ -351,8 +351,8 @@ impl Store {
             None if self.waits_for_replicas() => {
                 // Waited: a replay no replica has yet keeps its DLQ entry (replay it again).
                 let client = self.waited_client();
-                let id = self.xadd_on(client, redeliver, fields).await?;
-                let r = self.wait_on(client, redeliver).await?;
+                let id = self.xadd_on(&client, redeliver, fields).await?;
+                let r = self.wait_on(&client, redeliver).await?;
                 let what = || format!("the replay of {dlq} {dlq_id} to {redeliver}");
                 let kept = "the DLQ entry is kept; replay it again (a duplicate at worst)";
                 self.check_destination(r, what, kept)?;

@@ -14,16 +14,24 @@
 //! move's guard is refreshed with `PEXPIRE`): a replica applies a master's writes in order, so
 //! acknowledging the later one acknowledges the earlier.
 //!
-//! The one gap: a connection cut and remade between the write and its WAIT makes the WAIT
-//! cover nothing of the new connection (it answers at once with the connected replicas).
-//! Both are sent once (`max_attempts` 1), so a cut during either is an error instead.
+//! A connection cut and remade between the write and its WAIT: Redis 7.0 sets a connection's
+//! write offset after each of its commands, so the WAIT on the remade connection (fred sends
+//! `PING` on it first) still covers the earlier write; a server that moved the offset only on
+//! writes would answer at once with the connected replicas. So a [`Waited`] client notes its
+//! connections' `CLIENT ID`s (fred's, refreshed on every reconnect) before the write: when
+//! they differ after the WAIT, the write counts as acknowledged by no replica. Both are sent
+//! once (`max_attempts` 1), so a cut during either is an error.
 
+use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fred::prelude::*;
 use fred::types::Value;
+use fred::types::config::Server;
+use tracing::warn;
 
 use crate::config::RedisConfig;
 use crate::redis::store::{Store, StoreError, keyed};
@@ -83,6 +91,35 @@ impl Waiting {
     }
 }
 
+/// The client a waited write goes through, with the `CLIENT ID` of each of its connections
+/// when it was taken (see the module docs); it derefs to the client.
+pub(crate) struct Waited<'a> {
+    client: &'a Client,
+    ids: HashMap<Server, i64>,
+}
+
+impl<'a> Waited<'a> {
+    fn new(client: &'a Client) -> Waited<'a> {
+        Waited {
+            client,
+            ids: client.connection_ids(),
+        }
+    }
+
+    /// Whether a connection of the client was remade (or is missing) since it was taken.
+    fn remade(&self) -> bool {
+        self.client.connection_ids() != self.ids
+    }
+}
+
+impl Deref for Waited<'_> {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        self.client
+    }
+}
+
 /// Sent once: a WAIT (or a waited write) replayed on another connection would cover nothing.
 fn once() -> Options {
     Options {
@@ -97,11 +134,11 @@ pub(crate) const KEPT: &str = "the source is kept and the move is tried again";
 impl Store {
     /// The client a write that will be waited for goes through: a dedicated one when
     /// `wait_replicas` > 0, else the command connection.
-    pub(crate) fn waited_client(&self) -> &Client {
-        match &self.waiting {
+    pub(crate) fn waited_client(&self) -> Waited<'_> {
+        Waited::new(match &self.waiting {
             Some(w) => w.next(),
             None => &self.cmd,
-        }
+        })
     }
 
     /// Whether writes are waited for (`redis.wait_replicas` > 0).
@@ -122,9 +159,11 @@ impl Store {
     ///
     /// # Errors
     /// Redis errors (a cut connection included: nothing is known about the write then).
+    /// A connection remade since `client` was taken (before the write) makes the WAIT cover
+    /// nothing: the write then counts as acknowledged by no replica.
     pub(crate) async fn wait_on(
         &self,
-        client: &Client,
+        client: &Waited<'_>,
         key: &str,
     ) -> Result<Option<Replication>, StoreError> {
         let Some(w) = &self.waiting else {
@@ -139,8 +178,17 @@ impl Store {
             .custom(keyed("WAIT", key), args)
             .await
             .map_err(|e| self.error(format!("WAIT after a write to {key}"), e))?;
+        let mut acked = reply.as_i64().unwrap_or(0).max(0) as u32;
+        if client.remade() {
+            warn!(
+                key,
+                "the connection of a write to {key} was remade before its WAIT, which then \
+                 covers nothing of the write: counted as acknowledged by no replica"
+            );
+            acked = 0;
+        }
         Ok(Some(Replication {
-            acked: reply.as_i64().unwrap_or(0).max(0) as u32,
+            acked,
             wanted: w.replicas,
         }))
     }
@@ -160,10 +208,10 @@ impl Store {
         ttl_ms: i64,
         what: impl FnOnce() -> String,
     ) -> Result<(), StoreError> {
-        let Some(w) = &self.waiting else {
+        if self.waiting.is_none() {
             return Ok(());
-        };
-        let client = w.next();
+        }
+        let client = self.waited_client();
         let args: Vec<Value> = vec![guard.into(), ttl_ms.into()];
         let refreshed: Value = client
             .with_options(&once())
@@ -182,7 +230,7 @@ impl Store {
                 ),
             ));
         }
-        let r = self.wait_on(client, guard).await?;
+        let r = self.wait_on(&client, guard).await?;
         self.check_destination(r, what, KEPT)
     }
 
@@ -255,6 +303,73 @@ pub fn wait_replicas_warning(config: &RedisConfig, masters: &[(String, usize)]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_redis::Redis;
+
+    /// Redis 7.0 sets a connection's write offset after each of its commands, so the WAIT on
+    /// a remade connection (fred sends PING first) already covers the earlier write; the
+    /// `CLIENT ID` check covers servers that move it only on writes. This test passes
+    /// without the check on Redis 7.0; it fails without the WAIT connections' names.
+    #[tokio::test]
+    async fn a_connection_remade_between_a_write_and_its_wait_counts_as_unreplicated() {
+        let master = Redis::start();
+        let replica = Redis::replica_of(&master);
+        let toml = format!(
+            "redis_url = \"{}\"\ngroup = \"g\"\n[redis]\nwait_replicas = 1\nwait_timeout = \"100ms\"\n",
+            master.url()
+        );
+        let cfg = crate::Config::from_toml_and_env(&toml, |_| None).expect("a valid config");
+        let store = Store::connect(&cfg, "wait-test").await.expect("connected");
+        let fields = [("id".to_string(), "e1".to_string())];
+        let stream = "events:dev:wait.test";
+        let (_, r) = store.xadd_waited(stream, &fields).await.expect("written");
+        assert_eq!(
+            r,
+            Some(Replication {
+                acked: 1,
+                wanted: 1
+            })
+        );
+
+        // The replica stops acknowledging; the write's connection is cut and remade before
+        // its WAIT, which on the new connection covers nothing and would answer 1 at once.
+        replica.signal("-STOP");
+        let client = store.waited_client();
+        store
+            .xadd_on(&client, stream, &fields)
+            .await
+            .expect("written");
+        let clients = master.cli(&["CLIENT", "LIST"]);
+        let waiters: Vec<&str> = clients
+            .lines()
+            .filter(|l| l.contains("name=event-worker:wait-test:wait"))
+            .filter_map(|l| l.strip_prefix("id=")?.split(' ').next())
+            .collect();
+        assert_eq!(
+            waiters.len(),
+            WAITERS,
+            "every WAIT connection is named: {clients}"
+        );
+        for id in waiters {
+            master.cli(&["CLIENT", "KILL", "ID", id]);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while client.connection_ids().is_empty() || client.connection_ids() == client.ids {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fred never reconnected"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = store.wait_on(&client, stream).await.expect("WAIT answered");
+        assert_eq!(
+            r,
+            Some(Replication {
+                acked: 0,
+                wanted: 1
+            })
+        );
+        replica.signal("-CONT");
+    }
 
     #[test]
     fn check_warns_about_masters_short_of_the_asked_replicas() {

@@ -127,20 +127,7 @@ impl Store {
         let last_error = Arc::new(Mutex::new(None));
         for (client, role) in [(&cmd_client, "cmd"), (&reader, "reader")] {
             init(client, &url).await?;
-            // The client name is visible in CLIENT LIST: it carries no secret, only the role.
-            // It is set again after every reconnect.
-            // On a cluster every master's connection carries it (see `name_connections`).
-            let name = format!("event-worker:{client_name}:{role}");
-            let cluster = url.is_cluster();
-            super::cluster::name_connections(client, &name, None, cluster).await;
-            let again = client.clone();
-            client.on_reconnect(move |server| {
-                let (client, name) = (again.clone(), name.clone());
-                async move {
-                    super::cluster::name_connections(&client, &name, Some(server), cluster).await;
-                    Ok(())
-                }
-            });
+            name_client(client, &format!("event-worker:{client_name}:{role}"), &url).await;
         }
         keep_last_error(&cmd_client, &url, &last_error);
         let mut waiters = Vec::new();
@@ -148,6 +135,7 @@ impl Store {
             for _ in 0..crate::redis::replicas::WAITERS {
                 let client = builder.build().map_err(|e| err("client", &e))?;
                 init(&client, &url).await?;
+                name_client(&client, &format!("event-worker:{client_name}:wait"), &url).await;
                 waiters.push(client);
             }
         }
@@ -275,6 +263,22 @@ const PLAINTEXT_PROBE_AFTER: Duration = Duration::from_millis(500);
 /// [`PLAINTEXT_PROBE_AFTER`], a second connection sends a plain `PING`: a RESP answer means the
 /// server speaks plain Redis, and the error says to use `redis://` at once instead of after the
 /// 5 s connection timeout.
+/// Names `client`'s connections `name` now and again after every reconnect. The name is
+/// visible in CLIENT LIST: it carries no secret, only the process and the role. On a cluster
+/// every master's connection carries it (see `name_connections`).
+async fn name_client(client: &Client, name: &str, url: &RedisUrl) {
+    let cluster = url.is_cluster();
+    super::cluster::name_connections(client, name, None, cluster).await;
+    let (again, name) = (client.clone(), name.to_string());
+    client.on_reconnect(move |server| {
+        let (client, name) = (again.clone(), name.clone());
+        async move {
+            super::cluster::name_connections(&client, &name, Some(server), cluster).await;
+            Ok(())
+        }
+    });
+}
+
 async fn init(client: &Client, url: &RedisUrl) -> Result<(), StoreError> {
     let op = format!("connect to {url}");
     let c = client.clone();

@@ -250,8 +250,8 @@ impl Store {
         fields: &[(String, String)],
     ) -> Result<(String, Option<Replication>), StoreError> {
         let client = self.waited_client();
-        let id = self.xadd_on(client, stream, fields).await?;
-        Ok((id, self.wait_on(client, stream).await?))
+        let id = self.xadd_on(&client, stream, fields).await?;
+        Ok((id, self.wait_on(&client, stream).await?))
     }
 
     pub(crate) async fn xadd_on(
@@ -296,9 +296,9 @@ impl Store {
         x: &XaddOnce<'_>,
     ) -> Result<(Appended, Option<Replication>), StoreError> {
         let client = self.waited_client();
-        let appended = self.xadd_once_on(client, x).await?;
+        let appended = self.xadd_once_on(&client, x).await?;
         let replication = match appended {
-            Appended::New(_) => self.wait_on(client, x.stream).await?,
+            Appended::New(_) => self.wait_on(&client, x.stream).await?,
             Appended::Duplicate(_) => None,
         };
         Ok((appended, replication))
