@@ -314,7 +314,7 @@ mod tests {
         let master = Redis::start();
         let replica = Redis::replica_of(&master);
         let toml = format!(
-            "redis_url = \"{}\"\ngroup = \"g\"\n[redis]\nwait_replicas = 1\nwait_timeout = \"100ms\"\n",
+            "redis_url = \"{}\"\ngroup = \"g\"\n[redis]\nwait_replicas = 1\nwait_timeout = \"1s\"\n",
             master.url()
         );
         let cfg = crate::Config::from_toml_and_env(&toml, |_| None).expect("a valid config");
