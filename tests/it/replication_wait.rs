@@ -282,3 +282,90 @@ fn wait_cluster_publish_and_dlq_move_keep_the_source_until_replicated() {
         || crate::cluster::cluster_drained(&c, env, &cfg.group, std::slice::from_ref(&stream)),
     );
 }
+
+/// The replication window across a real failover, with a replica cut off from its master
+/// (frozen with SIGSTOP and its link closed: a replica infinitely behind): publishes made
+/// while the replica had them answer `replicated: true`, those made while it was cut off
+/// answer `false` (and are counted); the master is killed with -9 and the replica promoted. Exactly the events answered
+/// `false` are gone from the promoted master; every event answered `true` is there. The worker
+/// publishes to the promoted master afterwards without a restart.
+#[test]
+fn wait_failover_with_a_lagging_replica_loses_only_publishes_answered_unreplicated() {
+    let mut c = Cluster::start_full(3, true, Aof::None);
+    let env = "wfo";
+    let ty = "lag.ev";
+    let key = stream_key(env, ty);
+    let mut cfg = WorkerConfig::new(env, &c.url())
+        .route(Route::blackhole(&["other.ev"]))
+        .api_token(TOKEN);
+    cfg.extra = WAIT.into();
+    let mut w = WorkerProcess::start("w1", cfg);
+    w.wait_ready(Duration::from_secs(20));
+    let api = Api::new(&w.config.api_addr(), Some(TOKEN));
+    let publish = |id: &str| {
+        let (status, body, _) = post(&api, ty, id);
+        assert_eq!(status, 202, "{id}: {body}");
+        body["replicated"]
+            .as_bool()
+            .expect("replicated in the answer")
+    };
+    let replicated: Vec<String> = (0..5).map(|i| format!("kept-{i}")).collect();
+    for id in &replicated {
+        assert!(publish(id), "{id}: the replica is in sync");
+    }
+    let master = c.port_of(&key);
+    let replica = replica_in(&c, master).pid();
+    // Cut off: frozen, and its link closed on the master's side (a frozen replica alone still
+    // gets the writes into its socket buffer, and has them once resumed).
+    send_signal(replica, "STOP");
+    c.nodes
+        .iter()
+        .find(|n| n.port == master)
+        .unwrap()
+        .cmd(&["CLIENT", "KILL", "TYPE", "replica"]);
+    let lagging: Vec<String> = (0..5).map(|i| format!("lagging-{i}")).collect();
+    let answers: Vec<bool> = lagging.iter().map(|id| publish(id)).collect();
+    assert_eq!(
+        answers, [false; 5],
+        "the replica lags: answered unreplicated"
+    );
+    assert_eq!(unreplicated_in(&w, env), 5.0);
+    let index = c.nodes.iter().position(|n| n.port == master).unwrap();
+    c.kill9(index);
+    send_signal(replica, "CONT");
+    wait_until(
+        "the lagging replica promoted",
+        Duration::from_secs(30),
+        || c.slot_map().iter().all(|(_, _, p)| *p != master),
+    );
+    let survivors: Vec<String> = c
+        .xrange(&key)
+        .iter()
+        .filter_map(|e| e.get("id").map(str::to_string))
+        .collect();
+    assert_eq!(
+        survivors, replicated,
+        "every event answered replicated: true survives, none answered false does"
+    );
+    let after = try_wait_until(Duration::from_secs(15), || {
+        post(&api, ty, "after-failover").0 == 202
+    });
+    assert!(after, "no publish after the failover\n{}", w.output());
+    assert!(
+        c.xrange(&key)
+            .iter()
+            .any(|e| e.get("id") == Some("after-failover")),
+        "published to the promoted master"
+    );
+}
+
+/// `event_worker_publish_unreplicated_total{env}` of worker `w`, every type label together (a
+/// type without a route counts under `other`).
+fn unreplicated_in(w: &WorkerProcess, env: &str) -> f64 {
+    let m = parse_metrics(&w.metrics());
+    sum(
+        &m,
+        "event_worker_publish_unreplicated_total",
+        &[("env", env)],
+    )
+}
