@@ -57,6 +57,7 @@ pub mod cli;
 pub(crate) mod config;
 pub(crate) mod console;
 pub(crate) mod consume;
+pub(crate) mod crash_point;
 pub(crate) mod deliver;
 pub(crate) mod http;
 pub(crate) mod metrics;

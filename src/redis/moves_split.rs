@@ -136,6 +136,7 @@ impl Store {
             )
         })
         .await?;
+        crate::crash_point::crash_point("move_split.between_halves");
         Ok(if self.ack_source(from, &guard).await? {
             id
         } else {

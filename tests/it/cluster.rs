@@ -115,6 +115,16 @@ pub(crate) fn cli_json(cfg: &WorkerConfig, args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{all:?}: not JSON ({e}): {}", out.stdout))
 }
 
+/// A type whose stream lives on another master than the DLQ (so its moves to the DLQ cross
+/// slots).
+pub(crate) fn type_off_dlq(c: &Cluster, env: &str) -> String {
+    let dlq = c.port_of(&dlq_key(env));
+    (0..100)
+        .map(|i| format!("w{i}.ev"))
+        .find(|t| c.port_of(&stream_key(env, t)) != dlq)
+        .unwrap()
+}
+
 /// Every id delivered with success, how many times.
 pub(crate) fn successes(sink: &HttpSink) -> BTreeMap<String, usize> {
     sink.success_counts().into_iter().collect()

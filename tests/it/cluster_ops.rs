@@ -1,13 +1,73 @@
 //! Redis Cluster operator commands (DLQ, retries, check, health, publish) and the
 //! resharding run (T33, long tier), on a real local cluster (`util/cluster.rs`).
 
-use crate::cluster::{cli_json, cluster_drained, dlq_ids, publish_on, spread_types, successes};
+use crate::cluster::{
+    cli_json, cluster_drained, dlq_ids, publish_on, spread_types, successes, type_off_dlq,
+};
 use crate::util::cluster::Cluster;
 use crate::util::resp::Subscriber;
 use crate::util::worker::cli;
 use crate::util::*;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// A worker that dies between the two halves of a move across slots (the crash point
+/// `move_split.between_halves` of debug builds aborts it after the DLQ entry and its guard are
+/// written, before the source is acknowledged): after a restart the entry is reclaimed and
+/// handled once more (the documented duplicate delivery), and its move finds the guard and
+/// completes without a second DLQ entry: one DLQ entry, counted once, nothing pending.
+#[test]
+fn cluster_crash_between_the_halves_of_a_move_leaves_one_dlq_entry() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: crash points exist in debug builds only");
+        return;
+    }
+    let c = Cluster::start(3);
+    let env = "mcr";
+    let ty = type_off_dlq(&c, env);
+    let stream = stream_key(env, &ty);
+    let sink = HttpSink::start();
+    sink.script("dead-1", vec![Action::status(400), Action::status(400)]);
+    let mut cfg = WorkerConfig::new(env, &c.url()).route(Route::http(&[&ty], &sink.url()));
+    cfg.visibility_timeout = "2s".into();
+    let crash = (
+        "EVENTS_TEST_CRASH_AT".to_string(),
+        "move_split.between_halves".to_string(),
+    );
+    cfg.env_vars.push(crash);
+    let mut w = WorkerProcess::start("w1", cfg.clone());
+    w.wait_ready(Duration::from_secs(20));
+    publish_on(&c, env, &ty, "dead-1");
+    let exited = w.wait_exit(Duration::from_secs(15));
+    assert!(exited.is_some(), "no crash\n{}", w.output());
+    assert!(
+        w.stderr().contains(
+            "crash point move_split.between_halves reached (EVENTS_TEST_CRASH_AT): aborting"
+        ),
+        "{}",
+        w.output()
+    );
+    assert_eq!(
+        (c.xlen(&dlq_key(env)), c.pending(&stream, &cfg.group)),
+        (1, 1),
+        "the DLQ entry written, the source still pending"
+    );
+    w.config.env_vars.clear();
+    w.restart();
+    w.wait_ready(Duration::from_secs(20));
+    wait_until("the move completes", Duration::from_secs(20), || {
+        cluster_drained(&c, env, &cfg.group, std::slice::from_ref(&stream))
+    });
+    let one = BTreeMap::from([("dead-1".to_string(), 1)]);
+    assert_eq!(dlq_ids(&c, env), one, "one DLQ entry");
+    let stats = cli_json(&cfg, &["dlq", "stats"]);
+    assert_eq!(stats["total"], serde_json::json!(1), "{stats}");
+    assert_eq!(
+        sink.requests_for("dead-1").len(),
+        2,
+        "handled once more after the crash, not again"
+    );
+}
 
 /// The operator commands on a cluster: 6 dead events on types spread over all 3 masters;
 /// `dlq list`, `stats`, `replay --type` (DLQ and redeliver stream in different slots) and

@@ -3,7 +3,7 @@
 //! (`"replicas"`, `"replicated"`) and counts the unreplicated ones; a move across cluster slots
 //! (and a DLQ replay across slots) keeps its source until the destination is replicated.
 
-use crate::cluster::cli_json;
+use crate::cluster::{cli_json, type_off_dlq};
 use crate::util::api::Api;
 use crate::util::cluster::Cluster;
 use crate::util::worker::cli;
@@ -157,15 +157,6 @@ fn replica_in(c: &Cluster, port: u16) -> &RedisServer {
             info.is_some_and(|i| i.contains(&format!("master_port:{port}")))
         })
         .unwrap_or_else(|| panic!("no replica of 127.0.0.1:{port}"))
-}
-
-/// A type whose stream lives on another master than the DLQ.
-fn type_off_dlq(c: &Cluster, env: &str) -> String {
-    let dlq = c.port_of(&dlq_key(env));
-    (0..100)
-        .map(|i| format!("w{i}.ev"))
-        .find(|t| c.port_of(&stream_key(env, t)) != dlq)
-        .unwrap()
 }
 
 /// Cluster with replicas: a CLI publish answers `replicated: true`, and `false` (in time)
