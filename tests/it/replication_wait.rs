@@ -360,3 +360,66 @@ fn unreplicated_in(w: &WorkerProcess, env: &str) -> f64 {
         &[("env", env)],
     )
 }
+
+/// The forwarder's WAIT on a cluster: a due retry forwarded (retry set to redeliver stream,
+/// across slots) while the redeliver stream's replica is frozen is written but unreplicated,
+/// so its member stays claimed (counted, logged) and is forwarded again once the claim
+/// expires: delivered twice in all (the documented duplicate), the retry set and every
+/// pending list empty at the end.
+#[test]
+fn wait_cluster_forward_unreplicated_keeps_the_member_claimed_and_forwards_it_again() {
+    let c = Cluster::start_full(3, true, Aof::None);
+    let env = "wfw";
+    let ty = "fw.ev";
+    let stream = stream_key(env, ty);
+    let sink = HttpSink::start();
+    sink.script(
+        "fwd-1",
+        vec![Action::status(500), Action::ok(), Action::ok()],
+    );
+    let mut cfg = WorkerConfig::new(env, &c.url()).route(Route::http(&[ty], &sink.url()));
+    cfg.extra = WAIT.into();
+    cfg.initial_backoff = "1500ms".into();
+    cfg.max_backoff = "2s".into();
+    let mut w = WorkerProcess::start("w1", cfg.clone());
+    w.wait_ready(Duration::from_secs(20));
+    let retry = retry_key(env, &cfg.group);
+    let redeliver = redeliver_key(env, &cfg.group);
+    crate::cluster::publish_on(&c, env, ty, "fwd-1");
+    wait_until("fwd-1 in the retry set", Duration::from_secs(10), || {
+        c.zcard(&retry) == 1
+    });
+    let replica = replica_in(&c, c.port_of(&redeliver)).pid();
+    let before = moves_unreplicated(&w, env);
+    send_signal(replica, "STOP");
+    let held = try_wait_until(Duration::from_secs(10), || {
+        moves_unreplicated(&w, env) > before
+    });
+    let (in_set, delivered) = (c.zcard(&retry), sink.success_counts().get("fwd-1").copied());
+    send_signal(replica, "CONT");
+    assert!(held, "no unreplicated forward counted\n{}", w.output());
+    assert_eq!(in_set, 1, "the member stays in the retry set, claimed");
+    let line = format!(
+        "the forward of 1 due retries to {redeliver} was written, but 0 of 1 replica(s) \
+         acknowledged it within 100ms (redis.wait_replicas, redis.wait_timeout); the due \
+         retries stay claimed and are forwarded again after the claim expires (a duplicate at \
+         worst)"
+    );
+    assert!(w.output().contains(&line), "{}", w.output());
+    wait_until(
+        "forwarded again after the claim",
+        Duration::from_secs(20),
+        || {
+            c.zcard(&retry) == 0
+                && sink.success_counts().get("fwd-1") == Some(&2)
+                && crate::cluster::cluster_drained(&c, env, &cfg.group, &[stream.clone()])
+        },
+    );
+    eprintln!("forward held: delivered {delivered:?} while the member was claimed");
+}
+
+/// `event_worker_moves_unreplicated_total{env}` of worker `w`.
+fn moves_unreplicated(w: &WorkerProcess, env: &str) -> f64 {
+    let m = parse_metrics(&w.metrics());
+    sum(&m, "event_worker_moves_unreplicated_total", &[("env", env)])
+}
