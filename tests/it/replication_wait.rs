@@ -423,3 +423,70 @@ fn moves_unreplicated(w: &WorkerProcess, env: &str) -> f64 {
     let m = parse_metrics(&w.metrics());
     sum(&m, "event_worker_moves_unreplicated_total", &[("env", env)])
 }
+
+/// `retries dead-letter` on a cluster (retry set to DLQ, across slots) while the DLQ master's
+/// replica is frozen: the DLQ entry is written but unreplicated, so the member stays in the
+/// retry set and the command fails saying so; once the replica is back, the same command
+/// completes the move without a second DLQ entry (its guard), counted once.
+#[test]
+fn wait_cluster_retries_dead_letter_keeps_the_member_until_the_dlq_is_replicated() {
+    let c = Cluster::start_full(3, true, Aof::None);
+    let env = "wrd";
+    let ty = "rd.ev";
+    let sink = HttpSink::start();
+    sink.script("rd-1", vec![Action::status(500)]);
+    let mut cfg = WorkerConfig::new(env, &c.url()).route(Route::http(&[ty], &sink.url()));
+    cfg.extra = WAIT.into();
+    cfg.initial_backoff = "60s".into();
+    cfg.max_backoff = "60s".into();
+    let mut w = WorkerProcess::start("w1", cfg.clone());
+    w.wait_ready(Duration::from_secs(20));
+    let (retry, dlq) = (retry_key(env, &cfg.group), dlq_key(env));
+    crate::cluster::publish_on(&c, env, ty, "rd-1");
+    wait_until("rd-1 in the retry set", Duration::from_secs(10), || {
+        c.zcard(&retry) == 1
+    });
+    let page = cli_json(&cfg, &["retries", "list", "--group", &cfg.group]);
+    let handle = page["entries"][0]["handle"]
+        .as_str()
+        .expect("a handle")
+        .to_string();
+    let dead_letter = || {
+        cli(
+            &cfg,
+            &["retries", "dead-letter", "--group", &cfg.group, &handle],
+        )
+    };
+    let replica = replica_in(&c, c.port_of(&dlq)).pid();
+    send_signal(replica, "STOP");
+    let out = dead_letter();
+    let (dlq_len, in_set) = (c.xlen(&dlq), c.zcard(&retry));
+    send_signal(replica, "CONT");
+    assert_ne!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let message = format!(
+        "the dead-lettering of a retry of {retry} to {dlq} was written, but 0 of 1 replica(s) \
+         acknowledged it within 100ms (redis.wait_replicas, redis.wait_timeout); the source is \
+         kept and the move is tried again"
+    );
+    assert!(
+        out.stderr.contains(&message),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(
+        (dlq_len, in_set),
+        (1, 1),
+        "the DLQ entry written, the member kept"
+    );
+    let out = dead_letter();
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "dead-lettered: 1, not found: 0\n"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!((c.xlen(&dlq), c.zcard(&retry)), (1, 0), "one DLQ entry");
+    let stats = cli_json(&cfg, &["dlq", "stats"]);
+    assert_eq!(stats["total"], json!(1), "{stats}");
+}
