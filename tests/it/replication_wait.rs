@@ -412,7 +412,12 @@ fn wait_cluster_forward_unreplicated_keeps_the_member_claimed_and_forwards_it_ag
         || {
             c.zcard(&retry) == 0
                 && sink.success_counts().get("fwd-1") == Some(&2)
-                && crate::cluster::cluster_drained(&c, env, &cfg.group, &[stream.clone()])
+                && crate::cluster::cluster_drained(
+                    &c,
+                    env,
+                    &cfg.group,
+                    std::slice::from_ref(&stream),
+                )
         },
     );
     eprintln!("forward held: delivered {delivered:?} while the member was claimed");
