@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fred::prelude::*;
+use fred::types::config::Server;
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
@@ -228,6 +229,29 @@ pub(super) async fn name_connections(
             .custom(setname(), args.clone())
             .await;
     }
+}
+
+/// After fred (re)connected `client` to `server`: loads every script there (`SCRIPT LOAD`, at
+/// most [`PRELOAD_WAIT`]). A restarted node has no script, and fred's load on first use goes to
+/// every master and waits for all of them (see [`Store::preload_scripts`]): one frozen master
+/// would then hold up every script call of the worker. Best effort, like the preload.
+pub(super) async fn preload_scripts_on(client: &Client, server: Server, cluster: bool) {
+    let node = if cluster {
+        client.with_cluster_node(server)
+    } else {
+        client.with_options(&Options::default())
+    };
+    let load = async {
+        for lua in SCRIPTS {
+            let command = CustomCommand::new_static("SCRIPT", ClusterHash::Random, false);
+            let loaded: Result<Value, _> = node.custom(command, vec!["LOAD", lua]).await;
+            if let Err(e) = loaded {
+                tracing::debug!(error = %e, "script not preloaded; loaded on first use");
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(PRELOAD_WAIT, load).await;
 }
 
 impl Store {

@@ -71,7 +71,7 @@ pub struct Store {
 use crate::redis::dlq::MOVE_TO_STREAM;
 const MOVE_TO_RETRY: &str = include_str!("scripts/move_to_retry.lua");
 const FORWARD_DUE: &str = include_str!("scripts/forward_due.lua");
-const PUBLISH_ONCE: &str = include_str!("scripts/publish_once.lua");
+pub(super) const PUBLISH_ONCE: &str = include_str!("scripts/publish_once.lua");
 const APPLY_MIGRATION: &str = include_str!("scripts/apply_migration.lua");
 
 /// A command routed on a cluster to `key`'s slot (fred 10.1 routes custom commands by
@@ -130,12 +130,14 @@ impl Store {
             name_client(client, &format!("event-worker:{client_name}:{role}"), &url).await;
         }
         keep_last_error(&cmd_client, &url, &last_error);
+        preload_on_reconnect(&cmd_client, &url);
         let mut waiters = Vec::new();
         if config.redis.wait_replicas > 0 {
             for _ in 0..crate::redis::replicas::WAITERS {
                 let client = builder.build().map_err(|e| err("client", &e))?;
                 init(&client, &url).await?;
                 name_client(&client, &format!("event-worker:{client_name}:wait"), &url).await;
+                preload_on_reconnect(&client, &url);
                 waiters.push(client);
             }
         }
@@ -274,6 +276,19 @@ async fn name_client(client: &Client, name: &str, url: &RedisUrl) {
         let (client, name) = (again.clone(), name.clone());
         async move {
             super::cluster::name_connections(&client, &name, Some(server), cluster).await;
+            Ok(())
+        }
+    });
+}
+
+/// Loads every script on each node `client` reconnects to (a restarted node has none; see
+/// `cluster::preload_scripts_on`).
+fn preload_on_reconnect(client: &Client, url: &RedisUrl) {
+    let (again, cluster) = (client.clone(), url.is_cluster());
+    client.on_reconnect(move |server| {
+        let client = again.clone();
+        async move {
+            super::cluster::preload_scripts_on(&client, server, cluster).await;
             Ok(())
         }
     });

@@ -331,10 +331,18 @@ impl Store {
         let slot = super::cluster::slot(x.stream);
         let evalsha = || CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
         let reply: Result<Value, _> = match once.custom(evalsha(), args.clone()).await {
-            Err(e) if e.details().starts_with("NOSCRIPT") => match script.load(client).await {
-                Ok(()) => once.custom(evalsha(), args).await,
-                Err(e) => Err(e),
-            },
+            // Loaded on the stream's node only: fred's `Script::load` goes to every master
+            // and waits for all of them (one frozen master would hold up this publish).
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                let load = CustomCommand::new_static("SCRIPT", ClusterHash::Custom(slot), false);
+                match once
+                    .custom::<Value, _>(load, vec!["LOAD", super::store::PUBLISH_ONCE])
+                    .await
+                {
+                    Ok(_) => once.custom(evalsha(), args).await,
+                    Err(e) => Err(e),
+                }
+            }
             r => r,
         };
         let op = format!("publish to {}", x.stream);
