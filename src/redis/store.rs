@@ -125,20 +125,31 @@ impl Store {
         let cmd_client = builder.build().map_err(|e| err("client", &e))?;
         let reader = builder.build().map_err(|e| err("client", &e))?;
         let last_error = Arc::new(Mutex::new(None));
-        for (client, role) in [(&cmd_client, "cmd"), (&reader, "reader")] {
-            init(client, &url).await?;
-            name_client(client, &format!("event-worker:{client_name}:{role}"), &url).await;
-        }
+        // Connected concurrently: on a remote Redis each connection's handshake is a few
+        // round trips.
+        let connect = |client: &Client, role: &str| {
+            let (client, name, url) = (
+                client.clone(),
+                format!("event-worker:{client_name}:{role}"),
+                url.clone(),
+            );
+            async move {
+                init(&client, &url).await?;
+                name_client(&client, &name, &url).await;
+                Ok::<_, StoreError>(())
+            }
+        };
+        futures::future::try_join(connect(&cmd_client, "cmd"), connect(&reader, "reader")).await?;
         keep_last_error(&cmd_client, &url, &last_error);
         preload_on_reconnect(&cmd_client, &url);
         let mut waiters = Vec::new();
         if config.redis.wait_replicas > 0 {
             for _ in 0..crate::redis::replicas::WAITERS {
-                let client = builder.build().map_err(|e| err("client", &e))?;
-                init(&client, &url).await?;
-                name_client(&client, &format!("event-worker:{client_name}:wait"), &url).await;
-                preload_on_reconnect(&client, &url);
-                waiters.push(client);
+                waiters.push(builder.build().map_err(|e| err("client", &e))?);
+            }
+            futures::future::try_join_all(waiters.iter().map(|c| connect(c, "wait"))).await?;
+            for client in &waiters {
+                preload_on_reconnect(client, &url);
             }
         }
         let node_errors = NodeErrors::default();

@@ -228,7 +228,9 @@ fn start_series(cfg: &Config, metrics: &Metrics) {
 /// Applies the migrations, starts counting an existing DLQ, and warns when Redis may
 /// evict keys.
 async fn prepare(store: &Store, keys: &Keys) -> Result<(), WorkerError> {
-    let report = migrations::apply_all(store, keys).await?;
+    let (report, policy) =
+        tokio::join!(migrations::apply_all(store, keys), store.maxmemory_policy());
+    let report = report?;
     if !report.applied.is_empty() {
         info!(applied = ?report.applied, "migrations applied");
     }
@@ -236,7 +238,7 @@ async fn prepare(store: &Store, keys: &Keys) -> Result<(), WorkerError> {
         store.clone(),
         keys.clone(),
     ));
-    if let Some(policy) = store.maxmemory_policy().await
+    if let Some(policy) = policy
         && policy != "noeviction"
     {
         warn!(policy = %policy, "Redis maxmemory-policy is not noeviction: eviction can silently delete streams and groups");
@@ -485,15 +487,14 @@ async fn startup(
 ) {
     let mut pause = Duration::from_millis(200);
     loop {
-        let result = async {
-            parts
-                .store
-                .ensure_group(&parts.redeliver, parts.group())
-                .await?;
-            discovery.refresh().await?;
-            heartbeat.beat().await
-        }
-        .await;
+        // Independent of each other: sent together (one round trip on a remote Redis, not three).
+        let result = futures::future::try_join3(
+            parts.store.ensure_group(&parts.redeliver, parts.group()),
+            discovery.refresh(),
+            heartbeat.beat(),
+        )
+        .await
+        .map(drop);
         match result {
             Ok(()) => return,
             Err(e) => {
