@@ -130,13 +130,9 @@ pub async fn json(State(state): State<ApiState>, c: Console) -> Result<Response,
 
 /// Reads the health report (the API's handler) and the per-type counts.
 async fn read(state: &ApiState, worker: &WorkerView) -> Result<Overview, ConsoleError> {
-    let response = crate::http::api::health::health(State(state.clone()))
+    let h = crate::http::api::health::report(state)
         .await
         .map_err(ConsoleError::from)?;
-    let bytes = axum::body::to_bytes(response.into_body(), 4 * 1024 * 1024)
-        .await
-        .map_err(|_| ConsoleError(StatusCode::SERVICE_UNAVAILABLE, "health unreadable".into()))?;
-    let h: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let counts = outcome_counts(worker);
     let text = |v: &Value| match v {
         Value::Null => "?".to_string(),

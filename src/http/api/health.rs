@@ -30,8 +30,19 @@ use crate::worker::sampler::Sample;
 /// One reason for a status other than `ok`: a stable code and a message naming the thing.
 type Reason = (&'static str, String);
 
-/// The health report.
+/// The health report: 503 when `unavailable`, else 200.
 pub async fn health(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let body = report(&state).await?;
+    let code = if body["status"] == "unavailable" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(body)).into_response())
+}
+
+/// The health report's body (the console's overview reads it too).
+pub async fn report(state: &ApiState) -> Result<serde_json::Value, ApiError> {
     let Some(worker) = state.worker() else {
         return Ok(not_started(&state.health));
     };
@@ -122,7 +133,7 @@ pub async fn health(State(state): State<ApiState>) -> Result<Response, ApiError>
 
 /// Before the worker is connected: `unavailable` while Redis does not answer yet, else
 /// `degraded` (start-up is still running).
-fn not_started(health: &Health) -> Response {
+fn not_started(health: &Health) -> serde_json::Value {
     if health.redis_up.load(Ordering::Relaxed) {
         let body = json!({"redis": {"reachable": true}});
         return with_status(body, "degraded", &[starting()]);
@@ -138,20 +149,15 @@ fn not_started(health: &Health) -> Response {
     with_status(body, "unavailable", &[reason])
 }
 
-/// `body` with `status`, `reasons` and `warnings`; 503 for `unavailable`, else 200.
-fn with_status(mut body: serde_json::Value, status: &str, reasons: &[Reason]) -> Response {
+/// `body` with `status`, `reasons` and `warnings`.
+fn with_status(mut body: serde_json::Value, status: &str, reasons: &[Reason]) -> serde_json::Value {
     body["status"] = status.into();
     body["reasons"] = reasons
         .iter()
         .map(|(code, message)| json!({"code": code, "message": message}))
         .collect();
     body["warnings"] = reasons.iter().map(|(_, m)| m.as_str()).collect();
-    let code = if status == "unavailable" {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    (code, Json(body)).into_response()
+    body
 }
 
 /// The last connection error the worker recorded, if any.
