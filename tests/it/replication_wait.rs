@@ -85,6 +85,13 @@ fn wait_publish_single_node_answers_replication() {
     wait_until("replica online", Duration::from_secs(10), || {
         online_replicas(&s.redis, 1)
     });
+    // Online is listed before the replica acknowledges anything: under a loaded machine the
+    // next publish's 100 ms WAIT could then miss it. Wait until it acknowledges the master's
+    // offset (the WAIT covers everything written before the PING on the same connection).
+    wait_until("replica acknowledging", Duration::from_secs(10), || {
+        s.redis.cmd(&["PING"]);
+        format!("{:?}", s.redis.cmd(&["WAIT", "1", "1000"])).contains("Int(1)")
+    });
     let out = cli(&s.cfg, &["check"]);
     assert!(
         !out.stdout.contains("redis.wait_replicas"),
