@@ -43,6 +43,8 @@ pub struct Run {
     pub node_cpu_s: Vec<f64>,
     pub node_cmds: Vec<u64>,
     pub node_events: Vec<u64>,
+    /// `INFO commandstats` over all nodes, after - before: command -> (calls, usec).
+    pub cmdstats: std::collections::BTreeMap<String, (u64, u64)>,
     /// Latency runs: p50, p99, max (µs) and events received.
     pub lat: Option<(u64, u64, u64, u64)>,
 }
@@ -224,6 +226,7 @@ async fn drain(ctx: &Ctx, topo: &Topo, events: u64, types: u64, rep: u64) -> Res
         node_cpu_s: delta(&before.cpu_s, &after.cpu_s),
         node_cmds: delta(&before.cmds, &after.cmds),
         node_events,
+        cmdstats: cmd_delta(&before, &after),
         lat: None,
     })
 }
@@ -231,6 +234,21 @@ async fn drain(ctx: &Ctx, topo: &Topo, events: u64, types: u64, rep: u64) -> Res
 /// Per node, `after - before` (CPU seconds or command counts).
 fn delta<T: Copy + std::ops::Sub<Output = T>>(before: &[T], after: &[T]) -> Vec<T> {
     after.iter().zip(before).map(|(&a, &b)| a - b).collect()
+}
+
+/// Per command over all nodes, `after - before` of (calls, usec); commands not called left out.
+fn cmd_delta(
+    before: &crate::clustertopo::Snap,
+    after: &crate::clustertopo::Snap,
+) -> std::collections::BTreeMap<String, (u64, u64)> {
+    after
+        .cmdstats
+        .iter()
+        .filter_map(|(name, &(calls, usec))| {
+            let (c0, u0) = before.cmdstats.get(name).copied().unwrap_or_default();
+            (calls > c0).then(|| (name.clone(), (calls - c0, usec.saturating_sub(u0))))
+        })
+        .collect()
 }
 
 fn start_sink(ctx: &Ctx) -> Result<(Proc, u16), String> {
@@ -332,6 +350,7 @@ async fn latency(
         node_cpu_s: delta(&before.cpu_s, &after.cpu_s),
         node_cmds: delta(&before.cmds, &after.cmds),
         node_events,
+        cmdstats: cmd_delta(&before, &after),
         lat: Some((g("p50_us"), g("p99_us"), g("max_us"), g("n"))),
     })
 }

@@ -140,6 +140,36 @@ fn projection(drains: &[Run], md: &mut String) {
     ));
 }
 
+/// Redis commands per event by command over all nodes (the drains and the latency runs of
+/// each topology), with the Redis time they took per event.
+fn command_table(drains: &[Run], lats: &[Run], md: &mut String) {
+    let mut labels = Vec::new();
+    for (what, runs) in [("drain", drains), ("latency", lats)] {
+        for t in topos(runs) {
+            labels.push(format!("{what}, {t}"));
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for r in drains.iter().chain(lats) {
+        names.extend(r.cmdstats.keys().cloned());
+    }
+    crate::report::command_table(md, &labels, names, |label, name| {
+        let (what, topo) = label.split_once(", ").unwrap_or_default();
+        let runs = of(if what == "drain" { drains } else { lats }, topo);
+        let per = |f: &dyn Fn((u64, u64)) -> u64| {
+            median(
+                runs.iter()
+                    .map(|r| {
+                        f(r.cmdstats.get(name).copied().unwrap_or_default()) as f64
+                            / r.events as f64
+                    })
+                    .collect(),
+            )
+        };
+        (per(&|c| c.0), per(&|c| c.1))
+    });
+}
+
 fn latency_table(lats: &[Run], rate: u64, md: &mut String) {
     md.push_str(&format!(
         "| topology ({rate} events/s) | p50 ms | p99 ms | max ms | received | worker CPU % | Redis CPU % of one core, per node |\n|---|---|---|---|---|---|---|\n"
@@ -245,6 +275,10 @@ pub fn markdown(
         "\n#### Latency at {rate} events/s for {secs} s over the {types} types: publish (XADD sent) to handler start, http route to the local sink (median of {reps}; max = largest)\n\n"
     ));
     latency_table(lats, rate, &mut md);
+    md.push_str(
+        "\n#### Redis commands per event by command, all nodes (median; in parentheses the Redis time per event they took, from `INFO commandstats`; the bench's own polling is in `xinfo|groups` and `info`)\n\n",
+    );
+    command_table(drains, lats, &mut md);
     md.push_str(
         "\n#### The cost of `[redis] wait_replicas` (one master, one replica, loopback)\n\n",
     );

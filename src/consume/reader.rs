@@ -71,6 +71,11 @@ pub async fn run(reader: Reader, stop: CancellationToken, tracker: TaskTracker) 
     let mut last_error_log: Option<Instant> = None;
     let mut turn = 0usize;
     let mut quiet = QuietStreams::default();
+    // On a cluster the reads are paced per slot group (`consume::cluster_reads`).
+    let mut cluster = reader
+        .store
+        .is_cluster()
+        .then(crate::consume::cluster_reads::ClusterReads::default);
     loop {
         let all = readable_streams(&reader);
         let first = tokio::select! {
@@ -96,7 +101,17 @@ pub async fn run(reader: Reader, stop: CancellationToken, tracker: TaskTracker) 
                 }
             }
         }
-        let read = read_once(&reader, &all, permits.len(), turn, &mut quiet);
+        let (free, at) = (permits.len(), turn);
+        let read = async {
+            match cluster.as_mut() {
+                Some(c) => {
+                    let who = (reader.group.as_str(), reader.consumer.as_str());
+                    c.read(&reader.store, who, &all, free, reader.read_block)
+                        .await
+                }
+                None => read_once(&reader, &all, free, at, &mut quiet).await,
+            }
+        };
         turn = turn.wrapping_add(permits.len().min(all.len()));
         let result = tokio::select! {
             r = read => r,
