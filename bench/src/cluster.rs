@@ -108,14 +108,66 @@ async fn run(opts: &Opts) -> Result<(), String> {
             lats.push(l);
         }
     }
+    let mut idles = Vec::new();
+    let idle_secs = if quick { 3 } else { 5 };
+    for rep in 1..=reps {
+        for topo in [&single, &cluster] {
+            for n in [types, IDLE_MANY] {
+                eprintln!("== cluster: rep {rep}, idle, {n} types, {}", topo.label);
+                idles.push(idle(&ctx, topo, n, idle_secs, rep).await?);
+            }
+        }
+    }
     drop(single);
     drop(cluster);
     let waits = wait_rows(&ctx, publishes, reps).await?;
-    let md = crate::clusterrep::markdown(&drains, &lats, &waits, events, types, rate, secs);
+    let mut md = crate::clusterrep::markdown(&drains, &lats, &waits, events, types, rate, secs);
+    crate::clusterrep::idle_table(&idles, idle_secs, &mut md);
     let out = PathBuf::from(opts.str("out")?);
     std::fs::write(&out, &md).map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!("{md}");
     Ok(())
+}
+
+/// The larger type count of the idle rows.
+const IDLE_MANY: u64 = 2000;
+
+/// An idle worker's cost: `types` streams with their groups at `$`, nothing published.
+pub struct IdleRun {
+    pub topo: &'static str,
+    pub types: u64,
+    pub secs: f64,
+    /// Per node: Redis CPU seconds and commands.
+    pub node_cpu_s: Vec<f64>,
+    pub node_cmds: Vec<u64>,
+    /// `INFO commandstats` over all nodes, after - before.
+    pub cmdstats: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+/// One idle row: the worker (blackhole route) ready, 2 s to settle, then `secs` s measured.
+async fn idle(ctx: &Ctx, topo: &Topo, types: u64, secs: u64, rep: u64) -> Result<IdleRun, String> {
+    topo.flush().await?;
+    for (_, key, owner) in &topo.keys(types) {
+        topo.group(key, *owner, "$").await?;
+    }
+    let name = format!("idle-{}-{types}-{rep}", topo.nodes.len());
+    let (mut w, api) = start_worker(ctx, topo, None, &name)?;
+    wait_ready(api, &mut w).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = topo.snap().await?;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let after = topo.snap().await?;
+    let secs = t0.elapsed().as_secs_f64();
+    w.stop();
+    Ok(IdleRun {
+        topo: topo.label,
+        types,
+        secs,
+        node_cpu_s: delta(&before.cpu_s, &after.cpu_s),
+        node_cmds: delta(&before.cmds, &after.cmds),
+        cmdstats: cmd_delta(&before, &after),
+    })
 }
 
 /// Writes the worker config for `topo` (route: blackhole, or http to `sink`); starts it.

@@ -285,3 +285,35 @@ pub fn markdown(
     wait_table(waits, &mut md);
     md
 }
+
+/// The idle rows: Redis commands and CPU per second of an idle worker, per topology and type
+/// count (medians over the repetitions).
+pub fn idle_table(idles: &[crate::cluster::IdleRun], secs: u64, md: &mut String) {
+    if idles.is_empty() {
+        return;
+    }
+    md.push_str(&format!(
+        "\n#### An idle worker ({secs} s measured after it is ready and 2 s more; groups at `$`, nothing published; median)\n\n\
+         | topology | types | Redis commands/s (all nodes) | XREADGROUP/s | Redis CPU, % of one core (all nodes) |\n|---|---|---|---|---|\n"
+    ));
+    let mut rows: Vec<(&str, u64)> = Vec::new();
+    for r in idles {
+        if !rows.contains(&(r.topo, r.types)) {
+            rows.push((r.topo, r.types));
+        }
+    }
+    for (topo, types) in rows {
+        let rs: Vec<_> = idles
+            .iter()
+            .filter(|r| r.topo == topo && r.types == types)
+            .collect();
+        let m =
+            |f: &dyn Fn(&crate::cluster::IdleRun) -> f64| median(rs.iter().map(|r| f(r)).collect());
+        md.push_str(&format!(
+            "| {topo} | {types} | {:.0} | {:.0} | {:.2} |\n",
+            m(&|r| r.node_cmds.iter().sum::<u64>() as f64 / r.secs),
+            m(&|r| r.cmdstats.get("xreadgroup").map_or(0, |c| c.0) as f64 / r.secs),
+            m(&|r| r.node_cpu_s.iter().sum::<f64>() / r.secs * 100.0),
+        ));
+    }
+}

@@ -37,7 +37,7 @@ pub(crate) const ACTIVE_POLL: Duration = Duration::from_millis(4);
 /// How long a group counts as active after its last entries.
 pub(crate) const ACTIVE_FOR: Duration = Duration::from_secs(1);
 /// Longest interval between polls of a group without entries for [`ACTIVE_FOR`].
-pub(crate) const IDLE_POLL: Duration = Duration::from_millis(25);
+pub(crate) const IDLE_POLL: Duration = Duration::from_millis(20);
 /// With many slot groups the active cap grows so that active groups are polled at most this
 /// many times a second in all.
 pub(crate) const ACTIVE_POLLS: u32 = 25_000;
