@@ -33,7 +33,7 @@ pub(crate) const FULL_COUNT: usize = 32;
 /// asked again; doubled after each empty reply.
 pub(crate) const FIRST_POLL: Duration = Duration::from_millis(1);
 /// Longest interval between polls of a group that had entries within [`ACTIVE_FOR`].
-pub(crate) const ACTIVE_POLL: Duration = Duration::from_millis(4);
+pub(crate) const ACTIVE_POLL: Duration = Duration::from_millis(2);
 /// How long a group counts as active after its last entries.
 pub(crate) const ACTIVE_FOR: Duration = Duration::from_secs(1);
 /// Longest interval between polls of a group without entries for [`ACTIVE_FOR`].
@@ -356,7 +356,7 @@ mod tests {
             cap(IDLE_POLL, 2001, IDLE_POLLS),
             Duration::from_micros(500_250)
         );
-        assert_eq!(cap(ACTIVE_POLL, 51, ACTIVE_POLLS), ACTIVE_POLL);
+        assert_eq!(cap(ACTIVE_POLL, 49, ACTIVE_POLLS), ACTIVE_POLL);
         assert_eq!(
             cap(ACTIVE_POLL, 2001, ACTIVE_POLLS),
             Duration::from_micros(80_040)

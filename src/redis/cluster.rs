@@ -1,6 +1,7 @@
 //! Redis Cluster support of the [`Store`] (README "Redis Cluster"): the hash slot of a key,
-//! reads grouped by slot (paced by `consume::cluster_reads`), the topology (masters, replicas, slot coverage) and SCAN on every
-//! master. The moves across slots are in `redis::moves_split`.
+//! reads grouped by slot (paced by `consume::cluster_reads`), the topology (masters,
+//! replicas, slot coverage) and SCAN on every master. The moves across slots are in
+//! `redis::moves_split`.
 
 use std::time::Duration;
 
