@@ -1,7 +1,8 @@
 //! The consumer is responsible for reading: it takes free permits first, then asks
 //! XREADGROUP for at most that many entries from the type streams whose breaker accepts
 //! reads and from the group's redeliver stream, and hands each read batch to the
-//! dispatcher (`consume::dispatch`), which spawns a task for it.
+//! dispatcher (`consume::dispatch`), which spawns a task for it. On a Redis Cluster the
+//! streams of a read are asked per slot group, paced by `consume::cluster_reads`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
