@@ -31,13 +31,15 @@ fn received(sink: &HttpSink, id: &str) -> Duration {
     sink.requests_for(id)[0].received
 }
 
-/// An idle worker on 3 masters reads an event on any slot group within 50 ms of its XADD
-/// (measured 3-46 ms on a loaded machine: a quiet slot group is polled at least every 20 ms).
-/// The events come one at a time, 110-166 ms apart, each on a type of another master.
-/// Before, an idle read blocked on one slot group in turn for 100 ms and an event on another
-/// group waited for that block to end (measured 2-117 ms, 5 of 9 over 60).
+/// An idle worker on 3 masters reads an event on any slot group soon after its XADD: the
+/// median of 9 under 30 ms and each under 100 ms (a quiet slot group is polled at least every
+/// 20 ms; measured 3-46 ms alone, a median of 18 ms and a max of 59 ms inside the loaded full
+/// suite). The events come one at a time, 110-166 ms apart, each on a type of another
+/// master. Before, an idle read blocked on one slot group in turn for 100 ms and an event on
+/// another group waited for that block to end (measured 2-117 ms, a median of 70 ms, 4 of 9
+/// over 100 ms).
 #[test]
-fn cluster_idle_worker_reads_each_event_within_50ms() {
+fn cluster_idle_worker_reads_each_event_soon_after_its_xadd() {
     let c = Cluster::start(3);
     let env = "crl";
     let types = spread_types(&c, env, 9);
@@ -62,13 +64,13 @@ fn cluster_idle_worker_reads_each_event_within_50ms() {
         std::thread::sleep(Duration::from_millis(110 + 7 * i as u64));
     }
     eprintln!("idle worker, XADD to read: {waits:?}");
-    let slow: Vec<_> = waits
-        .iter()
-        .filter(|(_, d)| *d >= Duration::from_millis(50))
-        .collect();
+    let mut sorted: Vec<Duration> = waits.iter().map(|(_, d)| *d).collect();
+    sorted.sort();
+    let (median, max) = (sorted[sorted.len() / 2], sorted[sorted.len() - 1]);
     assert!(
-        slow.is_empty(),
-        "events read 50 ms or more after their XADD: {slow:?} (all: {waits:?})\n{}",
+        median < Duration::from_millis(30) && max < Duration::from_millis(100),
+        "XADD to read: median {median:?} (expected under 30 ms), max {max:?} (expected under \
+         100 ms); all: {waits:?}\n{}",
         w.output()
     );
 }
