@@ -48,7 +48,8 @@
 #            Drain of --backlog (200000) events over 50 type streams (256-byte data), one
 #            event-worker (blackhole) from its start to the last ack; latency at 2000 events/s
 #            for --latency-secs (20) s to an http route; Redis CPU and commands per node from
-#            INFO before/after, the share per master and the projected scaling; then the cost of
+#            INFO before/after (commands also by command, INFO commandstats), the share per
+#            master and the projected scaling; an idle worker's cost with 50 and 2000 types; then the cost of
 #            [redis] wait_replicas (a master and one replica, --outbox-events publishes through
 #            the API, wait off and on). Interleaved, --reps times. Its table goes to BENCHMARKS.md
 #            "Redis Cluster" and bench/results/cluster-latest.md; with --quick (50000 events, 5 s,
@@ -99,7 +100,7 @@ while [ $# -gt 0 ]; do
     --push-clients) push_clients="$2"; shift 2 ;;
     --push-secs) push_secs="$2"; shift 2 ;;
     --outbox-events) outbox_events="$2"; shift 2 ;;
-    -h|--help) sed -n '2,64p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,65p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -43,6 +43,8 @@ pub struct Run {
     pub node_cpu_s: Vec<f64>,
     pub node_cmds: Vec<u64>,
     pub node_events: Vec<u64>,
+    /// `INFO commandstats` over all nodes, after - before: command -> (calls, usec).
+    pub cmdstats: std::collections::BTreeMap<String, (u64, u64)>,
     /// Latency runs: p50, p99, max (µs) and events received.
     pub lat: Option<(u64, u64, u64, u64)>,
 }
@@ -106,14 +108,66 @@ async fn run(opts: &Opts) -> Result<(), String> {
             lats.push(l);
         }
     }
+    let mut idles = Vec::new();
+    let idle_secs = if quick { 3 } else { 5 };
+    for rep in 1..=reps {
+        for topo in [&single, &cluster] {
+            for n in [types, IDLE_MANY] {
+                eprintln!("== cluster: rep {rep}, idle, {n} types, {}", topo.label);
+                idles.push(idle(&ctx, topo, n, idle_secs, rep).await?);
+            }
+        }
+    }
     drop(single);
     drop(cluster);
     let waits = wait_rows(&ctx, publishes, reps).await?;
-    let md = crate::clusterrep::markdown(&drains, &lats, &waits, events, types, rate, secs);
+    let mut md = crate::clusterrep::markdown(&drains, &lats, &waits, events, types, rate, secs);
+    crate::clusterrep::idle_table(&idles, idle_secs, &mut md);
     let out = PathBuf::from(opts.str("out")?);
     std::fs::write(&out, &md).map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!("{md}");
     Ok(())
+}
+
+/// The larger type count of the idle rows.
+const IDLE_MANY: u64 = 2000;
+
+/// An idle worker's cost: `types` streams with their groups at `$`, nothing published.
+pub struct IdleRun {
+    pub topo: &'static str,
+    pub types: u64,
+    pub secs: f64,
+    /// Per node: Redis CPU seconds and commands.
+    pub node_cpu_s: Vec<f64>,
+    pub node_cmds: Vec<u64>,
+    /// `INFO commandstats` over all nodes, after - before.
+    pub cmdstats: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+/// One idle row: the worker (blackhole route) ready, 2 s to settle, then `secs` s measured.
+async fn idle(ctx: &Ctx, topo: &Topo, types: u64, secs: u64, rep: u64) -> Result<IdleRun, String> {
+    topo.flush().await?;
+    for (_, key, owner) in &topo.keys(types) {
+        topo.group(key, *owner, "$").await?;
+    }
+    let name = format!("idle-{}-{types}-{rep}", topo.nodes.len());
+    let (mut w, api) = start_worker(ctx, topo, None, &name)?;
+    wait_ready(api, &mut w).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = topo.snap().await?;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let after = topo.snap().await?;
+    let secs = t0.elapsed().as_secs_f64();
+    w.stop();
+    Ok(IdleRun {
+        topo: topo.label,
+        types,
+        secs,
+        node_cpu_s: delta(&before.cpu_s, &after.cpu_s),
+        node_cmds: delta(&before.cmds, &after.cmds),
+        cmdstats: cmd_delta(&before, &after),
+    })
 }
 
 /// Writes the worker config for `topo` (route: blackhole, or http to `sink`); starts it.
@@ -224,6 +278,7 @@ async fn drain(ctx: &Ctx, topo: &Topo, events: u64, types: u64, rep: u64) -> Res
         node_cpu_s: delta(&before.cpu_s, &after.cpu_s),
         node_cmds: delta(&before.cmds, &after.cmds),
         node_events,
+        cmdstats: cmd_delta(&before, &after),
         lat: None,
     })
 }
@@ -231,6 +286,21 @@ async fn drain(ctx: &Ctx, topo: &Topo, events: u64, types: u64, rep: u64) -> Res
 /// Per node, `after - before` (CPU seconds or command counts).
 fn delta<T: Copy + std::ops::Sub<Output = T>>(before: &[T], after: &[T]) -> Vec<T> {
     after.iter().zip(before).map(|(&a, &b)| a - b).collect()
+}
+
+/// Per command over all nodes, `after - before` of (calls, usec); commands not called left out.
+fn cmd_delta(
+    before: &crate::clustertopo::Snap,
+    after: &crate::clustertopo::Snap,
+) -> std::collections::BTreeMap<String, (u64, u64)> {
+    after
+        .cmdstats
+        .iter()
+        .filter_map(|(name, &(calls, usec))| {
+            let (c0, u0) = before.cmdstats.get(name).copied().unwrap_or_default();
+            (calls > c0).then(|| (name.clone(), (calls - c0, usec.saturating_sub(u0))))
+        })
+        .collect()
 }
 
 fn start_sink(ctx: &Ctx) -> Result<(Proc, u16), String> {
@@ -332,6 +402,7 @@ async fn latency(
         node_cpu_s: delta(&before.cpu_s, &after.cpu_s),
         node_cmds: delta(&before.cmds, &after.cmds),
         node_events,
+        cmdstats: cmd_delta(&before, &after),
         lat: Some((g("p50_us"), g("p99_us"), g("max_us"), g("n"))),
     })
 }

@@ -140,6 +140,36 @@ fn projection(drains: &[Run], md: &mut String) {
     ));
 }
 
+/// Redis commands per event by command over all nodes (the drains and the latency runs of
+/// each topology), with the Redis time they took per event.
+fn command_table(drains: &[Run], lats: &[Run], md: &mut String) {
+    let mut labels = Vec::new();
+    for (what, runs) in [("drain", drains), ("latency", lats)] {
+        for t in topos(runs) {
+            labels.push(format!("{what}, {t}"));
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for r in drains.iter().chain(lats) {
+        names.extend(r.cmdstats.keys().cloned());
+    }
+    crate::report::command_table(md, &labels, names, |label, name| {
+        let (what, topo) = label.split_once(", ").unwrap_or_default();
+        let runs = of(if what == "drain" { drains } else { lats }, topo);
+        let per = |f: &dyn Fn((u64, u64)) -> u64| {
+            median(
+                runs.iter()
+                    .map(|r| {
+                        f(r.cmdstats.get(name).copied().unwrap_or_default()) as f64
+                            / r.events as f64
+                    })
+                    .collect(),
+            )
+        };
+        (per(&|c| c.0), per(&|c| c.1))
+    });
+}
+
 fn latency_table(lats: &[Run], rate: u64, md: &mut String) {
     md.push_str(&format!(
         "| topology ({rate} events/s) | p50 ms | p99 ms | max ms | received | worker CPU % | Redis CPU % of one core, per node |\n|---|---|---|---|---|---|---|\n"
@@ -246,8 +276,44 @@ pub fn markdown(
     ));
     latency_table(lats, rate, &mut md);
     md.push_str(
+        "\n#### Redis commands per event by command, all nodes (median; in parentheses the Redis time per event they took, from `INFO commandstats`; the bench's own polling is in `xinfo|groups` and `info`)\n\n",
+    );
+    command_table(drains, lats, &mut md);
+    md.push_str(
         "\n#### The cost of `[redis] wait_replicas` (one master, one replica, loopback)\n\n",
     );
     wait_table(waits, &mut md);
     md
+}
+
+/// The idle rows: Redis commands and CPU per second of an idle worker, per topology and type
+/// count (medians over the repetitions).
+pub fn idle_table(idles: &[crate::cluster::IdleRun], secs: u64, md: &mut String) {
+    if idles.is_empty() {
+        return;
+    }
+    md.push_str(&format!(
+        "\n#### An idle worker ({secs} s measured after it is ready and 2 s more; groups at `$`, nothing published; median)\n\n\
+         | topology | types | Redis commands/s (all nodes) | XREADGROUP/s | Redis CPU, % of one core (all nodes) |\n|---|---|---|---|---|\n"
+    ));
+    let mut rows: Vec<(&str, u64)> = Vec::new();
+    for r in idles {
+        if !rows.contains(&(r.topo, r.types)) {
+            rows.push((r.topo, r.types));
+        }
+    }
+    for (topo, types) in rows {
+        let rs: Vec<_> = idles
+            .iter()
+            .filter(|r| r.topo == topo && r.types == types)
+            .collect();
+        let m =
+            |f: &dyn Fn(&crate::cluster::IdleRun) -> f64| median(rs.iter().map(|r| f(r)).collect());
+        md.push_str(&format!(
+            "| {topo} | {types} | {:.0} | {:.0} | {:.2} |\n",
+            m(&|r| r.node_cmds.iter().sum::<u64>() as f64 / r.secs),
+            m(&|r| r.cmdstats.get("xreadgroup").map_or(0, |c| c.0) as f64 / r.secs),
+            m(&|r| r.node_cpu_s.iter().sum::<f64>() / r.secs * 100.0),
+        ));
+    }
 }

@@ -33,6 +33,8 @@ pub struct Topo {
 pub struct Snap {
     pub cpu_s: Vec<f64>,
     pub cmds: Vec<u64>,
+    /// `INFO commandstats` summed over the nodes: command -> (calls, usec).
+    pub cmdstats: std::collections::BTreeMap<String, (u64, u64)>,
 }
 
 /// A loopback port `p` with `p + 10000` (its cluster bus port) free too.
@@ -212,6 +214,10 @@ impl Topo {
                 }
                 if let Some(v) = line.strip_prefix("total_commands_processed:") {
                     cmds = v.parse().unwrap_or(0);
+                }
+                if let Some((name, (calls, usec))) = crate::orch::cmdstat(line) {
+                    let sum = s.cmdstats.entry(name).or_default();
+                    *sum = (sum.0 + calls, sum.1 + usec);
                 }
             }
             s.cpu_s.push(cpu);

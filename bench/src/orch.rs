@@ -284,19 +284,8 @@ impl Bench {
                 snap.cpu_s += v.parse::<f64>().unwrap_or(0.0);
             } else if let Some(v) = line.strip_prefix("total_commands_processed:") {
                 snap.total_cmds = v.parse().unwrap_or(0);
-            } else if let Some((name, stats)) = line
-                .strip_prefix("cmdstat_")
-                .and_then(|rest| rest.split_once(':'))
-            {
-                let field = |key: &str| -> u64 {
-                    stats
-                        .split(',')
-                        .find_map(|kv| kv.strip_prefix(key))
-                        .and_then(|c| c.parse().ok())
-                        .unwrap_or(0)
-                };
-                snap.cmdstats
-                    .insert(name.to_string(), (field("calls="), field("usec=")));
+            } else if let Some((name, calls_usec)) = cmdstat(line) {
+                snap.cmdstats.insert(name, calls_usec);
             }
         }
         Ok(snap)
@@ -1273,4 +1262,18 @@ async fn run(opts: &Opts) -> Result<(), String> {
         t_start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// One `INFO commandstats` line (`cmdstat_<name>:calls=..,usec=..,...`) as `(name, (calls,
+/// usec))`; `None` for any other line.
+pub fn cmdstat(line: &str) -> Option<(String, (u64, u64))> {
+    let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+    let field = |key: &str| -> u64 {
+        stats
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(key))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    };
+    Some((name.to_string(), (field("calls="), field("usec="))))
 }

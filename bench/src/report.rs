@@ -241,44 +241,18 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
             o,
             "\nRedis commands per event by command, and Redis time per event they took in µs (medians; from `INFO commandstats`, where the calls a Lua script makes are counted too, inside the script's own time):\n"
         );
-        let _ = write!(o, "| command |");
-        for l in &labels {
-            let _ = write!(o, " {l} |");
-        }
-        let _ = write!(o, "\n| --- |");
-        for _ in &labels {
-            let _ = write!(o, " ---: |");
-        }
-        let _ = writeln!(o);
         let mut names: BTreeSet<String> = BTreeSet::new();
         for s in &drain {
             names.extend(s.cmdstats.keys().cloned());
         }
-        for name in names {
-            let cells: Vec<(f64, f64)> = labels
-                .iter()
-                .map(|l| {
-                    let ss = of(samples, "drain", l);
-                    let get = |s: &Sample| s.cmdstats.get(&name).copied().unwrap_or((0, 0));
-                    (
-                        med(&ss, |s| s.per_event(get(s).0 as f64)),
-                        med(&ss, |s| s.per_event(get(s).1 as f64)),
-                    )
-                })
-                .collect();
-            if cells.iter().all(|c| c.0 < 0.0005) {
-                continue;
-            }
-            let _ = write!(o, "| `{name}` |");
-            for (c, us) in cells {
-                if c < 0.0005 {
-                    let _ = write!(o, " - |");
-                } else {
-                    let _ = write!(o, " {c:.3} ({us:.2} µs) |");
-                }
-            }
-            let _ = writeln!(o);
-        }
+        command_table(&mut o, &labels, names, |l, name| {
+            let ss = of(samples, "drain", l);
+            let get = |s: &Sample| s.cmdstats.get(name).copied().unwrap_or((0, 0));
+            (
+                med(&ss, |s| s.per_event(get(s).0 as f64)),
+                med(&ss, |s| s.per_event(get(s).1 as f64)),
+            )
+        });
     }
 
     // Backlog size.
@@ -560,6 +534,41 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
         );
     }
     o
+}
+
+/// A table of Redis commands per event (and µs of Redis time per event) by command: one row
+/// per name in `names`, one column per label; `cell(label, name)` gives `(calls, µs)` per
+/// event. Rows below 0.0005 calls per event in every column are left out.
+pub fn command_table(
+    o: &mut String,
+    labels: &[String],
+    names: BTreeSet<String>,
+    cell: impl Fn(&str, &str) -> (f64, f64),
+) {
+    let _ = write!(o, "| command |");
+    for l in labels {
+        let _ = write!(o, " {l} |");
+    }
+    let _ = write!(o, "\n| --- |");
+    for _ in labels {
+        let _ = write!(o, " ---: |");
+    }
+    let _ = writeln!(o);
+    for name in names {
+        let cells: Vec<(f64, f64)> = labels.iter().map(|l| cell(l, &name)).collect();
+        if cells.iter().all(|c| c.0 < 0.0005) {
+            continue;
+        }
+        let _ = write!(o, "| `{name}` |");
+        for (c, us) in cells {
+            if c < 0.0005 {
+                let _ = write!(o, " - |");
+            } else {
+                let _ = write!(o, " {c:.3} ({us:.2} µs) |");
+            }
+        }
+        let _ = writeln!(o);
+    }
 }
 
 pub fn write_tsv(path: &Path, samples: &[Sample]) -> Result<(), String> {

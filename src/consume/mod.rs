@@ -3,6 +3,7 @@
 
 pub(crate) mod backoff;
 pub(crate) mod batch;
+pub(crate) mod cluster_reads;
 pub(crate) mod decide;
 pub(crate) mod dispatch;
 pub(crate) mod in_flight;

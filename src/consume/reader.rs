@@ -1,7 +1,8 @@
 //! The consumer is responsible for reading: it takes free permits first, then asks
 //! XREADGROUP for at most that many entries from the type streams whose breaker accepts
 //! reads and from the group's redeliver stream, and hands each read batch to the
-//! dispatcher (`consume::dispatch`), which spawns a task for it.
+//! dispatcher (`consume::dispatch`), which spawns a task for it. On a Redis Cluster the
+//! streams of a read are asked per slot group, paced by `consume::cluster_reads`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,6 +72,11 @@ pub async fn run(reader: Reader, stop: CancellationToken, tracker: TaskTracker) 
     let mut last_error_log: Option<Instant> = None;
     let mut turn = 0usize;
     let mut quiet = QuietStreams::default();
+    // On a cluster the reads are paced per slot group (`consume::cluster_reads`).
+    let mut cluster = reader
+        .store
+        .is_cluster()
+        .then(crate::consume::cluster_reads::ClusterReads::default);
     loop {
         let all = readable_streams(&reader);
         let first = tokio::select! {
@@ -96,7 +102,17 @@ pub async fn run(reader: Reader, stop: CancellationToken, tracker: TaskTracker) 
                 }
             }
         }
-        let read = read_once(&reader, &all, permits.len(), turn, &mut quiet);
+        let (free, at) = (permits.len(), turn);
+        let read = async {
+            match cluster.as_mut() {
+                Some(c) => {
+                    let who = (reader.group.as_str(), reader.consumer.as_str());
+                    c.read(&reader.store, who, &all, free, reader.read_block)
+                        .await
+                }
+                None => read_once(&reader, &all, free, at, &mut quiet).await,
+            }
+        };
         turn = turn.wrapping_add(permits.len().min(all.len()));
         let result = tokio::select! {
             r = read => r,

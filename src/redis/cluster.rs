@@ -1,8 +1,8 @@
 //! Redis Cluster support of the [`Store`] (README "Redis Cluster"): the hash slot of a key,
-//! reads grouped by slot, the topology (masters, replicas, slot coverage) and SCAN on every
-//! master. The moves across slots are in `redis::moves_split`.
+//! reads grouped by slot (paced by `consume::cluster_reads`), the topology (masters,
+//! replicas, slot coverage) and SCAN on every master. The moves across slots are in
+//! `redis::moves_split`.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -13,10 +13,6 @@ use fred::types::{ClusterHash, CustomCommand, Value};
 use crate::redis::error::StoreError;
 use crate::redis::store::{Entry, Store};
 use crate::redis::streams::text;
-
-/// The longest a clustered read blocks on one slot group while the others wait: entries
-/// arriving on another slot group when every stream was empty are read at most this late.
-pub const CLUSTER_BLOCK: Duration = Duration::from_millis(100);
 
 /// The Redis Cluster hash slot of `key` (hash tags included).
 pub fn slot(key: &str) -> u16 {
@@ -371,45 +367,32 @@ impl Store {
         Ok(Some(slots))
     }
 
-    /// XREADGROUP on a cluster: one read per slot group. All groups are first read without
-    /// blocking, concurrently on the command connection (fred pipelines them per node);
-    /// the reader connection only ever carries the one blocking read. When all were empty and
-    /// `block` is set, one group, in turn, is read with a BLOCK of at most
-    /// [`CLUSTER_BLOCK`], so entries of any other group wait at most that long. Any error
-    /// fails the whole read (entries read by the others are pending on this consumer; the
-    /// reader takes them back at once, as after a read cut off in flight).
-    pub(super) async fn read_group_by_slot(
+    /// XREADGROUP on a cluster: one read per slot group of `groups` (each group's streams in
+    /// one slot), at most `count` entries per stream, none blocking, all sent at once on the
+    /// reader connection (fred pipelines them per master: one write per master, the masters
+    /// answer in parallel). A blocked command would hold its master's connection (and every
+    /// read queued behind it on that master) until its BLOCK ends, so a cluster read never
+    /// blocks: the consumer paces its polls instead (`consume::cluster_reads`). Any error fails
+    /// the whole read (entries read by the others are pending on this consumer; the reader
+    /// takes them back at once, as after a read cut off in flight).
+    ///
+    /// # Errors
+    /// Redis errors, NOGROUP included.
+    pub async fn read_slot_groups(
         &self,
         group: &str,
         consumer: &str,
-        streams: &[String],
+        groups: &[Vec<String>],
         count: usize,
-        block: Option<Duration>,
     ) -> Result<Vec<Entry>, StoreError> {
-        let groups = group_by_slot(streams);
-        if groups.len() <= 1 {
-            return self
-                .read_group_one(&self.reader, group, consumer, streams, count, block)
-                .await;
-        }
         let reads = groups
             .iter()
-            .map(|g| self.read_group_one(&self.cmd, group, consumer, g, count, None));
+            .map(|g| self.read_group_one(&self.reader, group, consumer, g, count, None));
         let mut entries = Vec::new();
         for r in futures::future::join_all(reads).await {
             entries.extend(r?);
         }
-        let Some(block) = block else {
-            return Ok(entries);
-        };
-        if !entries.is_empty() {
-            return Ok(entries);
-        }
-        let turn = self.block_turn.fetch_add(1, Ordering::Relaxed) % groups.len();
-        let block = block.min(CLUSTER_BLOCK);
-        let blocking = &groups[turn];
-        self.read_group_one(&self.reader, group, consumer, blocking, count, Some(block))
-            .await
+        Ok(entries)
     }
 }
 

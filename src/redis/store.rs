@@ -4,7 +4,8 @@
 //! moves), `admin` (operator reads); errors are `error::StoreError`.
 //!
 //! Two connections: `cmd` for everything else (fred pipelines concurrent commands on it) and
-//! `reader` for the blocking XREADGROUP, which would otherwise stall `cmd`.
+//! `reader` for the blocking XREADGROUP, which would otherwise stall `cmd` (on a cluster, one
+//! connection per master, carrying the consumer's non-blocking reads: `redis::cluster`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,8 +63,6 @@ pub struct Store {
     /// Whether the URL names a Redis Cluster (`redis-cluster://`, `rediss-cluster://`): moves
     /// across slots then run destination first, source second (see `redis::cluster`).
     pub(crate) cluster: bool,
-    /// The turn of the slot group a clustered read blocks on (round-robin).
-    pub(super) block_turn: Arc<std::sync::atomic::AtomicUsize>,
     /// `[redis] wait_replicas` > 0: the WAIT policy and its connections (`redis::replicas`).
     pub(crate) waiting: Option<crate::redis::replicas::Waiting>,
 }
@@ -171,7 +170,6 @@ impl Store {
             publish_once: Script::from_lua(PUBLISH_ONCE),
             apply_migration_template: APPLY_MIGRATION,
             cluster: url.is_cluster(),
-            block_turn: Arc::default(),
             waiting: crate::redis::replicas::Waiting::new(&config.redis, waiters),
         };
         store.preload_scripts().await;

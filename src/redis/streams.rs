@@ -37,7 +37,9 @@ impl Store {
     }
 
     /// XREADGROUP of new entries (`>`) from `streams`, at most `count` per stream, blocking
-    /// up to `block` (not at all with `None`) on the dedicated reader connection.
+    /// up to `block` (not at all with `None`) on the dedicated reader connection. On a cluster:
+    /// one read per slot group, none blocking (`block` is ignored; see
+    /// [`Store::read_slot_groups`]).
     ///
     /// # Errors
     /// Redis errors, NOGROUP included (see [`StoreError::is_nogroup`]).
@@ -50,9 +52,8 @@ impl Store {
         block: Option<Duration>,
     ) -> Result<Vec<Entry>, StoreError> {
         if self.cluster {
-            return self
-                .read_group_by_slot(group, consumer, streams, count, block)
-                .await;
+            let groups = super::cluster::group_by_slot(streams);
+            return self.read_slot_groups(group, consumer, &groups, count).await;
         }
         self.read_group_one(&self.reader, group, consumer, streams, count, block)
             .await

@@ -36,6 +36,7 @@ mod cluster_drain;
 mod cluster_failover;
 mod cluster_ops;
 mod cluster_push;
+mod cluster_reads;
 mod cluster_restart;
 mod config;
 mod config_messages;
