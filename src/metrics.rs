@@ -52,9 +52,9 @@ pub struct Metrics {
     /// `event_worker_redis_refused_writes_total{env,cause}`: commands Redis refused;
     /// cause = oom|readonly|misconf (see `redis::refusals`).
     pub redis_refused_writes_total: IntCounterVec,
-    /// `event_worker_redis_node_errors_total{env,node,kind}`: connection errors per Redis
-    /// Cluster node (`host:port` as `CLUSTER SLOTS` names it; kind = connection; none on a
-    /// single node).
+    /// `event_worker_redis_node_errors_total{env,node,kind}`: errors per Redis Cluster node
+    /// (`host:port` as `CLUSTER SLOTS` names it; kind = connection|read; none on a single
+    /// node).
     pub redis_node_errors_total: IntCounterVec,
     /// `event_worker_redis_cluster_masters{env}`: masters serving slots (Redis Cluster only).
     pub redis_cluster_masters: IntGaugeVec,

@@ -389,10 +389,21 @@ impl Store {
             .iter()
             .map(|g| self.read_group_one(&self.reader, group, consumer, g, count, None));
         let mut entries = Vec::new();
-        for r in futures::future::join_all(reads).await {
-            entries.extend(r?);
+        let mut failed = None;
+        for (r, g) in futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .zip(groups)
+        {
+            match r {
+                Ok(read) => entries.extend(read),
+                Err(e) => {
+                    self.count_read_error(g.first().map_or(0, |s| slot(s)));
+                    failed = failed.or(Some(e));
+                }
+            }
         }
-        Ok(entries)
+        failed.map_or(Ok(entries), Err)
     }
 }
 

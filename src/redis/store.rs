@@ -185,10 +185,12 @@ impl Store {
             .clone()
     }
 
-    /// On a cluster, connection errors so far per node (`host:port`), both connections
-    /// together; the nodes connected now without an error count 0 (so their series start at
-    /// 0). Empty on a single node (its errors are in `redis_errors_total` and `redis_up`).
-    pub fn node_errors(&self) -> Vec<(String, u64)> {
+    /// On a cluster, errors so far per node (`host:port`) and kind: `connection` (fred's
+    /// connection errors, both connections together) and `read` (failed XREADGROUPs, by the
+    /// node fred routed them to); the nodes connected now count 0 of each (so their series
+    /// start at 0). Empty on a single node (its errors are in `redis_errors_total` and
+    /// `redis_up`).
+    pub fn node_errors(&self) -> Vec<(String, &'static str, u64)> {
         if !self.cluster {
             return Vec::new();
         }
@@ -198,12 +200,34 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         for server in self.cmd.active_connections() {
-            if counts.len() >= MAX_NODES {
+            let node = server.to_string();
+            let known = counts.keys().any(|(n, _)| *n == node);
+            let nodes = counts
+                .keys()
+                .map(|(n, _)| n.clone())
+                .collect::<std::collections::BTreeSet<_>>();
+            if !known && nodes.len() >= MAX_NODES {
                 break;
             }
-            counts.entry(server.to_string()).or_insert(0);
+            for kind in NODE_ERROR_KINDS {
+                counts.entry((node.clone(), kind)).or_insert(0);
+            }
         }
-        counts.into_iter().collect()
+        counts.into_iter().map(|((n, k), c)| (n, k, c)).collect()
+    }
+
+    /// Counts a failed read of `slot` against the node fred routes that slot to (a cluster
+    /// only; see [`Store::node_errors`]).
+    pub(crate) fn count_read_error(&self, slot: u16) {
+        if !self.cluster {
+            return;
+        }
+        let node = self
+            .reader
+            .cached_cluster_state()
+            .and_then(|s| s.get_server(slot).map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown".to_string());
+        count_node_error(&self.node_errors, node, "read");
     }
 
     /// This store recording its refused writes into `refusals` (a worker's `Health` holds it).
@@ -330,25 +354,39 @@ async fn init(client: &Client, url: &RedisUrl) -> Result<(), StoreError> {
     }
 }
 
-/// Connection errors per node (see [`Store::node_errors`]).
-type NodeErrors = Arc<Mutex<std::collections::BTreeMap<String, u64>>>;
+/// Errors per node and kind (see [`Store::node_errors`]).
+type NodeErrors = Arc<Mutex<std::collections::BTreeMap<(String, &'static str), u64>>>;
+
+/// Adds one error of `kind` on `node` to `counts` (past [`MAX_NODES`] nodes, under `other`).
+fn count_node_error(counts: &NodeErrors, node: String, kind: &'static str) {
+    let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+    let known = map.keys().any(|(n, _)| *n == node);
+    let nodes = map
+        .keys()
+        .map(|(n, _)| n)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let node = if known || nodes < MAX_NODES {
+        node
+    } else {
+        "other".to_string()
+    };
+    *map.entry((node, kind)).or_insert(0) += 1;
+}
 
 /// The most nodes counted by name; errors of further nodes count as `other` (the label set
 /// of `event_worker_redis_node_errors_total` stays bounded across many failovers).
 const MAX_NODES: usize = 64;
+
+/// The `kind` label values of `event_worker_redis_node_errors_total`.
+const NODE_ERROR_KINDS: [&str; 2] = ["connection", "read"];
 
 /// Counts the connection errors fred reports on `client` per node in `counts`.
 fn count_node_errors(client: &Client, counts: &NodeErrors) {
     let counts = counts.clone();
     client.on_error(move |(_, server)| {
         let node = server.map_or_else(|| "unknown".to_string(), |s| s.to_string());
-        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
-        let key = if map.contains_key(&node) || map.len() < MAX_NODES {
-            node
-        } else {
-            "other".to_string()
-        };
-        *map.entry(key).or_insert(0) += 1;
+        count_node_error(&counts, node, "connection");
         async { Ok(()) }
     });
 }

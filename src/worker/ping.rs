@@ -111,14 +111,14 @@ impl Pinger {
         facts
     }
 
-    /// Brings `event_worker_redis_node_errors_total` up to the connection errors the store
-    /// counted per node.
+    /// Brings `event_worker_redis_node_errors_total` up to the errors the store counted per
+    /// node and kind.
     fn count_node_errors(&self) {
         let (metrics, env) = &self.metrics;
-        for (node, n) in self.store.node_errors() {
+        for (node, kind, n) in self.store.node_errors() {
             let c = metrics
                 .redis_node_errors_total
-                .with_label_values(&[env, &node, "connection"]);
+                .with_label_values(&[env, &node, kind]);
             c.inc_by(n.saturating_sub(c.get()));
         }
     }

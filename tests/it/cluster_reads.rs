@@ -138,3 +138,55 @@ fn cluster_a_busy_type_does_not_starve_a_slow_type_on_another_master() {
         w.output()
     );
 }
+
+/// `event_worker_redis_node_errors_total{kind="read"}` counts a failed read against the node
+/// it was sent to: the group of one type stream destroyed on its master (the next read there
+/// answers NOGROUP; the worker recreates the group) counts there and nowhere else; every
+/// master's series exists from the start, at 0. Before, the metric had `kind="connection"`
+/// only.
+#[test]
+fn cluster_read_errors_are_counted_per_node() {
+    let c = Cluster::start(3);
+    let env = "rer";
+    let types = spread_types(&c, env, 3);
+    let mut cfg = WorkerConfig::new(env, &c.url()).route(Route::blackhole(&["*"]));
+    cfg.discovery_interval = "200ms".into();
+    for t in &types {
+        crate::cluster::publish_on(&c, env, t, &format!("first-{t}"));
+    }
+    let mut w = WorkerProcess::start("w1", cfg.clone());
+    w.wait_ready(Duration::from_secs(20));
+    let reads = |w: &WorkerProcess, node: &str| {
+        let m = parse_metrics(&w.metrics());
+        let labels = [("env", env), ("node", node), ("kind", "read")];
+        m.iter()
+            .find(|s| {
+                s.name == "event_worker_redis_node_errors_total"
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+    };
+    let nodes: Vec<String> = c
+        .master_ports()
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    wait_until("a read series per master", Duration::from_secs(10), || {
+        nodes.iter().all(|n| reads(&w, n) == Some(0.0))
+    });
+    let key = stream_key(env, &types[0]);
+    let broken = format!("127.0.0.1:{}", c.port_of(&key));
+    let destroyed = c
+        .node_of(&key)
+        .cmd(&["XGROUP", "DESTROY", &key, &cfg.group]);
+    assert_eq!(format!("{destroyed:?}"), "Int(1)");
+    let counted = try_wait_until(Duration::from_secs(10), || {
+        reads(&w, &broken).is_some_and(|n| n >= 1.0)
+    });
+    assert!(counted, "no read error counted on {broken}\n{}", w.output());
+    for n in nodes.iter().filter(|n| **n != broken) {
+        assert_eq!(reads(&w, n), Some(0.0), "{n}");
+    }
+}
