@@ -205,25 +205,33 @@ impl Endpoint {
                 }
                 pool.send(request, limit, ERROR_BODY_BYTES).await
             }
-            Transport::Shared(client) => {
-                let response = client
-                    .request(request)
-                    .await
-                    .map_err(|e| transport_failure(&e))?;
-                let (head, body) = response.into_parts();
-                let limit = if head.status.is_success() {
-                    limit
-                } else {
-                    ERROR_BODY_BYTES
-                };
-                Ok(Answer {
-                    status: head.status,
-                    headers: head.headers,
-                    body: read_body(body, limit).await,
-                })
-            }
+            // Boxed: it would make the pooled route's future larger.
+            Transport::Shared(client) => Box::pin(shared_exchange(client, request, limit)).await,
         }
     }
+}
+
+/// Sends `request` with the shared client and reads the answer as [`Endpoint::exchange`].
+async fn shared_exchange(
+    client: &Client,
+    request: Request<Full<Bytes>>,
+    limit: usize,
+) -> Result<Answer, Outcome> {
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| transport_failure(&e))?;
+    let (head, body) = response.into_parts();
+    let limit = if head.status.is_success() {
+        limit
+    } else {
+        ERROR_BODY_BYTES
+    };
+    Ok(Answer {
+        status: head.status,
+        headers: head.headers,
+        body: read_body(body, limit).await,
+    })
 }
 
 /// The origin-form URI (`/path?query`) of `uri` and the `Host` header a pooled route sends

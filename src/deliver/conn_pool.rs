@@ -52,10 +52,11 @@ const BODY_PAUSE: Duration = Duration::from_millis(500);
 type Driver = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
 
 /// One HTTP/1.1 connection: the request side and the connection's state machine (`None` once
-/// it has ended).
+/// it has ended; boxed, so that a connection moves in and out of the pool and the futures of
+/// the requests that hold it stay small).
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
-    driver: Option<Driver>,
+    driver: Option<Pin<Box<Driver>>>,
 }
 
 /// An idle connection and when it was given back.
@@ -98,7 +99,10 @@ pub(crate) struct Answer {
 impl ConnPool {
     /// A pool of connections to `host:port`, closed after `idle_timeout` idle.
     pub(crate) fn new(host: &str, port: u16, idle_timeout: Duration) -> Self {
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         ConnPool {
             inner: Arc::new(Inner {
                 host,
@@ -127,8 +131,10 @@ impl ConnPool {
             // Not written: the idle connection had closed. Once more on a new connection.
             Err(mut e) => match e.take_message() {
                 Some(request) if reused => {
-                    conn = self.connect().await?;
-                    conn.request(request).await.map_err(|e| failure(e.error()))?
+                    conn = Box::pin(self.connect()).await?;
+                    conn.request(request)
+                        .await
+                        .map_err(|e| failure(e.error()))?
                 }
                 _ => return Err(failure(e.error())),
             },
@@ -161,7 +167,8 @@ impl ConnPool {
         loop {
             let idle = self.inner.lock().idle.pop();
             let Some(idle) = idle else {
-                return Ok((self.connect().await?, false));
+                // Boxed: the rare path keeps the future of every request small.
+                return Ok((Box::pin(self.connect()).await?, false));
             };
             let mut conn = idle.conn;
             if idle.since.elapsed() < self.inner.idle_timeout && conn.ready().await {
@@ -187,7 +194,11 @@ impl ConnPool {
         let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => return Err(failed(&e)),
-            Err(_) => return Err(failed(&format_args!("no answer within {CONNECT_TIMEOUT:?}"))),
+            Err(_) => {
+                return Err(failed(&format_args!(
+                    "no answer within {CONNECT_TIMEOUT:?}"
+                )));
+            }
         };
         let (sender, driver) = http1::handshake(TokioIo::new(tcp))
             .await
@@ -195,7 +206,7 @@ impl ConnPool {
         self.inner.start_sweeper();
         Ok(Conn {
             sender,
-            driver: Some(driver),
+            driver: Some(Box::pin(driver)),
         })
     }
 }
@@ -272,7 +283,7 @@ impl Conn {
             let Some(d) = driver else {
                 return Poll::Pending;
             };
-            if Pin::new(d).poll(cx).is_pending() {
+            if d.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
@@ -289,7 +300,8 @@ impl Conn {
     async fn request(
         &mut self,
         request: Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<Incoming>, hyper::client::conn::TrySendError<Request<Full<Bytes>>>> {
+    ) -> Result<hyper::Response<Incoming>, hyper::client::conn::TrySendError<Request<Full<Bytes>>>>
+    {
         let sending = self.sender.try_send_request(request);
         self.drive(sending).await
     }
@@ -303,7 +315,13 @@ impl Conn {
             if out.len() >= limit {
                 return (out, false);
             }
-            match tokio::time::timeout(BODY_PAUSE, self.drive(body.frame())).await {
+            // A body that came with the head is read without a timer.
+            let mut next = pin!(self.drive(body.frame()));
+            let next = match futures::poll!(next.as_mut()) {
+                Poll::Ready(frame) => Ok(frame),
+                Poll::Pending => tokio::time::timeout(BODY_PAUSE, next).await,
+            };
+            match next {
                 Ok(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
                         out.extend_from_slice(data);
@@ -324,7 +342,7 @@ impl Conn {
             let Some(d) = driver.as_mut() else {
                 return Poll::Ready(false);
             };
-            if Pin::new(d).poll(cx).is_ready() {
+            if d.as_mut().poll(cx).is_ready() {
                 *driver = None;
                 return Poll::Ready(false);
             }

@@ -109,9 +109,15 @@ fn request(port: u16) -> Request<Full<Bytes>> {
 }
 
 async fn send_ok(pool: &ConnPool, port: u16) {
-    let answer = pool.send(request(port), 200, 200).await.map_err(|e| format!("{e:?}"));
+    let answer = pool
+        .send(request(port), 200, 200)
+        .await
+        .map_err(|e| format!("{e:?}"));
     let answer = answer.unwrap();
-    assert_eq!((answer.status, answer.body.as_slice()), (StatusCode::OK, &b"ok"[..]));
+    assert_eq!(
+        (answer.status, answer.body.as_slice()),
+        (StatusCode::OK, &b"ok"[..])
+    );
 }
 
 /// Waits up to 2 s for `what`.
@@ -132,13 +138,20 @@ async fn requests_reuse_connections_never_more_than_in_flight() {
     for _ in 0..20 {
         send_ok(&pool, port).await;
     }
-    assert_eq!(seen.accepted.load(Ordering::SeqCst), 1, "sequential requests");
+    assert_eq!(
+        seen.accepted.load(Ordering::SeqCst),
+        1,
+        "sequential requests"
+    );
     for _ in 0..5 {
         futures::future::join_all((0..8).map(|_| send_ok(&pool, port))).await;
     }
     assert_eq!(seen.requests.load(Ordering::SeqCst), 60);
     let accepted = seen.accepted.load(Ordering::SeqCst);
-    assert!(accepted <= 8, "{accepted} connections for 8 requests in flight");
+    assert!(
+        accepted <= 8,
+        "{accepted} connections for 8 requests in flight"
+    );
     assert_eq!(pool.idle(), accepted);
 }
 
@@ -165,7 +178,10 @@ async fn a_request_left_unanswered_is_dropped_with_its_connection() {
     let (port, seen) = server(Mode::HangFirst).await;
     let pool = ConnPool::new("127.0.0.1", port, IDLE_TIMEOUT);
     // What the worker does past a route's timeout: drops the run.
-    let run = tokio::time::timeout(Duration::from_millis(300), pool.send(request(port), 200, 200));
+    let run = tokio::time::timeout(
+        Duration::from_millis(300),
+        pool.send(request(port), 200, 200),
+    );
     assert!(run.await.is_err(), "the unanswered request returned");
     assert_eq!(pool.idle(), 0);
     eventually("the server sees the connection closed", || {
@@ -189,7 +205,11 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     send_ok(&pool, port).await;
     assert_eq!(pool.idle(), 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(seen.closed_by_client.load(Ordering::SeqCst), 0, "closed too early");
+    assert_eq!(
+        seen.closed_by_client.load(Ordering::SeqCst),
+        0,
+        "closed too early"
+    );
     eventually("the idle connection is closed", || {
         seen.closed_by_client.load(Ordering::SeqCst) == 1
     })
