@@ -90,7 +90,7 @@ struct State {
 pub(crate) struct Answer {
     /// The status.
     pub status: StatusCode,
-    /// The headers.
+    /// The headers (a pooled route keeps none of a 2xx answer).
     pub headers: hyper::HeaderMap,
     /// The body, up to the limit given (a little more when the last frame crosses it).
     pub body: Vec<u8>,
@@ -140,18 +140,22 @@ impl ConnPool {
             },
         };
         let (head, body) = response.into_parts();
-        let limit = if head.status.is_success() {
-            limit
+        let status = head.status;
+        // A 2xx answer's head is dropped before the connection reads again: its header values
+        // share hyper's read buffer, which would otherwise be reallocated (8 KiB) for each read.
+        let (limit, headers) = if status.is_success() {
+            drop(head);
+            (limit, hyper::HeaderMap::new())
         } else {
-            error_limit
+            (error_limit, head.headers)
         };
         let (body, complete) = conn.read_body(body, limit).await;
         if complete && conn.ready().await {
             self.inner.give_back(conn);
         }
         Ok(Answer {
-            status: head.status,
-            headers: head.headers,
+            status,
+            headers,
             body,
         })
     }

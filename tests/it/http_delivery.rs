@@ -113,3 +113,46 @@ fn http_route_delivers_once_to_a_server_closing_each_connection() {
     assert_each_once(&s.sink, "c", 40);
     assert_eq!(s.sink.connections(), 40);
 }
+
+/// A target that refuses connections: the event's error names the host and port and the
+/// cause (before: `http: connection failed`, with neither).
+#[test]
+fn http_connection_refused_names_the_address_and_the_cause() {
+    let env = "httprefused";
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let s = Scenario::new(env)
+        .types(&[TY])
+        .routes(move |_, _| {
+            vec![Route::http(
+                &[TY],
+                &format!("http://127.0.0.1:{port}/hook?token=t0k3n"),
+            )]
+        })
+        .config(|c| c.max_attempts = 1)
+        .start();
+    publish(&s.redis, env, TY, "x-1");
+    wait_until("x-1 dead-lettered", Duration::from_secs(10), || {
+        dlq_entries(&s.redis, env).len() == 1
+    });
+    let dlq = dlq_entries(&s.redis, env);
+    assert_eq!(
+        (dlq[0].get("dlq_reason"), dlq[0].get("dlq_error")),
+        (
+            Some("max_attempts_exceeded"),
+            Some(
+                format!(
+                    "http: connection failed (127.0.0.1:{port}: Connection refused (os error 111))"
+                )
+                .as_str()
+            )
+        )
+    );
+    let logs = s.workers[0].output();
+    assert!(
+        !logs.contains("t0k3n"),
+        "the URL's token is in the logs:\n{logs}"
+    );
+}
