@@ -110,8 +110,8 @@ pub fn signature(key: &aws_lc_rs::hmac::Key, timestamp: u64, body: &[u8]) -> Str
 pub(crate) enum Transport {
     /// The route's own connections (`http://`); requests carry an origin-form URI and `Host`.
     Pool(ConnPool),
-    /// The shared client (`https://`).
-    Shared(Client),
+    /// The shared client (`https://`; boxed: it is much larger than a pool handle).
+    Shared(Box<Client>),
 }
 
 /// One route's target: the URI and headers built once, the optional signing key.
@@ -271,7 +271,7 @@ pub(crate) fn transport<E>(
             conn_pool::IDLE_TIMEOUT,
         )));
     }
-    shared().map(Transport::Shared)
+    shared().map(|c| Transport::Shared(Box::new(c)))
 }
 
 /// A route's target for hyper: the URI of `url` without its user and password, and the
