@@ -118,8 +118,7 @@ pub(crate) enum Transport {
 pub(crate) struct Endpoint {
     transport: Transport,
     uri: Uri,
-    /// The `Host` header of a pooled route (the shared client sets its own).
-    host: Option<HeaderValue>,
+    /// With a pooled route's `Host` header last (the shared client sets its own).
     headers: HeaderMap,
     signer: Option<aws_lc_rs::hmac::Key>,
 }
@@ -158,14 +157,19 @@ impl Endpoint {
         }
         let signer = signing_secret
             .map(|s| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, s.as_bytes()));
-        let (uri, host) = match &transport {
-            Transport::Pool(_) => origin_form(&target.uri, &map),
-            Transport::Shared(_) => (target.uri, None),
+        let uri = match &transport {
+            Transport::Pool(_) => {
+                let (path, host) = origin_form(&target.uri, &map);
+                if let Some(host) = host {
+                    map.insert(HOST, host);
+                }
+                path
+            }
+            Transport::Shared(_) => target.uri,
         };
         Ok(Endpoint {
             transport,
             uri,
-            host,
             headers: map,
             signer,
         })
@@ -199,12 +203,7 @@ impl Endpoint {
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = headers;
         match &self.transport {
-            Transport::Pool(pool) => {
-                if let Some(host) = &self.host {
-                    request.headers_mut().insert(HOST, host.clone());
-                }
-                pool.send(request, limit, ERROR_BODY_BYTES).await
-            }
+            Transport::Pool(pool) => pool.send(request, limit, ERROR_BODY_BYTES).await,
             // Boxed: it would make the pooled route's future larger.
             Transport::Shared(client) => Box::pin(shared_exchange(client, request, limit)).await,
         }
