@@ -27,7 +27,7 @@
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -150,7 +150,7 @@ impl ConnPool {
             (error_limit, head.headers)
         };
         let (body, complete) = conn.read_body(body, limit).await;
-        if complete && conn.ready().await {
+        if complete && conn.ready() {
             self.inner.give_back(conn);
         }
         Ok(Answer {
@@ -175,7 +175,7 @@ impl ConnPool {
                 return Ok((Box::pin(self.connect()).await?, false));
             };
             let mut conn = idle.conn;
-            if idle.since.elapsed() < self.inner.idle_timeout && conn.ready().await {
+            if idle.since.elapsed() < self.inner.idle_timeout && conn.ready() {
                 return Ok((conn, true));
             }
         }
@@ -277,22 +277,33 @@ impl Conn {
     /// Polls `fut` while driving the connection. When the connection ends, `fut` is polled
     /// again (hyper has handed it its result by then); if it still waits, the connection is
     /// dropped, which ends `fut` with hyper's error.
+    ///
+    /// While the connection lives, `fut` (hyper's answer or body channel) is completed only
+    /// inside the connection's poll, so it is polled right before and after it without the
+    /// run's waker: hyper handing it a result then wakes nobody, instead of waking the run
+    /// from within its own poll (which the runtime would reschedule as a yield, possibly on
+    /// the other thread). The run is woken by what the connection waits for (its socket).
     async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
         let mut fut = pin!(fut);
         let driver = &mut self.driver;
         poll_fn(|cx| {
-            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-                return Poll::Ready(out);
-            }
             let Some(d) = driver else {
-                return Poll::Pending;
+                // Nothing completes `fut` any more: its channel's other side is gone.
+                return fut.as_mut().poll(cx);
             };
-            if d.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-                *driver = None;
+            let mut quiet = Context::from_waker(Waker::noop());
+            if let Poll::Ready(out) = fut.as_mut().poll(&mut quiet) {
                 return Poll::Ready(out);
+            }
+            let ended = d.as_mut().poll(cx).is_ready();
+            if let Poll::Ready(out) = fut.as_mut().poll(&mut quiet) {
+                if ended {
+                    *driver = None;
+                }
+                return Poll::Ready(out);
+            }
+            if !ended {
+                return Poll::Pending;
             }
             *driver = None;
             fut.as_mut().poll(cx)
@@ -339,20 +350,18 @@ impl Conn {
     }
 
     /// Whether the connection is open and ready for a request: polled once (which reads a
-    /// close or an error the server sent meanwhile), never waiting.
-    async fn ready(&mut self) -> bool {
-        let Conn { sender, driver } = self;
-        poll_fn(|cx| {
-            let Some(d) = driver.as_mut() else {
-                return Poll::Ready(false);
-            };
-            if d.as_mut().poll(cx).is_ready() {
-                *driver = None;
-                return Poll::Ready(false);
-            }
-            Poll::Ready(matches!(sender.poll_ready(cx), Poll::Ready(Ok(()))))
-        })
-        .await
+    /// close or an error the server sent meanwhile), never waiting, and without the run's
+    /// waker (an idle connection wakes nobody; the request that takes it registers its own).
+    fn ready(&mut self) -> bool {
+        let Some(d) = self.driver.as_mut() else {
+            return false;
+        };
+        let mut quiet = Context::from_waker(Waker::noop());
+        if d.as_mut().poll(&mut quiet).is_ready() {
+            self.driver = None;
+            return false;
+        }
+        matches!(self.sender.poll_ready(&mut quiet), Poll::Ready(Ok(())))
     }
 }
 
