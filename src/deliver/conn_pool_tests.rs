@@ -2,8 +2,11 @@
 //! close a connection after its answer, or never answer): reuse, a connection the server
 //! closed, a request that stops being answered, idle close, connect errors, large bodies.
 
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Context;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,6 +25,8 @@ enum Mode {
     HangFirst,
     /// `200` with a chunked body of 3000 bytes.
     Large,
+    /// `204`, no body, keep-alive (the usual webhook answer).
+    Empty,
 }
 
 /// Counts of what the server saw.
@@ -88,6 +93,8 @@ async fn serve(mut tcp: TcpStream, mode: Mode, first: bool, seen: Arc<Seen>) {
                 3000,
                 "x".repeat(3000)
             )
+        } else if mode == Mode::Empty {
+            "HTTP/1.1 204 No Content\r\n\r\n".to_string()
         } else {
             "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_string()
         };
@@ -250,4 +257,67 @@ async fn a_body_read_whole_keeps_the_connection_a_body_cut_closes_it() {
         seen.closed_by_client.load(Ordering::SeqCst) == 1
     })
     .await;
+}
+
+/// Counts the wake-ups of a future that happen while it is being polled (it waking itself).
+struct Counting {
+    inner: std::task::Waker,
+    polling: std::sync::atomic::AtomicBool,
+    self_wakes: AtomicUsize,
+}
+
+impl std::task::Wake for Counting {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.polling.load(Ordering::SeqCst) {
+            self.self_wakes.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.wake_by_ref();
+    }
+}
+
+/// `fut`'s output and how often it woke itself from within its own poll.
+async fn self_wakes<F: Future>(fut: F) -> (F::Output, usize) {
+    let mut fut = pin!(fut);
+    let mut counting: Option<Arc<Counting>> = None;
+    let out = poll_fn(|cx| {
+        let c = counting.get_or_insert_with(|| {
+            Arc::new(Counting {
+                inner: cx.waker().clone(),
+                polling: false.into(),
+                self_wakes: AtomicUsize::new(0),
+            })
+        });
+        let waker = std::task::Waker::from(Arc::clone(c));
+        c.polling.store(true, Ordering::SeqCst);
+        let out = fut.as_mut().poll(&mut Context::from_waker(&waker));
+        c.polling.store(false, Ordering::SeqCst);
+        out
+    })
+    .await;
+    let n = counting.map_or(0, |c| c.self_wakes.load(Ordering::SeqCst));
+    (out, n)
+}
+
+/// A request on a kept connection answered without a body (the usual webhook answer) never
+/// wakes its own run. (An answer with a body still does once: reading it tells hyper's
+/// connection, which waits for that with the run's waker, to go on.)
+#[tokio::test]
+async fn a_request_on_a_kept_connection_never_wakes_its_own_run() {
+    let (port, seen) = server(Mode::Empty).await;
+    let pool = ConnPool::new("127.0.0.1", port, IDLE_TIMEOUT);
+    let mut wakes = Vec::new();
+    for _ in 0..11 {
+        let (answer, n) = self_wakes(pool.send(request(port), 200, 200)).await;
+        let answer = answer.ok().map(|a| (a.status, a.body));
+        assert_eq!(answer, Some((StatusCode::NO_CONTENT, vec![])));
+        wakes.push(n);
+    }
+    // The first request made the connection.
+    wakes.remove(0);
+    // Each self-wake would be rescheduled by the runtime as a yield of the worker's task.
+    assert_eq!(wakes, vec![0; 10]);
+    assert_eq!(seen.accepted.load(Ordering::SeqCst), 1);
 }
