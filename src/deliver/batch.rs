@@ -131,14 +131,18 @@ impl Shared {
 
     /// POSTs `body`; the per-event results, or the outcome of every event.
     async fn exchange(&self, body: Vec<u8>) -> Result<Vec<EventResult>, Outcome> {
-        let response = self.endpoint.post(body, None).await?;
-        let (head, body) = response.into_parts();
-        if !head.status.is_success() {
-            let body = client::read_body(body, ERROR_BODY_BYTES).await;
-            return Err(client::status_failure(head.status, &head.headers, &body));
+        let answer = self
+            .endpoint
+            .exchange(body, None, MAX_ANSWER_BYTES + 1)
+            .await?;
+        if !answer.status.is_success() {
+            return Err(client::status_failure(
+                answer.status,
+                &answer.headers,
+                &answer.body,
+            ));
         }
-        let body = client::read_body(body, MAX_ANSWER_BYTES + 1).await;
-        parse_results(head.status.as_u16(), &body)
+        parse_results(answer.status.as_u16(), &answer.body)
     }
 }
 

@@ -1,10 +1,12 @@
-//! The HTTP client of `http` routes and one route's target, the [`Endpoint`].
+//! The HTTP clients of `http` routes and one route's target, the [`Endpoint`].
 //!
-//! The client is hyper-util's pooled client (HTTP/1.1 keep-alive; HTTP/2 when an `https://`
-//! server offers it), rustls with the platform's certificate verifier for `https://`, a 5 s
-//! connect timeout, idle connections closed after 60 s and no redirects followed. An
-//! [`Endpoint`] parses its URL into a URI and builds its header map once; each request clones
-//! them (reference counts and two small copies) and sends a body already serialised into one
+//! An `http://` route holds its own pool of HTTP/1.1 keep-alive connections
+//! (`deliver::conn_pool`: no task per request or per connection, connect timeout 5 s, idle
+//! connections closed after 60 s). `https://` routes share hyper-util's pooled client (HTTP/1.1
+//! keep-alive; HTTP/2 when the server offers it), rustls with the platform's certificate
+//! verifier, the same connect and idle timeouts. Neither follows redirects. An [`Endpoint`]
+//! parses its URL into a URI and builds its header map once; each request clones them
+//! (reference counts and two small copies) and sends a body already serialised into one
 //! buffer. Transport errors and statuses map to an [`Outcome`] as documented on
 //! `deliver::http::HttpHandler`.
 
@@ -15,18 +17,19 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{
-    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
     USER_AGENT,
 };
-use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::conn_pool::{self, Answer, ConnPool};
 use super::handler::Outcome;
 use crate::model::envelope::truncate;
 
-/// The shared client of every `http` route (one connection pool per target host).
+/// The shared client of every `https://` route (one connection pool per target host).
 pub(crate) type Client =
     hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -68,7 +71,7 @@ pub(crate) fn build_client() -> Result<Client, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    http.set_connect_timeout(Some(conn_pool::CONNECT_TIMEOUT));
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -77,7 +80,7 @@ pub(crate) fn build_client() -> Result<Client, String> {
         .wrap_connector(http);
     Ok(
         hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(conn_pool::IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .build(https),
     )
@@ -103,10 +106,19 @@ pub fn signature(key: &aws_lc_rs::hmac::Key, timestamp: u64, body: &[u8]) -> Str
     out
 }
 
+/// How a route's requests travel.
+pub(crate) enum Transport {
+    /// The route's own connections (`http://`); requests carry an origin-form URI and `Host`.
+    Pool(ConnPool),
+    /// The shared client (`https://`; boxed: it is much larger than a pool handle).
+    Shared(Box<Client>),
+}
+
 /// One route's target: the URI and headers built once, the optional signing key.
 pub(crate) struct Endpoint {
-    client: Client,
+    transport: Transport,
     uri: Uri,
+    /// With a pooled route's `Host` header last (the shared client sets its own).
     headers: HeaderMap,
     signer: Option<aws_lc_rs::hmac::Key>,
 }
@@ -117,7 +129,7 @@ impl Endpoint {
     /// # Errors
     /// [`HeaderError`] when a header name or value is invalid.
     pub(crate) fn new(
-        client: Client,
+        transport: Transport,
         target: Target,
         headers: &[(String, String)],
         signing_secret: Option<&str>,
@@ -145,23 +157,37 @@ impl Endpoint {
         }
         let signer = signing_secret
             .map(|s| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, s.as_bytes()));
+        let uri = match &transport {
+            Transport::Pool(_) => {
+                let (path, host) = origin_form(&target.uri, &map);
+                if let Some(host) = host {
+                    map.insert(HOST, host);
+                }
+                path
+            }
+            Transport::Shared(_) => target.uri,
+        };
         Ok(Endpoint {
-            client,
-            uri: target.uri,
+            transport,
+            uri,
             headers: map,
             signer,
         })
     }
 
-    /// POSTs `body` (signed when the route has a secret, with `traceparent` when given).
+    /// POSTs `body` (signed when the route has a secret, with `traceparent` when given) and
+    /// reads the answer: its body up to `limit` bytes for a 2xx status, up to
+    /// [`ERROR_BODY_BYTES`] otherwise (a larger or slow body is abandoned, and its connection
+    /// closed instead of reused).
     ///
     /// # Errors
     /// The retryable [`Outcome`] of a transport error (connection failed, timed out, ...).
-    pub(crate) async fn post(
+    pub(crate) async fn exchange(
         &self,
         body: Vec<u8>,
         traceparent: Option<&str>,
-    ) -> Result<Response<Incoming>, Outcome> {
+        limit: usize,
+    ) -> Result<Answer, Outcome> {
         let mut headers = self.headers.clone();
         if let Some(key) = &self.signer {
             let now = crate::model::time::now_ms() / 1000;
@@ -176,11 +202,75 @@ impl Endpoint {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = headers;
-        self.client
-            .request(request)
-            .await
-            .map_err(|e| transport_failure(&e))
+        match &self.transport {
+            Transport::Pool(pool) => pool.send(request, limit, ERROR_BODY_BYTES).await,
+            // Boxed: it would make the pooled route's future larger.
+            Transport::Shared(client) => Box::pin(shared_exchange(client, request, limit)).await,
+        }
     }
+}
+
+/// Sends `request` with the shared client and reads the answer as [`Endpoint::exchange`].
+async fn shared_exchange(
+    client: &Client,
+    request: Request<Full<Bytes>>,
+    limit: usize,
+) -> Result<Answer, Outcome> {
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| transport_failure(&e))?;
+    let (head, body) = response.into_parts();
+    let limit = if head.status.is_success() {
+        limit
+    } else {
+        ERROR_BODY_BYTES
+    };
+    Ok(Answer {
+        status: head.status,
+        headers: head.headers,
+        body: read_body(body, limit).await,
+    })
+}
+
+/// The origin-form URI (`/path?query`) of `uri` and the `Host` header a pooled route sends
+/// (none when the route's own headers have one): the host, and the port unless it is 80.
+fn origin_form(uri: &Uri, headers: &HeaderMap) -> (Uri, Option<HeaderValue>) {
+    let path = uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse::<Uri>()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    if headers.contains_key(HOST) {
+        return (path, None);
+    }
+    let host = uri.host().unwrap_or_default();
+    let host = match uri.port_u16() {
+        Some(port) if port != 80 => format!("{host}:{port}"),
+        _ => host.to_string(),
+    };
+    (path, HeaderValue::try_from(host).ok())
+}
+
+/// The transport of a route to `uri`: its own connection pool for `http://`, `shared()` (the
+/// shared client, built on first use) otherwise.
+///
+/// # Errors
+/// `shared()`'s error.
+pub(crate) fn transport<E>(
+    uri: &Uri,
+    shared: impl FnOnce() -> Result<Client, E>,
+) -> Result<Transport, E> {
+    if uri.scheme_str() == Some("http") {
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().unwrap_or(80);
+        return Ok(Transport::Pool(ConnPool::new(
+            host,
+            port,
+            conn_pool::IDLE_TIMEOUT,
+        )));
+    }
+    shared().map(|c| Transport::Shared(Box::new(c)))
 }
 
 /// A route's target for hyper: the URI of `url` without its user and password, and the
@@ -272,7 +362,7 @@ pub(crate) fn status_failure(status: StatusCode, headers: &HeaderMap, body: &[u8
 
 /// Reads up to about `limit` bytes of `body`, each frame within 500 ms; the rest is
 /// abandoned (the connection is then closed instead of going back to the pool).
-pub(crate) async fn read_body(mut body: Incoming, limit: usize) -> Vec<u8> {
+async fn read_body(mut body: Incoming, limit: usize) -> Vec<u8> {
     let mut out = Vec::new();
     // An empty body (the usual success answer) needs no read and no timer.
     while out.len() < limit && !body.is_end_stream() {

@@ -14,7 +14,7 @@ use crate::config::{HandlerKind, RouteConfig};
 /// Why a route's handler could not be built.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HandlerBuildError {
-    /// The shared HTTP client could not be built (TLS backend); no route can use it.
+    /// The shared HTTP client could not be built (TLS backend); no https route can use it.
     #[error("http client: {0}")]
     Client(String),
     /// A header of route `index` cannot be sent.
@@ -46,9 +46,9 @@ pub(crate) enum HandlerBuildError {
     },
 }
 
-/// Builds route handlers, sharing one HTTP client (its connection pool) among `http`
-/// routes. The client is built only when an http route needs it (loading the system's CA
-/// roots takes a few milliseconds of every start otherwise).
+/// Builds route handlers: an `http://` route gets its own connection pool, `https://` routes
+/// share one HTTP client (its connection pool). The client is built only when an https route
+/// needs it (loading the system's CA roots takes a few milliseconds of every start otherwise).
 #[derive(Default)]
 pub(crate) struct HandlerFactory {
     client: Option<Client>,
@@ -78,9 +78,10 @@ impl HandlerFactory {
                     .map_err(|reason| HandlerBuildError::BadUrl { index, reason })?;
                 let secret = secret.as_ref().map(|s| s.expose());
                 let headers_error = |source| HandlerBuildError::Headers { index, source };
+                let transport = client::transport(&target.uri, || self.client())?;
                 if let Some(batch) = route.batch {
                     let endpoint = Endpoint::new(
-                        self.client()?,
+                        transport,
                         target,
                         &route.headers,
                         secret,
@@ -89,7 +90,7 @@ impl HandlerFactory {
                     .map_err(headers_error)?;
                     return Ok(Arc::new(BatchHandler::new(endpoint, batch, route.timeout)));
                 }
-                let handler = HttpHandler::new(self.client()?, target, &route.headers, secret)
+                let handler = HttpHandler::new(transport, target, &route.headers, secret)
                     .map_err(headers_error)?;
                 Ok(Arc::new(handler))
             }

@@ -17,18 +17,18 @@ pub struct HttpHandler {
 }
 
 impl HttpHandler {
-    /// A handler posting to `target` with extra `headers`, sharing `client` (its pool).
+    /// A handler posting to `target` with extra `headers` over `transport`.
     ///
     /// # Errors
     /// [`HeaderError`] when a header name or value is invalid.
     pub(crate) fn new(
-        client: client::Client,
+        transport: client::Transport,
         target: client::Target,
         headers: &[(String, String)],
         signing_secret: Option<&str>,
     ) -> Result<Self, HeaderError> {
         let endpoint = Endpoint::new(
-            client,
+            transport,
             target,
             headers,
             signing_secret,
@@ -40,18 +40,17 @@ impl HttpHandler {
     async fn post(&self, event: &Event) -> Outcome {
         let mut body = Vec::new();
         event.write_cloudevent_json(&mut body);
-        let response = match self.endpoint.post(body, event.traceparent()).await {
-            Ok(r) => r,
-            Err(outcome) => return outcome,
-        };
-        let (head, body) = response.into_parts();
-        // Read the (usually empty) body so the connection goes back to the pool; a large or
+        // The (usually empty) answer body is read so the connection can be reused; a large or
         // slow body is abandoned instead (bounded in size and time).
-        let body = client::read_body(body, ERROR_BODY_BYTES).await;
-        if head.status.is_success() {
-            return Outcome::Success;
+        let answer = self
+            .endpoint
+            .exchange(body, event.traceparent(), ERROR_BODY_BYTES)
+            .await;
+        match answer {
+            Ok(a) if a.status.is_success() => Outcome::Success,
+            Ok(a) => client::status_failure(a.status, &a.headers, &a.body),
+            Err(outcome) => outcome,
         }
-        client::status_failure(head.status, &head.headers, &body)
     }
 }
 

@@ -9,6 +9,10 @@
 //! `retry_after`, `permanent` with error `sink` otherwise), unless
 //! [`HttpSink::set_batch_answer`] says what to answer instead. [`HttpSink::batch_sizes`]
 //! lists the number of events of each batch request.
+//!
+//! [`HttpSink::connections`] counts the TCP connections the sink accepted, and
+//! [`HttpSink::set_close_connections`] makes it close each connection after its answer
+//! (`Connection: close`), as a server that does not keep connections alive.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -17,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -120,6 +124,10 @@ struct Inner {
 struct Shared {
     inner: Mutex<Inner>,
     kill_pid: AtomicU32,
+    /// TCP connections accepted.
+    accepted: AtomicUsize,
+    /// Answer with `Connection: close`.
+    close_connections: AtomicBool,
     start: Instant,
     /// Unix time of `start`, to compare with Redis MONITOR timestamps.
     start_unix: f64,
@@ -146,6 +154,8 @@ impl HttpSink {
                 ..Inner::default()
             }),
             kill_pid: AtomicU32::new(0),
+            accepted: AtomicUsize::new(0),
+            close_connections: AtomicBool::new(false),
             start: Instant::now(),
             start_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -158,8 +168,13 @@ impl HttpSink {
         let app = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
+        let counted = Arc::clone(&shared);
         rt.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            let listener = CountingListener {
+                inner: listener,
+                shared: counted,
+            };
             axum::serve(listener, app).await.unwrap();
         });
         HttpSink {
@@ -203,6 +218,16 @@ impl HttpSink {
     /// The number of events of each batch request so far, in arrival order.
     pub fn batch_sizes(&self) -> Vec<usize> {
         self.shared.inner.lock().unwrap().batch_sizes.clone()
+    }
+
+    /// The number of TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Whether each answer closes its connection (`Connection: close`).
+    pub fn set_close_connections(&self, close: bool) {
+        self.shared.close_connections.store(close, Ordering::SeqCst);
     }
 
     /// The pid that a `kill_worker` action sends SIGKILL to.
@@ -319,6 +344,27 @@ impl Drop for HttpSink {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// The sink's listener, counting accepted connections.
+struct CountingListener {
+    inner: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl axum::serve::Listener for CountingListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let accepted = axum::serve::Listener::accept(&mut self.inner).await;
+        self.shared.accepted.fetch_add(1, Ordering::SeqCst);
+        accepted
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
     }
 }
 
@@ -460,6 +506,10 @@ async fn handle(
     }
     if let Some(l) = &action.location {
         resp.headers_mut().insert("location", l.parse().unwrap());
+    }
+    if shared.close_connections.load(Ordering::SeqCst) {
+        resp.headers_mut()
+            .insert("connection", "close".parse().unwrap());
     }
     resp
 }
