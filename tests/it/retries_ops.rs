@@ -403,6 +403,8 @@ fn instances_list_two_live_workers_with_their_pending_entries() {
         .workers(2)
         .route_timeout("20s")
         .sink(Action::delayed(200, Duration::from_secs(4)))
+        // Either worker may read all six (reads race): each can hold them all at once.
+        .config(|c| c.concurrency = 8)
         .start();
     for i in 0..6 {
         publish(&s.redis, env, TY, &format!("p{i}"));
