@@ -312,19 +312,26 @@ pub(crate) fn target(url: &url::Url) -> Result<Target, String> {
     Ok(Target { uri, basic_auth })
 }
 
-/// The retryable outcome of a transport error, without the URL (it may carry credentials
-/// or tokens): `http: request timed out`, `http: connection failed`, or `http: <cause>`.
-fn transport_failure(e: &hyper_util::client::legacy::Error) -> Outcome {
-    let mut innermost = String::new();
-    let mut timed_out = false;
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+/// The innermost source of `e` as text (`None` when it has none) and whether any source in
+/// the chain is an I/O timeout.
+pub(crate) fn innermost_cause(e: &dyn std::error::Error) -> (Option<String>, bool) {
+    let (mut innermost, mut timed_out) = (None, false);
+    let mut source = e.source();
     while let Some(s) = source {
         timed_out |= s
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-        innermost = s.to_string();
+        innermost = Some(s.to_string());
         source = s.source();
     }
+    (innermost, timed_out)
+}
+
+/// The retryable outcome of a transport error, without the URL (it may carry credentials
+/// or tokens): `http: request timed out`, `http: connection failed`, or `http: <cause>`.
+fn transport_failure(e: &hyper_util::client::legacy::Error) -> Outcome {
+    let (innermost, timed_out) = innermost_cause(e);
+    let innermost = innermost.unwrap_or_default();
     if timed_out {
         Outcome::retry("http: request timed out")
     } else if e.is_connect() {

@@ -368,16 +368,8 @@ impl Conn {
 /// The retryable outcome of hyper's error `e`: `http: <innermost cause>` (it never holds the
 /// URL).
 fn failure(e: &hyper::Error) -> Outcome {
-    let mut innermost = e.to_string();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let mut timed_out = false;
-    while let Some(s) = source {
-        timed_out |= s
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-        innermost = s.to_string();
-        source = s.source();
-    }
+    let (innermost, timed_out) = super::client::innermost_cause(e);
+    let innermost = innermost.unwrap_or_else(|| e.to_string());
     if timed_out {
         Outcome::retry("http: request timed out")
     } else {

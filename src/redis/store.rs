@@ -199,19 +199,17 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let mut nodes: std::collections::BTreeSet<String> =
+            counts.keys().map(|(n, _)| n.clone()).collect();
         for server in self.cmd.active_connections() {
             let node = server.to_string();
-            let known = counts.keys().any(|(n, _)| *n == node);
-            let nodes = counts
-                .keys()
-                .map(|(n, _)| n.clone())
-                .collect::<std::collections::BTreeSet<_>>();
-            if !known && nodes.len() >= MAX_NODES {
+            if !nodes.contains(&node) && nodes.len() >= MAX_NODES {
                 break;
             }
             for kind in NODE_ERROR_KINDS {
                 counts.entry((node.clone(), kind)).or_insert(0);
             }
+            nodes.insert(node);
         }
         counts.into_iter().map(|((n, k), c)| (n, k, c)).collect()
     }
