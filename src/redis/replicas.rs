@@ -92,23 +92,26 @@ impl Waiting {
 }
 
 /// The client a waited write goes through, with the `CLIENT ID` of each of its connections
-/// when it was taken (see the module docs); it derefs to the client.
+/// when it was taken (see the module docs; only when writes are waited for: no WAIT follows
+/// otherwise); it derefs to the client.
 pub(crate) struct Waited<'a> {
     client: &'a Client,
-    ids: HashMap<Server, i64>,
+    ids: Option<HashMap<Server, i64>>,
 }
 
 impl<'a> Waited<'a> {
-    fn new(client: &'a Client) -> Waited<'a> {
+    fn new(client: &'a Client, waited: bool) -> Waited<'a> {
         Waited {
             client,
-            ids: client.connection_ids(),
+            ids: waited.then(|| client.connection_ids()),
         }
     }
 
     /// Whether a connection of the client was remade (or is missing) since it was taken.
     fn remade(&self) -> bool {
-        self.client.connection_ids() != self.ids
+        self.ids
+            .as_ref()
+            .is_some_and(|ids| self.client.connection_ids() != *ids)
     }
 }
 
@@ -135,10 +138,10 @@ impl Store {
     /// The client a write that will be waited for goes through: a dedicated one when
     /// `wait_replicas` > 0, else the command connection.
     pub(crate) fn waited_client(&self) -> Waited<'_> {
-        Waited::new(match &self.waiting {
-            Some(w) => w.next(),
-            None => &self.cmd,
-        })
+        match &self.waiting {
+            Some(w) => Waited::new(w.next(), true),
+            None => Waited::new(&self.cmd, false),
+        }
     }
 
     /// Whether writes are waited for (`redis.wait_replicas` > 0).
@@ -353,7 +356,7 @@ mod tests {
             master.cli(&["CLIENT", "KILL", "ID", id]);
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while client.connection_ids().is_empty() || client.connection_ids() == client.ids {
+        while client.connection_ids().is_empty() || Some(client.connection_ids()) == client.ids {
             assert!(
                 std::time::Instant::now() < deadline,
                 "fred never reconnected"
