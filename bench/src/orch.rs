@@ -54,10 +54,11 @@ pub enum Kind {
     EwBlackholePrev,
     /// Diagnostic: blackhole with `prefetch = 512` (twice the default at `concurrency = 64`).
     EwBlackholePrefetch512,
-    /// Diagnostic: blackhole with `worker_threads = 1` (one runtime thread, not one per core).
-    EwBlackhole1Thread,
-    /// Diagnostic: http to the local sink with `worker_threads = 1`.
-    EwHttp1Thread,
+    /// Diagnostic: blackhole with `worker_threads = 0` (one runtime thread per core, the
+    /// default before one thread).
+    EwBlackholePerCore,
+    /// Diagnostic: http to the local sink with `worker_threads = 0`.
+    EwHttpPerCore,
     /// The `--base-worker` binary (an earlier commit, `--base-rev`): blackhole, or http to the
     /// local sink. Measured in the same run, interleaved, to compare two commits.
     EwBase { http: bool },
@@ -97,11 +98,11 @@ impl Kind {
             Kind::EwBlackholePrev => {
                 "diagnostic: event-worker, blackhole, prefetch=64, history.processed=per_event (the previous defaults)".into()
             }
-            Kind::EwBlackhole1Thread => {
-                "diagnostic: event-worker, blackhole, worker_threads=1".into()
+            Kind::EwBlackholePerCore => {
+                "diagnostic: event-worker, blackhole, worker_threads=0 (one per core, the previous default)".into()
             }
-            Kind::EwHttp1Thread => {
-                "diagnostic: event-worker, http to local sink, worker_threads=1".into()
+            Kind::EwHttpPerCore => {
+                "diagnostic: event-worker, http to local sink, worker_threads=0 (one per core, the previous default)".into()
             }
             Kind::EwBase { http: false } => "event-worker @base, blackhole".into(),
             Kind::EwBase { http: true } => "event-worker @base, http to local sink".into(),
@@ -116,7 +117,7 @@ impl Kind {
             self,
             Kind::EwHttp
                 | Kind::EwHttpBatch
-                | Kind::EwHttp1Thread
+                | Kind::EwHttpPerCore
                 | Kind::EwBase { http: true }
                 | Kind::Relay
         )
@@ -428,6 +429,12 @@ impl Bench {
         } else {
             route
         };
+        // EW_BENCH_WORKER_EXTRA: top-level config lines added to every event-worker of the run
+        // (an A/B of a setting across two runs, e.g. `worker_threads = 1`).
+        let extra = match std::env::var("EW_BENCH_WORKER_EXTRA") {
+            Ok(more) if !more.is_empty() => format!("{more}\n{extra}"),
+            _ => extra.to_string(),
+        };
         let config = format!(
             "# event-worker defaults, plus what a benchmark must set.\n\
              env = \"{ENV}\"\nredis_url = \"redis://127.0.0.1:{}\"\ngroup = \"{GROUP}\"\n{extra}\n\
@@ -474,15 +481,15 @@ impl Bench {
             | Kind::EwBlackholePerEvent
             | Kind::EwBlackholePrev
             | Kind::EwBlackholePrefetch512
-            | Kind::EwBlackhole1Thread
-            | Kind::EwHttp1Thread
+            | Kind::EwBlackholePerCore
+            | Kind::EwHttpPerCore
             | Kind::EwBase { .. } => {
                 let extra = match kind {
                     Kind::EwBlackholeBlock10 => "read_block = \"10ms\"",
                     Kind::EwBlackholePerEvent => "[history]\nprocessed = \"per_event\"",
                     Kind::EwBlackholePrev => "prefetch = 64\n[history]\nprocessed = \"per_event\"",
                     Kind::EwBlackholePrefetch512 => "prefetch = 512",
-                    Kind::EwBlackhole1Thread | Kind::EwHttp1Thread => "worker_threads = 1",
+                    Kind::EwBlackholePerCore | Kind::EwHttpPerCore => "worker_threads = 0",
                     _ => "",
                 };
                 for i in 0..procs {
@@ -1124,8 +1131,8 @@ async fn run(opts: &Opts) -> Result<(), String> {
         Kind::EwBlackholePrev,
         Kind::Relay,
         Kind::EwBlackholePrefetch512,
-        Kind::EwBlackhole1Thread,
-        Kind::EwHttp1Thread,
+        Kind::EwBlackholePerCore,
+        Kind::EwHttpPerCore,
     ];
     if sections.iter().any(|s| s == "bullmq") {
         drain_kinds.push(Kind::BullMq);

@@ -26,7 +26,8 @@ const WEEK: Duration = secs(7 * 86400);
 
 /// `concurrency`.
 pub(super) const CONCURRENCY: IntRule = int(64, 1, 100_000);
-/// `worker_threads`: the daemon's runtime threads; 0 is one per CPU core the process may use.
+/// `worker_threads` when set: the daemon's runtime threads; 0 is one per CPU core the process
+/// may use. When absent it is 1, or 0 when push serves apps (`config::validate`).
 pub(super) const WORKER_THREADS: IntRule = int(0, 0, 256);
 /// `prefetch` when absent: this many entries held per handler slot (256 at the default
 /// `concurrency`).

@@ -490,8 +490,15 @@ fn history_processed_and_prefetch_have_defaults_overrides_and_checks() {
 }
 
 #[test]
-fn worker_threads_defaults_to_one_per_core_and_is_bounded() {
-    assert_eq!(load(MINIMAL, &[]).unwrap().worker_threads, 0);
+fn worker_threads_defaults_to_one_or_to_one_per_core_with_push_and_is_bounded() {
+    assert_eq!(load(MINIMAL, &[]).unwrap().worker_threads, 1);
+    let pushing =
+        format!("{MINIMAL}\n[[push.channels]]\ntypes = [\"booking.*\"]\nchannel = \"bookings\"\n");
+    assert_eq!(load(&pushing, &[]).unwrap().worker_threads, 0);
+    let listening = format!("{MINIMAL}\n[push]\nlisten = \"127.0.0.1:0\"\n");
+    assert_eq!(load(&listening, &[]).unwrap().worker_threads, 0);
+    let c = load(&format!("worker_threads = 0\n{MINIMAL}"), &[]).unwrap();
+    assert_eq!(c.worker_threads, 0, "an explicit 0 stays one per core");
     let c = load(&format!("worker_threads = 1\n{MINIMAL}"), &[]).unwrap();
     assert_eq!(c.worker_threads, 1);
     let c = load(MINIMAL, &[("EVENTS_WORKER_THREADS", "4")]).unwrap();

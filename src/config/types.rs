@@ -32,7 +32,8 @@ pub struct Config {
     /// (default 4 x `concurrency`, at least `concurrency`).
     pub prefetch: usize,
     /// Threads of the daemon's async runtime (`event-worker run` and the other commands);
-    /// 0, the default, is one per CPU core the process may use. Not used by an embedding
+    /// 0 is one per CPU core the process may use. When the file does not set it: 1, or 0 when
+    /// push serves apps (`[[push.channels]]` or `push.listen`). Not used by an embedding
     /// application, whose runtime runs the worker.
     pub worker_threads: usize,
     /// Entries pending this long are reclaimed by another consumer (default 60 s).

@@ -72,7 +72,7 @@ pub(super) fn validate(
         consumer,
         concurrency: t.concurrency,
         prefetch: t.prefetch,
-        worker_threads: t.worker_threads,
+        worker_threads: t.worker_threads.unwrap_or(runtime_threads(&push)),
         visibility_timeout: t.visibility_timeout,
         max_deliveries: t.max_deliveries,
         shutdown_timeout: t.shutdown_timeout,
@@ -100,11 +100,24 @@ pub(super) fn validate(
     })
 }
 
+/// `worker_threads` when the file does not set it: one runtime thread for a daemon that
+/// consumes and serves the API (its pipeline is one chain of tasks; a second thread only adds
+/// wake-ups between threads: BENCHMARKS.md measured 30% less worker CPU per event on the http
+/// route), one per core (0) when push serves app connections (`[[push.channels]]` or
+/// `push.listen`), whose fan-out to many connections uses every core.
+fn runtime_threads(push: &super::PushConfig) -> usize {
+    if push.projects() || push.listen.is_some() {
+        0
+    } else {
+        1
+    }
+}
+
 /// The top-level sizing and timing keys.
 struct Timings {
     concurrency: usize,
     prefetch: usize,
-    worker_threads: usize,
+    worker_threads: Option<usize>,
     visibility_timeout: Duration,
     max_deliveries: u64,
     shutdown_timeout: Duration,
@@ -119,7 +132,10 @@ struct Timings {
 fn timings(c: &mut Checker, raw: &RawConfig) -> Timings {
     let concurrency = c.int("concurrency", raw.concurrency, d::CONCURRENCY) as usize;
     let prefetch = prefetch(c, raw.prefetch, concurrency);
-    let worker_threads = c.int("worker_threads", raw.worker_threads, d::WORKER_THREADS) as usize;
+    // Absent: decided once `[push]` is known (see `runtime_threads`).
+    let worker_threads = raw
+        .worker_threads
+        .map(|n| c.int("worker_threads", Some(n), d::WORKER_THREADS) as usize);
     let visibility_timeout = c.duration(
         "visibility_timeout",
         raw.visibility_timeout.as_deref(),

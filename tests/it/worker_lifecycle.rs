@@ -406,10 +406,8 @@ fn runtime_threads(logs: &str) -> Option<usize> {
 
 #[test]
 fn worker_threads_sets_the_daemons_runtime_threads() {
-    let mut s = Scenario::new("wthreads")
-        .types(&[TY])
-        .config(|c| c.top_level.push_str("worker_threads = 1\n"))
-        .start();
+    // Without push, the default is one thread.
+    let mut s = Scenario::new("wthreads").types(&[TY]).start();
     assert!(s.publish("wt-1"));
     s.conserve(Duration::from_secs(15));
     assert_eq!(runtime_threads(&s.w().logs()), Some(1), "{}", s.w().logs());
