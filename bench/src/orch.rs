@@ -1181,13 +1181,15 @@ async fn run(opts: &Opts) -> Result<(), String> {
                     },
                     Kind::EwHttp,
                     Kind::RawNext,
+                    Kind::Relay,
                 ] {
                     js.push(Job::Latency(kind, rate));
                 }
             }
-            // p99 at half the relay's drain rate: needs the drain section in the same run.
+            // p99 at half the relay's drain rate: needs the drain section in the same run. The
+            // relay's own latency (to the same sink) says what that rate leaves on the machine.
             if sections.iter().any(|s| s == "drain") {
-                for kind in [Kind::EwHttp, Kind::RawNext] {
+                for kind in [Kind::EwHttp, Kind::RawNext, Kind::Relay] {
                     js.push(Job::Latency(kind, HALF_RELAY));
                 }
             }

@@ -420,7 +420,7 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
         }
         let _ = writeln!(
             o,
-            "\nraw loops: the time they parse the entry; event-worker: the time the HTTP sink has the request's head (handler start plus one loopback request)."
+            "\nraw loops: the time they parse the entry; event-worker and the raw HTTP relay: the time the HTTP sink has the request's head (handler start plus one loopback request)."
         );
         let _ = writeln!(o, "{}", foreign_line(&la));
         notes(&mut o, &la);
