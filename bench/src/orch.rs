@@ -32,6 +32,10 @@ const POLL: Duration = Duration::from_millis(2);
 /// so one read's events) per request, no waiting for more.
 pub const BATCH_ROUTE: &str = "batch = { max_events = 64 }";
 
+/// The `batch` key of the diagnostic batched row: 32 events per request, so at the default
+/// `concurrency` (64) two requests are in flight and the worker's work overlaps the sink's.
+pub const BATCH_ROUTE_32: &str = "batch = { max_events = 32 }";
+
 /// What is measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -44,6 +48,8 @@ pub enum Kind {
     /// event-worker with an http route to the local sink in batched delivery
     /// ([`BATCH_ROUTE`]).
     EwHttpBatch,
+    /// Diagnostic: the batched http route with [`BATCH_ROUTE_32`].
+    EwHttpBatch32,
     /// Diagnostic: blackhole with `read_block = "10ms"` (the smallest allowed), not the default.
     EwBlackholeBlock10,
     /// Diagnostic: blackhole with one `processed` history record per event
@@ -86,6 +92,9 @@ impl Kind {
             Kind::EwBlackhole => "event-worker, blackhole".into(),
             Kind::EwHttp => "event-worker, http to local sink".into(),
             Kind::EwHttpBatch => "event-worker, http batch (max_events 64) to local sink".into(),
+            Kind::EwHttpBatch32 => {
+                "diagnostic: event-worker, http batch (max_events 32: two requests in flight) to local sink".into()
+            }
             Kind::EwBlackholeBlock10 => {
                 "diagnostic: event-worker, blackhole, read_block=10ms".into()
             }
@@ -117,6 +126,7 @@ impl Kind {
             self,
             Kind::EwHttp
                 | Kind::EwHttpBatch
+                | Kind::EwHttpBatch32
                 | Kind::EwHttpPerCore
                 | Kind::EwBase { http: true }
                 | Kind::Relay
@@ -417,17 +427,16 @@ impl Bench {
         i: usize,
         extra: &str,
         base: bool,
-        batch: bool,
+        batch: Option<&str>,
     ) -> Result<(Proc, u16), String> {
         let api = free_port()?;
         let route = match sink_port {
             None => "handler = \"blackhole\"".to_string(),
             Some(p) => format!("handler = \"http\"\nurl = \"http://127.0.0.1:{p}/hook\""),
         };
-        let route = if batch {
-            format!("{route}\n{BATCH_ROUTE}")
-        } else {
-            route
+        let route = match batch {
+            Some(b) => format!("{route}\n{b}"),
+            None => route,
         };
         // EW_BENCH_WORKER_EXTRA: top-level config lines added to every event-worker of the run
         // (an A/B of a setting across two runs, e.g. `worker_threads = 1`).
@@ -477,6 +486,7 @@ impl Bench {
             Kind::EwBlackhole
             | Kind::EwHttp
             | Kind::EwHttpBatch
+            | Kind::EwHttpBatch32
             | Kind::EwBlackholeBlock10
             | Kind::EwBlackholePerEvent
             | Kind::EwBlackholePrev
@@ -494,7 +504,11 @@ impl Bench {
                 };
                 for i in 0..procs {
                     let base = matches!(kind, Kind::EwBase { .. });
-                    let batch = kind == Kind::EwHttpBatch;
+                    let batch = match kind {
+                        Kind::EwHttpBatch => Some(BATCH_ROUTE),
+                        Kind::EwHttpBatch32 => Some(BATCH_ROUTE_32),
+                        _ => None,
+                    };
                     let (p, api) = self.start_worker(sink, i, extra, base, batch)?;
                     ps.push(p);
                     apis.push(api);
@@ -1093,9 +1107,11 @@ async fn run(opts: &Opts) -> Result<(), String> {
     }
 
     if let Some(p) = opts.get("profile") {
-        // EW_BENCH_PROFILE=http profiles the http route (to the local sink) instead.
+        // EW_BENCH_PROFILE=http profiles the http route (to the local sink) instead, =batch the
+        // batched http route.
         let kind = match std::env::var("EW_BENCH_PROFILE").as_deref() {
             Ok("http") => Kind::EwHttp,
+            Ok("batch") => Kind::EwHttpBatch,
             _ => Kind::EwBlackhole,
         };
         eprintln!(
@@ -1121,6 +1137,7 @@ async fn run(opts: &Opts) -> Result<(), String> {
         },
         Kind::EwHttp,
         Kind::EwHttpBatch,
+        Kind::EwHttpBatch32,
         Kind::Raw {
             conns: 1,
             batch_ack: true,

@@ -312,7 +312,7 @@ async fn run_handler(route: &Route, event: &Event, span: &tracing::Span) -> Outc
 fn judge(
     decider: &Decider,
     entry: &Entry,
-    event: Event,
+    mut event: Event,
     facts: Arc<TypeFacts>,
     outcome: Outcome,
 ) -> Decision {
@@ -326,8 +326,20 @@ fn judge(
                 facts.end_to_end.observe(secs);
             }
             debug!("handled");
+            // The event ends here: its id and type move into the record instead of copies.
+            let mut record = Record::new(
+                kind::PROCESSED,
+                "",
+                "",
+                &decider.group,
+                event.correlation_id(),
+                runs,
+                "",
+            );
+            record.id = std::mem::take(&mut event.id);
+            record.event_type = std::mem::take(&mut event.event_type);
             Decision {
-                record: Some(record(decider, &event, kind::PROCESSED, runs, "")),
+                record: Some(record),
                 verdict: Verdict::Ack { facts },
             }
         }

@@ -20,6 +20,7 @@
 //! those three, or a 2xx answer whose body is not such an object is retried. A non-2xx answer
 //! or a transport error applies to every event of the batch, as in the per-event mode.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -120,17 +121,24 @@ impl Shared {
 
     async fn send(&self, batch: Batch) {
         let answer = tokio::time::timeout(self.timeout, self.exchange(batch.body)).await;
-        let results = answer.unwrap_or_else(|_| {
+        let answer = answer.unwrap_or_else(|_| {
             Err(Outcome::retry(format!(
                 "http batch: no answer within {:?}",
                 self.timeout
             )))
         });
-        distribute(batch.waiters, results);
+        match answer {
+            // The results borrow their strings from the answer's body where they can.
+            Ok((code, body)) => match parse_results(code, &body) {
+                Ok(results) => distribute(batch.waiters, Ok(&results)),
+                Err(all) => distribute(batch.waiters, Err(all)),
+            },
+            Err(all) => distribute(batch.waiters, Err(all)),
+        }
     }
 
-    /// POSTs `body`; the per-event results, or the outcome of every event.
-    async fn exchange(&self, body: Vec<u8>) -> Result<Vec<EventResult>, Outcome> {
+    /// POSTs `body`; the 2xx answer's status code and body, or the outcome of every event.
+    async fn exchange(&self, body: Vec<u8>) -> Result<(u16, Vec<u8>), Outcome> {
         let answer = self
             .endpoint
             .exchange(body, None, MAX_ANSWER_BYTES + 1)
@@ -142,30 +150,33 @@ impl Shared {
                 &answer.body,
             ));
         }
-        parse_results(answer.status.as_u16(), &answer.body)
+        Ok((answer.status.as_u16(), answer.body))
     }
 }
 
-/// One entry of the answer's `results`.
+/// One entry of the answer's `results` (strings borrowed from the body unless escaped).
 #[derive(Debug, Deserialize)]
-struct EventResult {
-    id: String,
-    status: String,
-    #[serde(default)]
-    error: Option<String>,
+struct EventResult<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(default, borrow)]
+    error: Option<Cow<'a, str>>,
     #[serde(default)]
     retry_after: Option<u64>,
 }
 
 /// The answer's body: `{"results":[...]}` (other keys are ignored).
 #[derive(Deserialize)]
-struct Answer {
-    results: Vec<EventResult>,
+struct Answer<'a> {
+    #[serde(borrow)]
+    results: Vec<EventResult<'a>>,
 }
 
 /// The results of a 2xx answer with status `code`, or the retry of every event when the
 /// body is not a results object.
-fn parse_results(code: u16, body: &[u8]) -> Result<Vec<EventResult>, Outcome> {
+fn parse_results(code: u16, body: &[u8]) -> Result<Vec<EventResult<'_>>, Outcome> {
     if body.len() > MAX_ANSWER_BYTES {
         return Err(Outcome::retry(format!(
             "http batch: the answer (status {code}) is larger than {MAX_ANSWER_BYTES} bytes; \
@@ -183,7 +194,7 @@ fn parse_results(code: u16, body: &[u8]) -> Result<Vec<EventResult>, Outcome> {
 }
 
 /// The outcome of one result.
-fn outcome(r: EventResult) -> Outcome {
+fn outcome(r: &EventResult<'_>) -> Outcome {
     let error = |status: &str| match r.error.as_deref().map(str::trim) {
         Some(e) if !e.is_empty() => {
             format!(
@@ -193,7 +204,7 @@ fn outcome(r: EventResult) -> Outcome {
         }
         _ => format!("http batch result {status}"),
     };
-    match r.status.as_str() {
+    match &*r.status {
         "ok" => Outcome::Success,
         "retry" => Outcome::Retry {
             error: error("retry"),
@@ -211,10 +222,11 @@ fn outcome(r: EventResult) -> Outcome {
 }
 
 /// Sends each waiter its outcome: its result by id (in order when an id repeats), or the
-/// outcome of the whole batch.
+/// outcome of the whole batch. Results in the batch's order (what handlers usually answer)
+/// are matched by position, without an index.
 fn distribute(
     waiters: Vec<(String, oneshot::Sender<Outcome>)>,
-    results: Result<Vec<EventResult>, Outcome>,
+    results: Result<&[EventResult<'_>], Outcome>,
 ) {
     match results {
         Err(all) => {
@@ -222,13 +234,24 @@ fn distribute(
                 let _ = tx.send(all.clone());
             }
         }
+        Ok(results)
+            if results.len() == waiters.len()
+                && results
+                    .iter()
+                    .zip(&waiters)
+                    .all(|(r, (id, _))| *r.id == **id) =>
+        {
+            for (r, (_, tx)) in results.iter().zip(waiters) {
+                let _ = tx.send(outcome(r));
+            }
+        }
         Ok(results) => {
-            let mut by_id: HashMap<String, VecDeque<EventResult>> = HashMap::new();
+            let mut by_id: HashMap<&str, VecDeque<&EventResult<'_>>> = HashMap::new();
             for r in results {
-                by_id.entry(r.id.clone()).or_default().push_back(r);
+                by_id.entry(&r.id).or_default().push_back(r);
             }
             for (id, tx) in waiters {
-                let outcome = match by_id.get_mut(&id).and_then(VecDeque::pop_front) {
+                let outcome = match by_id.get_mut(id.as_str()).and_then(VecDeque::pop_front) {
                     Some(r) => outcome(r),
                     None => Outcome::retry(format!(
                         "http batch: the answer has no result for event {}",
@@ -319,7 +342,7 @@ mod tests {
     use super::*;
 
     fn results(body: &str) -> Result<Vec<Outcome>, Outcome> {
-        parse_results(200, body.as_bytes()).map(|r| r.into_iter().map(outcome).collect())
+        parse_results(200, body.as_bytes()).map(|r| r.iter().map(outcome).collect())
     }
 
     #[test]
@@ -383,31 +406,50 @@ mod tests {
         assert_eq!((p.generation, p.body.len(), p.waiters.len()), (1, 0, 0));
     }
 
+    /// The outcome each of a batch of events with `ids` gets from `results`.
+    fn distributed(ids: &[&str], results: Result<&[EventResult<'_>], Outcome>) -> Vec<Outcome> {
+        let (waiters, rxs): (Vec<_>, Vec<_>) = ids
+            .iter()
+            .map(|id| {
+                let (tx, rx) = oneshot::channel();
+                ((id.to_string(), tx), rx)
+            })
+            .unzip();
+        distribute(waiters, results);
+        rxs.into_iter()
+            .map(|mut rx| rx.try_recv().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn results_in_batch_order_and_out_of_order_give_the_same_outcomes() {
+        let body_in_order = r#"{"results":[{"id":"a","status":"ok"},{"id":"b","status":"permanent"},{"id":"c","status":"ok"}]}"#;
+        let body_shuffled = r#"{"results":[{"id":"c","status":"ok"},{"id":"a","status":"ok"},{"id":"b","status":"permanent"}]}"#;
+        for body in [body_in_order, body_shuffled] {
+            let results = parse_results(200, body.as_bytes()).unwrap();
+            assert_eq!(
+                distributed(&["a", "b", "c"], Ok(&results)),
+                vec![
+                    Outcome::Success,
+                    Outcome::permanent("http batch result permanent"),
+                    Outcome::Success,
+                ],
+                "{body}"
+            );
+        }
+    }
+
     #[test]
     fn results_go_by_id_in_order_and_missing_ones_are_retried() {
-        let r = |id: &str, status: &str| EventResult {
+        let r = |id: &'static str, status: &'static str| EventResult {
             id: id.into(),
             status: status.into(),
             error: None,
             retry_after: None,
         };
-        let mut rxs = Vec::new();
-        let mut waiters = Vec::new();
-        for id in ["x", "y", "x", "z"] {
-            let (tx, rx) = oneshot::channel();
-            waiters.push((id.to_string(), tx));
-            rxs.push(rx);
-        }
-        distribute(
-            waiters,
-            Ok(vec![r("y", "ok"), r("x", "permanent"), r("x", "ok")]),
-        );
-        let got: Vec<Outcome> = rxs
-            .into_iter()
-            .map(|mut rx| rx.try_recv().unwrap())
-            .collect();
+        let results = [r("y", "ok"), r("x", "permanent"), r("x", "ok")];
         assert_eq!(
-            got,
+            distributed(&["x", "y", "x", "z"], Ok(&results)),
             vec![
                 Outcome::permanent("http batch result permanent"),
                 Outcome::Success,
