@@ -367,6 +367,7 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
         );
         let rates: BTreeSet<u64> = la.iter().map(|s| s.rate_target).collect();
         let reference = Kind::RawNext.label();
+        let relay_label = Kind::Relay.label();
         let p99_of = |r: u64, label: &str| {
             let v: Vec<f64> = la
                 .iter()
@@ -376,7 +377,7 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
             median(v)
         };
         for &r in &rates {
-            for label in [&reference, &raw1, &http] {
+            for label in [&reference, &raw1, &relay_label, &http] {
                 let ss: Vec<&Sample> = la
                     .iter()
                     .copied()
@@ -422,6 +423,16 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
             o,
             "\nraw loops: the time they parse the entry; event-worker and the raw HTTP relay: the time the HTTP sink has the request's head (handler start plus one loopback request)."
         );
+        for &r in &rates {
+            let (ours, relay) = (p99_of(r, &http), p99_of(r, &relay_label));
+            if ours.is_finite() && relay.is_finite() && relay > 0.0 {
+                let _ = writeln!(
+                    o,
+                    "At {r}/s the http route's p99 was {:.2}x the raw HTTP relay's ({ours:.2} against {relay:.2} ms).",
+                    ours / relay
+                );
+            }
+        }
         let _ = writeln!(o, "{}", foreign_line(&la));
         notes(&mut o, &la);
     }
