@@ -439,7 +439,7 @@ impl Bench {
             None => route,
         };
         // EW_BENCH_WORKER_EXTRA: top-level config lines added to every event-worker of the run
-        // (an A/B of a setting across two runs, e.g. `worker_threads = 1`).
+        // (an A/B of a setting across two runs, e.g. `worker_threads = 0`).
         let extra = match std::env::var("EW_BENCH_WORKER_EXTRA") {
             Ok(more) if !more.is_empty() => format!("{more}\n{extra}"),
             _ => extra.to_string(),

@@ -327,17 +327,15 @@ fn judge(
             }
             debug!("handled");
             // The event ends here: its id and type move into the record instead of copies.
-            let mut record = Record::new(
+            let record = Record::new(
                 kind::PROCESSED,
-                "",
-                "",
+                std::mem::take(&mut event.id),
+                std::mem::take(&mut event.event_type),
                 &decider.group,
-                event.correlation_id(),
+                envelope::lookup(&event.fields, field::CORRELATIONID),
                 runs,
                 "",
             );
-            record.id = std::mem::take(&mut event.id);
-            record.event_type = std::mem::take(&mut event.event_type);
             Decision {
                 record: Some(record),
                 verdict: Verdict::Ack { facts },

@@ -127,14 +127,12 @@ impl Shared {
                 self.timeout
             )))
         });
-        match answer {
-            // The results borrow their strings from the answer's body where they can.
-            Ok((code, body)) => match parse_results(code, &body) {
-                Ok(results) => distribute(batch.waiters, Ok(&results)),
-                Err(all) => distribute(batch.waiters, Err(all)),
-            },
-            Err(all) => distribute(batch.waiters, Err(all)),
-        }
+        // The results borrow their strings from the answer's body where they can.
+        let results = match &answer {
+            Ok((code, body)) => parse_results(*code, body),
+            Err(all) => Err(all.clone()),
+        };
+        distribute(batch.waiters, results.as_deref());
     }
 
     /// POSTs `body`; the 2xx answer's status code and body, or the outcome of every event.
@@ -226,7 +224,7 @@ fn outcome(r: &EventResult<'_>) -> Outcome {
 /// are matched by position, without an index.
 fn distribute(
     waiters: Vec<(String, oneshot::Sender<Outcome>)>,
-    results: Result<&[EventResult<'_>], Outcome>,
+    results: Result<&[EventResult<'_>], &Outcome>,
 ) {
     match results {
         Err(all) => {
@@ -407,7 +405,7 @@ mod tests {
     }
 
     /// The outcome each of a batch of events with `ids` gets from `results`.
-    fn distributed(ids: &[&str], results: Result<&[EventResult<'_>], Outcome>) -> Vec<Outcome> {
+    fn distributed(ids: &[&str], results: Result<&[EventResult<'_>], &Outcome>) -> Vec<Outcome> {
         let (waiters, rxs): (Vec<_>, Vec<_>) = ids
             .iter()
             .map(|id| {

@@ -79,11 +79,12 @@ pub struct Record {
 }
 
 impl Record {
-    /// A record of `kind` for an event, stamped now.
+    /// A record of `kind` for an event, stamped now. The id and type are taken as they are
+    /// given (a caller done with its owned strings moves them in instead of copying).
     pub fn new(
         kind: &str,
-        id: &str,
-        event_type: &str,
+        id: impl Into<String>,
+        event_type: impl Into<String>,
         group: &str,
         correlation_id: Option<&str>,
         attempt: u32,
@@ -92,8 +93,8 @@ impl Record {
         Record {
             entry_id: String::new(),
             kind: kind.to_string(),
-            id: id.to_string(),
-            event_type: event_type.to_string(),
+            id: id.into(),
+            event_type: event_type.into(),
             group: group.to_string(),
             correlation_id: correlation_id.unwrap_or_default().to_string(),
             attempt,
@@ -438,7 +439,7 @@ pub(crate) mod tests {
         {
             records.push(Record::new(
                 kind::RETRIED,
-                &format!("id-{i}"),
+                format!("id-{i}"),
                 "order.created",
                 if i % 2 == 0 { "g" } else { "" },
                 (i == 3).then_some("corr-ü"),
