@@ -58,6 +58,9 @@
 # drains to the drain section as "event-worker @base, ..." rows, interleaved with the others in
 # every repetition: two commits compared in one run (e.g. before and after a refactor); in the
 # outbox section it adds row (a) on that build.
+# EW_BENCH_DRAIN_ROWS="label part|label part" keeps only the drain rows whose label contains
+# one of the parts (e.g. "http to local sink|raw HTTP relay" with --base-rev and more --reps:
+# a focused comparison; written only to bench/target/results.md, never to BENCHMARKS.md).
 # A full run writes its tables into BENCHMARKS.md (between the results markers) and every
 # sample to bench/results/latest.tsv. --quick (1 repetition, small backlogs, 3 s latency runs,
 # no waiting) writes only bench/target/quick.md. --profile runs one blackhole drain (the http
@@ -439,9 +442,9 @@ results="$work/results.md"
   cat "$out"
 } > "$results"
 
-if [ "$quick" = 1 ]; then
+if [ "$quick" = 1 ] || [ -n "${EW_BENCH_DRAIN_ROWS:-}" ]; then
   cp "$results" "$out"
-  echo "== quick results (not written to BENCHMARKS.md): $out"
+  echo "== partial results (--quick or EW_BENCH_DRAIN_ROWS; not written to BENCHMARKS.md): $out"
   cat "$out"
   exit 0
 fi

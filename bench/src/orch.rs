@@ -1158,6 +1158,12 @@ async fn run(opts: &Opts) -> Result<(), String> {
         drain_kinds.push(Kind::EwBase { http: false });
         drain_kinds.push(Kind::EwBase { http: true });
     }
+    // EW_BENCH_DRAIN_ROWS="a|b": only the drain rows whose label contains one of them (for a
+    // quick comparison of a few rows with more repetitions).
+    if let Ok(rows) = std::env::var("EW_BENCH_DRAIN_ROWS") {
+        let wanted: Vec<&str> = rows.split('|').filter(|r| !r.is_empty()).collect();
+        drain_kinds.retain(|k| wanted.iter().any(|w| k.label().contains(w)));
+    }
     // One repetition: every scenario once, each section's order rotated per repetition.
     let mut jobs: Vec<Vec<Job>> = Vec::new();
     for rep in 0..reps {

@@ -68,32 +68,41 @@ enum Step {
 }
 
 /// Decides `entry` and settles every verdict but success, which the caller acknowledges
-/// in a batch. The caller registered the entry in `in_flight` and holds its permit.
-async fn handle(pipeline: &Pipeline, mut entry: Entry) -> Handled {
-    let Decision { verdict, record } = decide::decide(&pipeline.decider, &mut entry).await;
-    let (step, record) = match verdict {
-        Verdict::Ack { facts } => (Step::Ack(facts), record),
-        Verdict::Move(action) => {
-            // Boxed: the settle future is large and rarely needed; inline it would make every
-            // event's future that large.
-            Box::pin(moves::settle(&pipeline.settler, &entry, action, record)).await;
-            (Step::Settled, None)
+/// in a batch, holding a handler slot until the entry is decided and any retry or dead
+/// letter settled. The caller registered the entry in `in_flight`.
+///
+/// One `async` block using its captures in place: this future is allocated once per event,
+/// and `async fn`s nested here would each keep a second copy of their arguments (over
+/// glibc's per-thread cache limit of about 1 KiB, the allocation takes the slow path).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would store `entry` twice"
+)]
+fn handle_in_slot(
+    pipeline: &Pipeline,
+    mut entry: Entry,
+    slot: OwnedSemaphorePermit,
+) -> impl Future<Output = Handled> + '_ {
+    async move {
+        let Decision { verdict, record } =
+            decide::decide(&pipeline.decider, &mut entry).finish().await;
+        let (step, record) = match verdict {
+            Verdict::Ack { facts } => (Step::Ack(facts), record),
+            Verdict::Move(action) => {
+                // Boxed: the settle future is large and rarely needed; inline it would make
+                // every event's future that large.
+                Box::pin(moves::settle(&pipeline.settler, &entry, action, record)).await;
+                (Step::Settled, None)
+            }
+        };
+        drop(slot);
+        Handled {
+            stream: entry.stream,
+            id: entry.id,
+            step,
+            record,
         }
-    };
-    Handled {
-        stream: entry.stream,
-        id: entry.id,
-        step,
-        record,
     }
-}
-
-/// [`handle`] holding a handler slot, released when the entry is decided and any retry
-/// or dead letter settled.
-async fn handle_in_slot(pipeline: &Pipeline, entry: Entry, slot: OwnedSemaphorePermit) -> Handled {
-    let handled = handle(pipeline, entry).await;
-    drop(slot);
-    handled
 }
 
 /// Handles `entries`, one permit each (the caller took them and registered the entries in
@@ -190,5 +199,25 @@ pub async fn run(
         if handling.is_empty() && waiting.is_empty() {
             turn.take();
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// The largest allocation glibc serves from its per-thread cache (`tcache`); larger ones
+    /// take the slower path (and trigger consolidation), once per event here.
+    pub(crate) const TCACHE_MAX: usize = 1032;
+
+    #[test]
+    fn an_events_future_fits_the_allocators_fast_path() {
+        fn size<'a, F, Fut>(_: F) -> usize
+        where
+            F: FnOnce(&'a super::Pipeline, super::Entry, super::OwnedSemaphorePermit) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        // `FuturesUnordered` allocates the future with about 64 bytes of its own.
+        let bytes = size(super::handle_in_slot) + 64;
+        assert!(bytes <= TCACHE_MAX, "{bytes} bytes per event");
     }
 }

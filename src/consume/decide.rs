@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use futures::future::Either;
 use tracing::{debug, warn};
 
 use crate::consume::backoff::RetryPolicy;
@@ -79,8 +80,32 @@ macro_rules! event_log {
     };
 }
 
+/// A decision made at once, or the handler run that makes it.
+pub(crate) enum Decided<'a> {
+    /// Decided without running the handler (malformed, poison, no route, breaker open).
+    Now(Decision),
+    /// The handler runs; its outcome decides.
+    Run(HandlerRun<'a>),
+}
+
+impl<'a> Decided<'a> {
+    /// The decision, running the handler when it has to. (A plain `async fn` matching on
+    /// `self` would hold the decision and the run's future side by side.)
+    pub(crate) fn finish(self) -> impl Future<Output = Decision> + 'a {
+        match self {
+            Decided::Now(decision) => Either::Left(std::future::ready(decision)),
+            Decided::Run(run) => Either::Right(run.run()),
+        }
+    }
+}
+
 /// Decides `entry`. Takes its fields (a dead letter carries them in its verdict).
-pub(crate) async fn decide(decider: &Decider, entry: &mut Entry) -> Decision {
+///
+/// Everything before the handler runs is done here, synchronously, so the future that
+/// waits for the handler holds only what the run needs: an `async fn` doing both would
+/// also keep room for the decoded event twice (once before it moved into the run), and a
+/// larger future costs a slower allocation per event.
+pub(crate) fn decide<'a>(decider: &'a Decider, entry: &'a mut Entry) -> Decided<'a> {
     let stream_type = if entry.stream == decider.redeliver {
         None
     } else {
@@ -91,7 +116,7 @@ pub(crate) async fn decide(decider: &Decider, entry: &mut Entry) -> Decision {
             if stream_type.is_some() && event.attempt == 0 {
                 count_dropped_fields(decider, &event);
             }
-            decide_event(decider, entry, event).await
+            decide_event(decider, entry, event)
         }
         Err((malformed, fields)) => {
             let label = stream_type.map_or("other", |t| decider.type_facts.label(t));
@@ -121,10 +146,10 @@ pub(crate) async fn decide(decider: &Decider, entry: &mut Entry) -> Decision {
                 origin_stream,
                 fields,
             );
-            Decision {
+            Decided::Now(Decision {
                 verdict,
                 record: Some(record),
-            }
+            })
         }
     }
 }
@@ -176,7 +201,13 @@ fn dead_letter(
 
 /// The history record of `event` for a step of `kind`; `attempt` is the handler runs so far,
 /// this step's included (a dead letter's is its `dlq_attempts`).
-fn record(decider: &Decider, event: &Event, kind: &str, attempt: u32, detail: &str) -> Record {
+fn record(
+    decider: &Decider,
+    event: &Event,
+    kind: &'static str,
+    attempt: u32,
+    detail: &str,
+) -> Record {
     Record::new(
         kind,
         &event.id,
@@ -221,7 +252,7 @@ fn dead(
 
 /// Decides a decoded event: poison and unroutable events are dead-lettered, an open
 /// breaker reschedules it, otherwise the handler's outcome decides.
-async fn decide_event(decider: &Decider, entry: &Entry, event: Event) -> Decision {
+fn decide_event<'a>(decider: &'a Decider, entry: &'a Entry, event: Event) -> Decided<'a> {
     let facts = decider.type_facts.get(&decider.routes, &event.event_type);
     // A debug-level span: handler code logging at debug sees the event context; the lines
     // this module logs at info and above carry the fields themselves (cheaper per event).
@@ -240,17 +271,17 @@ async fn decide_event(decider: &Decider, entry: &Entry, event: Event) -> Decisio
             "poison event dead-lettered"
         );
         let attempts = event.attempt;
-        return dead(
+        return Decided::Now(dead(
             decider,
             event,
             &facts,
             Reason::MaxDeliveriesExceeded,
             error,
             attempts,
-        );
+        ));
     }
     let Some(route_index) = facts.route else {
-        return no_route(decider, entry, event, &facts);
+        return Decided::Now(no_route(decider, entry, event, &facts));
     };
     let route = &decider.routes[route_index];
     let admission = route.breaker.admit();
@@ -268,24 +299,58 @@ async fn decide_event(decider: &Decider, entry: &Entry, event: Event) -> Decisio
             delay_ms: wait.as_millis() as u64,
             counted_in: None,
         };
-        return Decision {
+        return Decided::Now(Decision {
             verdict: Verdict::Move(Move::Retry(retry)),
             record: None,
-        };
+        });
     }
     drop(enter);
-    let started = Instant::now();
-    let outcome = run_handler(route, &event, &span).await;
-    let _enter = span.enter();
-    facts
-        .handler_duration
-        .observe(started.elapsed().as_secs_f64());
-    route.breaker.record(
+    Decided::Run(HandlerRun {
+        decider,
+        entry,
+        event,
+        facts,
+        route,
         admission,
-        matches!(outcome, Outcome::Retry { .. }),
-        event.attempt == 0,
-    );
-    judge(decider, entry, event, facts, outcome)
+        span,
+    })
+}
+
+/// An event admitted to its route's handler: what running it and judging the outcome need.
+pub(crate) struct HandlerRun<'a> {
+    decider: &'a Decider,
+    entry: &'a Entry,
+    event: Event,
+    facts: Arc<TypeFacts>,
+    route: &'a Route,
+    admission: Admission,
+    span: tracing::Span,
+}
+
+impl HandlerRun<'_> {
+    /// Runs the handler, records its time and the breaker's view, and judges the outcome.
+    /// (An `async` block using `self` in place: an `async fn` would keep a second copy of
+    /// its argument, and taking `self` apart would copy its parts.)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would store `self` twice"
+    )]
+    fn run(self) -> impl Future<Output = Decision> {
+        async move {
+            let started = Instant::now();
+            let outcome = run_handler(self.route, &self.event, &self.span).await;
+            let _enter = self.span.enter();
+            self.facts
+                .handler_duration
+                .observe(started.elapsed().as_secs_f64());
+            self.route.breaker.record(
+                self.admission,
+                matches!(outcome, Outcome::Retry { .. }),
+                self.event.attempt == 0,
+            );
+            judge(self.decider, self.entry, self.event, self.facts, outcome)
+        }
+    }
 }
 
 /// Runs the route's handler on `event` within its timeout. A panic in `handle` itself

@@ -2,7 +2,7 @@
 //! heartbeat refreshes the idle time of long runners from it, the reclaimer leaves these
 //! entries alone, and health and shutdown report its size. Entries are registered a read
 //! batch at a time and looked up by `&str`, so the hot path takes one lock per batch to
-//! register and allocates only the id it keeps.
+//! register and keeps each id as two integers (no allocation per entry).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -10,10 +10,47 @@ use std::time::{Duration, Instant};
 
 use crate::redis::store::Entry;
 
+/// A stream entry id as a key: `ms-seq` as two integers, or the text for anything else
+/// (never read from Redis, kept so no id is refused).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    /// `ms-seq`.
+    Id(u64, u64),
+    /// Not of that form.
+    Text(String),
+}
+
+impl Key {
+    fn of(id: &str) -> Key {
+        // Only the canonical form (no sign, no leading zero) maps to integers, so the text
+        // comes back as it was.
+        let number = |part: &str| {
+            let canonical = !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_digit())
+                && (part.len() == 1 || !part.starts_with('0'));
+            canonical.then(|| part.parse::<u64>().ok()).flatten()
+        };
+        id.split_once('-')
+            .and_then(|(ms, seq)| Some(Key::Id(number(ms)?, number(seq)?)))
+            .unwrap_or_else(|| Key::Text(id.to_string()))
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Key::Id(ms, seq) => format_id(*ms, *seq),
+            Key::Text(t) => t.clone(),
+        }
+    }
+}
+
+fn format_id(ms: u64, seq: u64) -> String {
+    format!("{ms}-{seq}")
+}
+
 /// Entries in flight, by stream then entry id.
 #[derive(Default)]
 pub struct InFlight {
-    by_stream: Mutex<HashMap<String, HashMap<String, Instant>>>,
+    by_stream: Mutex<HashMap<String, HashMap<Key, Instant>>>,
 }
 
 impl InFlight {
@@ -22,12 +59,13 @@ impl InFlight {
         let now = Instant::now();
         if let Ok(mut map) = self.by_stream.lock() {
             for e in entries {
+                let key = Key::of(&e.id);
                 match map.get_mut(e.stream.as_str()) {
                     Some(ids) => {
-                        ids.insert(e.id.clone(), now);
+                        ids.insert(key, now);
                     }
                     None => {
-                        map.insert(e.stream.clone(), HashMap::from([(e.id.clone(), now)]));
+                        map.insert(e.stream.clone(), HashMap::from([(key, now)]));
                     }
                 }
             }
@@ -39,7 +77,7 @@ impl InFlight {
         if let Ok(mut map) = self.by_stream.lock()
             && let Some(ids) = map.get_mut(stream)
         {
-            ids.remove(id);
+            ids.remove(&Key::of(id));
             if ids.is_empty() {
                 map.remove(stream);
             }
@@ -59,7 +97,7 @@ impl InFlight {
         self.by_stream
             .lock()
             .ok()
-            .and_then(|m| m.get(stream).map(|ids| ids.keys().cloned().collect()))
+            .and_then(|m| m.get(stream).map(|ids| ids.keys().map(Key::text).collect()))
             .unwrap_or_default()
     }
 
@@ -72,7 +110,7 @@ impl InFlight {
                 let old: Vec<String> = ids
                     .iter()
                     .filter(|(_, t)| now.duration_since(**t) >= age)
-                    .map(|(id, _)| id.clone())
+                    .map(|(id, _)| id.text())
                     .collect();
                 if !old.is_empty() {
                     out.insert(stream.clone(), old);
@@ -114,5 +152,32 @@ mod tests {
         assert!(f.older_than(Duration::from_secs(60)).is_empty());
         f.remove("a", "2-0");
         assert_eq!(f.len(), 0);
+    }
+
+    #[test]
+    fn ids_not_of_the_ms_seq_form_are_kept_as_they_are() {
+        let f = InFlight::default();
+        let odd = [
+            "1-01",
+            "x",
+            "1-",
+            "-1",
+            "18446744073709551616-0",
+            "1-2-3",
+            "+1-0",
+        ];
+        let batch: Vec<Entry> = odd.iter().map(|id| entry("a", id)).collect();
+        f.insert_batch(&batch);
+        f.insert_batch(&[entry("a", "1-1")]);
+        let mut seen: Vec<String> = f.ids_on("a").into_iter().collect();
+        seen.sort();
+        let mut want: Vec<String> = odd.iter().map(|s| s.to_string()).collect();
+        want.push("1-1".into());
+        want.sort();
+        assert_eq!(seen, want);
+        for id in odd {
+            f.remove("a", id);
+        }
+        assert_eq!(f.ids_on("a").into_iter().collect::<Vec<_>>(), vec!["1-1"]);
     }
 }

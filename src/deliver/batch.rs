@@ -76,7 +76,7 @@ impl Pending {
     fn add(&mut self, event: &Event, tx: oneshot::Sender<Outcome>) -> bool {
         let first = self.waiters.is_empty();
         self.body.push(if first { b'[' } else { b',' });
-        event.write_cloudevent_json(&mut self.body);
+        event.write_decoded_cloudevent_json(&mut self.body);
         self.waiters.push((event.id.clone(), tx));
         first
     }

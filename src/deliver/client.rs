@@ -10,10 +10,12 @@
 //! buffer. Transport errors and statuses map to an [`Outcome`] as documented on
 //! `deliver::http::HttpHandler`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::Either;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{
@@ -182,12 +184,27 @@ impl Endpoint {
     ///
     /// # Errors
     /// The retryable [`Outcome`] of a transport error (connection failed, timed out, ...).
-    pub(crate) async fn exchange(
+    ///
+    /// The request is built when this is called; the future holds only the exchange (which
+    /// keeps the future of every request small).
+    pub(crate) fn exchange(
         &self,
         body: Vec<u8>,
         traceparent: Option<&str>,
         limit: usize,
-    ) -> Result<Answer, Outcome> {
+    ) -> impl Future<Output = Result<Answer, Outcome>> + '_ {
+        let request = self.request(body, traceparent);
+        match &self.transport {
+            Transport::Pool(pool) => Either::Left(pool.send(request, limit, ERROR_BODY_BYTES)),
+            // Boxed: it would make the pooled route's future larger.
+            Transport::Shared(client) => {
+                Either::Right(Box::pin(shared_exchange(client, request, limit)))
+            }
+        }
+    }
+
+    /// The POST of `body`, signed when the route has a secret, with `traceparent` when given.
+    fn request(&self, body: Vec<u8>, traceparent: Option<&str>) -> Request<Full<Bytes>> {
         let mut headers = self.headers.clone();
         if let Some(key) = &self.signer {
             let now = crate::model::time::now_ms() / 1000;
@@ -202,11 +219,7 @@ impl Endpoint {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = headers;
-        match &self.transport {
-            Transport::Pool(pool) => pool.send(request, limit, ERROR_BODY_BYTES).await,
-            // Boxed: it would make the pooled route's future larger.
-            Transport::Shared(client) => Box::pin(shared_exchange(client, request, limit)).await,
-        }
+        request
     }
 }
 

@@ -24,7 +24,7 @@
 //!   closing an idle keep-alive connection races the request) is sent again once on a new
 //!   connection: nothing of it reached the server.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
@@ -128,16 +128,12 @@ impl ConnPool {
         let (mut conn, reused) = self.checkout().await?;
         let response = match conn.request(request).await {
             Ok(r) => r,
-            // Not written: the idle connection had closed. Once more on a new connection.
-            Err(mut e) => match e.take_message() {
-                Some(request) if reused => {
-                    conn = Box::pin(self.connect()).await?;
-                    conn.request(request)
-                        .await
-                        .map_err(|e| failure(e.error()))?
-                }
-                _ => return Err(failure(e.error())),
-            },
+            // Boxed: the rare path keeps the future of every request small.
+            Err(e) => {
+                let (new, r) = Box::pin(self.send_again(e, reused)).await?;
+                conn = new;
+                r
+            }
         };
         let (head, body) = response.into_parts();
         let status = head.status;
@@ -149,7 +145,13 @@ impl ConnPool {
         } else {
             (error_limit, head.headers)
         };
-        let (body, complete) = conn.read_body(body, limit).await;
+        // An empty body (the usual success answer) needs no read; a body to read is read on
+        // a boxed future, which keeps the future of every request small.
+        let (body, complete) = if body.is_end_stream() {
+            (Vec::new(), true)
+        } else {
+            Box::pin(conn.read_body(body, limit)).await
+        };
         if complete && conn.ready() {
             self.inner.give_back(conn);
         }
@@ -158,6 +160,26 @@ impl ConnPool {
             headers,
             body,
         })
+    }
+
+    /// After a request that failed with `e`: when it was not written and its connection had
+    /// been idle (the server had closed it), the request once more on a new connection.
+    async fn send_again(
+        &self,
+        mut e: hyper::client::conn::TrySendError<Request<Full<Bytes>>>,
+        reused: bool,
+    ) -> Result<(Conn, hyper::Response<Incoming>), Outcome> {
+        match e.take_message() {
+            Some(request) if reused => {
+                let mut conn = self.connect().await?;
+                let response = conn
+                    .request(request)
+                    .await
+                    .map_err(|e| failure(e.error()))?;
+                Ok((conn, response))
+            }
+            _ => Err(failure(e.error())),
+        }
     }
 
     /// The number of idle connections.
@@ -273,6 +295,44 @@ async fn sweep(pool: Weak<Inner>, idle_timeout: Duration) {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// [`Conn::drive`]'s future: `fut` polled while the connection is driven.
+    struct Drive<'a, F> {
+        driver: &'a mut Option<Pin<Box<Driver>>>,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Drive<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let mut fut = this.fut;
+        let Some(d) = this.driver.as_mut() else {
+            // Nothing completes `fut` any more: its channel's other side is gone.
+            return fut.poll(cx);
+        };
+        let mut quiet = Context::from_waker(Waker::noop());
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut quiet) {
+            return Poll::Ready(out);
+        }
+        let ended = d.as_mut().poll(cx).is_ready();
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut quiet) {
+            if ended {
+                **this.driver = None;
+            }
+            return Poll::Ready(out);
+        }
+        if !ended {
+            return Poll::Pending;
+        }
+        **this.driver = None;
+        fut.poll(cx)
+    }
+}
+
 impl Conn {
     /// Polls `fut` while driving the connection. When the connection ends, `fut` is polled
     /// again (hyper has handed it its result by then); if it still waits, the connection is
@@ -283,42 +343,29 @@ impl Conn {
     /// run's waker: hyper handing it a result then wakes nobody, instead of waking the run
     /// from within its own poll (which the runtime would reschedule as a yield, possibly on
     /// the other thread). The run is woken by what the connection waits for (its socket).
-    async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
-        let mut fut = pin!(fut);
-        let driver = &mut self.driver;
-        poll_fn(|cx| {
-            let Some(d) = driver else {
-                // Nothing completes `fut` any more: its channel's other side is gone.
-                return fut.as_mut().poll(cx);
-            };
-            let mut quiet = Context::from_waker(Waker::noop());
-            if let Poll::Ready(out) = fut.as_mut().poll(&mut quiet) {
-                return Poll::Ready(out);
-            }
-            let ended = d.as_mut().poll(cx).is_ready();
-            if let Poll::Ready(out) = fut.as_mut().poll(&mut quiet) {
-                if ended {
-                    *driver = None;
-                }
-                return Poll::Ready(out);
-            }
-            if !ended {
-                return Poll::Pending;
-            }
-            *driver = None;
-            fut.as_mut().poll(cx)
-        })
-        .await
+    ///
+    /// A future type of its own rather than an `async fn`: it holds `fut` once (an `async fn`
+    /// would keep its argument and the pinned copy), which keeps every request's future small.
+    fn drive<F: Future>(&mut self, fut: F) -> Drive<'_, F> {
+        Drive {
+            driver: &mut self.driver,
+            fut,
+        }
     }
 
-    /// Sends `request`; on an error, the request when it was not written.
-    async fn request(
+    /// Sends `request`; on an error, the request when it was not written. (Handed to hyper
+    /// at once, when called.)
+    fn request(
         &mut self,
         request: Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<Incoming>, hyper::client::conn::TrySendError<Request<Full<Bytes>>>>
-    {
+    ) -> impl Future<
+        Output = Result<
+            hyper::Response<Incoming>,
+            hyper::client::conn::TrySendError<Request<Full<Bytes>>>,
+        >,
+    > + '_ {
         let sending = self.sender.try_send_request(request);
-        self.drive(sending).await
+        self.drive(sending)
     }
 
     /// Reads up to about `limit` bytes of `body`, each frame within 500 ms; whether the whole

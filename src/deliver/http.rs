@@ -39,7 +39,7 @@ impl HttpHandler {
 
     async fn post(&self, event: &Event) -> Outcome {
         let mut body = Vec::new();
-        event.write_cloudevent_json(&mut body);
+        event.write_decoded_cloudevent_json(&mut body);
         // The (usually empty) answer body is read so the connection can be reused; a large or
         // slow body is abandoned instead (bounded in size and time).
         let answer = self
@@ -57,5 +57,23 @@ impl HttpHandler {
 impl Handler for HttpHandler {
     fn handle<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Outcome> {
         Box::pin(self.post(event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_http_requests_future_fits_the_allocators_fast_path() {
+        fn size<'a, F, Fut>(_: F) -> usize
+        where
+            F: FnOnce(&'a super::HttpHandler, &'a crate::model::envelope::Event) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        let bytes = size(super::HttpHandler::post);
+        assert!(
+            bytes <= crate::consume::batch::tests::TCACHE_MAX,
+            "{bytes} bytes per request"
+        );
     }
 }

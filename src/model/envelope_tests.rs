@@ -178,3 +178,35 @@ fn truncate_respects_char_boundaries() {
     assert_eq!(truncate("héllo", 2), "h…");
     assert_eq!(truncate("abc", 5), "abc");
 }
+
+#[test]
+fn a_decoded_event_is_written_as_the_parsing_writer_writes_it() {
+    let cases: &[&str] = &[
+        "{\"x\":1}",
+        " \n{\"a\": [1, 2, {\"b\": \"}\"}]}\t ",
+        "\"text with \\\" and }\"",
+        "null",
+        "42",
+    ];
+    for data in cases {
+        let e = decode(
+            f(&[
+                ("id", "1"),
+                ("type", "a.b"),
+                ("data", data),
+                ("correlationid", "c-1"),
+                ("tenant", "t\"1"),
+                ("attempt", "2"),
+            ]),
+            Some("a.b"),
+        )
+        .unwrap();
+        let mut spliced = Vec::new();
+        e.write_decoded_cloudevent_json(&mut spliced);
+        assert_eq!(
+            String::from_utf8(spliced).unwrap(),
+            String::from_utf8(e.to_cloudevent_json()).unwrap(),
+            "data {data:?}"
+        );
+    }
+}

@@ -81,7 +81,7 @@ pub(crate) fn expand(e: &Entry, wanted: &[&str], out: &mut Vec<Record>) {
     for (id, event_type, attempt, at_ms, correlation_id) in items.into_iter().rev() {
         out.push(Record {
             entry_id: e.id.clone(),
-            kind: kind::PROCESSED.to_string(),
+            kind: kind::PROCESSED.into(),
             id,
             event_type,
             group: group.to_string(),
@@ -184,7 +184,7 @@ mod tests {
             .map(|r| {
                 (
                     r.id.as_str(),
-                    r.kind.as_str(),
+                    r.kind.as_ref(),
                     r.group.as_str(),
                     r.attempt,
                     r.at_ms,

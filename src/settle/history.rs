@@ -7,6 +7,7 @@
 //! `event_worker_history_dropped_total` (the history is an audit trail, not the source of
 //! truth: the event itself is never affected). Reading it back is `ops::history`.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -48,8 +49,9 @@ pub struct Record {
     /// Stream entry id of the record (empty before it is written).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub entry_id: String,
-    /// One of [`kind`].
-    pub kind: String,
+    /// One of [`kind`] (borrowed when the record is made here, so the hot path does not
+    /// copy the constant).
+    pub kind: Cow<'static, str>,
     /// Event id.
     pub id: String,
     /// Event type.
@@ -82,7 +84,7 @@ impl Record {
     /// A record of `kind` for an event, stamped now. The id and type are taken as they are
     /// given (a caller done with its owned strings moves them in instead of copying).
     pub fn new(
-        kind: &str,
+        kind: &'static str,
         id: impl Into<String>,
         event_type: impl Into<String>,
         group: &str,
@@ -92,7 +94,7 @@ impl Record {
     ) -> Self {
         Record {
             entry_id: String::new(),
-            kind: kind.to_string(),
+            kind: Cow::Borrowed(kind),
             id: id.into(),
             event_type: event_type.into(),
             group: group.to_string(),
@@ -133,7 +135,7 @@ impl Record {
             .unwrap_or(0);
         Record {
             entry_id: e.id.clone(),
-            kind: get("kind"),
+            kind: Cow::Owned(get("kind")),
             id: get("id"),
             event_type: get("type"),
             group: get("group"),
@@ -455,7 +457,7 @@ pub(crate) mod tests {
         assert_eq!(decoded.len(), records.len());
         for (r, d) in records.iter().zip(&decoded) {
             let expected = [
-                r.kind.clone(),
+                r.kind.to_string(),
                 r.id.clone(),
                 r.event_type.clone(),
                 r.attempt.to_string(),

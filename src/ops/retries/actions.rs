@@ -113,7 +113,7 @@ async fn record(
     store: &Store,
     keys: &Keys,
     e: &RetryEntry,
-    kind: &str,
+    kind: &'static str,
     detail: String,
     opts: &ActionOptions<'_>,
 ) {
