@@ -231,8 +231,8 @@ impl QuietStreams {
 }
 
 /// One read. Under load (some streams recently empty, others not) it first asks only the
-/// busy streams (blocking up to [`PARTIAL_READ_BLOCK`] when they fit in one read, else
-/// without blocking, `free` at a time). Otherwise, when every stream can be asked at once it is
+/// busy streams (blocking up to [`PARTIAL_READ_BLOCK`] when they fit in one read and only the
+/// redeliver stream is quiet, else without blocking, `free` at a time). Otherwise, when every stream can be asked at once it is
 /// one blocking XREADGROUP (it blocks only when all are empty). With fewer free slots than
 /// streams, the streams are first asked without blocking, `free` at a time (so no stream
 /// with data waits behind an empty one); only when all were empty does it block, briefly,
@@ -246,10 +246,16 @@ async fn read_once(
 ) -> Result<Vec<Entry>, crate::redis::store::StoreError> {
     let busy = quiet.busy(all);
     if !busy.is_empty() && busy.len() < all.len() {
-        // When every busy stream fits in one read, it blocks briefly: under a steady trickle
-        // the next entries arrive on the read already waiting, instead of after an empty
-        // non-blocking read and a second, blocking one (one round trip less per wake-up).
-        let entries = if busy.len() <= free {
+        // When every busy stream fits in one read and the only stream left out is the
+        // group's redeliver stream, it blocks briefly: under a steady trickle the next entries
+        // arrive on the read already waiting, instead of after an empty non-blocking read and
+        // a second, blocking one (one round trip less per wake-up). A due retry waits at most
+        // that block; an event on a quiet type stream must not, so with quiet type streams
+        // the busy ones are asked without blocking and the blocking read covers them all.
+        let only_redeliver_left_out = all
+            .iter()
+            .all(|s| *s == reader.redeliver || busy.contains(s));
+        let entries = if busy.len() <= free && only_redeliver_left_out {
             let block = reader.read_block.min(PARTIAL_READ_BLOCK);
             read(reader, &busy, free / busy.len(), Some(block), quiet).await?
         } else {
