@@ -37,14 +37,10 @@ impl Key {
 
     fn text(&self) -> String {
         match self {
-            Key::Id(ms, seq) => format_id(*ms, *seq),
+            Key::Id(ms, seq) => format!("{ms}-{seq}"),
             Key::Text(t) => t.clone(),
         }
     }
-}
-
-fn format_id(ms: u64, seq: u64) -> String {
-    format!("{ms}-{seq}")
 }
 
 /// Entries in flight, by stream then entry id.

@@ -232,8 +232,8 @@ impl QuietStreams {
 
 /// One read. Under load (some streams recently empty, others not) it first asks only the
 /// busy streams (blocking up to [`PARTIAL_READ_BLOCK`] when they fit in one read and only the
-/// redeliver stream is quiet, else without blocking, `free` at a time). Otherwise, when every stream can be asked at once it is
-/// one blocking XREADGROUP (it blocks only when all are empty). With fewer free slots than
+/// redeliver stream is quiet, else without blocking, `free` at a time). Otherwise, when every
+/// stream can be asked at once it is one blocking XREADGROUP (it blocks only when all are empty). With fewer free slots than
 /// streams, the streams are first asked without blocking, `free` at a time (so no stream
 /// with data waits behind an empty one); only when all were empty does it block, briefly,
 /// on the first subset.
@@ -252,9 +252,11 @@ async fn read_once(
         // a second, blocking one (one round trip less per wake-up). A due retry waits at most
         // that block; an event on a quiet type stream must not, so with quiet type streams
         // the busy ones are asked without blocking and the blocking read covers them all.
-        let only_redeliver_left_out = all
-            .iter()
-            .all(|s| *s == reader.redeliver || busy.contains(s));
+        // (`busy` is a subset of `all`: exactly one stream is left out, the redeliver stream;
+        // counted rather than searched for per stream, as a read may name thousands.)
+        let only_redeliver_left_out = busy.len() + 1 == all.len()
+            && all.contains(&reader.redeliver)
+            && !busy.contains(&reader.redeliver);
         let entries = if busy.len() <= free && only_redeliver_left_out {
             let block = reader.read_block.min(PARTIAL_READ_BLOCK);
             read(reader, &busy, free / busy.len(), Some(block), quiet).await?

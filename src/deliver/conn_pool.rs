@@ -372,7 +372,7 @@ impl Conn {
     /// body was read.
     async fn read_body(&mut self, mut body: Incoming, limit: usize) -> (Vec<u8>, bool) {
         let mut out = Vec::new();
-        // An empty body (the usual success answer) needs no read and no timer.
+        // Until the body ends (`send` does not call this for an empty one, the usual answer).
         while !body.is_end_stream() {
             if out.len() >= limit {
                 return (out, false);

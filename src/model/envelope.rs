@@ -141,33 +141,32 @@ impl Event {
         self.write_json(out, true);
     }
 
-    /// Writes the JSON; `data_checked` says `data` is known to be JSON.
+    /// Writes the JSON: the attributes as an object without `data`, then `data` spliced in
+    /// before its `}` (the object is never empty: `specversion` comes first). `data_checked`
+    /// says `data` is known to be JSON; otherwise it is parsed here (`null` when it is not).
     fn write_json(&self, out: &mut Vec<u8>, data_checked: bool) {
         let fields: usize = self.fields.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
         out.reserve(fields.max(self.data.len()) + 160);
         let start = out.len();
-        if !data_checked {
-            if serde_json::to_writer(&mut *out, &CloudEvent(self, true)).is_err() {
-                out.truncate(start);
-            }
-            return;
-        }
-        // The attributes as an object without `data`, then `data` spliced in before its `}`
-        // (the object is never empty: `specversion` comes first).
-        if serde_json::to_writer(&mut *out, &CloudEvent(self, false)).is_err() {
+        if serde_json::to_writer(&mut *out, &CloudEvent(self)).is_err() {
             out.truncate(start);
             return;
         }
+        let data = if data_checked {
+            self.data.trim()
+        } else {
+            serde_json::from_str::<&RawValue>(&self.data).map_or("null", |raw| raw.get())
+        };
         out.pop();
         out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(self.data.trim().as_bytes());
+        out.extend_from_slice(data.as_bytes());
         out.push(b'}');
     }
 }
 
-/// Serializes an [`Event`] as a CloudEvents structured JSON object; with `data` (parsed
-/// here, `null` when it is not JSON) when the flag is set.
-struct CloudEvent<'a>(&'a Event, bool);
+/// Serializes an [`Event`]'s CloudEvents attributes as a JSON object (all but `data`, which
+/// [`Event::write_cloudevent_json`] appends).
+struct CloudEvent<'a>(&'a Event);
 
 impl Serialize for CloudEvent<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -201,10 +200,6 @@ impl Serialize for CloudEvent<'_> {
             map.serialize_entry(name, value)?;
         }
         map.serialize_entry(field::ATTEMPT, &e.attempt)?;
-        if self.1 {
-            let data: &RawValue = serde_json::from_str(&e.data).unwrap_or(RawValue::NULL);
-            map.serialize_entry(field::DATA, data)?;
-        }
         map.end()
     }
 }
