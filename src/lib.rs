@@ -77,6 +77,7 @@ pub(crate) mod worker;
 pub use config::{Config, ConfigError};
 pub use deliver::handler::{BoxFuture, Handler, Outcome, handler_fn};
 pub use model::envelope::Event;
+pub use model::text::Text;
 pub use ops::publish::{NewEvent, PublishError, Published, Replication};
 pub use ops::publisher::Publisher;
 pub use outbox::{

@@ -41,6 +41,8 @@ proptest! {
         fields in prop::collection::vec((field_name(), field_value()), 0..12),
         stream_type in prop::option::of(prop_oneof![Just("a.b".to_string()), ".{0,10}"]),
     ) {
+        let fields: Vec<(crate::Text, crate::Text)> =
+            fields.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
         match decode(fields.clone(), stream_type.as_deref()) {
             Ok(event) => {
                 // A decoded event always satisfies the wire format...

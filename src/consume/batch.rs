@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::consume::decide::{self, Decider};
+use crate::model::text::Text;
 use crate::redis::store::Entry;
 use crate::settle::acker::AckItem;
 use crate::settle::acks::{self, Success};
@@ -48,9 +49,9 @@ pub(crate) struct Pipeline {
 /// What became of one entry.
 struct Handled {
     /// Stream key of the entry.
-    stream: String,
+    stream: Text,
     /// Entry id.
-    id: String,
+    id: Text,
     /// What is left to do.
     step: Step,
     /// The `processed` record to write once a success is acknowledged.

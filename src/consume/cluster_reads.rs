@@ -240,8 +240,8 @@ mod tests {
     fn entries(stream: &str, n: usize) -> Vec<Entry> {
         (0..n)
             .map(|i| Entry {
-                stream: stream.to_string(),
-                id: format!("{i}-0"),
+                stream: stream.into(),
+                id: format!("{i}-0").into(),
                 fields: Vec::new(),
                 deliveries: 1,
             })

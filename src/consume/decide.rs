@@ -24,6 +24,7 @@ use crate::deliver::breaker::Admission;
 use crate::deliver::handler::Outcome;
 use crate::model::envelope::{self, Event, field, truncate};
 use crate::model::keys::Keys;
+use crate::model::text::Text;
 use crate::model::time::{entry_id_ms, now_ms, rfc3339};
 use crate::redis::store::Entry;
 use crate::settle::dlq_record::Reason;
@@ -55,7 +56,7 @@ pub(crate) struct Decider {
     /// The env label.
     pub env: String,
     /// The group.
-    pub group: String,
+    pub group: Text,
     /// How long an unrouted event is handed on before it is dead-lettered as `no_route`.
     pub no_route_grace: Duration,
     /// `handed_on_total{env,group}`.
@@ -132,19 +133,19 @@ pub(crate) fn decide<'a>(decider: &'a Decider, entry: &'a mut Entry) -> Decided<
                 kind::DEAD_LETTERED,
                 &id,
                 label,
-                &decider.group,
+                decider.group.clone(),
                 None,
                 attempts,
                 Reason::Malformed.as_str(),
             );
-            let origin_stream = entry.stream.clone();
+            let origin_stream = entry.stream.to_string();
             let verdict = dead_letter(
                 Reason::Malformed,
                 malformed.0,
                 attempts,
                 label,
                 origin_stream,
-                fields,
+                envelope::owned_fields(&fields),
             );
             Decided::Now(Decision {
                 verdict,
@@ -170,8 +171,8 @@ fn count_dropped_fields(decider: &Decider, event: &Event) {
     let mut logged = LOGGED
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if logged.len() < 1000 && !logged.iter().any(|t| t == &event.event_type) {
-        logged.push(event.event_type.clone());
+    if logged.len() < 1000 && !logged.iter().any(|t| *t == event.event_type) {
+        logged.push(event.event_type.to_string());
         let names: Vec<String> = dropped
             .iter()
             .map(|k| format!("`{}`", truncate(k, 64)))
@@ -210,9 +211,9 @@ fn record(
 ) -> Record {
     Record::new(
         kind,
-        &event.id,
-        &event.event_type,
-        &decider.group,
+        event.id.clone(),
+        event.event_type.clone(),
+        decider.group.clone(),
         event.correlation_id(),
         attempt,
         detail,
@@ -242,7 +243,7 @@ fn dead(
         attempts,
         &facts.label,
         origin_stream,
-        event.fields,
+        envelope::owned_fields(&event.fields),
     );
     Decision {
         verdict,
@@ -396,7 +397,7 @@ fn judge(
                 kind::PROCESSED,
                 std::mem::take(&mut event.id),
                 std::mem::take(&mut event.event_type),
-                &decider.group,
+                decider.group.clone(),
                 envelope::lookup(&event.fields, field::CORRELATIONID),
                 runs,
                 "",
@@ -511,7 +512,7 @@ fn next_fields(
         .filter(|(k, _)| {
             k != field::ATTEMPT && k != field::ORIGIN_ENTRY_ID && k != field::UNROUTED_SINCE
         })
-        .cloned()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     fields.push((field::ATTEMPT.to_string(), attempt.to_string()));
     fields.push((field::ORIGIN_ENTRY_ID.to_string(), origin));
@@ -526,9 +527,9 @@ mod tests {
     use super::*;
 
     fn event(fields: &[(&str, &str)]) -> (Event, Entry) {
-        let fields: Vec<(String, String)> = fields
+        let fields: Vec<(Text, Text)> = fields
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect();
         let entry = Entry {
             stream: "events:p:redeliver:g".into(),

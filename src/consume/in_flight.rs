@@ -61,7 +61,7 @@ impl InFlight {
                         ids.insert(key, now);
                     }
                     None => {
-                        map.insert(e.stream.clone(), HashMap::from([(key, now)]));
+                        map.insert(e.stream.to_string(), HashMap::from([(key, now)]));
                     }
                 }
             }

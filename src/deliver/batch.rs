@@ -32,6 +32,7 @@ use super::client::{self, ERROR_BODY_BYTES, Endpoint};
 use super::handler::{BoxFuture, Handler, Outcome};
 use crate::config::BatchConfig;
 use crate::model::envelope::{Event, truncate};
+use crate::model::text::Text;
 
 /// Content type of a batch request.
 pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
@@ -61,13 +62,13 @@ struct Pending {
     /// `[` and the events so far, separated by commas.
     body: Vec<u8>,
     /// Each event's id and where its result goes, in body order.
-    waiters: Vec<(String, oneshot::Sender<Outcome>)>,
+    waiters: Vec<(Text, oneshot::Sender<Outcome>)>,
 }
 
 /// A batch on its way.
 struct Batch {
     body: Vec<u8>,
-    waiters: Vec<(String, oneshot::Sender<Outcome>)>,
+    waiters: Vec<(Text, oneshot::Sender<Outcome>)>,
 }
 
 impl Pending {
@@ -223,7 +224,7 @@ fn outcome(r: &EventResult<'_>) -> Outcome {
 /// outcome of the whole batch. Results in the batch's order (what handlers usually answer)
 /// are matched by position, without an index.
 fn distribute(
-    waiters: Vec<(String, oneshot::Sender<Outcome>)>,
+    waiters: Vec<(Text, oneshot::Sender<Outcome>)>,
     results: Result<&[EventResult<'_>], &Outcome>,
 ) {
     match results {
@@ -410,7 +411,7 @@ mod tests {
             .iter()
             .map(|id| {
                 let (tx, rx) = oneshot::channel();
-                ((id.to_string(), tx), rx)
+                ((Text::from(*id), tx), rx)
             })
             .unzip();
         distribute(waiters, results);

@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 
 use crate::model::attributes::{self, FieldKind};
 use crate::model::keys;
+use crate::model::text::Text;
 
 /// Largest `data` field accepted; bigger entries are dead-lettered as malformed.
 pub const MAX_DATA_BYTES: usize = 1024 * 1024;
@@ -53,15 +54,15 @@ pub mod field {
 #[derive(Debug, Clone)]
 pub struct Event {
     /// Producer-chosen id; handlers dedupe on it.
-    pub id: String,
+    pub id: Text,
     /// Event type, e.g. `booking.created`.
-    pub event_type: String,
+    pub event_type: Text,
     /// The `data` field, JSON text (validated).
-    pub data: String,
+    pub data: Text,
     /// Handler runs before this one (0 on first delivery).
     pub attempt: u32,
     /// Every field of the entry, in stream order, unknown ones included.
-    pub fields: Vec<(String, String)>,
+    pub fields: Vec<(Text, Text)>,
 }
 
 impl Event {
@@ -210,11 +211,22 @@ impl Serialize for CloudEvent<'_> {
 pub struct Malformed(pub String);
 
 /// The first value of field `name` in `fields`.
-pub fn lookup<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub fn lookup<'a, K: AsRef<str>, V: AsRef<str>>(
+    fields: &'a [(K, V)],
+    name: &str,
+) -> Option<&'a str> {
     fields
         .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+        .find(|(k, _)| k.as_ref() == name)
+        .map(|(_, v)| v.as_ref())
+}
+
+/// `fields` as owned strings (for the rare paths that rewrite them: retries, dead letters).
+pub fn owned_fields(fields: &[(Text, Text)]) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Decodes entry fields into an event.
@@ -225,10 +237,7 @@ pub fn lookup<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str>
 /// # Errors
 /// [`Malformed`] naming the field that breaks the wire format.
 #[cfg(test)]
-pub fn decode(
-    fields: Vec<(String, String)>,
-    stream_type: Option<&str>,
-) -> Result<Event, Malformed> {
+pub fn decode(fields: Vec<(Text, Text)>, stream_type: Option<&str>) -> Result<Event, Malformed> {
     decode_or_return(fields, stream_type).map_err(|(e, _)| e)
 }
 
@@ -238,9 +247,9 @@ pub fn decode(
 /// # Errors
 /// The first rule the entry breaks, with its fields.
 pub fn decode_or_return(
-    fields: Vec<(String, String)>,
+    fields: Vec<(Text, Text)>,
     stream_type: Option<&str>,
-) -> Result<Event, (Malformed, Vec<(String, String)>)> {
+) -> Result<Event, (Malformed, Vec<(Text, Text)>)> {
     match check(&fields, stream_type) {
         Ok((id, event_type, data, attempt)) => Ok(Event {
             id: fields[id].1.clone(),
@@ -255,7 +264,7 @@ pub fn decode_or_return(
 
 /// Checks the wire format; returns the positions of `id`, `type` and `data` and the attempt.
 fn check(
-    fields: &[(String, String)],
+    fields: &[(Text, Text)],
     stream_type: Option<&str>,
 ) -> Result<(usize, usize, usize, u32), Malformed> {
     if fields.len() > MAX_FIELDS {
@@ -323,7 +332,7 @@ fn check(
 /// Checks the optional attributes whose values would make the delivered event invalid for
 /// the CloudEvents SDKs (`time`, `specversion`, `source`, `datacontenttype`, `dataschema`,
 /// `subject`; an invalid `traceparent` is dropped instead).
-fn check_attributes(fields: &[(String, String)]) -> Result<(), Malformed> {
+fn check_attributes(fields: &[(Text, Text)]) -> Result<(), Malformed> {
     for name in [
         field::SPECVERSION,
         field::TIME,

@@ -1,10 +1,10 @@
 //! Unit tests of the envelope: decoding, the malformed checks, bounded copies.
 use super::*;
 
-fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+fn f(pairs: &[(&str, &str)]) -> Vec<(Text, Text)> {
     pairs
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(k, v)| ((*k).into(), (*v).into()))
         .collect()
 }
 
@@ -67,7 +67,7 @@ fn redeliver_entries_need_a_valid_type() {
 fn too_many_fields_is_malformed() {
     let mut many = f(&[("id", "1"), ("type", "a"), ("data", "1")]);
     for i in 0..MAX_FIELDS {
-        many.push((format!("x{i}"), "v".into()));
+        many.push((format!("x{i}").into(), "v".into()));
     }
     assert!(decode(many, Some("a")).unwrap_err().0.contains("fields"));
 }

@@ -5,5 +5,6 @@ pub(crate) mod attributes;
 pub(crate) mod envelope;
 pub(crate) mod keys;
 pub(crate) mod secret;
+pub(crate) mod text;
 pub(crate) mod time;
 pub(crate) mod uri;

@@ -92,7 +92,7 @@ impl Handler for Projector {
         }
         let (done, result) = oneshot::channel();
         let request = Request {
-            id: event.id.clone(),
+            id: event.id.to_string(),
             channels,
             message: message(event),
             done,
@@ -239,15 +239,15 @@ async fn append_retrying(
 /// (JSON as is; other text as a string).
 pub fn message(event: &Event) -> String {
     let mut m = serde_json::Map::new();
-    m.insert("id".into(), event.id.clone().into());
-    m.insert("type".into(), event.event_type.clone().into());
+    m.insert("id".into(), event.id.as_str().into());
+    m.insert("type".into(), event.event_type.as_str().into());
     for name in [field::SOURCE, field::TIME, field::SUBJECT] {
         if let Some(v) = event.field(name) {
             m.insert(name.into(), v.into());
         }
     }
     let data = serde_json::from_str::<serde_json::Value>(&event.data)
-        .unwrap_or_else(|_| event.data.clone().into());
+        .unwrap_or_else(|_| event.data.as_str().into());
     m.insert("data".into(), data);
     serde_json::Value::Object(m).to_string()
 }

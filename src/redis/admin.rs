@@ -42,7 +42,10 @@ impl Store {
             "COUNT".into(),
             (count as i64).into(),
         ];
-        Ok(parse_entries(stream, self.call("XREVRANGE", args).await?))
+        Ok(parse_entries(
+            &stream.into(),
+            self.call("XREVRANGE", args).await?,
+        ))
     }
 
     /// XRANGE `stream` from `start` to `end`, at most `count` entries, oldest first.
@@ -63,7 +66,10 @@ impl Store {
             "COUNT".into(),
             (count as i64).into(),
         ];
-        Ok(parse_entries(stream, self.call("XRANGE", args).await?))
+        Ok(parse_entries(
+            &stream.into(),
+            self.call("XRANGE", args).await?,
+        ))
     }
 
     /// XLEN.

@@ -276,7 +276,7 @@ impl Store {
                 ..Default::default()
             });
         }
-        let entries = parse_entries(dlq, first);
+        let entries = parse_entries(&dlq.into(), first);
         Ok(ScanFound {
             matched: entries.len() as u64,
             entries,

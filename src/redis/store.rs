@@ -16,6 +16,7 @@ use fred::types::{ClusterHash, CustomCommand, Value};
 
 use crate::config::Config;
 use crate::model::secret::RedisUrl;
+use crate::model::text::Text;
 pub(crate) use crate::redis::error::{RedisErrorKind, StoreError};
 use crate::redis::refusals::Refusals;
 pub(crate) use crate::redis::streams::{parse_entries, text};
@@ -24,11 +25,12 @@ pub(crate) use crate::redis::streams::{parse_entries, text};
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// Stream key it came from.
-    pub stream: String,
+    pub stream: Text,
     /// Stream entry id.
-    pub id: String,
-    /// Fields in stream order (invalid UTF-8 replaced with U+FFFD).
-    pub fields: Vec<(String, String)>,
+    pub id: Text,
+    /// Fields in stream order (invalid UTF-8 replaced with U+FFFD), sharing the reply's
+    /// buffer.
+    pub fields: Vec<(Text, Text)>,
     /// Deliveries of this entry to the group so far, this one included.
     pub deliveries: u64,
 }

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use bytes::BytesMut;
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand, Value};
+use fred::types::{ClusterHash, CustomCommand, Resp3Frame, Value};
 
+use crate::model::text::Text;
 use crate::redis::error::{RedisErrorKind, StoreError};
 use crate::redis::replicas::Replication;
 use crate::redis::store::{Entry, PendingEntry, Store, cmd, keyed};
@@ -98,11 +100,18 @@ impl Store {
         let slot = streams.first().map_or(0, |s| super::cluster::slot(s));
         let command =
             CustomCommand::new_static("XREADGROUP", ClusterHash::Custom(slot), block.is_some());
-        let reply: Value = client
+        let reply = client
             .with_options(&options)
-            .custom(command, args)
+            .custom_raw(command, args)
             .await
             .map_err(|e| self.error("XREADGROUP", e))?;
+        if let Resp3Frame::SimpleError { .. } | Resp3Frame::BlobError { .. } = reply {
+            // fred's own conversion, so the error reads as from any other command.
+            let e = Value::try_from(reply).err().unwrap_or_else(|| {
+                fred::error::Error::new(fred::error::ErrorKind::Unknown, "error reply")
+            });
+            return Err(self.error("XREADGROUP", e));
+        }
         Ok(parse_xread(reply))
     }
 
@@ -115,18 +124,18 @@ impl Store {
         &self,
         stream: &str,
         group: &str,
-        ids: &[&str],
+        ids: &[&Text],
         delete: bool,
     ) -> Result<(), StoreError> {
         let mut args: Vec<Value> = Vec::with_capacity(ids.len() + 2);
         args.push(stream.into());
         args.push(group.into());
-        args.extend(ids.iter().map(|i| Value::from(*i)));
+        args.extend(ids.iter().map(|&i| text_arg(i)));
         self.call("XACK", args).await?;
         if delete {
             let mut args: Vec<Value> = Vec::with_capacity(ids.len() + 1);
             args.push(stream.into());
-            args.extend(ids.iter().map(|i| Value::from(*i)));
+            args.extend(ids.iter().map(|&i| text_arg(i)));
             self.call("XDEL", args).await?;
         }
         Ok(())
@@ -218,7 +227,7 @@ impl Store {
         ];
         args.extend(ids.iter().map(|i| Value::from(i.as_str())));
         let reply = self.call("XCLAIM", args).await?;
-        Ok(parse_entries(stream, reply))
+        Ok(parse_entries(&stream.into(), reply))
     }
 
     /// Resets the idle time of entries this consumer is still working on (XCLAIM JUSTID to
@@ -396,53 +405,221 @@ pub(crate) fn text(v: &Value) -> Option<String> {
     v.as_str_lossy().map(|s| s.into_owned())
 }
 
-/// Parses an XREADGROUP reply: `[[stream, [[id, [f, v, ...]], ...]], ...]` or nil.
-fn parse_xread(reply: Value) -> Vec<Entry> {
+/// Parses an XREADGROUP reply frame: `[[stream, [[id, [f, v, ...]], ...]], ...]` (a map of
+/// streams over RESP3) or nil. Read from the frame itself: converting it into fred's `Value`s
+/// first would allocate every array of the reply once more, two per entry.
+fn parse_xread(reply: Resp3Frame) -> Vec<Entry> {
     let mut out = Vec::new();
-    for stream_reply in reply.into_array() {
-        let mut parts = stream_reply.into_array().into_iter();
-        let (Some(key), Some(entries)) = (parts.next(), parts.next()) else {
-            continue;
+    let mut add = |key: Resp3Frame, entries: Resp3Frame| {
+        let Some(stream) = frame_bytes(&key).map(copied_text) else {
+            return;
         };
-        let Some(key) = text(&key) else { continue };
-        let mut entries = parse_entries(&key, entries);
-        for e in &mut entries {
-            e.deliveries = 1;
+        for entry in frame_items(entries) {
+            let mut parts = frame_items(entry).into_iter();
+            let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if matches!(fields, Resp3Frame::Null) {
+                continue; // deleted since it was added
+            }
+            let Some(id) = frame_bytes(&id) else { continue };
+            let flat = frame_items(fields);
+            let (id, fields) = own_entry(id, &flat, |f| frame_bytes(f).unwrap_or_default());
+            out.push(Entry {
+                stream: stream.clone(),
+                id,
+                fields,
+                deliveries: 1,
+            });
         }
-        out.extend(entries);
+    };
+    match reply {
+        Resp3Frame::Map { data, .. } => data.into_iter().for_each(|(k, v)| add(k, v)),
+        other => {
+            for stream_reply in frame_items(other) {
+                let mut parts = frame_items(stream_reply).into_iter();
+                if let (Some(key), Some(entries)) = (parts.next(), parts.next()) {
+                    add(key, entries);
+                }
+            }
+        }
     }
     out
 }
 
+/// The items of an array frame (none for anything else, nil included).
+fn frame_items(frame: Resp3Frame) -> Vec<Resp3Frame> {
+    match frame {
+        Resp3Frame::Array { data, .. } | Resp3Frame::Push { data, .. } => data,
+        _ => Vec::new(),
+    }
+}
+
+/// The bytes of a string frame.
+fn frame_bytes(frame: &Resp3Frame) -> Option<&[u8]> {
+    match frame {
+        Resp3Frame::BlobString { data, .. }
+        | Resp3Frame::SimpleString { data, .. }
+        | Resp3Frame::VerbatimString { data, .. } => Some(data),
+        _ => None,
+    }
+}
+
+/// Text of its own (not sharing the reply's buffer), invalid UTF-8 replaced.
+fn copied_text(bytes: &[u8]) -> Text {
+    Text::from(&*String::from_utf8_lossy(bytes))
+}
+
+/// Copies an entry's id and its field names and values (`flat`: name, value, ...) into one
+/// buffer of its own and returns them as [`Text`]s sharing it (invalid UTF-8 replaced).
+///
+/// One allocation per entry rather than one per string; and not the reply's buffer itself,
+/// so an entry held for long (a slow handler) keeps only its own bytes alive, not its whole
+/// read's reply: memory stays bounded by the entries held, as if each were copied.
+fn own_entry<T>(id: &[u8], flat: &[T], bytes: impl Fn(&T) -> &[u8]) -> (Text, Vec<(Text, Text)>) {
+    let pairs = flat.chunks_exact(2);
+    let total = id.len()
+        + pairs
+            .clone()
+            .flatten()
+            .map(|f| bytes(f).len())
+            .sum::<usize>();
+    let mut buf = BytesMut::with_capacity(total);
+    buf.extend_from_slice(id);
+    for f in pairs.clone().flatten() {
+        buf.extend_from_slice(bytes(f));
+    }
+    let buf = buf.freeze();
+    let mut at = 0;
+    let mut next = |len: usize| {
+        let t = Text::from_utf8_lossy(buf.slice(at..at + len));
+        at += len;
+        t
+    };
+    let id = next(id.len());
+    let fields = pairs
+        .map(|p| (next(bytes(&p[0]).len()), next(bytes(&p[1]).len())))
+        .collect();
+    (id, fields)
+}
+
 /// Parses `[[id, [f, v, ...]], ...]`; entries whose fields are nil (deleted) are skipped.
-pub(crate) fn parse_entries(stream: &str, reply: Value) -> Vec<Entry> {
+/// Each entry's texts share one buffer of the entry's own ([`own_entry`]).
+pub(crate) fn parse_entries(stream: &Text, reply: Value) -> Vec<Entry> {
+    fn bytes(v: &Value) -> &[u8] {
+        v.as_bytes().unwrap_or_default()
+    }
     reply
         .into_array()
         .into_iter()
         .filter_map(|entry| {
             let mut parts = entry.into_array().into_iter();
-            let id = text(&parts.next()?)?;
+            let id = parts.next()?;
+            let id = id.as_bytes()?;
             let raw = parts.next()?;
             if raw.is_null() {
                 return None;
             }
-            let flat = raw.into_array();
-            let fields = flat
-                .chunks(2)
-                .filter(|c| c.len() == 2)
-                .map(|c| {
-                    (
-                        text(&c[0]).unwrap_or_default(),
-                        text(&c[1]).unwrap_or_default(),
-                    )
-                })
-                .collect();
+            let (id, fields) = own_entry(id, &raw.into_array(), bytes);
             Some(Entry {
-                stream: stream.to_string(),
+                stream: stream.clone(),
                 id,
                 fields,
                 deliveries: 0,
             })
         })
         .collect()
+}
+
+/// `t` as a command argument, sharing its bytes.
+pub(crate) fn text_arg(t: &Text) -> Value {
+    Value::String(t.clone().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use fred::types::Resp3Frame;
+
+    use super::parse_xread;
+
+    fn blob(s: &'static [u8]) -> Resp3Frame {
+        Resp3Frame::BlobString {
+            data: Bytes::from_static(s),
+            attributes: None,
+        }
+    }
+
+    fn array(data: Vec<Resp3Frame>) -> Resp3Frame {
+        Resp3Frame::Array {
+            data,
+            attributes: None,
+        }
+    }
+
+    #[test]
+    fn an_xreadgroup_reply_becomes_entries_in_order_without_deleted_ones() {
+        let reply = array(vec![
+            array(vec![
+                blob(b"events:p:a"),
+                array(vec![
+                    array(vec![
+                        blob(b"1-0"),
+                        array(vec![blob(b"id"), blob(b"e1"), blob(b"data"), blob(b"\xff")]),
+                    ]),
+                    array(vec![blob(b"2-0"), Resp3Frame::Null]),
+                    array(vec![blob(b"3-0"), array(vec![blob(b"id"), blob(b"e3")])]),
+                ]),
+            ]),
+            array(vec![
+                blob(b"events:p:b"),
+                array(vec![array(vec![blob(b"4-0"), array(vec![])])]),
+            ]),
+        ]);
+        let got: Vec<_> = parse_xread(reply)
+            .into_iter()
+            .map(|e| {
+                let fields: Vec<String> =
+                    e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                (e.stream.to_string(), e.id.to_string(), fields, e.deliveries)
+            })
+            .collect();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "events:p:a".into(),
+                    "1-0".into(),
+                    s(&["id=e1", "data=\u{fffd}"]),
+                    1
+                ),
+                ("events:p:a".into(), "3-0".into(), s(&["id=e3"]), 1),
+                ("events:p:b".into(), "4-0".into(), s(&[]), 1),
+            ]
+        );
+        assert!(parse_xread(Resp3Frame::Null).is_empty());
+    }
+
+    #[test]
+    fn an_entry_owns_one_buffer_of_its_own_not_the_replys() {
+        static ID: &[u8] = b"1-0";
+        static VALUE: &[u8] = b"e1";
+        let reply = array(vec![array(vec![
+            blob(b"events:p:a"),
+            array(vec![array(vec![
+                blob(ID),
+                array(vec![blob(b"id"), blob(VALUE)]),
+            ])]),
+        ])]);
+        let e = parse_xread(reply).pop().unwrap();
+        // Copied out of the reply (which a slow handler would otherwise keep whole)...
+        assert_ne!(e.id.as_ptr(), ID.as_ptr());
+        assert_ne!(e.fields[0].1.as_ptr(), VALUE.as_ptr());
+        // ...into one buffer: id, then each name and value, back to back.
+        let base = e.id.as_ptr() as usize;
+        assert_eq!(e.fields[0].0.as_ptr() as usize, base + 3);
+        assert_eq!(e.fields[0].1.as_ptr() as usize, base + 5);
+        assert_eq!((e.id.as_str(), &*e.fields[0].1), ("1-0", "e1"));
+    }
 }

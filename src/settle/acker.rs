@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::model::text::Text;
 use crate::redis::store::{RedisErrorKind, Store, StoreError};
 
 /// Most requests taken per flush.
@@ -18,9 +19,9 @@ const BATCH: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckItem {
     /// Stream key.
-    pub stream: String,
+    pub stream: Text,
     /// Entry id.
-    pub id: String,
+    pub id: Text,
     /// Also XDEL it (entries of the redeliver stream).
     pub delete: bool,
 }
@@ -106,11 +107,11 @@ async fn run(
 /// with the first error among its streams.
 async fn flush(store: &Store, group: &str, buf: &mut Vec<Request>) {
     // (stream, delete) -> (ids, indexes of the requests they came from)
-    type Group<'a> = (Vec<&'a str>, Vec<usize>);
+    type Group<'a> = (Vec<&'a Text>, Vec<usize>);
     let mut by_key: HashMap<(&str, bool), Group> = HashMap::new();
     for (r, request) in buf.iter().enumerate() {
         for item in &request.items {
-            let (ids, requests) = by_key.entry((&item.stream, item.delete)).or_default();
+            let (ids, requests) = by_key.entry((&*item.stream, item.delete)).or_default();
             ids.push(&item.id);
             if requests.last() != Some(&r) {
                 requests.push(r);

@@ -80,11 +80,11 @@ pub(crate) fn expand(e: &Entry, wanted: &[&str], out: &mut Vec<Record>) {
     let group = lookup(&e.fields, "group").unwrap_or_default();
     for (id, event_type, attempt, at_ms, correlation_id) in items.into_iter().rev() {
         out.push(Record {
-            entry_id: e.id.clone(),
+            entry_id: e.id.to_string(),
             kind: kind::PROCESSED.into(),
-            id,
-            event_type,
-            group: group.to_string(),
+            id: id.into(),
+            event_type: event_type.into(),
+            group: group.into(),
             correlation_id,
             attempt,
             detail: String::new(),
@@ -168,7 +168,7 @@ mod tests {
             id: "9-0".into(),
             fields: fields
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| ((*k).into(), (*v).into()))
                 .collect(),
             deliveries: 0,
         }

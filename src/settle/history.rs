@@ -17,6 +17,7 @@ use tracing::warn;
 
 use crate::config::{HistoryConfig, ProcessedRecords};
 use crate::metrics::Metrics;
+use crate::model::text::Text;
 use crate::model::time::{now_ms, rfc3339};
 use crate::redis::store::{Entry, Store, StoreError};
 use crate::settle::aggregate;
@@ -53,13 +54,13 @@ pub struct Record {
     /// copy the constant).
     pub kind: Cow<'static, str>,
     /// Event id.
-    pub id: String,
+    pub id: Text,
     /// Event type.
     #[serde(rename = "type")]
-    pub event_type: String,
+    pub event_type: Text,
     /// Consumer group (empty for published).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub group: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub group: Text,
     /// Correlation id, if any.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub correlation_id: String,
@@ -81,13 +82,13 @@ pub struct Record {
 }
 
 impl Record {
-    /// A record of `kind` for an event, stamped now. The id and type are taken as they are
-    /// given (a caller done with its owned strings moves them in instead of copying).
+    /// A record of `kind` for an event, stamped now. The id, type and group are taken as they
+    /// are given (the worker shares its event's and its own [`Text`]s: no copy).
     pub fn new(
         kind: &'static str,
-        id: impl Into<String>,
-        event_type: impl Into<String>,
-        group: &str,
+        id: impl Into<Text>,
+        event_type: impl Into<Text>,
+        group: impl Into<Text>,
         correlation_id: Option<&str>,
         attempt: u32,
         detail: impl Into<String>,
@@ -97,7 +98,7 @@ impl Record {
             kind: Cow::Borrowed(kind),
             id: id.into(),
             event_type: event_type.into(),
-            group: group.to_string(),
+            group: group.into(),
             correlation_id: correlation_id.unwrap_or_default().to_string(),
             attempt,
             detail: detail.into(),
@@ -134,11 +135,11 @@ impl Record {
             .or_else(|| crate::model::time::entry_id_ms(&e.id))
             .unwrap_or(0);
         Record {
-            entry_id: e.id.clone(),
+            entry_id: e.id.to_string(),
             kind: Cow::Owned(get("kind")),
-            id: get("id"),
-            event_type: get("type"),
-            group: get("group"),
+            id: get("id").into(),
+            event_type: get("type").into(),
+            group: get("group").into(),
             correlation_id: get("correlationid"),
             attempt: get("attempt").parse().unwrap_or(0),
             detail: get("detail"),
@@ -458,11 +459,11 @@ pub(crate) mod tests {
         for (r, d) in records.iter().zip(&decoded) {
             let expected = [
                 r.kind.to_string(),
-                r.id.clone(),
-                r.event_type.clone(),
+                r.id.to_string(),
+                r.event_type.to_string(),
                 r.attempt.to_string(),
                 r.at_ms.to_string(),
-                r.group.clone(),
+                r.group.to_string(),
                 r.correlation_id.clone(),
                 r.detail.clone(),
             ];

@@ -210,7 +210,7 @@ impl Parts {
             breaker_rejected: self.metrics.breaker_rejected_total.clone(),
             fields_dropped: self.metrics.fields_dropped_total.clone(),
             env: self.env().to_string(),
-            group: self.group().to_string(),
+            group: self.group().into(),
             no_route_grace: self.cfg.no_route_grace,
             handed_on: self
                 .metrics

@@ -105,7 +105,9 @@ fn t28_library_handler_panics_are_retryable_failures() {
                 WorkerBuilder::new(config).route(
                     &[ty],
                     handler_fn(move |event: Event| {
-                        runs.lock().unwrap().push((event.id.clone(), event.attempt));
+                        runs.lock()
+                            .unwrap()
+                            .push((event.id.to_string(), event.attempt));
                         // A panic while building the future (before any .await) ...
                         if event.id.starts_with("psync") {
                             panic!("test panic (sync) for {}", event.id);

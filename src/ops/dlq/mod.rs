@@ -45,8 +45,8 @@ pub struct DlqEntry {
 impl DlqEntry {
     pub(crate) fn from_entry(e: Entry) -> Self {
         DlqEntry {
-            entry_id: e.id,
-            fields: e.fields,
+            entry_id: e.id.into(),
+            fields: crate::model::envelope::owned_fields(&e.fields),
         }
     }
 

@@ -206,15 +206,15 @@ async fn watch_canaries(
                 )));
             }
         }
-        let mut done = HashSet::new();
+        let mut done: HashSet<String> = HashSet::new();
         let mut records = Vec::new();
         for e in store.xrange(&keys.history(), &from, "+", 10_000).await? {
             // Per-event records and aggregates of successes alike (`history.processed`).
             crate::settle::aggregate::expand(&e, &[], &mut records);
         }
         for r in records {
-            if r.kind == kind::PROCESSED && ids.contains(&r.id) {
-                done.insert(r.id);
+            if r.kind == kind::PROCESSED && ids.contains(r.id.as_str()) {
+                done.insert(r.id.into());
             }
         }
         if done.len() == ids.len() {
