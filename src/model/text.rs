@@ -1,6 +1,7 @@
-//! [`Text`]: the string type of stream entries and events. It shares the buffer the Redis
-//! reply was read into, so taking an entry's fields out of a reply, or an event's `id`,
-//! `type` and `data` out of its fields, copies no bytes and allocates nothing.
+//! [`Text`]: the string type of stream entries and events. An entry read from Redis is
+//! copied once into one buffer of its own (`redis::streams`); its id, field names and values,
+//! and the event's `id`, `type` and `data`, are slices of that buffer: handing them on copies
+//! no bytes and allocates nothing.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -13,9 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Immutable UTF-8 text, cheap to clone (a reference count, no copy).
 ///
 /// It dereferences to `&str`, compares with `str` and `String`, and converts from and into
-/// `String`. A `Text` taken out of a Redis reply keeps that reply's buffer alive until the
-/// last `Text` sharing it is dropped: the worker holds at most `prefetch` entries, so at
-/// most that many read replies.
+/// `String`. A `Text` keeps the buffer it is a slice of alive until the last `Text` sharing
+/// it is dropped (for an entry's texts: that entry's bytes, nothing of other entries).
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Text(Str);
 
