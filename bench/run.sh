@@ -19,7 +19,8 @@
 #            HTTP relay (1 thread, 64 hyper connections) to the same sink
 #   bullmq   opt-in (needs node and npm): the drain section plus BullMQ 6 (Worker
 #            concurrency 50; bench/bullmq/, `npm ci` there on first use)
-#   backlog  event-worker blackhole at 10k, 100k and 1M backlogs (drain rate, peak RSS)
+#   backlog  event-worker blackhole at 10k, 100k and 1M backlogs (drain rate, peak RSS); the
+#            10k and 100k drains (under a second each) are sampled 3 times per repetition
 #   scale    1, 2 and 4 event-worker processes on one stream
 #   latency  1k and 10k events/s for --latency-secs (20) s: publish to handler start
 #   push     opt-in only (`--sections push`, not in the default sections): one event-worker

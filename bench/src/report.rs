@@ -256,28 +256,46 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
     }
 
     // Backlog size.
-    let bl: Vec<&Sample> = samples.iter().filter(|s| s.section == "backlog").collect();
+    let bl = of(samples, "backlog", &Kind::EwBlackhole.label());
+    let bl_ref = of(samples, "backlog", &Kind::RawNext.label());
     let mut flat_pct = f64::NAN;
+    let mut ref_flat_pct = f64::NAN;
     let mut rss_big = f64::NAN;
     let mut rss_small = f64::NAN;
     let mut big = 0;
     if !bl.is_empty() {
         let _ = writeln!(
             o,
-            "\n### event-worker (blackhole) by backlog size: drain rate and memory (median of {reps})\n"
+            "\n### event-worker (blackhole) by backlog size: drain rate and memory (medians; backlogs of up to {} sampled {} times per repetition, {reps} repetitions)\n",
+            crate::orch::SMALL_BACKLOG,
+            crate::orch::SMALL_BACKLOG_SAMPLES
         );
         let _ = writeln!(
             o,
-            "| backlog | events/s, process start to last XACK | spread | x the reference | events/s, first read to last XACK | peak RSS MB | worker CPU s per 1M events |"
+            "| backlog | events/s, process start to last XACK | spread | x the reference | events/s, first read to last XACK | peak RSS MB | worker CPU s per 1M events | the reference at this backlog, events/s (process start to last XACK; first read to last XACK) |"
         );
-        let _ = writeln!(o, "| ---: | ---: | --- | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(
+            o,
+            "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+        );
         let sizes: BTreeSet<u64> = bl.iter().map(|s| s.backlog).collect();
         let mut steady = Vec::new();
+        let mut ref_rates = Vec::new();
         for &n in &sizes {
             let ss: Vec<&Sample> = bl.iter().copied().filter(|s| s.backlog == n).collect();
+            let rs: Vec<&Sample> = bl_ref.iter().copied().filter(|s| s.backlog == n).collect();
             let (m, sp) = rate_cells(&ss, Sample::rate);
             let st = med(&ss, Sample::steady_rate);
             steady.push(med(&ss, Sample::rate));
+            // Over the reference at this backlog when it ran, else at the drain section's.
+            let (reference, ref_here) = if rs.is_empty() {
+                ("-".to_string(), ref_rate(samples))
+            } else {
+                ref_rates.push(med(&rs, Sample::rate));
+                let (rm, rsp) = rate_cells(&rs, Sample::rate);
+                let cell = format!("{rm} {rsp}; {}", k(med(&rs, Sample::steady_rate)));
+                (cell, med(&rs, Sample::rate))
+            };
             let rss = med(&ss, |s| s.rss_kb as f64 / 1024.0);
             if rss_small.is_nan() {
                 rss_small = rss;
@@ -286,21 +304,30 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
             big = n;
             let _ = writeln!(
                 o,
-                "| {n} | {m} | {sp} | {:.2}x | {} | {rss:.1} | {:.2} |",
-                med(&ss, Sample::rate) / ref_rate(samples),
+                "| {n} | {m} | {sp} | {:.2}x | {} | {rss:.1} | {:.2} | {reference} |",
+                med(&ss, Sample::rate) / ref_here,
                 k(st),
                 med(&ss, |s| s.per_event(s.cpu_s) * 1e6)
             );
         }
         let (lo, hi) = spread(&steady);
         flat_pct = (hi - lo) / hi * 100.0;
+        if ref_rates.len() == sizes.len() {
+            let (lo, hi) = spread(&ref_rates);
+            ref_flat_pct = (hi - lo) / hi * 100.0;
+            let _ = writeln!(
+                o,
+                "\nThe reference's own drain rate (process start to last XACK) from the smallest to the largest backlog: slowest {ref_flat_pct:.0}% below fastest; event-worker's: {flat_pct:.0}%."
+            );
+        }
         let _ = writeln!(
             o,
-            "\n\"x the reference\": over the median rate of the {} in the drain section of this run (its backlog), \"-\" when that section did not run.",
+            "\n\"x the reference\": over the median rate of the {} draining the same backlog in this section (process start to last XACK, both).",
             Kind::RawNext.label()
         );
-        let _ = writeln!(o, "{}", foreign_line(&bl));
-        notes(&mut o, &bl);
+        let all: Vec<&Sample> = bl.iter().chain(&bl_ref).copied().collect();
+        let _ = writeln!(o, "{}", foreign_line(&all));
+        notes(&mut o, &all);
     }
 
     // Scale-out.
@@ -458,7 +485,12 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
     if !flat_pct.is_nan() {
         let _ = writeln!(
             o,
-            "| drain rate flat in backlog size (within 15%) | slowest {flat_pct:.0}% below fastest (process start to last XACK) | {} |",
+            "| drain rate flat in backlog size (within 15%) | slowest {flat_pct:.0}% below fastest (process start to last XACK){} | {} |",
+            if ref_flat_pct.is_nan() {
+                String::new()
+            } else {
+                format!("; the reference's own: {ref_flat_pct:.0}%")
+            },
             yes(flat_pct <= 15.0)
         );
     }
