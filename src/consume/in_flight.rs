@@ -2,51 +2,20 @@
 //! heartbeat refreshes the idle time of long runners from it, the reclaimer leaves these
 //! entries alone, and health and shutdown report its size. Entries are registered a read
 //! batch at a time and looked up by `&str`, so the hot path takes one lock per batch to
-//! register and keeps each id as two integers (no allocation per entry).
+//! register and keeps the entry's own stream and id (shared [`Text`]s: no allocation per
+//! entry).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::model::text::Text;
 use crate::redis::store::Entry;
-
-/// A stream entry id as a key: `ms-seq` as two integers, or the text for anything else
-/// (never read from Redis, kept so no id is refused).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Key {
-    /// `ms-seq`.
-    Id(u64, u64),
-    /// Not of that form.
-    Text(String),
-}
-
-impl Key {
-    fn of(id: &str) -> Key {
-        // Only the canonical form (no sign, no leading zero) maps to integers, so the text
-        // comes back as it was.
-        let number = |part: &str| {
-            let canonical = !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_digit())
-                && (part.len() == 1 || !part.starts_with('0'));
-            canonical.then(|| part.parse::<u64>().ok()).flatten()
-        };
-        id.split_once('-')
-            .and_then(|(ms, seq)| Some(Key::Id(number(ms)?, number(seq)?)))
-            .unwrap_or_else(|| Key::Text(id.to_string()))
-    }
-
-    fn text(&self) -> String {
-        match self {
-            Key::Id(ms, seq) => format!("{ms}-{seq}"),
-            Key::Text(t) => t.clone(),
-        }
-    }
-}
 
 /// Entries in flight, by stream then entry id.
 #[derive(Default)]
 pub struct InFlight {
-    by_stream: Mutex<HashMap<String, HashMap<Key, Instant>>>,
+    by_stream: Mutex<HashMap<Text, HashMap<Text, Instant>>>,
 }
 
 impl InFlight {
@@ -55,13 +24,12 @@ impl InFlight {
         let now = Instant::now();
         if let Ok(mut map) = self.by_stream.lock() {
             for e in entries {
-                let key = Key::of(&e.id);
                 match map.get_mut(e.stream.as_str()) {
                     Some(ids) => {
-                        ids.insert(key, now);
+                        ids.insert(e.id.clone(), now);
                     }
                     None => {
-                        map.insert(e.stream.to_string(), HashMap::from([(key, now)]));
+                        map.insert(e.stream.clone(), HashMap::from([(e.id.clone(), now)]));
                     }
                 }
             }
@@ -73,7 +41,7 @@ impl InFlight {
         if let Ok(mut map) = self.by_stream.lock()
             && let Some(ids) = map.get_mut(stream)
         {
-            ids.remove(&Key::of(id));
+            ids.remove(id);
             if ids.is_empty() {
                 map.remove(stream);
             }
@@ -93,7 +61,10 @@ impl InFlight {
         self.by_stream
             .lock()
             .ok()
-            .and_then(|m| m.get(stream).map(|ids| ids.keys().map(Key::text).collect()))
+            .and_then(|m| {
+                m.get(stream)
+                    .map(|ids| ids.keys().map(Text::to_string).collect())
+            })
             .unwrap_or_default()
     }
 
@@ -106,10 +77,10 @@ impl InFlight {
                 let old: Vec<String> = ids
                     .iter()
                     .filter(|(_, t)| now.duration_since(**t) >= age)
-                    .map(|(id, _)| id.text())
+                    .map(|(id, _)| id.to_string())
                     .collect();
                 if !old.is_empty() {
-                    out.insert(stream.clone(), old);
+                    out.insert(stream.to_string(), old);
                 }
             }
         }

@@ -43,6 +43,11 @@ impl Text {
     pub fn to_bytes(&self) -> Bytes {
         self.0.inner().clone()
     }
+
+    /// The same text as fred's string type (a command argument), sharing its bytes.
+    pub(crate) fn to_str(&self) -> Str {
+        self.0.clone()
+    }
 }
 
 impl Deref for Text {
@@ -98,18 +103,6 @@ impl From<&str> for Text {
 impl From<&String> for Text {
     fn from(s: &String) -> Self {
         Self(Str::from(s.as_str()))
-    }
-}
-
-impl From<Str> for Text {
-    fn from(s: Str) -> Self {
-        Self(s)
-    }
-}
-
-impl From<Text> for Str {
-    fn from(t: Text) -> Self {
-        t.0
     }
 }
 

@@ -28,8 +28,8 @@ pub struct Entry {
     pub stream: Text,
     /// Stream entry id.
     pub id: Text,
-    /// Fields in stream order (invalid UTF-8 replaced with U+FFFD), sharing the reply's
-    /// buffer.
+    /// Fields in stream order (invalid UTF-8 replaced with U+FFFD); the id and the fields
+    /// share one buffer of the entry's own.
     pub fields: Vec<(Text, Text)>,
     /// Deliveries of this entry to the group so far, this one included.
     pub deliveries: u64,

@@ -533,7 +533,7 @@ pub(crate) fn parse_entries(stream: &Text, reply: Value) -> Vec<Entry> {
 
 /// `t` as a command argument, sharing its bytes.
 pub(crate) fn text_arg(t: &Text) -> Value {
-    Value::String(t.clone().into())
+    Value::String(t.to_str())
 }
 
 #[cfg(test)]

@@ -63,16 +63,22 @@ impl Acker {
         let Some(first) = items.first() else {
             return (Some(items), Ok(()));
         };
-        let op = format!("XACK {}", first.stream);
-        let stopped =
-            |op: String| StoreError::new(op, RedisErrorKind::Other, "the acker has stopped");
+        // Named only if it fails (a shared handle to the stream name until then).
+        let stream = first.stream.clone();
+        let stopped = || {
+            StoreError::new(
+                format!("XACK {stream}"),
+                RedisErrorKind::Other,
+                "the acker has stopped",
+            )
+        };
         let (done, answer) = oneshot::channel();
         if self.tx.send(Request { items, done }).await.is_err() {
-            return (None, Err(stopped(op)));
+            return (None, Err(stopped()));
         }
         match answer.await {
             Ok((items, result)) => (Some(items), result),
-            Err(_) => (None, Err(stopped(op))),
+            Err(_) => (None, Err(stopped())),
         }
     }
 }
