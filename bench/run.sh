@@ -55,7 +55,7 @@
 #            the API, wait off and on). Interleaved, --reps times. Its table goes to BENCHMARKS.md
 #            "Redis Cluster" and bench/results/cluster-latest.md; with --quick (50000 events, 5 s,
 #            2000 publishes, 1 repetition) only to bench/target/cluster-quick.md.
-# --base-rev REV builds commit REV too (into /tmp/ew-bench-base) and adds its blackhole and http
+# --base-rev REV builds commit REV too (into /tmp/ew-bench-base) and adds its blackhole, http and batched http
 # drains to the drain section as "event-worker @base, ..." rows, interleaved with the others in
 # every repetition: two commits compared in one run (e.g. before and after a refactor); in the
 # outbox section it adds row (a) on that build.

@@ -74,6 +74,8 @@ pub enum Kind {
     /// The `--base-worker` binary (an earlier commit, `--base-rev`): blackhole, or http to the
     /// local sink. Measured in the same run, interleaved, to compare two commits.
     EwBase { http: bool },
+    /// The `--base-worker` binary's batched http route ([`BATCH_ROUTE`]).
+    EwBaseBatch,
     /// The drain reference: 1 connection, COUNT 512, the batch's XACK pipelined with the next
     /// read (bench/src/raw/next.rs).
     RawNext,
@@ -121,6 +123,9 @@ impl Kind {
             }
             Kind::EwBase { http: false } => "event-worker @base, blackhole".into(),
             Kind::EwBase { http: true } => "event-worker @base, http to local sink".into(),
+            Kind::EwBaseBatch => {
+                "event-worker @base, http batch (max_events 64) to local sink".into()
+            }
             Kind::RawNext => "raw loop, 1 conn (batch XACK pipelined with the next read)".into(),
             Kind::Relay => "raw HTTP relay, 1 thread, 64 conns, to local sink".into(),
             Kind::BullMq => "BullMQ 6, Worker concurrency 50".into(),
@@ -135,6 +140,7 @@ impl Kind {
                 | Kind::EwHttpBatch32
                 | Kind::EwHttpPerCore
                 | Kind::EwBase { http: true }
+                | Kind::EwBaseBatch
                 | Kind::Relay
         )
     }
@@ -499,7 +505,8 @@ impl Bench {
             | Kind::EwBlackholePrefetch512
             | Kind::EwBlackholePerCore
             | Kind::EwHttpPerCore
-            | Kind::EwBase { .. } => {
+            | Kind::EwBase { .. }
+            | Kind::EwBaseBatch => {
                 let extra = match kind {
                     Kind::EwBlackholeBlock10 => "read_block = \"10ms\"",
                     Kind::EwBlackholePerEvent => "[history]\nprocessed = \"per_event\"",
@@ -509,9 +516,9 @@ impl Bench {
                     _ => "",
                 };
                 for i in 0..procs {
-                    let base = matches!(kind, Kind::EwBase { .. });
+                    let base = matches!(kind, Kind::EwBase { .. } | Kind::EwBaseBatch);
                     let batch = match kind {
-                        Kind::EwHttpBatch => Some(BATCH_ROUTE),
+                        Kind::EwHttpBatch | Kind::EwBaseBatch => Some(BATCH_ROUTE),
                         Kind::EwHttpBatch32 => Some(BATCH_ROUTE_32),
                         _ => None,
                     };
@@ -1163,6 +1170,7 @@ async fn run(opts: &Opts) -> Result<(), String> {
     if b.base_bin.is_some() {
         drain_kinds.push(Kind::EwBase { http: false });
         drain_kinds.push(Kind::EwBase { http: true });
+        drain_kinds.push(Kind::EwBaseBatch);
     }
     // EW_BENCH_DRAIN_ROWS="a|b": only the drain rows whose label contains one of them (for a
     // quick comparison of a few rows with more repetitions).

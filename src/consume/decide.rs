@@ -354,9 +354,9 @@ impl HandlerRun<'_> {
     }
 }
 
-/// Runs the route's handler on `event` within its timeout. A panic in `handle` itself
-/// (before it returns its future) or inside the future, and a timeout, are retryable
-/// failures.
+/// Runs the route's handler on `event` within its timeout (a self-timed handler keeps it
+/// itself: no timer per event). A panic in `handle` itself (before it returns its future)
+/// or inside the future, and a timeout, are retryable failures.
 async fn run_handler(route: &Route, event: &Event, span: &tracing::Span) -> Outcome {
     let run = async {
         match std::panic::catch_unwind(AssertUnwindSafe(|| route.handler.handle(event))) {
@@ -364,10 +364,11 @@ async fn run_handler(route: &Route, event: &Event, span: &tracing::Span) -> Outc
             Err(panic) => Err(panic),
         }
     };
-    match tokio::time::timeout(route.timeout, run)
-        .instrument_in(span)
-        .await
-    {
+    let timed = match route.self_timed {
+        true => Either::Left(run.map(Ok::<_, tokio::time::error::Elapsed>)),
+        false => Either::Right(tokio::time::timeout(route.timeout, run)),
+    };
+    match timed.instrument_in(span).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(_panic)) => Outcome::retry("handler panicked"),
         Err(_) => Outcome::retry(format!("handler timed out after {:?}", route.timeout)),

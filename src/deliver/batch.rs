@@ -13,7 +13,9 @@
 //! result. The first event of a batch leads it: it lets the other events of the same poll pass
 //! join (one `yield`), waits up to `max_wait` more, then sends the batch on its own task; a
 //! batch that reaches `max_events` is sent at once by the event that filled it. If the leader's
-//! run is dropped (timeout, shutdown), its batch is sent anyway.
+//! run is dropped (shutdown), its batch is sent anyway. The route's `timeout` is kept per
+//! batch, not per event: the answer is awaited until the first event's start plus the
+//! timeout (the others started later), then every event of the batch is retried.
 //!
 //! Each event's [`Outcome`]: `ok` is success, `retry` retryable (with `retry_after` seconds
 //! honoured), `permanent` dead-letters; an event without a result, a result status other than
@@ -23,7 +25,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::sync::oneshot;
@@ -49,7 +51,8 @@ pub struct BatchHandler {
 struct Shared {
     endpoint: Endpoint,
     config: BatchConfig,
-    /// Bounds a send task (the route's timeout; the events' own runs end by then too).
+    /// The route's timeout: a batch is answered within it from its first event's start (the
+    /// events' runs have no timer of their own; the route is self-timed).
     timeout: Duration,
     pending: Mutex<Pending>,
 }
@@ -63,12 +66,17 @@ struct Pending {
     body: Vec<u8>,
     /// Each event's id and where its result goes, in body order.
     waiters: Vec<(Text, oneshot::Sender<Outcome>)>,
+    /// When the first event joined (its run started then; the others' later).
+    opened: Option<Instant>,
 }
 
 /// A batch on its way.
 struct Batch {
     body: Vec<u8>,
     waiters: Vec<(Text, oneshot::Sender<Outcome>)>,
+    /// When its first event's run started: the request must be answered by then plus the
+    /// route's timeout, so every event's run ends within the timeout.
+    opened: Instant,
 }
 
 impl Pending {
@@ -76,6 +84,9 @@ impl Pending {
     /// true when it is the first of its batch.
     fn add(&mut self, event: &Event, tx: oneshot::Sender<Outcome>) -> bool {
         let first = self.waiters.is_empty();
+        if first {
+            self.opened = Some(Instant::now());
+        }
         self.body.push(if first { b'[' } else { b',' });
         event.write_decoded_cloudevent_json(&mut self.body);
         self.waiters.push((event.id.clone(), tx));
@@ -91,6 +102,7 @@ impl Pending {
         Batch {
             body,
             waiters: std::mem::take(&mut self.waiters),
+            opened: self.opened.take().unwrap_or_else(Instant::now),
         }
     }
 }
@@ -111,7 +123,7 @@ impl Shared {
         }
     }
 
-    /// Sends `batch` on its own task (so no single event's timeout cancels it).
+    /// Sends `batch` on its own task (so no single event's run, when dropped, cancels it).
     fn spawn_send(self: &Arc<Self>, batch: Batch) {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let shared = Arc::clone(self);
@@ -121,7 +133,8 @@ impl Shared {
     }
 
     async fn send(&self, batch: Batch) {
-        let answer = tokio::time::timeout(self.timeout, self.exchange(batch.body)).await;
+        let deadline = tokio::time::Instant::from_std(batch.opened + self.timeout);
+        let answer = tokio::time::timeout_at(deadline, self.exchange(batch.body)).await;
         let answer = answer.unwrap_or_else(|_| {
             Err(Outcome::retry(format!(
                 "http batch: no answer within {:?}",

@@ -24,6 +24,9 @@ pub struct Route {
     pub breaker: Arc<Breaker>,
     /// Longest a run may take.
     pub timeout: Duration,
+    /// The handler ends each run within `timeout` itself (batched http: one deadline per
+    /// batch, set by its first event), so the run needs no timer of its own.
+    pub self_timed: bool,
 }
 
 impl Route {
@@ -115,6 +118,7 @@ pub fn build(
             handler: handler.clone(),
             breaker: breaker(config, metrics, &name, &listener),
             timeout: Duration::from_secs(60),
+            self_timed: false,
         });
     }
     for (i, rc) in config.routes.iter().enumerate() {
@@ -133,6 +137,7 @@ pub fn build(
             handler,
             breaker: breaker(config, metrics, &rc.handler_name(i), &listener),
             timeout: rc.timeout,
+            self_timed: rc.batch.is_some(),
         });
     }
     if routes.is_empty() {

@@ -2,7 +2,8 @@
 //! events as `application/cloudevents-batch+json`, the answer's per-event results decide each
 //! event (one permanent failure dead-letters that event only, none is retried), an answer
 //! without results retries every event of the batch until `max_attempts`, and the breaker
-//! counts each event's failure as the per-event mode does.
+//! counts each event's failure as the per-event mode does; a batch not answered within the
+//! route's timeout gives up on every event of it.
 
 use crate::util::scenario::ScenarioBuilder;
 use crate::util::*;
@@ -169,6 +170,55 @@ fn batch_outage_opens_the_breaker_and_every_event_arrives_after_recovery() {
     assert_eq!(dlq_entries(&s.redis, env).len(), 0, "{dump}");
     for (id, n) in s.sink.success_counts() {
         assert_eq!(n, 1, "successes of {id}\n{dump}");
+    }
+    assert_drained(&s.redis, env, "group", &[TY]);
+}
+
+#[test]
+fn batch_not_answered_within_the_route_timeout_gives_up_on_every_event() {
+    let env = "batchslow";
+    let s = batched(env, 8)
+        .config(|c| {
+            c.max_attempts = 1;
+            for r in &mut c.routes {
+                r.timeout = Some("1s".into());
+            }
+        })
+        .start();
+    let ids: Vec<String> = (0..3).map(|i| format!("s-{i}")).collect();
+    for id in &ids {
+        s.sink
+            .script(id, vec![Action::delayed(200, Duration::from_secs(4))]);
+        publish(&s.redis, env, TY, id);
+    }
+    wait_until("3 dead letters", Duration::from_secs(10), || {
+        dlq_entries(&s.redis, env).len() == 3
+    });
+    let seen = s.sink.now();
+    let dump = s.sink.ledger_dump();
+    let ledger = s.sink.ledger();
+    // One request, given up before the sink answered it: within the timeout of the first
+    // event's start (its batch waited up to `max_wait` = 300 ms for more before it was sent).
+    assert_eq!(s.sink.batch_sizes(), vec![3], "{dump}");
+    let waited = seen - ledger[0].received;
+    assert!(
+        ledger.iter().all(|r| r.answered.is_none()),
+        "the worker waited for the late answer\n{dump}"
+    );
+    assert!(
+        waited >= Duration::from_millis(650) && waited < Duration::from_millis(2500),
+        "dead-lettered {waited:?} after the request arrived\n{dump}"
+    );
+    for e in dlq_entries(&s.redis, env) {
+        assert_eq!(
+            (e.get("dlq_reason"), e.get("dlq_error")),
+            (
+                Some("max_attempts_exceeded"),
+                Some("http batch: no answer within 1s")
+            ),
+            "{:?}\n{dump}",
+            e.get("id")
+        );
     }
     assert_drained(&s.redis, env, "group", &[TY]);
 }
