@@ -195,6 +195,37 @@ fi
 work="$(mktemp -d /tmp/ew-bench.XXXXXX)"
 redis_pid=""
 orch_pid=""
+# Writes FILE between the marker lines BEGIN and END of BENCHMARKS.md (replacing what was
+# there); fails when BENCHMARKS.md has no BEGIN marker.
+splice_results() { # begin end file
+  local bm="$root/BENCHMARKS.md"
+  grep -qF "$1" "$bm" 2>/dev/null || return 1
+  awk -v begin="$1" -v end="$2" -v file="$3" '
+    $0 == begin { print; while ((getline line < file) > 0) print line; skip = 1; next }
+    $0 == end { skip = 0 }
+    !skip { print }' "$bm" > "$work/bm.new"
+  cp "$work/bm.new" "$bm"
+}
+
+# Keeps an opt-in section's results (push, outbox, cluster): with --quick only in FILE;
+# otherwise also in bench/results/NAME-latest.md and in BENCHMARKS.md's section TITLE between
+# its NAME-results markers.
+keep_section_results() { # name title file
+  local name="$1" title="$2" file="$3"
+  if [ "$quick" = 1 ]; then
+    echo "== $name quick results (not written to BENCHMARKS.md): $file"
+    return 0
+  fi
+  mkdir -p "$here/results"
+  cp "$file" "$here/results/$name-latest.md"
+  if splice_results "<!-- $name-results:begin (written by bench/run.sh --sections $name) -->" \
+    "<!-- $name-results:end -->" "$file"; then
+    echo "== $name results written to BENCHMARKS.md ($title) and bench/results/$name-latest.md"
+  else
+    echo "== $name results in bench/results/$name-latest.md (BENCHMARKS.md has no $name markers)"
+  fi
+}
+
 cleanup() {
   [ -n "$orch_pid" ] && kill "$orch_pid" 2>/dev/null || true
   [ -n "$orch_pid" ] && wait "$orch_pid" 2>/dev/null || true
@@ -252,25 +283,7 @@ if [ "$run_push" = 1 ]; then
     echo
     cat "$work/push.md"
   } > "$pout"
-  if [ "$quick" = 0 ]; then
-    mkdir -p "$here/results"
-    cp "$pout" "$here/results/push-latest.md"
-    bm="$root/BENCHMARKS.md"
-    pbegin='<!-- push-results:begin (written by bench/run.sh --sections push) -->'
-    pend='<!-- push-results:end -->'
-    if grep -qF "$pbegin" "$bm"; then
-      awk -v begin="$pbegin" -v end="$pend" -v file="$pout" '
-        $0 == begin { print; while ((getline line < file) > 0) print line; skip = 1; next }
-        $0 == end { skip = 0 }
-        !skip { print }' "$bm" > "$work/bm.new"
-      cp "$work/bm.new" "$bm"
-      echo "== push results written to BENCHMARKS.md (Push to apps) and bench/results/push-latest.md"
-    else
-      echo "== push results in bench/results/push-latest.md (BENCHMARKS.md has no push markers)"
-    fi
-  else
-    echo "== push quick results (not written to BENCHMARKS.md): $pout"
-  fi
+  keep_section_results push "Push to apps" "$pout"
   cat "$pout"
   [ -z "$sections" ] && exit 0
 fi
@@ -311,25 +324,7 @@ if [ "$run_outbox" = 1 ]; then
     echo
     cat "$work/outbox.md"
   } > "$oout"
-  if [ "$quick" = 0 ]; then
-    mkdir -p "$here/results"
-    cp "$oout" "$here/results/outbox-latest.md"
-    bm="$root/BENCHMARKS.md"
-    obegin='<!-- outbox-results:begin (written by bench/run.sh --sections outbox) -->'
-    oend='<!-- outbox-results:end -->'
-    if grep -qF "$obegin" "$bm"; then
-      awk -v begin="$obegin" -v end="$oend" -v file="$oout" '
-        $0 == begin { print; while ((getline line < file) > 0) print line; skip = 1; next }
-        $0 == end { skip = 0 }
-        !skip { print }' "$bm" > "$work/bm.new"
-      cp "$work/bm.new" "$bm"
-      echo "== outbox results written to BENCHMARKS.md (Durable outbox) and bench/results/outbox-latest.md"
-    else
-      echo "== outbox results in bench/results/outbox-latest.md (BENCHMARKS.md has no outbox markers)"
-    fi
-  else
-    echo "== outbox quick results (not written to BENCHMARKS.md): $oout"
-  fi
+  keep_section_results outbox "Durable outbox" "$oout"
   cat "$oout"
   [ -z "$sections" ] && exit 0
 fi
@@ -369,25 +364,7 @@ if [ "$run_cluster" = 1 ]; then
     echo
     cat "$work/cluster.md"
   } > "$cout"
-  if [ "$quick" = 0 ]; then
-    mkdir -p "$here/results"
-    cp "$cout" "$here/results/cluster-latest.md"
-    bm="$root/BENCHMARKS.md"
-    cbegin='<!-- cluster-results:begin (written by bench/run.sh --sections cluster) -->'
-    cend='<!-- cluster-results:end -->'
-    if grep -qF "$cbegin" "$bm"; then
-      awk -v begin="$cbegin" -v end="$cend" -v file="$cout" '
-        $0 == begin { print; while ((getline line < file) > 0) print line; skip = 1; next }
-        $0 == end { skip = 0 }
-        !skip { print }' "$bm" > "$work/bm.new"
-      cp "$work/bm.new" "$bm"
-      echo "== cluster results written to BENCHMARKS.md (Redis Cluster) and bench/results/cluster-latest.md"
-    else
-      echo "== cluster results in bench/results/cluster-latest.md (BENCHMARKS.md has no cluster markers)"
-    fi
-  else
-    echo "== cluster quick results (not written to BENCHMARKS.md): $cout"
-  fi
+  keep_section_results cluster "Redis Cluster" "$cout"
   cat "$cout"
   [ -z "$sections" ] && exit 0
 fi
@@ -460,10 +437,6 @@ if [ ! -f "$bm" ] || ! grep -qF "$begin" "$bm"; then
   { [ -f "$bm" ] && cat "$bm"; echo; echo "## Results"; echo; echo "$begin"; echo "$end"; } > "$work/bm.new"
   cp "$work/bm.new" "$bm"
 fi
-awk -v begin="$begin" -v end="$end" -v file="$results" '
-  $0 == begin { print; while ((getline line < file) > 0) print line; skip = 1; next }
-  $0 == end { skip = 0 }
-  !skip { print }' "$bm" > "$work/bm.new"
-cp "$work/bm.new" "$bm"
+splice_results "$begin" "$end" "$results"
 echo "== results written to BENCHMARKS.md and bench/results/latest.{md,tsv}"
 cat "$results"
