@@ -54,6 +54,12 @@ pub(crate) struct HandlerFactory {
     client: Option<Client>,
 }
 
+/// Whether the handler [`HandlerFactory::build`] makes for `route` keeps the route's timeout
+/// itself (batched http: one deadline per batch), so its runs need no timer each.
+pub(crate) fn self_timed(route: &RouteConfig) -> bool {
+    route.handler == HandlerKind::Http && route.batch.is_some()
+}
+
 impl HandlerFactory {
     /// The handler of route `index`.
     ///
@@ -130,6 +136,20 @@ mod tests {
             signing_secret_env: None,
             batch: None,
         }
+    }
+
+    #[test]
+    fn only_a_batched_http_route_is_self_timed() {
+        let mut batched = route(HandlerKind::Http, Some("http://h/"), &[]);
+        assert!(!self_timed(&batched));
+        batched.batch = Some(crate::config::BatchConfig {
+            max_events: 10,
+            max_wait: Duration::ZERO,
+        });
+        assert!(self_timed(&batched));
+        let mut blackhole = route(HandlerKind::Blackhole, None, &[]);
+        blackhole.batch = batched.batch;
+        assert!(!self_timed(&blackhole));
     }
 
     #[test]

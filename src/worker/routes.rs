@@ -137,7 +137,7 @@ pub fn build(
             handler,
             breaker: breaker(config, metrics, &rc.handler_name(i), &listener),
             timeout: rc.timeout,
-            self_timed: rc.batch.is_some(),
+            self_timed: crate::deliver::factory::self_timed(rc),
         });
     }
     if routes.is_empty() {
