@@ -234,10 +234,9 @@ impl QuietStreams {
 /// busy streams (blocking up to [`PARTIAL_READ_BLOCK`] when they fit in one read and only the
 /// redeliver stream is quiet, else without blocking, `free` at a time). Otherwise, when every
 /// stream can be asked at once it is one blocking XREADGROUP (it blocks only when all are
-/// empty). With fewer free slots than
-/// streams, the streams are first asked without blocking, `free` at a time (so no stream
-/// with data waits behind an empty one); only when all were empty does it block, briefly,
-/// on the first subset.
+/// empty). With fewer free slots than streams, the streams are first asked without blocking,
+/// `free` at a time (so no stream with data waits behind an empty one); only when all were
+/// empty does it block, briefly, on the first subset.
 async fn read_once(
     reader: &Reader,
     all: &[String],
