@@ -3,7 +3,7 @@
 //! handles of its label. The cache is dropped whenever the set of consumed streams changes
 //! (labels depend on it) and is bounded, so random types cannot grow it.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, RwLock};
 
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
@@ -54,7 +54,8 @@ struct Cached {
     /// The streams snapshot the entries were resolved against (held, so its address is
     /// never reused by a newer one while cached).
     streams: Option<Arc<Vec<TypeStream>>>,
-    by_type: HashMap<String, Arc<TypeFacts>>,
+    /// FxHash: looked up once per event; at most `MAX_CACHED` types.
+    by_type: FxHashMap<String, Arc<TypeFacts>>,
 }
 
 impl TypeFactsCache {

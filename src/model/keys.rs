@@ -138,15 +138,21 @@ impl Keys {
 
 /// Whether `t` is a valid event type: `[a-z0-9_-]+(\.[a-z0-9_-]+)*` and not a reserved word.
 pub fn is_valid_type(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 200
-        && !RESERVED_TYPES.contains(&t)
-        && t.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    // One pass over the bytes (checked once per handled event): every byte allowed, no
+    // empty part (no leading, trailing or doubled dot).
+    let mut previous = b'.';
+    let well_formed = t.len() <= 200
+        && t.bytes().all(|b| {
+            let ok = match b {
+                b'.' => previous != b'.',
+                b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' => true,
+                _ => false,
+            };
+            previous = b;
+            ok
         })
+        && previous != b'.';
+    well_formed && !RESERVED_TYPES.contains(&t)
 }
 
 /// Whether `env` is a valid environment name: `[a-z0-9][a-z0-9-]*`.
@@ -239,12 +245,30 @@ mod tests {
 
     #[test]
     fn type_validation_refuses_reserved_and_odd_names() {
-        for ok in ["booking.created", "a", "user_signed-up.v2"] {
+        let longest = "a".repeat(200);
+        for ok in ["booking.created", "a", "user_signed-up.v2", "0.9", &longest] {
             assert!(is_valid_type(ok), "{ok}");
         }
         for bad in [
-            "dlq", "retry", "dedup", "push", "outbox", "", "a..b", ".a", "a.", "A", "a:b", "{x}",
-            "a*", "../x",
+            "dlq",
+            "retry",
+            "dedup",
+            "push",
+            "outbox",
+            "",
+            "a..b",
+            ".a",
+            "a.",
+            "A",
+            "a:b",
+            "{x}",
+            "a*",
+            "../x",
+            ".",
+            "a.b.",
+            "é",
+            "a b",
+            &"a".repeat(201),
         ] {
             assert!(!is_valid_type(bad), "{bad}");
         }

@@ -34,6 +34,15 @@ impl Text {
         }
     }
 
+    /// The texts of consecutive pieces of `bytes`, each sharing them: see [`TextCutter`].
+    pub fn cutter(bytes: Bytes) -> TextCutter {
+        TextCutter {
+            whole: Str::from_inner(bytes.clone()).ok(),
+            bytes,
+            at: 0,
+        }
+    }
+
     /// The text as a `&str`.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -72,6 +81,34 @@ impl AsRef<[u8]> for Text {
 impl Borrow<str> for Text {
     fn borrow(&self) -> &str {
         &self.0
+    }
+}
+
+/// Cuts consecutive texts out of one buffer (an entry's id, field names and values). The
+/// buffer is checked as UTF-8 once as a whole: a piece of valid text that starts and ends on
+/// character boundaries is valid text itself. When the whole is not valid, or a piece cuts a
+/// character, that piece is checked on its own as [`Text::from_utf8_lossy`] does, so every
+/// piece comes out exactly as if it had been.
+pub struct TextCutter {
+    bytes: Bytes,
+    whole: Option<Str>,
+    at: usize,
+}
+
+impl TextCutter {
+    /// The next `len` bytes as a text.
+    ///
+    /// # Panics
+    /// When fewer than `len` bytes are left.
+    pub fn next(&mut self, len: usize) -> Text {
+        let range = self.at..self.at + len;
+        self.at += len;
+        if let Some(whole) = &self.whole
+            && let Some(piece) = whole.get(range.clone())
+        {
+            return Text(whole.slice_ref(piece));
+        }
+        Text::from_utf8_lossy(self.bytes.slice(range))
     }
 }
 
@@ -184,6 +221,33 @@ mod tests {
     fn invalid_utf8_is_replaced_not_refused() {
         let t = Text::from_utf8_lossy(Bytes::from_static(b"a\xffb"));
         assert_eq!(t, "a\u{fffd}b");
+    }
+
+    #[test]
+    fn a_cutter_gives_each_piece_as_if_it_were_checked_alone() {
+        let cases: [(&[u8], &[usize]); 5] = [
+            (b"1-0typebooking.created", &[3, 4, 15]),
+            ("idé€x".as_bytes(), &[2, 2, 4]),
+            // A valid whole cut inside a character: each half is replaced on its own.
+            ("aéb".as_bytes(), &[2, 2]),
+            (b"a\xffbcd", &[1, 2, 2]),
+            (b"", &[0, 0]),
+        ];
+        for (bytes, lens) in cases {
+            let buffer = Bytes::copy_from_slice(bytes);
+            let mut cut = Text::cutter(buffer.clone());
+            let mut at = 0;
+            for &len in lens {
+                let alone = Text::from_utf8_lossy(buffer.slice(at..at + len));
+                assert_eq!(cut.next(len), alone, "{bytes:?} at {at}");
+                at += len;
+            }
+        }
+        // Valid pieces share the buffer.
+        let buffer = Bytes::from_static(b"id-1booking.created");
+        let mut cut = Text::cutter(buffer.clone());
+        assert_eq!(cut.next(4).as_ptr(), buffer.as_ptr());
+        assert_eq!(cut.next(15).as_ptr(), buffer[4..].as_ptr());
     }
 
     #[test]

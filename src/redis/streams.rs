@@ -489,16 +489,10 @@ fn own_entry<T>(id: &[u8], flat: &[T], bytes: impl Fn(&T) -> &[u8]) -> (Text, Ve
     for f in pairs.clone().flatten() {
         buf.extend_from_slice(bytes(f));
     }
-    let buf = buf.freeze();
-    let mut at = 0;
-    let mut next = |len: usize| {
-        let t = Text::from_utf8_lossy(buf.slice(at..at + len));
-        at += len;
-        t
-    };
-    let id = next(id.len());
+    let mut cut = Text::cutter(buf.freeze());
+    let id = cut.next(id.len());
     let fields = pairs
-        .map(|p| (next(bytes(&p[0]).len()), next(bytes(&p[1]).len())))
+        .map(|p| (cut.next(bytes(&p[0]).len()), cut.next(bytes(&p[1]).len())))
         .collect();
     (id, fields)
 }

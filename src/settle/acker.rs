@@ -4,7 +4,7 @@
 //! meanwhile. Under load this
 //! turns N acknowledgements into a handful of commands; when idle, a lone ack goes at once.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -114,7 +114,7 @@ async fn run(
 async fn flush(store: &Store, group: &str, buf: &mut Vec<Request>) {
     // (stream, delete) -> (ids, indexes of the requests they came from)
     type Group<'a> = (Vec<&'a Text>, Vec<usize>);
-    let mut by_key: HashMap<(&str, bool), Group> = HashMap::new();
+    let mut by_key: FxHashMap<(&str, bool), Group> = FxHashMap::default();
     for (r, request) in buf.iter().enumerate() {
         for item in &request.items {
             let (ids, requests) = by_key.entry((&*item.stream, item.delete)).or_default();
