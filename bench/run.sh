@@ -3,7 +3,7 @@
 #
 #   bench/run.sh [--backlog N] [--reps N] [--quick] [--latency-secs S] [--sections LIST]
 #                [--no-wait] [--wait-quiet SECS] [--no-build] [--profile] [--rev REV]
-#                [--worker-bin PATH] [--base-rev REV]
+#                [--worker-bin PATH] [--base-rev REV] [--instructions]
 #                [--push-clients N] [--push-secs S] [--outbox-events N]
 #
 # Builds the release binaries (event-worker at the repo root, or of commit REV exported with
@@ -61,7 +61,15 @@
 # outbox section it adds row (a) on that build.
 # EW_BENCH_DRAIN_ROWS="label part|label part" keeps only the drain rows whose label contains
 # one of the parts (e.g. "http to local sink|raw HTTP relay" with --base-rev and more --reps:
-# a focused comparison; written only to bench/target/results.md, never to BENCHMARKS.md).
+# a focused comparison; written only to bench/target/results.md, never to BENCHMARKS.md); a part
+# "=label" keeps the row of exactly that label.
+# --instructions counts, instead of timing, the instructions the worker runs per event under
+# valgrind's callgrind (needs valgrind: apt-get install valgrind): the blackhole, http and
+# batched http drains, each at a 20000 and a 60000 backlog, per event = the difference / 40000
+# (start-up cancels out). Deterministic to about 1% where this host's timing swings 10-25%, so
+# it shows a change of the per-event path that a timed A/B cannot; with --base-rev the base
+# build is counted too. Instructions are not time (a cache miss costs more than an add): a
+# change is confirmed by timed runs. Writes bench/target/instructions.md; ~6 min per build.
 # A full run writes its tables into BENCHMARKS.md (between the results markers) and every
 # sample to bench/results/latest.tsv. --quick (1 repetition, small backlogs, 3 s latency runs,
 # no waiting) writes only bench/target/quick.md. --profile runs one blackhole drain (the http
@@ -79,6 +87,7 @@ quick=0
 wait_quiet=1200
 build=1
 profile=0
+instructions=0
 rev=""
 base_rev=""
 worker_bin=""
@@ -98,16 +107,19 @@ while [ $# -gt 0 ]; do
     --wait-quiet) wait_quiet="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
     --profile) profile=1; shift ;;
+    --instructions) instructions=1; shift ;;
     --rev) rev="$2"; shift 2 ;;
     --worker-bin) worker_bin="$2"; shift 2 ;;
     --base-rev) base_rev="$2"; shift 2 ;;
     --push-clients) push_clients="$2"; shift 2 ;;
     --push-secs) push_secs="$2"; shift 2 ;;
     --outbox-events) outbox_events="$2"; shift 2 ;;
-    -h|--help) sed -n '2,65p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,78p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+# Instruction counts do not depend on what else runs: no waiting for a quiet machine.
+[ "$instructions" = 1 ] && wait_quiet=0
 if [ "$quick" = 1 ]; then
   [ "$backlog" = 200000 ] && backlog=50000
   [ "$reps" = 3 ] && reps=1
@@ -367,6 +379,57 @@ if [ "$run_cluster" = 1 ]; then
   keep_section_results cluster "Redis Cluster" "$cout"
   cat "$cout"
   [ -z "$sections" ] && exit 0
+fi
+if [ "$instructions" = 1 ]; then
+  command -v valgrind >/dev/null || { echo "bench/run.sh: --instructions needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+  cgdir="$work/callgrind"
+  mkdir -p "$cgdir"
+  # Instructions the worker BIN ran to drain a backlog of N events as drain row LABEL.
+  count_instructions() {
+    local bin="$1" label="$2" n="$3"
+    rm -f "$cgdir"/cg.*
+    printf '#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%s/cg.$$ %s "$@"\n' \
+      "$cgdir" "$bin" > "$cgdir/worker.sh"
+    chmod +x "$cgdir/worker.sh"
+    EW_BENCH_DRAIN_ROWS="=$label" "$ewbench" orchestrate --port "$port" --worker "$cgdir/worker.sh" \
+      --self "$ewbench" --logdir "$work/logs" --backlog "$n" --reps 1 --out "$cgdir/run.md" \
+      --sections drain --sample-wait 0 > "$cgdir/run.log" 2>&1 \
+      || { echo "bench/run.sh: the callgrind drain of $label failed (see $cgdir/run.log)" >&2; exit 1; }
+    grep -h '^totals:' "$cgdir"/cg.* | awk '{ s += $2 } END { printf "%.0f\n", s }'
+  }
+  per_event() {
+    local small large
+    small="$(count_instructions "$1" "$2" 20000)"
+    large="$(count_instructions "$1" "$2" 60000)"
+    echo $(( (large - small) / 40000 ))
+  }
+  iout="$here/target/instructions.md"
+  {
+    echo "Run of $(date -u +%Y-%m-%dT%H:%MZ): \`$cmdline\`; event-worker commit $commit$dirty$([ -n "$base_rev" ] && echo "; @base: commit $base_commit")"
+    echo
+    echo "Instructions the worker runs per event (callgrind; the difference between a 60000 and a 20000 backlog, over 40000):"
+    echo
+    if [ -n "$base_worker" ]; then
+      echo "| drain | this build | @base | change |"
+      echo "| --- | ---: | ---: | ---: |"
+    else
+      echo "| drain | this build |"
+      echo "| --- | ---: |"
+    fi
+  } > "$iout"
+  for label in "event-worker, blackhole" "event-worker, http to local sink" \
+    "event-worker, http batch (max_events 64) to local sink"; do
+    echo "== callgrind: $label"
+    now="$(per_event "$worker" "$label")"
+    if [ -n "$base_worker" ]; then
+      base="$(per_event "$base_worker" "$label")"
+      echo "| $label | $now | $base | $(awk -v a="$now" -v b="$base" 'BEGIN { printf "%+.1f%%", (a - b) * 100 / b }') |" >> "$iout"
+    else
+      echo "| $label | $now |" >> "$iout"
+    fi
+  done
+  cat "$iout"
+  exit 0
 fi
 if [ "$quick" = 1 ]; then out="$here/target/quick.md"; else out="$here/target/results.md"; fi
 args=(orchestrate --port "$port" --worker "$worker" --self "$ewbench" --logdir "$work/logs"

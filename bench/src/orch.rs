@@ -1173,10 +1173,16 @@ async fn run(opts: &Opts) -> Result<(), String> {
         drain_kinds.push(Kind::EwBaseBatch);
     }
     // EW_BENCH_DRAIN_ROWS="a|b": only the drain rows whose label contains one of them (for a
-    // quick comparison of a few rows with more repetitions).
+    // quick comparison of a few rows with more repetitions); "=a" keeps the row labelled a only.
     if let Ok(rows) = std::env::var("EW_BENCH_DRAIN_ROWS") {
         let wanted: Vec<&str> = rows.split('|').filter(|r| !r.is_empty()).collect();
-        drain_kinds.retain(|k| wanted.iter().any(|w| k.label().contains(w)));
+        drain_kinds.retain(|k| {
+            let label = k.label();
+            wanted.iter().any(|w| match w.strip_prefix('=') {
+                Some(exact) => label == exact,
+                None => label.contains(w),
+            })
+        });
     }
     // One repetition: every scenario once, each section's order rotated per repetition.
     let mut jobs: Vec<Vec<Job>> = Vec::new();
