@@ -4,10 +4,10 @@
 //! This is the only codec. It never panics on input: every bad entry becomes a
 //! [`Malformed`] with a message that says which field is wrong.
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::model::attributes::{self, FieldKind};
+use crate::model::json_str;
 use crate::model::keys;
 use crate::model::text::Text;
 
@@ -148,60 +148,63 @@ impl Event {
     fn write_json(&self, out: &mut Vec<u8>, data_checked: bool) {
         let fields: usize = self.fields.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
         out.reserve(fields.max(self.data.len()) + 160);
-        let start = out.len();
-        if serde_json::to_writer(&mut *out, &CloudEvent(self)).is_err() {
-            out.truncate(start);
-            return;
-        }
+        self.write_attributes(out);
         let data = if data_checked {
             self.data.trim()
         } else {
             serde_json::from_str::<&RawValue>(&self.data).map_or("null", |raw| raw.get())
         };
-        out.pop();
         out.extend_from_slice(b",\"data\":");
         out.extend_from_slice(data.as_bytes());
         out.push(b'}');
     }
 }
 
-/// Serializes an [`Event`]'s CloudEvents attributes as a JSON object (all but `data`, which
-/// [`Event::write_cloudevent_json`] appends).
-struct CloudEvent<'a>(&'a Event);
+impl Event {
+    /// Writes the CloudEvents attributes (all but `data`) as a JSON object without its closing
+    /// `}`: `{"specversion":"1.0","id":...,"attempt":N`. Byte for byte what serializing them
+    /// with serde_json writes (`json_str`), without its per-byte escape table on strings that
+    /// need no escaping; once per delivered event.
+    fn write_attributes(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":");
+        json_str::push(out, &self.id);
+        out.extend_from_slice(b",\"type\":");
+        json_str::push(out, &self.event_type);
+        out.extend_from_slice(b",\"source\":");
+        json_str::push(out, self.field(field::SOURCE).unwrap_or("event-worker"));
+        for (name, value) in self
+            .optional_attributes()
+            .into_iter()
+            .chain(self.extensions().map(|(name, value)| (name, Some(value))))
+        {
+            if let Some(v) = value {
+                out.push(b',');
+                json_str::push_key(out, name);
+                json_str::push(out, v);
+            }
+        }
+        out.push(b',');
+        json_str::push_key(out, field::ATTEMPT);
+        json_str::push_u64(out, u64::from(self.attempt));
+    }
 
-impl Serialize for CloudEvent<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let e = self.0;
-        let mut map = s.serialize_map(None)?;
-        map.serialize_entry("specversion", "1.0")?;
-        map.serialize_entry("id", &e.id)?;
-        map.serialize_entry("type", &e.event_type)?;
-        map.serialize_entry("source", e.field(field::SOURCE).unwrap_or("event-worker"))?;
-        let optional = [
-            (field::TIME, e.field(field::TIME)),
+    /// The optional attributes a handler receives, in their order (`datacontenttype` always,
+    /// defaulted), each with its value if the event has one.
+    fn optional_attributes(&self) -> [(&'static str, Option<&str>); 6] {
+        [
+            (field::TIME, self.field(field::TIME)),
             (
                 field::DATACONTENTTYPE,
                 Some(
-                    e.field(field::DATACONTENTTYPE)
+                    self.field(field::DATACONTENTTYPE)
                         .unwrap_or("application/json"),
                 ),
             ),
-            (field::SUBJECT, e.field(field::SUBJECT)),
-            (field::DATASCHEMA, e.field(field::DATASCHEMA)),
-            (field::CORRELATIONID, e.correlation_id()),
-            (field::TRACEPARENT, e.traceparent()),
-        ];
-        for (name, value) in optional {
-            if let Some(v) = value {
-                map.serialize_entry(name, v)?;
-            }
-        }
-        for (name, value) in e.extensions() {
-            map.serialize_entry(name, value)?;
-        }
-        map.serialize_entry(field::ATTEMPT, &e.attempt)?;
-        map.end()
+            (field::SUBJECT, self.field(field::SUBJECT)),
+            (field::DATASCHEMA, self.field(field::DATASCHEMA)),
+            (field::CORRELATIONID, self.correlation_id()),
+            (field::TRACEPARENT, self.traceparent()),
+        ]
     }
 }
 

@@ -210,3 +210,68 @@ fn a_decoded_event_is_written_as_the_parsing_writer_writes_it() {
         );
     }
 }
+
+/// The CloudEvent's attributes as serde_json serializes them (how they were written before
+/// `json_str`): the reference the hand-written JSON must match byte for byte.
+struct SerdeCloudEvent<'a>(&'a Event);
+
+impl serde::Serialize for SerdeCloudEvent<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let e = self.0;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("specversion", "1.0")?;
+        map.serialize_entry("id", &e.id)?;
+        map.serialize_entry("type", &e.event_type)?;
+        map.serialize_entry("source", e.field(field::SOURCE).unwrap_or("event-worker"))?;
+        for (name, value) in e.optional_attributes() {
+            if let Some(v) = value {
+                map.serialize_entry(name, v)?;
+            }
+        }
+        for (name, value) in e.extensions() {
+            map.serialize_entry(name, value)?;
+        }
+        map.serialize_entry(field::ATTEMPT, &e.attempt)?;
+        map.end()
+    }
+}
+
+#[test]
+fn cloudevent_json_is_byte_for_byte_serde_jsons() {
+    // Built by hand, not decoded: the writer must match serde_json on any text, valid
+    // attribute or not.
+    let odd = [
+        "plain",
+        "q\"uote",
+        "back\\slash",
+        "ctl\u{1}\n\t",
+        "é€😀",
+        "</x>",
+        "",
+    ];
+    for (i, value) in odd.iter().enumerate() {
+        let e = Event {
+            id: format!("id-{value}").into(),
+            event_type: Text::from(*value),
+            data: Text::from("{\"k\":[1,\"v\"]}"),
+            attempt: [0, 1, 9, 10, 99, 4_000_000_000, u32::MAX][i],
+            fields: f(&[
+                ("source", value),
+                ("time", value),
+                ("subject", value),
+                ("correlationid", value),
+                ("tenant", value),
+                ("region", "eu"),
+            ]),
+        };
+        let mut expected = serde_json::to_vec(&SerdeCloudEvent(&e)).unwrap();
+        expected.pop();
+        expected.extend_from_slice(b",\"data\":{\"k\":[1,\"v\"]}}");
+        assert_eq!(
+            String::from_utf8(e.to_cloudevent_json()).unwrap(),
+            String::from_utf8(expected).unwrap(),
+            "{value:?}"
+        );
+    }
+}

@@ -7,6 +7,7 @@
 //! timeline answer "handled, when, by which group" as in the per-event mode.
 
 use crate::model::envelope::lookup;
+use crate::model::json_str;
 use crate::model::time::rfc3339;
 use crate::redis::store::Entry;
 use crate::settle::history::{Pack, Record, kind};
@@ -39,15 +40,8 @@ pub(crate) fn pack_aggregated(records: &[Record], out: &mut Pack) -> usize {
         r.write_packed(out);
     }
     for (group, list) in &groups {
-        let items: Vec<(&str, &str, u32, u64, &str)> = list
-            .iter()
-            .map(|r| {
-                let at = r.at_ms;
-                (&*r.id, &*r.event_type, r.attempt, at, &*r.correlation_id)
-            })
-            .collect();
         let newest = list.iter().map(|r| r.at_ms).max().unwrap_or(0);
-        let events = serde_json::to_string(&items).unwrap_or_default();
+        let events = events_json(list);
         // [kind, id, type, count, at_ms, group, correlationid, detail, events]
         out.array(9);
         out.str(kind::PROCESSED);
@@ -61,6 +55,29 @@ pub(crate) fn pack_aggregated(records: &[Record], out: &mut Pack) -> usize {
         out.str(&events);
     }
     others + groups.len()
+}
+
+/// The aggregate's `events` field: `[[id, type, attempt, at_ms, correlationid], ...]` as JSON
+/// (what serde_json writes for a list of such tuples; written by hand, once per success).
+fn events_json(list: &[&Record]) -> String {
+    let mut out = Vec::with_capacity(list.len() * 96 + 2);
+    out.push(b'[');
+    for (i, r) in list.iter().enumerate() {
+        out.extend_from_slice(if i == 0 { b"[" } else { b",[" });
+        json_str::push(&mut out, &r.id);
+        out.push(b',');
+        json_str::push(&mut out, &r.event_type);
+        out.push(b',');
+        json_str::push_u64(&mut out, u64::from(r.attempt));
+        out.push(b',');
+        json_str::push_u64(&mut out, r.at_ms);
+        out.push(b',');
+        json_str::push(&mut out, &r.correlation_id);
+        out.push(b']');
+    }
+    out.push(b']');
+    // Only whole UTF-8 strings and ASCII were written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The records a history entry holds, newest first: one for an ordinary record, one per
@@ -153,6 +170,39 @@ mod tests {
         );
         assert_eq!(v[2][5], "h");
         assert_eq!(v[2][8], r#"[["q-1","t.x",1,9,""]]"#);
+    }
+
+    #[test]
+    fn the_events_list_is_what_serde_json_writes_and_reads_back() {
+        let odd = ["", "p-1", "q\"x", "b\\s", "c\u{1}\n", "é😀"];
+        let records: Vec<Record> = odd
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut r = Record::new(kind::PROCESSED, *s, *s, "g", Some(*s), i as u32, "");
+                r.at_ms = u64::MAX - i as u64;
+                r
+            })
+            .collect();
+        let list: Vec<&Record> = records.iter().collect();
+        let items: Vec<(&str, &str, u32, u64, &str)> = records
+            .iter()
+            .map(|r| {
+                (
+                    &*r.id,
+                    &*r.event_type,
+                    r.attempt,
+                    r.at_ms,
+                    &*r.correlation_id,
+                )
+            })
+            .collect();
+        let ours = events_json(&list);
+        assert_eq!(ours, serde_json::to_string(&items).unwrap());
+        assert_eq!(events_json(&[]), "[]");
+        let back: Vec<Item> = serde_json::from_str(&ours).unwrap();
+        assert_eq!(back.len(), odd.len());
+        assert_eq!(back[2].0, "q\"x");
     }
 
     fn aggregate_entry(events: &str) -> Entry {
