@@ -8,10 +8,10 @@
 //! collide could only slow this consumer's own bookkeeping.
 
 use std::collections::{HashMap, HashSet};
-
-use rustc_hash::FxHashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use crate::model::text::Text;
 use crate::redis::store::Entry;

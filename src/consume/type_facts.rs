@@ -3,10 +3,10 @@
 //! handles of its label. The cache is dropped whenever the set of consumed streams changes
 //! (labels depend on it) and is bounded, so random types cannot grow it.
 
-use rustc_hash::FxHashMap;
 use std::sync::{Arc, RwLock};
 
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
+use rustc_hash::FxHashMap;
 
 use crate::consume::streams::{StreamSet, TypeStream, label_among};
 use crate::metrics::Metrics;

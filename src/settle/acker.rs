@@ -5,7 +5,6 @@
 //! turns N acknowledgements into a handful of commands; when idle, a lone ack goes at once.
 
 use rustc_hash::FxHashMap;
-
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
