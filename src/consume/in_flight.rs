@@ -33,9 +33,10 @@ impl InFlight {
                         ids.insert(e.id.clone(), now);
                     }
                     None => {
-                        let mut ids = FxHashMap::default();
-                        ids.insert(e.id.clone(), now);
-                        map.insert(e.stream.clone(), ids);
+                        map.insert(
+                            e.stream.clone(),
+                            FxHashMap::from_iter([(e.id.clone(), now)]),
+                        );
                     }
                 }
             }
