@@ -96,6 +96,11 @@ pub struct TextCutter {
 }
 
 impl TextCutter {
+    /// Skips `len` bytes (bytes between the texts wanted).
+    pub fn skip(&mut self, len: usize) {
+        self.at += len;
+    }
+
     /// The next `len` bytes as a text.
     ///
     /// # Panics

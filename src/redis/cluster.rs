@@ -10,8 +10,8 @@ use fred::types::config::Server;
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
-use crate::redis::error::StoreError;
-use crate::redis::store::{Entry, Store};
+use crate::redis::error::{RedisErrorKind, StoreError};
+use crate::redis::store::{Entry, Reader, Store};
 use crate::redis::streams::text;
 
 /// The Redis Cluster hash slot of `key` (hash tags included).
@@ -385,9 +385,16 @@ impl Store {
         groups: &[Vec<String>],
         count: usize,
     ) -> Result<Vec<Entry>, StoreError> {
+        let Reader::Cluster(reader) = &self.reader else {
+            return Err(StoreError::new(
+                "XREADGROUP",
+                RedisErrorKind::Config,
+                "slot-grouped reads need a cluster connection",
+            ));
+        };
         let reads = groups
             .iter()
-            .map(|g| self.read_group_one(&self.reader, group, consumer, g, count, None));
+            .map(|g| self.read_group_one(reader, group, consumer, g, count, None));
         let mut entries = Vec::new();
         let mut failed = None;
         for (r, g) in futures::future::join_all(reads)

@@ -7,6 +7,7 @@
 pub(crate) mod admin;
 pub(crate) mod cluster;
 pub(crate) mod cluster_watch;
+pub(crate) mod direct_read;
 pub(crate) mod dlq;
 pub(crate) mod error;
 pub(crate) mod keyspace;
@@ -18,6 +19,7 @@ pub(crate) mod push;
 pub(crate) mod push_device;
 pub(crate) mod refusals;
 pub(crate) mod replicas;
+pub(crate) mod resp;
 pub(crate) mod store;
 pub(crate) mod streams;
 pub(crate) mod tls;

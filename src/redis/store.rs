@@ -4,8 +4,9 @@
 //! moves), `admin` (operator reads); errors are `error::StoreError`.
 //!
 //! Two connections: `cmd` for everything else (fred pipelines concurrent commands on it) and
-//! `reader` for the blocking XREADGROUP, which would otherwise stall `cmd` (on a cluster, one
-//! connection per master, carrying the consumer's non-blocking reads: `redis::cluster`).
+//! `reader` for the blocking XREADGROUP, which would otherwise stall `cmd`: on a single node a
+//! connection of our own (`redis::direct_read`), on a cluster a fred client with one
+//! connection per master, carrying the consumer's non-blocking reads (`redis::cluster`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use fred::types::{ClusterHash, CustomCommand, Value};
 use crate::config::Config;
 use crate::model::secret::RedisUrl;
 use crate::model::text::Text;
+use crate::redis::direct_read::DirectReader;
 pub(crate) use crate::redis::error::{RedisErrorKind, StoreError};
 use crate::redis::refusals::Refusals;
 pub(crate) use crate::redis::streams::{parse_entries, text};
@@ -44,11 +46,20 @@ pub struct PendingEntry {
     pub deliveries: u64,
 }
 
+/// The XREADGROUP connection (see the module doc).
+#[derive(Clone)]
+pub(super) enum Reader {
+    /// A single node's: our own connection.
+    Direct(Arc<DirectReader>),
+    /// A cluster's: a fred client (one connection per master).
+    Cluster(Client),
+}
+
 /// Connections and scripts of one worker.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) cmd: Client,
-    pub(super) reader: Client,
+    pub(super) reader: Reader,
     url: RedisUrl,
     /// The last connection error fred reported, until it reconnects.
     last_error: Arc<Mutex<Option<StoreError>>>,
@@ -107,6 +118,7 @@ impl Store {
         // master awaits its replica's promotion, a short cap lets the client pick up the new
         // master within a second of the promotion instead of up to 5 s later.
         let max_delay = if url.is_cluster() { 1_000 } else { 5_000 };
+        let direct = DirectReader::new(&fred_config, format!("event-worker:{client_name}:reader"));
         let mut builder = Builder::from_config(fred_config);
         builder
             .set_policy(ReconnectPolicy::new_exponential(0, 100, max_delay, 2))
@@ -124,7 +136,10 @@ impl Store {
                 p.default_command_timeout = unresponsive + Duration::from_secs(5);
             });
         let cmd_client = builder.build().map_err(|e| err("client", &e))?;
-        let reader = builder.build().map_err(|e| err("client", &e))?;
+        let reader = match direct {
+            Some(direct) => Reader::Direct(Arc::new(direct)),
+            None => Reader::Cluster(builder.build().map_err(|e| err("client", &e))?),
+        };
         let last_error = Arc::new(Mutex::new(None));
         // Connected concurrently: on a remote Redis each connection's handshake is a few
         // round trips.
@@ -140,7 +155,16 @@ impl Store {
                 Ok::<_, StoreError>(())
             }
         };
-        futures::future::try_join(connect(&cmd_client, "cmd"), connect(&reader, "reader")).await?;
+        let connect_reader = async {
+            match &reader {
+                Reader::Direct(direct) => direct
+                    .connect()
+                    .await
+                    .map_err(|e| StoreError::from_fred(&url, format!("connect to {url}"), &e)),
+                Reader::Cluster(client) => connect(client, "reader").await,
+            }
+        };
+        futures::future::try_join(connect(&cmd_client, "cmd"), connect_reader).await?;
         keep_last_error(&cmd_client, &url, &last_error);
         preload_on_reconnect(&cmd_client, &url);
         let mut waiters = Vec::new();
@@ -154,8 +178,8 @@ impl Store {
             }
         }
         let node_errors = NodeErrors::default();
-        if url.is_cluster() {
-            for client in [&cmd_client, &reader] {
+        if let Reader::Cluster(reader) = &reader {
+            for client in [&cmd_client, reader] {
                 count_node_errors(client, &node_errors);
             }
         }
@@ -219,11 +243,10 @@ impl Store {
     /// Counts a failed read of `slot` against the node fred routes that slot to (a cluster
     /// only; see [`Store::node_errors`]).
     pub(crate) fn count_read_error(&self, slot: u16) {
-        if !self.cluster {
+        let Reader::Cluster(reader) = &self.reader else {
             return;
-        }
-        let node = self
-            .reader
+        };
+        let node = reader
             .cached_cluster_state()
             .and_then(|s| s.get_server(slot).map(|s| s.to_string()))
             .unwrap_or_else(|| "unknown".to_string());
@@ -269,7 +292,10 @@ impl Store {
         for client in self.waiting.iter().flat_map(|w| w.clients.iter()) {
             let _ = client.quit().await;
         }
-        let _ = self.reader.quit().await;
+        match &self.reader {
+            Reader::Direct(direct) => direct.close(),
+            Reader::Cluster(client) => drop(client.quit().await),
+        }
         let _ = self.cmd.quit().await;
     }
 

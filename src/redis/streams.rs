@@ -10,7 +10,7 @@ use fred::types::{ClusterHash, CustomCommand, Resp3Frame, Value};
 use crate::model::text::Text;
 use crate::redis::error::{RedisErrorKind, StoreError};
 use crate::redis::replicas::Replication;
-use crate::redis::store::{Entry, PendingEntry, Store, cmd, keyed};
+use crate::redis::store::{Entry, PendingEntry, Reader, Store, cmd, keyed};
 
 impl Store {
     /// Creates `group` on `stream` at `0` (MKSTREAM); an existing group is success.
@@ -53,12 +53,16 @@ impl Store {
         count: usize,
         block: Option<Duration>,
     ) -> Result<Vec<Entry>, StoreError> {
-        if self.cluster {
-            let groups = super::cluster::group_by_slot(streams);
-            return self.read_slot_groups(group, consumer, &groups, count).await;
+        match &self.reader {
+            Reader::Direct(direct) => direct
+                .read_group(group, consumer, streams, count, block)
+                .await
+                .map_err(|e| self.error("XREADGROUP", e)),
+            Reader::Cluster(_) => {
+                let groups = super::cluster::group_by_slot(streams);
+                self.read_slot_groups(group, consumer, &groups, count).await
+            }
         }
-        self.read_group_one(&self.reader, group, consumer, streams, count, block)
-            .await
     }
 
     /// One XREADGROUP of `streams` (all in one slot on a cluster); see [`Store::read_group`].
@@ -466,7 +470,7 @@ fn frame_bytes(frame: &Resp3Frame) -> Option<&[u8]> {
 }
 
 /// Text of its own (not sharing the reply's buffer), invalid UTF-8 replaced.
-fn copied_text(bytes: &[u8]) -> Text {
+pub(super) fn copied_text(bytes: &[u8]) -> Text {
     Text::from(&*String::from_utf8_lossy(bytes))
 }
 

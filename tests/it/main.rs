@@ -73,6 +73,7 @@ mod push_connections;
 mod push_projector;
 mod push_resume;
 mod push_util;
+mod read_connection;
 mod redis_errors;
 mod redis_faults;
 mod redis_restart;

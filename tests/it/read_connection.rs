@@ -1,0 +1,66 @@
+//! The single-node read connection of the worker's own (`src/redis/direct_read.rs`, RESP2
+//! with `src/redis/resp.rs`), where the fault suites do not already cover it (they cut,
+//! kill and restart it: T17, T22a, T22e, T23 over TLS, T51 with an ACL user): a database
+//! other than 0 (its SELECT), its name in `CLIENT LIST`, and replies larger than a socket
+//! read (events of 20 KiB: a read of 64 is ~1.3 MB, read in many pieces).
+
+use crate::util::resp::{Conn, Value};
+use crate::util::*;
+use std::time::Duration;
+
+const TY: &str = "read.conn";
+
+#[test]
+fn the_read_connection_uses_the_urls_database_and_reads_replies_of_any_size() {
+    let redis = RedisServer::start();
+    let sink = HttpSink::start();
+    let env = "readconn";
+    let url = format!("redis://127.0.0.1:{}/3", redis.port);
+    let cfg = WorkerConfig::new(env, &url).route(Route::http(&[TY], &sink.url()));
+    let mut w = WorkerProcess::start("readconn", cfg);
+    w.wait_ready(Duration::from_secs(15));
+
+    let mut c = Conn::connect(redis.port).unwrap();
+    let listed = c.cmd(&["CLIENT", "LIST"]).unwrap().as_str().unwrap();
+    let reader: Vec<&str> = listed
+        .lines()
+        .filter(|l| l.contains(" name=event-worker:") && l.contains(":reader "))
+        .collect();
+    assert_eq!(reader.len(), 1, "one named read connection:\n{listed}");
+    assert!(reader[0].contains(" db=3 "), "{}", reader[0]);
+
+    c.cmd(&["SELECT", "3"]).unwrap();
+    let key = stream_key(env, TY);
+    let n = 300;
+    let filler = "x".repeat(20 * 1024);
+    for i in 0..n {
+        let (id, data) = (
+            format!("big-{i:03}"),
+            format!(r#"{{"i":{i},"pad":"{filler}"}}"#),
+        );
+        let added = c.cmd(&["XADD", &key, "*", "id", &id, "type", TY, "data", &data]);
+        assert!(added.unwrap().as_str().is_some(), "XADD {id}");
+    }
+    wait_until("every event handled", Duration::from_secs(60), || {
+        sink.success_counts().len() == n
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let counts = sink.success_counts();
+    let twice: Vec<_> = counts.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(twice.is_empty(), "handled more than once: {twice:?}");
+    let want: std::collections::HashSet<_> = (0..n).map(|i| format!("big-{i:03}")).collect();
+    let got: std::collections::HashSet<_> = counts.keys().cloned().collect();
+    assert_eq!(
+        got, want,
+        "every event arrived whole (an unparsable body has no id)"
+    );
+    let pending = c.cmd(&["XPENDING", &key, "group"]).unwrap();
+    let Value::Array(summary) = pending else {
+        panic!("XPENDING: {pending:?}")
+    };
+    assert_eq!(summary[0].as_int(), Some(0), "nothing left pending");
+    c.cmd(&["SELECT", "0"]).unwrap();
+    let in_db0 = c.cmd(&["EXISTS", &key]).unwrap().as_int();
+    assert_eq!(in_db0, Some(0), "nothing was written to database 0");
+    w.assert_running();
+}
