@@ -1,4 +1,6 @@
-//! The only Redis caller: the connection (`store`), stream commands (`streams`), plain keys
+//! The only Redis caller: the connection (`store`; on a single node the consumer's reads go
+//! over a connection of its own, `direct_read`, speaking RESP2 with `resp`), stream commands
+//! (`streams`), plain keys
 //! (`keyspace`), the Lua moves loaded once (`moves`; across Redis Cluster slots `moves_split`),
 //! the cluster's slots, topology and slot-grouped reads (`cluster`), its changes and failed nodes (`cluster_watch`), operator reads (`admin`), the DLQ scripts and counts (`dlq`), channel
 //! subscriptions (`pubsub`), the TLS setup (`tls`), the typed error (`error`), the
