@@ -98,9 +98,10 @@ impl Event {
     /// write. HTTP handlers receive them as top-level attributes.
     pub fn extensions(&self) -> impl Iterator<Item = (&str, &str)> {
         self.fields.iter().enumerate().filter_map(|(at, (k, v))| {
-            let first = !self.fields[..at].iter().any(|(k2, _)| k2 == k);
-            (first && attributes::classify(k) == FieldKind::Extension)
-                .then_some((k.as_str(), v.as_str()))
+            // The kind first: most fields are not extensions, and need no look back.
+            (attributes::classify(k) == FieldKind::Extension
+                && !self.fields[..at].iter().any(|(k2, _)| k2 == k))
+            .then_some((k.as_str(), v.as_str()))
         })
     }
 
@@ -166,15 +167,16 @@ impl Event {
     /// with serde_json writes (`json_str`), without its per-byte escape table on strings that
     /// need no escaping; once per delivered event.
     fn write_attributes(&self, out: &mut Vec<u8>) {
+        let [source, optional @ ..] = self.attribute_values();
         out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":");
         json_str::push(out, &self.id);
         out.extend_from_slice(b",\"type\":");
         json_str::push(out, &self.event_type);
         out.extend_from_slice(b",\"source\":");
-        json_str::push(out, self.field(field::SOURCE).unwrap_or("event-worker"));
-        for (name, value) in self
-            .optional_attributes()
+        json_str::push(out, source.unwrap_or("event-worker"));
+        for (name, value) in OPTIONAL_ATTRIBUTES
             .into_iter()
+            .zip(optional)
             .chain(self.extensions().map(|(name, value)| (name, Some(value))))
         {
             if let Some(v) = value {
@@ -188,25 +190,40 @@ impl Event {
         json_str::push_u64(out, u64::from(self.attempt));
     }
 
-    /// The optional attributes a handler receives, in their order (`datacontenttype` always,
-    /// defaulted), each with its value if the event has one.
-    fn optional_attributes(&self) -> [(&'static str, Option<&str>); 6] {
-        [
-            (field::TIME, self.field(field::TIME)),
-            (
-                field::DATACONTENTTYPE,
-                Some(
-                    self.field(field::DATACONTENTTYPE)
-                        .unwrap_or("application/json"),
-                ),
-            ),
-            (field::SUBJECT, self.field(field::SUBJECT)),
-            (field::DATASCHEMA, self.field(field::DATASCHEMA)),
-            (field::CORRELATIONID, self.correlation_id()),
-            (field::TRACEPARENT, self.traceparent()),
-        ]
+    /// `source`, then the values of [`OPTIONAL_ATTRIBUTES`] in their order: the first field of
+    /// each name (as [`Event::field`] finds it), in one pass over the fields (once per
+    /// delivered event); `datacontenttype` defaulted, an invalid `traceparent` left out (as
+    /// [`Event::traceparent`]).
+    fn attribute_values(&self) -> [Option<&str>; 7] {
+        let mut values = [None; 7];
+        for (name, value) in &self.fields {
+            let at = match name.as_str() {
+                field::SOURCE => 0,
+                field::TIME => 1,
+                field::DATACONTENTTYPE => 2,
+                field::SUBJECT => 3,
+                field::DATASCHEMA => 4,
+                field::CORRELATIONID => 5,
+                field::TRACEPARENT => 6,
+                _ => continue,
+            };
+            values[at].get_or_insert(value.as_str());
+        }
+        values[2].get_or_insert("application/json");
+        values[6] = values[6].filter(|t| attributes::is_traceparent(t));
+        values
     }
 }
+
+/// The optional attributes a handler receives after `source`, in their order.
+const OPTIONAL_ATTRIBUTES: [&str; 6] = [
+    field::TIME,
+    field::DATACONTENTTYPE,
+    field::SUBJECT,
+    field::DATASCHEMA,
+    field::CORRELATIONID,
+    field::TRACEPARENT,
+];
 
 /// Why an entry is malformed; it goes to the DLQ with reason `malformed` and this text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -224,7 +224,22 @@ impl serde::Serialize for SerdeCloudEvent<'_> {
         map.serialize_entry("id", &e.id)?;
         map.serialize_entry("type", &e.event_type)?;
         map.serialize_entry("source", e.field(field::SOURCE).unwrap_or("event-worker"))?;
-        for (name, value) in e.optional_attributes() {
+        // Each looked up on its own, as the writer did before it read them in one pass.
+        let optional = [
+            (field::TIME, e.field(field::TIME)),
+            (
+                field::DATACONTENTTYPE,
+                Some(
+                    e.field(field::DATACONTENTTYPE)
+                        .unwrap_or("application/json"),
+                ),
+            ),
+            (field::SUBJECT, e.field(field::SUBJECT)),
+            (field::DATASCHEMA, e.field(field::DATASCHEMA)),
+            (field::CORRELATIONID, e.correlation_id()),
+            (field::TRACEPARENT, e.traceparent()),
+        ];
+        for (name, value) in optional {
             if let Some(v) = value {
                 map.serialize_entry(name, v)?;
             }
@@ -263,6 +278,19 @@ fn cloudevent_json_is_byte_for_byte_serde_jsons() {
                 ("correlationid", value),
                 ("tenant", value),
                 ("region", "eu"),
+                // Later duplicates are not sent; a valid traceparent is, an invalid one not;
+                // datacontenttype defaulted when absent.
+                ("time", "later"),
+                ("tenant", "later"),
+                ("dataschema", value),
+                (
+                    "traceparent",
+                    [
+                        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                        value,
+                    ][i % 2],
+                ),
+                (["datacontenttype", "x"][i % 3 / 2], "text/plain"),
             ]),
         };
         let mut expected = serde_json::to_vec(&SerdeCloudEvent(&e)).unwrap();
