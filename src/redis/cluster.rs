@@ -394,7 +394,7 @@ impl Store {
         };
         let reads = groups
             .iter()
-            .map(|g| self.read_group_one(reader, group, consumer, g, count, None));
+            .map(|g| self.read_group_one(reader, group, consumer, g, count));
         let mut entries = Vec::new();
         let mut failed = None;
         for (r, g) in futures::future::join_all(reads)

@@ -2,11 +2,10 @@
 //! connection of our own speaking RESP2 (`resp`), in place of a second fred client.
 //!
 //! Why: reading is the one command whose reply grows with the load (a read of 64 entries is
-//! ~300 frames), and fred turns every reply into a tree of frames, converts it to RESP3
+//! ~700 frames), and fred turns every reply into a tree of frames, converts it to RESP3
 //! frames, and hands it over between tasks; that was ~40% of the worker's instructions per
-//! event on the blackhole drain. Here a reply is scanned once for its end as it arrives and
-//! read straight into entries. Everything else (acks, moves, scripts, a cluster's reads)
-//! stays on fred.
+//! event on the blackhole drain. Here a reply is read straight into entries, in one pass as
+//! its bytes arrive. Everything else (acks, moves, scripts, a cluster's reads) stays on fred.
 //!
 //! The connection is made at start and named `event-worker:<name>:reader` (operators find
 //! it in `CLIENT LIST`). A read is sent once, never replayed: an IO error, a timeout or a
@@ -25,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use crate::model::secret::Secret;
-use crate::redis::resp::{self, ReadReply, ReplyEnd, XReadReader};
+use crate::redis::resp::{self, ReadReply, XReadReader};
 use crate::redis::store::Entry;
 
 /// How long connecting (TCP, TLS, AUTH, SELECT, SETNAME) may take, as fred's
@@ -67,7 +66,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 struct Conn {
     io: Box<dyn Io>,
     buf: BytesMut,
-    end: ReplyEnd,
     xread: XReadReader,
     out: Vec<u8>,
     /// A command was written and its reply not yet read (a read given up half way): the
@@ -208,7 +206,6 @@ impl Target {
             let mut conn = Conn {
                 io,
                 buf: BytesMut::with_capacity(BUFFER),
-                end: ReplyEnd::default(),
                 xread: XReadReader::default(),
                 out: Vec::with_capacity(256),
                 awaiting: false,
@@ -242,11 +239,7 @@ impl Target {
         resp::encode_command(&mut conn.out, &["CLIENT", "SETNAME", &self.name]);
         conn.send().await?;
         for i in 0..=fatal {
-            let len = conn.reply_len().await?;
-            let refused = (conn.buf[0] == b'-' && i < fatal)
-                .then(|| String::from_utf8_lossy(&conn.buf[1..len - 2]).into_owned());
-            conn.consumed(len);
-            if let Some(line) = refused {
+            if let (Err(line), true) = (conn.line_reply().await?, i < fatal) {
                 return Err(reply_error(line));
             }
         }
@@ -264,11 +257,12 @@ impl Conn {
         self.io.flush().await
     }
 
-    /// Reads until one whole reply is in the buffer; its length.
-    async fn reply_len(&mut self) -> Result<usize, Error> {
+    /// Reads one one-line reply: `Ok` or the error's text.
+    async fn line_reply(&mut self) -> Result<resp::LineReply, Error> {
         loop {
-            if let Some(len) = self.end.scan(&self.buf).map_err(protocol_error)? {
-                return Ok(len);
+            if let Some((reply, len)) = resp::line_reply(&self.buf).map_err(protocol_error)? {
+                self.consumed(len);
+                return Ok(reply);
             }
             self.fill().await?;
         }

@@ -1,9 +1,8 @@
 //! The Redis protocol (RESP2) as the direct read connection (`direct_read`) speaks it: a
-//! command's encoding ([`encode_command`]), where a reply ends as its bytes arrive
-//! ([`ReplyEnd`], which keeps its place across socket reads; for the connection's
-//! handshake), and an XREADGROUP reply read straight from its bytes into [`Entry`]s as they
-//! arrive ([`XReadReader`]): no tree of frames in between, which is where fred's read path
-//! spends most of its per-entry work.
+//! command's encoding ([`encode_command`]), the one-line replies of its handshake
+//! ([`line_reply`]), and an XREADGROUP reply read straight from its bytes into [`Entry`]s as
+//! they arrive ([`XReadReader`]): no tree of frames in between, which is where fred's read
+//! path spends most of its per-entry work.
 
 use std::io::Write;
 use std::ops::Range;
@@ -36,61 +35,24 @@ pub(crate) fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
     }
 }
 
-/// Finds where the first reply in a buffer ends. Called again on the same buffer grown by
-/// later socket reads, it goes on from where it stopped (the headers and bulk strings it has
-/// passed are not scanned again); after it returns the length it starts over for the next
-/// reply.
-#[derive(Debug, Default)]
-pub(crate) struct ReplyEnd {
-    /// Where the next element's header starts.
-    at: usize,
-    /// Elements still to come in each array open around `at`, outermost first.
-    open: Vec<i64>,
-}
+/// A one-line reply: `Ok` for `+...`, the error's text (without its `-`) for `-...`.
+pub(crate) type LineReply = Result<(), String>;
 
-impl ReplyEnd {
-    /// The length of the first reply in `buf` once all of it is there; `None` until then.
-    ///
-    /// # Errors
-    /// When the bytes are not RESP2.
-    pub(crate) fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
-        loop {
-            let Some((kind, n, after)) = header(buf, self.at)? else {
-                return Ok(None);
-            };
-            self.at = match kind {
-                b'$' if n >= 0 => {
-                    let end = bulk_end(after, n)?;
-                    if buf.len() < end {
-                        return Ok(None);
-                    }
-                    if &buf[end - 2..end] != b"\r\n" {
-                        return Err(ProtocolError("bulk string not ended by CRLF"));
-                    }
-                    end
-                }
-                b'*' if n > 0 => {
-                    self.at = after;
-                    self.open.push(n);
-                    continue;
-                }
-                _ => after,
-            };
-            // One element is complete: count it in the arrays it ends.
-            loop {
-                match self.open.last_mut() {
-                    None => return Ok(Some(std::mem::take(&mut self.at))),
-                    Some(left) if *left > 1 => {
-                        *left -= 1;
-                        break;
-                    }
-                    Some(_) => {
-                        self.open.pop();
-                    }
-                }
-            }
+/// The one-line reply (`+OK`, `-ERR ...`) at the start of `buf` and the line's length;
+/// `None` until the whole line is there.
+///
+/// # Errors
+/// When the bytes are not RESP2 or the reply is not one line.
+pub(crate) fn line_reply(buf: &[u8]) -> Result<Option<(LineReply, usize)>, ProtocolError> {
+    Ok(match header(buf, 0)? {
+        None => None,
+        Some((b'+', _, len)) => Some((Ok(()), len)),
+        Some((b'-', _, len)) => {
+            let line = String::from_utf8_lossy(&buf[1..len - 2]).into_owned();
+            Some((Err(line), len))
         }
-    }
+        Some(_) => return Err(ProtocolError("expected a one-line reply")),
+    })
 }
 
 /// Where a bulk string of `n` bytes starting at `start` ends, its CRLF included.

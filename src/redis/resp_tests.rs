@@ -144,13 +144,7 @@ fn the_end_is_found_only_when_the_whole_reply_is_there() {
     )]);
     let mut with_next = bytes.clone();
     with_next.extend_from_slice(b"+OK\r\n");
-    // Byte by byte, as a slow socket would deliver it, on one scanner.
-    let mut end = ReplyEnd::default();
-    for len in 0..bytes.len() {
-        assert_eq!(end.scan(&with_next[..len]).unwrap(), None, "at {len}");
-    }
-    assert_eq!(end.scan(&with_next).unwrap(), Some(bytes.len()));
-    // The entries reader, on the same schedule, reads the same entries as at once.
+    // Byte by byte, as a slow socket would deliver it: the same entries as at once.
     let mut reader = XReadReader::default();
     for len in 0..bytes.len() {
         assert!(
@@ -164,17 +158,15 @@ fn the_end_is_found_only_when_the_whole_reply_is_there() {
     assert_eq!(len, bytes.len());
     let once: Vec<_> = entries(&bytes).iter().map(shown).collect();
     assert_eq!(read.iter().map(shown).collect::<Vec<_>>(), once);
-    // Then it starts over: the next reply ends 5 bytes later.
-    assert_eq!(end.scan(&with_next[bytes.len()..]).unwrap(), Some(5));
-    for one in [
-        &b"*-1\r\n"[..],
-        b"-ERR x\r\n",
-        b":12\r\n",
-        b"$-1\r\n",
-        b"*0\r\n",
-    ] {
-        assert_eq!(ReplyEnd::default().scan(one).unwrap(), Some(one.len()));
-    }
+    // The next reply, a one-line one, ends 5 bytes later.
+    let next = &with_next[bytes.len()..];
+    assert_eq!(line_reply(next).unwrap(), Some((Ok(()), 5)));
+    assert_eq!(line_reply(&next[..4]).unwrap(), None);
+    assert_eq!(
+        line_reply(b"-ERR x\r\n").unwrap(),
+        Some((Err("ERR x".to_string()), 8))
+    );
+    assert!(line_reply(b"*0\r\n").is_err());
 }
 
 #[test]
@@ -188,7 +180,7 @@ fn bytes_that_are_not_resp_are_refused() {
         b"+OK\rX",
     ] {
         let shown = String::from_utf8_lossy(bad);
-        assert!(ReplyEnd::default().scan(bad).is_err(), "{shown:?}");
+        assert!(line_reply(bad).is_err(), "{shown:?}");
         assert!(XReadReader::default().read(bad).is_err(), "{shown:?}");
     }
 }
@@ -231,9 +223,6 @@ proptest! {
             .collect();
         let bytes = reply(&parts);
         let cut = cut.index(bytes.len());
-        let mut end = ReplyEnd::default();
-        prop_assert_eq!(end.scan(&bytes[..cut]).unwrap(), None);
-        prop_assert_eq!(end.scan(&bytes).unwrap(), Some(bytes.len()));
         let mut reader = XReadReader::default();
         prop_assert!(reader.read(&bytes[..cut]).unwrap().is_none());
         let Some((ReadReply::Entries(read), len)) = reader.read(&bytes).unwrap() else {
@@ -259,7 +248,7 @@ proptest! {
     /// Arbitrary bytes never panic the scanner or the parser.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let _ = ReplyEnd::default().scan(&bytes);
+        let _ = line_reply(&bytes);
         let _ = XReadReader::default().read(&bytes);
     }
 }

@@ -65,7 +65,8 @@ impl Store {
         }
     }
 
-    /// One XREADGROUP of `streams` (all in one slot on a cluster); see [`Store::read_group`].
+    /// One non-blocking XREADGROUP of `streams` (all in one slot) on `client`, a cluster's
+    /// reader (a single node reads on `direct_read`); see [`Store::read_slot_groups`].
     pub(super) async fn read_group_one(
         &self,
         client: &Client,
@@ -73,7 +74,6 @@ impl Store {
         consumer: &str,
         streams: &[String],
         count: usize,
-        block: Option<Duration>,
     ) -> Result<Vec<Entry>, StoreError> {
         let mut args: Vec<Value> = vec![
             "GROUP".into(),
@@ -82,28 +82,21 @@ impl Store {
             "COUNT".into(),
             (count as i64).into(),
         ];
-        if let Some(b) = block {
-            args.push("BLOCK".into());
-            args.push((b.as_millis().max(1) as i64).into());
-        }
         args.push("STREAMS".into());
         args.extend(streams.iter().map(|s| Value::from(s.as_str())));
         args.extend(streams.iter().map(|_| Value::from(">")));
-        // Sent once: replayed after a connection cut, a read would deliver new entries while
-        // those of the lost reply sit pending on this consumer unseen; an error instead lets
-        // the consumer take those back at once (`reclaim::claim_own_leftovers`).
         // On a cluster a read may meet MOVED/ASK (resharding, failover), which fred follows
-        // by sending again: up to 3 attempts there.
+        // by sending again: up to 3 attempts (a single node's read is sent once:
+        // `direct_read`).
         let options = Options {
-            timeout: Some(block.unwrap_or_default() + Duration::from_secs(15)),
-            max_attempts: Some(if self.cluster { 3 } else { 1 }),
+            timeout: Some(Duration::from_secs(15)),
+            max_attempts: Some(3),
             ..Default::default()
         };
         // fred 10.1 routes a custom command by `ClusterHash::Custom` only (an `Offset` falls
         // back to the first string argument, `GROUP`, and costs a MOVED): name the slot.
         let slot = streams.first().map_or(0, |s| super::cluster::slot(s));
-        let command =
-            CustomCommand::new_static("XREADGROUP", ClusterHash::Custom(slot), block.is_some());
+        let command = CustomCommand::new_static("XREADGROUP", ClusterHash::Custom(slot), false);
         let reply = client
             .with_options(&options)
             .custom_raw(command, args)
