@@ -147,13 +147,13 @@ pub async fn run(
     loop {
         tokio::select! {
             Some(first) = handling.next(), if !handling.is_empty() => {
-                let mut done = vec![first];
-                // Everything else that is ready now goes into the same acknowledgement.
-                while let Some(Some(h)) = handling.next().now_or_never() {
-                    done.push(h);
-                }
+                // This one and everything else that is ready now go into the same
+                // acknowledgement (room made once: the entries are large to grow into).
+                succeeded.reserve(handling.len() + 1);
                 let mut settled = 0;
-                for h in done {
+                let mut ready = Some(first);
+                while let Some(h) = ready {
+                    ready = handling.next().now_or_never().flatten();
                     let Handled { stream, id, step, record } = h;
                     match step {
                         Step::Ack(facts) => {

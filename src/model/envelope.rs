@@ -7,9 +7,9 @@
 use serde_json::value::RawValue;
 
 use crate::model::attributes::{self, FieldKind};
-use crate::model::json_str;
 use crate::model::keys;
 use crate::model::text::Text;
+use crate::model::{json_check, json_str};
 
 /// Largest `data` field accepted; bigger entries are dead-lettered as malformed.
 pub const MAX_DATA_BYTES: usize = 1024 * 1024;
@@ -330,11 +330,15 @@ fn check(
             data.len()
         )));
     }
-    if let Err(e) = attributes::check_depth(data) {
-        return Err(Malformed(format!("field `data` {e}")));
-    }
-    if let Err(e) = serde_json::from_str::<&RawValue>(data) {
-        return Err(Malformed(format!("field `data` is not JSON: {e}")));
+    // The quick check accepts only JSON within the depth limit; anything else goes to the
+    // depth check and serde_json, whose errors say what is wrong.
+    if !json_check::is_json(data) {
+        if let Err(e) = attributes::check_depth(data) {
+            return Err(Malformed(format!("field `data` {e}")));
+        }
+        if let Err(e) = serde_json::from_str::<&RawValue>(data) {
+            return Err(Malformed(format!("field `data` is not JSON: {e}")));
+        }
     }
     check_attributes(fields)?;
     let attempt = match lookup(fields, field::ATTEMPT) {

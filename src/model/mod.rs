@@ -3,6 +3,7 @@
 
 pub(crate) mod attributes;
 pub(crate) mod envelope;
+pub(crate) mod json_check;
 pub(crate) mod json_str;
 pub(crate) mod keys;
 pub(crate) mod secret;

@@ -179,6 +179,8 @@ impl XReadReader {
                 }
                 let key = at.bulk()?;
                 let entries = at.array()?.unwrap_or(0);
+                // Room for the entries at once (bounded: the count is the server's word).
+                self.entries.reserve(entries.min(1024));
                 self.stream = Some((super::streams::copied_text(&buf[key]), entries));
                 *streams_left -= 1;
                 self.at = at.at;
