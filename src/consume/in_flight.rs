@@ -23,22 +23,26 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    /// Registers a read batch, stamped now.
+    /// Registers a read batch, stamped now. A read's entries come stream by stream, so
+    /// each run of one stream's entries looks its stream up once and makes room for all of
+    /// them at once.
     pub fn insert_batch(&self, entries: &[Entry]) {
         let now = Instant::now();
-        if let Ok(mut map) = self.by_stream.lock() {
-            for e in entries {
-                match map.get_mut(e.stream.as_str()) {
-                    Some(ids) => {
-                        ids.insert(e.id.clone(), now);
-                    }
-                    None => {
-                        map.insert(
-                            e.stream.clone(),
-                            FxHashMap::from_iter([(e.id.clone(), now)]),
-                        );
-                    }
-                }
+        let Ok(mut map) = self.by_stream.lock() else {
+            return;
+        };
+        let mut rest = entries;
+        while let Some(first) = rest.first() {
+            let run = rest.iter().take_while(|e| e.stream == first.stream).count();
+            let (these, after) = rest.split_at(run);
+            rest = after;
+            let ids = match map.get_mut(first.stream.as_str()) {
+                Some(ids) => ids,
+                None => map.entry(first.stream.clone()).or_default(),
+            };
+            ids.reserve(run);
+            for e in these {
+                ids.insert(e.id.clone(), now);
             }
         }
     }
@@ -51,6 +55,29 @@ impl InFlight {
             ids.remove(id);
             if ids.is_empty() {
                 map.remove(stream);
+            }
+        }
+    }
+
+    /// Forgets entries whose outcome is decided, `key` giving each one's stream and id:
+    /// one lock for all, and a run of one stream's entries looks its stream up once.
+    pub fn remove_all<T>(&self, items: &[T], key: impl Fn(&T) -> (&str, &str)) {
+        let Ok(mut map) = self.by_stream.lock() else {
+            return;
+        };
+        let mut rest = items;
+        while let Some(first) = rest.first() {
+            let stream = key(first).0;
+            let run = rest.iter().take_while(|t| key(t).0 == stream).count();
+            let (these, after) = rest.split_at(run);
+            rest = after;
+            if let Some(ids) = map.get_mut(stream) {
+                for t in these {
+                    ids.remove(key(t).1);
+                }
+                if ids.is_empty() {
+                    map.remove(stream);
+                }
             }
         }
     }
@@ -126,6 +153,50 @@ mod tests {
         assert!(f.older_than(Duration::from_secs(60)).is_empty());
         f.remove("a", "2-0");
         assert_eq!(f.len(), 0);
+    }
+
+    #[test]
+    fn a_batch_whose_streams_come_back_registers_every_entry() {
+        let f = InFlight::default();
+        f.insert_batch(&[entry("a", "1-0")]);
+        f.insert_batch(&[
+            entry("a", "2-0"),
+            entry("b", "1-0"),
+            entry("a", "3-0"),
+            entry("c", "1-0"),
+            entry("c", "2-0"),
+        ]);
+        assert_eq!(f.len(), 6);
+        let mut a: Vec<String> = f.ids_on("a").into_iter().collect();
+        a.sort();
+        assert_eq!(a, ["1-0", "2-0", "3-0"]);
+        assert_eq!(f.ids_on("b").len(), 1);
+        assert_eq!(f.ids_on("c").len(), 2);
+    }
+
+    #[test]
+    fn removing_many_forgets_each_of_them_whatever_their_order() {
+        let f = InFlight::default();
+        f.insert_batch(&[
+            entry("a", "1-0"),
+            entry("a", "2-0"),
+            entry("a", "3-0"),
+            entry("b", "1-0"),
+            entry("b", "2-0"),
+        ]);
+        let done = [
+            ("a", "2-0"),
+            ("b", "1-0"),
+            ("a", "1-0"),
+            ("a", "9-9"),
+            ("c", "1-0"),
+        ];
+        f.remove_all(&done, |&(s, i)| (s, i));
+        assert_eq!(f.ids_on("a").into_iter().collect::<Vec<_>>(), vec!["3-0"]);
+        assert_eq!(f.ids_on("b").into_iter().collect::<Vec<_>>(), vec!["2-0"]);
+        f.remove_all(&[("a", "3-0"), ("b", "2-0")], |&(s, i)| (s, i));
+        assert_eq!(f.len(), 0);
+        assert!(f.older_than(Duration::ZERO).is_empty());
     }
 
     #[test]

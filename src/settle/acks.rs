@@ -83,7 +83,7 @@ pub(crate) async fn acknowledge(
 
 /// Removes acknowledged (or given up) entries from `in_flight`.
 fn forget(settler: &Settler, items: Option<&[AckItem]>) {
-    for item in items.unwrap_or_default() {
-        settler.in_flight.remove(&item.stream, &item.id);
-    }
+    settler
+        .in_flight
+        .remove_all(items.unwrap_or_default(), |item| (&item.stream, &item.id));
 }
