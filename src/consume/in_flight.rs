@@ -31,17 +31,14 @@ impl InFlight {
         let Ok(mut map) = self.by_stream.lock() else {
             return;
         };
-        let mut rest = entries;
-        while let Some(first) = rest.first() {
-            let run = rest.iter().take_while(|e| e.stream == first.stream).count();
-            let (these, after) = rest.split_at(run);
-            rest = after;
-            let ids = match map.get_mut(first.stream.as_str()) {
+        for run in entries.chunk_by(|a, b| a.stream == b.stream) {
+            let stream = &run[0].stream;
+            let ids = match map.get_mut(stream.as_str()) {
                 Some(ids) => ids,
-                None => map.entry(first.stream.clone()).or_default(),
+                None => map.entry(stream.clone()).or_default(),
             };
-            ids.reserve(run);
-            for e in these {
+            ids.reserve(run.len());
+            for e in run {
                 ids.insert(e.id.clone(), now);
             }
         }
@@ -49,14 +46,7 @@ impl InFlight {
 
     /// Forgets one entry (its outcome is decided).
     pub fn remove(&self, stream: &str, id: &str) {
-        if let Ok(mut map) = self.by_stream.lock()
-            && let Some(ids) = map.get_mut(stream)
-        {
-            ids.remove(id);
-            if ids.is_empty() {
-                map.remove(stream);
-            }
-        }
+        self.remove_all(&[(stream, id)], |&(stream, id)| (stream, id));
     }
 
     /// Forgets entries whose outcome is decided, `key` giving each one's stream and id:
@@ -65,14 +55,10 @@ impl InFlight {
         let Ok(mut map) = self.by_stream.lock() else {
             return;
         };
-        let mut rest = items;
-        while let Some(first) = rest.first() {
-            let stream = key(first).0;
-            let run = rest.iter().take_while(|t| key(t).0 == stream).count();
-            let (these, after) = rest.split_at(run);
-            rest = after;
+        for run in items.chunk_by(|a, b| key(a).0 == key(b).0) {
+            let stream = key(&run[0]).0;
             if let Some(ids) = map.get_mut(stream) {
-                for t in these {
+                for t in run {
                     ids.remove(key(t).1);
                 }
                 if ids.is_empty() {

@@ -47,12 +47,14 @@ pub(crate) fn line_reply(buf: &[u8]) -> Result<Option<(LineReply, usize)>, Proto
     Ok(match header(buf, 0)? {
         None => None,
         Some((b'+', _, len)) => Some((Ok(()), len)),
-        Some((b'-', _, len)) => {
-            let line = String::from_utf8_lossy(&buf[1..len - 2]).into_owned();
-            Some((Err(line), len))
-        }
+        Some((b'-', _, len)) => Some((Err(error_text(&buf[..len])), len)),
         Some(_) => return Err(ProtocolError("expected a one-line reply")),
     })
+}
+
+/// The text of an error reply's line (`-...\r\n`), without its `-` and CRLF.
+fn error_text(line: &[u8]) -> String {
+    String::from_utf8_lossy(&line[1..line.len() - 2]).into_owned()
 }
 
 /// Where a bulk string of `n` bytes starting at `start` ends, its CRLF included.
@@ -140,7 +142,7 @@ impl XReadReader {
             Ok(len) => {
                 let entries = std::mem::take(&mut self.entries);
                 let reply = match self.streams_left {
-                    None => ReadReply::Error(String::from_utf8_lossy(&buf[1..len - 2]).into()),
+                    None => ReadReply::Error(error_text(&buf[..len])),
                     Some(_) => ReadReply::Entries(entries),
                 };
                 *self = XReadReader::default();
