@@ -55,7 +55,7 @@ struct Handled {
     /// What is left to do.
     step: Step,
     /// The `processed` record to write once a success is acknowledged.
-    record: Option<Record>,
+    record: Option<Box<Record>>,
 }
 
 /// What is left to do for a handled entry.
@@ -92,6 +92,7 @@ fn handle_in_slot(
             Verdict::Move(action) => {
                 // Boxed: the settle future is large and rarely needed; inline it would make
                 // every event's future that large.
+                let record = record.map(|r| *r);
                 Box::pin(moves::settle(&pipeline.settler, &entry, action, record)).await;
                 (Step::Settled, None)
             }

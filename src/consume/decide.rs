@@ -149,7 +149,7 @@ pub(crate) fn decide<'a>(decider: &'a Decider, entry: &'a mut Entry) -> Decided<
             );
             Decided::Now(Decision {
                 verdict,
-                record: Some(record),
+                record: Some(Box::new(record)),
             })
         }
     }
@@ -247,7 +247,7 @@ fn dead(
     );
     Decision {
         verdict,
-        record: Some(record),
+        record: Some(Box::new(record)),
     }
 }
 
@@ -388,23 +388,24 @@ fn judge(
         Outcome::Success => {
             let origin =
                 envelope::lookup(&event.fields, field::ORIGIN_ENTRY_ID).unwrap_or(&entry.id);
+            // One clock read for the end-to-end time and the record's stamp.
+            let now = now_ms();
             if let Some(ms) = entry_id_ms(origin) {
-                let secs = now_ms().saturating_sub(ms) as f64 / 1000.0;
+                let secs = now.saturating_sub(ms) as f64 / 1000.0;
                 facts.end_to_end.observe(secs);
             }
             debug!("handled");
             // The event ends here: its id and type move into the record instead of copies.
-            let record = Record::new(
-                kind::PROCESSED,
+            let record = Record::processed(
                 std::mem::take(&mut event.id),
                 std::mem::take(&mut event.event_type),
                 decider.group.clone(),
                 envelope::lookup(&event.fields, field::CORRELATIONID),
                 runs,
-                "",
+                now,
             );
             Decision {
-                record: Some(record),
+                record: Some(Box::new(record)),
                 verdict: Verdict::Ack { facts },
             }
         }
@@ -422,7 +423,13 @@ fn judge(
                 counted_in: Some(facts.retried.clone()),
             };
             Decision {
-                record: Some(record(decider, &event, kind::RETRIED, runs, &detail)),
+                record: Some(Box::new(record(
+                    decider,
+                    &event,
+                    kind::RETRIED,
+                    runs,
+                    &detail,
+                ))),
                 verdict: Verdict::Move(Move::Retry(retry)),
             }
         }

@@ -48,6 +48,28 @@ pub mod field {
     /// When (epoch ms) a consumer of the group first read the event without a route for its
     /// type and handed it on; set by the worker, dropped once a route handles the event.
     pub const UNROUTED_SINCE: &str = "unrouted_since";
+
+    /// The constant equal to `name` when it is one of the names above: an entry read from
+    /// Redis names its fields with it, so each costs no reference count of the entry's bytes.
+    pub fn known(name: &[u8]) -> Option<&'static str> {
+        Some(match name {
+            b"id" => ID,
+            b"type" => TYPE,
+            b"data" => DATA,
+            b"source" => SOURCE,
+            b"time" => TIME,
+            b"specversion" => SPECVERSION,
+            b"datacontenttype" => DATACONTENTTYPE,
+            b"correlationid" => CORRELATIONID,
+            b"traceparent" => TRACEPARENT,
+            b"subject" => SUBJECT,
+            b"dataschema" => DATASCHEMA,
+            b"attempt" => ATTEMPT,
+            b"origin_entry_id" => ORIGIN_ENTRY_ID,
+            b"unrouted_since" => UNROUTED_SINCE,
+            _ => return None,
+        })
+    }
 }
 
 /// One event as the handler sees it.

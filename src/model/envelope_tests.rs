@@ -303,3 +303,29 @@ fn cloudevent_json_is_byte_for_byte_serde_jsons() {
         );
     }
 }
+
+#[test]
+fn every_field_name_constant_is_known_and_nothing_else_is() {
+    let names = [
+        field::ID,
+        field::TYPE,
+        field::DATA,
+        field::SOURCE,
+        field::TIME,
+        field::SPECVERSION,
+        field::DATACONTENTTYPE,
+        field::CORRELATIONID,
+        field::TRACEPARENT,
+        field::SUBJECT,
+        field::DATASCHEMA,
+        field::ATTEMPT,
+        field::ORIGIN_ENTRY_ID,
+        field::UNROUTED_SINCE,
+    ];
+    for name in names {
+        assert_eq!(field::known(name.as_bytes()), Some(name));
+    }
+    for other in ["", "ID", "types", "dat", "x-custom", "correlation_id"] {
+        assert_eq!(field::known(other.as_bytes()), None, "{other}");
+    }
+}

@@ -101,6 +101,21 @@ impl TextCutter {
         self.at += len;
     }
 
+    /// The next `len` bytes as a text: the constant `known` returns for them when there is
+    /// one (no reference count of the buffer to take and drop), else as [`TextCutter::next`].
+    ///
+    /// # Panics
+    /// When fewer than `len` bytes are left.
+    pub fn next_or_static(&mut self, len: usize, known: fn(&[u8]) -> Option<&'static str>) -> Text {
+        match known(&self.bytes[self.at..self.at + len]) {
+            Some(name) => {
+                self.at += len;
+                Text::from_static(name)
+            }
+            None => self.next(len),
+        }
+    }
+
     /// The next `len` bytes as a text.
     ///
     /// # Panics
@@ -253,6 +268,28 @@ mod tests {
         let mut cut = Text::cutter(buffer.clone());
         assert_eq!(cut.next(4).as_ptr(), buffer.as_ptr());
         assert_eq!(cut.next(15).as_ptr(), buffer[4..].as_ptr());
+    }
+
+    #[test]
+    fn a_known_piece_is_the_constant_and_the_others_are_cut_as_before() {
+        fn known(b: &[u8]) -> Option<&'static str> {
+            (b == b"type").then_some("type")
+        }
+        let buffer = Bytes::from_static(b"typebooking.createdtypo");
+        let mut cut = Text::cutter(buffer.clone());
+        let name = cut.next_or_static(4, known);
+        assert_eq!(name, "type");
+        assert_ne!(
+            name.as_ptr(),
+            buffer.as_ptr(),
+            "a constant, not a slice of the buffer"
+        );
+        assert_eq!(cut.next(15).as_ptr(), buffer[4..].as_ptr());
+        let unknown = cut.next_or_static(4, known);
+        assert_eq!(
+            (unknown.as_str(), unknown.as_ptr()),
+            ("typo", buffer[19..].as_ptr())
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::ops::Range;
 
+use crate::model::envelope::field;
 use crate::model::text::Text;
 use crate::redis::store::Entry;
 
@@ -231,15 +232,19 @@ fn own_span(
 ) -> (Text, Vec<(Text, Text)>) {
     let mut cut = Text::cutter(bytes::Bytes::copy_from_slice(span));
     let mut at = base;
-    let mut text = |r: &Range<usize>| {
+    // Field names the worker knows are its constants (see `field::known`).
+    let mut text = |r: &Range<usize>, name: bool| {
         cut.skip(r.start - at);
         at = r.end;
-        cut.next(r.len())
+        match name {
+            true => cut.next_or_static(r.len(), field::known),
+            false => cut.next(r.len()),
+        }
     };
-    let id = text(&id);
+    let id = text(&id, false);
     let fields = pieces
         .chunks_exact(2)
-        .map(|p| (text(&p[0]), text(&p[1])))
+        .map(|p| (text(&p[0], true), text(&p[1], false)))
         .collect();
     (id, fields)
 }

@@ -255,12 +255,13 @@ proptest! {
 
 #[test]
 fn an_entry_owns_one_copy_of_its_span_not_the_replys_buffer() {
-    let bytes = reply(&[(b"s", vec![(b"1-0", Some(vec![b"id", b"e1"]))])]);
+    // `ab`: a field name the worker does not know (a known one is its constant, below).
+    let bytes = reply(&[(b"s", vec![(b"1-0", Some(vec![b"ab", b"e1", b"id", b"e2"]))])]);
     let e = entries(&bytes).pop().unwrap();
     let reply_at = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
     // Copied out of the reply (which a slow handler would otherwise keep whole)...
     assert!(!reply_at.contains(&(e.id.as_ptr() as usize)));
-    // ...into one buffer, the entry's span as in the reply: `1-0\r\n*2\r\n$2\r\nid\r\n$2\r\ne1`.
+    // ...into one buffer, the entry's span as in the reply: `1-0\r\n*4\r\n$2\r\nab\r\n$2\r\ne1...`.
     let base = e.id.as_ptr() as usize;
     assert_eq!(e.fields[0].0.as_ptr() as usize, base + 3 + 2 + 4 + 4);
     assert_eq!(
@@ -268,4 +269,9 @@ fn an_entry_owns_one_copy_of_its_span_not_the_replys_buffer() {
         base + 3 + 2 + 4 + 4 + 2 + 2 + 4
     );
     assert_eq!((e.id.as_str(), &*e.fields[0].1), ("1-0", "e1"));
+    // A name the worker knows is a constant: no slice of the entry's buffer.
+    let name = e.fields[1].0.as_ptr() as usize;
+    let own = base..e.fields[1].1.as_ptr() as usize;
+    assert!(!own.contains(&name) && &*e.fields[1].0 == "id");
+    assert_eq!(&*e.fields[1].1, "e2");
 }

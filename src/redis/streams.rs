@@ -489,7 +489,10 @@ fn own_entry<T>(id: &[u8], flat: &[T], bytes: impl Fn(&T) -> &[u8]) -> (Text, Ve
     let mut cut = Text::cutter(buf.freeze());
     let id = cut.next(id.len());
     let fields = pairs
-        .map(|p| (cut.next(bytes(&p[0]).len()), cut.next(bytes(&p[1]).len())))
+        .map(|p| {
+            let name = cut.next_or_static(bytes(&p[0]).len(), crate::model::envelope::field::known);
+            (name, cut.next(bytes(&p[1]).len()))
+        })
         .collect();
     (id, fields)
 }
@@ -600,7 +603,7 @@ mod tests {
             blob(b"events:p:a"),
             array(vec![array(vec![
                 blob(ID),
-                array(vec![blob(b"id"), blob(VALUE)]),
+                array(vec![blob(b"ab"), blob(VALUE), blob(b"id"), blob(b"e2")]),
             ])]),
         ])]);
         let e = parse_xread(reply).pop().unwrap();
@@ -612,5 +615,10 @@ mod tests {
         assert_eq!(e.fields[0].0.as_ptr() as usize, base + 3);
         assert_eq!(e.fields[0].1.as_ptr() as usize, base + 5);
         assert_eq!((e.id.as_str(), &*e.fields[0].1), ("1-0", "e1"));
+        // A name the worker knows is a constant: no slice of the entry's buffer.
+        let name = e.fields[1].0.as_ptr() as usize;
+        let own = base..e.fields[1].1.as_ptr() as usize;
+        assert!(!own.contains(&name) && &*e.fields[1].0 == "id");
+        assert_eq!(&*e.fields[1].1, "e2");
     }
 }

@@ -21,8 +21,8 @@ const ACK_ATTEMPTS: u32 = 10;
 pub(crate) struct Success {
     /// What to acknowledge.
     pub item: AckItem,
-    /// The `processed` record.
-    pub record: Option<Record>,
+    /// The `processed` record (boxed, see `Decision::record`).
+    pub record: Option<Box<Record>>,
     /// The type's metric handles (counted as a success once acknowledged).
     pub facts: Arc<TypeFacts>,
 }
@@ -60,7 +60,7 @@ pub(crate) async fn acknowledge(
                 for (record, facts) in done {
                     facts.success.inc();
                     if let Some(record) = record {
-                        settler.history.record(record);
+                        settler.history.record(*record);
                     }
                 }
                 return n;

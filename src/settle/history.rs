@@ -107,6 +107,29 @@ impl Record {
         }
     }
 
+    /// The `processed` record of an event handled at `at_ms` (the caller's clock read).
+    pub fn processed(
+        id: Text,
+        event_type: Text,
+        group: Text,
+        correlation_id: Option<&str>,
+        attempt: u32,
+        at_ms: u64,
+    ) -> Self {
+        Record {
+            entry_id: String::new(),
+            kind: Cow::Borrowed(kind::PROCESSED),
+            id,
+            event_type,
+            group,
+            correlation_id: correlation_id.unwrap_or_default().to_string(),
+            attempt,
+            detail: String::new(),
+            at: String::new(),
+            at_ms,
+        }
+    }
+
     /// The record as the append script takes it: `[kind, id, type, attempt, at_ms, group,
     /// correlationid, detail]`, all strings; the script names the fields (the time as `at_ms`,
     /// epoch milliseconds) and leaves empty optional ones out.
