@@ -1,11 +1,15 @@
 //! The XREADGROUP connection of a single-node Redis ([`DirectReader`]): one TCP (or TLS)
-//! connection of our own speaking RESP2 (`resp`), in place of a second fred client.
+//! connection of our own speaking RESP2 (`resp`), in place of a second fred client. A
+//! second one, named `...:ack`, acknowledges handled entries (XACK, and XDEL on the
+//! redeliver stream): fred's path for a command (its frames, its router task and the hand-overs
+//! between tasks) cost more than the acknowledgement itself, ~0.9k instructions per event.
 //!
 //! Why: reading is the one command whose reply grows with the load (a read of 64 entries is
 //! ~700 frames), and fred turns every reply into a tree of frames, converts it to RESP3
 //! frames, and hands it over between tasks; that was ~40% of the worker's instructions per
 //! event on the blackhole drain. Here a reply is read straight into entries, in one pass as
-//! its bytes arrive. Everything else (acks, moves, scripts, a cluster's reads) stays on fred.
+//! its bytes arrive. Everything else (moves, scripts, a cluster's reads and acks) stays on
+//! fred.
 //!
 //! The connection is made at start and named `event-worker:<name>:reader` (operators find
 //! it in `CLIENT LIST`). A read is sent once, never replayed: an IO error, a timeout or a
@@ -182,6 +186,51 @@ impl DirectReader {
                 Err(e)
             }
         }
+    }
+
+    /// Sends `commands` in one write and reads their replies, each one line (a status or an
+    /// integer: XACK's and XDEL's counts); the answer of each command, in order. As a read,
+    /// they are sent once: IO, a timeout or malformed bytes drop the connection and fail
+    /// them all (the caller retries; acknowledging twice is harmless), an error reply fails
+    /// its command only and keeps the connection.
+    ///
+    /// # Errors
+    /// fred-shaped errors: IO, timeout, a malformed reply (an error reply is its command's
+    /// answer).
+    pub(crate) async fn one_line_commands(
+        &self,
+        commands: &[Vec<&str>],
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        let mut slot = self.conn.lock().await;
+        if slot.as_ref().is_some_and(|c| c.awaiting) {
+            *slot = None;
+        }
+        let attempt = async {
+            let conn = match slot.take() {
+                Some(conn) => conn,
+                None => self.target.connect().await?,
+            };
+            let conn = slot.insert(conn);
+            conn.out.clear();
+            for args in commands {
+                resp::encode_command(&mut conn.out, args);
+            }
+            conn.send().await?;
+            let mut answers = Vec::with_capacity(commands.len());
+            for _ in commands {
+                answers.push(conn.line_reply().await?.map_err(reply_error));
+            }
+            conn.awaiting = !conn.buf.is_empty();
+            Ok::<_, Error>(answers)
+        };
+        let result = match tokio::time::timeout(READ_LIMIT_MIN, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(ErrorKind::Timeout, "Request timed out.")),
+        };
+        if result.is_err() {
+            *slot = None;
+        }
+        result
     }
 
     /// Closes the connection (a read in progress keeps it until it ends; it is closed when

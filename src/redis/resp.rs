@@ -4,7 +4,6 @@
 //! they arrive ([`XReadReader`]): no tree of frames in between, which is where fred's read
 //! path spends most of its per-entry work.
 
-use std::io::Write;
 use std::ops::Range;
 
 use crate::model::envelope::field;
@@ -27,19 +26,37 @@ pub(crate) enum ReadReply {
 
 /// Appends `args` as one command: an array of bulk strings.
 pub(crate) fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
-    let _ = write!(out, "*{}\r\n", args.len());
+    out.reserve(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
+    push_header(out, b'*', args.len());
     for arg in args {
         let arg = arg.as_ref();
-        let _ = write!(out, "${}\r\n", arg.len());
+        push_header(out, b'$', arg.len());
         out.extend_from_slice(arg);
         out.extend_from_slice(b"\r\n");
     }
 }
 
-/// A one-line reply: `Ok` for `+...`, the error's text (without its `-`) for `-...`.
+/// `kind`, `n` in decimal, CRLF (a header line; written without `fmt`, once per argument).
+fn push_header(out: &mut Vec<u8>, kind: u8, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push(kind);
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A one-line reply: `Ok` for `+...` and `:...`, the error's text (without its `-`) for `-...`.
 pub(crate) type LineReply = Result<(), String>;
 
-/// The one-line reply (`+OK`, `-ERR ...`) at the start of `buf` and the line's length;
+/// The one-line reply (`+OK`, `:3`, `-ERR ...`) at the start of `buf` and the line's length;
 /// `None` until the whole line is there.
 ///
 /// # Errors
@@ -47,7 +64,7 @@ pub(crate) type LineReply = Result<(), String>;
 pub(crate) fn line_reply(buf: &[u8]) -> Result<Option<(LineReply, usize)>, ProtocolError> {
     Ok(match header(buf, 0)? {
         None => None,
-        Some((b'+', _, len)) => Some((Ok(()), len)),
+        Some((b'+' | b':', _, len)) => Some((Ok(()), len)),
         Some((b'-', _, len)) => Some((Err(error_text(&buf[..len])), len)),
         Some(_) => return Err(ProtocolError("expected a one-line reply")),
     })

@@ -67,6 +67,12 @@ fn a_command_is_an_array_of_bulk_strings() {
         out,
         b"*4\r\n$10\r\nXREADGROUP\r\n$5\r\nGROUP\r\n$0\r\n\r\n$2\r\n\xc3\xa9\r\n"
     );
+    // Lengths of every number of digits, as `format!` writes them.
+    for len in [9, 10, 99, 100, 12345] {
+        let (mut out, arg) = (Vec::new(), "x".repeat(len));
+        encode_command(&mut out, &[arg.as_str()]);
+        assert_eq!(out, format!("*1\r\n${len}\r\n{arg}\r\n").into_bytes());
+    }
 }
 
 #[test]
@@ -167,6 +173,8 @@ fn the_end_is_found_only_when_the_whole_reply_is_there() {
         Some((Err("ERR x".to_string()), 8))
     );
     assert!(line_reply(b"*0\r\n").is_err());
+    // An integer reply (XACK's count) is a one-line reply too.
+    assert_eq!(line_reply(b":128\r\n").unwrap(), Some((Ok(()), 6)));
 }
 
 #[test]

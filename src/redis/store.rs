@@ -60,6 +60,10 @@ pub(super) enum Reader {
 pub struct Store {
     pub(crate) cmd: Client,
     pub(super) reader: Reader,
+    /// A single node's acknowledging connection (`direct_read`; connected at the first
+    /// acknowledgement, so commands that never acknowledge never open it). `None` on a
+    /// cluster, whose acknowledgements go through fred.
+    pub(super) acks: Option<Arc<DirectReader>>,
     url: RedisUrl,
     /// The last connection error fred reported, until it reconnects.
     last_error: Arc<Mutex<Option<StoreError>>>,
@@ -119,6 +123,7 @@ impl Store {
         // master within a second of the promotion instead of up to 5 s later.
         let max_delay = if url.is_cluster() { 1_000 } else { 5_000 };
         let direct = DirectReader::new(&fred_config, format!("event-worker:{client_name}:reader"));
+        let acks = DirectReader::new(&fred_config, format!("event-worker:{client_name}:ack"));
         let mut builder = Builder::from_config(fred_config);
         builder
             .set_policy(ReconnectPolicy::new_exponential(0, 100, max_delay, 2))
@@ -186,6 +191,7 @@ impl Store {
         let store = Store {
             cmd: cmd_client,
             reader,
+            acks: acks.map(Arc::new),
             url: url.clone(),
             last_error,
             node_errors,
@@ -287,7 +293,7 @@ impl Store {
             .map_err(|e| self.error(op, e))
     }
 
-    /// Closes both connections.
+    /// Closes the connections.
     pub async fn quit(&self) {
         for client in self.waiting.iter().flat_map(|w| w.clients.iter()) {
             let _ = client.quit().await;
@@ -295,6 +301,9 @@ impl Store {
         match &self.reader {
             Reader::Direct(direct) => direct.close(),
             Reader::Cluster(client) => drop(client.quit().await),
+        }
+        if let Some(acks) = &self.acks {
+            acks.close();
         }
         let _ = self.cmd.quit().await;
     }

@@ -8,6 +8,7 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, Resp3Frame, Value};
 
 use crate::model::text::Text;
+use crate::redis::direct_read::DirectReader;
 use crate::redis::error::{RedisErrorKind, StoreError};
 use crate::redis::replicas::Replication;
 use crate::redis::store::{Entry, PendingEntry, Reader, Store, cmd, keyed};
@@ -112,12 +113,74 @@ impl Store {
         Ok(parse_xread(reply))
     }
 
+    /// XACK of the handled entries of each of `batches` (`(stream, ids, delete)`), and XDEL
+    /// of a `delete` batch's entries (the redeliver stream's) once acknowledged; the answer
+    /// of each batch, in order. On a single node the XACKs go in one write on the
+    /// acknowledging connection (`direct_read`), the XDELs in a second; on a cluster each
+    /// batch goes through fred, concurrently.
+    ///
+    /// A failed batch's entries stay pending and are redelivered (at-least-once).
+    pub async fn ack_streams(
+        &self,
+        group: &str,
+        batches: &[(&str, &[&Text], bool)],
+    ) -> Vec<Result<(), StoreError>> {
+        let Some(direct) = &self.acks else {
+            let each = batches
+                .iter()
+                .map(|&(stream, ids, delete)| self.ack(stream, group, ids, delete));
+            return futures::future::join_all(each).await;
+        };
+        let xacks: Vec<Vec<&str>> = batches
+            .iter()
+            .map(|&(stream, ids, _)| id_command(&["XACK", stream, group], ids))
+            .collect();
+        let streams: Vec<&str> = batches.iter().map(|b| b.0).collect();
+        let mut answers = self.one_line(direct, "XACK", &streams, &xacks).await;
+        // XDEL once the XACK succeeded, as on fred's path.
+        let deleting: Vec<usize> = (0..batches.len())
+            .filter(|&i| batches[i].2 && answers[i].is_ok())
+            .collect();
+        if !deleting.is_empty() {
+            let xdels: Vec<Vec<&str>> = deleting
+                .iter()
+                .map(|&i| id_command(&["XDEL", batches[i].0], batches[i].1))
+                .collect();
+            let streams: Vec<&str> = deleting.iter().map(|&i| batches[i].0).collect();
+            let deleted = self.one_line(direct, "XDEL", &streams, &xdels).await;
+            for (i, answer) in deleting.into_iter().zip(deleted) {
+                answers[i] = answer;
+            }
+        }
+        answers
+    }
+
+    /// `commands` (one per stream of `streams`, each named `name`) on the single node's
+    /// acknowledging connection; each one's answer as a [`StoreError`].
+    async fn one_line(
+        &self,
+        direct: &DirectReader,
+        name: &str,
+        streams: &[&str],
+        commands: &[Vec<&str>],
+    ) -> Vec<Result<(), StoreError>> {
+        let error = |stream: &str, e: fred::error::Error| self.error(format!("{name} {stream}"), e);
+        match direct.one_line_commands(commands).await {
+            Ok(answers) => answers
+                .into_iter()
+                .zip(streams)
+                .map(|(answer, stream)| answer.map_err(|e| error(stream, e)))
+                .collect(),
+            Err(e) => streams.iter().map(|s| Err(error(s, e.clone()))).collect(),
+        }
+    }
+
     /// XACK of handled entries of one stream, in one command (and XDEL of them when
     /// `delete`, for the redeliver stream).
     ///
     /// # Errors
     /// Redis errors; the entries then stay pending and are redelivered (at-least-once).
-    pub async fn ack(
+    async fn ack(
         &self,
         stream: &str,
         group: &str,
@@ -460,6 +523,14 @@ fn frame_bytes(frame: &Resp3Frame) -> Option<&[u8]> {
         | Resp3Frame::VerbatimString { data, .. } => Some(data),
         _ => None,
     }
+}
+
+/// A command of `head` followed by `ids`.
+fn id_command<'a>(head: &[&'a str], ids: &[&'a Text]) -> Vec<&'a str> {
+    let mut args = Vec::with_capacity(head.len() + ids.len());
+    args.extend_from_slice(head);
+    args.extend(ids.iter().map(|id| id.as_str()));
+    args
 }
 
 /// Text of its own (not sharing the reply's buffer), invalid UTF-8 replaced.

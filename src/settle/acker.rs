@@ -1,8 +1,9 @@
 //! The acker task: acknowledges handled entries in batches. `settle::acks` hands it the
 //! `(stream, id)` pairs of a batch's successes and waits for the answer; it sends one XACK
 //! (plus one XDEL for the redeliver stream) per stream for everything that queued up
-//! meanwhile. Under load this
-//! turns N acknowledgements into a handful of commands; when idle, a lone ack goes at once.
+//! meanwhile, on a single node all in one write on the acknowledging connection
+//! (`Store::ack_streams`). Under load this turns N acknowledgements into a handful of
+//! commands; when idle, a lone ack goes at once.
 
 use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
@@ -123,16 +124,16 @@ async fn flush(store: &Store, group: &str, buf: &mut Vec<Request>) {
             }
         }
     }
-    let batches = by_key
-        .into_iter()
-        .map(|((stream, delete), (ids, requests))| async move {
-            let result = store.ack(stream, group, &ids, delete).await;
-            (requests, result)
-        });
+    let keyed: Vec<((&str, bool), Group)> = by_key.into_iter().collect();
+    let batches: Vec<(&str, &[&Text], bool)> = keyed
+        .iter()
+        .map(|((stream, delete), (ids, _))| (*stream, ids.as_slice(), *delete))
+        .collect();
+    let results = store.ack_streams(group, &batches).await;
     let mut answers: Vec<Result<(), StoreError>> = (0..buf.len()).map(|_| Ok(())).collect();
-    for (requests, result) in futures::future::join_all(batches).await {
+    for ((_, (_, requests)), result) in keyed.iter().zip(results) {
         if let Err(e) = result {
-            for r in requests {
+            for &r in requests {
                 if answers[r].is_ok() {
                     answers[r] = Err(e.clone());
                 }

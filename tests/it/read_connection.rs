@@ -2,13 +2,22 @@
 //! with `src/redis/resp.rs`), where the fault suites do not already cover it (they cut,
 //! kill and restart it: T17, T22a, T22e, T23 over TLS, T51 with an ACL user): a database
 //! other than 0 (its SELECT), its name in `CLIENT LIST`, and replies larger than a socket
-//! read (events of 20 KiB: a read of 64 is ~1.3 MB, read in many pieces).
+//! read (events of 20 KiB: a read of 64 is ~1.3 MB, read in many pieces). The acknowledging
+//! connection likewise: its name, its database, XACK its last command.
 
 use crate::util::resp::{Conn, Value};
 use crate::util::*;
 use std::time::Duration;
 
 const TY: &str = "read.conn";
+
+/// The lines of `CLIENT LIST` output of the worker's connections named `...<suffix>`.
+fn named<'a>(listed: &'a str, suffix: &str) -> Vec<&'a str> {
+    listed
+        .lines()
+        .filter(|l| l.contains(" name=event-worker:") && l.contains(suffix))
+        .collect()
+}
 
 #[test]
 fn the_read_connection_uses_the_urls_database_and_reads_replies_of_any_size() {
@@ -22,10 +31,7 @@ fn the_read_connection_uses_the_urls_database_and_reads_replies_of_any_size() {
 
     let mut c = Conn::connect(redis.port).unwrap();
     let listed = c.cmd(&["CLIENT", "LIST"]).unwrap().as_str().unwrap();
-    let reader: Vec<&str> = listed
-        .lines()
-        .filter(|l| l.contains(" name=event-worker:") && l.contains(":reader "))
-        .collect();
+    let reader = named(&listed, ":reader ");
     assert_eq!(reader.len(), 1, "one named read connection:\n{listed}");
     assert!(reader[0].contains(" db=3 "), "{}", reader[0]);
 
@@ -59,6 +65,15 @@ fn the_read_connection_uses_the_urls_database_and_reads_replies_of_any_size() {
         panic!("XPENDING: {pending:?}")
     };
     assert_eq!(summary[0].as_int(), Some(0), "nothing left pending");
+    // The acknowledgements went on the acknowledging connection of its own, on database 3.
+    let listed = c.cmd(&["CLIENT", "LIST"]).unwrap().as_str().unwrap();
+    let acking = named(&listed, ":ack ");
+    assert_eq!(acking.len(), 1, "one named ack connection:\n{listed}");
+    assert!(
+        acking[0].contains(" db=3 ") && acking[0].contains(" cmd=xack "),
+        "{}",
+        acking[0]
+    );
     c.cmd(&["SELECT", "0"]).unwrap();
     let in_db0 = c.cmd(&["EXISTS", &key]).unwrap().as_int();
     assert_eq!(in_db0, Some(0), "nothing was written to database 0");
