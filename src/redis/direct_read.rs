@@ -138,54 +138,27 @@ impl DirectReader {
         count: usize,
         block: Option<Duration>,
     ) -> Result<Vec<Entry>, Error> {
-        let mut slot = self.conn.lock().await;
-        if slot.as_ref().is_some_and(|c| c.awaiting) {
-            *slot = None;
-        }
         let limit = (block.unwrap_or_default() + READ_GRACE).max(READ_LIMIT_MIN);
-        let attempt = async {
-            let conn = match slot.take() {
-                Some(conn) => conn,
-                None => self.target.connect().await.map_err(Failure::Broken)?,
-            };
-            let conn = slot.insert(conn);
-            conn.out.clear();
-            let count = count.to_string();
-            let block = block.map(|b| b.as_millis().max(1).to_string());
-            let mut args: Vec<&str> = vec!["XREADGROUP", "GROUP", group, consumer, "COUNT", &count];
-            if let Some(b) = &block {
-                args.extend(["BLOCK", b.as_str()]);
-            }
-            args.push("STREAMS");
-            args.extend(streams.iter().map(String::as_str));
-            args.extend(streams.iter().map(|_| ">"));
+        let count = count.to_string();
+        let block = block.map(|b| b.as_millis().max(1).to_string());
+        let mut args: Vec<&str> = vec!["XREADGROUP", "GROUP", group, consumer, "COUNT", &count];
+        if let Some(b) = &block {
+            args.extend(["BLOCK", b.as_str()]);
+        }
+        args.push("STREAMS");
+        args.extend(streams.iter().map(String::as_str));
+        args.extend(streams.iter().map(|_| ">"));
+        self.exchange(limit, async |conn: &mut Conn| {
             resp::encode_command(&mut conn.out, &args);
             conn.send().await.map_err(|e| Failure::Broken(e.into()))?;
             let (reply, len) = conn.xread_reply().await.map_err(Failure::Broken)?;
             conn.consumed(len);
-            // Bytes beyond the one reply asked for: the connection is out of step, so the
-            // next read starts on a new one.
-            conn.awaiting = !conn.buf.is_empty();
             match reply {
                 ReadReply::Entries(entries) => Ok(entries),
                 ReadReply::Error(line) => Err(Failure::Reply(reply_error(line))),
             }
-        };
-        let result = match tokio::time::timeout(limit, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(Failure::Broken(Error::new(
-                ErrorKind::Timeout,
-                "Request timed out.",
-            ))),
-        };
-        match result {
-            Ok(entries) => Ok(entries),
-            Err(Failure::Reply(e)) => Err(e),
-            Err(Failure::Broken(e)) => {
-                *slot = None;
-                Err(e)
-            }
-        }
+        })
+        .await
     }
 
     /// Sends `commands` in one write and reads their replies, each one line (a status or an
@@ -201,6 +174,30 @@ impl DirectReader {
         &self,
         commands: &[Vec<&str>],
     ) -> Result<Vec<Result<(), Error>>, Error> {
+        self.exchange(READ_LIMIT_MIN, async |conn: &mut Conn| {
+            for args in commands {
+                resp::encode_command(&mut conn.out, args);
+            }
+            conn.send().await.map_err(|e| Failure::Broken(e.into()))?;
+            let mut answers = Vec::with_capacity(commands.len());
+            for _ in commands {
+                let line = conn.line_reply().await.map_err(Failure::Broken)?;
+                answers.push(line.map_err(reply_error));
+            }
+            Ok(answers)
+        })
+        .await
+    }
+
+    /// Runs `work` (commands written and their replies read) on the connection, connecting
+    /// first when there is none, within `limit`. IO, a timeout or malformed bytes
+    /// ([`Failure::Broken`]) drop the connection; so does a reply followed by bytes nobody
+    /// asked for (the connection is out of step: the next exchange starts on a new one).
+    async fn exchange<T>(
+        &self,
+        limit: Duration,
+        work: impl AsyncFnOnce(&mut Conn) -> Result<T, Failure>,
+    ) -> Result<T, Error> {
         let mut slot = self.conn.lock().await;
         if slot.as_ref().is_some_and(|c| c.awaiting) {
             *slot = None;
@@ -208,29 +205,29 @@ impl DirectReader {
         let attempt = async {
             let conn = match slot.take() {
                 Some(conn) => conn,
-                None => self.target.connect().await?,
+                None => self.target.connect().await.map_err(Failure::Broken)?,
             };
             let conn = slot.insert(conn);
             conn.out.clear();
-            for args in commands {
-                resp::encode_command(&mut conn.out, args);
-            }
-            conn.send().await?;
-            let mut answers = Vec::with_capacity(commands.len());
-            for _ in commands {
-                answers.push(conn.line_reply().await?.map_err(reply_error));
-            }
+            let result = work(conn).await;
             conn.awaiting = !conn.buf.is_empty();
-            Ok::<_, Error>(answers)
+            result
         };
-        let result = match tokio::time::timeout(READ_LIMIT_MIN, attempt).await {
+        let result = match tokio::time::timeout(limit, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(Error::new(ErrorKind::Timeout, "Request timed out.")),
+            Err(_) => Err(Failure::Broken(Error::new(
+                ErrorKind::Timeout,
+                "Request timed out.",
+            ))),
         };
-        if result.is_err() {
-            *slot = None;
+        match result {
+            Ok(value) => Ok(value),
+            Err(Failure::Reply(e)) => Err(e),
+            Err(Failure::Broken(e)) => {
+                *slot = None;
+                Err(e)
+            }
         }
-        result
     }
 
     /// Closes the connection (a read in progress keeps it until it ends; it is closed when
