@@ -135,8 +135,7 @@ impl Store {
             .iter()
             .map(|&(stream, ids, _)| id_command(&["XACK", stream, group], ids))
             .collect();
-        let streams: Vec<&str> = batches.iter().map(|b| b.0).collect();
-        let mut answers = self.one_line(direct, "XACK", &streams, &xacks).await;
+        let mut answers = self.one_line(direct, &xacks).await;
         // XDEL once the XACK succeeded, as on fred's path.
         let deleting: Vec<usize> = (0..batches.len())
             .filter(|&i| batches[i].2 && answers[i].is_ok())
@@ -146,8 +145,7 @@ impl Store {
                 .iter()
                 .map(|&i| id_command(&["XDEL", batches[i].0], batches[i].1))
                 .collect();
-            let streams: Vec<&str> = deleting.iter().map(|&i| batches[i].0).collect();
-            let deleted = self.one_line(direct, "XDEL", &streams, &xdels).await;
+            let deleted = self.one_line(direct, &xdels).await;
             for (i, answer) in deleting.into_iter().zip(deleted) {
                 answers[i] = answer;
             }
@@ -155,23 +153,21 @@ impl Store {
         answers
     }
 
-    /// `commands` (one per stream of `streams`, each named `name`) on the single node's
-    /// acknowledging connection; each one's answer as a [`StoreError`].
+    /// `commands` (each `NAME stream ...`) on the single node's acknowledging connection;
+    /// each one's answer as a [`StoreError`] of `NAME stream`.
     async fn one_line(
         &self,
         direct: &DirectReader,
-        name: &str,
-        streams: &[&str],
         commands: &[Vec<&str>],
     ) -> Vec<Result<(), StoreError>> {
-        let error = |stream: &str, e: fred::error::Error| self.error(format!("{name} {stream}"), e);
+        let error = |args: &[&str], e| self.error(args[..2].join(" "), e);
         match direct.one_line_commands(commands).await {
             Ok(answers) => answers
                 .into_iter()
-                .zip(streams)
-                .map(|(answer, stream)| answer.map_err(|e| error(stream, e)))
+                .zip(commands)
+                .map(|(answer, args)| answer.map_err(|e| error(args, e)))
                 .collect(),
-            Err(e) => streams.iter().map(|s| Err(error(s, e.clone()))).collect(),
+            Err(e) => commands.iter().map(|a| Err(error(a, e.clone()))).collect(),
         }
     }
 

@@ -93,17 +93,12 @@ impl Record {
         attempt: u32,
         detail: impl Into<String>,
     ) -> Self {
+        // The same fields as a `processed` record's, with this kind and detail.
+        let (id, event_type, group) = (id.into(), event_type.into(), group.into());
         Record {
-            entry_id: String::new(),
             kind: Cow::Borrowed(kind),
-            id: id.into(),
-            event_type: event_type.into(),
-            group: group.into(),
-            correlation_id: correlation_id.unwrap_or_default().to_string(),
-            attempt,
             detail: detail.into(),
-            at: String::new(),
-            at_ms: now_ms(),
+            ..Self::processed(id, event_type, group, correlation_id, attempt, now_ms())
         }
     }
 
