@@ -260,6 +260,9 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
     let bl_ref = of(samples, "backlog", &Kind::RawNext.label());
     let mut flat_pct = f64::NAN;
     let mut ref_flat_pct = f64::NAN;
+    // The same, first read to last XACK (process start left out).
+    let mut read_flat_pct = f64::NAN;
+    let mut ref_read_flat_pct = f64::NAN;
     let mut rss_big = f64::NAN;
     let mut rss_small = f64::NAN;
     let mut big = 0;
@@ -281,17 +284,21 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
         let sizes: BTreeSet<u64> = bl.iter().map(|s| s.backlog).collect();
         let mut steady = Vec::new();
         let mut ref_rates = Vec::new();
+        let mut from_read = Vec::new();
+        let mut ref_from_read = Vec::new();
         for &n in &sizes {
             let ss: Vec<&Sample> = bl.iter().copied().filter(|s| s.backlog == n).collect();
             let rs: Vec<&Sample> = bl_ref.iter().copied().filter(|s| s.backlog == n).collect();
             let (m, sp) = rate_cells(&ss, Sample::rate);
             let st = med(&ss, Sample::steady_rate);
             steady.push(med(&ss, Sample::rate));
+            from_read.push(st);
             // Over the reference at this backlog when it ran, else at the drain section's.
             let (reference, ref_here) = if rs.is_empty() {
                 ("-".to_string(), ref_rate(samples))
             } else {
                 ref_rates.push(med(&rs, Sample::rate));
+                ref_from_read.push(med(&rs, Sample::steady_rate));
                 let (rm, rsp) = rate_cells(&rs, Sample::rate);
                 let cell = format!("{rm} {rsp}; {}", k(med(&rs, Sample::steady_rate)));
                 (cell, med(&rs, Sample::rate))
@@ -310,14 +317,18 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
                 med(&ss, |s| s.per_event(s.cpu_s) * 1e6)
             );
         }
-        let (lo, hi) = spread(&steady);
-        flat_pct = (hi - lo) / hi * 100.0;
+        let below = |rates: &[f64]| {
+            let (lo, hi) = spread(rates);
+            (hi - lo) / hi * 100.0
+        };
+        flat_pct = below(&steady);
+        read_flat_pct = below(&from_read);
         if ref_rates.len() == sizes.len() {
-            let (lo, hi) = spread(&ref_rates);
-            ref_flat_pct = (hi - lo) / hi * 100.0;
+            ref_flat_pct = below(&ref_rates);
+            ref_read_flat_pct = below(&ref_from_read);
             let _ = writeln!(
                 o,
-                "\nThe reference's own drain rate (process start to last XACK) from the smallest to the largest backlog: slowest {ref_flat_pct:.0}% below fastest; event-worker's: {flat_pct:.0}%."
+                "\nThe reference's own drain rate (process start to last XACK) from the smallest to the largest backlog: slowest {ref_flat_pct:.0}% below fastest; event-worker's: {flat_pct:.0}%. From first read to last XACK (process start left out): the reference's {ref_read_flat_pct:.0}%, event-worker's {read_flat_pct:.0}%."
             );
         }
         let _ = writeln!(
@@ -485,11 +496,11 @@ pub fn markdown(samples: &[Sample], backlog: u64, reps: usize, lat_secs: f64) ->
     if !flat_pct.is_nan() {
         let _ = writeln!(
             o,
-            "| drain rate flat in backlog size (within 15%) | slowest {flat_pct:.0}% below fastest (process start to last XACK){} | {} |",
+            "| drain rate flat in backlog size (within 15%) | slowest {flat_pct:.0}% below fastest (process start to last XACK; first read to last XACK: {read_flat_pct:.0}%){} | {} |",
             if ref_flat_pct.is_nan() {
                 String::new()
             } else {
-                format!("; the reference's own: {ref_flat_pct:.0}%")
+                format!("; the reference's own: {ref_flat_pct:.0}% ({ref_read_flat_pct:.0}%)")
             },
             yes(flat_pct <= 15.0)
         );

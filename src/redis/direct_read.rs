@@ -114,14 +114,17 @@ impl DirectReader {
         })
     }
 
-    /// Connects now (at start, so that a wrong password or an unreachable server is
-    /// reported at once, as for the other connections).
+    /// Connects now unless connected (at start, so that a wrong password or an unreachable
+    /// server is reported at once, as for the other connections, and the first command does
+    /// not wait for a handshake). A command waits for a connection in progress.
     ///
     /// # Errors
     /// As fred's connection errors.
     pub(crate) async fn connect(&self) -> Result<(), Error> {
-        let conn = self.target.connect().await?;
-        *self.conn.lock().await = Some(conn);
+        let mut slot = self.conn.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.target.connect().await?);
+        }
         Ok(())
     }
 

@@ -293,6 +293,19 @@ impl Store {
             .map_err(|e| self.error(op, e))
     }
 
+    /// Opens the acknowledging connection of a single node now, so the first acknowledgement
+    /// does not wait for its handshake (it is otherwise opened at the first one, so commands
+    /// that never acknowledge never open it). A failure is left to the first acknowledgement,
+    /// which connects again and reports it.
+    pub async fn open_ack_connection(&self) {
+        if let Some(acks) = &self.acks
+            && let Err(e) = acks.connect().await
+        {
+            let error = StoreError::from_fred(&self.url, "open the acknowledging connection", &e);
+            tracing::debug!(error = %error, "the acknowledging connection did not open; the first acknowledgement tries again");
+        }
+    }
+
     /// Closes the connections.
     pub async fn quit(&self) {
         for client in self.waiting.iter().flat_map(|w| w.clients.iter()) {

@@ -316,11 +316,14 @@ fn heartbeat(parts: &Parts) -> Heartbeat {
     }
 }
 
-/// Takes back this consumer's leftovers, starts the reader and the reclaimer on
+/// Opens the acknowledging connection in the background, takes back this consumer's
+/// leftovers, starts the reader and the reclaimer on
 /// [`Stage::Read`] and the background roles on [`Stage::Roles`], and announces the start.
 async fn consume(life: &Lifecycle, parts: &Parts, discovery: Arc<Discovery>, heartbeat: Heartbeat) {
     let (events, read_stop) = (life.tracker(Stage::Events), life.token(Stage::Read));
     let (reader, reclaimer) = parts.consume_path(discovery.clone());
+    let store = parts.store.clone();
+    tokio::spawn(async move { store.open_ack_connection().await });
     if let Err(e) =
         reclaim::claim_own_leftovers(&reclaimer, &events, &read_stop, Duration::ZERO).await
     {

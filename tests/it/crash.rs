@@ -313,3 +313,49 @@ fn t10_slow_handler_on_a_live_consumer_is_never_stolen() {
     w1.assert_running();
     w2.assert_running();
 }
+
+/// Entries left pending on this consumer's name by a previous run, on more streams than the
+/// worker asks at once (64), are all taken back at start, each handled once, long before the
+/// visibility-timeout backstop (60 s) could.
+#[test]
+fn leftovers_of_every_stream_are_taken_back_at_start() {
+    let env = "leftovers";
+    let types: Vec<String> = (0..70).map(|i| format!("left.t{i:02}")).collect();
+    let type_refs: Vec<&str> = types.iter().map(String::as_str).collect();
+    let mut s = Scenario::new(env)
+        .types(&type_refs)
+        .config(|c| {
+            c.consumer = Some("w1".into());
+            c.visibility_timeout = "60s".into();
+        })
+        .workers(0)
+        .start();
+    for ty in &types {
+        publish(&s.redis, env, ty, &format!("left-{ty}"));
+        let key = stream_key(env, ty);
+        s.redis
+            .cmd(&["XGROUP", "CREATE", &key, "group", "0", "MKSTREAM"]);
+        // The previous run of `w1` read it and died before acknowledging.
+        s.redis.read_as(&key, "group", "w1", 10);
+    }
+    let pending: usize = types
+        .iter()
+        .map(|ty| s.redis.xpending_detail(&stream_key(env, ty), "group").len())
+        .sum();
+    assert_eq!(pending, types.len(), "one entry pending on w1 per stream");
+    s.add_worker();
+    wait_until("every leftover handled", Duration::from_secs(20), || {
+        s.sink.success_counts().len() == types.len()
+    });
+    wait_until("drained", Duration::from_secs(10), || {
+        drained(&s.redis, env, "group", &type_refs)
+    });
+    let dump = s.sink.ledger_dump();
+    for ty in &types {
+        assert_eq!(
+            s.sink.success_counts().get(&format!("left-{ty}")),
+            Some(&1),
+            "deliveries of left-{ty}\n{dump}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! kill and restart it: T17, T22a, T22e, T23 over TLS, T51 with an ACL user): a database
 //! other than 0 (its SELECT), its name in `CLIENT LIST`, and replies larger than a socket
 //! read (events of 20 KiB: a read of 64 is ~1.3 MB, read in many pieces). The acknowledging
-//! connection likewise: its name, its database, XACK its last command.
+//! connection likewise: open at start, its name, its database, XACK its last command.
 
 use crate::util::resp::{Conn, Value};
 use crate::util::*;
@@ -34,6 +34,13 @@ fn the_read_connection_uses_the_urls_database_and_reads_replies_of_any_size() {
     let reader = named(&listed, ":reader ");
     assert_eq!(reader.len(), 1, "one named read connection:\n{listed}");
     assert!(reader[0].contains(" db=3 "), "{}", reader[0]);
+    // The acknowledging connection opens at start, before the first acknowledgement.
+    let list = |c: &mut Conn| c.cmd(&["CLIENT", "LIST"]).unwrap().as_str().unwrap();
+    wait_until(
+        "the ack connection open before any event",
+        Duration::from_secs(5),
+        || named(&list(&mut c), ":ack ").len() == 1,
+    );
 
     c.cmd(&["SELECT", "3"]).unwrap();
     let key = stream_key(env, TY);
@@ -66,7 +73,7 @@ fn the_read_connection_uses_the_urls_database_and_reads_replies_of_any_size() {
     };
     assert_eq!(summary[0].as_int(), Some(0), "nothing left pending");
     // The acknowledgements went on the acknowledging connection of its own, on database 3.
-    let listed = c.cmd(&["CLIENT", "LIST"]).unwrap().as_str().unwrap();
+    let listed = list(&mut c);
     let acking = named(&listed, ":ack ");
     assert_eq!(acking.len(), 1, "one named ack connection:\n{listed}");
     assert!(
