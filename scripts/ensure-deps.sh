@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the local run need from Debian's packages when missing:
 # redis-server and redis-cli (the broker), openssl (the TLS tests make their certificates),
-# curl (the oversized-body test drives it), faketime (libfaketime skews a worker's clock in the
+# curl (the oversized-body test drives it), ss (iproute2: the keepalive test lists sockets), faketime (libfaketime skews a worker's clock in the
 # clock-skew test), prometheus and promtool (rule checks and the real-scrape test), chromium
 # (the headless-browser tests drive Debian's /usr/bin/chromium), and, unless --redis-only, the
 # client programs the tests drive (Python and Node CloudEvents SDKs, requests) into tests/clients.
@@ -13,6 +13,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${1:-}" != "--redis-only" ]; then
   { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v ss >/dev/null 2>&1 || missing+=(iproute2)
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v node >/dev/null 2>&1 || missing+=(nodejs npm)

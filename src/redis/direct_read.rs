@@ -247,7 +247,7 @@ impl Target {
     async fn connect(&self) -> Result<Conn, Error> {
         let connect = async {
             let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
-            tcp.set_nodelay(true)?;
+            super::tcp::tune(&tcp)?;
             let io: Box<dyn Io> = match &self.tls {
                 None => Box::new(tcp),
                 Some((connector, server_name)) => tls_stream(connector, server_name, tcp).await?,

@@ -3,7 +3,7 @@
 //! (`streams`), plain keys
 //! (`keyspace`), the Lua moves loaded once (`moves`; across Redis Cluster slots `moves_split`),
 //! the cluster's slots, topology and slot-grouped reads (`cluster`), its changes and failed nodes (`cluster_watch`), operator reads (`admin`), the DLQ scripts and counts (`dlq`), channel
-//! subscriptions (`pubsub`), the TLS setup (`tls`), the typed error (`error`), the
+//! subscriptions (`pubsub`), the TCP settings of every connection (`tcp`), the TLS setup (`tls`), the typed error (`error`), the
 //! record of refused writes (`refusals`) and the opt-in WAIT for replicas (`replicas`).
 
 pub(crate) mod admin;
@@ -24,4 +24,5 @@ pub(crate) mod replicas;
 pub(crate) mod resp;
 pub(crate) mod store;
 pub(crate) mod streams;
+pub(crate) mod tcp;
 pub(crate) mod tls;

@@ -132,6 +132,7 @@ impl Store {
                 c.internal_command_timeout = Duration::from_secs(5);
                 c.max_command_attempts = 3;
                 c.auto_client_setname = false;
+                c.tcp = super::tcp::fred_config();
                 // A connection that stops answering is replaced before any command times out,
                 // so a late reply can never be matched to the wrong command.
                 c.unresponsive.max_timeout = Some(unresponsive);

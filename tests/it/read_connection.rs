@@ -3,8 +3,10 @@
 //! kill and restart it: T17, T22a, T22e, T23 over TLS, T51 with an ACL user): a database
 //! other than 0 (its SELECT), its name in `CLIENT LIST`, and replies larger than a socket
 //! read (events of 20 KiB: a read of 64 is ~1.3 MB, read in many pieces). The acknowledging
-//! connection likewise: open at start, its name, its database, XACK its last command.
+//! connection likewise: open at start, its name, its database, XACK its last command. And every
+//! connection of the worker to Redis (fred's and its own) sends TCP keepalive probes when idle.
 
+use crate::util::faults::client_names;
 use crate::util::resp::{Conn, Value};
 use crate::util::*;
 use std::time::Duration;
@@ -84,5 +86,46 @@ fn the_read_connection_uses_the_urls_database_and_reads_replies_of_any_size() {
     c.cmd(&["SELECT", "0"]).unwrap();
     let in_db0 = c.cmd(&["EXISTS", &key]).unwrap().as_int();
     assert_eq!(in_db0, Some(0), "nothing was written to database 0");
+    w.assert_running();
+}
+
+/// Keepalive on every connection to Redis: `ss` shows a keepalive timer on each of the
+/// worker's established connections to the server's port, the named three among them.
+#[test]
+fn every_redis_connection_of_the_worker_sends_keepalive_probes() {
+    let redis = RedisServer::start();
+    let sink = HttpSink::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let cfg = WorkerConfig::new("keepalive", &url).route(Route::http(&[TY], &sink.url()));
+    let mut w = WorkerProcess::start("keepalive", cfg);
+    w.wait_ready(Duration::from_secs(15));
+    wait_until("the ack connection open", Duration::from_secs(5), || {
+        client_names(&redis).iter().any(|n| n.ends_with(":ack"))
+    });
+    let names = client_names(&redis);
+    for role in [":cmd", ":reader", ":ack"] {
+        assert!(
+            names.iter().any(|n| n.ends_with(role)),
+            "no {role} connection: {names:?}"
+        );
+    }
+    let filter = format!("( dport = :{} )", redis.port);
+    let out = std::process::Command::new("ss")
+        .args(["-tnopH", "state", "established", &filter])
+        .output()
+        .expect("ss (iproute2) runs");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let owner = format!("pid={},", w.pid());
+    let connections: Vec<&str> = listed.lines().filter(|l| l.contains(&owner)).collect();
+    assert!(
+        connections.len() >= 3,
+        "the worker's connections to Redis:\n{listed}"
+    );
+    for c in &connections {
+        assert!(
+            c.contains("timer:(keepalive,"),
+            "no keepalive: {c}\n{listed}"
+        );
+    }
     w.assert_running();
 }
