@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and the local run need from Debian's packages when missing:
 # redis-server and redis-cli (the broker), openssl (the TLS tests make their certificates),
-# curl (the oversized-body test drives it), ss (iproute2: the keepalive test lists sockets), faketime (libfaketime skews a worker's clock in the
-# clock-skew test), prometheus and promtool (rule checks and the real-scrape test), chromium
+# curl (the oversized-body test drives it), ss (iproute2: the keepalive test lists sockets),
+# faketime (libfaketime skews a worker's clock in the clock-skew test), prometheus and
+# promtool (rule checks and the real-scrape test), chromium
 # (the headless-browser tests drive Debian's /usr/bin/chromium), and, unless --redis-only, the
 # client programs the tests drive (Python and Node CloudEvents SDKs, requests) into tests/clients.
 set -euo pipefail
