@@ -1,5 +1,5 @@
-//! The only Redis caller: the connection (`store`; on a single node the consumer's reads go
-//! over a connection of its own, `direct_read`, speaking RESP2 with `resp`), stream commands
+//! The only Redis caller: the connection (`store`; on a single node the consumer's reads and
+//! acknowledgements go over connections of its own, `direct_conn`, speaking RESP2 with `resp`), stream commands
 //! (`streams`), plain keys
 //! (`keyspace`), the Lua moves loaded once (`moves`; across Redis Cluster slots `moves_split`),
 //! the cluster's slots, topology and slot-grouped reads (`cluster`), its changes and failed nodes (`cluster_watch`), operator reads (`admin`), the DLQ scripts and counts (`dlq`), channel
@@ -9,7 +9,7 @@
 pub(crate) mod admin;
 pub(crate) mod cluster;
 pub(crate) mod cluster_watch;
-pub(crate) mod direct_read;
+pub(crate) mod direct_conn;
 pub(crate) mod dlq;
 pub(crate) mod error;
 pub(crate) mod keyspace;

@@ -1,4 +1,4 @@
-//! The Redis protocol (RESP2) as the direct read connection (`direct_read`) speaks it: a
+//! The Redis protocol (RESP2) as the worker's own connections (`direct_conn`) speak it: a
 //! command's encoding ([`encode_command`]), the one-line replies of its handshake
 //! ([`line_reply`]), and an XREADGROUP reply read straight from its bytes into [`Entry`]s as
 //! they arrive ([`XReadReader`]): no tree of frames in between, which is where fred's read

@@ -5,7 +5,7 @@
 //!
 //! Two connections: `cmd` for everything else (fred pipelines concurrent commands on it) and
 //! `reader` for the blocking XREADGROUP, which would otherwise stall `cmd`: on a single node a
-//! connection of our own (`redis::direct_read`), on a cluster a fred client with one
+//! connection of our own (`redis::direct_conn`), on a cluster a fred client with one
 //! connection per master, carrying the consumer's non-blocking reads (`redis::cluster`).
 
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,7 @@ use fred::types::{ClusterHash, CustomCommand, Value};
 use crate::config::Config;
 use crate::model::secret::RedisUrl;
 use crate::model::text::Text;
-use crate::redis::direct_read::DirectReader;
+use crate::redis::direct_conn::DirectConnection;
 pub(crate) use crate::redis::error::{RedisErrorKind, StoreError};
 use crate::redis::refusals::Refusals;
 pub(crate) use crate::redis::streams::{parse_entries, text};
@@ -50,7 +50,7 @@ pub struct PendingEntry {
 #[derive(Clone)]
 pub(super) enum Reader {
     /// A single node's: our own connection.
-    Direct(Arc<DirectReader>),
+    Direct(Arc<DirectConnection>),
     /// A cluster's: a fred client (one connection per master).
     Cluster(Client),
 }
@@ -60,10 +60,10 @@ pub(super) enum Reader {
 pub struct Store {
     pub(crate) cmd: Client,
     pub(super) reader: Reader,
-    /// A single node's acknowledging connection (`direct_read`; connected at the first
-    /// acknowledgement, so commands that never acknowledge never open it). `None` on a
-    /// cluster, whose acknowledgements go through fred.
-    pub(super) acks: Option<Arc<DirectReader>>,
+    /// A single node's acknowledging connection (`direct_conn`; opened when the worker starts
+    /// consuming or at the first acknowledgement, so commands that never acknowledge never
+    /// open it). `None` on a cluster, whose acknowledgements go through fred.
+    pub(super) acks: Option<Arc<DirectConnection>>,
     url: RedisUrl,
     /// The last connection error fred reported, until it reconnects.
     last_error: Arc<Mutex<Option<StoreError>>>,
@@ -122,8 +122,9 @@ impl Store {
         // master awaits its replica's promotion, a short cap lets the client pick up the new
         // master within a second of the promotion instead of up to 5 s later.
         let max_delay = if url.is_cluster() { 1_000 } else { 5_000 };
-        let direct = DirectReader::new(&fred_config, format!("event-worker:{client_name}:reader"));
-        let acks = DirectReader::new(&fred_config, format!("event-worker:{client_name}:ack"));
+        let direct =
+            DirectConnection::new(&fred_config, format!("event-worker:{client_name}:reader"));
+        let acks = DirectConnection::new(&fred_config, format!("event-worker:{client_name}:ack"));
         let mut builder = Builder::from_config(fred_config);
         builder
             .set_policy(ReconnectPolicy::new_exponential(0, 100, max_delay, 2))

@@ -8,7 +8,7 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, Resp3Frame, Value};
 
 use crate::model::text::Text;
-use crate::redis::direct_read::DirectReader;
+use crate::redis::direct_conn::DirectConnection;
 use crate::redis::error::{RedisErrorKind, StoreError};
 use crate::redis::replicas::Replication;
 use crate::redis::store::{Entry, PendingEntry, Reader, Store, cmd, keyed};
@@ -67,7 +67,7 @@ impl Store {
     }
 
     /// One non-blocking XREADGROUP of `streams` (all in one slot) on `client`, a cluster's
-    /// reader (a single node reads on `direct_read`); see [`Store::read_slot_groups`].
+    /// reader (a single node reads on `direct_conn`); see [`Store::read_slot_groups`].
     pub(super) async fn read_group_one(
         &self,
         client: &Client,
@@ -88,7 +88,7 @@ impl Store {
         args.extend(streams.iter().map(|_| Value::from(">")));
         // On a cluster a read may meet MOVED/ASK (resharding, failover), which fred follows
         // by sending again: up to 3 attempts (a single node's read is sent once:
-        // `direct_read`).
+        // `direct_conn`).
         let options = Options {
             timeout: Some(Duration::from_secs(15)),
             max_attempts: Some(3),
@@ -116,7 +116,7 @@ impl Store {
     /// XACK of the handled entries of each of `batches` (`(stream, ids, delete)`), and XDEL
     /// of a `delete` batch's entries (the redeliver stream's) once acknowledged; the answer
     /// of each batch, in order. On a single node the XACKs go in one write on the
-    /// acknowledging connection (`direct_read`), the XDELs in a second; on a cluster each
+    /// acknowledging connection (`direct_conn`), the XDELs in a second; on a cluster each
     /// batch goes through fred, concurrently.
     ///
     /// A failed batch's entries stay pending and are redelivered (at-least-once).
@@ -157,7 +157,7 @@ impl Store {
     /// each one's answer as a [`StoreError`] of `NAME stream`.
     async fn one_line(
         &self,
-        direct: &DirectReader,
+        direct: &DirectConnection,
         commands: &[Vec<&str>],
     ) -> Vec<Result<(), StoreError>> {
         let error = |args: &[&str], e| self.error(args[..2].join(" "), e);

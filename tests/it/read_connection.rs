@@ -1,4 +1,4 @@
-//! The single-node read connection of the worker's own (`src/redis/direct_read.rs`, RESP2
+//! The single-node read connection of the worker's own (`src/redis/direct_conn.rs`, RESP2
 //! with `src/redis/resp.rs`), where the fault suites do not already cover it (they cut,
 //! kill and restart it: T17, T22a, T22e, T23 over TLS, T51 with an ACL user): a database
 //! other than 0 (its SELECT), its name in `CLIENT LIST`, and replies larger than a socket

@@ -1,8 +1,9 @@
-//! The XREADGROUP connection of a single-node Redis ([`DirectReader`]): one TCP (or TLS)
-//! connection of our own speaking RESP2 (`resp`), in place of a second fred client. A
-//! second one, named `...:ack`, acknowledges handled entries (XACK, and XDEL on the
-//! redeliver stream): fred's path for a command (its frames, its router task and the hand-overs
-//! between tasks) cost more than the acknowledgement itself, ~0.9k instructions per event.
+//! The worker's own connections to a single-node Redis ([`DirectConnection`]), one TCP (or
+//! TLS) connection each, speaking RESP2 (`resp`), in place of fred clients: the reader's
+//! (XREADGROUP, named `...:reader`) and the acknowledging one (XACK, and XDEL on the
+//! redeliver stream, named `...:ack`), for which fred's path for a command (its frames, its
+//! router task and the hand-overs between tasks) cost more than the acknowledgement itself,
+//! ~0.9k instructions per event.
 //!
 //! Why: reading is the one command whose reply grows with the load (a read of 64 entries is
 //! ~700 frames), and fred turns every reply into a tree of frames, converts it to RESP3
@@ -11,8 +12,9 @@
 //! its bytes arrive. Everything else (moves, scripts, a cluster's reads and acks) stays on
 //! fred.
 //!
-//! The connection is made at start and named `event-worker:<name>:reader` (operators find
-//! it in `CLIENT LIST`). A read is sent once, never replayed: an IO error, a timeout or a
+//! Both are made at start (the acknowledging one beside the first read; a failure leaves it to
+//! the first acknowledgement) and named `event-worker:<name>:<role>` (operators find them in
+//! `CLIENT LIST`). A read is sent once, never replayed: an IO error, a timeout or a
 //! malformed reply drops the connection and fails the read (the consumer then takes back
 //! what a lost reply left pending, `reclaim::claim_own_leftovers`), and the next read
 //! connects again (the consumer backs off between failed reads). An error reply (`NOGROUP`,
@@ -45,8 +47,8 @@ const READ_LIMIT_MIN: Duration = Duration::from_secs(10);
 const BUFFER: usize = 64 * 1024;
 const BUFFER_KEPT_MAX: usize = 4 * 1024 * 1024;
 
-/// The direct read connection (see the module doc).
-pub(crate) struct DirectReader {
+/// A connection of the worker's own (see the module doc).
+pub(crate) struct DirectConnection {
     target: Target,
     conn: Mutex<Option<Conn>>,
 }
@@ -85,10 +87,10 @@ enum Failure {
     Broken(Error),
 }
 
-impl DirectReader {
+impl DirectConnection {
     /// The reader for fred's configuration of a single node (`None` for a cluster), named
     /// `name` in `CLIENT LIST`. Does not connect.
-    pub(crate) fn new(config: &FredConfig, name: String) -> Option<DirectReader> {
+    pub(crate) fn new(config: &FredConfig, name: String) -> Option<DirectConnection> {
         let ServerConfig::Centralized { server } = &config.server else {
             return None;
         };
@@ -100,7 +102,7 @@ impl DirectReader {
                 server_name.unwrap_or_else(|| host.clone()),
             )
         });
-        Some(DirectReader {
+        Some(DirectConnection {
             target: Target {
                 host,
                 port: server.port,
