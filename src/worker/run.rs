@@ -322,8 +322,14 @@ fn heartbeat(parts: &Parts) -> Heartbeat {
 async fn consume(life: &Lifecycle, parts: &Parts, discovery: Arc<Discovery>, heartbeat: Heartbeat) {
     let (events, read_stop) = (life.tracker(Stage::Events), life.token(Stage::Read));
     let (reader, reclaimer) = parts.consume_path(discovery.clone());
-    let store = parts.store.clone();
-    tokio::spawn(async move { store.open_ack_connection().await });
+    let (store, stop) = (parts.store.clone(), read_stop.clone());
+    tokio::spawn(async move {
+        // Given up at stop (it would otherwise wait out the connect timeout, 5 s).
+        tokio::select! {
+            () = store.open_ack_connection() => {}
+            () = stop.cancelled() => {}
+        }
+    });
     if let Err(e) =
         reclaim::claim_own_leftovers(&reclaimer, &events, &read_stop, Duration::ZERO).await
     {
