@@ -79,7 +79,7 @@ struct Conn {
     awaiting: bool,
 }
 
-/// Why a read failed, and whether the connection survives it.
+/// Why an exchange (a read, or acknowledgements) failed, and whether the connection survives it.
 enum Failure {
     /// An error reply: the connection stays.
     Reply(Error),
@@ -88,7 +88,7 @@ enum Failure {
 }
 
 impl DirectConnection {
-    /// The reader for fred's configuration of a single node (`None` for a cluster), named
+    /// A connection for fred's configuration of a single node (`None` for a cluster), named
     /// `name` in `CLIENT LIST`. Does not connect.
     pub(crate) fn new(config: &FredConfig, name: String) -> Option<DirectConnection> {
         let ServerConfig::Centralized { server } = &config.server else {

@@ -36,20 +36,10 @@ pub(crate) fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
     }
 }
 
-/// `kind`, `n` in decimal, CRLF (a header line; written without `fmt`, once per argument).
-fn push_header(out: &mut Vec<u8>, kind: u8, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+/// `kind`, `n` in decimal, CRLF (a header line, once per argument: `itoa`, not `fmt`).
+fn push_header(out: &mut Vec<u8>, kind: u8, n: usize) {
     out.push(kind);
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
