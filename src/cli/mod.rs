@@ -171,7 +171,9 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
         Command::Run => {
             let stop = CancellationToken::new();
             tokio::spawn(shutdown_signal(stop.clone()));
-            WorkerBuilder::new(config).run(stop).await?;
+            // On a runtime thread, not on this one (`block_on`'s): start-up's round trips then
+            // do not each wake this thread from the runtime's.
+            tokio::spawn(WorkerBuilder::new(config).run(stop)).await??;
             Ok(())
         }
         Command::Check => check::check(config, json).await,

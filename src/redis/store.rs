@@ -158,7 +158,7 @@ impl Store {
             );
             async move {
                 init(&client, &url).await?;
-                name_client(&client, &name, &url).await;
+                name_client(&client, &name, &url);
                 Ok::<_, StoreError>(())
             }
         };
@@ -344,16 +344,17 @@ impl Store {
 /// for plain Redis protocol (a plaintext server never answers the TLS handshake).
 const PLAINTEXT_PROBE_AFTER: Duration = Duration::from_millis(500);
 
-/// Connects `client`. For a `rediss://` URL whose handshake has not finished after
-/// [`PLAINTEXT_PROBE_AFTER`], a second connection sends a plain `PING`: a RESP answer means the
-/// server speaks plain Redis, and the error says to use `redis://` at once instead of after the
-/// 5 s connection timeout.
 /// Names `client`'s connections `name` now and again after every reconnect. The name is
 /// visible in CLIENT LIST: it carries no secret, only the process and the role. On a cluster
-/// every master's connection carries it (see `name_connections`).
-async fn name_client(client: &Client, name: &str, url: &RedisUrl) {
+/// every master's connection carries it (see `name_connections`). The first naming is not
+/// waited for: it goes out with whatever the caller sends next (one round trip less before a
+/// worker's first read), and the connection's later commands run after it.
+fn name_client(client: &Client, name: &str, url: &RedisUrl) {
     let cluster = url.is_cluster();
-    super::cluster::name_connections(client, name, None, cluster).await;
+    let (first, first_name) = (client.clone(), name.to_string());
+    tokio::spawn(async move {
+        super::cluster::name_connections(&first, &first_name, None, cluster).await;
+    });
     let (again, name) = (client.clone(), name.to_string());
     client.on_reconnect(move |server| {
         let (client, name) = (again.clone(), name.clone());
@@ -377,6 +378,10 @@ fn preload_on_reconnect(client: &Client, url: &RedisUrl) {
     });
 }
 
+/// Connects `client`. For a `rediss://` URL whose handshake has not finished after
+/// [`PLAINTEXT_PROBE_AFTER`], a second connection sends a plain `PING`: a RESP answer means the
+/// server speaks plain Redis, and the error says to use `redis://` at once instead of after the
+/// 5 s connection timeout.
 async fn init(client: &Client, url: &RedisUrl) -> Result<(), StoreError> {
     let op = format!("connect to {url}");
     let c = client.clone();
