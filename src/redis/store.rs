@@ -347,8 +347,8 @@ const PLAINTEXT_PROBE_AFTER: Duration = Duration::from_millis(500);
 /// Names `client`'s connections `name` now and again after every reconnect. The name is
 /// visible in CLIENT LIST: it carries no secret, only the process and the role. On a cluster
 /// every master's connection carries it (see `name_connections`). The first naming is not
-/// waited for: it goes out with whatever the caller sends next (one round trip less before a
-/// worker's first read), and the connection's later commands run after it.
+/// waited for: it goes out beside the caller's next commands (one round trip less before a
+/// worker's first read), so the first command or two may run before the name is set.
 fn name_client(client: &Client, name: &str, url: &RedisUrl) {
     let cluster = url.is_cluster();
     let (first, first_name) = (client.clone(), name.to_string());
