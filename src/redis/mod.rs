@@ -1,10 +1,11 @@
 //! The only Redis caller: the connection (`store`; on a single node the consumer's reads and
-//! acknowledgements go over connections of its own, `direct_conn`, speaking RESP2 with `resp`), stream commands
-//! (`streams`), plain keys
-//! (`keyspace`), the Lua moves loaded once (`moves`; across Redis Cluster slots `moves_split`),
-//! the cluster's slots, topology and slot-grouped reads (`cluster`), its changes and failed nodes (`cluster_watch`), operator reads (`admin`), the DLQ scripts and counts (`dlq`), channel
-//! subscriptions (`pubsub`), the TCP settings of every connection (`tcp`), the TLS setup (`tls`), the typed error (`error`), the
-//! record of refused writes (`refusals`) and the opt-in WAIT for replicas (`replicas`).
+//! acknowledgements go over connections of its own, `direct_conn`, speaking RESP2 with
+//! `resp`), stream commands (`streams`), plain keys (`keyspace`), the Lua moves loaded once
+//! (`moves`; across Redis Cluster slots `moves_split`), the cluster's slots, topology and
+//! slot-grouped reads (`cluster`), its changes and failed nodes (`cluster_watch`), operator
+//! reads (`admin`), the DLQ scripts and counts (`dlq`), channel subscriptions (`pubsub`), the
+//! TCP settings of every connection (`tcp`), the TLS setup (`tls`), the typed error (`error`),
+//! the record of refused writes (`refusals`) and the opt-in WAIT for replicas (`replicas`).
 
 pub(crate) mod admin;
 pub(crate) mod cluster;
