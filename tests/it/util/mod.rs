@@ -28,8 +28,39 @@ pub use scenario::{Close, Scenario};
 pub use sink::{Action, HttpSink, Outcome};
 pub use worker::{Route, WorkerConfig, WorkerProcess};
 
-/// A free loopback TCP port (bound and released; good enough on a test box).
+/// Lowest port of the range [`free_port`] hands out from.
+const HANDED_OUT_FROM: u32 = 10_000;
+
+/// A free loopback TCP port for a child process to bind (a worker's API, a redis-server).
+///
+/// Bound and released, so between this check and the child's bind another socket could take
+/// it. Ports of the kernel's ephemeral range (`ip_local_port_range`) are what the many outgoing
+/// connections of parallel tests get, and one of them took a worker's API port between the two
+/// (a CI run: "Address already in use"). So the port comes from below that range, where no
+/// outgoing connection is given one, and each is handed out once per test process; the
+/// ephemeral port of a `:0` bind only when the range leaves no room below it. The
+/// cluster helper's node ports stay in the ephemeral range, their bus ports (+10000) above it.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if let Some(span) = ephemeral_low
+        .checked_sub(HANDED_OUT_FROM)
+        .filter(|s| *s >= 1_000)
+    {
+        // Test binaries run one after another; the pid spreads two runs' starting points.
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = (HANDED_OUT_FROM + (start + n) % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
